@@ -1,0 +1,198 @@
+//! The `Agent` trait: what the engine asks of anything that turns a prompt into an output.
+//!
+//! Implementations live in `smithers-agents`; the core never depends on them.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::TaskError;
+
+/// A request to an agent for one attempt of one task.
+#[derive(Clone, Debug)]
+pub struct AgentRequest {
+    /// The full prompt: the task's prompt, the output schema and the REQUIRED OUTPUT instruction
+    /// (and, on a retry after invalid output, the validation error).
+    pub prompt: String,
+    /// The task's own prompt, without the schema instruction.
+    pub task_prompt: String,
+    /// The JSON schema the reply must satisfy.
+    pub output_schema: Value,
+    /// Short name of the output type.
+    pub output_type: String,
+    /// The run, node, iteration and attempt this request belongs to.
+    pub run_id: String,
+    /// Node id.
+    pub node_id: String,
+    /// Loop iteration.
+    pub iteration: u32,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// Timeout of this attempt, if the task has one. The engine enforces it too.
+    pub timeout: Option<Duration>,
+    /// Cancelled when the run is cancelled or the attempt times out.
+    pub cancel: CancellationToken,
+    /// Sink for progress lines, shown to a user watching the run as `NodeOutput` events.
+    pub progress: ProgressSink,
+}
+
+/// Where an agent sends progress lines (`NodeOutput` events).
+#[derive(Clone)]
+pub struct ProgressSink(Arc<dyn Fn(&str, &str) + Send + Sync>);
+
+impl ProgressSink {
+    /// A sink calling `f(stream, line)`.
+    pub fn new(f: impl Fn(&str, &str) + Send + Sync + 'static) -> Self {
+        ProgressSink(Arc::new(f))
+    }
+
+    /// A sink that drops everything.
+    pub fn discard() -> Self {
+        ProgressSink(Arc::new(|_, _| {}))
+    }
+
+    /// Reports one line on `stream` (`stdout`, `stderr`, `text`, `tool`...).
+    pub fn line(&self, stream: &str, line: &str) {
+        (self.0)(stream, line)
+    }
+}
+
+impl std::fmt::Debug for ProgressSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressSink")
+    }
+}
+
+/// Token usage and cost of one attempt, as reported by the tool.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Input tokens.
+    pub input_tokens: Option<u64>,
+    /// Output tokens.
+    pub output_tokens: Option<u64>,
+    /// Tokens read from the prompt cache.
+    pub cache_read_tokens: Option<u64>,
+    /// Tokens written to the prompt cache.
+    pub cache_write_tokens: Option<u64>,
+    /// Cost in US dollars, when the tool reports it.
+    pub cost_usd: Option<f64>,
+}
+
+/// What an agent returns for one attempt.
+#[derive(Clone, Debug, Default)]
+pub struct AgentResponse {
+    /// The final reply text.
+    pub text: String,
+    /// Structured output, when the tool returned it natively (it is still validated).
+    pub json: Option<Value>,
+    /// Token usage and cost.
+    pub usage: Usage,
+    /// The tool's session id.
+    pub session_id: Option<String>,
+    /// Exit status of a CLI process.
+    pub exit_code: Option<i32>,
+    /// Raw transcript (JSONL), kept per attempt outside the hot tables.
+    pub transcript: Option<String>,
+    /// The model that answered, when known.
+    pub model: Option<String>,
+}
+
+/// An error of an agent, with what usage was spent before it happened.
+#[derive(Clone, Debug)]
+pub struct AgentError {
+    /// The error.
+    pub error: TaskError,
+    /// Usage spent anyway.
+    pub usage: Usage,
+    /// Transcript so far.
+    pub transcript: Option<String>,
+    /// Exit status of a CLI process.
+    pub exit_code: Option<i32>,
+}
+
+impl AgentError {
+    /// A retryable error with no usage.
+    pub fn retryable(message: impl Into<String>) -> Self {
+        TaskError::retryable(message).into()
+    }
+
+    /// A terminal error with no usage.
+    pub fn terminal(message: impl Into<String>) -> Self {
+        TaskError::terminal(message).into()
+    }
+}
+
+impl From<TaskError> for AgentError {
+    fn from(error: TaskError) -> Self {
+        AgentError { error, usage: Usage::default(), transcript: None, exit_code: None }
+    }
+}
+
+impl std::fmt::Display for AgentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for AgentError {}
+
+/// Something that turns a prompt into a reply: a coding-agent CLI, an LLM API, or a test script.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an agent",
+    label = "expected something that implements `Agent`",
+    note = "use one of smithers' agents (`ClaudeCodeAgent`, `CodexAgent`, ...) or implement `Agent` for `{Self}`"
+)]
+#[async_trait::async_trait]
+pub trait Agent: Send + Sync + 'static {
+    /// A short name for logs and the cache key (`claude-code`, `codex`, ...).
+    fn name(&self) -> &str;
+
+    /// A signature of the agent's configuration (model, flags) for the cache key.
+    fn signature(&self) -> String {
+        self.name().to_owned()
+    }
+
+    /// Runs one attempt.
+    async fn generate(&self, request: AgentRequest) -> Result<AgentResponse, AgentError>;
+
+    /// The working directory the agent edits, if any (for VCS snapshots).
+    fn cwd(&self) -> Option<PathBuf> {
+        None
+    }
+}
+
+/// A shared agent, as stored in a task.
+pub type SharedAgent = Arc<dyn Agent>;
+
+/// Conversion into a [`SharedAgent`]: implemented for every `Agent` and for `Arc`s of them.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an agent",
+    label = "expected an agent here",
+    note = "`agent=` takes a value implementing `Agent`, or an `Arc` of one"
+)]
+pub trait IntoAgent {
+    /// Converts.
+    fn into_agent(self) -> SharedAgent;
+}
+
+impl<A: Agent> IntoAgent for A {
+    fn into_agent(self) -> SharedAgent {
+        Arc::new(self)
+    }
+}
+
+impl<A: Agent> IntoAgent for Arc<A> {
+    fn into_agent(self) -> SharedAgent {
+        self
+    }
+}
+
+impl IntoAgent for Arc<dyn Agent> {
+    fn into_agent(self) -> SharedAgent {
+        self
+    }
+}

@@ -1,0 +1,244 @@
+//! Errors of the core: every variant says what went wrong, where, and what to do, and carries a
+//! stable [`Error::code`] for tooling.
+
+use std::path::PathBuf;
+
+/// The result type of smithers-core.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error of the engine, the store, or a workflow definition.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The SQLite database could not be opened or queried.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+
+    /// A database file could not be created.
+    #[error("cannot open database `{path}`: {message}")]
+    OpenDb {
+        /// The database path.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+
+    /// An embedded migration was edited after it had been applied.
+    #[error("migration {version} (`{name}`) was applied with checksum {applied} but the binary has {current}; migrations must never be edited once released: add a new one")]
+    MigrationChanged {
+        /// Migration number.
+        version: i64,
+        /// Migration name.
+        name: String,
+        /// Checksum recorded in the database.
+        applied: String,
+        /// Checksum of the embedded migration.
+        current: String,
+    },
+
+    /// An output type no longer matches the table that holds its earlier rows.
+    #[error("output table `{table}` no longer matches `{type_name}`: {detail}. Rename the table with #[output(table = \"...\")] or migrate the existing rows")]
+    SchemaChanged {
+        /// The table.
+        table: String,
+        /// The Rust type.
+        type_name: String,
+        /// What differs, naming the field and both types.
+        detail: String,
+    },
+
+    /// A table or column name that is not a plain identifier.
+    #[error("`{0}` is not a valid SQL identifier: use ASCII letters, digits and `_`, not starting with a digit, at most 64 characters")]
+    InvalidIdentifier(String),
+
+    /// Two nodes in one frame share an id.
+    #[error("duplicate node id `{id}`: used by {first} and by {second}; give each node a unique id")]
+    DuplicateNodeId {
+        /// The id.
+        id: String,
+        /// Description of the first node (`<Task>` at path ...).
+        first: String,
+        /// Description of the second node.
+        second: String,
+    },
+
+    /// A node id that cannot be used (empty, too long or with control characters).
+    #[error("invalid node id {id:?}: {reason}")]
+    InvalidNodeId {
+        /// The id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// `ctx.output(..)` of a task that has no output in the current iteration.
+    #[error("node `{node}` has no output in iteration {iteration} yet; use `ctx.output_maybe` or `ctx.latest` when it may be absent")]
+    MissingOutput {
+        /// The node id.
+        node: String,
+        /// The iteration.
+        iteration: u32,
+    },
+
+    /// A persisted output could not be read back as the requested type.
+    #[error("output of node `{node}` (iteration {iteration}) cannot be read as `{type_name}`: {message}")]
+    OutputType {
+        /// The node id.
+        node: String,
+        /// The iteration.
+        iteration: u32,
+        /// The requested type.
+        type_name: String,
+        /// serde's message.
+        message: String,
+    },
+
+    /// The run does not exist.
+    #[error("run `{0}` not found in this database; `status` lists the runs it has")]
+    RunNotFound(String),
+
+    /// There is no run to resume.
+    #[error("no run to resume in this database; start one with `run`")]
+    NoRunToResume,
+
+    /// Another process holds the lease of the run.
+    #[error("run `{run_id}` is being driven by another process (`{owner}`, lease valid until {expires_at}); wait for it to finish or stop it, then resume")]
+    LeaseHeld {
+        /// The run.
+        run_id: String,
+        /// The lease holder.
+        owner: String,
+        /// When the lease expires (RFC 3339).
+        expires_at: String,
+    },
+
+    /// The run already reached a final status.
+    #[error("run `{run_id}` already {status}; nothing to resume")]
+    RunAlreadyDone {
+        /// The run.
+        run_id: String,
+        /// Its status.
+        status: String,
+    },
+
+    /// The workflow input is not valid for the workflow's input type.
+    #[error("invalid workflow input: {0}")]
+    InvalidInput(String),
+
+    /// A node failed and the run cannot continue.
+    #[error("node `{node}` failed after {attempts} attempt(s): {message}")]
+    NodeFailed {
+        /// The node id.
+        node: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last error.
+        message: String,
+    },
+
+    /// A Ralph loop reached `max_iterations` with `on_max_reached=Fail`.
+    #[error("loop `{id}` reached max_iterations ({max}) without its `until` condition becoming true")]
+    MaxIterationsReached {
+        /// The loop id.
+        id: String,
+        /// The limit.
+        max: u32,
+    },
+
+    /// The run was cancelled.
+    #[error("run `{0}` was cancelled; `resume` continues it")]
+    Cancelled(String),
+
+    /// The store's worker thread is gone.
+    #[error("the database worker stopped: {0}")]
+    StoreClosed(String),
+
+    /// JSON (de)serialisation of internal data failed.
+    #[error("json error: {0}")]
+    Json(#[from] serde_json::Error),
+
+    /// Anything else, with its message.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    /// A stable, machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Sqlite(_) => "E_SQLITE",
+            Error::OpenDb { .. } => "E_OPEN_DB",
+            Error::MigrationChanged { .. } => "E_MIGRATION_CHANGED",
+            Error::SchemaChanged { .. } => "E_SCHEMA_CHANGED",
+            Error::InvalidIdentifier(_) => "E_INVALID_IDENTIFIER",
+            Error::DuplicateNodeId { .. } => "E_DUPLICATE_NODE_ID",
+            Error::InvalidNodeId { .. } => "E_INVALID_NODE_ID",
+            Error::MissingOutput { .. } => "E_MISSING_OUTPUT",
+            Error::OutputType { .. } => "E_OUTPUT_TYPE",
+            Error::RunNotFound(_) => "E_RUN_NOT_FOUND",
+            Error::NoRunToResume => "E_NO_RUN",
+            Error::LeaseHeld { .. } => "E_LEASE_HELD",
+            Error::RunAlreadyDone { .. } => "E_RUN_DONE",
+            Error::InvalidInput(_) => "E_INVALID_INPUT",
+            Error::NodeFailed { .. } => "E_NODE_FAILED",
+            Error::MaxIterationsReached { .. } => "E_MAX_ITERATIONS",
+            Error::Cancelled(_) => "E_CANCELLED",
+            Error::StoreClosed(_) => "E_STORE_CLOSED",
+            Error::Json(_) => "E_JSON",
+            Error::Other(_) => "E_OTHER",
+        }
+    }
+}
+
+/// The error a task (compute or agent) returns. Retryable errors consume one of the task's
+/// `retries`; terminal errors fail the node at once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct TaskError {
+    /// What happened.
+    pub message: String,
+    /// Whether another attempt may succeed.
+    pub retryable: bool,
+}
+
+impl TaskError {
+    /// A retryable error.
+    pub fn retryable(message: impl Into<String>) -> Self {
+        TaskError { message: message.into(), retryable: true }
+    }
+
+    /// A terminal error: no retry.
+    pub fn terminal(message: impl Into<String>) -> Self {
+        TaskError { message: message.into(), retryable: false }
+    }
+}
+
+impl From<String> for TaskError {
+    fn from(message: String) -> Self {
+        TaskError::retryable(message)
+    }
+}
+
+impl From<&str> for TaskError {
+    fn from(message: &str) -> Self {
+        TaskError::retryable(message)
+    }
+}
+
+impl From<std::io::Error> for TaskError {
+    fn from(e: std::io::Error) -> Self {
+        TaskError::retryable(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for TaskError {
+    fn from(e: serde_json::Error) -> Self {
+        TaskError::retryable(e.to_string())
+    }
+}
+
+impl From<Error> for TaskError {
+    fn from(e: Error) -> Self {
+        TaskError::terminal(e.to_string())
+    }
+}

@@ -1,0 +1,24 @@
+//! smithers-core: the node tree, the render context, the scheduler, the engine loop and the
+//! SQLite store of smithers-rs.
+//!
+//! Users reach these through the `smithers` facade; `workflow!` expands to the builders in
+//! [`node`].
+
+pub mod agent;
+pub mod ctx;
+pub mod error;
+pub mod node;
+pub mod output;
+pub mod reference;
+pub mod task_ctx;
+
+pub use agent::{Agent, AgentError, AgentRequest, AgentResponse, IntoAgent, ProgressSink, SharedAgent, Usage};
+pub use ctx::{Ctx, LoopState, StateView};
+pub use error::{Error, Result, TaskError};
+pub use node::{
+    Branch, IntoNodes, Node, NodeKind, OnMaxReached, Parallel, Phase, Ralph, Sequence, Step, Task, TaskExec, TaskId,
+    TaskSpec, Workflow,
+};
+pub use output::{Column, ColumnKind, Output, OutputInfo};
+pub use reference::{NodeRef, Ref};
+pub use task_ctx::TaskCtx;

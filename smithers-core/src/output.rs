@@ -1,0 +1,158 @@
+//! Output types: what a task returns, and how it maps onto a SQLite table.
+//!
+//! `#[derive(Output)]` implements [`Output`] for a struct. The engine only sees the type-erased
+//! [`OutputInfo`], which carries the table name, the column list, the JSON schema and a
+//! validating deserialiser.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The SQL storage class of an output column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ColumnKind {
+    /// Signed or unsigned integer, stored as `INTEGER`.
+    Integer,
+    /// `bool`, stored as `INTEGER` 0/1.
+    Bool,
+    /// `f32`/`f64`, stored as `REAL`.
+    Real,
+    /// `String`, stored as `TEXT`.
+    Text,
+    /// Anything else (Vec, map, nested struct, enum), stored as `TEXT` holding JSON.
+    Json,
+}
+
+impl ColumnKind {
+    /// The SQL type used in `CREATE TABLE`.
+    pub fn sql_type(self) -> &'static str {
+        match self {
+            ColumnKind::Integer | ColumnKind::Bool => "INTEGER",
+            ColumnKind::Real => "REAL",
+            ColumnKind::Text | ColumnKind::Json => "TEXT",
+        }
+    }
+
+    /// A stable name, recorded in the output-table registry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ColumnKind::Integer => "integer",
+            ColumnKind::Bool => "bool",
+            ColumnKind::Real => "real",
+            ColumnKind::Text => "text",
+            ColumnKind::Json => "json",
+        }
+    }
+
+    /// Parses [`ColumnKind::as_str`] back.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "integer" => ColumnKind::Integer,
+            "bool" => ColumnKind::Bool,
+            "real" => ColumnKind::Real,
+            "text" => ColumnKind::Text,
+            "json" => ColumnKind::Json,
+            _ => return None,
+        })
+    }
+}
+
+/// One column of an output table (one field of the output struct).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Column {
+    /// Column name: the field's serialized name.
+    pub name: &'static str,
+    /// Storage class.
+    pub kind: ColumnKind,
+    /// Whether the field is an `Option` (nullable column).
+    pub nullable: bool,
+    /// The Rust type as written, for error messages (`Vec<String>`).
+    pub rust_type: &'static str,
+}
+
+/// A workflow output: a struct persisted as one row per `(run_id, node_id, iteration)`.
+///
+/// Implement it with `#[derive(Output)]`; hand implementations must keep [`Output::COLUMNS`]
+/// in step with the serde representation.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a workflow output",
+    label = "not a workflow output",
+    note = "add `#[derive(Output, Serialize, Deserialize, JsonSchema)]` to `{Self}`"
+)]
+pub trait Output: Serialize + DeserializeOwned + schemars::JsonSchema + Send + Sync + 'static {
+    /// Table name (snake_case of the type unless overridden with `#[output(table = "...")]`).
+    const TABLE: &'static str;
+    /// One column per field.
+    const COLUMNS: &'static [Column];
+
+    /// The JSON schema of the type, with doc comments as descriptions.
+    fn output_schema() -> Value {
+        schemars::schema_for!(Self).to_value()
+    }
+
+    /// The type-erased description used by the engine and the store.
+    fn info() -> OutputInfo {
+        OutputInfo {
+            type_name: std::any::type_name::<Self>(),
+            table: Self::TABLE,
+            columns: Self::COLUMNS,
+            schema: Self::output_schema,
+            validate: validate_as::<Self>,
+        }
+    }
+}
+
+fn validate_as<T: Output>(value: &Value) -> Result<Value, String> {
+    let typed: T = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
+    serde_json::to_value(&typed).map_err(|e| e.to_string())
+}
+
+/// Everything the engine needs to know about an output type, without generics.
+#[derive(Clone, Copy)]
+pub struct OutputInfo {
+    /// `std::any::type_name` of the output type.
+    pub type_name: &'static str,
+    /// Table name.
+    pub table: &'static str,
+    /// Columns.
+    pub columns: &'static [Column],
+    /// The JSON schema.
+    pub schema: fn() -> Value,
+    /// Deserialises a JSON value into the type and serialises it back (normalised), or says why not.
+    pub validate: fn(&Value) -> Result<Value, String>,
+}
+
+impl OutputInfo {
+    /// Short type name (`Analysis` rather than `my_crate::Analysis`), for messages.
+    pub fn short_name(&self) -> &'static str {
+        short_type_name(self.type_name)
+    }
+
+    /// Hash over table name, columns and JSON schema: changes when the shape of the type changes.
+    pub fn signature(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(self.table.as_bytes());
+        for c in self.columns {
+            h.update(format!("|{}:{}:{}", c.name, c.kind.as_str(), c.nullable).as_bytes());
+        }
+        h.update((self.schema)().to_string().as_bytes());
+        hex::encode(&h.finalize()[..12])
+    }
+}
+
+impl std::fmt::Debug for OutputInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutputInfo").field("type", &self.type_name).field("table", &self.table).finish()
+    }
+}
+
+/// `a::b::Foo<c::Bar>` → `Foo<Bar>`.
+pub fn short_type_name(full: &'static str) -> &'static str {
+    let head = full.split('<').next().unwrap_or(full);
+    match head.rfind("::") {
+        Some(i) if !full.contains('<') => &full[i + 2..],
+        Some(i) => &full[i + 2..],
+        None => full,
+    }
+}

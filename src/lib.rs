@@ -1,0 +1,45 @@
+//! # smithers
+//!
+//! Durable, resumable AI-agent workflows authored in Rust as a JSX-like tree.
+//!
+//! A workflow is a function from a [`Ctx`] to a [`Node`] tree written with [`workflow!`]. The
+//! engine renders it, runs the tasks that are ready, persists each output to SQLite keyed by
+//! `(run, node, iteration)`, and renders again. A killed run resumes where it stopped; nothing that
+//! finished runs twice.
+//!
+//! Start with the `prelude` and the examples in `examples/`.
+
+extern crate self as smithers;
+
+pub use smithers_core::{
+    agent, ctx, error, node, output, Agent, AgentError, AgentRequest, AgentResponse, Ctx, Error, IntoAgent, Node,
+    NodeRef, OnMaxReached, Output, Ref, Result, TaskCtx, TaskError, Usage,
+};
+pub use smithers_macros::{component, workflow, Output};
+
+/// Agents: coding-agent CLIs, LLM HTTP APIs and a scripted agent for tests.
+pub use smithers_agents as agents;
+
+/// Everything a workflow file needs.
+pub mod prelude {
+    pub use crate::{component, workflow, Ctx, Node, OnMaxReached, Output, Ref, TaskCtx, TaskError};
+    pub use schemars::JsonSchema;
+    pub use serde::{Deserialize, Serialize};
+    pub use std::time::Duration;
+}
+
+/// What `workflow!`, `#[component]` and `#[derive(Output)]` expand to. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use ::schemars;
+    pub use ::serde;
+    pub use ::serde_json;
+    pub use smithers_core::node::{
+        Branch, IntoNodes, Node, OnMaxReached, Parallel, Phase, Ralph, Sequence, Step, Task, TaskId, Workflow,
+    };
+    pub use smithers_core::output::{Column, ColumnKind, Output, OutputInfo};
+    pub use smithers_core::{Ctx, IntoAgent, Ref};
+
+    /// Compile-time check that `T` implements `Output` (spanned at the user's type).
+    pub const fn assert_output<T: Output>() {}
+}
