@@ -128,7 +128,12 @@ impl AgentError {
 
 impl From<TaskError> for AgentError {
     fn from(error: TaskError) -> Self {
-        AgentError { error, usage: Usage::default(), transcript: None, exit_code: None }
+        AgentError {
+            error,
+            usage: Usage::default(),
+            transcript: None,
+            exit_code: None,
+        }
     }
 }
 

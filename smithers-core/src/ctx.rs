@@ -57,7 +57,11 @@ pub struct Ctx<I> {
 
 impl<I> Ctx<I> {
     pub(crate) fn new(input: Arc<I>, snap: Arc<RunSnapshot>) -> Self {
-        Ctx { input, snap, state_writes: Arc::default() }
+        Ctx {
+            input,
+            snap,
+            state_writes: Arc::default(),
+        }
     }
 
     /// A context over no persisted state (for `graph` before a run, and for tests).
@@ -83,7 +87,10 @@ impl<I> Ctx<I> {
     pub fn output<T: Output>(&self, node: impl NodeRef<T>) -> Result<T> {
         let id = node.node_id();
         let it = self.snap.current_iteration(id);
-        self.read(id, it)?.ok_or_else(|| Error::MissingOutput { node: id.to_owned(), iteration: it })
+        self.read(id, it)?.ok_or_else(|| Error::MissingOutput {
+            node: id.to_owned(),
+            iteration: it,
+        })
     }
 
     /// The output of `node` in its current iteration, if any. A stored output that cannot be read
@@ -107,13 +114,20 @@ impl<I> Ctx<I> {
         self.snap
             .outputs
             .get(id)
-            .map(|m| m.keys().filter_map(|&it| self.read_lenient(id, it)).collect())
+            .map(|m| {
+                m.keys()
+                    .filter_map(|&it| self.read_lenient(id, it))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// How many iterations `node` has an output for.
     pub fn iteration_count<T: Output>(&self, node: impl NodeRef<T>) -> u32 {
-        self.snap.outputs.get(node.node_id()).map_or(0, |m| m.len() as u32)
+        self.snap
+            .outputs
+            .get(node.node_id())
+            .map_or(0, |m| m.len() as u32)
     }
 
     /// The current iteration of the loop with id `ralph` (the default loop id), or 0.
@@ -123,23 +137,31 @@ impl<I> Ctx<I> {
 
     /// The current iteration of the loop with this id, or 0 before it started.
     pub fn loop_iteration(&self, loop_id: &str) -> u32 {
-        self.snap.loops.get(loop_id).map_or(0, |l| l.iteration - l.pass_start)
+        self.snap
+            .loops
+            .get(loop_id)
+            .map_or(0, |l| l.iteration - l.pass_start)
     }
 
     /// The run's key-value `state` table.
     pub fn state(&self) -> StateView<'_> {
-        StateView { snap: &self.snap, writes: &self.state_writes }
+        StateView {
+            snap: &self.snap,
+            writes: &self.state_writes,
+        }
     }
 
     fn read<T: Output>(&self, id: &str, it: u32) -> Result<Option<T>> {
         match self.snap.outputs.get(id).and_then(|m| m.get(&it)) {
             None => Ok(None),
-            Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| Error::OutputType {
-                node: id.to_owned(),
-                iteration: it,
-                type_name: std::any::type_name::<T>().to_owned(),
-                message: e.to_string(),
-            }),
+            Some(v) => serde_json::from_value(v.clone())
+                .map(Some)
+                .map_err(|e| Error::OutputType {
+                    node: id.to_owned(),
+                    iteration: it,
+                    type_name: std::any::type_name::<T>().to_owned(),
+                    message: e.to_string(),
+                }),
         }
     }
 
@@ -168,6 +190,9 @@ impl StateView<'_> {
 
     /// Sets `key`; persisted after this render, visible from the next one.
     pub fn set(&self, key: impl Into<String>, value: impl Into<String>) {
-        self.writes.lock().unwrap_or_else(|e| e.into_inner()).push((key.into(), value.into()));
+        self.writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((key.into(), value.into()));
     }
 }

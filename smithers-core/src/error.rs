@@ -52,7 +52,9 @@ pub enum Error {
     InvalidIdentifier(String),
 
     /// Two nodes in one frame share an id.
-    #[error("duplicate node id `{id}`: used by {first} and by {second}; give each node a unique id")]
+    #[error(
+        "duplicate node id `{id}`: used by {first} and by {second}; give each node a unique id"
+    )]
     DuplicateNodeId {
         /// The id.
         id: String,
@@ -137,7 +139,9 @@ pub enum Error {
     },
 
     /// A Ralph loop reached `max_iterations` with `on_max_reached=Fail`.
-    #[error("loop `{id}` reached max_iterations ({max}) without its `until` condition becoming true")]
+    #[error(
+        "loop `{id}` reached max_iterations ({max}) without its `until` condition becoming true"
+    )]
     MaxIterationsReached {
         /// The loop id.
         id: String,
@@ -204,12 +208,18 @@ pub struct TaskError {
 impl TaskError {
     /// A retryable error.
     pub fn retryable(message: impl Into<String>) -> Self {
-        TaskError { message: message.into(), retryable: true }
+        TaskError {
+            message: message.into(),
+            retryable: true,
+        }
     }
 
     /// A terminal error: no retry.
     pub fn terminal(message: impl Into<String>) -> Self {
-        TaskError { message: message.into(), retryable: false }
+        TaskError {
+            message: message.into(),
+            retryable: false,
+        }
     }
 }
 

@@ -12,13 +12,21 @@ pub mod output;
 pub mod reference;
 pub mod task_ctx;
 
-pub use agent::{Agent, AgentError, AgentRequest, AgentResponse, IntoAgent, ProgressSink, SharedAgent, Usage};
+pub use agent::{
+    Agent, AgentError, AgentRequest, AgentResponse, IntoAgent, ProgressSink, SharedAgent, Usage,
+};
 pub use ctx::{Ctx, LoopState, StateView};
 pub use error::{Error, Result, TaskError};
 pub use node::{
-    Branch, IntoNodes, Node, NodeKind, OnMaxReached, Parallel, Phase, Ralph, Sequence, Step, Task, TaskExec, TaskId,
-    TaskSpec, Workflow,
+    Branch, IntoNodes, Node, NodeKind, OnMaxReached, Parallel, Phase, Ralph, Sequence, Step, Task,
+    TaskExec, TaskId, TaskSpec, Workflow,
 };
 pub use output::{Column, ColumnKind, Output, OutputInfo};
 pub use reference::{NodeRef, Ref};
 pub use task_ctx::TaskCtx;
+pub mod engine;
+pub mod events;
+pub mod json;
+pub mod plan;
+pub mod store;
+pub mod time;

@@ -114,7 +114,8 @@ pub struct NamedProps {
 }
 
 /// A compute task's body.
-pub type ComputeFn = Arc<dyn Fn(TaskCtx) -> BoxFuture<'static, Result<Value, TaskError>> + Send + Sync>;
+pub type ComputeFn =
+    Arc<dyn Fn(TaskCtx) -> BoxFuture<'static, Result<Value, TaskError>> + Send + Sync>;
 
 /// How a task produces its output.
 #[derive(Clone)]
@@ -171,7 +172,10 @@ impl Node {
     pub fn fragment(children: impl IntoNodes) -> Node {
         let mut v = Vec::new();
         children.push_into(&mut v);
-        Node { kind: NodeKind::Fragment, children: v }
+        Node {
+            kind: NodeKind::Fragment,
+            children: v,
+        }
     }
 
     /// The tag name as written in `workflow!`.
@@ -203,7 +207,12 @@ impl Node {
         s
     }
 
-    fn write_tree(&self, s: &mut String, depth: usize, state: &dyn Fn(&TaskSpec) -> Option<String>) {
+    fn write_tree(
+        &self,
+        s: &mut String,
+        depth: usize,
+        state: &dyn Fn(&TaskSpec) -> Option<String>,
+    ) {
         if let NodeKind::Fragment = self.kind {
             for c in &self.children {
                 c.write_tree(s, depth, state);
@@ -230,7 +239,11 @@ impl Node {
                 }
             }
             NodeKind::Ralph(p) => {
-                let _ = write!(s, " id={:?} until={} max_iterations={} on_max_reached={:?}", p.id, p.until, p.max_iterations, p.on_max_reached);
+                let _ = write!(
+                    s,
+                    " id={:?} until={} max_iterations={} on_max_reached={:?}",
+                    p.id, p.until, p.max_iterations, p.on_max_reached
+                );
             }
             NodeKind::Branch(p) => {
                 let _ = write!(s, " if={}", p.cond);
@@ -408,7 +421,8 @@ impl<T: Output> Task<T> {
             let fut = f(ctx);
             Box::pin(async move {
                 let out = fut.await.map_err(Into::into)?;
-                serde_json::to_value(&out).map_err(|e| TaskError::terminal(format!("output cannot be serialised: {e}")))
+                serde_json::to_value(&out)
+                    .map_err(|e| TaskError::terminal(format!("output cannot be serialised: {e}")))
             })
         }));
         self
@@ -531,7 +545,10 @@ impl Workflow {
     child_methods!();
     /// Finishes the node.
     pub fn build(self) -> Node {
-        Node { kind: NodeKind::Workflow(self.props), children: self.children }
+        Node {
+            kind: NodeKind::Workflow(self.props),
+            children: self.children,
+        }
     }
 }
 
@@ -563,14 +580,25 @@ macro_rules! group_builder {
             child_methods!();
             /// Finishes the node.
             pub fn build(self) -> Node {
-                Node { kind: NodeKind::$variant(self.props), children: self.children }
+                Node {
+                    kind: NodeKind::$variant(self.props),
+                    children: self.children,
+                }
             }
         }
     };
 }
 
-group_builder!(Sequence, Sequence, "Builder of `<Sequence>`: children run in order.");
-group_builder!(Parallel, Parallel, "Builder of `<Parallel>`: children run at once.");
+group_builder!(
+    Sequence,
+    Sequence,
+    "Builder of `<Sequence>`: children run in order."
+);
+group_builder!(
+    Parallel,
+    Parallel,
+    "Builder of `<Parallel>`: children run at once."
+);
 
 impl Parallel {
     /// Children of this group running at once.
@@ -635,7 +663,10 @@ impl Ralph {
     child_methods!();
     /// Finishes the node.
     pub fn build(self) -> Node {
-        Node { kind: NodeKind::Ralph(self.props), children: self.children }
+        Node {
+            kind: NodeKind::Ralph(self.props),
+            children: self.children,
+        }
     }
 }
 
@@ -663,23 +694,38 @@ impl Branch {
     pub fn then(mut self, node: impl IntoNodes) -> Self {
         let mut v = Vec::new();
         node.push_into(&mut v);
-        self.then = Some(Node { kind: NodeKind::Fragment, children: v });
+        self.then = Some(Node {
+            kind: NodeKind::Fragment,
+            children: v,
+        });
         self
     }
     /// The node mounted otherwise (`else=` in `workflow!`).
     pub fn otherwise(mut self, node: impl IntoNodes) -> Self {
         let mut v = Vec::new();
         node.push_into(&mut v);
-        self.otherwise = Some(Node { kind: NodeKind::Fragment, children: v });
+        self.otherwise = Some(Node {
+            kind: NodeKind::Fragment,
+            children: v,
+        });
         self
     }
     child_methods!();
     /// Finishes the node; its children are `[then, else]`.
     pub fn build(self) -> Node {
         let mut rest = self.children.into_iter();
-        let then = self.then.or_else(|| rest.next()).unwrap_or_else(|| Node::fragment(None::<Node>));
-        let otherwise = self.otherwise.or_else(|| rest.next()).unwrap_or_else(|| Node::fragment(None::<Node>));
-        Node { kind: NodeKind::Branch(self.props), children: vec![then, otherwise] }
+        let then = self
+            .then
+            .or_else(|| rest.next())
+            .unwrap_or_else(|| Node::fragment(None::<Node>));
+        let otherwise = self
+            .otherwise
+            .or_else(|| rest.next())
+            .unwrap_or_else(|| Node::fragment(None::<Node>));
+        Node {
+            kind: NodeKind::Branch(self.props),
+            children: vec![then, otherwise],
+        }
     }
 }
 
@@ -711,11 +757,22 @@ macro_rules! named_builder {
             child_methods!();
             /// Finishes the node.
             pub fn build(self) -> Node {
-                Node { kind: NodeKind::$variant(self.props), children: self.children }
+                Node {
+                    kind: NodeKind::$variant(self.props),
+                    children: self.children,
+                }
             }
         }
     };
 }
 
-named_builder!(Phase, Phase, "Builder of `<Phase name>`: phases run in declaration order.");
-named_builder!(Step, Step, "Builder of `<Step name>`: a tracked group of tasks run in order.");
+named_builder!(
+    Phase,
+    Phase,
+    "Builder of `<Phase name>`: phases run in declaration order."
+);
+named_builder!(
+    Step,
+    Step,
+    "Builder of `<Step name>`: a tracked group of tasks run in order."
+);

@@ -80,7 +80,9 @@ pub struct Column {
     label = "not a workflow output",
     note = "add `#[derive(Output, Serialize, Deserialize, JsonSchema)]` to `{Self}`"
 )]
-pub trait Output: Serialize + DeserializeOwned + schemars::JsonSchema + Send + Sync + 'static {
+pub trait Output:
+    Serialize + DeserializeOwned + schemars::JsonSchema + Send + Sync + 'static
+{
     /// Table name (snake_case of the type unless overridden with `#[output(table = "...")]`).
     const TABLE: &'static str;
     /// One column per field.
@@ -143,7 +145,10 @@ impl OutputInfo {
 
 impl std::fmt::Debug for OutputInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OutputInfo").field("type", &self.type_name).field("table", &self.table).finish()
+        f.debug_struct("OutputInfo")
+            .field("type", &self.type_name)
+            .field("table", &self.table)
+            .finish()
     }
 }
 

@@ -20,7 +20,10 @@ pub struct Ref<T> {
 impl<T> Ref<T> {
     /// A handle to the task with this id.
     pub const fn new(id: &'static str) -> Self {
-        Ref { id, _marker: PhantomData }
+        Ref {
+            id,
+            _marker: PhantomData,
+        }
     }
 
     /// The task id.

@@ -17,7 +17,12 @@ pub struct TaskCtx {
 
 impl TaskCtx {
     /// A context for calling a task body outside the engine (tests, tools).
-    pub fn detached(run_id: impl Into<String>, node_id: impl Into<String>, iteration: u32, attempt: u32) -> Self {
+    pub fn detached(
+        run_id: impl Into<String>,
+        node_id: impl Into<String>,
+        iteration: u32,
+        attempt: u32,
+    ) -> Self {
         TaskCtx {
             run_id: run_id.into(),
             node_id: node_id.into(),

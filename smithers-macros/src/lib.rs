@@ -5,7 +5,9 @@ use proc_macro::TokenStream;
 /// Placeholder until the DSL lands.
 #[proc_macro]
 pub fn workflow(_input: TokenStream) -> TokenStream {
-    "compile_error!(\"workflow! is not implemented yet\")".parse().unwrap()
+    "compile_error!(\"workflow! is not implemented yet\")"
+        .parse()
+        .unwrap()
 }
 
 /// Placeholder until the DSL lands.

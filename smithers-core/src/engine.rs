@@ -1,0 +1,1199 @@
+//! The engine loop: render → plan → start tasks → persist each result in one transaction →
+//! render again, after EACH persisted output, while the other tasks keep running.
+//!
+//! Read [`Engine::drive`] top to bottom: it is the whole loop. Decisions come from the pure
+//! planner in [`crate::plan`]; writes go through the [`Store`] as one [`WriteBatch`] per change.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::{AgentRequest, AgentResponse, ProgressSink, Usage};
+use crate::ctx::{Ctx, RunSnapshot};
+use crate::error::{Error, Result, TaskError};
+use crate::events::{Event, EventKind};
+use crate::node::{Node, NodeKind, TaskExec, TaskSpec};
+use crate::plan::{self, LoopChange, NodeKey, NodeState, Outcome, PlanInput, Runnable};
+use crate::store::{
+    sqlite::lease_owner, AttemptEnd, NewRun, NodeRecord, NodeStatus, RunStatus, Store, Write,
+    WriteBatch,
+};
+use crate::task_ctx::TaskCtx;
+
+/// A callback receiving every event after it is persisted.
+pub type EventListener = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// The workflow function: renders the tree from the context.
+pub type WorkflowFn<I> = Arc<dyn Fn(&Ctx<I>) -> Node + Send + Sync>;
+
+/// How a run is driven.
+#[derive(Clone)]
+pub struct EngineOptions {
+    /// Run-wide limit of tasks running at once (a `<Workflow max_concurrency>` overrides it).
+    pub max_concurrency: usize,
+    /// Lease period; the lease is renewed every third of it.
+    pub lease_ttl: Duration,
+    /// Receives every event after it is persisted.
+    pub on_event: Option<EventListener>,
+    /// Cancels the run (Ctrl-C): in-flight attempts stop, the run is marked cancelled.
+    pub cancel: CancellationToken,
+    /// Interval of the `supervisor.heartbeat` state key.
+    pub heartbeat: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            max_concurrency: 16,
+            lease_ttl: Duration::from_secs(30),
+            on_event: None,
+            cancel: CancellationToken::new(),
+            heartbeat: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The result of driving a run until it stopped.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunReport {
+    /// The run id.
+    pub run_id: String,
+    /// Final status.
+    pub status: RunStatus,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Nodes finished with an output.
+    pub finished_nodes: usize,
+}
+
+impl RunReport {
+    /// `Ok` when finished, the run's error otherwise.
+    pub fn into_result(self) -> Result<RunReport> {
+        match self.status {
+            RunStatus::Finished => Ok(self),
+            RunStatus::Cancelled => Err(Error::Cancelled(self.run_id)),
+            _ => Err(Error::Other(format!(
+                "run `{}` {}: {}",
+                self.run_id,
+                self.status,
+                self.error.as_deref().unwrap_or("no error recorded")
+            ))),
+        }
+    }
+}
+
+/// Drives runs of one workflow against a store.
+pub struct Engine<I> {
+    store: Arc<dyn Store>,
+    workflow: WorkflowFn<I>,
+    options: EngineOptions,
+}
+
+/// What an attempt produced.
+struct AttemptResult {
+    key: NodeKey,
+    attempt: u32,
+    started: Instant,
+    outcome: std::result::Result<AgentResponseOrValue, (TaskError, Option<AgentResponse>)>,
+}
+
+enum AgentResponseOrValue {
+    Value(Value),
+    Agent(AgentResponse),
+}
+
+struct Running {
+    task: Arc<TaskSpec>,
+    loop_id: Option<String>,
+    cancel: CancellationToken,
+}
+
+/// In-memory state of the run being driven.
+struct RunState {
+    run_id: String,
+    owner: String,
+    snap: Arc<RunSnapshot>,
+    nodes: HashMap<String, HashMap<u32, NodeState>>,
+    running: HashMap<NodeKey, Running>,
+    tables: HashSet<&'static str>,
+    frame_no: u32,
+    frame_hash: u64,
+    finished: usize,
+}
+
+impl<I> Engine<I>
+where
+    I: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    /// An engine for `workflow` over `store`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        workflow: impl Fn(&Ctx<I>) -> Node + Send + Sync + 'static,
+    ) -> Self {
+        Engine {
+            store,
+            workflow: Arc::new(workflow),
+            options: EngineOptions::default(),
+        }
+    }
+
+    /// Sets the options.
+    #[must_use]
+    pub fn with_options(mut self, options: EngineOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The options.
+    pub fn options_mut(&mut self) -> &mut EngineOptions {
+        &mut self.options
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Renders the tree for `input` without running anything (what `graph` prints).
+    pub fn render(&self, input: I) -> Node {
+        (self.workflow)(&Ctx::empty(input))
+    }
+
+    /// Starts a new run with a fresh id and drives it until it stops.
+    pub async fn run(&self, input: I) -> Result<RunReport> {
+        let run_id = uuid::Uuid::new_v4().simple().to_string();
+        self.run_with_id(&run_id, input).await
+    }
+
+    /// Starts a new run with the given id.
+    pub async fn run_with_id(&self, run_id: &str, input: I) -> Result<RunReport> {
+        let input_json =
+            serde_json::to_value(&input).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let input = Arc::new(input);
+        let first = RunSnapshot {
+            run_id: run_id.to_owned(),
+            ..RunSnapshot::default()
+        };
+        let tree = self.render_catching(&Ctx::new(input.clone(), Arc::new(first)))?;
+        let workflow = match tree.kind() {
+            NodeKind::Workflow(w) if !w.name.is_empty() => w.name.clone(),
+            _ => "workflow".to_owned(),
+        };
+        let owner = lease_owner();
+        self.store
+            .create_run(NewRun {
+                run_id: run_id.to_owned(),
+                workflow: workflow.clone(),
+                input: input_json,
+                owner: owner.clone(),
+                lease_ttl: self.options.lease_ttl,
+            })
+            .await?;
+        let mut st = RunState::new(run_id, owner);
+        let mut b = WriteBatch::new(run_id);
+        b.push(Write::Event(Event::run(
+            run_id,
+            EventKind::RunStarted { workflow },
+        )));
+        self.supervisor(&mut b, "running", "Run started");
+        self.commit(b).await?;
+        self.drive_and_release(&mut st, input).await
+    }
+
+    /// Resumes a run (the latest one when `run_id` is `None`): attempts a dead process left in
+    /// progress become new attempts; finished nodes never run again.
+    pub async fn resume(&self, run_id: Option<&str>) -> Result<RunReport> {
+        let rec = match run_id {
+            Some(id) => self
+                .store
+                .run(id)
+                .await?
+                .ok_or_else(|| Error::RunNotFound(id.to_owned()))?,
+            None => self.store.latest_run().await?.ok_or(Error::NoRunToResume)?,
+        };
+        if rec.status == RunStatus::Finished {
+            return Err(Error::RunAlreadyDone {
+                run_id: rec.run_id,
+                status: rec.status.to_string(),
+            });
+        }
+        let input: I = serde_json::from_value(rec.input.clone()).map_err(|e| {
+            Error::InvalidInput(format!(
+                "the stored input of run `{}` no longer matches the input type: {e}",
+                rec.run_id
+            ))
+        })?;
+        let owner = lease_owner();
+        self.store
+            .acquire_lease(&rec.run_id, &owner, self.options.lease_ttl)
+            .await?;
+        let abandoned = self.store.reset_for_resume(&rec.run_id).await?;
+        let loaded = self.store.load(&rec.run_id).await?;
+        let mut st = RunState::new(&rec.run_id, owner);
+        st.frame_no = loaded.last_frame;
+        let snap = Arc::make_mut(&mut st.snap);
+        for n in &loaded.nodes {
+            if n.status == NodeStatus::Finished {
+                st.finished += 1;
+            }
+            if let Some(l) = &n.loop_id {
+                snap.node_loop.insert(n.node_id.clone(), l.clone());
+            }
+            st.nodes.entry(n.node_id.clone()).or_default().insert(
+                n.iteration,
+                NodeState {
+                    status: n.status,
+                    attempts: n.attempts,
+                    last_error: n.last_error.clone(),
+                },
+            );
+        }
+        for (node, it, v) in loaded.outputs {
+            snap.outputs.entry(node).or_default().insert(it, v);
+        }
+        snap.loops = loaded.loops.into_iter().collect();
+        snap.state = loaded.state.into_iter().collect();
+        let mut b = WriteBatch::new(&rec.run_id);
+        b.push(Write::Event(Event::run(
+            &rec.run_id,
+            EventKind::RunResumed { abandoned },
+        )));
+        self.supervisor(
+            &mut b,
+            "running",
+            &format!("Run resumed ({abandoned} interrupted attempt(s) will be retried)"),
+        );
+        self.commit(b).await?;
+        self.drive_and_release(&mut st, Arc::new(input)).await
+    }
+
+    async fn drive_and_release(&self, st: &mut RunState, input: Arc<I>) -> Result<RunReport> {
+        let result = self.drive(st, input).await;
+        if let Err(e) = self.store.release_lease(&st.run_id, &st.owner).await {
+            tracing::warn!(error = %e, "could not release the run lease");
+        }
+        result
+    }
+
+    /// The loop. Returns when the run finished, failed or was cancelled.
+    async fn drive(&self, st: &mut RunState, input: Arc<I>) -> Result<RunReport> {
+        let mut join: JoinSet<AttemptResult> = JoinSet::new();
+        let mut lease_tick = tokio::time::interval(self.options.lease_ttl / 3);
+        lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        lease_tick.tick().await;
+        let mut heartbeat = tokio::time::interval(self.options.heartbeat);
+        heartbeat.tick().await;
+        let mut failure: Option<Error> = None;
+        loop {
+            // 1. Render over the persisted state.
+            let ctx = Ctx::new(input.clone(), st.snap.clone());
+            let tree = match self.render_catching(&ctx) {
+                Ok(t) => t,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    Node::fragment(None::<Node>)
+                }
+            };
+            let state_writes = ctx.take_state_writes();
+            drop(ctx);
+
+            // 2. Plan.
+            let running: HashSet<NodeKey> = st.running.keys().cloned().collect();
+            let plan = plan::plan(
+                &tree,
+                &PlanInput {
+                    nodes: &st.nodes,
+                    loops: &st.snap.loops,
+                    running: &running,
+                },
+            );
+            {
+                let snap = Arc::make_mut(&mut st.snap);
+                for (id, lp) in &plan.node_loop {
+                    match lp {
+                        Some(l) => {
+                            if snap.node_loop.get(id) != Some(l) {
+                                snap.node_loop.insert(id.clone(), l.clone());
+                            }
+                        }
+                        None => {
+                            snap.node_loop.remove(id);
+                        }
+                    }
+                }
+            }
+
+            // 3. Persist what the render decided on its own: state writes, skips, loop moves, frame.
+            let mut b = WriteBatch::new(&st.run_id);
+            for (k, v) in state_writes {
+                Arc::make_mut(&mut st.snap)
+                    .state
+                    .insert(k.clone(), v.clone());
+                b.push(Write::State { key: k, value: v });
+            }
+            self.record_frame(st, &tree, &mut b);
+            let decided = !plan.skipped.is_empty() || !plan.loop_changes.is_empty();
+            for (task, it, lp) in &plan.skipped {
+                b.push(Write::Node(NodeRecord {
+                    node_id: task.id.clone(),
+                    iteration: *it,
+                    status: NodeStatus::Skipped,
+                    attempts: 0,
+                    output_table: None,
+                    loop_id: lp.clone(),
+                    last_error: None,
+                }));
+                b.push(Write::Event(Event::node(
+                    &st.run_id,
+                    &task.id,
+                    *it,
+                    EventKind::NodeSkipped,
+                )));
+                st.set_node(
+                    &task.id,
+                    *it,
+                    NodeState {
+                        status: NodeStatus::Skipped,
+                        attempts: 0,
+                        last_error: None,
+                    },
+                );
+            }
+            for change in &plan.loop_changes {
+                let (loop_id, state, event) = match change {
+                    LoopChange::Iterate { loop_id, state } => (
+                        loop_id,
+                        state,
+                        EventKind::LoopIterated {
+                            loop_id: loop_id.clone(),
+                            iteration: state.iteration,
+                        },
+                    ),
+                    LoopChange::Finish {
+                        loop_id,
+                        state,
+                        max_reached,
+                    } => (
+                        loop_id,
+                        state,
+                        EventKind::LoopFinished {
+                            loop_id: loop_id.clone(),
+                            iteration: state.iteration,
+                            max_reached: *max_reached,
+                        },
+                    ),
+                };
+                b.push(Write::Loop {
+                    loop_id: loop_id.clone(),
+                    state: state.clone(),
+                });
+                b.push(Write::Event(Event::run(&st.run_id, event)));
+                Arc::make_mut(&mut st.snap)
+                    .loops
+                    .insert(loop_id.clone(), state.clone());
+            }
+            if !b.is_empty() {
+                self.commit(b).await?;
+            }
+            if decided && failure.is_none() {
+                continue; // the tree may differ now: render again before starting anything
+            }
+
+            // 4. Decide whether the run is over.
+            let complete = matches!(plan.outcome, Outcome::Complete);
+            if let Outcome::Failed(e) = plan.outcome {
+                failure.get_or_insert(e);
+            }
+            if st.running.is_empty() {
+                if let Some(e) = failure.take() {
+                    return self
+                        .finish(st, RunStatus::Failed, Some(e.to_string()))
+                        .await;
+                }
+                if complete {
+                    return self.finish(st, RunStatus::Finished, None).await;
+                }
+            }
+
+            // 5. Start what is runnable, within the run-wide limit.
+            if failure.is_none() {
+                let limit = match tree.kind() {
+                    NodeKind::Workflow(w) => {
+                        w.max_concurrency.unwrap_or(self.options.max_concurrency)
+                    }
+                    _ => self.options.max_concurrency,
+                }
+                .max(1);
+                let mut progressed = false;
+                for r in plan.runnable {
+                    if st.running.len() >= limit {
+                        break;
+                    }
+                    if st.running.contains_key(&(r.task.id.clone(), r.iteration)) {
+                        continue;
+                    }
+                    if let TaskExec::Value(v) = &r.task.exec {
+                        // A static value has no side effects: start and finish in one transaction.
+                        let v = v.clone();
+                        self.complete_static(st, &r, v).await?;
+                        progressed = true;
+                        break; // re-render: the tree may depend on this output
+                    }
+                    self.start(st, &mut join, r).await?;
+                }
+                if progressed {
+                    continue;
+                }
+            }
+            if st.running.is_empty() {
+                let e = failure.take().unwrap_or_else(|| {
+                    Error::Other(
+                        "no task can start and none is running; the workflow is stuck".into(),
+                    )
+                });
+                return self
+                    .finish(st, RunStatus::Failed, Some(e.to_string()))
+                    .await;
+            }
+
+            // 6. Wait for the next attempt to end (or a tick, or cancellation).
+            tokio::select! {
+                Some(done) = join.join_next() => {
+                    match done {
+                        Ok(res) => self.complete(st, res).await?,
+                        Err(e) => tracing::error!(error = %e, "an attempt task panicked or was aborted"),
+                    }
+                }
+                _ = lease_tick.tick() => {
+                    if let Err(e) = self.store.renew_lease(&st.run_id, &st.owner, self.options.lease_ttl).await {
+                        self.cancel_all(st, &mut join).await;
+                        return Err(e);
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    let mut b = WriteBatch::new(&st.run_id);
+                    b.push(Write::State { key: "supervisor.heartbeat".into(), value: crate::time::now_rfc3339() });
+                    self.commit(b).await?;
+                }
+                _ = self.options.cancel.cancelled() => {
+                    self.cancel_all(st, &mut join).await;
+                    return self.finish(st, RunStatus::Cancelled, None).await;
+                }
+            }
+        }
+    }
+
+    fn render_catching(&self, ctx: &Ctx<I>) -> Result<Node> {
+        std::panic::catch_unwind(AssertUnwindSafe(|| (self.workflow)(ctx))).map_err(|p| {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Error::Other(format!(
+                "the workflow function panicked while rendering: {msg}"
+            ))
+        })
+    }
+
+    /// Records a frame when the tree's shape changed since the last one.
+    fn record_frame(&self, st: &mut RunState, tree: &Node, b: &mut WriteBatch) {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        shape_hash(tree, &mut h);
+        let hash = h.finish();
+        if hash == st.frame_hash {
+            return;
+        }
+        st.frame_hash = hash;
+        st.frame_no += 1;
+        b.push(Write::Frame {
+            frame_no: st.frame_no,
+            hash: format!("{hash:016x}"),
+            tree: tree.to_tree_string(),
+        });
+        b.push(Write::Event(Event::run(
+            &st.run_id,
+            EventKind::FrameRendered { frame: st.frame_no },
+        )));
+    }
+
+    async fn ensure_table(&self, st: &mut RunState, task: &TaskSpec) -> Result<()> {
+        if st.tables.insert(task.output.table) {
+            if let Err(e) = self.store.ensure_output_table(task.output).await {
+                st.tables.remove(task.output.table);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    async fn complete_static(
+        &self,
+        st: &mut RunState,
+        r: &Runnable,
+        v: std::result::Result<Value, String>,
+    ) -> Result<()> {
+        let t = &r.task;
+        self.ensure_table(st, t).await?;
+        let attempt = st.attempts(&t.id, r.iteration) + 1;
+        let mut b = WriteBatch::new(&st.run_id);
+        b.push(Write::AttemptStart {
+            node_id: t.id.clone(),
+            iteration: r.iteration,
+            attempt,
+            agent: None,
+            owner: st.owner.clone(),
+        });
+        let validated = v.and_then(|v| {
+            (t.output.validate)(&v).map_err(|e| format!("static value of `{}`: {e}", t.id))
+        });
+        match validated {
+            Ok(value) => self.push_success(
+                st,
+                &mut b,
+                t,
+                r.iteration,
+                r.loop_id.clone(),
+                attempt,
+                value,
+                AttemptEnd::default(),
+            ),
+            Err(e) => self.push_failure(
+                st,
+                &mut b,
+                t,
+                r.iteration,
+                r.loop_id.clone(),
+                attempt,
+                TaskError::terminal(e),
+                AttemptEnd::default(),
+            ),
+        }
+        self.commit(b).await
+    }
+
+    async fn start(
+        &self,
+        st: &mut RunState,
+        join: &mut JoinSet<AttemptResult>,
+        r: Runnable,
+    ) -> Result<()> {
+        let t = r.task.clone();
+        self.ensure_table(st, &t).await?;
+        let attempt = st.attempts(&t.id, r.iteration) + 1;
+        let agent_name = match &t.exec {
+            TaskExec::Agent(a) => Some(a.name().to_owned()),
+            _ => None,
+        };
+        let mut b = WriteBatch::new(&st.run_id);
+        b.push(Write::Node(NodeRecord {
+            node_id: t.id.clone(),
+            iteration: r.iteration,
+            status: NodeStatus::Running,
+            attempts: attempt,
+            output_table: None,
+            loop_id: r.loop_id.clone(),
+            last_error: None,
+        }));
+        b.push(Write::AttemptStart {
+            node_id: t.id.clone(),
+            iteration: r.iteration,
+            attempt,
+            agent: agent_name,
+            owner: st.owner.clone(),
+        });
+        b.push(Write::Event(Event::node(
+            &st.run_id,
+            &t.id,
+            r.iteration,
+            EventKind::NodeStarted { attempt },
+        )));
+        self.commit(b).await?;
+        let last_error = st
+            .node(&t.id, r.iteration)
+            .and_then(|n| n.last_error.clone());
+        st.set_node(
+            &t.id,
+            r.iteration,
+            NodeState {
+                status: NodeStatus::Running,
+                attempts: attempt,
+                last_error: last_error.clone(),
+            },
+        );
+
+        let cancel = self.options.cancel.child_token();
+        let key = (t.id.clone(), r.iteration);
+        st.running.insert(
+            key.clone(),
+            Running {
+                task: t.clone(),
+                loop_id: r.loop_id,
+                cancel: cancel.clone(),
+            },
+        );
+        let progress = self.progress_sink(&st.run_id, &t.id, r.iteration);
+        let run_id = st.run_id.clone();
+        join.spawn(async move {
+            let started = Instant::now();
+            let outcome = run_attempt(
+                &t,
+                run_id,
+                r.iteration,
+                attempt,
+                last_error,
+                cancel,
+                progress,
+            )
+            .await;
+            AttemptResult {
+                key,
+                attempt,
+                started,
+                outcome,
+            }
+        });
+        Ok(())
+    }
+
+    fn progress_sink(&self, run_id: &str, node_id: &str, it: u32) -> ProgressSink {
+        let (run_id, node_id) = (run_id.to_owned(), node_id.to_owned());
+        let listener = self.options.on_event.clone();
+        ProgressSink::new(move |stream, line| {
+            let e = Event::node(
+                &run_id,
+                &node_id,
+                it,
+                EventKind::NodeOutput {
+                    stream: stream.into(),
+                    line: line.into(),
+                },
+            );
+            e.trace();
+            if let Some(l) = &listener {
+                l(&e);
+            }
+        })
+    }
+
+    /// Persists the end of an attempt: output + node + attempt + events in one transaction.
+    async fn complete(&self, st: &mut RunState, res: AttemptResult) -> Result<()> {
+        let Some(running) = st.running.remove(&res.key) else {
+            return Ok(());
+        };
+        let t = running.task;
+        let (id, it) = (res.key.0.clone(), res.key.1);
+        let mut end = AttemptEnd {
+            duration_ms: res.started.elapsed().as_millis() as i64,
+            ..AttemptEnd::default()
+        };
+        let mut b = WriteBatch::new(&st.run_id);
+        let (value, transcript) = match res.outcome {
+            Ok(AgentResponseOrValue::Value(v)) => (Ok(v), None),
+            Ok(AgentResponseOrValue::Agent(resp)) => {
+                end.usage = resp.usage.clone();
+                end.session_id = resp.session_id.clone();
+                end.exit_code = resp.exit_code;
+                end.model = resp.model.clone();
+                let v = extract_output(&t, &resp);
+                (v, resp.transcript)
+            }
+            Err((e, resp)) => {
+                if let Some(r) = &resp {
+                    end.usage = r.usage.clone();
+                    end.exit_code = r.exit_code;
+                }
+                (Err(e), resp.and_then(|r| r.transcript))
+            }
+        };
+        if let Some(text) = transcript {
+            b.push(Write::Transcript {
+                node_id: id.clone(),
+                iteration: it,
+                attempt: res.attempt,
+                text,
+            });
+        }
+        let validated = value.and_then(|v| {
+            (t.output.validate)(&v).map_err(|e| {
+                TaskError::retryable(format!(
+                    "node `{id}` returned output that does not match `{}`: {e}",
+                    t.output.short_name()
+                ))
+            })
+        });
+        match validated {
+            Ok(v) => {
+                let mut b2 = b.clone();
+                self.push_success(
+                    st,
+                    &mut b2,
+                    &t,
+                    it,
+                    running.loop_id.clone(),
+                    res.attempt,
+                    v,
+                    end.clone(),
+                );
+                match self.store.write(b2.clone()).await {
+                    Ok(()) => {
+                        self.deliver(&b2);
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        // The output could not be stored (e.g. a value that does not fit its column):
+                        // nothing of it was written; record the attempt as failed instead.
+                        st.snap_remove_output(&id, it);
+                        st.finished -= 1;
+                        self.push_failure(
+                            st,
+                            &mut b,
+                            &t,
+                            it,
+                            running.loop_id,
+                            res.attempt,
+                            TaskError::terminal(e.to_string()),
+                            end,
+                        );
+                    }
+                }
+            }
+            Err(e) => self.push_failure(st, &mut b, &t, it, running.loop_id, res.attempt, e, end),
+        }
+        self.commit(b).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push_success(
+        &self,
+        st: &mut RunState,
+        b: &mut WriteBatch,
+        t: &TaskSpec,
+        it: u32,
+        loop_id: Option<String>,
+        attempt: u32,
+        value: Value,
+        mut end: AttemptEnd,
+    ) {
+        end.status = "finished";
+        let usage = (end.usage != Usage::default()).then(|| end.usage.clone());
+        b.push(Write::Output {
+            info: t.output,
+            node_id: t.id.clone(),
+            iteration: it,
+            value: value.clone(),
+        });
+        b.push(Write::Node(NodeRecord {
+            node_id: t.id.clone(),
+            iteration: it,
+            status: NodeStatus::Finished,
+            attempts: attempt,
+            output_table: Some(t.output.table.to_owned()),
+            loop_id,
+            last_error: None,
+        }));
+        b.push(Write::AttemptEnd {
+            node_id: t.id.clone(),
+            iteration: it,
+            attempt,
+            end,
+        });
+        b.push(Write::Event(Event::node(
+            &st.run_id,
+            &t.id,
+            it,
+            EventKind::NodeFinished { attempt, usage },
+        )));
+        st.finished += 1;
+        self.supervisor(
+            b,
+            "running",
+            &format!("{} node(s) finished; last: `{}`", st.finished, t.id),
+        );
+        st.set_node(
+            &t.id,
+            it,
+            NodeState {
+                status: NodeStatus::Finished,
+                attempts: attempt,
+                last_error: None,
+            },
+        );
+        Arc::make_mut(&mut st.snap)
+            .outputs
+            .entry(t.id.clone())
+            .or_default()
+            .insert(it, value);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push_failure(
+        &self,
+        st: &mut RunState,
+        b: &mut WriteBatch,
+        t: &TaskSpec,
+        it: u32,
+        loop_id: Option<String>,
+        attempt: u32,
+        e: TaskError,
+        mut end: AttemptEnd,
+    ) {
+        let retry = e.retryable && attempt <= t.retries;
+        let msg = if retry {
+            format!(
+                "{}; it will be tried again (attempt {} of {})",
+                e.message,
+                attempt + 1,
+                t.retries + 1
+            )
+        } else {
+            e.message.clone()
+        };
+        end.status = "failed";
+        end.error = Some(e.message.clone());
+        let status = if retry {
+            NodeStatus::Pending
+        } else {
+            NodeStatus::Failed
+        };
+        b.push(Write::Node(NodeRecord {
+            node_id: t.id.clone(),
+            iteration: it,
+            status,
+            attempts: attempt,
+            output_table: None,
+            loop_id,
+            last_error: Some(e.message.clone()),
+        }));
+        b.push(Write::AttemptEnd {
+            node_id: t.id.clone(),
+            iteration: it,
+            attempt,
+            end,
+        });
+        let kind = if retry {
+            EventKind::NodeRetrying {
+                attempt,
+                error: msg,
+            }
+        } else {
+            EventKind::NodeFailed {
+                attempt,
+                error: e.message.clone(),
+            }
+        };
+        b.push(Write::Event(Event::node(&st.run_id, &t.id, it, kind)));
+        if !retry {
+            b.push(Write::State {
+                key: "supervisor.last_error".into(),
+                value: format!("node `{}`: {}", t.id, e.message),
+            });
+        }
+        st.set_node(
+            &t.id,
+            it,
+            NodeState {
+                status,
+                attempts: attempt,
+                last_error: Some(e.message),
+            },
+        );
+    }
+
+    async fn cancel_all(&self, st: &mut RunState, join: &mut JoinSet<AttemptResult>) {
+        for r in st.running.values() {
+            r.cancel.cancel();
+        }
+        // Give attempts a moment to stop their processes, then abort what is left.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while join.join_next().await.is_some() {}
+        })
+        .await;
+        join.abort_all();
+        let mut b = WriteBatch::new(&st.run_id);
+        for ((id, it), r) in st.running.drain() {
+            let attempt = st
+                .nodes
+                .get(&id)
+                .and_then(|m| m.get(&it))
+                .map_or(1, |n| n.attempts);
+            b.push(Write::Node(NodeRecord {
+                node_id: id.clone(),
+                iteration: it,
+                status: NodeStatus::Pending,
+                attempts: attempt,
+                output_table: None,
+                loop_id: r.loop_id,
+                last_error: Some("cancelled".into()),
+            }));
+            b.push(Write::AttemptEnd {
+                node_id: id,
+                iteration: it,
+                attempt,
+                end: AttemptEnd {
+                    status: "cancelled",
+                    error: Some("the run was cancelled".into()),
+                    ..AttemptEnd::default()
+                },
+            });
+        }
+        if let Err(e) = self.commit(b).await {
+            tracing::error!(error = %e, "could not record cancelled attempts");
+        }
+    }
+
+    async fn finish(
+        &self,
+        st: &mut RunState,
+        status: RunStatus,
+        error: Option<String>,
+    ) -> Result<RunReport> {
+        let mut b = WriteBatch::new(&st.run_id);
+        b.push(Write::RunStatus {
+            status,
+            error: error.clone(),
+        });
+        let (kind, sup, summary) = match status {
+            RunStatus::Finished => (
+                EventKind::RunFinished,
+                "done",
+                format!("Run finished: {} node(s)", st.finished),
+            ),
+            RunStatus::Cancelled => (
+                EventKind::RunCancelled,
+                "idle",
+                "Run cancelled; resume continues it".to_owned(),
+            ),
+            _ => (
+                EventKind::RunFailed {
+                    error: error.clone().unwrap_or_default(),
+                },
+                "error",
+                format!("Run failed: {}", error.as_deref().unwrap_or("")),
+            ),
+        };
+        b.push(Write::Event(Event::run(&st.run_id, kind)));
+        self.supervisor(&mut b, sup, &summary);
+        if let Some(e) = &error {
+            b.push(Write::State {
+                key: "supervisor.last_error".into(),
+                value: e.clone(),
+            });
+        }
+        self.commit(b).await?;
+        Ok(RunReport {
+            run_id: st.run_id.clone(),
+            status,
+            error,
+            finished_nodes: st.finished,
+        })
+    }
+
+    fn supervisor(&self, b: &mut WriteBatch, status: &str, summary: &str) {
+        b.push(Write::State {
+            key: "supervisor.status".into(),
+            value: status.into(),
+        });
+        b.push(Write::State {
+            key: "supervisor.summary".into(),
+            value: summary.into(),
+        });
+    }
+
+    async fn commit(&self, b: WriteBatch) -> Result<()> {
+        if b.is_empty() {
+            return Ok(());
+        }
+        self.store.write(b.clone()).await?;
+        self.deliver(&b);
+        Ok(())
+    }
+
+    fn deliver(&self, b: &WriteBatch) {
+        for e in b.events() {
+            e.trace();
+            if let Some(l) = &self.options.on_event {
+                l(e);
+            }
+        }
+    }
+}
+
+impl RunState {
+    fn new(run_id: &str, owner: String) -> Self {
+        RunState {
+            run_id: run_id.to_owned(),
+            owner,
+            snap: Arc::new(RunSnapshot {
+                run_id: run_id.to_owned(),
+                ..RunSnapshot::default()
+            }),
+            nodes: HashMap::new(),
+            running: HashMap::new(),
+            tables: HashSet::new(),
+            frame_no: 0,
+            frame_hash: 0,
+            finished: 0,
+        }
+    }
+
+    fn node(&self, id: &str, it: u32) -> Option<&NodeState> {
+        self.nodes.get(id).and_then(|m| m.get(&it))
+    }
+
+    fn attempts(&self, id: &str, it: u32) -> u32 {
+        self.node(id, it).map_or(0, |n| n.attempts)
+    }
+
+    fn set_node(&mut self, id: &str, it: u32, s: NodeState) {
+        match self.nodes.get_mut(id) {
+            Some(m) => {
+                m.insert(it, s);
+            }
+            None => {
+                self.nodes.insert(id.to_owned(), HashMap::from([(it, s)]));
+            }
+        }
+    }
+
+    fn snap_remove_output(&mut self, id: &str, it: u32) {
+        if let Some(m) = Arc::make_mut(&mut self.snap).outputs.get_mut(id) {
+            m.remove(&it);
+        }
+    }
+}
+
+fn shape_hash(node: &Node, h: &mut impl Hasher) {
+    node.tag().hash(h);
+    match node.kind() {
+        NodeKind::Task(t) => t.id.hash(h),
+        NodeKind::Ralph(r) => r.id.hash(h),
+        NodeKind::Branch(b) => b.cond.hash(h),
+        NodeKind::Phase(n) | NodeKind::Step(n) => n.name.hash(h),
+        _ => {}
+    }
+    node.children().len().hash(h);
+    for c in node.children() {
+        shape_hash(c, h);
+    }
+}
+
+/// Picks the output out of an agent's reply: its native structured output if it validates,
+/// else the last JSON object in the text that validates, else the last one at all.
+fn extract_output(t: &TaskSpec, resp: &AgentResponse) -> std::result::Result<Value, TaskError> {
+    if let Some(v) = &resp.json {
+        if (t.output.validate)(v).is_ok() {
+            return Ok(v.clone());
+        }
+    }
+    let validate = t.output.validate;
+    if let Some(v) = crate::json::extract_json_where(&resp.text, |v| validate(v).is_ok()) {
+        return Ok(v);
+    }
+    match resp
+        .json
+        .clone()
+        .or_else(|| crate::json::extract_json(&resp.text))
+    {
+        Some(v) => Ok(v),
+        None => Err(TaskError::retryable(format!(
+            "node `{}`: the agent's reply has no JSON object for `{}` (reply began: {:?})",
+            t.id,
+            t.output.short_name(),
+            resp.text.chars().take(200).collect::<String>()
+        ))),
+    }
+}
+
+async fn run_attempt(
+    t: &TaskSpec,
+    run_id: String,
+    iteration: u32,
+    attempt: u32,
+    last_error: Option<String>,
+    cancel: CancellationToken,
+    progress: ProgressSink,
+) -> std::result::Result<AgentResponseOrValue, (TaskError, Option<AgentResponse>)> {
+    let fut = async {
+        match &t.exec {
+            TaskExec::Compute(f) => {
+                let ctx = TaskCtx {
+                    run_id: run_id.clone(),
+                    node_id: t.id.clone(),
+                    iteration,
+                    attempt,
+                    cancel: cancel.clone(),
+                    progress: progress.clone(),
+                };
+                f(ctx)
+                    .await
+                    .map(AgentResponseOrValue::Value)
+                    .map_err(|e| (e, None))
+            }
+            TaskExec::Agent(agent) => {
+                let schema = (t.output.schema)();
+                let req = AgentRequest {
+                    prompt: crate::json::assemble_prompt(&t.prompt, &schema, last_error.as_deref()),
+                    task_prompt: t.prompt.clone(),
+                    output_schema: schema,
+                    output_type: t.output.short_name().to_owned(),
+                    run_id: run_id.clone(),
+                    node_id: t.id.clone(),
+                    iteration,
+                    attempt,
+                    timeout: t.timeout,
+                    cancel: cancel.clone(),
+                    progress: progress.clone(),
+                };
+                agent
+                    .generate(req)
+                    .await
+                    .map(AgentResponseOrValue::Agent)
+                    .map_err(|e| {
+                        let resp = AgentResponse {
+                            usage: e.usage,
+                            transcript: e.transcript,
+                            exit_code: e.exit_code,
+                            ..AgentResponse::default()
+                        };
+                        (e.error, Some(resp))
+                    })
+            }
+            TaskExec::Value(v) => v
+                .clone()
+                .map(AgentResponseOrValue::Value)
+                .map_err(|e| (TaskError::terminal(e), None)),
+            TaskExec::Missing => Err((
+                TaskError::terminal(format!(
+                    "task `{}` has nothing to run: give it `agent=`, `run=` or `value=`",
+                    t.id
+                )),
+                None,
+            )),
+        }
+    };
+    let cancelled = cancel.clone();
+    tokio::select! {
+        r = async {
+            match t.timeout {
+                Some(d) => match tokio::time::timeout(d, fut).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        cancel.cancel();
+                        Err((TaskError::retryable(format!("timed out after {d:?}")), None))
+                    }
+                },
+                None => fut.await,
+            }
+        } => r,
+        _ = cancelled.cancelled() => Err((TaskError::terminal("cancelled"), None)),
+    }
+}

@@ -1,0 +1,433 @@
+//! The scheduler: a pure function from a rendered tree and the run's state to what happens next.
+//!
+//! It does no I/O. Each component's rule lives in its arm of [`Planner::walk`]: a `Sequence`
+//! mounts children until the first one that is not complete, a `Parallel` mounts all (bounded by
+//! `max_concurrency`), a `Branch` mounts the chosen child, a `Ralph` loop repeats its children
+//! and asks to advance its counter when an iteration completes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::ctx::LoopState;
+use crate::error::Error;
+use crate::node::{Node, NodeKind, OnMaxReached, TaskSpec};
+use crate::store::NodeStatus;
+
+/// The state of a node in one iteration, as the planner sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeState {
+    /// Status.
+    pub status: NodeStatus,
+    /// Attempts started.
+    pub attempts: u32,
+    /// Error of the last failed attempt.
+    pub last_error: Option<String>,
+}
+
+/// `(node id, iteration)`.
+pub type NodeKey = (String, u32);
+
+/// What the planner reads.
+pub struct PlanInput<'a> {
+    /// Node states by id, then iteration.
+    pub nodes: &'a HashMap<String, HashMap<u32, NodeState>>,
+    /// Loop states.
+    pub loops: &'a HashMap<String, LoopState>,
+    /// Attempts in flight.
+    pub running: &'a HashSet<NodeKey>,
+}
+
+/// A loop decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoopChange {
+    /// Start the loop's counter at a new iteration (next iteration, or a new pass of a nested loop).
+    Iterate {
+        /// Loop id.
+        loop_id: String,
+        /// New state.
+        state: LoopState,
+    },
+    /// The current pass is complete.
+    Finish {
+        /// Loop id.
+        loop_id: String,
+        /// New state (done).
+        state: LoopState,
+        /// Whether `max_iterations` was reached with `until` still false.
+        max_reached: bool,
+    },
+}
+
+/// Whether the tree is done.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Every mounted node is terminal.
+    Complete,
+    /// Work remains.
+    Pending,
+    /// A node failed (or a loop hit its limit with `on_max_reached=Fail`).
+    Failed(Error),
+}
+
+/// A task ready to start.
+#[derive(Clone)]
+pub struct Runnable {
+    /// The task.
+    pub task: Arc<TaskSpec>,
+    /// Its iteration key.
+    pub iteration: u32,
+    /// Its innermost loop.
+    pub loop_id: Option<String>,
+}
+
+/// What the planner decided.
+pub struct Plan {
+    /// Tasks ready to start, in tree order.
+    pub runnable: Vec<Runnable>,
+    /// Tasks to record as skipped, with their loop.
+    pub skipped: Vec<(Arc<TaskSpec>, u32, Option<String>)>,
+    /// Loop counter changes to persist (then re-render).
+    pub loop_changes: Vec<LoopChange>,
+    /// Node id → innermost loop id, for every mounted task.
+    pub node_loop: HashMap<String, Option<String>>,
+    /// Overall outcome.
+    pub outcome: Outcome,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Status {
+    Complete,
+    /// Work remains; `active` when a task of the subtree runs or can start now.
+    Pending {
+        active: bool,
+    },
+    Failed,
+}
+
+struct Planner<'a> {
+    input: &'a PlanInput<'a>,
+    runnable: Vec<Runnable>,
+    skipped: Vec<(Arc<TaskSpec>, u32, Option<String>)>,
+    loop_changes: Vec<LoopChange>,
+    node_loop: HashMap<String, Option<String>>,
+    seen: HashMap<String, &'static str>,
+    error: Option<Error>,
+}
+
+/// Plans the next step for `tree`.
+pub fn plan(tree: &Node, input: &PlanInput<'_>) -> Plan {
+    let mut p = Planner {
+        input,
+        runnable: Vec::new(),
+        skipped: Vec::new(),
+        loop_changes: Vec::new(),
+        node_loop: HashMap::new(),
+        seen: HashMap::new(),
+        error: None,
+    };
+    p.check_ids(tree);
+    if let Some(e) = p.error.take() {
+        return Plan {
+            runnable: Vec::new(),
+            skipped: Vec::new(),
+            loop_changes: Vec::new(),
+            node_loop: HashMap::new(),
+            outcome: Outcome::Failed(e),
+        };
+    }
+    let status = p.walk(tree, 0, None);
+    let outcome = match (status, p.error.take()) {
+        (_, Some(e)) => Outcome::Failed(e),
+        (Status::Complete, None) => Outcome::Complete,
+        (Status::Pending { .. }, None) => Outcome::Pending,
+        (Status::Failed, None) => Outcome::Failed(Error::Other("a node failed".into())),
+    };
+    Plan {
+        runnable: p.runnable,
+        skipped: p.skipped,
+        loop_changes: p.loop_changes,
+        node_loop: p.node_loop,
+        outcome,
+    }
+}
+
+fn check_node_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("ids must not be empty; give the task an `id`".into());
+    }
+    if id.len() > 256 {
+        return Err(format!(
+            "ids are at most 256 bytes, this one has {}",
+            id.len()
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err("ids must not contain control characters".into());
+    }
+    Ok(())
+}
+
+impl<'a> Planner<'a> {
+    /// Every task and loop id in the whole tree (mounted or not) must be valid and unique.
+    fn check_ids(&mut self, node: &Node) {
+        let (id, what) = match &node.kind {
+            NodeKind::Task(t) => (Some(t.id.as_str()), "<Task>"),
+            NodeKind::Ralph(r) => (Some(r.id.as_str()), "<Ralph>"),
+            _ => (None, ""),
+        };
+        if let Some(id) = id {
+            if let Err(reason) = check_node_id(id) {
+                let reason = match &node.kind {
+                    NodeKind::Task(t) => {
+                        format!("{reason} (task with output `{}`)", t.output.short_name())
+                    }
+                    _ => reason,
+                };
+                self.error.get_or_insert(Error::InvalidNodeId {
+                    id: id.to_owned(),
+                    reason,
+                });
+            } else if let Some(first) = self.seen.insert(id.to_owned(), what) {
+                self.error.get_or_insert(Error::DuplicateNodeId {
+                    id: id.to_owned(),
+                    first: first.to_owned(),
+                    second: what.to_owned(),
+                });
+            }
+        }
+        for c in &node.children {
+            self.check_ids(c);
+        }
+    }
+
+    fn state(&self, id: &str, it: u32) -> Option<&'a NodeState> {
+        self.input.nodes.get(id).and_then(|m| m.get(&it))
+    }
+
+    fn walk(&mut self, node: &Node, it: u32, lp: Option<&str>) -> Status {
+        match &node.kind {
+            NodeKind::Task(t) => self.task(t, it, lp),
+            NodeKind::Workflow(_) | NodeKind::Fragment => self.sequence(&node.children, it, lp),
+            NodeKind::Sequence(g) => {
+                if g.skip_if {
+                    return Status::Complete;
+                }
+                self.sequence(&node.children, it, lp)
+            }
+            NodeKind::Phase(n) | NodeKind::Step(n) => {
+                if n.skip_if {
+                    return Status::Complete;
+                }
+                self.sequence(&node.children, it, lp)
+            }
+            NodeKind::Parallel(g) => {
+                if g.skip_if {
+                    return Status::Complete;
+                }
+                self.parallel(&node.children, g.max_concurrency, it, lp)
+            }
+            NodeKind::Branch(b) => {
+                let chosen = if b.cond {
+                    node.children.first()
+                } else {
+                    node.children.get(1)
+                };
+                match chosen {
+                    Some(c) => self.walk(c, it, lp),
+                    None => Status::Complete,
+                }
+            }
+            NodeKind::Ralph(r) => self.ralph(node, r, it),
+        }
+    }
+
+    fn task(&mut self, t: &Arc<TaskSpec>, it: u32, lp: Option<&str>) -> Status {
+        self.node_loop.insert(t.id.clone(), lp.map(str::to_owned));
+        let key_running = self.input.running.contains(&(t.id.clone(), it));
+        if key_running {
+            return Status::Pending { active: true };
+        }
+        match self.state(&t.id, it).map(|s| s.status) {
+            Some(NodeStatus::Finished | NodeStatus::Skipped) => Status::Complete,
+            Some(NodeStatus::Failed) if t.continue_on_fail => Status::Complete,
+            Some(NodeStatus::Failed) => {
+                let s = self.state(&t.id, it);
+                self.error.get_or_insert(Error::NodeFailed {
+                    node: t.id.clone(),
+                    attempts: s.map_or(0, |s| s.attempts),
+                    message: s
+                        .and_then(|s| s.last_error.clone())
+                        .unwrap_or_else(|| "unknown error".into()),
+                });
+                Status::Failed
+            }
+            _ if t.skip_if => {
+                self.skipped.push((t.clone(), it, lp.map(str::to_owned)));
+                Status::Complete
+            }
+            _ => {
+                self.runnable.push(Runnable {
+                    task: t.clone(),
+                    iteration: it,
+                    loop_id: lp.map(str::to_owned),
+                });
+                Status::Pending { active: true }
+            }
+        }
+    }
+
+    fn sequence(&mut self, children: &[Node], it: u32, lp: Option<&str>) -> Status {
+        for c in children {
+            match self.walk(c, it, lp) {
+                Status::Complete => continue,
+                other => return other,
+            }
+        }
+        Status::Complete
+    }
+
+    fn parallel(
+        &mut self,
+        children: &[Node],
+        limit: Option<usize>,
+        it: u32,
+        lp: Option<&str>,
+    ) -> Status {
+        let limit = limit.unwrap_or(usize::MAX).max(1);
+        let mut active = 0usize;
+        let mut result = Status::Complete;
+        for c in children {
+            // Walk tentatively: a child beyond the limit must not start anything.
+            let mark = (
+                self.runnable.len(),
+                self.skipped.len(),
+                self.loop_changes.len(),
+            );
+            let s = self.walk(c, it, lp);
+            let has_running =
+                s == Status::Pending { active: true } && self.runnable.len() == mark.0;
+            let starts = self.runnable.len() > mark.0;
+            if starts && active >= limit {
+                self.runnable.truncate(mark.0);
+                self.skipped.truncate(mark.1);
+                self.loop_changes.truncate(mark.2);
+            }
+            if has_running || starts {
+                active += 1;
+            }
+            result = match (result, s) {
+                (Status::Failed, _) | (_, Status::Failed) => Status::Failed,
+                (Status::Pending { active: a }, Status::Pending { active: b }) => {
+                    Status::Pending { active: a || b }
+                }
+                (Status::Pending { active: a }, Status::Complete)
+                | (Status::Complete, Status::Pending { active: a }) => {
+                    Status::Pending { active: a }
+                }
+                (Status::Complete, Status::Complete) => Status::Complete,
+            };
+        }
+        result
+    }
+
+    /// Whether any task under `node` has state (or is running) in iteration `it`.
+    fn started(&self, node: &Node, it: u32) -> bool {
+        match &node.kind {
+            NodeKind::Task(t) => {
+                self.state(&t.id, it).is_some() || self.input.running.contains(&(t.id.clone(), it))
+            }
+            NodeKind::Ralph(_) => false,
+            _ => node.children.iter().any(|c| self.started(c, it)),
+        }
+    }
+
+    fn ralph(&mut self, node: &Node, r: &crate::node::RalphProps, parent_it: u32) -> Status {
+        if r.skip_if {
+            return Status::Complete;
+        }
+        let st = match self.input.loops.get(&r.id) {
+            Some(st) if st.parent_iteration != parent_it => {
+                // The enclosing loop moved on: a new pass of this loop, at a fresh iteration key.
+                let next = st.iteration + 1;
+                let state = LoopState {
+                    iteration: next,
+                    pass_start: next,
+                    parent_iteration: parent_it,
+                    done: false,
+                };
+                self.loop_changes.push(LoopChange::Iterate {
+                    loop_id: r.id.clone(),
+                    state,
+                });
+                return Status::Pending { active: true };
+            }
+            Some(st) => st.clone(),
+            None => LoopState {
+                iteration: 0,
+                pass_start: 0,
+                parent_iteration: parent_it,
+                done: false,
+            },
+        };
+        if st.done {
+            return Status::Complete;
+        }
+        let fresh = !node.children.iter().any(|c| self.started(c, st.iteration));
+        if r.until && fresh {
+            // `until` is checked at iteration boundaries: before an iteration starts or after it ends.
+            let state = LoopState {
+                done: true,
+                ..st.clone()
+            };
+            self.loop_changes.push(LoopChange::Finish {
+                loop_id: r.id.clone(),
+                state,
+                max_reached: false,
+            });
+            return Status::Complete;
+        }
+        let status = self.sequence(&node.children, st.iteration, Some(&r.id));
+        if status != Status::Complete {
+            return status;
+        }
+        if r.until {
+            let state = LoopState { done: true, ..st };
+            self.loop_changes.push(LoopChange::Finish {
+                loop_id: r.id.clone(),
+                state,
+                max_reached: false,
+            });
+            return Status::Complete;
+        }
+        let done_iterations = st.iteration - st.pass_start + 1;
+        if done_iterations >= r.max_iterations {
+            return match r.on_max_reached {
+                OnMaxReached::ReturnLast => {
+                    let state = LoopState { done: true, ..st };
+                    self.loop_changes.push(LoopChange::Finish {
+                        loop_id: r.id.clone(),
+                        state,
+                        max_reached: true,
+                    });
+                    Status::Complete
+                }
+                OnMaxReached::Fail => {
+                    self.error.get_or_insert(Error::MaxIterationsReached {
+                        id: r.id.clone(),
+                        max: r.max_iterations,
+                    });
+                    Status::Failed
+                }
+            };
+        }
+        let state = LoopState {
+            iteration: st.iteration + 1,
+            ..st
+        };
+        self.loop_changes.push(LoopChange::Iterate {
+            loop_id: r.id.clone(),
+            state,
+        });
+        Status::Pending { active: true }
+    }
+}

@@ -1,0 +1,401 @@
+//! Storage: the [`Store`] trait the engine writes through, and its SQLite implementation.
+//!
+//! The engine never writes SQL. It hands the store a [`WriteBatch`] (output row, node state,
+//! attempt, events...) that is applied in one transaction; parallel siblings' batches share a
+//! commit. The trait is shaped by what the engine needs, so a Postgres backend can implement it.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::agent::Usage;
+use crate::ctx::LoopState;
+use crate::error::Result;
+use crate::events::Event;
+use crate::output::OutputInfo;
+
+pub mod sqlite;
+pub use sqlite::{Durability, SqliteStore};
+
+/// Status of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum RunStatus {
+    /// Being driven (or its driver died: see the lease).
+    Running,
+    /// Every node is terminal.
+    Finished,
+    /// A node failed.
+    Failed,
+    /// Stopped by the user; `resume` continues.
+    Cancelled,
+    /// Parked on a node that needs approval.
+    WaitingApproval,
+}
+
+impl RunStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Finished => "finished",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::WaitingApproval => "waiting-approval",
+        }
+    }
+
+    /// Parses [`RunStatus::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "running" => RunStatus::Running,
+            "finished" => RunStatus::Finished,
+            "failed" => RunStatus::Failed,
+            "cancelled" => RunStatus::Cancelled,
+            "waiting-approval" => RunStatus::WaitingApproval,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// State of one node in one iteration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum NodeStatus {
+    /// Not started, or waiting for its next attempt.
+    Pending,
+    /// An attempt is in progress.
+    Running,
+    /// Has its output.
+    Finished,
+    /// Skipped by `skip_if`.
+    Skipped,
+    /// Failed for good.
+    Failed,
+}
+
+impl NodeStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Pending => "pending",
+            NodeStatus::Running => "running",
+            NodeStatus::Finished => "finished",
+            NodeStatus::Skipped => "skipped",
+            NodeStatus::Failed => "failed",
+        }
+    }
+
+    /// Parses [`NodeStatus::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => NodeStatus::Pending,
+            "running" => NodeStatus::Running,
+            "finished" => NodeStatus::Finished,
+            "skipped" => NodeStatus::Skipped,
+            "failed" => NodeStatus::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// A row of `_smithers_runs`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Run id.
+    pub run_id: String,
+    /// Workflow name.
+    pub workflow: String,
+    /// Status.
+    pub status: RunStatus,
+    /// The input, as JSON.
+    pub input: Value,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+    /// Last change.
+    pub updated_at: String,
+    /// Who holds the lease.
+    pub lease_owner: Option<String>,
+    /// Lease expiry, epoch milliseconds.
+    pub lease_expires_ms: Option<i64>,
+}
+
+/// A row of `_smithers_nodes`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Node id.
+    pub node_id: String,
+    /// Iteration.
+    pub iteration: u32,
+    /// Status.
+    pub status: NodeStatus,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Output table.
+    pub output_table: Option<String>,
+    /// Innermost loop.
+    pub loop_id: Option<String>,
+    /// Error of the last failed attempt.
+    pub last_error: Option<String>,
+}
+
+/// A row of `_smithers_attempts`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// Node id.
+    pub node_id: String,
+    /// Iteration.
+    pub iteration: u32,
+    /// Attempt number from 1.
+    pub attempt: u32,
+    /// `in-progress`, `finished`, `failed`, `abandoned`, `cancelled`.
+    pub status: String,
+    /// Agent name, for agent tasks.
+    pub agent: Option<String>,
+    /// Start (RFC 3339).
+    pub started_at: String,
+    /// Duration.
+    pub duration_ms: Option<i64>,
+    /// Error text.
+    pub error: Option<String>,
+    /// Usage.
+    pub usage: Usage,
+    /// Agent session id.
+    pub session_id: Option<String>,
+    /// CLI exit code.
+    pub exit_code: Option<i32>,
+    /// Model.
+    pub model: Option<String>,
+}
+
+/// A persisted event with its sequence number.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Global sequence number.
+    pub seq: i64,
+    /// The event.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// Everything the engine needs to continue a run.
+#[derive(Clone, Debug, Default)]
+pub struct LoadedRun {
+    /// Node states.
+    pub nodes: Vec<NodeRecord>,
+    /// Outputs: node id, iteration, JSON.
+    pub outputs: Vec<(String, u32, Value)>,
+    /// Loop counters.
+    pub loops: Vec<(String, LoopState)>,
+    /// The `state` table.
+    pub state: Vec<(String, String)>,
+    /// Highest frame number recorded.
+    pub last_frame: u32,
+}
+
+/// How an attempt ended.
+#[derive(Clone, Debug, Default)]
+pub struct AttemptEnd {
+    /// `finished`, `failed`, `cancelled`.
+    pub status: &'static str,
+    /// Error text.
+    pub error: Option<String>,
+    /// Duration.
+    pub duration_ms: i64,
+    /// Usage.
+    pub usage: Usage,
+    /// Agent session id.
+    pub session_id: Option<String>,
+    /// CLI exit code.
+    pub exit_code: Option<i32>,
+    /// Model.
+    pub model: Option<String>,
+}
+
+/// One change, applied with the others of its batch in one transaction.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Write {
+    /// Set the run's status (and error).
+    RunStatus {
+        /// New status.
+        status: RunStatus,
+        /// Error, for failed.
+        error: Option<String>,
+    },
+    /// Upsert a node's state.
+    Node(NodeRecord),
+    /// Insert an in-progress attempt.
+    AttemptStart {
+        /// Node id.
+        node_id: String,
+        /// Iteration.
+        iteration: u32,
+        /// Attempt number.
+        attempt: u32,
+        /// Agent name.
+        agent: Option<String>,
+        /// Lease owner driving it.
+        owner: String,
+    },
+    /// Close an attempt.
+    AttemptEnd {
+        /// Node id.
+        node_id: String,
+        /// Iteration.
+        iteration: u32,
+        /// Attempt number.
+        attempt: u32,
+        /// How it ended.
+        end: AttemptEnd,
+    },
+    /// Insert an output row.
+    Output {
+        /// Output type.
+        info: OutputInfo,
+        /// Node id.
+        node_id: String,
+        /// Iteration.
+        iteration: u32,
+        /// The validated output.
+        value: Value,
+    },
+    /// Keep an attempt's transcript.
+    Transcript {
+        /// Node id.
+        node_id: String,
+        /// Iteration.
+        iteration: u32,
+        /// Attempt number.
+        attempt: u32,
+        /// JSONL text.
+        text: String,
+    },
+    /// Upsert a loop counter.
+    Loop {
+        /// Loop id.
+        loop_id: String,
+        /// New state.
+        state: LoopState,
+    },
+    /// Record a new frame (the tree changed shape).
+    Frame {
+        /// Frame number.
+        frame_no: u32,
+        /// Structural hash.
+        hash: String,
+        /// The tree as text.
+        tree: String,
+    },
+    /// Set a `state` key.
+    State {
+        /// Key.
+        key: String,
+        /// Value.
+        value: String,
+    },
+    /// Append an event.
+    Event(Event),
+}
+
+/// Changes to one run, applied atomically.
+#[derive(Clone, Debug, Default)]
+pub struct WriteBatch {
+    /// The run.
+    pub run_id: String,
+    /// The changes, in order.
+    pub writes: Vec<Write>,
+}
+
+impl WriteBatch {
+    /// An empty batch for `run_id`.
+    pub fn new(run_id: &str) -> Self {
+        WriteBatch {
+            run_id: run_id.to_owned(),
+            writes: Vec::new(),
+        }
+    }
+
+    /// Adds a change.
+    pub fn push(&mut self, w: Write) {
+        self.writes.push(w)
+    }
+
+    /// Whether it has no changes.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    /// The events it carries, delivered to listeners after commit.
+    pub fn events(&self) -> impl Iterator<Item = &Event> {
+        self.writes.iter().filter_map(|w| match w {
+            Write::Event(e) => Some(e),
+            _ => None,
+        })
+    }
+}
+
+/// A new run.
+#[derive(Clone, Debug)]
+pub struct NewRun {
+    /// Run id.
+    pub run_id: String,
+    /// Workflow name.
+    pub workflow: String,
+    /// Input JSON.
+    pub input: Value,
+    /// Lease owner.
+    pub owner: String,
+    /// Lease duration.
+    pub lease_ttl: Duration,
+}
+
+/// Durable storage of runs. One implementation per backend; all pass the same test suite.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates a run (status running) holding the lease.
+    async fn create_run(&self, run: NewRun) -> Result<()>;
+    /// A run by id.
+    async fn run(&self, run_id: &str) -> Result<Option<RunRecord>>;
+    /// The most recently created run.
+    async fn latest_run(&self) -> Result<Option<RunRecord>>;
+    /// All runs, newest first.
+    async fn runs(&self) -> Result<Vec<RunRecord>>;
+    /// Takes the run's lease for `owner`, or fails with `LeaseHeld` naming the live holder.
+    async fn acquire_lease(&self, run_id: &str, owner: &str, ttl: Duration) -> Result<()>;
+    /// Extends the lease; fails if `owner` lost it.
+    async fn renew_lease(&self, run_id: &str, owner: &str, ttl: Duration) -> Result<()>;
+    /// Gives the lease up.
+    async fn release_lease(&self, run_id: &str, owner: &str) -> Result<()>;
+    /// Marks attempts left in progress by a dead process as abandoned, their nodes pending, and
+    /// failed nodes pending again; returns how many attempts were abandoned.
+    async fn reset_for_resume(&self, run_id: &str) -> Result<u32>;
+    /// Loads what the engine needs to continue the run.
+    async fn load(&self, run_id: &str) -> Result<LoadedRun>;
+    /// Creates or checks the output table of `info`.
+    async fn ensure_output_table(&self, info: OutputInfo) -> Result<()>;
+    /// Applies a batch in one transaction.
+    async fn write(&self, batch: WriteBatch) -> Result<()>;
+    /// Node states of a run.
+    async fn nodes(&self, run_id: &str) -> Result<Vec<NodeRecord>>;
+    /// Attempts of a run.
+    async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>>;
+    /// Events of a run after `after_seq`.
+    async fn events(&self, run_id: &str, after_seq: i64) -> Result<Vec<EventRecord>>;
+    /// A `state` key.
+    async fn state_get(&self, key: &str) -> Result<Option<String>>;
+    /// Sets a `state` key.
+    async fn state_set(&self, key: &str, value: &str) -> Result<()>;
+}

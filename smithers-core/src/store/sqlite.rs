@@ -1,0 +1,752 @@
+//! The embedded SQLite store: one thread owns the connection; callers send it closures and await
+//! a oneshot reply. Writes queued while a transaction runs share the next `BEGIN IMMEDIATE`
+//! (group commit), each inside its own savepoint so one failing batch never undoes another.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+
+use super::*;
+use crate::error::Error;
+use crate::output::OutputInfo;
+use crate::time::{now_ms, now_rfc3339};
+
+mod output_rows;
+use output_rows::{ensure_output_table, insert_output, read_outputs};
+
+/// The embedded migrations: (version, name, SQL).
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "init", include_str!("../../migrations/0001_init.sql"))];
+
+/// How hard SQLite works to keep a commit on disk (`PRAGMA synchronous`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync on every commit: survives power loss. The default.
+    #[default]
+    Full,
+    /// fsync at checkpoints: survives a process crash, may lose the last commits on power loss.
+    Normal,
+    /// No fsync: for tests and throwaway runs.
+    Off,
+}
+
+impl Durability {
+    fn pragma(self) -> &'static str {
+        match self {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+            Durability::Off => "OFF",
+        }
+    }
+}
+
+type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
+type Completion = Box<dyn FnOnce(Result<()>) + Send>;
+type WriteJob = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
+
+enum Job {
+    Read(ReadJob),
+    Write(WriteJob),
+}
+
+/// The SQLite [`Store`].
+pub struct SqliteStore {
+    tx: mpsc::Sender<Job>,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    pub fn open(path: impl AsRef<Path>, durability: Durability) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::OpenDb {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        }
+        let mut conn = Connection::open(&path).map_err(|e| Error::OpenDb {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        configure(&conn, durability)?;
+        migrate(&mut conn)?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        thread::Builder::new()
+            .name("smithers-sqlite".into())
+            .spawn(move || worker(conn, rx))
+            .map_err(|e| Error::OpenDb {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(SqliteStore { tx, path })
+    }
+
+    /// The database path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Read(Box::new(move |c| {
+                let _ = tx.send(f(c));
+            })))
+            .map_err(|_| Error::StoreClosed("the worker thread has exited".into()))?;
+        rx.await
+            .map_err(|_| Error::StoreClosed("the worker thread dropped a request".into()))?
+    }
+
+    async fn write_with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Write(Box::new(move |c| {
+                let r = f(c);
+                let ok = r.is_ok();
+                let done: Completion = Box::new(move |commit: Result<()>| {
+                    let _ = tx.send(commit.and(r));
+                });
+                (ok, done)
+            })))
+            .map_err(|_| Error::StoreClosed("the worker thread has exited".into()))?;
+        rx.await
+            .map_err(|_| Error::StoreClosed("the worker thread dropped a request".into()))?
+    }
+}
+
+fn configure(conn: &Connection, durability: Durability) -> Result<()> {
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", durability.pragma())?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(256);
+    Ok(())
+}
+
+fn checksum(sql: &str) -> String {
+    hex::encode(&Sha256::digest(sql.as_bytes())[..16])
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS _smithers_migrations (
+            version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at TEXT NOT NULL)",
+    )?;
+    for &(version, name, sql) in MIGRATIONS {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let applied: Option<String> = tx
+            .query_row(
+                "SELECT checksum FROM _smithers_migrations WHERE version = ?1",
+                [version],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let current = checksum(sql);
+        match applied {
+            Some(a) if a == current => {}
+            Some(a) => {
+                return Err(Error::MigrationChanged {
+                    version,
+                    name: name.into(),
+                    applied: a,
+                    current,
+                });
+            }
+            None => {
+                tx.execute_batch(sql)?;
+                tx.execute(
+                    "INSERT INTO _smithers_migrations (version, name, checksum, applied_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![version, name, current, now_rfc3339()],
+                )?;
+            }
+        }
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn worker(mut conn: Connection, rx: mpsc::Receiver<Job>) {
+    let mut pending: Option<Job> = None;
+    loop {
+        let job = match pending.take() {
+            Some(j) => j,
+            None => match rx.recv() {
+                Ok(j) => j,
+                Err(_) => return,
+            },
+        };
+        match job {
+            Job::Read(f) => f(&mut conn),
+            Job::Write(first) => {
+                let mut group = vec![first];
+                // Group commit: take every write already queued, stop at the first read.
+                while let Ok(next) = rx.try_recv() {
+                    match next {
+                        Job::Write(w) => group.push(w),
+                        read => {
+                            pending = Some(read);
+                            break;
+                        }
+                    }
+                }
+                run_group(&conn, group);
+            }
+        }
+    }
+}
+
+fn run_group(conn: &Connection, group: Vec<WriteJob>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        // Dropping the jobs drops their reply channels: each caller gets `StoreClosed`.
+        tracing::error!(error = %e, "cannot begin a write transaction; {} write(s) dropped", group.len());
+        return;
+    }
+    let mut completions = Vec::with_capacity(group.len());
+    for job in group {
+        if let Err(e) = conn.execute_batch("SAVEPOINT batch") {
+            tracing::error!(error = %e, "cannot open a savepoint");
+        }
+        let (ok, completion) = job(conn);
+        // A failed batch is undone alone; the others in the group still commit.
+        let end = if ok {
+            "RELEASE batch"
+        } else {
+            "ROLLBACK TO batch; RELEASE batch"
+        };
+        if let Err(e) = conn.execute_batch(end) {
+            tracing::error!(error = %e, "cannot close a savepoint");
+        }
+        completions.push(completion);
+    }
+    let commit_err = conn.execute_batch("COMMIT").err().map(|e| e.to_string());
+    if commit_err.is_some() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for c in completions {
+        c(match &commit_err {
+            None => Ok(()),
+            Some(m) => Err(Error::Other(format!("commit failed: {m}"))),
+        });
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// A lease owner for this process: `host:pid:nonce`.
+pub fn lease_owner() -> String {
+    format!(
+        "{}:{}:{}",
+        hostname(),
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+/// Whether the holder of a lease is a process on this host that no longer exists: then its lease
+/// is stale whatever its expiry (a `kill -9` must not block resume for a lease period).
+fn holder_is_dead(owner: &str) -> bool {
+    let mut parts = owner.split(':');
+    let (Some(host), Some(pid)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    if host != hostname() || !Path::new("/proc/self").exists() {
+        return false;
+    }
+    match pid.parse::<u32>() {
+        Ok(pid) if pid == std::process::id() => false,
+        Ok(pid) => !Path::new(&format!("/proc/{pid}")).exists(),
+        Err(_) => false,
+    }
+}
+
+const RUN_COLUMNS: &str =
+    "run_id, workflow, status, input_json, error, created_at, updated_at, lease_owner, lease_expires_ms";
+
+fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
+    let status: String = r.get(2)?;
+    let input: String = r.get(3)?;
+    Ok(RunRecord {
+        run_id: r.get(0)?,
+        workflow: r.get(1)?,
+        status: RunStatus::parse(&status).unwrap_or(RunStatus::Failed),
+        input: serde_json::from_str(&input).unwrap_or(Value::Null),
+        error: r.get(4)?,
+        created_at: r.get(5)?,
+        updated_at: r.get(6)?,
+        lease_owner: r.get(7)?,
+        lease_expires_ms: r.get(8)?,
+    })
+}
+
+fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRecord> {
+    let status: String = r.get(2)?;
+    Ok(NodeRecord {
+        node_id: r.get(0)?,
+        iteration: r.get(1)?,
+        status: NodeStatus::parse(&status).unwrap_or(NodeStatus::Pending),
+        attempts: r.get(3)?,
+        output_table: r.get(4)?,
+        loop_id: r.get(5)?,
+        last_error: r.get(6)?,
+    })
+}
+
+fn query_nodes(c: &Connection, run_id: &str) -> Result<Vec<NodeRecord>> {
+    let mut st = c.prepare_cached(
+        "SELECT node_id, iteration, status, attempts, output_table, loop_id, last_error
+         FROM _smithers_nodes WHERE run_id = ?1 ORDER BY rowid",
+    )?;
+    let rows = st
+        .query_map([run_id], node_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+fn apply(c: &Connection, batch: &WriteBatch) -> Result<()> {
+    let run_id = batch.run_id.as_str();
+    let now = now_rfc3339();
+    for w in &batch.writes {
+        match w {
+            Write::RunStatus { status, error } => {
+                let finished = matches!(
+                    status,
+                    RunStatus::Finished | RunStatus::Failed | RunStatus::Cancelled
+                );
+                c.prepare_cached(
+                    "UPDATE _smithers_runs SET status = ?2, error = ?3, updated_at = ?4,
+                     finished_at = CASE WHEN ?5 THEN ?4 ELSE NULL END WHERE run_id = ?1",
+                )?
+                .execute(params![
+                    run_id,
+                    status.as_str(),
+                    error,
+                    now,
+                    finished
+                ])?;
+            }
+            Write::Node(n) => {
+                c.prepare_cached(
+                    "INSERT INTO _smithers_nodes
+                       (run_id, node_id, iteration, status, attempts, output_table, loop_id, last_error, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                     ON CONFLICT (run_id, node_id, iteration) DO UPDATE SET
+                       status = excluded.status, attempts = excluded.attempts, output_table = excluded.output_table,
+                       loop_id = excluded.loop_id, last_error = excluded.last_error, updated_at = excluded.updated_at",
+                )?
+                .execute(params![
+                    run_id,
+                    n.node_id,
+                    n.iteration,
+                    n.status.as_str(),
+                    n.attempts,
+                    n.output_table,
+                    n.loop_id,
+                    n.last_error,
+                    now
+                ])?;
+            }
+            Write::AttemptStart {
+                node_id,
+                iteration,
+                attempt,
+                agent,
+                owner,
+            } => {
+                c.prepare_cached(
+                    "INSERT INTO _smithers_attempts (run_id, node_id, iteration, attempt, status, owner, agent, started_at)
+                     VALUES (?1, ?2, ?3, ?4, 'in-progress', ?5, ?6, ?7)",
+                )?
+                .execute(params![run_id, node_id, iteration, attempt, owner, agent, now])?;
+            }
+            Write::AttemptEnd {
+                node_id,
+                iteration,
+                attempt,
+                end,
+            } => {
+                let u = &end.usage;
+                c.prepare_cached(
+                    "UPDATE _smithers_attempts SET status = ?5, finished_at = ?6, duration_ms = ?7, error = ?8,
+                       input_tokens = ?9, output_tokens = ?10, cache_read_tokens = ?11, cache_write_tokens = ?12,
+                       cost_usd = ?13, session_id = ?14, exit_code = ?15, model = ?16
+                     WHERE run_id = ?1 AND node_id = ?2 AND iteration = ?3 AND attempt = ?4",
+                )?
+                .execute(params![
+                    run_id,
+                    node_id,
+                    iteration,
+                    attempt,
+                    end.status,
+                    now,
+                    end.duration_ms,
+                    end.error,
+                    u.input_tokens.map(|v| v as i64),
+                    u.output_tokens.map(|v| v as i64),
+                    u.cache_read_tokens.map(|v| v as i64),
+                    u.cache_write_tokens.map(|v| v as i64),
+                    u.cost_usd,
+                    end.session_id,
+                    end.exit_code,
+                    end.model
+                ])?;
+            }
+            Write::Output {
+                info,
+                node_id,
+                iteration,
+                value,
+            } => insert_output(c, info, run_id, node_id, *iteration, value)?,
+            Write::Transcript {
+                node_id,
+                iteration,
+                attempt,
+                text,
+            } => {
+                c.prepare_cached(
+                    "INSERT OR REPLACE INTO _smithers_transcripts (run_id, node_id, iteration, attempt, transcript)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![run_id, node_id, iteration, attempt, text])?;
+            }
+            Write::Loop { loop_id, state } => {
+                c.prepare_cached(
+                    "INSERT INTO _smithers_ralph (run_id, loop_id, iteration, pass_start, parent_iteration, done)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (run_id, loop_id) DO UPDATE SET iteration = excluded.iteration,
+                       pass_start = excluded.pass_start, parent_iteration = excluded.parent_iteration, done = excluded.done",
+                )?
+                .execute(params![run_id, loop_id, state.iteration, state.pass_start, state.parent_iteration, state.done])?;
+            }
+            Write::Frame {
+                frame_no,
+                hash,
+                tree,
+            } => {
+                c.prepare_cached(
+                    "INSERT OR REPLACE INTO _smithers_frames (run_id, frame_no, tree_hash, tree, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![run_id, frame_no, hash, tree, now])?;
+            }
+            Write::State { key, value } => {
+                c.prepare_cached(
+                    "INSERT INTO state (key, value, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                )?
+                .execute(params![key, value, now])?;
+            }
+            Write::Event(e) => {
+                c.prepare_cached(
+                    "INSERT INTO _smithers_events (run_id, at, kind, node_id, iteration, payload)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![
+                    run_id,
+                    e.at,
+                    e.kind.name(),
+                    e.node_id,
+                    e.iteration,
+                    serde_json::to_string(&e.kind)?
+                ])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_run(&self, run: NewRun) -> Result<()> {
+        self.write_with(move |c| {
+            let now = now_rfc3339();
+            c.execute(
+                "INSERT INTO _smithers_runs
+                   (run_id, workflow, status, input_json, created_at, updated_at, lease_owner, lease_expires_ms)
+                 VALUES (?1, ?2, 'running', ?3, ?4, ?4, ?5, ?6)",
+                params![
+                    run.run_id,
+                    run.workflow,
+                    serde_json::to_string(&run.input)?,
+                    now,
+                    run.owner,
+                    now_ms() + run.lease_ttl.as_millis() as i64
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM _smithers_runs WHERE run_id = ?1"),
+                [run_id],
+                run_from_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn latest_run(&self) -> Result<Option<RunRecord>> {
+        self.read(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM _smithers_runs ORDER BY created_at DESC, rowid DESC LIMIT 1"),
+                [],
+                run_from_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn runs(&self) -> Result<Vec<RunRecord>> {
+        self.read(move |c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM _smithers_runs ORDER BY created_at DESC, rowid DESC"
+            ))?;
+            let rows = st
+                .query_map([], run_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn acquire_lease(&self, run_id: &str, owner: &str, ttl: Duration) -> Result<()> {
+        let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
+        self.write_with(move |c| {
+            let row: Option<(Option<String>, Option<i64>)> = c
+                .query_row("SELECT lease_owner, lease_expires_ms FROM _smithers_runs WHERE run_id = ?1", [&run_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            let Some((holder, expires)) = row else { return Err(Error::RunNotFound(run_id)) };
+            let now = now_ms();
+            if let (Some(holder), Some(expires)) = (holder, expires) {
+                if holder != owner && expires > now && !holder_is_dead(&holder) {
+                    return Err(Error::LeaseHeld { run_id, owner: holder, expires_at: crate::time::ms_to_rfc3339(expires) });
+                }
+            }
+            c.execute(
+                "UPDATE _smithers_runs SET lease_owner = ?2, lease_expires_ms = ?3 WHERE run_id = ?1",
+                params![run_id, owner, now + ttl.as_millis() as i64],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn renew_lease(&self, run_id: &str, owner: &str, ttl: Duration) -> Result<()> {
+        let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
+        self.write_with(move |c| {
+            let n = c.execute(
+                "UPDATE _smithers_runs SET lease_expires_ms = ?3 WHERE run_id = ?1 AND lease_owner = ?2",
+                params![run_id, owner, now_ms() + ttl.as_millis() as i64],
+            )?;
+            if n == 0 {
+                return Err(Error::Other(format!(
+                    "lost the lease of run `{run_id}` to another process; stopping so two processes never drive one run"
+                )));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release_lease(&self, run_id: &str, owner: &str) -> Result<()> {
+        let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
+        self.write_with(move |c| {
+            c.execute(
+                "UPDATE _smithers_runs SET lease_owner = NULL, lease_expires_ms = NULL WHERE run_id = ?1 AND lease_owner = ?2",
+                params![run_id, owner],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn reset_for_resume(&self, run_id: &str) -> Result<u32> {
+        let run_id = run_id.to_owned();
+        self.write_with(move |c| {
+            let now = now_rfc3339();
+            let n = c.execute(
+                "UPDATE _smithers_attempts SET status = 'abandoned', finished_at = ?2,
+                   error = COALESCE(error, 'the process driving this attempt stopped before it ended')
+                 WHERE run_id = ?1 AND status = 'in-progress'",
+                params![run_id, now],
+            )?;
+            c.execute(
+                "UPDATE _smithers_nodes SET status = 'pending', updated_at = ?2
+                 WHERE run_id = ?1 AND status IN ('running', 'failed')",
+                params![run_id, now],
+            )?;
+            c.execute(
+                "UPDATE _smithers_runs SET status = 'running', error = NULL, finished_at = NULL, updated_at = ?2 WHERE run_id = ?1",
+                params![run_id, now],
+            )?;
+            Ok(n as u32)
+        })
+        .await
+    }
+
+    async fn load(&self, run_id: &str) -> Result<LoadedRun> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| {
+            let nodes = query_nodes(c, &run_id)?;
+            let tables: HashSet<String> = nodes.iter().filter_map(|n| n.output_table.clone()).collect();
+            let mut outputs = Vec::new();
+            for t in tables {
+                read_outputs(c, &t, &run_id, &nodes, &mut outputs)?;
+            }
+            let mut st = c.prepare_cached(
+                "SELECT loop_id, iteration, pass_start, parent_iteration, done FROM _smithers_ralph WHERE run_id = ?1",
+            )?;
+            let loops = st
+                .query_map([&run_id], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        LoopState { iteration: r.get(1)?, pass_start: r.get(2)?, parent_iteration: r.get(3)?, done: r.get(4)? },
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut st = c.prepare_cached("SELECT key, value FROM state")?;
+            let state = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            let last_frame: Option<u32> =
+                c.query_row("SELECT MAX(frame_no) FROM _smithers_frames WHERE run_id = ?1", [&run_id], |r| r.get(0))?;
+            Ok(LoadedRun { nodes, outputs, loops, state, last_frame: last_frame.unwrap_or(0) })
+        })
+        .await
+    }
+
+    async fn ensure_output_table(&self, info: OutputInfo) -> Result<()> {
+        self.write_with(move |c| ensure_output_table(c, &info))
+            .await
+    }
+
+    async fn write(&self, batch: WriteBatch) -> Result<()> {
+        self.write_with(move |c| apply(c, &batch)).await
+    }
+
+    async fn nodes(&self, run_id: &str) -> Result<Vec<NodeRecord>> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| query_nodes(c, &run_id)).await
+    }
+
+    async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT node_id, iteration, attempt, status, agent, started_at, duration_ms, error,
+                   input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, session_id, exit_code, model
+                 FROM _smithers_attempts WHERE run_id = ?1 ORDER BY rowid",
+            )?;
+            let rows = st
+                .query_map([&run_id], |r| {
+                    Ok(AttemptRecord {
+                        node_id: r.get(0)?,
+                        iteration: r.get(1)?,
+                        attempt: r.get(2)?,
+                        status: r.get(3)?,
+                        agent: r.get(4)?,
+                        started_at: r.get(5)?,
+                        duration_ms: r.get(6)?,
+                        error: r.get(7)?,
+                        usage: Usage {
+                            input_tokens: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
+                            output_tokens: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
+                            cache_read_tokens: r.get::<_, Option<i64>>(10)?.map(|v| v as u64),
+                            cache_write_tokens: r.get::<_, Option<i64>>(11)?.map(|v| v as u64),
+                            cost_usd: r.get(12)?,
+                        },
+                        session_id: r.get(13)?,
+                        exit_code: r.get(14)?,
+                        model: r.get(15)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn events(&self, run_id: &str, after_seq: i64) -> Result<Vec<EventRecord>> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT seq, at, node_id, iteration, payload FROM _smithers_events
+                 WHERE run_id = ?1 AND seq > ?2 ORDER BY seq",
+            )?;
+            let rows = st
+                .query_map(params![run_id, after_seq], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get::<_, String>(4)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter()
+                .map(|(seq, at, node_id, iteration, payload)| {
+                    Ok(EventRecord {
+                        seq,
+                        event: Event {
+                            run_id: run_id.clone(),
+                            node_id,
+                            iteration,
+                            at,
+                            kind: serde_json::from_str(&payload)?,
+                        },
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn state_get(&self, key: &str) -> Result<Option<String>> {
+        let key = key.to_owned();
+        self.read(move |c| {
+            Ok(
+                c.query_row("SELECT value FROM state WHERE key = ?1", [key], |r| {
+                    r.get(0)
+                })
+                .optional()?,
+            )
+        })
+        .await
+    }
+
+    async fn state_set(&self, key: &str, value: &str) -> Result<()> {
+        let mut b = WriteBatch::new("");
+        b.push(Write::State {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        });
+        self.write(b).await
+    }
+}

@@ -1,0 +1,292 @@
+//! Output tables: created on first use, checked against the type on every run, one row per
+//! `(run_id, node_id, iteration)` with a typed column per field.
+
+use rusqlite::types::{ToSqlOutput, Value as SqlValue};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::output::{Column, ColumnKind, OutputInfo};
+use crate::store::NodeRecord;
+use crate::time::now_rfc3339;
+
+/// Validates an identifier before it is quoted into SQL.
+pub(crate) fn check_ident(name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 64;
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidIdentifier(name.to_owned()))
+    }
+}
+
+fn quote(name: &str) -> String {
+    format!("\"{name}\"")
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredColumn {
+    name: String,
+    kind: String,
+    nullable: bool,
+    rust_type: String,
+}
+
+fn describe(kind: &str, rust_type: &str) -> String {
+    format!("`{rust_type}` ({kind})")
+}
+
+pub(super) fn ensure_output_table(c: &Connection, info: &OutputInfo) -> Result<()> {
+    check_ident(info.table)?;
+    if info.table.starts_with("_smithers_") || info.table == "state" {
+        return Err(Error::InvalidIdentifier(format!(
+            "{} (reserved for smithers' own tables)",
+            info.table
+        )));
+    }
+    for col in info.columns {
+        check_ident(col.name)?;
+    }
+    let signature = info.signature();
+    let stored: Option<(String, String)> = c
+        .query_row(
+            "SELECT signature, columns_json FROM _smithers_output_tables WHERE table_name = ?1",
+            [info.table],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let columns: Vec<StoredColumn> = info
+        .columns
+        .iter()
+        .map(|c| StoredColumn {
+            name: c.name.into(),
+            kind: c.kind.as_str().into(),
+            nullable: c.nullable,
+            rust_type: c.rust_type.into(),
+        })
+        .collect();
+    match stored {
+        Some((sig, _)) if sig == signature => Ok(()),
+        Some((_, old_json)) => {
+            let old: Vec<StoredColumn> = serde_json::from_str(&old_json)?;
+            let schema_err = |detail: String| Error::SchemaChanged {
+                table: info.table.into(),
+                type_name: info.short_name().into(),
+                detail,
+            };
+            for o in &old {
+                match columns.iter().find(|n| n.name == o.name) {
+                    None => {
+                        return Err(schema_err(format!(
+                            "field `{}` of type {} was removed, but earlier rows hold it",
+                            o.name,
+                            describe(&o.kind, &o.rust_type)
+                        )))
+                    }
+                    Some(n) if n.kind != o.kind || (n.nullable != o.nullable && !n.nullable) => {
+                        return Err(schema_err(format!(
+                            "field `{}` changed type from {} to {}",
+                            o.name,
+                            describe(&o.kind, &o.rust_type),
+                            describe(&n.kind, &n.rust_type)
+                        )))
+                    }
+                    Some(_) => {}
+                }
+            }
+            for n in info
+                .columns
+                .iter()
+                .filter(|n| !old.iter().any(|o| o.name == n.name))
+            {
+                // Earlier rows have no value for an added field: the column is nullable.
+                c.execute_batch(&format!(
+                    "ALTER TABLE {} ADD COLUMN {} {}",
+                    quote(info.table),
+                    quote(n.name),
+                    n.kind.sql_type()
+                ))?;
+            }
+            c.execute(
+                "UPDATE _smithers_output_tables SET type_name = ?2, columns_json = ?3, signature = ?4 WHERE table_name = ?1",
+                params![info.table, info.type_name, serde_json::to_string(&columns)?, signature],
+            )?;
+            Ok(())
+        }
+        None => {
+            let mut ddl = format!(
+                "CREATE TABLE IF NOT EXISTS {} (run_id TEXT NOT NULL, node_id TEXT NOT NULL, iteration INTEGER NOT NULL",
+                quote(info.table)
+            );
+            for col in info.columns {
+                ddl.push_str(&format!(
+                    ", {} {}{}",
+                    quote(col.name),
+                    col.kind.sql_type(),
+                    if col.nullable { "" } else { " NOT NULL" }
+                ));
+            }
+            ddl.push_str(", PRIMARY KEY (run_id, node_id, iteration))");
+            c.execute_batch(&ddl)?;
+            c.execute(
+                "INSERT INTO _smithers_output_tables (table_name, type_name, columns_json, signature, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![info.table, info.type_name, serde_json::to_string(&columns)?, signature, now_rfc3339()],
+            )?;
+            Ok(())
+        }
+    }
+}
+
+fn to_sql(col: &Column, v: Option<&Value>) -> std::result::Result<SqlValue, String> {
+    let v = match v {
+        None | Some(Value::Null) => return Ok(SqlValue::Null),
+        Some(v) => v,
+    };
+    Ok(match col.kind {
+        ColumnKind::Integer => match v.as_i64() {
+            Some(i) => SqlValue::Integer(i),
+            None => {
+                return Err(format!(
+                    "field `{}` = {v} does not fit a 64-bit signed integer column",
+                    col.name
+                ))
+            }
+        },
+        ColumnKind::Bool => SqlValue::Integer(i64::from(
+            v.as_bool()
+                .ok_or_else(|| format!("field `{}` is not a bool", col.name))?,
+        )),
+        ColumnKind::Real => SqlValue::Real(
+            v.as_f64()
+                .ok_or_else(|| format!("field `{}` is not a number", col.name))?,
+        ),
+        ColumnKind::Text => match v {
+            Value::String(s) => SqlValue::Text(s.clone()),
+            other => SqlValue::Text(other.to_string()),
+        },
+        ColumnKind::Json => SqlValue::Text(v.to_string()),
+    })
+}
+
+fn from_sql(col: &Column, v: SqlValue) -> Value {
+    match (col.kind, v) {
+        (_, SqlValue::Null) => Value::Null,
+        (ColumnKind::Bool, SqlValue::Integer(i)) => Value::Bool(i != 0),
+        (_, SqlValue::Integer(i)) => Value::from(i),
+        (_, SqlValue::Real(f)) => Value::from(f),
+        (ColumnKind::Json, SqlValue::Text(s)) => {
+            serde_json::from_str(&s).unwrap_or(Value::String(s))
+        }
+        (_, SqlValue::Text(s)) => Value::String(s),
+        (_, SqlValue::Blob(b)) => Value::String(String::from_utf8_lossy(&b).into_owned()),
+    }
+}
+
+pub(super) fn insert_output(
+    c: &Connection,
+    info: &OutputInfo,
+    run_id: &str,
+    node_id: &str,
+    iteration: u32,
+    value: &Value,
+) -> Result<()> {
+    let mut names = String::from("run_id, node_id, iteration");
+    let mut marks = String::from("?1, ?2, ?3");
+    for (i, col) in info.columns.iter().enumerate() {
+        names.push_str(", ");
+        names.push_str(&quote(col.name));
+        marks.push_str(&format!(", ?{}", i + 4));
+    }
+    let sql = format!(
+        "INSERT INTO {} ({names}) VALUES ({marks})",
+        quote(info.table)
+    );
+    let mut st = c.prepare_cached(&sql)?;
+    let mut args: Vec<SqlValue> = vec![
+        SqlValue::Text(run_id.into()),
+        SqlValue::Text(node_id.into()),
+        SqlValue::Integer(iteration.into()),
+    ];
+    for col in info.columns {
+        args.push(
+            to_sql(col, value.get(col.name)).map_err(|m| Error::OutputType {
+                node: node_id.into(),
+                iteration,
+                type_name: info.short_name().into(),
+                message: m,
+            })?,
+        );
+    }
+    let args: Vec<ToSqlOutput<'_>> = args.into_iter().map(ToSqlOutput::Owned).collect();
+    st.execute(rusqlite::params_from_iter(args.iter()))?;
+    Ok(())
+}
+
+/// Reads every output row of `run_id` in `table` back to JSON, using the column kinds recorded
+/// in the registry (not the current Rust type, which a resume may have changed).
+pub(super) fn read_outputs(
+    c: &Connection,
+    table: &str,
+    run_id: &str,
+    nodes: &[NodeRecord],
+    out: &mut Vec<(String, u32, Value)>,
+) -> Result<()> {
+    check_ident(table)?;
+    let cols_json: Option<String> = c
+        .query_row(
+            "SELECT columns_json FROM _smithers_output_tables WHERE table_name = ?1",
+            [table],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(cols_json) = cols_json else {
+        return Ok(());
+    };
+    let stored: Vec<StoredColumn> = serde_json::from_str(&cols_json)?;
+    let cols: Vec<(String, ColumnKind)> = stored
+        .iter()
+        .map(|s| {
+            (
+                s.name.clone(),
+                ColumnKind::parse(&s.kind).unwrap_or(ColumnKind::Json),
+            )
+        })
+        .collect();
+    let mut select = String::from("SELECT node_id, iteration");
+    for (name, _) in &cols {
+        check_ident(name)?;
+        select.push_str(", ");
+        select.push_str(&quote(name));
+    }
+    select.push_str(&format!(" FROM {} WHERE run_id = ?1", quote(table)));
+    let mut st = c.prepare(&select)?;
+    let mut rows = st.query([run_id])?;
+    let finished: std::collections::HashSet<(&str, u32)> = nodes
+        .iter()
+        .filter(|n| n.output_table.as_deref() == Some(table))
+        .map(|n| (n.node_id.as_str(), n.iteration))
+        .collect();
+    while let Some(r) = rows.next()? {
+        let node_id: String = r.get(0)?;
+        let iteration: u32 = r.get(1)?;
+        if !finished.contains(&(node_id.as_str(), iteration)) {
+            continue;
+        }
+        let mut obj = serde_json::Map::new();
+        for (i, (name, kind)) in cols.iter().enumerate() {
+            let col = Column {
+                name: "",
+                kind: *kind,
+                nullable: true,
+                rust_type: "",
+            };
+            obj.insert(name.clone(), from_sql(&col, r.get::<_, SqlValue>(i + 2)?));
+        }
+        out.push((node_id, iteration, Value::Object(obj)));
+    }
+    Ok(())
+}
