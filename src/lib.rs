@@ -17,6 +17,8 @@ pub use smithers_core::{
 };
 pub use smithers_macros::{component, workflow, Output};
 
+pub mod cli;
+
 /// Agents: coding-agent CLIs, LLM HTTP APIs and a scripted agent for tests.
 pub use smithers_agents as agents;
 

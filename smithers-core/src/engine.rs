@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
+pub use tokio_util::sync::CancellationToken;
 
 use crate::agent::{AgentRequest, AgentResponse, ProgressSink, Usage};
 use crate::ctx::{Ctx, RunSnapshot};
@@ -236,8 +236,38 @@ where
             .acquire_lease(&rec.run_id, &owner, self.options.lease_ttl)
             .await?;
         let abandoned = self.store.reset_for_resume(&rec.run_id).await?;
-        let loaded = self.store.load(&rec.run_id).await?;
-        let mut st = RunState::new(&rec.run_id, owner);
+        let mut st = self.load_state(&rec.run_id, owner).await?;
+        let mut b = WriteBatch::new(&rec.run_id);
+        b.push(Write::Event(Event::run(
+            &rec.run_id,
+            EventKind::RunResumed { abandoned },
+        )));
+        self.supervisor(
+            &mut b,
+            "running",
+            &format!("Run resumed ({abandoned} interrupted attempt(s) will be retried)"),
+        );
+        self.commit(b).await?;
+        self.drive_and_release(&mut st, Arc::new(input)).await
+    }
+
+    /// Renders the tree over a run's persisted state without running anything.
+    pub async fn render_run(&self, run_id: &str) -> Result<Node> {
+        let rec = self
+            .store
+            .run(run_id)
+            .await?
+            .ok_or_else(|| Error::RunNotFound(run_id.to_owned()))?;
+        let input: I =
+            serde_json::from_value(rec.input).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let st = self.load_state(run_id, String::new()).await?;
+        self.render_catching(&Ctx::new(Arc::new(input), st.snap))
+    }
+
+    /// Loads a run's persisted state into memory.
+    async fn load_state(&self, run_id: &str, owner: String) -> Result<RunState> {
+        let loaded = self.store.load(run_id).await?;
+        let mut st = RunState::new(run_id, owner);
         st.frame_no = loaded.last_frame;
         let snap = Arc::make_mut(&mut st.snap);
         for n in &loaded.nodes {
@@ -261,18 +291,7 @@ where
         }
         snap.loops = loaded.loops.into_iter().collect();
         snap.state = loaded.state.into_iter().collect();
-        let mut b = WriteBatch::new(&rec.run_id);
-        b.push(Write::Event(Event::run(
-            &rec.run_id,
-            EventKind::RunResumed { abandoned },
-        )));
-        self.supervisor(
-            &mut b,
-            "running",
-            &format!("Run resumed ({abandoned} interrupted attempt(s) will be retried)"),
-        );
-        self.commit(b).await?;
-        self.drive_and_release(&mut st, Arc::new(input)).await
+        Ok(st)
     }
 
     async fn drive_and_release(&self, st: &mut RunState, input: Arc<I>) -> Result<RunReport> {
@@ -432,24 +451,26 @@ where
                     _ => self.options.max_concurrency,
                 }
                 .max(1);
-                let mut progressed = false;
+                // Static values have no side effects and take no time: every one the plan
+                // offers starts and finishes in one shared transaction, then the tree is
+                // rendered again (it may depend on them).
+                let mut statics = WriteBatch::new(&st.run_id);
                 for r in plan.runnable {
-                    if st.running.len() >= limit {
-                        break;
-                    }
                     if st.running.contains_key(&(r.task.id.clone(), r.iteration)) {
                         continue;
                     }
                     if let TaskExec::Value(v) = &r.task.exec {
-                        // A static value has no side effects: start and finish in one transaction.
                         let v = v.clone();
-                        self.complete_static(st, &r, v).await?;
-                        progressed = true;
-                        break; // re-render: the tree may depend on this output
+                        self.complete_static(st, &mut statics, &r, v).await?;
+                        continue;
+                    }
+                    if st.running.len() >= limit || !statics.is_empty() {
+                        continue;
                     }
                     self.start(st, &mut join, r).await?;
                 }
-                if progressed {
+                if !statics.is_empty() {
+                    self.commit(statics).await?;
                     continue;
                 }
             }
@@ -538,13 +559,13 @@ where
     async fn complete_static(
         &self,
         st: &mut RunState,
+        b: &mut WriteBatch,
         r: &Runnable,
         v: std::result::Result<Value, String>,
     ) -> Result<()> {
         let t = &r.task;
         self.ensure_table(st, t).await?;
         let attempt = st.attempts(&t.id, r.iteration) + 1;
-        let mut b = WriteBatch::new(&st.run_id);
         b.push(Write::AttemptStart {
             node_id: t.id.clone(),
             iteration: r.iteration,
@@ -553,12 +574,14 @@ where
             owner: st.owner.clone(),
         });
         let validated = v.and_then(|v| {
-            (t.output.validate)(&v).map_err(|e| format!("static value of `{}`: {e}", t.id))
+            t.output
+                .check(&v)
+                .map_err(|e| format!("static value of `{}`: {e}", t.id))
         });
         match validated {
             Ok(value) => self.push_success(
                 st,
-                &mut b,
+                b,
                 t,
                 r.iteration,
                 r.loop_id.clone(),
@@ -568,7 +591,7 @@ where
             ),
             Err(e) => self.push_failure(
                 st,
-                &mut b,
+                b,
                 t,
                 r.iteration,
                 r.loop_id.clone(),
@@ -577,7 +600,7 @@ where
                 AttemptEnd::default(),
             ),
         }
-        self.commit(b).await
+        Ok(())
     }
 
     async fn start(
@@ -723,7 +746,7 @@ where
             });
         }
         let validated = value.and_then(|v| {
-            (t.output.validate)(&v).map_err(|e| {
+            t.output.check(&v).map_err(|e| {
                 TaskError::retryable(format!(
                     "node `{id}` returned output that does not match `{}`: {e}",
                     t.output.short_name()
@@ -731,41 +754,7 @@ where
             })
         });
         match validated {
-            Ok(v) => {
-                let mut b2 = b.clone();
-                self.push_success(
-                    st,
-                    &mut b2,
-                    &t,
-                    it,
-                    running.loop_id.clone(),
-                    res.attempt,
-                    v,
-                    end.clone(),
-                );
-                match self.store.write(b2.clone()).await {
-                    Ok(()) => {
-                        self.deliver(&b2);
-                        return Ok(());
-                    }
-                    Err(e) => {
-                        // The output could not be stored (e.g. a value that does not fit its column):
-                        // nothing of it was written; record the attempt as failed instead.
-                        st.snap_remove_output(&id, it);
-                        st.finished -= 1;
-                        self.push_failure(
-                            st,
-                            &mut b,
-                            &t,
-                            it,
-                            running.loop_id,
-                            res.attempt,
-                            TaskError::terminal(e.to_string()),
-                            end,
-                        );
-                    }
-                }
-            }
+            Ok(v) => self.push_success(st, &mut b, &t, it, running.loop_id, res.attempt, v, end),
             Err(e) => self.push_failure(st, &mut b, &t, it, running.loop_id, res.attempt, e, end),
         }
         self.commit(b).await
@@ -1061,12 +1050,6 @@ impl RunState {
             None => {
                 self.nodes.insert(id.to_owned(), HashMap::from([(it, s)]));
             }
-        }
-    }
-
-    fn snap_remove_output(&mut self, id: &str, it: u32) {
-        if let Some(m) = Arc::make_mut(&mut self.snap).outputs.get_mut(id) {
-            m.remove(&it);
         }
     }
 }

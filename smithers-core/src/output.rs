@@ -131,6 +131,28 @@ impl OutputInfo {
         short_type_name(self.type_name)
     }
 
+    /// Validates `value` as this type and checks every field fits its column (integers in 64
+    /// signed bits); returns the normalised value.
+    pub fn check(&self, value: &Value) -> Result<Value, String> {
+        let v = (self.validate)(value)?;
+        for c in self.columns {
+            match (c.kind, v.get(c.name)) {
+                (_, None | Some(Value::Null)) if c.nullable => {}
+                (ColumnKind::Integer, Some(n)) if n.as_i64().is_none() => {
+                    return Err(format!(
+                        "field `{}` = {n} does not fit a 64-bit signed integer column",
+                        c.name
+                    ));
+                }
+                (ColumnKind::Real, Some(n)) if !n.is_number() => {
+                    return Err(format!("field `{}` = {n} is not a finite number", c.name));
+                }
+                _ => {}
+            }
+        }
+        Ok(v)
+    }
+
     /// Hash over table name, columns and JSON schema: changes when the shape of the type changes.
     pub fn signature(&self) -> String {
         let mut h = Sha256::new();

@@ -1,0 +1,177 @@
+//! Read-only views of runs, shared by workflow binaries and the `smithers` binary.
+
+use std::collections::BTreeMap;
+
+use smithers_core::store::{AttemptRecord, RunRecord, Store};
+use smithers_core::{Error, Result, Usage};
+
+/// Usage summed over attempts.
+pub fn total_usage(attempts: &[AttemptRecord]) -> Usage {
+    let mut t = Usage::default();
+    fn add(a: &mut Option<u64>, b: Option<u64>) {
+        if let Some(b) = b {
+            *a = Some(a.unwrap_or(0) + b);
+        }
+    }
+    for a in attempts {
+        add(&mut t.input_tokens, a.usage.input_tokens);
+        add(&mut t.output_tokens, a.usage.output_tokens);
+        add(&mut t.cache_read_tokens, a.usage.cache_read_tokens);
+        add(&mut t.cache_write_tokens, a.usage.cache_write_tokens);
+        if let Some(c) = a.usage.cost_usd {
+            t.cost_usd = Some(t.cost_usd.unwrap_or(0.0) + c);
+        }
+    }
+    t
+}
+
+async fn pick_run(store: &dyn Store, run_id: Option<&str>) -> Result<RunRecord> {
+    match run_id {
+        Some(id) => store
+            .run(id)
+            .await?
+            .ok_or_else(|| Error::RunNotFound(id.to_owned())),
+        None => store.latest_run().await?.ok_or(Error::NoRunToResume),
+    }
+}
+
+/// Prints a run's status, nodes and usage.
+pub async fn status(store: &dyn Store, run_id: Option<&str>, json: bool) -> Result<()> {
+    let run = pick_run(store, run_id).await?;
+    let nodes = store.nodes(&run.run_id).await?;
+    let attempts = store.attempts(&run.run_id).await?;
+    let usage = total_usage(&attempts);
+    if json {
+        let v =
+            serde_json::json!({ "run": run, "nodes": nodes, "attempts": attempts, "usage": usage });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("run       {}", run.run_id);
+    println!("workflow  {}", run.workflow);
+    println!("status    {}", run.status);
+    if let Some(e) = &run.error {
+        println!("error     {e}");
+    }
+    println!("created   {}", run.created_at);
+    if let Some(o) = &run.lease_owner {
+        println!("lease     {o}");
+    }
+    let mut per_node: BTreeMap<(String, u32), Usage> = BTreeMap::new();
+    for a in &attempts {
+        let u = per_node
+            .entry((a.node_id.clone(), a.iteration))
+            .or_default();
+        *u = total_usage(&[
+            AttemptRecord {
+                usage: u.clone(),
+                ..a.clone()
+            },
+            a.clone(),
+        ]);
+    }
+    println!(
+        "\n{:<32} {:>4} {:<10} {:>8} {:>10} {:>10}",
+        "NODE", "ITER", "STATUS", "ATTEMPTS", "TOKENS", "COST $"
+    );
+    for n in &nodes {
+        let u = per_node
+            .get(&(n.node_id.clone(), n.iteration))
+            .cloned()
+            .unwrap_or_default();
+        let tokens = u.input_tokens.unwrap_or(0) + u.output_tokens.unwrap_or(0);
+        println!(
+            "{:<32} {:>4} {:<10} {:>8} {:>10} {:>10}",
+            truncate(&n.node_id, 32),
+            n.iteration,
+            n.status.as_str(),
+            n.attempts,
+            if tokens > 0 {
+                tokens.to_string()
+            } else {
+                "-".into()
+            },
+            u.cost_usd.map_or("-".into(), |c| format!("{c:.4}"))
+        );
+        if let Some(e) = &n.last_error {
+            println!("    last error: {}", truncate(e, 200));
+        }
+    }
+    println!(
+        "\ntotal: {} input + {} output tokens, {} cache read, {} cache write, ${:.4}",
+        usage.input_tokens.unwrap_or(0),
+        usage.output_tokens.unwrap_or(0),
+        usage.cache_read_tokens.unwrap_or(0),
+        usage.cache_write_tokens.unwrap_or(0),
+        usage.cost_usd.unwrap_or(0.0)
+    );
+    Ok(())
+}
+
+/// Prints the runs of a database.
+pub async fn runs(store: &dyn Store, json: bool) -> Result<()> {
+    let runs = store.runs().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+        return Ok(());
+    }
+    println!(
+        "{:<34} {:<20} {:<17} {}",
+        "RUN", "WORKFLOW", "STATUS", "CREATED"
+    );
+    for r in runs {
+        println!(
+            "{:<34} {:<20} {:<17} {}",
+            r.run_id,
+            truncate(&r.workflow, 20),
+            r.status.as_str(),
+            r.created_at
+        );
+    }
+    Ok(())
+}
+
+/// Prints a run's events.
+pub async fn events(store: &dyn Store, run_id: Option<&str>, json: bool) -> Result<()> {
+    let run = pick_run(store, run_id).await?;
+    for e in store.events(&run.run_id, 0).await? {
+        if json {
+            println!("{}", serde_json::to_string(&e)?);
+        } else {
+            let node = match (&e.event.node_id, e.event.iteration) {
+                (Some(n), Some(i)) => format!(" {n}#{i}"),
+                _ => String::new(),
+            };
+            let payload = serde_json::to_value(&e.event.kind)?;
+            println!(
+                "{:>6} {} {}{node} {}",
+                e.seq,
+                e.event.at,
+                e.event.kind.name(),
+                compact(&payload)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn compact(v: &serde_json::Value) -> String {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("type");
+        if o.is_empty() {
+            return String::new();
+        }
+    }
+    v.to_string()
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}

@@ -1,0 +1,323 @@
+//! Command-line front ends: [`main`] gives every workflow binary `run`, `resume`, `status` and
+//! `graph`; the `smithers` binary inspects runs from the database alone. Both stay thin: parsing
+//! and printing here, behaviour in `smithers-core`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use smithers_core::engine::{Engine, EngineOptions};
+use smithers_core::events::{Event, EventKind};
+use smithers_core::store::{Durability, RunStatus, SqliteStore, Store};
+use smithers_core::{Ctx, Error, Node};
+
+pub mod inspect;
+
+/// Options shared by every command.
+#[derive(Args, Debug, Clone)]
+pub struct DbArgs {
+    /// The SQLite database.
+    #[arg(
+        long,
+        global = true,
+        default_value = ".smithers/smithers.db",
+        env = "SMITHERS_DB"
+    )]
+    pub db: PathBuf,
+    /// How hard SQLite works to keep each commit on disk.
+    #[arg(long, global = true, value_enum, default_value_t = DurabilityArg::Full)]
+    pub durability: DurabilityArg,
+}
+
+/// `--durability`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DurabilityArg {
+    /// fsync every commit (survives power loss).
+    Full,
+    /// fsync at checkpoints (survives a crash of the process).
+    Normal,
+    /// never fsync (tests, throwaway runs).
+    Off,
+}
+
+impl DbArgs {
+    /// Opens the store.
+    pub fn open(&self) -> smithers_core::Result<Arc<dyn Store>> {
+        let d = match self.durability {
+            DurabilityArg::Full => Durability::Full,
+            DurabilityArg::Normal => Durability::Normal,
+            DurabilityArg::Off => Durability::Off,
+        };
+        Ok(Arc::new(SqliteStore::open(&self.db, d)?))
+    }
+}
+
+#[derive(Parser, Debug)]
+#[command(about = "Run and inspect this smithers workflow", version)]
+struct WorkflowCli {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Print no progress lines.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: WorkflowCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum WorkflowCommand {
+    /// Start a new run.
+    Run {
+        /// The workflow input: JSON text, or @path to a JSON file.
+        #[arg(long)]
+        input: Option<String>,
+        /// Use this run id instead of a generated one.
+        #[arg(long)]
+        run_id: Option<String>,
+        /// Run-wide limit of tasks running at once.
+        #[arg(long, default_value_t = 16)]
+        max_concurrency: usize,
+    },
+    /// Continue a run that stopped (the latest one by default).
+    Resume {
+        /// The run to resume.
+        #[arg(long)]
+        run_id: Option<String>,
+        /// Run-wide limit of tasks running at once.
+        #[arg(long, default_value_t = 16)]
+        max_concurrency: usize,
+    },
+    /// Show a run: status, nodes, attempts, usage (the latest run by default).
+    Status {
+        /// The run.
+        #[arg(long)]
+        run_id: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the rendered tree (of a run's current state, or of a fresh input).
+    Graph {
+        /// Input to render with, when no run is given or exists.
+        #[arg(long)]
+        input: Option<String>,
+        /// Render over this run's persisted outputs.
+        #[arg(long)]
+        run_id: Option<String>,
+    },
+}
+
+/// Reads `--input`: JSON text or `@path`. Errors name the source and the position.
+pub fn parse_input<I: DeserializeOwned>(raw: Option<&str>) -> Result<I, String> {
+    let (text, source) = match raw {
+        None => {
+            return serde_json::from_str("null").or_else(|_| serde_json::from_str("{}")).map_err(|e| {
+                format!("this workflow needs an input: pass --input '<json>' or --input @file.json ({e})")
+            })
+        }
+        Some(s) if s.starts_with('@') => {
+            let path = &s[1..];
+            let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read input file `{path}`: {e}"))?;
+            (text, format!("input file `{path}`"))
+        }
+        Some(s) => (s.to_owned(), "--input".to_owned()),
+    };
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "{source} is not valid JSON: {e} (at line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    })?;
+    serde_json::from_value(value)
+        .map_err(|e| format!("{source} does not match the workflow's input type: {e}"))
+}
+
+/// Prints events as progress lines on stderr.
+pub fn progress_printer() -> Arc<dyn Fn(&Event) + Send + Sync> {
+    Arc::new(|e: &Event| {
+        let node = e.node_id.as_deref().unwrap_or("");
+        let it = e.iteration.unwrap_or(0);
+        let line = match &e.kind {
+            EventKind::RunStarted { workflow } => format!("run {} started ({workflow})", e.run_id),
+            EventKind::RunResumed { abandoned } => {
+                format!(
+                    "run {} resumed ({abandoned} interrupted attempt(s) to retry)",
+                    e.run_id
+                )
+            }
+            EventKind::NodeStarted { attempt } => format!("  ▶ {node}#{it} attempt {attempt}"),
+            EventKind::NodeFinished { .. } => format!("  ✔ {node}#{it}"),
+            EventKind::NodeRetrying { error, .. } => format!("  ↻ {node}#{it}: {error}"),
+            EventKind::NodeFailed { error, .. } => format!("  ✘ {node}#{it}: {error}"),
+            EventKind::NodeSkipped => format!("  ⤼ {node}#{it} skipped"),
+            EventKind::NodeOutput { line, .. } => format!("    │ {node}: {line}"),
+            EventKind::LoopIterated { loop_id, iteration } => {
+                format!("  ⟳ loop {loop_id} → iteration {iteration}")
+            }
+            EventKind::RunFinished => format!("run {} finished", e.run_id),
+            EventKind::RunFailed { error } => format!("run {} failed: {error}", e.run_id),
+            EventKind::RunCancelled => format!("run {} cancelled; `resume` continues it", e.run_id),
+            _ => return,
+        };
+        eprintln!("{line}");
+    })
+}
+
+/// The `main` of a workflow binary: `run`, `resume`, `status`, `graph`.
+///
+/// ```no_run
+/// use smithers::prelude::*;
+/// fn hello(_ctx: &Ctx<()>) -> Node { todo!() }
+/// #[tokio::main]
+/// async fn main() -> std::process::ExitCode { smithers::cli::main(hello).await }
+/// ```
+pub async fn main<I, F>(workflow: F) -> std::process::ExitCode
+where
+    I: Serialize + DeserializeOwned + Send + Sync + 'static,
+    F: Fn(&Ctx<I>) -> Node + Send + Sync + 'static,
+{
+    init_tracing();
+    let cli = WorkflowCli::parse();
+    match run_cli(cli, workflow).await {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+/// Installs a `tracing` subscriber honouring `RUST_LOG` (warnings by default).
+pub fn init_tracing() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run_cli<I, F>(cli: WorkflowCli, workflow: F) -> Result<std::process::ExitCode, String>
+where
+    I: Serialize + DeserializeOwned + Send + Sync + 'static,
+    F: Fn(&Ctx<I>) -> Node + Send + Sync + 'static,
+{
+    let make_engine = |store: Arc<dyn Store>, workflow: F, max: usize| {
+        let cancel = tokio_util_cancel();
+        let opts = EngineOptions {
+            max_concurrency: max,
+            on_event: (!cli.quiet).then(progress_printer),
+            cancel,
+            ..EngineOptions::default()
+        };
+        Engine::new(store, workflow).with_options(opts)
+    };
+    match &cli.command {
+        WorkflowCommand::Run {
+            input,
+            run_id,
+            max_concurrency,
+        } => {
+            let input: I = parse_input(input.as_deref())?;
+            let store = cli.db.open().map_err(|e| e.to_string())?;
+            let engine = make_engine(store, workflow, *max_concurrency);
+            let report = match run_id {
+                Some(id) => engine.run_with_id(id, input).await,
+                None => engine.run(input).await,
+            };
+            Ok(report_exit(report))
+        }
+        WorkflowCommand::Resume {
+            run_id,
+            max_concurrency,
+        } => {
+            let store = cli.db.open().map_err(|e| e.to_string())?;
+            let engine = make_engine(store, workflow, *max_concurrency);
+            Ok(report_exit(engine.resume(run_id.as_deref()).await))
+        }
+        WorkflowCommand::Status { run_id, json } => {
+            let store = cli.db.open().map_err(|e| e.to_string())?;
+            inspect::status(&*store, run_id.as_deref(), *json)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        WorkflowCommand::Graph { input, run_id } => {
+            let tree = if input.is_none() && cli.db.db.exists() {
+                let store = cli.db.open().map_err(|e| e.to_string())?;
+                let rec = match run_id {
+                    Some(id) => store.run(id).await.map_err(|e| e.to_string())?,
+                    None => store.latest_run().await.map_err(|e| e.to_string())?,
+                };
+                match rec {
+                    Some(rec) => {
+                        let engine = Engine::new(store, workflow);
+                        engine
+                            .render_run(&rec.run_id)
+                            .await
+                            .map_err(|e| e.to_string())?
+                    }
+                    None => Engine::new(store, workflow).render(parse_input(None)?),
+                }
+            } else {
+                let input: I = parse_input(input.as_deref())?;
+                workflow(&Ctx::empty(input))
+            };
+            print!("{}", tree.to_tree_string());
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// A cancellation token cancelled by the first Ctrl-C (a second one exits at once).
+fn tokio_util_cancel() -> smithers_core::engine::CancellationToken {
+    let token = smithers_core::engine::CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("cancelling: stopping in-flight work (Ctrl-C again to exit at once)");
+            t.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    token
+}
+
+fn report_exit(
+    report: smithers_core::Result<smithers_core::engine::RunReport>,
+) -> std::process::ExitCode {
+    match report {
+        Ok(r) => match r.status {
+            RunStatus::Finished => {
+                eprintln!(
+                    "run {} finished: {} node(s) with output",
+                    r.run_id, r.finished_nodes
+                );
+                std::process::ExitCode::SUCCESS
+            }
+            RunStatus::Cancelled => std::process::ExitCode::from(130),
+            _ => {
+                eprintln!(
+                    "error: run {} {}: {}",
+                    r.run_id,
+                    r.status,
+                    r.error.unwrap_or_default()
+                );
+                std::process::ExitCode::FAILURE
+            }
+        },
+        Err(e @ Error::LeaseHeld { .. }) | Err(e @ Error::RunAlreadyDone { .. }) => {
+            eprintln!("error [{}]: {e}", e.code());
+            std::process::ExitCode::from(3)
+        }
+        Err(e) => {
+            eprintln!("error [{}]: {e}", e.code());
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
