@@ -179,8 +179,25 @@ where
     I: Serialize + DeserializeOwned + Send + Sync + 'static,
     F: Fn(&Ctx<I>) -> Node + Send + Sync + 'static,
 {
+    main_from(std::env::args_os(), workflow).await
+}
+
+/// [`main`] with explicit arguments (the first is the program name).
+pub async fn main_from<I, F, A>(args: A, workflow: F) -> std::process::ExitCode
+where
+    I: Serialize + DeserializeOwned + Send + Sync + 'static,
+    F: Fn(&Ctx<I>) -> Node + Send + Sync + 'static,
+    A: IntoIterator,
+    A::Item: Into<std::ffi::OsString> + Clone,
+{
     init_tracing();
-    let cli = WorkflowCli::parse();
+    let cli = match WorkflowCli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return std::process::ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
     match run_cli(cli, workflow).await {
         Ok(code) => code,
         Err(msg) => {
