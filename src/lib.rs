@@ -42,4 +42,32 @@ pub mod __private {
 
     /// Compile-time check that `T` implements `Output` (spanned at the user's type).
     pub const fn assert_output<T: Output>() {}
+
+    /// Builder of a fragment: several nodes spliced as one (several roots in `workflow!`, the
+    /// children passed to a component, or the placeholder of a tag that failed to compile).
+    #[must_use = "call `.build()` to get a Node"]
+    #[derive(Default)]
+    pub struct Fragment {
+        children: ::std::vec::Vec<Node>,
+    }
+
+    impl Fragment {
+        /// An empty fragment.
+        pub fn new() -> Self {
+            Self::default()
+        }
+        /// Adds children: a node, an `Option<Node>` or an iterator of nodes.
+        pub fn child(mut self, nodes: impl IntoNodes) -> Self {
+            nodes.push_into(&mut self.children);
+            self
+        }
+        /// Finishes the fragment.
+        pub fn build(self) -> Node {
+            Node::fragment(self.children)
+        }
+    }
+
+    /// The state of a component prop that has not been given yet (`#[component]` typestate).
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct Missing;
 }
