@@ -103,10 +103,12 @@ fn expand_task(el: &Element) -> TokenStream {
     }
     let props = prop_calls(el, Tag::Task);
     let prompts = prompt_parts(&el.children);
-    quote_spanned!(span=> {
-        #check
-        ::smithers::__private::Task::<#ty>::new() #(#props)* #(#prompts)* .build()
-    })
+    let task = quote_spanned!(span=> ::smithers::__private::Task::<#ty>::new() #(#props)* #(#prompts)* .build());
+    if check.is_empty() {
+        task
+    } else {
+        quote_spanned!(span=> { #check #task })
+    }
 }
 
 /// `output=T` as a type: a path, or any type in braces (`output={Vec<Item>}`).
@@ -195,8 +197,8 @@ mod tests {
     fn task_without_output_infers_type() {
         check(
             quote!(<Task id=A agent={a()} continue_on_fail>"x" {y}</Task>),
-            "{ :: smithers :: __private :: Task :: < _ > :: new () . id (A) . agent (a ()) \
-             . continue_on_fail (true) . prompt (\"x\") . prompt (y) . build () }",
+            ":: smithers :: __private :: Task :: < _ > :: new () . id (A) . agent (a ()) \
+             . continue_on_fail (true) . prompt (\"x\") . prompt (y) . build ()",
         );
     }
 

@@ -170,21 +170,30 @@ fn convert_prop(attr: NodeAttribute, cx: &mut Ctxt) -> Option<Prop> {
 /// `{ expr }` → `expr`, so rustc points at the expression rather than at the braces.
 fn unbrace(e: Expr) -> Expr {
     match e {
-        Expr::Block(b) if b.attrs.is_empty() && b.label.is_none() && b.block.stmts.len() == 1 => {
-            match &b.block.stmts[0] {
-                syn::Stmt::Expr(inner, None) => inner.clone(),
-                _ => Expr::Block(b),
-            }
-        }
+        Expr::Block(b) if b.attrs.is_empty() && b.label.is_none() => match single_expr(&b.block) {
+            Some(inner) => inner,
+            None => Expr::Block(b),
+        },
         other => other,
+    }
+}
+
+/// The expression of a block that holds exactly one (`{ x }`, `{ workflow! { .. } }`).
+fn single_expr(block: &syn::Block) -> Option<Expr> {
+    match block.stmts.as_slice() {
+        [syn::Stmt::Expr(e, None)] => Some(e.clone()),
+        [syn::Stmt::Macro(m)] if m.semi_token.is_none() && m.attrs.is_empty() => {
+            Some(Expr::Macro(syn::ExprMacro { attrs: Vec::new(), mac: m.mac.clone() }))
+        }
+        _ => None,
     }
 }
 
 fn block_tokens(b: NodeBlock) -> TokenStream {
     match b {
-        NodeBlock::ValidBlock(block) if block.stmts.len() == 1 => match &block.stmts[0] {
-            syn::Stmt::Expr(e, None) => e.to_token_stream(),
-            _ => block.to_token_stream(),
+        NodeBlock::ValidBlock(block) => match single_expr(&block) {
+            Some(e) => e.to_token_stream(),
+            None => block.to_token_stream(),
         },
         other => other.to_token_stream(),
     }
