@@ -3,7 +3,7 @@
 //!
 //! Next to `fn Name` (value namespace) the macro declares `struct Name {}` (type namespace), whose
 //! `__component_props()` starts a builder `__NameProps<S0, S1, ..>`: each `Si` is
-//! `__private::Missing` until its setter stores `(value,)`. `__call` requires every state to
+//! `__private::Missing` until its setter stores `__private::Set(value)`. `__call` requires every state to
 //! implement a per-prop trait whose `#[diagnostic::on_unimplemented]` names the missing prop.
 
 use proc_macro2::{Span, TokenStream};
@@ -97,7 +97,8 @@ fn expand(func: &ItemFn, props: &[PropParam]) -> TokenStream {
                 #[doc(hidden)]
                 fn __get(self) -> __T;
             }
-            impl<__T> #tr<__T> for (__T,) {
+            #[diagnostic::do_not_recommend]
+            impl<__T> #tr<__T> for ::smithers::__private::Set<__T> {
                 fn __get(self) -> __T { self.0 }
             }
         }
@@ -168,10 +169,10 @@ fn setter(func: &ItemFn, builder: &Ident, states: &[Ident], i: usize, p: &PropPa
 
     let other_states = states.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, s)| s);
     let in_ty = states.iter().enumerate().map(|(j, s)| if j == i { quote!(::smithers::__private::Missing) } else { quote!(#s) });
-    let out_ty = states.iter().enumerate().map(|(j, s)| if j == i { quote!((#ty,)) } else { quote!(#s) });
+    let out_ty = states.iter().enumerate().map(|(j, s)| if j == i { quote!(::smithers::__private::Set<#ty>) } else { quote!(#s) });
     let fields = (0..states.len()).map(|j| {
         if j == i {
-            quote!((#name,))
+            quote!(::smithers::__private::Set(#name))
         } else {
             let ix = syn::Index::from(j);
             quote!(self.#ix)

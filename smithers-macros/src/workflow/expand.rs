@@ -87,15 +87,6 @@ fn expand_container(el: &Element, tag: Tag) -> TokenStream {
 fn expand_task(el: &Element) -> TokenStream {
     let span = el.span();
     let output = el.prop("output").and_then(output_type);
-    let (ty, check) = match &output {
-        Some(ty) => {
-            let check = quote_spanned!(ty.span()=>
-                const _: () = ::smithers::__private::assert_output::<#ty>();
-            );
-            (ty.to_token_stream(), check)
-        }
-        None => (quote_spanned!(span=> _), TokenStream::new()),
-    };
     // A string id without `output` cannot infer the type; validate reported it, so emit a
     // placeholder rather than a cascade of "type annotations needed".
     if output.is_none() && el.prop("id").is_some_and(|p| p.value.as_str_lit().is_some()) {
@@ -103,11 +94,19 @@ fn expand_task(el: &Element) -> TokenStream {
     }
     let props = prop_calls(el, Tag::Task);
     let prompts = prompt_parts(&el.children);
-    let task = quote_spanned!(span=> ::smithers::__private::Task::<#ty>::new() #(#props)* #(#prompts)* .build());
-    if check.is_empty() {
-        task
-    } else {
-        quote_spanned!(span=> { #check #task })
+    match &output {
+        // `TaskOf::<T>::new().task()` is `Task::<T>::new()` when `T: Output`, and an inert
+        // builder otherwise, so a bad `output=` gives the one error of `assert_output` at `T`.
+        Some(ty) => {
+            let check = quote_spanned!(ty.span()=> const _: () = ::smithers::__private::assert_output::<#ty>(););
+            quote_spanned!(span=> {
+                #check
+                #[allow(unused_imports)]
+                use ::smithers::__private::TaskOfFallback as _;
+                ::smithers::__private::TaskOf::<#ty>::new().task() #(#props)* #(#prompts)* .build()
+            })
+        }
+        None => quote_spanned!(span=> ::smithers::__private::Task::<_>::new() #(#props)* #(#prompts)* .build()),
     }
 }
 
@@ -207,7 +206,8 @@ mod tests {
         check(
             quote!(<Task id="fix" output={Vec<Patch>} />),
             "{ const _ : () = :: smithers :: __private :: assert_output :: < Vec < Patch > > () ; \
-             :: smithers :: __private :: Task :: < Vec < Patch > > :: new () . id (\"fix\") . build () }",
+             # [allow (unused_imports)] use :: smithers :: __private :: TaskOfFallback as _ ; \
+             :: smithers :: __private :: TaskOf :: < Vec < Patch > > :: new () . task () . id (\"fix\") . build () }",
         );
     }
 
