@@ -12,8 +12,8 @@
 extern crate self as smithers;
 
 pub use smithers_core::{
-    agent, ctx, error, node, output, Agent, AgentError, AgentRequest, AgentResponse, Ctx, Error, IntoAgent, Node,
-    NodeRef, OnMaxReached, Output, Ref, Result, TaskCtx, TaskError, Usage,
+    agent, ctx, error, node, output, Agent, AgentError, AgentRequest, AgentResponse, Ctx, Error,
+    IntoAgent, Node, NodeRef, OnMaxReached, Output, Ref, Result, TaskCtx, TaskError, Usage,
 };
 pub use smithers_macros::{component, workflow, Output};
 
@@ -22,7 +22,9 @@ pub use smithers_agents as agents;
 
 /// Everything a workflow file needs.
 pub mod prelude {
-    pub use crate::{component, workflow, Ctx, Node, OnMaxReached, Output, Ref, TaskCtx, TaskError};
+    pub use crate::{
+        component, workflow, Ctx, Node, OnMaxReached, Output, Ref, TaskCtx, TaskError,
+    };
     pub use schemars::JsonSchema;
     pub use serde::{Deserialize, Serialize};
     pub use std::time::Duration;
@@ -35,7 +37,8 @@ pub mod __private {
     pub use ::serde;
     pub use ::serde_json;
     pub use smithers_core::node::{
-        Branch, IntoNodes, Node, OnMaxReached, Parallel, Phase, Ralph, Sequence, Step, Task, TaskId, Workflow,
+        Branch, IntoNodes, Node, OnMaxReached, Parallel, Phase, Ralph, Sequence, Step, Task,
+        TaskId, Workflow,
     };
     pub use smithers_core::output::{Column, ColumnKind, Output, OutputInfo};
     pub use smithers_core::{Ctx, IntoAgent, Ref};
@@ -87,6 +90,12 @@ pub mod __private {
         }
     }
 
+    impl<T> ::core::default::Default for TaskOf<T> {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
     impl<T: Output> TaskOf<T> {
         /// The typed builder.
         pub fn task(&self) -> Task<T> {
@@ -132,5 +141,17 @@ pub mod __private {
             }
         };
     }
-    inert_props!(id, agent, value, prompt, retries, timeout, skip_if, continue_on_fail, needs_approval, label, meta);
+    inert_props!(
+        id,
+        agent,
+        value,
+        prompt,
+        retries,
+        timeout,
+        skip_if,
+        continue_on_fail,
+        needs_approval,
+        label,
+        meta
+    );
 }

@@ -67,7 +67,9 @@ fn bugfix(ctx: &Ctx<BugReport>, approved: bool) -> Node {
 }
 
 fn report() -> Ctx<BugReport> {
-    Ctx::empty(BugReport { description: "it crashes".into() })
+    Ctx::empty(BugReport {
+        description: "it crashes".into(),
+    })
 }
 
 #[test]
@@ -80,7 +82,9 @@ fn bugfix_workflow_renders_typed_tasks_and_loop() {
 fn ref_ids_infer_the_output_type() {
     let tree = bugfix(&report(), true);
     let analyze = &tree.children()[0];
-    let smithers::node::NodeKind::Task(spec) = analyze.kind() else { panic!("expected a task") };
+    let smithers::node::NodeKind::Task(spec) = analyze.kind() else {
+        panic!("expected a task")
+    };
     assert_eq!(spec.id, "analyze");
     assert_eq!(spec.output.table, "analysis");
     assert_eq!(spec.prompt, "Analyze the bug: it crashes");
@@ -173,12 +177,18 @@ fn components_take_typed_props_in_any_order() {
 #[test]
 fn several_roots_render_as_a_fragment() {
     let tree = workflow! { <Step name="a" /> <Step name="b" /> };
-    assert_eq!(tree.to_tree_string(), "<Step name=\"a\" />\n<Step name=\"b\" />\n");
+    assert_eq!(
+        tree.to_tree_string(),
+        "<Step name=\"a\" />\n<Step name=\"b\" />\n"
+    );
 }
 
 fn check_columns<T: Output>(table: &str, expected: &[(&str, ColumnKind, bool, &str)]) {
     assert_eq!(T::TABLE, table);
-    let got: Vec<_> = T::COLUMNS.iter().map(|c| (c.name, c.kind, c.nullable, c.rust_type)).collect();
+    let got: Vec<_> = T::COLUMNS
+        .iter()
+        .map(|c| (c.name, c.kind, c.nullable, c.rust_type))
+        .collect();
     assert_eq!(got, expected);
 }
 
@@ -195,7 +205,10 @@ fn derive_output_maps_fields_to_columns() {
     );
     check_columns::<LintCount>(
         "lint_counts",
-        &[("errorCount", ColumnKind::Integer, false, "u32"), ("warnings", ColumnKind::Integer, false, "i64")],
+        &[
+            ("errorCount", ColumnKind::Integer, false, "u32"),
+            ("warnings", ColumnKind::Integer, false, "i64"),
+        ],
     );
 }
 
@@ -203,6 +216,9 @@ fn derive_output_maps_fields_to_columns() {
 fn derive_output_schema_has_doc_comments_as_descriptions() {
     let schema = Analysis::output_schema();
     assert_eq!(schema["description"], "What the analysis step returns.");
-    assert_eq!(schema["properties"]["summary"]["description"], "One-paragraph summary of the bug.");
+    assert_eq!(
+        schema["properties"]["summary"]["description"],
+        "One-paragraph summary of the bug."
+    );
     insta::assert_snapshot!(serde_json::to_string_pretty(&schema).unwrap());
 }

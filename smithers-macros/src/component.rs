@@ -27,14 +27,20 @@ pub(crate) fn component(attr: TokenStream, item: TokenStream) -> TokenStream {
     let mut func: ItemFn = match syn::parse2(item.clone()) {
         Ok(f) => f,
         Err(e) => {
-            cx.push(syn::Error::new(e.span(), "`#[component]` goes on a function returning `Node`"));
+            cx.push(syn::Error::new(
+                e.span(),
+                "`#[component]` goes on a function returning `Node`",
+            ));
             let errors = cx.into_compile_errors();
             return quote!(#errors #item);
         }
     };
     let props = params(&func, &mut cx);
     let name = &func.sig.ident;
-    if !name.to_string().starts_with(|c: char| c.is_ascii_uppercase()) {
+    if !name
+        .to_string()
+        .starts_with(|c: char| c.is_ascii_uppercase())
+    {
         cx.error(
             name.span(),
             format!(
@@ -44,29 +50,45 @@ pub(crate) fn component(attr: TokenStream, item: TokenStream) -> TokenStream {
         );
     }
     if let Some(a) = &func.sig.asyncness {
-        cx.error(a.span, "a component is a plain function that renders nodes; it cannot be `async`");
+        cx.error(
+            a.span,
+            "a component is a plain function that renders nodes; it cannot be `async`",
+        );
     }
     func.attrs.push(syn::parse_quote!(#[allow(non_snake_case)]));
-    let companion = if cx.has_errors() { TokenStream::new() } else { expand(&func, &props) };
+    let companion = if cx.has_errors() {
+        TokenStream::new()
+    } else {
+        expand(&func, &props)
+    };
     let errors = cx.into_compile_errors();
     quote!(#errors #func #companion)
 }
 
 fn capitalise(s: &str) -> String {
     let snake = crate::suggest::to_snake_case(s);
-    snake.split('_').map(|w| w[..1.min(w.len())].to_uppercase() + &w[1.min(w.len())..]).collect()
+    snake
+        .split('_')
+        .map(|w| w[..1.min(w.len())].to_uppercase() + &w[1.min(w.len())..])
+        .collect()
 }
 
 fn params(func: &ItemFn, cx: &mut Ctxt) -> Vec<PropParam> {
     let mut out = Vec::new();
     for input in &func.sig.inputs {
         match input {
-            FnArg::Receiver(r) => cx.error_spanned(r, "a component is a free function; it cannot take `self`"),
+            FnArg::Receiver(r) => {
+                cx.error_spanned(r, "a component is a free function; it cannot take `self`")
+            }
             FnArg::Typed(t) => match &*t.pat {
-                Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => {
-                    out.push(PropParam { name: p.ident.clone(), ty: (*t.ty).clone() })
-                }
-                other => cx.error_spanned(other, "component parameters are props: write them as `name: Type`"),
+                Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => out.push(PropParam {
+                    name: p.ident.clone(),
+                    ty: (*t.ty).clone(),
+                }),
+                other => cx.error_spanned(
+                    other,
+                    "component parameters are props: write them as `name: Type`",
+                ),
             },
         }
     }
@@ -78,12 +100,17 @@ fn expand(func: &ItemFn, props: &[PropParam]) -> TokenStream {
     let name = &func.sig.ident;
     let span = name.span();
     let builder = format_ident!("__{}Props", name, span = Span::mixed_site());
-    let states: Vec<Ident> = (0..props.len()).map(|i| format_ident!("__S{}", i, span = Span::mixed_site())).collect();
+    let states: Vec<Ident> = (0..props.len())
+        .map(|i| format_ident!("__S{}", i, span = Span::mixed_site()))
+        .collect();
     let missing = quote!(::smithers::__private::Missing);
     let all_missing = props.iter().map(|_| &missing);
     let field_ix: Vec<syn::Index> = (0..props.len()).map(syn::Index::from).collect();
 
-    let traits: Vec<Ident> = props.iter().map(|p| format_ident!("__{}_{}", name, p.name, span = Span::mixed_site())).collect();
+    let traits: Vec<Ident> = props
+        .iter()
+        .map(|p| format_ident!("__{}_{}", name, p.name, span = Span::mixed_site()))
+        .collect();
     let trait_defs = props.iter().zip(&traits).map(|(p, tr)| {
         let message = format!("component <{name}> is missing the prop `{}`", p.name);
         let label = format!("add `{}=...` to this tag", p.name);
@@ -104,8 +131,13 @@ fn expand(func: &ItemFn, props: &[PropParam]) -> TokenStream {
         }
     });
 
-    let setters = props.iter().enumerate().map(|(i, p)| setter(func, &builder, &states, i, p));
-    let args: Vec<Ident> = (0..props.len()).map(|i| format_ident!("__A{}", i, span = Span::mixed_site())).collect();
+    let setters = props
+        .iter()
+        .enumerate()
+        .map(|(i, p)| setter(func, &builder, &states, i, p));
+    let args: Vec<Ident> = (0..props.len())
+        .map(|i| format_ident!("__A{}", i, span = Span::mixed_site()))
+        .collect();
     let call = quote_spanned! {span=>
         impl<#(#states),*> #builder<#(#states),*> {
             /// Calls the component with the props given.
@@ -145,7 +177,13 @@ fn expand(func: &ItemFn, props: &[PropParam]) -> TokenStream {
 /// The setter of prop `i`: only on a builder where that prop is still `Missing`; generic over the
 /// function's generics its type mentions, with elided lifetimes named and `impl Trait` made a
 /// type parameter, so rustc checks the value against the parameter's type at the prop.
-fn setter(func: &ItemFn, builder: &Ident, states: &[Ident], i: usize, p: &PropParam) -> TokenStream {
+fn setter(
+    func: &ItemFn,
+    builder: &Ident,
+    states: &[Ident],
+    i: usize,
+    p: &PropParam,
+) -> TokenStream {
     let vis = &func.vis;
     let name = &p.name;
     let mut ty = p.ty.clone();
@@ -156,20 +194,40 @@ fn setter(func: &ItemFn, builder: &Ident, states: &[Ident], i: usize, p: &PropPa
 
     let fn_generics = &func.sig.generics;
     let all_names: Vec<String> = fn_generics.params.iter().map(param_name).collect();
-    let included: Vec<&GenericParam> =
-        fn_generics.params.iter().filter(|g| used.0.contains(&param_name(g))).collect();
+    let included: Vec<&GenericParam> = fn_generics
+        .params
+        .iter()
+        .filter(|g| used.0.contains(&param_name(g)))
+        .collect();
     let included_names: Vec<String> = included.iter().map(|g| param_name(g)).collect();
     let preds = where_predicates(fn_generics).into_iter().filter(|w| {
         let mut m = Mentions::default();
         m.visit_where_predicate_mut(&mut (*w).clone());
-        m.0.iter().all(|n| !all_names.contains(n) || included_names.contains(n))
+        m.0.iter()
+            .all(|n| !all_names.contains(n) || included_names.contains(n))
     });
     let lifetimes = &fresh.lifetimes;
     let impls = fresh.impls.iter().map(|(id, bounds)| quote!(#id: #bounds));
 
-    let other_states = states.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, s)| s);
-    let in_ty = states.iter().enumerate().map(|(j, s)| if j == i { quote!(::smithers::__private::Missing) } else { quote!(#s) });
-    let out_ty = states.iter().enumerate().map(|(j, s)| if j == i { quote!(::smithers::__private::Set<#ty>) } else { quote!(#s) });
+    let other_states = states
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != i)
+        .map(|(_, s)| s);
+    let in_ty = states.iter().enumerate().map(|(j, s)| {
+        if j == i {
+            quote!(::smithers::__private::Missing)
+        } else {
+            quote!(#s)
+        }
+    });
+    let out_ty = states.iter().enumerate().map(|(j, s)| {
+        if j == i {
+            quote!(::smithers::__private::Set<#ty>)
+        } else {
+            quote!(#s)
+        }
+    });
     let fields = (0..states.len()).map(|j| {
         if j == i {
             quote!(::smithers::__private::Set(#name))
@@ -201,14 +259,20 @@ fn param_name(g: &GenericParam) -> String {
 }
 
 fn where_predicates(g: &Generics) -> Vec<&WherePredicate> {
-    g.where_clause.iter().flat_map(|w| w.predicates.iter()).collect()
+    g.where_clause
+        .iter()
+        .flat_map(|w| w.predicates.iter())
+        .collect()
 }
 
 /// Names elided lifetimes (`&T`, `'_`) and turns `impl Trait` into type parameters.
 #[derive(Default)]
 struct Freshen {
     lifetimes: Vec<syn::Lifetime>,
-    impls: Vec<(Ident, syn::punctuated::Punctuated<syn::TypeParamBound, syn::Token![+]>)>,
+    impls: Vec<(
+        Ident,
+        syn::punctuated::Punctuated<syn::TypeParamBound, syn::Token![+]>,
+    )>,
 }
 
 impl Freshen {
@@ -242,7 +306,11 @@ impl VisitMut for Freshen {
     }
     // Elided lifetimes in `fn(&str)` and `Fn(&str)` are higher-ranked: leave them.
     fn visit_type_bare_fn_mut(&mut self, _: &mut syn::TypeBareFn) {}
-    fn visit_parenthesized_generic_arguments_mut(&mut self, _: &mut syn::ParenthesizedGenericArguments) {}
+    fn visit_parenthesized_generic_arguments_mut(
+        &mut self,
+        _: &mut syn::ParenthesizedGenericArguments,
+    ) {
+    }
 }
 
 /// Every identifier (and lifetime name) a piece of syntax mentions.

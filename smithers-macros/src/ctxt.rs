@@ -46,14 +46,20 @@ impl Ctxt {
     /// `compile_error!` invocations, one per error, each at its span.
     pub(crate) fn into_compile_errors(mut self) -> TokenStream {
         self.checked = true;
-        std::mem::take(&mut self.errors).iter().map(syn::Error::to_compile_error).collect()
+        std::mem::take(&mut self.errors)
+            .iter()
+            .map(syn::Error::to_compile_error)
+            .collect()
     }
 }
 
 impl Drop for Ctxt {
     fn drop(&mut self) {
         if !self.checked && !self.errors.is_empty() && !std::thread::panicking() {
-            debug_assert!(false, "smithers-macros: error context dropped with unreported errors");
+            debug_assert!(
+                false,
+                "smithers-macros: error context dropped with unreported errors"
+            );
         }
     }
 }

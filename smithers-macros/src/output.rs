@@ -29,7 +29,12 @@ pub(crate) fn derive(input: TokenStream) -> TokenStream {
     let name = &input.ident;
     let (impl_g, ty_g, where_g) = input.generics.split_for_impl();
     let cols = columns.iter().map(|c| {
-        let ColumnModel { name, kind, nullable, rust_type } = c;
+        let ColumnModel {
+            name,
+            kind,
+            nullable,
+            rust_type,
+        } = c;
         let kind = syn::Ident::new(kind, Span::call_site());
         quote! {
             ::smithers::__private::Column {
@@ -61,7 +66,10 @@ fn model(input: &DeriveInput, cx: &mut Ctxt) -> (String, Vec<ColumnModel>) {
                 return (table, Vec::new());
             }
             Fields::Unit => {
-                cx.error(input.ident.span(), "`#[derive(Output)]` needs named fields: a unit struct has no columns");
+                cx.error(
+                    input.ident.span(),
+                    "`#[derive(Output)]` needs named fields: a unit struct has no columns",
+                );
                 return (table, Vec::new());
             }
         },
@@ -73,7 +81,10 @@ fn model(input: &DeriveInput, cx: &mut Ctxt) -> (String, Vec<ColumnModel>) {
             return (table, Vec::new());
         }
         Data::Union(u) => {
-            cx.error(u.union_token.span, "`#[derive(Output)]` is for structs with named fields");
+            cx.error(
+                u.union_token.span,
+                "`#[derive(Output)]` is for structs with named fields",
+            );
             return (table, Vec::new());
         }
     };
@@ -95,7 +106,10 @@ fn model(input: &DeriveInput, cx: &mut Ctxt) -> (String, Vec<ColumnModel>) {
                 let raw = raw.strip_prefix("r#").unwrap_or(&raw).to_owned();
                 let name = match &rename_all {
                     Some(rule) => apply_rename_all(&raw, &rule.value()).unwrap_or_else(|| {
-                        cx.error(rule.span(), format!("unknown `rename_all` rule {:?}", rule.value()));
+                        cx.error(
+                            rule.span(),
+                            format!("unknown `rename_all` rule {:?}", rule.value()),
+                        );
                         raw.clone()
                     }),
                     None => raw,
@@ -109,7 +123,12 @@ fn model(input: &DeriveInput, cx: &mut Ctxt) -> (String, Vec<ColumnModel>) {
             cx.error(span, format!("`{name}` is not a valid column name: use letters, digits and `_` (not starting with a digit), at most 64 characters"));
         }
         let (kind, nullable) = column_kind(&field.ty);
-        columns.push(ColumnModel { name, kind, nullable, rust_type: type_string(&field.ty) });
+        columns.push(ColumnModel {
+            name,
+            kind,
+            nullable,
+            rust_type: type_string(&field.ty),
+        });
     }
     (table, columns)
 }
@@ -130,7 +149,8 @@ fn table_name(input: &DeriveInput, cx: &mut Ctxt) -> String {
             cx.push(e);
         }
     }
-    let (name, span) = table.unwrap_or_else(|| (to_snake_case(&input.ident.to_string()), input.ident.span()));
+    let (name, span) =
+        table.unwrap_or_else(|| (to_snake_case(&input.ident.to_string()), input.ident.span()));
     if !is_sql_identifier(&name) {
         cx.error(span, format!("`{name}` is not a valid table name: use letters, digits and `_` (not starting with a digit), at most 64 characters"));
     }
@@ -147,10 +167,15 @@ fn serde_value(attrs: &[syn::Attribute], key: &str, cx: &mut Ctxt) -> Option<Lit
                     match v.parse::<LitStr>() {
                         Ok(lit) => found = Some(lit),
                         // `rename(serialize = "..", deserialize = "..")` and the like: not simple.
-                        Err(_) => return Err(meta.error(format!("only `{key} = \"...\"` is supported on outputs"))),
+                        Err(_) => {
+                            return Err(meta
+                                .error(format!("only `{key} = \"...\"` is supported on outputs")))
+                        }
                     }
                 } else {
-                    return Err(meta.error(format!("only `{key} = \"...\"` is supported on outputs")));
+                    return Err(
+                        meta.error(format!("only `{key} = \"...\"` is supported on outputs"))
+                    );
                 }
             } else if meta.input.peek(syn::Token![=]) {
                 let _: syn::Expr = meta.value()?.parse()?;
@@ -168,26 +193,32 @@ fn serde_value(attrs: &[syn::Attribute], key: &str, cx: &mut Ctxt) -> Option<Lit
 
 /// Whether `#[serde(flag)]` is present.
 fn serde_flag(attrs: &[syn::Attribute], flag: &str) -> bool {
-    attrs.iter().filter(|a| a.path().is_ident("serde")).any(|a| {
-        let mut hit = false;
-        let _ = a.parse_nested_meta(|meta| {
-            if meta.path.is_ident(flag) && !meta.input.peek(syn::Token![=]) {
-                hit = true;
-            } else if meta.input.peek(syn::Token![=]) {
-                let _: syn::Expr = meta.value()?.parse()?;
-            } else if meta.input.peek(syn::token::Paren) {
-                meta.parse_nested_meta(|_| Ok(()))?;
-            }
-            Ok(())
-        });
-        hit
-    })
+    attrs
+        .iter()
+        .filter(|a| a.path().is_ident("serde"))
+        .any(|a| {
+            let mut hit = false;
+            let _ = a.parse_nested_meta(|meta| {
+                if meta.path.is_ident(flag) && !meta.input.peek(syn::Token![=]) {
+                    hit = true;
+                } else if meta.input.peek(syn::Token![=]) {
+                    let _: syn::Expr = meta.value()?.parse()?;
+                } else if meta.input.peek(syn::token::Paren) {
+                    meta.parse_nested_meta(|_| Ok(()))?;
+                }
+                Ok(())
+            });
+            hit
+        })
 }
 
 /// serde's `rename_all` rules, applied to a snake_case field name.
 fn apply_rename_all(field: &str, rule: &str) -> Option<String> {
     let pascal = || -> String {
-        field.split('_').map(|w| w[..1.min(w.len())].to_uppercase() + &w[1.min(w.len())..]).collect()
+        field
+            .split('_')
+            .map(|w| w[..1.min(w.len())].to_uppercase() + &w[1.min(w.len())..])
+            .collect()
     };
     Some(match rule {
         "lowercase" | "snake_case" => field.to_owned(),
@@ -212,7 +243,9 @@ fn column_kind(ty: &Type) -> (&'static str, bool) {
         Type::Reference(r) if matches!(&*r.elem, Type::Path(p) if p.path.is_ident("str")) => "Text",
         Type::Path(p) if p.qself.is_none() => match p.path.segments.last() {
             Some(seg) if seg.arguments.is_empty() => match seg.ident.to_string().as_str() {
-                "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" | "isize" | "usize" => "Integer",
+                "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" | "isize" | "usize" => {
+                    "Integer"
+                }
                 "bool" => "Bool",
                 "f32" | "f64" => "Real",
                 "String" => "Text",
@@ -233,7 +266,9 @@ fn option_inner(ty: &Type) -> Option<&Type> {
     if seg.ident != "Option" {
         return None;
     }
-    let PathArguments::AngleBracketed(args) = &seg.arguments else { return None };
+    let PathArguments::AngleBracketed(args) = &seg.arguments else {
+        return None;
+    };
     match args.args.first()? {
         GenericArgument::Type(t) if args.args.len() == 1 => Some(t),
         _ => None,
@@ -264,12 +299,20 @@ pub(crate) fn type_string(ty: &Type) -> String {
 mod tests {
     use super::*;
 
-    fn check(input: TokenStream, table: &str, columns: &[(&str, &str, bool, &str)], errors: &[&str]) {
+    fn check(
+        input: TokenStream,
+        table: &str,
+        columns: &[(&str, &str, bool, &str)],
+        errors: &[&str],
+    ) {
         let mut cx = Ctxt::new();
         let di: DeriveInput = syn::parse2(input).unwrap();
         let (t, cols) = model(&di, &mut cx);
         assert_eq!(t, table);
-        let got: Vec<_> = cols.iter().map(|c| (c.name.as_str(), c.kind, c.nullable, c.rust_type.as_str())).collect();
+        let got: Vec<_> = cols
+            .iter()
+            .map(|c| (c.name.as_str(), c.kind, c.nullable, c.rust_type.as_str()))
+            .collect();
         assert_eq!(got, columns);
         assert_eq!(cx.messages(), errors);
         let _ = cx.into_compile_errors();
@@ -278,7 +321,19 @@ mod tests {
     #[test]
     fn field_types_map_to_column_kinds() {
         check(
-            quote!(struct AnalysisReport { a: i64, b: bool, c: f32, d: String, e: Option<u8>, f: Vec<String>, g: &'static str, h: Option<Vec<(u8, String)>>, i: std::collections::HashMap<String, i32> }),
+            quote!(
+                struct AnalysisReport {
+                    a: i64,
+                    b: bool,
+                    c: f32,
+                    d: String,
+                    e: Option<u8>,
+                    f: Vec<String>,
+                    g: &'static str,
+                    h: Option<Vec<(u8, String)>>,
+                    i: std::collections::HashMap<String, i32>,
+                }
+            ),
             "analysis_report",
             &[
                 ("a", "Integer", false, "i64"),
@@ -298,9 +353,22 @@ mod tests {
     #[test]
     fn serde_renames_and_table_override() {
         check(
-            quote!(#[output(table = "reviews")] #[serde(rename_all = "camelCase")] struct Review { is_ok: bool, #[serde(rename = "fb")] feedback: String, #[serde(skip)] cache: u8 }),
+            quote!(
+                #[output(table = "reviews")]
+                #[serde(rename_all = "camelCase")]
+                struct Review {
+                    is_ok: bool,
+                    #[serde(rename = "fb")]
+                    feedback: String,
+                    #[serde(skip)]
+                    cache: u8,
+                }
+            ),
             "reviews",
-            &[("isOk", "Bool", false, "bool"), ("fb", "Text", false, "String")],
+            &[
+                ("isOk", "Bool", false, "bool"),
+                ("fb", "Text", false, "String"),
+            ],
             &[],
         );
     }

@@ -17,13 +17,20 @@ pub(crate) fn distance(a: &str, b: &str) -> usize {
 
 /// The candidate closest to `word`, if it is close enough to be a plausible typo
 /// (case-insensitive equality always counts).
-pub(crate) fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn closest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let lower = word.to_ascii_lowercase();
     let limit = (word.chars().count() / 3).max(1);
     candidates
         .into_iter()
         .map(|c| {
-            let d = if c.to_ascii_lowercase() == lower { 0 } else { distance(&lower, &c.to_ascii_lowercase()) };
+            let d = if c.to_ascii_lowercase() == lower {
+                0
+            } else {
+                distance(&lower, &c.to_ascii_lowercase())
+            };
             (d, c)
         })
         .filter(|(d, _)| *d <= limit)
@@ -86,7 +93,15 @@ mod tests {
     }
 
     fn check_closest(word: &str, expected: Option<&str>) {
-        let props = ["id", "output", "agent", "retries", "timeout", "skip_if", "max_iterations"];
+        let props = [
+            "id",
+            "output",
+            "agent",
+            "retries",
+            "timeout",
+            "skip_if",
+            "max_iterations",
+        ];
         assert_eq!(closest(word, props), expected, "closest({word:?})");
     }
 

@@ -1,1 +1,3 @@
+//! The `smithers` binary: operates runs from the database alone (placeholder).
+
 fn main() {}

@@ -67,8 +67,12 @@ fn prop_calls(el: &Element, tag: Tag) -> Vec<TokenStream> {
 
 fn prop_value(p: &Prop) -> TokenStream {
     if p.name == "on_max_reached" {
-        if let PropValue::Expr(Expr::Path(path)) = &p.value {
-            if let Some(ident) = path.path.get_ident().filter(|i| *i == "ReturnLast" || *i == "Fail") {
+        if let Some(Expr::Path(path)) = p.value.expr() {
+            if let Some(ident) = path
+                .path
+                .get_ident()
+                .filter(|i| *i == "ReturnLast" || *i == "Fail")
+            {
                 return quote_spanned!(ident.span()=> ::smithers::__private::OnMaxReached::#ident);
             }
         }
@@ -89,7 +93,11 @@ fn expand_task(el: &Element) -> TokenStream {
     let output = el.prop("output").and_then(output_type);
     // A string id without `output` cannot infer the type; validate reported it, so emit a
     // placeholder rather than a cascade of "type annotations needed".
-    if output.is_none() && el.prop("id").is_some_and(|p| p.value.as_str_lit().is_some()) {
+    if output.is_none()
+        && el
+            .prop("id")
+            .is_some_and(|p| p.value.as_str_lit().is_some())
+    {
         return quote_spanned!(span=> ::smithers::__private::Fragment::new().build());
     }
     let props = prop_calls(el, Tag::Task);
@@ -106,7 +114,9 @@ fn expand_task(el: &Element) -> TokenStream {
                 ::smithers::__private::TaskOf::<#ty>::new().task() #(#props)* #(#prompts)* .build()
             })
         }
-        None => quote_spanned!(span=> ::smithers::__private::Task::<_>::new() #(#props)* #(#prompts)* .build()),
+        None => {
+            quote_spanned!(span=> ::smithers::__private::Task::<_>::new() #(#props)* #(#prompts)* .build())
+        }
     }
 }
 
@@ -114,7 +124,9 @@ fn expand_task(el: &Element) -> TokenStream {
 fn output_type(p: &Prop) -> Option<Type> {
     let tokens = match &p.value {
         PropValue::Flag => return None,
-        PropValue::Expr(Expr::Block(b)) if b.block.stmts.is_empty() => return None,
+        PropValue::Expr(e) if matches!(&**e, Expr::Block(b) if b.block.stmts.is_empty()) => {
+            return None
+        }
         PropValue::Expr(e) => e.to_token_stream(),
         PropValue::Tokens(t) => {
             let mut it = t.clone().into_iter();
@@ -146,11 +158,15 @@ fn expand_component(el: &Element) -> TokenStream {
     let span = el.span();
     let path = &el.name;
     let mut seen = HashSet::new();
-    let props = el.props.iter().filter(|p| seen.insert(p.name.as_str())).map(|p| {
-        let method = format_ident!("{}", p.name, span = p.span);
-        let value = p.value.to_tokens_at(p.span);
-        quote_spanned!(p.span=> .#method(#value))
-    });
+    let props = el
+        .props
+        .iter()
+        .filter(|p| seen.insert(p.name.as_str()))
+        .map(|p| {
+            let method = format_ident!("{}", p.name, span = p.span);
+            let value = p.value.to_tokens_at(p.span);
+            quote_spanned!(p.span=> .#method(#value))
+        });
     let children = if el.children.is_empty() {
         TokenStream::new()
     } else {
@@ -164,8 +180,8 @@ fn expand_component(el: &Element) -> TokenStream {
 mod tests {
     use super::*;
     use crate::ctxt::Ctxt;
-    use quote::quote;
     use crate::workflow::model;
+    use quote::quote;
 
     fn check(input: TokenStream, expected: &str) {
         let mut cx = Ctxt::new();

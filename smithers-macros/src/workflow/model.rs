@@ -3,7 +3,9 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::ToTokens;
-use rstml::node::{KVAttributeValue, KeyedAttributeValue, Node, NodeAttribute, NodeBlock, NodeName};
+use rstml::node::{
+    KVAttributeValue, KeyedAttributeValue, Node, NodeAttribute, NodeBlock, NodeName,
+};
 use syn::spanned::Spanned;
 use syn::{Expr, LitStr, Path};
 
@@ -45,7 +47,7 @@ pub(crate) enum PropValue {
     /// A bare prop: `continue_on_fail`.
     Flag,
     /// A literal, path or `{expr}` (braces removed when they hold a single expression).
-    Expr(Expr),
+    Expr(Box<Expr>),
     /// A braced block that does not parse yet (kept for rust-analyzer completion).
     Tokens(TokenStream),
 }
@@ -62,8 +64,19 @@ impl PropValue {
 
     /// The string of a string-literal value.
     pub(crate) fn as_str_lit(&self) -> Option<&LitStr> {
+        match self.expr()? {
+            Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(s),
+                ..
+            }) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value as a parsed expression, if it is one.
+    pub(crate) fn expr(&self) -> Option<&Expr> {
         match self {
-            PropValue::Expr(Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. })) => Some(s),
+            PropValue::Expr(e) => Some(e),
             _ => None,
         }
     }
@@ -88,7 +101,9 @@ pub(crate) fn parse(input: TokenStream, cx: &mut Ctxt) -> Vec<Child> {
         .recover_block(true)
         // Mismatched closing tags are reported by `validate` with a friendlier message.
         .element_close_wildcard(|_, _| true);
-    let (nodes, diagnostics) = rstml::Parser::new(config).parse_recoverable(input).split_vec();
+    let (nodes, diagnostics) = rstml::Parser::new(config)
+        .parse_recoverable(input)
+        .split_vec();
     for d in diagnostics {
         cx.push(d.into());
     }
@@ -99,14 +114,37 @@ fn convert(node: Node, cx: &mut Ctxt) -> Option<Child> {
     Some(match node {
         Node::Element(el) => {
             let (name, name_str) = tag_path(&el.open_tag.name, cx)?;
-            let close = el.close_tag.as_ref().map(|c| (c.name.to_string(), c.name.span()));
-            let props = el.open_tag.attributes.into_iter().filter_map(|a| convert_prop(a, cx)).collect();
-            let children = el.children.into_iter().filter_map(|c| convert(c, cx)).collect();
-            Child::Element(Element { name, name_str, close, props, children })
+            let close = el
+                .close_tag
+                .as_ref()
+                .map(|c| (c.name.to_string(), c.name.span()));
+            let props = el
+                .open_tag
+                .attributes
+                .into_iter()
+                .filter_map(|a| convert_prop(a, cx))
+                .collect();
+            let children = el
+                .children
+                .into_iter()
+                .filter_map(|c| convert(c, cx))
+                .collect();
+            Child::Element(Element {
+                name,
+                name_str,
+                close,
+                props,
+                children,
+            })
         }
         Node::Text(t) => Child::Text(t.value),
         Node::Block(b) => Child::Expr(block_tokens(b)),
-        Node::Fragment(f) => Child::Fragment(f.children.into_iter().filter_map(|c| convert(c, cx)).collect()),
+        Node::Fragment(f) => Child::Fragment(
+            f.children
+                .into_iter()
+                .filter_map(|c| convert(c, cx))
+                .collect(),
+        ),
         Node::RawText(r) => {
             let span = r.join_spans().unwrap_or_else(|| r.span());
             Child::RawText(span, r.to_string_best())
@@ -123,7 +161,13 @@ fn convert(node: Node, cx: &mut Ctxt) -> Option<Child> {
 fn tag_path(name: &NodeName, cx: &mut Ctxt) -> Option<(Path, String)> {
     match name {
         NodeName::Path(p) => {
-            let s = p.path.segments.iter().map(|s| s.ident.to_string()).collect::<Vec<_>>().join("::");
+            let s = p
+                .path
+                .segments
+                .iter()
+                .map(|s| s.ident.to_string())
+                .collect::<Vec<_>>()
+                .join("::");
             Some((p.path.clone(), s))
         }
         other => {
@@ -149,14 +193,17 @@ fn convert_prop(attr: NodeAttribute, cx: &mut Ctxt) -> Option<Prop> {
         other => {
             let written = other.to_string();
             let snake = crate::suggest::to_snake_case(&written.replace([':', '.'], "_"));
-            cx.error_spanned(other, format!("`{written}` is not a prop name; props are snake_case: `{snake}`"));
+            cx.error_spanned(
+                other,
+                format!("`{written}` is not a prop name; props are snake_case: `{snake}`"),
+            );
             return None;
         }
     };
     let value = match attr.possible_value {
         KeyedAttributeValue::None => PropValue::Flag,
         KeyedAttributeValue::Value(v) => match v.value {
-            KVAttributeValue::Expr(e) => PropValue::Expr(unbrace(e)),
+            KVAttributeValue::Expr(e) => PropValue::Expr(Box::new(unbrace(e))),
             KVAttributeValue::InvalidBraced(b) => PropValue::Tokens(b.to_token_stream()),
         },
         KeyedAttributeValue::Binding(b) => {
@@ -183,7 +230,10 @@ fn single_expr(block: &syn::Block) -> Option<Expr> {
     match block.stmts.as_slice() {
         [syn::Stmt::Expr(e, None)] => Some(e.clone()),
         [syn::Stmt::Macro(m)] if m.semi_token.is_none() && m.attrs.is_empty() => {
-            Some(Expr::Macro(syn::ExprMacro { attrs: Vec::new(), mac: m.mac.clone() }))
+            Some(Expr::Macro(syn::ExprMacro {
+                attrs: Vec::new(),
+                mac: m.mac.clone(),
+            }))
         }
         _ => None,
     }
@@ -206,7 +256,11 @@ mod tests {
 
     /// Renders the model compactly: `<Tag a b=.. >[children]`.
     fn render(children: &[Child]) -> String {
-        children.iter().map(render_child).collect::<Vec<_>>().join(" ")
+        children
+            .iter()
+            .map(render_child)
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     fn render_child(c: &Child) -> String {
@@ -225,7 +279,13 @@ mod tests {
                     Some((n, _)) if *n != e.name_str => format!("</{n}>"),
                     _ => String::new(),
                 };
-                format!("<{}{}>[{}]{}", e.name_str, props, render(&e.children), close)
+                format!(
+                    "<{}{}>[{}]{}",
+                    e.name_str,
+                    props,
+                    render(&e.children),
+                    close
+                )
             }
             Child::Text(t) => format!("{:?}", t.value()),
             Child::Expr(t) => format!("{{{t}}}"),
@@ -253,7 +313,11 @@ mod tests {
 
     #[test]
     fn keyword_props_parse() {
-        check(quote!(<Branch if={ok} else={n} />), "<Branch if=ok else=n>[]", &[]);
+        check(
+            quote!(<Branch if={ok} else={n} />),
+            "<Branch if=ok else=n>[]",
+            &[],
+        );
     }
 
     #[test]
@@ -267,12 +331,20 @@ mod tests {
 
     #[test]
     fn component_paths_parse() {
-        check(quote!(<reviews::CodeReview glob="src" />), r#"<reviews::CodeReview glob="src">[]"#, &[]);
+        check(
+            quote!(<reviews::CodeReview glob="src" />),
+            r#"<reviews::CodeReview glob="src">[]"#,
+            &[],
+        );
     }
 
     #[test]
     fn mismatched_close_tag_is_kept_for_validation() {
-        check(quote!(<Sequence></Parallel>), "<Sequence>[]</Parallel>", &[]);
+        check(
+            quote!(<Sequence></Parallel>),
+            "<Sequence>[]</Parallel>",
+            &[],
+        );
     }
 
     #[test]
@@ -286,6 +358,10 @@ mod tests {
 
     #[test]
     fn unquoted_text_is_kept_as_raw() {
-        check(quote!(<Task id=A>hello world</Task>), "<Task id=A>[raw(hello world)]", &[]);
+        check(
+            quote!(<Task id=A>hello world</Task>),
+            "<Task id=A>[raw(hello world)]",
+            &[],
+        );
     }
 }

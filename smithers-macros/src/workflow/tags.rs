@@ -23,8 +23,16 @@ pub(crate) enum TagKind {
 }
 
 impl Tag {
-    pub(crate) const ALL: [Tag; 8] =
-        [Tag::Workflow, Tag::Task, Tag::Sequence, Tag::Parallel, Tag::Ralph, Tag::Branch, Tag::Phase, Tag::Step];
+    pub(crate) const ALL: [Tag; 8] = [
+        Tag::Workflow,
+        Tag::Task,
+        Tag::Sequence,
+        Tag::Parallel,
+        Tag::Ralph,
+        Tag::Branch,
+        Tag::Phase,
+        Tag::Step,
+    ];
 
     pub(crate) fn name(self) -> &'static str {
         match self {

@@ -39,7 +39,10 @@ fn validate_children(children: &[Child], parent: Option<Tag>, cx: &mut Ctxt) {
             Child::Element(el) => validate_element(el, cx),
             Child::Text(t) if !prompt => cx.error(t.span(), TEXT_IN_CONTAINER),
             Child::RawText(span, _) if !prompt => cx.error(*span, TEXT_IN_CONTAINER),
-            Child::RawText(span, text) => cx.error(*span, format!("prompt text must be a string literal: \"{text}\"")),
+            Child::RawText(span, text) => cx.error(
+                *span,
+                format!("prompt text must be a string literal: \"{text}\""),
+            ),
             Child::Fragment(cs) => validate_children(cs, parent, cx),
             Child::Text(_) | Child::Expr(_) => {}
         }
@@ -49,7 +52,13 @@ fn validate_children(children: &[Child], parent: Option<Tag>, cx: &mut Ctxt) {
 fn validate_element(el: &Element, cx: &mut Ctxt) {
     if let Some((close, span)) = &el.close {
         if *close != el.name_str {
-            cx.error(*span, format!("mismatched closing tag: expected </{}>, found </{close}>", el.name_str));
+            cx.error(
+                *span,
+                format!(
+                    "mismatched closing tag: expected </{}>, found </{close}>",
+                    el.name_str
+                ),
+            );
         }
     }
     let tag = match Tag::classify(&el.name_str) {
@@ -84,20 +93,36 @@ fn validate_props(el: &Element, tag: Option<Tag>, cx: &mut Ctxt) {
     };
     for prop in &el.props {
         if !seen.insert(prop.name.as_str()) {
-            cx.error(prop.span, format!("duplicate prop `{}` on {what}", prop.name));
+            cx.error(
+                prop.span,
+                format!("duplicate prop `{}` on {what}", prop.name),
+            );
             continue;
         }
         let snake = to_snake_case(&prop.name);
         let known = |p: &str| tag.is_none_or(|t| t.props().contains(&p));
         if snake != prop.name && known(&snake) {
-            cx.error(prop.span, format!("props are snake_case: write `{snake}` instead of `{}`", prop.name));
+            cx.error(
+                prop.span,
+                format!(
+                    "props are snake_case: write `{snake}` instead of `{}`",
+                    prop.name
+                ),
+            );
             continue;
         }
         let Some(tag) = tag else { continue };
         if !known(&prop.name) {
             let msg = match closest(&prop.name, tag.props().iter().copied()) {
-                Some(s) => format!("unknown prop `{}` on {what}; did you mean `{s}`?", prop.name),
-                None => format!("unknown prop `{}` on {what}; expected one of: {}", prop.name, tag.props().join(", ")),
+                Some(s) => format!(
+                    "unknown prop `{}` on {what}; did you mean `{s}`?",
+                    prop.name
+                ),
+                None => format!(
+                    "unknown prop `{}` on {what}; expected one of: {}",
+                    prop.name,
+                    tag.props().join(", ")
+                ),
             };
             cx.error(prop.span, msg);
             continue;
@@ -109,12 +134,16 @@ fn validate_props(el: &Element, tag: Option<Tag>, cx: &mut Ctxt) {
 }
 
 fn validate_on_max_reached(value: &PropValue, cx: &mut Ctxt) {
-    if let PropValue::Expr(Expr::Path(p)) = value {
+    if let Some(Expr::Path(p)) = value.expr() {
         if let Some(ident) = p.path.get_ident() {
             let s = ident.to_string();
-            let looks_like_variant = s.starts_with(|c: char| c.is_ascii_uppercase()) && s.chars().any(|c| c.is_lowercase());
+            let looks_like_variant = s.starts_with(|c: char| c.is_ascii_uppercase())
+                && s.chars().any(|c| c.is_lowercase());
             if looks_like_variant && s != "ReturnLast" && s != "Fail" {
-                cx.error(ident.span(), format!("`on_max_reached` is `ReturnLast` or `Fail`, not `{s}`"));
+                cx.error(
+                    ident.span(),
+                    format!("`on_max_reached` is `ReturnLast` or `Fail`, not `{s}`"),
+                );
             }
         }
     }
@@ -127,7 +156,13 @@ fn validate_required(el: &Element, tag: Tag, cx: &mut Ctxt) {
                 "id" => "a `Ref<T>` (`id=ANALYZE`) or a string with `output=T` (`id=\"fix\" output=Patch`)",
                 _ => "a string (`name=\"build\"`)",
             };
-            cx.error(el.span(), format!("<{}> is missing the required prop `{req}`: {hint}", tag.name()));
+            cx.error(
+                el.span(),
+                format!(
+                    "<{}> is missing the required prop `{req}`: {hint}",
+                    tag.name()
+                ),
+            );
         }
     }
     if tag == Tag::Task && el.prop("output").is_none() {
@@ -173,36 +208,60 @@ mod tests {
 
     #[test]
     fn unknown_tag_suggests_builtin() {
-        check(quote!(<sequence />), &["unknown tag <sequence>; did you mean <Sequence>?"]);
+        check(
+            quote!(<sequence />),
+            &["unknown tag <sequence>; did you mean <Sequence>?"],
+        );
     }
 
     #[test]
     fn unknown_prop_suggests_nearest() {
-        check(quote!(<Task id=A retires=2 />), &["unknown prop `retires` on <Task>; did you mean `retries`?"]);
-        check(quote!(<Sequence banana=1 />), &["unknown prop `banana` on <Sequence>; expected one of: skip_if, label"]);
+        check(
+            quote!(<Task id=A retires=2 />),
+            &["unknown prop `retires` on <Task>; did you mean `retries`?"],
+        );
+        check(
+            quote!(<Sequence banana=1 />),
+            &["unknown prop `banana` on <Sequence>; expected one of: skip_if, label"],
+        );
     }
 
     #[test]
     fn camel_case_prop_suggests_snake_case() {
-        check(quote!(<Ralph maxIterations=3 />), &["props are snake_case: write `max_iterations` instead of `maxIterations`"]);
-        check(quote!(<Comp globPattern="x" />), &["props are snake_case: write `glob_pattern` instead of `globPattern`"]);
+        check(
+            quote!(<Ralph maxIterations=3 />),
+            &["props are snake_case: write `max_iterations` instead of `maxIterations`"],
+        );
+        check(
+            quote!(<Comp globPattern="x" />),
+            &["props are snake_case: write `glob_pattern` instead of `globPattern`"],
+        );
     }
 
     #[test]
     fn duplicate_prop_is_reported_once() {
-        check(quote!(<Task id=A retries=1 retries=2 />), &["duplicate prop `retries` on <Task>"]);
+        check(
+            quote!(<Task id=A retries=1 retries=2 />),
+            &["duplicate prop `retries` on <Task>"],
+        );
     }
 
     #[test]
     fn missing_required_props() {
         check(quote!(<Task agent={a} />), &["<Task> is missing the required prop `id`: a `Ref<T>` (`id=ANALYZE`) or a string with `output=T` (`id=\"fix\" output=Patch`)"]);
         check(quote!(<Task id="fix" />), &["<Task id=\"fix\"> is missing the required prop `output`: a string id does not say what the task returns; add `output=YourType` or use a `Ref<YourType>` as the id"]);
-        check(quote!(<Step />), &["<Step> is missing the required prop `name`: a string (`name=\"build\"`)"]);
+        check(
+            quote!(<Step />),
+            &["<Step> is missing the required prop `name`: a string (`name=\"build\"`)"],
+        );
     }
 
     #[test]
     fn mismatched_close_tag() {
-        check(quote!(<Sequence></Parallel>), &["mismatched closing tag: expected </Sequence>, found </Parallel>"]);
+        check(
+            quote!(<Sequence></Parallel>),
+            &["mismatched closing tag: expected </Sequence>, found </Parallel>"],
+        );
     }
 
     #[test]
@@ -210,11 +269,17 @@ mod tests {
         check(quote!(<Sequence>"hi"</Sequence>), &[TEXT_IN_CONTAINER]);
         check(quote!("hi"), &[TEXT_IN_CONTAINER]);
         check(quote!(<Task id=A><Task id=B /></Task>), &["a <Task> cannot contain <Task>: its children are its prompt (\"text\" and {expr}); put the tag next to the task in a container"]);
-        check(quote!(<Task id=A>hello</Task>), &["prompt text must be a string literal: \"hello\""]);
+        check(
+            quote!(<Task id=A>hello</Task>),
+            &["prompt text must be a string literal: \"hello\""],
+        );
     }
 
     #[test]
     fn on_max_reached_variant_typo() {
-        check(quote!(<Ralph on_max_reached=Fial />), &["`on_max_reached` is `ReturnLast` or `Fail`, not `Fial`"]);
+        check(
+            quote!(<Ralph on_max_reached=Fial />),
+            &["`on_max_reached` is `ReturnLast` or `Fail`, not `Fial`"],
+        );
     }
 }
