@@ -47,4 +47,113 @@ pub mod __private {
 
     /// Compile-time check that `T` implements `Output` (spanned at the user's type).
     pub const fn assert_output<T: Output>() {}
+
+    /// Builder of a fragment: several nodes spliced as one (several roots in `workflow!`, the
+    /// children passed to a component, or the placeholder of a tag that failed to compile).
+    #[must_use = "call `.build()` to get a Node"]
+    #[derive(Default)]
+    pub struct Fragment {
+        children: ::std::vec::Vec<Node>,
+    }
+
+    impl Fragment {
+        /// An empty fragment.
+        pub fn new() -> Self {
+            Self::default()
+        }
+        /// Adds children: a node, an `Option<Node>` or an iterator of nodes.
+        pub fn child(mut self, nodes: impl IntoNodes) -> Self {
+            nodes.push_into(&mut self.children);
+            self
+        }
+        /// Finishes the fragment.
+        pub fn build(self) -> Node {
+            Node::fragment(self.children)
+        }
+    }
+
+    /// The state of a component prop that has not been given yet (`#[component]` typestate).
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct Missing;
+
+    /// The state of a component prop that has been given (`#[component]` typestate).
+    #[derive(Clone, Copy, Debug)]
+    pub struct Set<T>(pub T);
+
+    /// Starts a `<Task output=T>` builder: a real [`Task<T>`] when `T: Output`, otherwise (through
+    /// [`TaskOfFallback`]) an [`InertTask`] that accepts every prop, so the only error is the
+    /// `assert_output` one at `T` rather than one per prop.
+    pub struct TaskOf<T>(::core::marker::PhantomData<fn() -> T>);
+
+    impl<T> TaskOf<T> {
+        /// The probe.
+        pub const fn new() -> Self {
+            TaskOf(::core::marker::PhantomData)
+        }
+    }
+
+    impl<T> ::core::default::Default for TaskOf<T> {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    impl<T: Output> TaskOf<T> {
+        /// The typed builder.
+        pub fn task(&self) -> Task<T> {
+            Task::new()
+        }
+    }
+
+    /// What [`TaskOf::task`] falls back to when `T` is not an `Output`.
+    pub trait TaskOfFallback {
+        /// The inert builder.
+        fn task(&self) -> InertTask {
+            InertTask
+        }
+    }
+
+    impl<T> TaskOfFallback for TaskOf<T> {}
+
+    /// A task builder that accepts anything and builds an empty fragment: the stand-in for a task
+    /// whose `output` type did not compile.
+    #[must_use = "call `.build()` to get a Node"]
+    pub struct InertTask;
+
+    macro_rules! inert_props {
+        ($($prop:ident),*) => {
+            impl InertTask {
+                $(
+                    /// Accepted and ignored.
+                    pub fn $prop<A>(self, _: A) -> Self {
+                        self
+                    }
+                )*
+                /// Accepted and ignored (typed so that closure parameters still infer).
+                pub fn run<F, Fut>(self, _: F) -> Self
+                where
+                    F: Fn(crate::TaskCtx) -> Fut,
+                {
+                    self
+                }
+                /// An empty fragment.
+                pub fn build(self) -> Node {
+                    Node::fragment(::core::option::Option::None::<Node>)
+                }
+            }
+        };
+    }
+    inert_props!(
+        id,
+        agent,
+        value,
+        prompt,
+        retries,
+        timeout,
+        skip_if,
+        continue_on_fail,
+        needs_approval,
+        label,
+        meta
+    );
 }

@@ -1,23 +1,35 @@
 //! Proc macros of smithers-rs: `workflow!`, `#[component]`, `#[derive(Output)]`.
+//!
+//! Use them through the `smithers` facade, which re-exports them. Every expansion names the
+//! runtime only through `::smithers::__private` and `::core`.
+//!
+//! Each macro parses into a model, validates it into a [`ctxt::Ctxt`] that collects every error
+//! with its span, and then always expands, so one mistake gives one error.
 
 use proc_macro::TokenStream;
 
-/// Placeholder until the DSL lands.
+mod component;
+mod ctxt;
+mod output;
+mod suggest;
+mod workflow;
+
+/// A workflow tree written as tags; an expression of type `Node`.
+///
+/// See the `smithers` crate documentation for the tags and props.
 #[proc_macro]
-pub fn workflow(_input: TokenStream) -> TokenStream {
-    "compile_error!(\"workflow! is not implemented yet\")"
-        .parse()
-        .unwrap()
+pub fn workflow(input: TokenStream) -> TokenStream {
+    workflow::workflow(input.into()).into()
 }
 
-/// Placeholder until the DSL lands.
+/// Makes a function usable as a tag in `workflow!`, with its parameters as typed props.
 #[proc_macro_attribute]
-pub fn component(_attr: TokenStream, item: TokenStream) -> TokenStream {
-    item
+pub fn component(attr: TokenStream, item: TokenStream) -> TokenStream {
+    component::component(attr.into(), item.into()).into()
 }
 
-/// Placeholder until the DSL lands.
+/// Implements `Output` for a struct with named fields: its table and columns.
 #[proc_macro_derive(Output, attributes(output))]
-pub fn derive_output(_input: TokenStream) -> TokenStream {
-    TokenStream::new()
+pub fn derive_output(input: TokenStream) -> TokenStream {
+    output::derive(input.into()).into()
 }

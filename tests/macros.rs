@@ -1,0 +1,224 @@
+//! Behaviour of `workflow!`, `#[component]` and `#[derive(Output)]` as a user sees it: the tree
+//! a workflow renders, and the tables outputs map to.
+#![allow(missing_docs)]
+
+mod common;
+
+use common::{claude, codex};
+use smithers::output::ColumnKind;
+use smithers::prelude::*;
+
+/// What the analysis step returns.
+#[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug)]
+struct Analysis {
+    /// One-paragraph summary of the bug.
+    summary: String,
+    /// How bad it is.
+    severity: Severity,
+    files: Vec<String>,
+    confidence: Option<f64>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug)]
+enum Severity {
+    Low,
+    High,
+}
+
+#[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug)]
+struct Review {
+    approved: bool,
+    feedback: String,
+}
+
+#[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug)]
+struct Patch {
+    diff: String,
+}
+
+#[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug, Default)]
+#[output(table = "lint_counts")]
+#[serde(rename_all = "camelCase")]
+struct LintCount {
+    error_count: u32,
+    #[serde(rename = "warnings")]
+    warning_count: i64,
+}
+
+const ANALYZE: Ref<Analysis> = Ref::new("analyze");
+const REVIEW: Ref<Review> = Ref::new("review");
+
+struct BugReport {
+    description: String,
+}
+
+fn bugfix(ctx: &Ctx<BugReport>, approved: bool) -> Node {
+    workflow! {
+        <Workflow name="bugfix">
+            <Task id=ANALYZE agent={claude()} retries=2>
+                "Analyze the bug: " { &ctx.input().description }
+            </Task>
+            <Ralph until={approved} max_iterations=3 on_max_reached=Fail>
+                <Task id="fix" output=Patch agent={codex()}> "Fix it." </Task>
+                <Task id=REVIEW agent={claude()} continue_on_fail> "Review the patch." </Task>
+            </Ralph>
+        </Workflow>
+    }
+}
+
+fn report() -> Ctx<BugReport> {
+    Ctx::empty(BugReport {
+        description: "it crashes".into(),
+    })
+}
+
+#[test]
+fn bugfix_workflow_renders_typed_tasks_and_loop() {
+    let tree = bugfix(&report(), false);
+    insta::assert_snapshot!(tree.to_tree_string());
+}
+
+#[test]
+fn ref_ids_infer_the_output_type() {
+    let tree = bugfix(&report(), true);
+    let analyze = &tree.children()[0];
+    let smithers::node::NodeKind::Task(spec) = analyze.kind() else {
+        panic!("expected a task")
+    };
+    assert_eq!(spec.id, "analyze");
+    assert_eq!(spec.output.table, "analysis");
+    assert_eq!(spec.prompt, "Analyze the bug: it crashes");
+    assert_eq!(spec.retries, 2);
+}
+
+#[test]
+fn compute_tasks_and_props_of_every_container() {
+    let tree = workflow! {
+        <Workflow name="all" cache max_concurrency=4>
+            <Sequence skip_if={false} label="seq">
+                <Task id="count" output=LintCount value={LintCount { error_count: 1, warning_count: 2 }} />
+                <Task id="again" output=LintCount run={|_t| async move { Ok::<_, TaskError>(LintCount::default()) }}
+                      timeout={Duration::from_secs(30)} needs_approval skip_if />
+            </Sequence>
+            <Parallel max_concurrency=2>
+                <Phase name="build"><Step name="compile" skip_if /></Phase>
+            </Parallel>
+            <Branch if={true}>
+                <Task id=REVIEW value={Review { approved: true, feedback: String::new() }} />
+                <Task id="nope" output=Patch value={Patch { diff: String::new() }} />
+            </Branch>
+            <Ralph id="loop" until max_iterations=2 on_max_reached=ReturnLast />
+        </Workflow>
+    };
+    insta::assert_snapshot!(tree.to_tree_string());
+}
+
+#[test]
+fn options_and_iterators_splice_as_children() {
+    let files = ["a.rs", "b.rs"];
+    let maybe: Option<Node> = None;
+    let tree = workflow! {
+        <Parallel>
+            { files.iter().map(|f| workflow! {
+                <Task id={format!("lint-{f}")} output=LintCount value={LintCount::default()}>
+                    "Lint " {f}
+                </Task>
+            }) }
+            { maybe }
+            { Some(workflow! { <Sequence /> }) }
+        </Parallel>
+    };
+    insta::assert_snapshot!(tree.to_tree_string());
+}
+
+#[test]
+fn branch_then_and_else_props_choose_children() {
+    let tree = workflow! {
+        <Branch if={false} then={workflow! { <Step name="yes" /> }} else={workflow! { <Step name="no" /> }} />
+    };
+    insta::assert_snapshot!(tree.to_tree_string());
+}
+
+/// Reviews the files matching `glob` (a component with a generic input).
+#[component]
+fn CodeReview<I>(ctx: &Ctx<I>, glob: &str, rounds: u32) -> Node {
+    let _ = ctx.input();
+    workflow! {
+        <Ralph id={format!("review-{glob}")} max_iterations={rounds}>
+            <Task id=REVIEW agent={claude()}> "Review " {glob} </Task>
+        </Ralph>
+    }
+}
+
+/// Wraps its children in a named phase.
+#[component]
+fn Stage(name: String, children: Node) -> Node {
+    workflow! { <Phase name={name}>{children}</Phase> }
+}
+
+#[test]
+fn components_take_typed_props_in_any_order() {
+    let ctx = report();
+    let tree = workflow! {
+        <Workflow name="with-components">
+            <CodeReview rounds=2 ctx={&ctx} glob="src" />
+            <Stage name={"ship".to_string()}>
+                <Task id="deploy" output=Patch value={Patch { diff: "d".into() }} />
+                <Sequence />
+            </Stage>
+        </Workflow>
+    };
+    insta::assert_snapshot!(tree.to_tree_string());
+    // The function stays callable as written.
+    let direct = CodeReview(&ctx, "src", 2);
+    assert_eq!(direct.to_tree_string(), tree.children()[0].to_tree_string());
+}
+
+#[test]
+fn several_roots_render_as_a_fragment() {
+    let tree = workflow! { <Step name="a" /> <Step name="b" /> };
+    assert_eq!(
+        tree.to_tree_string(),
+        "<Step name=\"a\" />\n<Step name=\"b\" />\n"
+    );
+}
+
+fn check_columns<T: Output>(table: &str, expected: &[(&str, ColumnKind, bool, &str)]) {
+    assert_eq!(T::TABLE, table);
+    let got: Vec<_> = T::COLUMNS
+        .iter()
+        .map(|c| (c.name, c.kind, c.nullable, c.rust_type))
+        .collect();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn derive_output_maps_fields_to_columns() {
+    check_columns::<Analysis>(
+        "analysis",
+        &[
+            ("summary", ColumnKind::Text, false, "String"),
+            ("severity", ColumnKind::Json, false, "Severity"),
+            ("files", ColumnKind::Json, false, "Vec<String>"),
+            ("confidence", ColumnKind::Real, true, "Option<f64>"),
+        ],
+    );
+    check_columns::<LintCount>(
+        "lint_counts",
+        &[
+            ("errorCount", ColumnKind::Integer, false, "u32"),
+            ("warnings", ColumnKind::Integer, false, "i64"),
+        ],
+    );
+}
+
+#[test]
+fn derive_output_schema_has_doc_comments_as_descriptions() {
+    let schema = Analysis::output_schema();
+    assert_eq!(schema["description"], "What the analysis step returns.");
+    assert_eq!(
+        schema["properties"]["summary"]["description"],
+        "One-paragraph summary of the bug."
+    );
+    insta::assert_snapshot!(serde_json::to_string_pretty(&schema).unwrap());
+}

@@ -1,0 +1,16 @@
+use smithers::prelude::*;
+
+#[derive(Output, Serialize, Deserialize, JsonSchema)]
+struct Review {
+    approved: bool,
+}
+
+const REVIEW: Ref<Review> = Ref::new("review");
+
+fn main() {
+    let _node = workflow! {
+        <Ralph maxIterations=3>
+            <Task id=REVIEW />
+        </Ralph>
+    };
+}

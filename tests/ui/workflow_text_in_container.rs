@@ -1,0 +1,17 @@
+use smithers::prelude::*;
+
+#[derive(Output, Serialize, Deserialize, JsonSchema)]
+struct Review {
+    approved: bool,
+}
+
+const REVIEW: Ref<Review> = Ref::new("review");
+
+fn main() {
+    let _node = workflow! {
+        <Sequence>
+            "Review the patch."
+            <Task id=REVIEW />
+        </Sequence>
+    };
+}
