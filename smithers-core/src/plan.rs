@@ -110,7 +110,7 @@ struct Planner<'a> {
     skipped: Vec<(Arc<TaskSpec>, u32, Option<String>)>,
     loop_changes: Vec<LoopChange>,
     node_loop: HashMap<String, Option<String>>,
-    seen: HashMap<String, &'static str>,
+    seen: HashMap<String, String>,
     error: Option<Error>,
 }
 
@@ -168,12 +168,20 @@ fn check_node_id(id: &str) -> Result<(), String> {
 }
 
 impl<'a> Planner<'a> {
-    /// Every task and loop id in the whole tree (mounted or not) must be valid and unique.
+    /// Every mounted task and loop id must be valid and unique (ids are unique per frame).
     fn check_ids(&mut self, node: &Node) {
         let (id, what) = match &node.kind {
-            NodeKind::Task(t) => (Some(t.id.as_str()), "<Task>"),
-            NodeKind::Ralph(r) => (Some(r.id.as_str()), "<Ralph>"),
-            _ => (None, ""),
+            NodeKind::Task(t) => (Some(t.id.as_str()), format!("a <Task output={}>", t.output.short_name())),
+            NodeKind::Ralph(r) => (Some(r.id.as_str()), "a <Ralph> loop".to_owned()),
+            NodeKind::Branch(b) => {
+                // Ids are unique per frame: only the mounted arm of a branch counts.
+                let chosen = if b.cond { node.children.first() } else { node.children.get(1) };
+                if let Some(c) = chosen {
+                    self.check_ids(c);
+                }
+                return;
+            }
+            _ => (None, String::new()),
         };
         if let Some(id) = id {
             if let Err(reason) = check_node_id(id) {
@@ -187,11 +195,11 @@ impl<'a> Planner<'a> {
                     id: id.to_owned(),
                     reason,
                 });
-            } else if let Some(first) = self.seen.insert(id.to_owned(), what) {
+            } else if let Some(first) = self.seen.insert(id.to_owned(), what.clone()) {
                 self.error.get_or_insert(Error::DuplicateNodeId {
                     id: id.to_owned(),
-                    first: first.to_owned(),
-                    second: what.to_owned(),
+                    first,
+                    second: what,
                 });
             }
         }

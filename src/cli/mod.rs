@@ -207,10 +207,11 @@ where
     }
 }
 
-/// Installs a `tracing` subscriber honouring `RUST_LOG` (warnings by default).
+/// Installs a `tracing` subscriber honouring `RUST_LOG` (errors only by default: progress lines
+/// already show every event).
 pub fn init_tracing() {
     let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
