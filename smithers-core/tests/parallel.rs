@@ -102,6 +102,33 @@ async fn parallel_max_concurrency_bounds_tasks_running_at_once() {
 }
 
 #[tokio::test]
+async fn parallel_max_concurrency_counts_tasks_of_nested_groups() {
+    let h = Harness::new();
+    let hw = HighWater::default();
+    let hw2 = hw.clone();
+    let engine = h.engine(move |_ctx: &Ctx<()>| {
+        Workflow::new()
+            .child(
+                Parallel::new()
+                    .max_concurrency(2)
+                    .child(
+                        Parallel::new()
+                            .child(busy_group(&hw2, &["a", "b", "c"]))
+                            .build(),
+                    )
+                    .child(busy_group(&hw2, &["d", "e"]))
+                    .build(),
+            )
+            .build()
+    });
+    let report = engine.run(()).await.unwrap();
+    assert_eq!(report.status, RunStatus::Finished, "{report:?}");
+    assert_eq!(hw.max(), 2, "{:?}", h.node_log(&report.run_id));
+    assert_eq!(max_in_flight(&h.node_log(&report.run_id)), 2);
+    assert_eq!(h.num_rows(&report.run_id).len(), 5);
+}
+
+#[tokio::test]
 async fn engine_max_concurrency_is_a_run_wide_limit() {
     let h = Harness::new();
     let hw = HighWater::default();
