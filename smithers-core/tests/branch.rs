@@ -85,7 +85,7 @@ async fn branch_switches_when_a_re_render_sees_an_earlier_output() {
 async fn branch_inside_a_loop_follows_the_iteration() {
     let h = Harness::new();
     let engine = h.engine(|ctx: &Ctx<()>| {
-        let even = ctx.iteration() % 2 == 0;
+        let even = ctx.iteration().is_multiple_of(2);
         let n = i64::from(ctx.iteration());
         Workflow::new()
             .child(
