@@ -40,9 +40,12 @@ pub struct AgentRequest {
     pub progress: ProgressSink,
 }
 
+/// The callback behind a [`ProgressSink`]: `f(stream, line)`.
+type ProgressFn = dyn Fn(&str, &str) + Send + Sync;
+
 /// Where an agent sends progress lines (`NodeOutput` events).
 #[derive(Clone)]
-pub struct ProgressSink(Arc<dyn Fn(&str, &str) + Send + Sync>);
+pub struct ProgressSink(Arc<ProgressFn>);
 
 impl ProgressSink {
     /// A sink calling `f(stream, line)`.

@@ -459,6 +459,16 @@ where
                     if st.running.contains_key(&(r.task.id.clone(), r.iteration)) {
                         continue;
                     }
+                    // An output type that does not fit its table is a definition error: the run
+                    // fails with it (after the running attempts end) instead of staying `running`.
+                    match self.ensure_table(st, &r.task).await {
+                        Ok(()) => {}
+                        Err(e @ (Error::SchemaChanged { .. } | Error::InvalidIdentifier(_))) => {
+                            failure.get_or_insert(e);
+                            break;
+                        }
+                        Err(e) => return Err(e),
+                    }
                     if let TaskExec::Value(v) = &r.task.exec {
                         let v = v.clone();
                         self.complete_static(st, &mut statics, &r, v).await?;
@@ -564,7 +574,6 @@ where
         v: std::result::Result<Value, String>,
     ) -> Result<()> {
         let t = &r.task;
-        self.ensure_table(st, t).await?;
         let attempt = st.attempts(&t.id, r.iteration) + 1;
         b.push(Write::AttemptStart {
             node_id: t.id.clone(),
@@ -610,7 +619,6 @@ where
         r: Runnable,
     ) -> Result<()> {
         let t = r.task.clone();
-        self.ensure_table(st, &t).await?;
         let attempt = st.attempts(&t.id, r.iteration) + 1;
         let agent_name = match &t.exec {
             TaskExec::Agent(a) => Some(a.name().to_owned()),

@@ -111,6 +111,8 @@ struct Planner<'a> {
     loop_changes: Vec<LoopChange>,
     node_loop: HashMap<String, Option<String>>,
     seen: HashMap<String, String>,
+    /// Mounted tasks found running so far in the walk (a `Parallel` counts its subtree's).
+    running_seen: usize,
     error: Option<Error>,
 }
 
@@ -123,6 +125,7 @@ pub fn plan(tree: &Node, input: &PlanInput<'_>) -> Plan {
         loop_changes: Vec::new(),
         node_loop: HashMap::new(),
         seen: HashMap::new(),
+        running_seen: 0,
         error: None,
     };
     p.check_ids(tree);
@@ -253,6 +256,7 @@ impl<'a> Planner<'a> {
         self.node_loop.insert(t.id.clone(), lp.map(str::to_owned));
         let key_running = self.input.running.contains(&(t.id.clone(), it));
         if key_running {
+            self.running_seen += 1;
             return Status::Pending { active: true };
         }
         match self.state(&t.id, it).map(|s| s.status) {
@@ -301,28 +305,25 @@ impl<'a> Planner<'a> {
         it: u32,
         lp: Option<&str>,
     ) -> Status {
+        // The limit counts tasks of the whole subtree (a nested group's too), not children, and
+        // tasks already running anywhere in the group count before any new one starts.
         let limit = limit.unwrap_or(usize::MAX).max(1);
-        let mut active = 0usize;
+        let base = (
+            self.runnable.len(),
+            self.skipped.len(),
+            self.loop_changes.len(),
+        );
+        let running_before = self.running_seen;
+        // Per child: where its runnable, skipped and loop changes start.
+        let mut marks = Vec::with_capacity(children.len());
         let mut result = Status::Complete;
         for c in children {
-            // Walk tentatively: a child beyond the limit must not start anything.
-            let mark = (
+            marks.push((
                 self.runnable.len(),
                 self.skipped.len(),
                 self.loop_changes.len(),
-            );
+            ));
             let s = self.walk(c, it, lp);
-            let has_running =
-                s == Status::Pending { active: true } && self.runnable.len() == mark.0;
-            let starts = self.runnable.len() > mark.0;
-            if starts && active >= limit {
-                self.runnable.truncate(mark.0);
-                self.skipped.truncate(mark.1);
-                self.loop_changes.truncate(mark.2);
-            }
-            if has_running || starts {
-                active += 1;
-            }
             result = match (result, s) {
                 (Status::Failed, _) | (_, Status::Failed) => Status::Failed,
                 (Status::Pending { active: a }, Status::Pending { active: b }) => {
@@ -335,7 +336,43 @@ impl<'a> Planner<'a> {
                 (Status::Complete, Status::Complete) => Status::Complete,
             };
         }
+        self.trim_to_limit(limit, self.running_seen - running_before, base, &marks);
         result
+    }
+
+    /// Keeps the runnable tasks of a `Parallel`'s children, in tree order, while fewer than
+    /// `limit` tasks would run; a child left without room starts nothing and decides nothing.
+    fn trim_to_limit(
+        &mut self,
+        limit: usize,
+        running: usize,
+        base: (usize, usize, usize),
+        marks: &[(usize, usize, usize)],
+    ) {
+        let mut room = limit.saturating_sub(running);
+        let ends = marks.iter().skip(1).copied().chain([(
+            self.runnable.len(),
+            self.skipped.len(),
+            self.loop_changes.len(),
+        )]);
+        let (mut runnable, mut skipped, mut loop_changes) = (Vec::new(), Vec::new(), Vec::new());
+        for (&(r0, s0, l0), (r1, s1, l1)) in marks.iter().zip(ends) {
+            let new = r1 - r0;
+            if new > 0 && room == 0 {
+                continue;
+            }
+            let keep = new.min(room);
+            room -= keep;
+            runnable.extend_from_slice(&self.runnable[r0..r0 + keep]);
+            skipped.extend_from_slice(&self.skipped[s0..s1]);
+            loop_changes.extend_from_slice(&self.loop_changes[l0..l1]);
+        }
+        self.runnable.truncate(base.0);
+        self.runnable.extend(runnable);
+        self.skipped.truncate(base.1);
+        self.skipped.extend(skipped);
+        self.loop_changes.truncate(base.2);
+        self.loop_changes.extend(loop_changes);
     }
 
     /// Whether any task under `node` has state (or is running) in iteration `it`.

@@ -2,6 +2,7 @@
 //! hand-written `Output` type (the derive lives in the facade), and row queries.
 #![allow(dead_code, unreachable_pub)]
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -64,13 +65,80 @@ impl Harness {
     where
         I: Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
     {
+        self.engine_with(EngineOptions::default(), f)
+    }
+
+    /// An engine with these options, recording events into `self.events`.
+    pub fn engine_with<I>(
+        &self,
+        options: EngineOptions,
+        f: impl Fn(&Ctx<I>) -> Node + Send + Sync + 'static,
+    ) -> Engine<I>
+    where
+        I: Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+    {
         let events = self.events.clone();
         Engine::new(self.store.clone(), f).with_options(EngineOptions {
             on_event: Some(Arc::new(move |e: &Event| {
                 events.lock().unwrap().push(e.clone())
             })),
-            ..EngineOptions::default()
+            ..options
         })
+    }
+
+    /// A second store on the same database file, as a new process would open it.
+    pub fn reopen(&self) -> Arc<dyn Store> {
+        Arc::new(SqliteStore::open(&self.db, Durability::Normal).unwrap())
+    }
+
+    /// Node events only (`node_started:a@0`...), from the database.
+    pub fn node_log(&self, run_id: &str) -> Vec<String> {
+        self.event_log(run_id)
+            .into_iter()
+            .filter(|e| e.starts_with("node_"))
+            .collect()
+    }
+
+    /// `(iteration, attempt, status, error)` of every attempt of a node, in order.
+    pub fn attempts(&self, run_id: &str, node: &str) -> Vec<(u32, u32, String, Option<String>)> {
+        let c = self.conn();
+        let mut st = c
+            .prepare("SELECT iteration, attempt, status, error FROM _smithers_attempts WHERE run_id = ?1 AND node_id = ?2 ORDER BY rowid")
+            .unwrap();
+        st.query_map([run_id, node], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    }
+
+    /// Event payloads of one kind, as JSON.
+    pub fn event_payloads(&self, run_id: &str, kind: &str) -> Vec<serde_json::Value> {
+        let c = self.conn();
+        let mut st = c
+            .prepare(
+                "SELECT payload FROM _smithers_events WHERE run_id = ?1 AND kind = ?2 ORDER BY seq",
+            )
+            .unwrap();
+        st.query_map([run_id, kind], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(|s| serde_json::from_str(&s.unwrap()).unwrap())
+            .collect()
+    }
+
+    /// A key of the `state` table.
+    pub fn state(&self, key: &str) -> Option<String> {
+        self.conn()
+            .query_row("SELECT value FROM state WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .ok()
+    }
+
+    /// A single integer from a query.
+    pub fn count(&self, sql: &str) -> i64 {
+        self.conn().query_row(sql, [], |r| r.get(0)).unwrap()
     }
 
     /// Opens a plain connection for assertions on persisted rows.
@@ -141,5 +209,68 @@ impl Harness {
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .unwrap();
         assert_eq!(s, "ok");
+    }
+}
+
+/// Counts tasks inside a section at once and remembers the highest count.
+#[derive(Clone, Default)]
+pub struct HighWater {
+    now: Arc<AtomicUsize>,
+    max: Arc<AtomicUsize>,
+}
+
+impl HighWater {
+    /// Enters the section until the guard drops.
+    pub fn enter(&self) -> HighWaterGuard {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(n, Ordering::SeqCst);
+        HighWaterGuard(self.now.clone())
+    }
+
+    /// The highest number of tasks seen inside at once.
+    pub fn max(&self) -> usize {
+        self.max.load(Ordering::SeqCst)
+    }
+}
+
+/// Leaves a [`HighWater`] section on drop.
+pub struct HighWaterGuard(Arc<AtomicUsize>);
+
+impl Drop for HighWaterGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The most attempts in flight at once according to a node event log.
+pub fn max_in_flight(log: &[String]) -> usize {
+    let (mut now, mut max) = (0usize, 0usize);
+    for e in log {
+        if e.starts_with("node_started:") {
+            now += 1;
+            max = max.max(now);
+        } else if e.starts_with("node_finished:")
+            || e.starts_with("node_failed:")
+            || e.starts_with("node_retrying:")
+        {
+            now = now.saturating_sub(1);
+        }
+    }
+    max
+}
+
+/// Counts executions of a task body.
+#[derive(Clone, Default)]
+pub struct Counter(Arc<AtomicUsize>);
+
+impl Counter {
+    /// Adds one and returns the new count.
+    pub fn hit(&self) -> usize {
+        self.0.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// The count.
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
     }
 }

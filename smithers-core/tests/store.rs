@@ -1,0 +1,179 @@
+//! What the store keeps about a run: supervisor keys, events identical to the ones delivered to
+//! `on_event`, frames, and `ctx.state()` writes.
+mod common;
+use std::time::Duration;
+
+use common::*;
+use smithers_core::engine::EngineOptions;
+use smithers_core::events::EventKind;
+use smithers_core::node::{Parallel, Task, Workflow};
+use smithers_core::store::RunStatus;
+use smithers_core::Ctx;
+
+#[tokio::test]
+async fn supervisor_keys_are_written_by_the_engine() {
+    let h = Harness::new();
+    let engine = h.engine_with(
+        EngineOptions {
+            heartbeat: Duration::from_millis(20),
+            ..EngineOptions::default()
+        },
+        |_ctx: &Ctx<()>| {
+            Workflow::new()
+                .child(
+                    Task::<Num>::new()
+                        .id("slow")
+                        .run(|_t| async {
+                            tokio::time::sleep(Duration::from_millis(120)).await;
+                            Ok::<_, String>(num(1))
+                        })
+                        .build(),
+                )
+                .child(Task::<Num>::new().id("b").value(num(2)).build())
+                .build()
+        },
+    );
+    let report = engine.run(()).await.unwrap();
+    assert_eq!(report.status, RunStatus::Finished, "{report:?}");
+    assert_eq!(h.state("supervisor.status").as_deref(), Some("done"));
+    assert_eq!(
+        h.state("supervisor.summary").as_deref(),
+        Some("Run finished: 2 node(s)")
+    );
+    let beat = h.state("supervisor.heartbeat").expect("a heartbeat");
+    assert!(beat.ends_with('Z') && beat.contains('T'), "{beat}");
+    assert_eq!(h.state("supervisor.last_error"), None);
+
+    let failing = h.engine(|_ctx: &Ctx<()>| {
+        Workflow::new()
+            .child(
+                Task::<Num>::new()
+                    .id("bad")
+                    .run(|_t| async { Err::<Num, _>("disk full".to_owned()) })
+                    .build(),
+            )
+            .build()
+    });
+    let report = failing.run(()).await.unwrap();
+    assert_eq!(report.status, RunStatus::Failed);
+    assert_eq!(h.state("supervisor.status").as_deref(), Some("error"));
+    let expected = "node `bad` failed after 1 attempt(s): disk full";
+    assert_eq!(h.state("supervisor.last_error").as_deref(), Some(expected));
+    assert_eq!(
+        h.state("supervisor.summary"),
+        Some(format!("Run failed: {expected}"))
+    );
+}
+
+#[tokio::test]
+async fn events_delivered_to_on_event_match_the_persisted_events() {
+    let h = Harness::new();
+    let engine = h.engine(|ctx: &Ctx<()>| {
+        let extra = ctx
+            .output_maybe::<Num>("a")
+            .map(|a| Task::<Num>::new().id("c").value(num(a.n + 1)).build());
+        Workflow::new()
+            .child(
+                Parallel::new()
+                    .child(
+                        Task::<Num>::new()
+                            .id("a")
+                            .run(|_t| async { Ok::<_, String>(num(1)) })
+                            .build(),
+                    )
+                    .child(
+                        Task::<Num>::new()
+                            .id("b")
+                            .retries(1)
+                            .run(|t| async move {
+                                if t.attempt() == 1 {
+                                    Err("again".to_owned())
+                                } else {
+                                    Ok(num(2))
+                                }
+                            })
+                            .build(),
+                    )
+                    .child(extra)
+                    .child(
+                        Task::<Num>::new()
+                            .id("s")
+                            .skip_if(true)
+                            .value(num(0))
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+    });
+    let report = engine.run(()).await.unwrap();
+    assert_eq!(report.status, RunStatus::Finished, "{report:?}");
+    let persisted: Vec<_> = h
+        .store
+        .events(&report.run_id, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event)
+        .collect();
+    let delivered: Vec<_> = h
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| !matches!(e.kind, EventKind::NodeOutput { .. }))
+        .cloned()
+        .collect();
+    assert_eq!(delivered, persisted);
+    let kinds: Vec<&str> = persisted.iter().map(|e| e.kind.name()).collect();
+    assert_eq!(kinds.first(), Some(&"run_started"));
+    assert_eq!(kinds.last(), Some(&"run_finished"));
+    for k in [
+        "frame_rendered",
+        "node_retrying",
+        "node_skipped",
+        "node_finished",
+    ] {
+        assert!(kinds.contains(&k), "{kinds:?}");
+    }
+    // Sequence numbers are strictly increasing.
+    let seqs: Vec<i64> = h
+        .store
+        .events(&report.run_id, 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+}
+
+#[tokio::test]
+async fn state_written_while_rendering_is_persisted_and_visible_next_render() {
+    let h = Harness::new();
+    let engine = h.engine(|ctx: &Ctx<()>| {
+        let seen = ctx.state().get("greeting").map(str::to_owned);
+        ctx.state().set("greeting", "hello");
+        Workflow::new()
+            .child(Task::<Num>::new().id("a").value(num(1)).build())
+            .child(
+                Task::<Num>::new()
+                    .id("b")
+                    .value(Num { n: 2, note: seen })
+                    .build(),
+            )
+            .build()
+    });
+    let report = engine.run(()).await.unwrap();
+    assert_eq!(report.status, RunStatus::Finished, "{report:?}");
+    assert_eq!(h.state("greeting").as_deref(), Some("hello"));
+    let note: Option<String> = h
+        .conn()
+        .query_row(
+            "SELECT note FROM num WHERE run_id = ?1 AND node_id = 'b'",
+            [&report.run_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(note.as_deref(), Some("hello"));
+}
