@@ -58,10 +58,16 @@ fn stats_id(ext: &str) -> String {
 fn workflow(ctx: &Ctx<Input>) -> Node {
     let input = ctx.input();
     let root = PathBuf::from(&input.root);
-    let stats: Vec<FileStats> =
-        input.extensions.iter().filter_map(|e| ctx.output_maybe::<FileStats>(stats_id(e))).collect();
+    let stats: Vec<FileStats> = input
+        .extensions
+        .iter()
+        .filter_map(|e| ctx.output_maybe::<FileStats>(stats_id(e)))
+        .collect();
     let all_measured = stats.len() == input.extensions.len();
-    let biggest = stats.iter().max_by_key(|s| s.bytes).map(|s| Biggest { extension: s.extension.clone(), bytes: s.bytes });
+    let biggest = stats.iter().max_by_key(|s| s.bytes).map(|s| Biggest {
+        extension: s.extension.clone(),
+        bytes: s.bytes,
+    });
 
     workflow! {
         <Workflow name="file-stats">
@@ -78,7 +84,9 @@ fn workflow(ctx: &Ctx<Input>) -> Node {
 }
 
 fn visit(dir: &Path, f: &mut dyn FnMut(&Path)) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let p = e.path();
         let name = e.file_name();

@@ -83,7 +83,10 @@ fn quickstart(ctx: &Ctx<Input>) -> Node {
         files.len(),
         lines.as_ref().map_or(0, |l| l.total),
         lines.as_ref().map_or(0, |l| l.longest_lines),
-        lines.as_ref().and_then(|l| l.longest.clone()).unwrap_or_default(),
+        lines
+            .as_ref()
+            .and_then(|l| l.longest.clone())
+            .unwrap_or_default(),
         tests.as_ref().map_or(0, |t| t.test_functions),
         tests.as_ref().map_or(0, |t| t.test_files),
     );
@@ -113,7 +116,10 @@ fn scan_task(root: PathBuf) -> impl Fn(TaskCtx) -> futures_like::Ready<Scan> + S
     }
 }
 
-fn lines_task(root: PathBuf, files: Vec<String>) -> impl Fn(TaskCtx) -> futures_like::Ready<Lines> + Send + Sync {
+fn lines_task(
+    root: PathBuf,
+    files: Vec<String>,
+) -> impl Fn(TaskCtx) -> futures_like::Ready<Lines> + Send + Sync {
     move |_t| {
         let mut total = 0;
         let mut longest = (None, 0);
@@ -124,11 +130,18 @@ fn lines_task(root: PathBuf, files: Vec<String>) -> impl Fn(TaskCtx) -> futures_
                 longest = (Some(f.clone()), n);
             }
         }
-        futures_like::ready(Ok(Lines { total, longest: longest.0, longest_lines: longest.1 }))
+        futures_like::ready(Ok(Lines {
+            total,
+            longest: longest.0,
+            longest_lines: longest.1,
+        }))
     }
 }
 
-fn markers_task(root: PathBuf, files: Vec<String>) -> impl Fn(TaskCtx) -> futures_like::Ready<Markers> + Send + Sync {
+fn markers_task(
+    root: PathBuf,
+    files: Vec<String>,
+) -> impl Fn(TaskCtx) -> futures_like::Ready<Markers> + Send + Sync {
     move |_t| {
         let (todo, fixme) = (concat!("TO", "DO"), concat!("FIX", "ME"));
         let places: Vec<String> = files
@@ -142,15 +155,25 @@ fn markers_task(root: PathBuf, files: Vec<String>) -> impl Fn(TaskCtx) -> future
                     .collect::<Vec<_>>()
             })
             .collect();
-        futures_like::ready(Ok(Markers { count: places.len() as i64, places }))
+        futures_like::ready(Ok(Markers {
+            count: places.len() as i64,
+            places,
+        }))
     }
 }
 
-fn tests_task(root: PathBuf, files: Vec<String>) -> impl Fn(TaskCtx) -> futures_like::Ready<TestShare> + Send + Sync {
+fn tests_task(
+    root: PathBuf,
+    files: Vec<String>,
+) -> impl Fn(TaskCtx) -> futures_like::Ready<TestShare> + Send + Sync {
     move |_t| {
-        let mut share = TestShare { test_files: 0, test_functions: 0 };
+        let mut share = TestShare {
+            test_files: 0,
+            test_functions: 0,
+        };
         for f in &files {
-            let n = read(&root, f).matches("#[test]").count() + read(&root, f).matches("#[tokio::test]").count();
+            let n = read(&root, f).matches("#[test]").count()
+                + read(&root, f).matches("#[tokio::test]").count();
             if n > 0 {
                 share.test_files += 1;
                 share.test_functions += n as i64;
@@ -160,9 +183,15 @@ fn tests_task(root: PathBuf, files: Vec<String>) -> impl Fn(TaskCtx) -> futures_
     }
 }
 
-fn report_task(root: PathBuf, summary: String, markers: Option<Vec<String>>) -> impl Fn(TaskCtx) -> futures_like::Ready<Report> + Send + Sync {
+fn report_task(
+    root: PathBuf,
+    summary: String,
+    markers: Option<Vec<String>>,
+) -> impl Fn(TaskCtx) -> futures_like::Ready<Report> + Send + Sync {
     move |t| {
-        let path = root.join(".smithers").join(format!("report-{}.md", t.run_id()));
+        let path = root
+            .join(".smithers")
+            .join(format!("report-{}.md", t.run_id()));
         let mut text = format!("# Repository report\n\n{summary}\n");
         match &markers {
             Some(places) => {
@@ -175,14 +204,19 @@ fn report_task(root: PathBuf, summary: String, markers: Option<Vec<String>>) -> 
         }
         let result = std::fs::create_dir_all(path.parent().unwrap_or(&root))
             .and_then(|()| std::fs::write(&path, text))
-            .map(|()| Report { path: path.display().to_string(), headline: summary.clone() })
+            .map(|()| Report {
+                path: path.display().to_string(),
+                headline: summary.clone(),
+            })
             .map_err(|e| TaskError::retryable(format!("cannot write {}: {e}", path.display())));
         futures_like::ready(result)
     }
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let p = e.path();
         let name = e.file_name();

@@ -174,11 +174,18 @@ impl<'a> Planner<'a> {
     /// Every mounted task and loop id must be valid and unique (ids are unique per frame).
     fn check_ids(&mut self, node: &Node) {
         let (id, what) = match &node.kind {
-            NodeKind::Task(t) => (Some(t.id.as_str()), format!("a <Task output={}>", t.output.short_name())),
+            NodeKind::Task(t) => (
+                Some(t.id.as_str()),
+                format!("a <Task output={}>", t.output.short_name()),
+            ),
             NodeKind::Ralph(r) => (Some(r.id.as_str()), "a <Ralph> loop".to_owned()),
             NodeKind::Branch(b) => {
                 // Ids are unique per frame: only the mounted arm of a branch counts.
-                let chosen = if b.cond { node.children.first() } else { node.children.get(1) };
+                let chosen = if b.cond {
+                    node.children.first()
+                } else {
+                    node.children.get(1)
+                };
                 if let Some(c) = chosen {
                     self.check_ids(c);
                 }

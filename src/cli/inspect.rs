@@ -115,10 +115,7 @@ pub async fn runs(store: &dyn Store, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&runs)?);
         return Ok(());
     }
-    println!(
-        "{:<34} {:<20} {:<17} {}",
-        "RUN", "WORKFLOW", "STATUS", "CREATED"
-    );
+    println!("{:<34} {:<20} {:<17} CREATED", "RUN", "WORKFLOW", "STATUS");
     for r in runs {
         println!(
             "{:<34} {:<20} {:<17} {}",
