@@ -496,7 +496,14 @@ where
             }
 
             // 6. Wait for the next attempt to end (or a tick, or cancellation).
+            // Cancellation wins over an attempt that ended because of it: such an attempt is
+            // recorded as cancelled (its node pending), never as a failure.
             tokio::select! {
+                biased;
+                _ = self.options.cancel.cancelled() => {
+                    self.cancel_all(st, &mut join).await;
+                    return self.finish(st, RunStatus::Cancelled, None).await;
+                }
                 Some(done) = join.join_next() => {
                     match done {
                         Ok(res) => self.complete(st, res).await?,
@@ -513,10 +520,6 @@ where
                     let mut b = WriteBatch::new(&st.run_id);
                     b.push(Write::State { key: "supervisor.heartbeat".into(), value: crate::time::now_rfc3339() });
                     self.commit(b).await?;
-                }
-                _ = self.options.cancel.cancelled() => {
-                    self.cancel_all(st, &mut join).await;
-                    return self.finish(st, RunStatus::Cancelled, None).await;
                 }
             }
         }
@@ -717,6 +720,10 @@ where
 
     /// Persists the end of an attempt: output + node + attempt + events in one transaction.
     async fn complete(&self, st: &mut RunState, res: AttemptResult) -> Result<()> {
+        if self.options.cancel.is_cancelled() && res.outcome.is_err() {
+            // Ended because the run is being cancelled: `cancel_all` records it as cancelled.
+            return Ok(());
+        }
         let Some(running) = st.running.remove(&res.key) else {
             return Ok(());
         };
