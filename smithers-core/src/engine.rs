@@ -475,7 +475,14 @@ where
             }
 
             // 6. Wait for the next attempt to end (or a tick, or cancellation).
+            // Cancellation is checked first: a cancelled run's attempts also end (with a
+            // "cancelled" error), and that must not be recorded as the node failing.
             tokio::select! {
+                biased;
+                _ = self.options.cancel.cancelled() => {
+                    self.cancel_all(st, &mut join).await;
+                    return self.finish(st, RunStatus::Cancelled, None).await;
+                }
                 Some(done) = join.join_next() => {
                     match done {
                         Ok(res) => self.complete(st, res).await?,
@@ -492,10 +499,6 @@ where
                     let mut b = WriteBatch::new(&st.run_id);
                     b.push(Write::State { key: "supervisor.heartbeat".into(), value: crate::time::now_rfc3339() });
                     self.commit(b).await?;
-                }
-                _ = self.options.cancel.cancelled() => {
-                    self.cancel_all(st, &mut join).await;
-                    return self.finish(st, RunStatus::Cancelled, None).await;
                 }
             }
         }
