@@ -12,12 +12,17 @@
 // `AgentError` is the `Agent` trait's error type, returned by value throughout.
 #![allow(clippy::result_large_err)]
 
+mod anthropic;
 mod claude;
 mod codex;
 mod gemini;
+mod http;
+mod openai;
 mod process;
 mod stream;
 
+pub use anthropic::AnthropicAgent;
 pub use claude::{ClaudeCodeAgent, ClaudePermissionMode};
 pub use codex::{CodexAgent, CodexSandbox};
 pub use gemini::{GeminiAgent, GeminiApprovalMode};
+pub use openai::{OpenAiAgent, OpenAiApi};
