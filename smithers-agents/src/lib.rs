@@ -19,6 +19,7 @@ mod gemini;
 mod http;
 mod openai;
 mod process;
+mod scripted;
 mod stream;
 
 pub use anthropic::AnthropicAgent;
@@ -26,3 +27,4 @@ pub use claude::{ClaudeCodeAgent, ClaudePermissionMode};
 pub use codex::{CodexAgent, CodexSandbox};
 pub use gemini::{GeminiAgent, GeminiApprovalMode};
 pub use openai::{OpenAiAgent, OpenAiApi};
+pub use scripted::ScriptedAgent;
