@@ -381,3 +381,53 @@ fn no_result_error(run: &CliRun, stream: &ClaudeStream) -> TaskError {
         TaskError::retryable(message)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_results_are_classified() {
+        let check = |text: &str, subtype: &str, status: Option<u16>, retryable: bool| {
+            let e = result_error(text, subtype, status);
+            assert_eq!(
+                e.retryable, retryable,
+                "{text} / {subtype} / {status:?}: {}",
+                e.message
+            );
+        };
+        check("API Error: 500 boom", "success", Some(500), true);
+        check("API Error: 529 overloaded", "success", None, true);
+        check("API Error: 429 rate limited", "success", Some(429), true);
+        check("Request timed out", "success", None, true);
+        check(
+            "Not logged in \u{b7} Please run /login",
+            "success",
+            None,
+            false,
+        );
+        check(
+            "API Error: 401 invalid x-api-key",
+            "success",
+            Some(401),
+            false,
+        );
+        check(
+            "API Error: 400 prompt is too long",
+            "success",
+            Some(400),
+            false,
+        );
+        check("", "error_max_turns", None, false);
+        check("", "error_during_execution", None, true);
+    }
+
+    #[test]
+    fn native_schema_only_for_object_schemas() {
+        assert!(wants_native_schema(
+            &serde_json::json!({"type": "object", "properties": {}})
+        ));
+        assert!(!wants_native_schema(&serde_json::json!({"type": "string"})));
+        assert!(!wants_native_schema(&Value::Null));
+    }
+}

@@ -190,7 +190,9 @@ impl Agent for CodexAgent {
         };
         let run = process::run(command, &request).await?;
         drop(schema_file);
-        parse_run(&run, self.native_schema)
+        let mut response = parse_run(&run, self.native_schema)?;
+        response.model = self.model.clone();
+        Ok(response)
     }
 
     fn cwd(&self) -> Option<PathBuf> {
@@ -348,5 +350,39 @@ fn no_turn_error(run: &CliRun, stream: &CodexStream) -> TaskError {
         TaskError::terminal(message)
     } else {
         TaskError::retryable(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turn_failures_are_classified() {
+        let check = |message: &str, retryable: bool, needle: &str| {
+            let e = turn_failed_error(message);
+            assert_eq!(e.retryable, retryable, "{message}");
+            assert!(e.message.contains(needle), "{} lacks {needle}", e.message);
+        };
+        check(
+            "Missing environment variable: `OPENAI_API_KEY`.",
+            false,
+            "`OPENAI_API_KEY`",
+        );
+        check(
+            "unexpected status 401 Unauthorized: invalid key",
+            false,
+            "codex login",
+        );
+        check(
+            "We\u{2019}re currently experiencing high demand, which may cause temporary errors.",
+            true,
+            "HTTP 5xx",
+        );
+        check(
+            "stream disconnected before completion: idle timeout waiting for SSE",
+            true,
+            "idle timeout",
+        );
     }
 }
