@@ -163,3 +163,18 @@ async fn stall_past_timeout_is_killed_and_retryable() {
         e.error.message
     );
 }
+
+#[tokio::test]
+async fn non_json_reply_is_returned_as_text() {
+    let r = ok(&agent("not-json")).await;
+    assert_eq!(r.text, "I could not review the change: the diff is empty.");
+    assert_eq!(r.json, None);
+}
+
+#[tokio::test]
+async fn prose_around_json_yields_the_last_object() {
+    let r = ok(&agent("prose")).await;
+    assert_eq!(r.json, None, "the text is not a bare JSON object");
+    let found = smithers_core::prompt::extract_json(&r.text);
+    assert_eq!(found, Some(json!({"summary": "ok", "severity": "low"})));
+}

@@ -149,3 +149,20 @@ async fn stall_past_idle_timeout_is_killed_and_retryable() {
         e.error.message
     );
 }
+
+#[tokio::test]
+async fn non_json_reply_is_returned_as_text() {
+    let r = ok(&agent("not-json")).await;
+    assert_eq!(r.text, "I could not review the change: the diff is empty.");
+    assert_eq!(extract_json(&r.text), None);
+}
+
+#[tokio::test]
+async fn prose_around_json_yields_the_last_object() {
+    let r = ok(&agent("prose")).await;
+    assert!(r.text.starts_with("I checked the diff."), "{}", r.text);
+    assert_eq!(
+        extract_json(&r.text),
+        Some(json!({"summary": "ok", "severity": "low"}))
+    );
+}
