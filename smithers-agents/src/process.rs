@@ -344,7 +344,7 @@ pub(crate) async fn run(
                 drain_deadline = Some(Instant::now() + DRAIN_GRACE);
             },
             _ = sleep_until(drain_deadline.unwrap_or(far)), if drain_deadline.is_some() => break Ending::Exited,
-            _ = sleep_until(deadline.map_or(far, |d| d.0)), if deadline.is_some() => {
+            _ = sleep_until(deadline.map_or(far, |d| d.0)), if deadline.is_some() && status.is_none() => {
                 break Ending::TimedOut(deadline.map_or(Duration::ZERO, |d| d.1));
             },
             _ = sleep_until(idle_at), if idle.is_some() && status.is_none() => {
