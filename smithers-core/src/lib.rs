@@ -9,6 +9,7 @@ pub mod ctx;
 pub mod error;
 pub mod node;
 pub mod output;
+pub mod prompt;
 pub mod reference;
 pub mod task_ctx;
 

@@ -1,0 +1,184 @@
+//! [`AnthropicAgent`]: the Anthropic Messages API over HTTP.
+
+use reqwest::header::{HeaderMap, HeaderValue};
+use serde_json::{json, Value};
+use smithers_core::{Agent, AgentError, AgentRequest, AgentResponse, Usage};
+
+use crate::http::{self, http_builder_methods, HttpOptions};
+use crate::stream::{str_of, u64_of};
+
+/// The name of the tool that carries structured output (the name Claude Code uses too).
+const OUTPUT_TOOL: &str = "StructuredOutput";
+
+/// Calls the Anthropic Messages API (`POST {base}/v1/messages`).
+///
+/// The API key comes from `ANTHROPIC_API_KEY` (or [`api_key`](Self::api_key)); the base URL from
+/// [`base_url`](Self::base_url), else `ANTHROPIC_BASE_URL`, else `https://api.anthropic.com`.
+/// With [`native_schema`](Self::native_schema) (the default) the output schema is offered as a
+/// forced tool, and its input is the response's `json`.
+///
+/// ```no_run
+/// use smithers_agents::AnthropicAgent;
+/// let agent = AnthropicAgent::new("claude-sonnet-4-5").max_tokens(4096).system_prompt("Be terse.");
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct AnthropicAgent {
+    model: String,
+    system_prompt: Option<String>,
+    max_tokens: u32,
+    temperature: Option<f64>,
+    native_schema: bool,
+    http: HttpOptions,
+}
+
+impl AnthropicAgent {
+    /// An agent for `model`, with the API key from `ANTHROPIC_API_KEY`.
+    pub fn new(model: impl Into<String>) -> Self {
+        AnthropicAgent {
+            model: model.into(),
+            system_prompt: None,
+            max_tokens: 8192,
+            temperature: None,
+            native_schema: true,
+            http: HttpOptions::new("ANTHROPIC_API_KEY"),
+        }
+    }
+
+    /// The system prompt.
+    pub fn system_prompt(mut self, prompt: impl Into<String>) -> Self {
+        self.system_prompt = Some(prompt.into());
+        self
+    }
+
+    /// `max_tokens` of the reply (default 8192).
+    pub fn max_tokens(mut self, tokens: u32) -> Self {
+        self.max_tokens = tokens;
+        self
+    }
+
+    /// Sampling temperature.
+    pub fn temperature(mut self, temperature: f64) -> Self {
+        self.temperature = Some(temperature);
+        self
+    }
+
+    /// Whether to force a `StructuredOutput` tool whose input schema is the output schema
+    /// (default true). Smithers validates the result either way.
+    pub fn native_schema(mut self, enabled: bool) -> Self {
+        self.native_schema = enabled;
+        self
+    }
+
+    http_builder_methods!("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL");
+
+    fn body(&self, request: &AgentRequest) -> Value {
+        let mut body = json!({
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "messages": [{"role": "user", "content": request.prompt}],
+        });
+        if let Some(system) = &self.system_prompt {
+            body["system"] = json!(system);
+        }
+        if let Some(t) = self.temperature {
+            body["temperature"] = json!(t);
+        }
+        if self.native_schema && crate::claude::wants_native_schema(&request.output_schema) {
+            let mut schema = request.output_schema.clone();
+            if let Some(map) = schema.as_object_mut() {
+                map.remove("$schema");
+            }
+            body["tools"] = json!([{
+                "name": OUTPUT_TOOL,
+                "description": "Return the final answer as structured output matching the schema.",
+                "input_schema": schema,
+            }]);
+            body["tool_choice"] = json!({"type": "tool", "name": OUTPUT_TOOL});
+        }
+        body
+    }
+}
+
+#[async_trait::async_trait]
+impl Agent for AnthropicAgent {
+    fn name(&self) -> &str {
+        "anthropic"
+    }
+
+    fn signature(&self) -> String {
+        format!(
+            "anthropic model={} max_tokens={} temperature={:?} system={:?} native_schema={}",
+            self.model, self.max_tokens, self.temperature, self.system_prompt, self.native_schema
+        )
+    }
+
+    async fn generate(&self, request: AgentRequest) -> Result<AgentResponse, AgentError> {
+        let key = self.http.api_key("Anthropic")?;
+        let mut headers = HeaderMap::new();
+        headers.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+        if let Some(key) = key {
+            let value = HeaderValue::from_str(&key).map_err(|_| {
+                AgentError::terminal(format!(
+                    "{} holds characters not allowed in a header",
+                    self.http.api_key_env
+                ))
+            })?;
+            headers.insert("x-api-key", value);
+        }
+        let url = format!(
+            "{}/v1/messages",
+            self.http
+                .base_url("ANTHROPIC_BASE_URL", "https://api.anthropic.com")
+        );
+        let reply = http::post_json(
+            "Anthropic",
+            &self.http,
+            &url,
+            headers,
+            &self.body(&request),
+            &request,
+        )
+        .await?;
+        let response = parse_reply(&reply);
+        if !response.text.is_empty() {
+            request.progress.line("text", &response.text);
+        }
+        Ok(response)
+    }
+}
+
+/// Text, tool input and usage of a Messages API reply.
+fn parse_reply(reply: &Value) -> AgentResponse {
+    let mut text = Vec::new();
+    let mut json = None;
+    for block in reply["content"].as_array().into_iter().flatten() {
+        match str_of(block, "type") {
+            Some("text") => text.extend(str_of(block, "text").map(str::to_owned)),
+            Some("tool_use") if str_of(block, "name") == Some(OUTPUT_TOOL) => {
+                json = block.get("input").cloned()
+            }
+            _ => {}
+        }
+    }
+    let mut text = text.join("\n");
+    if let (true, Some(json)) = (text.trim().is_empty(), &json) {
+        text = json.to_string();
+    }
+    let u = &reply["usage"];
+    AgentResponse {
+        text,
+        json,
+        usage: Usage {
+            input_tokens: u64_of(u, "input_tokens"),
+            output_tokens: u64_of(u, "output_tokens"),
+            cache_read_tokens: u64_of(u, "cache_read_input_tokens"),
+            cache_write_tokens: u64_of(u, "cache_creation_input_tokens"),
+            cost_usd: None,
+        },
+        session_id: str_of(reply, "id").map(str::to_owned),
+        exit_code: None,
+        transcript: Some(format!("{reply}\n")),
+        model: str_of(reply, "model").map(str::to_owned),
+    }
+}

@@ -1,0 +1,433 @@
+//! [`ClaudeCodeAgent`]: the Claude Code CLI, `claude -p <prompt> --output-format stream-json --verbose`.
+//!
+//! The last `result` event carries the final text, usage, cost and session id. Claude reports
+//! errors there too, with `subtype: "success"` but `is_error: true`; those become agent errors.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use serde_json::Value;
+use smithers_core::{Agent, AgentError, AgentRequest, AgentResponse, TaskError, Usage};
+
+use crate::process::{self, cli_builder_methods, CliCommand, CliOptions, CliRun};
+use crate::stream::{
+    http_status_in, looks_like_auth_error, parse_line, status_is_retryable, str_of, truncate,
+    u64_of,
+};
+
+/// Claude Code's `--permission-mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClaudePermissionMode {
+    /// Ask before anything that is not read-only (in `-p` mode: refuse).
+    Default,
+    /// Edit files without asking.
+    AcceptEdits,
+    /// Plan only; no edits.
+    Plan,
+    /// Never ask and refuse what is not pre-approved.
+    DontAsk,
+    /// Skip every permission check. Claude refuses this as root unless `IS_SANDBOX=1` is set.
+    BypassPermissions,
+}
+
+impl ClaudePermissionMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            ClaudePermissionMode::Default => "default",
+            ClaudePermissionMode::AcceptEdits => "acceptEdits",
+            ClaudePermissionMode::Plan => "plan",
+            ClaudePermissionMode::DontAsk => "dontAsk",
+            ClaudePermissionMode::BypassPermissions => "bypassPermissions",
+        }
+    }
+}
+
+/// Runs the Claude Code CLI (`claude`) in print mode with the `stream-json` output format.
+///
+/// ```no_run
+/// use smithers_agents::{ClaudeCodeAgent, ClaudePermissionMode};
+/// let agent = ClaudeCodeAgent::new()
+///     .model("claude-sonnet-4-5")
+///     .permission_mode(ClaudePermissionMode::AcceptEdits)
+///     .allowed_tools(["Read", "Edit", "Bash(cargo test:*)"])
+///     .cwd("/path/to/repo");
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct ClaudeCodeAgent {
+    cli: CliOptions,
+    model: Option<String>,
+    system_prompt: Option<String>,
+    append_system_prompt: Option<String>,
+    permission_mode: Option<ClaudePermissionMode>,
+    allowed_tools: Vec<String>,
+    disallowed_tools: Vec<String>,
+    max_turns: Option<u32>,
+    native_schema: bool,
+}
+
+impl Default for ClaudeCodeAgent {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ClaudeCodeAgent {
+    /// An agent running `claude` from `PATH` with its default model and settings.
+    pub fn new() -> Self {
+        ClaudeCodeAgent {
+            cli: CliOptions::new("claude"),
+            model: None,
+            system_prompt: None,
+            append_system_prompt: None,
+            permission_mode: None,
+            allowed_tools: Vec::new(),
+            disallowed_tools: Vec::new(),
+            max_turns: None,
+            native_schema: true,
+        }
+    }
+
+    cli_builder_methods!("claude");
+
+    /// The model (`--model`): an alias such as `sonnet` or a full model name.
+    pub fn model(mut self, model: impl Into<String>) -> Self {
+        self.model = Some(model.into());
+        self
+    }
+
+    /// Replaces Claude Code's system prompt (`--system-prompt`).
+    pub fn system_prompt(mut self, prompt: impl Into<String>) -> Self {
+        self.system_prompt = Some(prompt.into());
+        self
+    }
+
+    /// Appends to Claude Code's system prompt (`--append-system-prompt`).
+    pub fn append_system_prompt(mut self, prompt: impl Into<String>) -> Self {
+        self.append_system_prompt = Some(prompt.into());
+        self
+    }
+
+    /// The permission mode (`--permission-mode`).
+    pub fn permission_mode(mut self, mode: ClaudePermissionMode) -> Self {
+        self.permission_mode = Some(mode);
+        self
+    }
+
+    /// Tools allowed without asking (`--allowedTools`), e.g. `Read`, `Edit`, `Bash(git diff:*)`.
+    pub fn allowed_tools<I, S>(mut self, tools: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.allowed_tools.extend(tools.into_iter().map(Into::into));
+        self
+    }
+
+    /// Tools that may not be used (`--disallowedTools`).
+    pub fn disallowed_tools<I, S>(mut self, tools: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.disallowed_tools
+            .extend(tools.into_iter().map(Into::into));
+        self
+    }
+
+    /// Limit on agentic turns (`--max-turns`).
+    pub fn max_turns(mut self, turns: u32) -> Self {
+        self.max_turns = Some(turns);
+        self
+    }
+
+    /// Whether to pass the output schema as `--json-schema` (default true): Claude then returns
+    /// `structured_output`, which smithers still validates.
+    pub fn native_schema(mut self, enabled: bool) -> Self {
+        self.native_schema = enabled;
+        self
+    }
+
+    /// Every argument except the prompt and the schema: also the cache signature.
+    fn base_args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = ["--output-format", "stream-json", "--verbose"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        let mut push = |flag: &str, value: &str| {
+            args.push(flag.into());
+            args.push(value.into());
+        };
+        if let Some(model) = &self.model {
+            push("--model", model);
+        }
+        if let Some(p) = &self.system_prompt {
+            push("--system-prompt", p);
+        }
+        if let Some(p) = &self.append_system_prompt {
+            push("--append-system-prompt", p);
+        }
+        if let Some(mode) = self.permission_mode {
+            push("--permission-mode", mode.as_str());
+        }
+        if !self.allowed_tools.is_empty() {
+            push("--allowedTools", &self.allowed_tools.join(","));
+        }
+        if !self.disallowed_tools.is_empty() {
+            push("--disallowedTools", &self.disallowed_tools.join(","));
+        }
+        if let Some(turns) = self.max_turns {
+            push("--max-turns", &turns.to_string());
+        }
+        args.extend(self.cli.extra_args.iter().cloned());
+        args
+    }
+}
+
+#[async_trait::async_trait]
+impl Agent for ClaudeCodeAgent {
+    fn name(&self) -> &str {
+        "claude-code"
+    }
+
+    fn signature(&self) -> String {
+        format!("claude-code {:?}", self.base_args())
+    }
+
+    async fn generate(&self, request: AgentRequest) -> Result<AgentResponse, AgentError> {
+        let mut args = self.base_args();
+        if self.native_schema && wants_native_schema(&request.output_schema) {
+            args.push("--json-schema".into());
+            args.push(request.output_schema.to_string().into());
+        }
+        args.push("-p".into());
+        args.push(process::prompt_arg(&request.prompt));
+        let command = CliCommand {
+            options: &self.cli,
+            args,
+            env: Vec::new(),
+            install_hint: "install Claude Code with `npm install -g @anthropic-ai/claude-code`",
+        };
+        let run = process::run(command, &request).await?;
+        parse_run(&run)
+    }
+
+    fn cwd(&self) -> Option<PathBuf> {
+        self.cli.cwd.clone()
+    }
+}
+
+/// Only object schemas make sense as Claude's `StructuredOutput` tool input.
+pub(crate) fn wants_native_schema(schema: &Value) -> bool {
+    schema.get("type").and_then(Value::as_str) == Some("object")
+        || schema.get("properties").is_some()
+}
+
+/// What a Claude stream said.
+#[derive(Debug, Default)]
+struct ClaudeStream {
+    session_id: Option<String>,
+    model: Option<String>,
+    assistant_text: Vec<String>,
+    result: Option<Value>,
+    saw_json: bool,
+}
+
+fn read_stream(lines: &[String]) -> ClaudeStream {
+    let mut s = ClaudeStream::default();
+    for event in lines.iter().filter_map(|l| parse_line(l)) {
+        s.saw_json = true;
+        if let Some(id) = str_of(&event, "session_id") {
+            s.session_id = Some(id.to_owned());
+        }
+        match str_of(&event, "type") {
+            Some("system") if str_of(&event, "subtype") == Some("init") => {
+                s.model = str_of(&event, "model").map(str::to_owned);
+            }
+            Some("assistant") => {
+                let message = &event["message"];
+                if let Some(model) = str_of(message, "model").filter(|m| *m != "<synthetic>") {
+                    s.model = Some(model.to_owned());
+                }
+                let blocks = message
+                    .get("content")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten();
+                for block in blocks.filter(|b| str_of(b, "type") == Some("text")) {
+                    if let Some(text) = str_of(block, "text") {
+                        s.assistant_text.push(text.to_owned());
+                    }
+                }
+            }
+            Some("result") => s.result = Some(event),
+            // `user` (tool results), `stream_event`, `api_retry`, `status` and kinds added
+            // later: kept in the transcript only.
+            _ => {}
+        }
+    }
+    s
+}
+
+/// The usage of a `result` event: `usage` holds the main loop's totals (the `assistant`
+/// events' `output_tokens` are from `message_start` and wrong).
+fn usage_of(result: &Value) -> Usage {
+    let u = &result["usage"];
+    Usage {
+        input_tokens: u64_of(u, "input_tokens"),
+        output_tokens: u64_of(u, "output_tokens"),
+        cache_read_tokens: u64_of(u, "cache_read_input_tokens"),
+        cache_write_tokens: u64_of(u, "cache_creation_input_tokens"),
+        cost_usd: result.get("total_cost_usd").and_then(Value::as_f64),
+    }
+}
+
+/// Turns a finished run into a response or a classified error.
+pub(crate) fn parse_run(run: &CliRun) -> Result<AgentResponse, AgentError> {
+    let stream = read_stream(&run.stdout_lines);
+    let usage = stream.result.as_ref().map(usage_of).unwrap_or_default();
+    if let Some(error) = run.interrupted(usage.clone()) {
+        return Err(error);
+    }
+    let Some(result) = &stream.result else {
+        return Err(run.error(no_result_error(run, &stream), usage));
+    };
+    let text = str_of(result, "result").unwrap_or_default().to_owned();
+    let subtype = str_of(result, "subtype").unwrap_or("success");
+    let is_error = result
+        .get("is_error")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if is_error || subtype != "success" {
+        let status = result
+            .get("api_error_status")
+            .and_then(Value::as_u64)
+            .and_then(|s| u16::try_from(s).ok());
+        return Err(run.error(result_error(&text, subtype, status), usage));
+    }
+    Ok(AgentResponse {
+        text,
+        json: result
+            .get("structured_output")
+            .filter(|v| !v.is_null())
+            .cloned(),
+        usage,
+        session_id: stream.session_id,
+        exit_code: run.exit_code,
+        transcript: Some(run.transcript()),
+        model: stream.model,
+    })
+}
+
+/// Classifies a `result` event with `is_error: true` (whatever its `subtype` says).
+fn result_error(text: &str, subtype: &str, status: Option<u16>) -> TaskError {
+    let status = status.or_else(|| http_status_in(text));
+    let detail = if text.is_empty() {
+        subtype.to_owned()
+    } else {
+        truncate(text, 2000)
+    };
+    if text.contains("Not logged in") {
+        return TaskError::terminal(format!(
+            "claude is not logged in ({detail}): set ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN) for the \
+             agent, or run `claude` once and `/login`"
+        ));
+    }
+    if matches!(status, Some(401 | 403)) || looks_like_auth_error(text) {
+        return TaskError::terminal(format!(
+            "claude's API key was rejected ({detail}): check ANTHROPIC_API_KEY / ANTHROPIC_AUTH_TOKEN"
+        ));
+    }
+    let message = format!("claude reported an error: {detail}");
+    match (subtype, status) {
+        ("error_max_turns", _) => {
+            TaskError::terminal(format!("{message} (raise `.max_turns(..)`)"))
+        }
+        (_, Some(s)) if status_is_retryable(s) => TaskError::retryable(message),
+        (_, Some(_)) => TaskError::terminal(message),
+        // Timeouts and connection errors carry no status.
+        (_, None) => TaskError::retryable(message),
+    }
+}
+
+/// Classifies a run that printed no `result` event.
+fn no_result_error(run: &CliRun, stream: &ClaudeStream) -> TaskError {
+    let stderr = run.stderr_summary();
+    let exit = run.exit_code.map_or_else(
+        || "killed by a signal".to_owned(),
+        |c| format!("exit code {c}"),
+    );
+    if stderr.contains("cannot be used with root/sudo") {
+        return TaskError::terminal(format!(
+            "claude refused to skip permissions as root ({exit}): {stderr}. Use another permission mode, \
+             or set IS_SANDBOX=1 with `.env(..)` if this is a disposable sandbox"
+        ));
+    }
+    if looks_like_auth_error(&stderr) {
+        return TaskError::terminal(format!("claude could not authenticate ({exit}): {stderr}"));
+    }
+    let mut message = format!("claude ended ({exit}) without a result event");
+    if let Some(last) = stream.assistant_text.last() {
+        message.push_str(&format!("; last assistant text: {}", truncate(last, 300)));
+    }
+    if !stderr.is_empty() {
+        message.push_str(&format!("; stderr: {stderr}"));
+    }
+    // A clean usage error (bad flag, bad config) prints no JSON at all and will fail again.
+    if !stream.saw_json && run.exit_code.is_some_and(|c| c != 0) {
+        TaskError::terminal(message)
+    } else {
+        TaskError::retryable(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_results_are_classified() {
+        let check = |text: &str, subtype: &str, status: Option<u16>, retryable: bool| {
+            let e = result_error(text, subtype, status);
+            assert_eq!(
+                e.retryable, retryable,
+                "{text} / {subtype} / {status:?}: {}",
+                e.message
+            );
+        };
+        check("API Error: 500 boom", "success", Some(500), true);
+        check("API Error: 529 overloaded", "success", None, true);
+        check("API Error: 429 rate limited", "success", Some(429), true);
+        check("Request timed out", "success", None, true);
+        check(
+            "Not logged in \u{b7} Please run /login",
+            "success",
+            None,
+            false,
+        );
+        check(
+            "API Error: 401 invalid x-api-key",
+            "success",
+            Some(401),
+            false,
+        );
+        check(
+            "API Error: 400 prompt is too long",
+            "success",
+            Some(400),
+            false,
+        );
+        check("", "error_max_turns", None, false);
+        check("", "error_during_execution", None, true);
+    }
+
+    #[test]
+    fn native_schema_only_for_object_schemas() {
+        assert!(wants_native_schema(
+            &serde_json::json!({"type": "object", "properties": {}})
+        ));
+        assert!(!wants_native_schema(&serde_json::json!({"type": "string"})));
+        assert!(!wants_native_schema(&Value::Null));
+    }
+}

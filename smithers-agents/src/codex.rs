@@ -1,0 +1,388 @@
+//! [`CodexAgent`]: the OpenAI Codex CLI, `codex exec --json`.
+//!
+//! `thread.started` carries the session id, the last `agent_message` item the final text, and
+//! `turn.completed` the usage. A fatal error is `turn.failed`; for an HTTP 5xx codex hides the
+//! server's message behind a generic "high demand" text, which we say in the error.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+
+use serde_json::Value;
+use smithers_core::{Agent, AgentError, AgentRequest, AgentResponse, TaskError, Usage};
+
+use crate::process::{self, cli_builder_methods, CliCommand, CliOptions, CliRun};
+use crate::stream::{add, looks_like_auth_error, parse_line, str_of, truncate, u64_of};
+
+/// Codex's `--sandbox` policy for the commands the model runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CodexSandbox {
+    /// Commands may read but not write (codex's default for `exec`).
+    ReadOnly,
+    /// Commands may write inside the working directory.
+    WorkspaceWrite,
+    /// No sandbox at all.
+    DangerFullAccess,
+}
+
+impl CodexSandbox {
+    fn as_str(self) -> &'static str {
+        match self {
+            CodexSandbox::ReadOnly => "read-only",
+            CodexSandbox::WorkspaceWrite => "workspace-write",
+            CodexSandbox::DangerFullAccess => "danger-full-access",
+        }
+    }
+}
+
+/// Runs the Codex CLI (`codex exec --json`).
+///
+/// ```no_run
+/// use smithers_agents::{CodexAgent, CodexSandbox};
+/// let agent = CodexAgent::new()
+///     .model("gpt-5.5")
+///     .sandbox(CodexSandbox::WorkspaceWrite)
+///     .config("model_reasoning_effort", "\"high\"")
+///     .cwd("/path/to/repo");
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct CodexAgent {
+    cli: CliOptions,
+    model: Option<String>,
+    developer_instructions: Option<String>,
+    sandbox: Option<CodexSandbox>,
+    config: Vec<(String, String)>,
+    skip_git_repo_check: bool,
+    ephemeral: bool,
+    native_schema: bool,
+}
+
+impl Default for CodexAgent {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CodexAgent {
+    /// An agent running `codex` from `PATH` with its default model and settings.
+    pub fn new() -> Self {
+        CodexAgent {
+            cli: CliOptions::new("codex"),
+            model: None,
+            developer_instructions: None,
+            sandbox: None,
+            config: Vec::new(),
+            skip_git_repo_check: true,
+            ephemeral: false,
+            native_schema: true,
+        }
+    }
+
+    cli_builder_methods!("codex");
+
+    /// The model (`--model`).
+    pub fn model(mut self, model: impl Into<String>) -> Self {
+        self.model = Some(model.into());
+        self
+    }
+
+    /// Instructions added to Codex's own (`-c developer_instructions=...`): codex has no flag to
+    /// replace its system prompt.
+    pub fn system_prompt(mut self, prompt: impl Into<String>) -> Self {
+        self.developer_instructions = Some(prompt.into());
+        self
+    }
+
+    /// The sandbox policy (`--sandbox`).
+    pub fn sandbox(mut self, sandbox: CodexSandbox) -> Self {
+        self.sandbox = Some(sandbox);
+        self
+    }
+
+    /// A config override (`-c key=value`); `value` is TOML (`"\"high\""`, `false`, `{...}`).
+    pub fn config(mut self, key: impl Into<String>, toml_value: impl Into<String>) -> Self {
+        self.config.push((key.into(), toml_value.into()));
+        self
+    }
+
+    /// Pass `--skip-git-repo-check` (default true): without it codex refuses to run outside a
+    /// git repository or trusted directory.
+    pub fn skip_git_repo_check(mut self, skip: bool) -> Self {
+        self.skip_git_repo_check = skip;
+        self
+    }
+
+    /// Pass `--ephemeral`: do not write session files under `$CODEX_HOME`.
+    pub fn ephemeral(mut self, ephemeral: bool) -> Self {
+        self.ephemeral = ephemeral;
+        self
+    }
+
+    /// Whether to pass the output schema as `--output-schema` (default true). Codex sends it in
+    /// OpenAI's strict mode, which rejects schemas with optional properties or without
+    /// `additionalProperties: false`; turn this off for such output types (smithers validates
+    /// the reply either way).
+    pub fn native_schema(mut self, enabled: bool) -> Self {
+        self.native_schema = enabled;
+        self
+    }
+
+    fn base_args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec!["exec".into(), "--json".into()];
+        if self.skip_git_repo_check {
+            args.push("--skip-git-repo-check".into());
+        }
+        if self.ephemeral {
+            args.push("--ephemeral".into());
+        }
+        if let Some(model) = &self.model {
+            args.extend(["--model".into(), model.into()]);
+        }
+        if let Some(sandbox) = self.sandbox {
+            args.extend(["--sandbox".into(), sandbox.as_str().into()]);
+        }
+        if let Some(text) = &self.developer_instructions {
+            // A JSON string is a valid TOML basic string.
+            let value = serde_json::to_string(text).unwrap_or_default();
+            args.extend([
+                "-c".into(),
+                format!("developer_instructions={value}").into(),
+            ]);
+        }
+        for (key, value) in &self.config {
+            args.extend(["-c".into(), format!("{key}={value}").into()]);
+        }
+        args.extend(self.cli.extra_args.iter().cloned());
+        args
+    }
+}
+
+#[async_trait::async_trait]
+impl Agent for CodexAgent {
+    fn name(&self) -> &str {
+        "codex"
+    }
+
+    fn signature(&self) -> String {
+        format!("codex {:?}", self.base_args())
+    }
+
+    async fn generate(&self, request: AgentRequest) -> Result<AgentResponse, AgentError> {
+        let mut args = self.base_args();
+        // Kept alive until codex has exited.
+        let schema_file =
+            if self.native_schema && crate::claude::wants_native_schema(&request.output_schema) {
+                let file = write_schema(&request.output_schema)?;
+                args.extend(["--output-schema".into(), file.path().into()]);
+                Some(file)
+            } else {
+                None
+            };
+        args.push("--".into());
+        args.push(request.prompt.clone().into());
+        let command = CliCommand {
+            options: &self.cli,
+            args,
+            env: Vec::new(),
+            install_hint: "install Codex with `npm install -g @openai/codex`",
+        };
+        let run = process::run(command, &request).await?;
+        drop(schema_file);
+        let mut response = parse_run(&run, self.native_schema)?;
+        response.model = self.model.clone();
+        Ok(response)
+    }
+
+    fn cwd(&self) -> Option<PathBuf> {
+        self.cli.cwd.clone()
+    }
+}
+
+fn write_schema(schema: &Value) -> Result<tempfile::NamedTempFile, AgentError> {
+    let io_error = |e: std::io::Error| {
+        AgentError::retryable(format!("cannot write the output schema file: {e}"))
+    };
+    let mut file = tempfile::Builder::new()
+        .prefix("smithers-schema-")
+        .suffix(".json")
+        .tempfile()
+        .map_err(io_error)?;
+    file.write_all(schema.to_string().as_bytes())
+        .map_err(io_error)?;
+    file.flush().map_err(io_error)?;
+    Ok(file)
+}
+
+#[derive(Debug, Default)]
+struct CodexStream {
+    session_id: Option<String>,
+    text: Option<String>,
+    usage: Usage,
+    completed: bool,
+    failed: Option<String>,
+    last_error: Option<String>,
+    saw_json: bool,
+}
+
+fn read_stream(lines: &[String]) -> CodexStream {
+    let mut s = CodexStream::default();
+    for event in lines.iter().filter_map(|l| parse_line(l)) {
+        s.saw_json = true;
+        match str_of(&event, "type") {
+            Some("thread.started") => s.session_id = str_of(&event, "thread_id").map(str::to_owned),
+            Some("item.completed") => {
+                let item = &event["item"];
+                match str_of(item, "type") {
+                    Some("agent_message") => s.text = str_of(item, "text").map(str::to_owned),
+                    Some("error") => s.last_error = str_of(item, "message").map(str::to_owned),
+                    _ => {}
+                }
+            }
+            Some("turn.completed") => {
+                s.completed = true;
+                let u = &event["usage"];
+                s.usage.input_tokens = add(s.usage.input_tokens, u64_of(u, "input_tokens"));
+                s.usage.output_tokens = add(s.usage.output_tokens, u64_of(u, "output_tokens"));
+                s.usage.cache_read_tokens =
+                    add(s.usage.cache_read_tokens, u64_of(u, "cached_input_tokens"));
+                s.usage.cache_write_tokens = add(
+                    s.usage.cache_write_tokens,
+                    u64_of(u, "cache_write_input_tokens"),
+                );
+            }
+            Some("turn.failed") => {
+                s.failed = Some(
+                    str_of(&event["error"], "message")
+                        .unwrap_or("turn failed")
+                        .to_owned(),
+                );
+            }
+            Some("error") => s.last_error = str_of(&event, "message").map(str::to_owned),
+            // turn.started, item.started/updated, and kinds added later.
+            _ => {}
+        }
+    }
+    s
+}
+
+/// Turns a finished run into a response or a classified error.
+pub(crate) fn parse_run(run: &CliRun, schema_passed: bool) -> Result<AgentResponse, AgentError> {
+    let stream = read_stream(&run.stdout_lines);
+    if let Some(error) = run.interrupted(stream.usage.clone()) {
+        return Err(error);
+    }
+    if let Some(message) = &stream.failed {
+        return Err(run.error(turn_failed_error(message), stream.usage));
+    }
+    if !stream.completed {
+        return Err(run.error(no_turn_error(run, &stream), stream.usage));
+    }
+    let Some(text) = stream.text else {
+        let mut message = "codex completed the turn without an agent message".to_owned();
+        if let Some(e) = &stream.last_error {
+            message.push_str(&format!("; last error: {e}"));
+        }
+        return Err(run.error(TaskError::retryable(message), stream.usage));
+    };
+    let json = if schema_passed {
+        serde_json::from_str::<Value>(text.trim())
+            .ok()
+            .filter(Value::is_object)
+    } else {
+        None
+    };
+    Ok(AgentResponse {
+        text,
+        json,
+        usage: stream.usage,
+        session_id: stream.session_id,
+        exit_code: run.exit_code,
+        transcript: Some(run.transcript()),
+        model: None,
+    })
+}
+
+fn turn_failed_error(message: &str) -> TaskError {
+    if let Some(var) = message.strip_prefix("Missing environment variable: ") {
+        let var = var.trim_end_matches('.').trim_matches('`');
+        return TaskError::terminal(format!(
+            "codex needs the environment variable `{var}` (the API key of its model provider): set it, \
+             e.g. with `.env(\"{var}\", ..)`"
+        ));
+    }
+    if looks_like_auth_error(message) {
+        return TaskError::terminal(format!(
+            "codex could not authenticate: {message}; set OPENAI_API_KEY / CODEX_API_KEY or run `codex login`"
+        ));
+    }
+    if message.contains("high demand") {
+        return TaskError::retryable(format!(
+            "codex turn failed: {message} (codex shows this for any HTTP 5xx from the model API and hides \
+             the server's own message)"
+        ));
+    }
+    TaskError::retryable(format!("codex turn failed: {}", truncate(message, 2000)))
+}
+
+fn no_turn_error(run: &CliRun, stream: &CodexStream) -> TaskError {
+    let stderr = run.stderr_summary();
+    let exit = run.exit_code.map_or_else(
+        || "killed by a signal".to_owned(),
+        |c| format!("exit code {c}"),
+    );
+    let mut message = format!("codex ended ({exit}) without turn.completed");
+    if let Some(e) = &stream.last_error {
+        message.push_str(&format!("; last error: {e}"));
+    }
+    if !stderr.is_empty() {
+        message.push_str(&format!("; stderr: {stderr}"));
+    }
+    let config_error = [
+        "Error loading config",
+        "Not inside a trusted directory",
+        "error: unexpected argument",
+    ]
+    .iter()
+    .any(|needle| stderr.contains(needle));
+    if config_error || (!stream.saw_json && run.exit_code.is_some_and(|c| c != 0)) {
+        TaskError::terminal(message)
+    } else {
+        TaskError::retryable(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turn_failures_are_classified() {
+        let check = |message: &str, retryable: bool, needle: &str| {
+            let e = turn_failed_error(message);
+            assert_eq!(e.retryable, retryable, "{message}");
+            assert!(e.message.contains(needle), "{} lacks {needle}", e.message);
+        };
+        check(
+            "Missing environment variable: `OPENAI_API_KEY`.",
+            false,
+            "`OPENAI_API_KEY`",
+        );
+        check(
+            "unexpected status 401 Unauthorized: invalid key",
+            false,
+            "codex login",
+        );
+        check(
+            "We\u{2019}re currently experiencing high demand, which may cause temporary errors.",
+            true,
+            "HTTP 5xx",
+        );
+        check(
+            "stream disconnected before completion: idle timeout waiting for SSE",
+            true,
+            "idle timeout",
+        );
+    }
+}

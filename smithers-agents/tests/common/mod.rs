@@ -1,0 +1,252 @@
+//! Helpers shared by the agent tests: requests, progress capture, the fake CLI script, and a tiny
+//! scripted HTTP server on 127.0.0.1.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use smithers_core::{AgentRequest, ProgressSink};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// The output schema used by the tests (the captured replies are `{"summary":"ok","severity":"low"}`).
+pub fn schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {"summary": {"type": "string"}, "severity": {"type": "string"}},
+        "required": ["summary", "severity"]
+    })
+}
+
+/// A request with the test schema and a generous timeout.
+pub fn request(prompt: &str) -> AgentRequest {
+    AgentRequest {
+        prompt: prompt.to_owned(),
+        task_prompt: prompt.to_owned(),
+        output_schema: schema(),
+        output_type: "Review".to_owned(),
+        run_id: "run-1".to_owned(),
+        node_id: "review".to_owned(),
+        iteration: 0,
+        attempt: 1,
+        timeout: Some(Duration::from_secs(30)),
+        cancel: CancellationToken::new(),
+        progress: ProgressSink::discard(),
+    }
+}
+
+/// Progress lines an agent reported, as `(stream, line)`.
+#[derive(Clone, Default)]
+pub struct Progress(Arc<Mutex<Vec<(String, String)>>>);
+
+impl Progress {
+    pub fn sink(&self) -> ProgressSink {
+        let lines = self.0.clone();
+        ProgressSink::new(move |stream, line| {
+            lines
+                .lock()
+                .unwrap()
+                .push((stream.to_owned(), line.to_owned()));
+        })
+    }
+
+    pub fn lines(&self, stream: &str) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(s, _)| s == stream)
+            .map(|(_, l)| l.clone())
+            .collect()
+    }
+}
+
+/// The fake CLI script that replays captured output.
+pub fn fake_cli() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-cli.sh")
+}
+
+/// The arguments the fake CLI received (written NUL-separated to `FAKE_ARGS_FILE`).
+pub fn read_args(path: &std::path::Path) -> Vec<String> {
+    let raw = std::fs::read_to_string(path).unwrap_or_default();
+    raw.split('\0')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Whether a process is still alive (a zombie counts as dead: it runs no code and holds no
+/// pipes; a grandchild's zombie is its new parent's to reap).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next());
+            !matches!(state, Some("Z" | "X"))
+        }
+        Err(_) => false,
+    }
+}
+
+/// One scripted HTTP reply.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn json(status: u16, body: Value) -> Self {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: body.to_string(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn raw(status: u16, body: &str) -> Self {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: body.to_owned(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn delayed(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+/// A request the server received.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// A hand-rolled HTTP/1.1 server on 127.0.0.1 answering with scripted replies in order (the last
+/// one repeats), one request per connection.
+pub struct FakeHttp {
+    pub base: String,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+}
+
+impl FakeHttp {
+    pub async fn start(replies: Vec<Reply>) -> FakeHttp {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let replies = Arc::new(replies);
+        let next = Arc::new(AtomicUsize::new(0));
+        let recorded = requests.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let (replies, next, recorded) = (replies.clone(), next.clone(), recorded.clone());
+                tokio::spawn(async move {
+                    let Some(request) = read_request(socket).await else {
+                        return;
+                    };
+                    let (mut socket, request) = request;
+                    recorded.lock().unwrap().push(request);
+                    let i = next.fetch_add(1, Ordering::SeqCst).min(replies.len() - 1);
+                    let reply = &replies[i];
+                    tokio::time::sleep(reply.delay).await;
+                    let mut head = format!(
+                        "HTTP/1.1 {} Scripted\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+                        reply.status,
+                        reply.body.len()
+                    );
+                    for (k, v) in &reply.headers {
+                        head.push_str(&format!("{k}: {v}\r\n"));
+                    }
+                    head.push_str("\r\n");
+                    let _ = socket.write_all(head.as_bytes()).await;
+                    let _ = socket.write_all(reply.body.as_bytes()).await;
+                    let _ = socket.shutdown().await;
+                });
+            }
+        });
+        FakeHttp { base, requests }
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+async fn read_request(mut socket: TcpStream) -> Option<(TcpStream, Recorded)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        let n = socket.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next()?.split_whitespace();
+    let (method, path) = (first.next()?.to_owned(), first.next()?.to_owned());
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = buf[head_end + 4..].to_vec();
+    while body.len() < length {
+        let n = socket.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    let body = String::from_utf8_lossy(&body).into_owned();
+    Some((
+        socket,
+        Recorded {
+            method,
+            path,
+            headers,
+            body,
+        },
+    ))
+}
