@@ -1093,13 +1093,13 @@ fn extract_output(t: &TaskSpec, resp: &AgentResponse) -> std::result::Result<Val
         }
     }
     let validate = t.output.validate;
-    if let Some(v) = crate::json::extract_json_where(&resp.text, |v| validate(v).is_ok()) {
+    if let Some(v) = crate::prompt::extract_json_with(&resp.text, |v| validate(v).is_ok()) {
         return Ok(v);
     }
     match resp
         .json
         .clone()
-        .or_else(|| crate::json::extract_json(&resp.text))
+        .or_else(|| crate::prompt::extract_json(&resp.text))
     {
         Some(v) => Ok(v),
         None => Err(TaskError::retryable(format!(
@@ -1139,7 +1139,7 @@ async fn run_attempt(
             TaskExec::Agent(agent) => {
                 let schema = (t.output.schema)();
                 let req = AgentRequest {
-                    prompt: crate::json::assemble_prompt(&t.prompt, &schema, last_error.as_deref()),
+                    prompt: crate::prompt::assemble(&t.prompt, &schema, last_error.as_deref()),
                     task_prompt: t.prompt.clone(),
                     output_schema: schema,
                     output_type: t.output.short_name().to_owned(),

@@ -27,7 +27,6 @@ pub use reference::{NodeRef, Ref};
 pub use task_ctx::TaskCtx;
 pub mod engine;
 pub mod events;
-pub mod json;
 pub mod plan;
 pub mod store;
 pub mod time;

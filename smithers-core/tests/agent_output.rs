@@ -74,9 +74,9 @@ async fn invalid_output_is_retried_with_the_error_appended_to_the_prompt() {
     let prompts = agent.prompts();
     assert_eq!(prompts.len(), 2);
     assert!(prompts[0].starts_with("Count the files.\n\n## REQUIRED OUTPUT"));
-    assert!(!prompts[0].contains("PREVIOUS ATTEMPT FAILED"));
+    assert!(!prompts[0].contains(smithers_core::prompt::PREVIOUS_ERROR_HEADING));
     assert!(
-        prompts[1].contains("## PREVIOUS ATTEMPT FAILED"),
+        prompts[1].contains(smithers_core::prompt::PREVIOUS_ERROR_HEADING),
         "{}",
         prompts[1]
     );
