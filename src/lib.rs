@@ -12,8 +12,9 @@
 extern crate self as smithers;
 
 pub use smithers_core::{
-    agent, ctx, error, node, output, Agent, AgentError, SharedAgent, AgentRequest, AgentResponse, Ctx, Error,
-    IntoAgent, Node, NodeRef, OnMaxReached, Output, Ref, Result, TaskCtx, TaskError, Usage,
+    agent, ctx, error, node, output, Agent, AgentError, AgentRequest, AgentResponse, Ctx, Error,
+    IntoAgent, Node, NodeRef, OnMaxReached, Output, Ref, Result, SharedAgent, TaskCtx, TaskError,
+    Usage,
 };
 pub use smithers_macros::{component, workflow, Output};
 
