@@ -821,7 +821,7 @@ mod tests {
         check(
             wf(seq(&["a", "a"])),
             State::default(),
-            "run -; skip -; loops -; failed: duplicate node id `a`: used by <Task> and by <Task>; give each node a unique id",
+            "run -; skip -; loops -; failed: duplicate node id `a`: used by a <Task output=N> and by a <Task output=N>; give each node a unique id",
         );
     }
 }

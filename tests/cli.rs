@@ -1,0 +1,114 @@
+//! The workflow binary's command line: malformed input is a clear error that writes nothing;
+//! `run`, `status` and `graph` work against one database.
+
+use smithers::cli::{main_from, parse_input};
+use smithers::prelude::*;
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct Input {
+    name: String,
+}
+
+#[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug)]
+struct Greeting {
+    text: String,
+}
+
+fn hello(ctx: &Ctx<Input>) -> Node {
+    let text = format!("hello, {}", ctx.input().name);
+    workflow! {
+        <Workflow name="hello">
+            <Task id="greet" output=Greeting value={Greeting { text }} />
+        </Workflow>
+    }
+}
+
+#[test]
+fn malformed_input_names_the_source_and_position() {
+    let e = parse_input::<Input>(Some("{\"name\": ")).unwrap_err();
+    assert!(
+        e.starts_with("--input is not valid JSON: EOF while parsing"),
+        "{e}"
+    );
+    assert!(e.contains("line 1, column 9"), "{e}");
+    let e = parse_input::<Input>(Some("{\"nom\": 1}")).unwrap_err();
+    assert_eq!(
+        e,
+        "--input does not match the workflow's input type: missing field `name`"
+    );
+    let e = parse_input::<Input>(Some("@/nonexistent/input.json")).unwrap_err();
+    assert!(
+        e.starts_with("cannot read input file `/nonexistent/input.json`"),
+        "{e}"
+    );
+    let e = parse_input::<Input>(None).unwrap_err();
+    assert!(
+        e.contains("this workflow needs an input: pass --input"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn bad_input_exits_2_and_creates_no_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let args = [
+        "hello",
+        "--quiet",
+        "--db",
+        db.to_str().unwrap(),
+        "run",
+        "--input",
+        "{oops",
+    ];
+    let code = main_from(args, hello).await;
+    assert_eq!(code, std::process::ExitCode::from(2));
+    assert!(!db.exists(), "nothing is written for a rejected input");
+}
+
+#[tokio::test]
+async fn run_then_status_and_graph_share_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let db = db.to_str().unwrap();
+    let code = main_from(
+        [
+            "hello",
+            "--quiet",
+            "--db",
+            db,
+            "run",
+            "--run-id",
+            "r1",
+            "--input",
+            r#"{"name":"ada"}"#,
+        ],
+        hello,
+    )
+    .await;
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+    assert_eq!(
+        main_from(["hello", "--db", db, "status", "--json"], hello).await,
+        std::process::ExitCode::SUCCESS
+    );
+    assert_eq!(
+        main_from(["hello", "--db", db, "graph"], hello).await,
+        std::process::ExitCode::SUCCESS
+    );
+    let c = rusqlite::Connection::open(db).unwrap();
+    let text: String = c
+        .query_row("SELECT text FROM greeting WHERE run_id = 'r1'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(text, "hello, ada");
+    // Resuming a finished run is refused with its own exit code.
+    assert_eq!(
+        main_from(
+            ["hello", "--quiet", "--db", db, "resume", "--run-id", "r1"],
+            hello
+        )
+        .await,
+        std::process::ExitCode::from(3)
+    );
+}
