@@ -322,3 +322,76 @@ impl VisitMut for Mentions {
         self.0.push(i.to_string());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_errors(input: TokenStream, expected: &[&str]) {
+        let out = component(TokenStream::new(), input).to_string();
+        let got: Vec<&str> = expected
+            .iter()
+            .copied()
+            .filter(|e| !out.contains(&format!("{e:?}")))
+            .collect();
+        assert!(got.is_empty(), "missing errors {got:?} in {out}");
+        if expected.is_empty() {
+            assert!(!out.contains("compile_error"), "unexpected error in {out}");
+        }
+    }
+
+    fn check_setter_type(ty: TokenStream, expected: &str) {
+        let mut ty: Type = syn::parse2(ty).unwrap();
+        let mut fresh = Freshen::default();
+        fresh.visit_type_mut(&mut ty);
+        let impls: Vec<String> = fresh
+            .impls
+            .iter()
+            .map(|(i, b)| format!("{i}: {}", quote!(#b)))
+            .collect();
+        let got = format!("{} / {}", quote!(#ty), impls.join(", "));
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn elided_lifetimes_are_named_and_impl_trait_becomes_generic() {
+        check_setter_type(quote!(&Ctx<I>), "& '__l0 Ctx < I > / ");
+        check_setter_type(quote!(Foo<'_, &str>), "Foo < '__l0 , & '__l1 str > / ");
+        check_setter_type(
+            quote!(impl IntoIterator<Item = Node>),
+            "__Impl0 / __Impl0: IntoIterator < Item = Node >",
+        );
+        check_setter_type(quote!(fn(&str) -> Node), "fn (& str) -> Node / ");
+    }
+
+    #[test]
+    fn valid_component_expands_without_errors() {
+        check_errors(
+            quote!(
+                fn Review<I: Clone>(ctx: &Ctx<I>, glob: &str) -> Node {
+                    todo!()
+                }
+            ),
+            &[],
+        );
+    }
+
+    #[test]
+    fn invalid_components_are_errors() {
+        check_errors(
+            quote!(fn review(glob: &str) -> Node { todo!() }),
+            &["component names start with a capital letter (`Review`), so `workflow!` can tell them from built-in tags"],
+        );
+        check_errors(
+            quote!(
+                async fn Review((a, b): (u8, u8)) -> Node {
+                    todo!()
+                }
+            ),
+            &[
+                "a component is a plain function that renders nodes; it cannot be `async`",
+                "component parameters are props: write them as `name: Type`",
+            ],
+        );
+    }
+}

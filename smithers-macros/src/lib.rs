@@ -3,7 +3,7 @@
 //! Use them through the `smithers` facade, which re-exports them. Every expansion names the
 //! runtime only through `::smithers::__private` and `::core`.
 //!
-//! Each macro parses into a model, validates it into a [`ctxt::Ctxt`] that collects every error
+//! Each macro parses into a model, validates it into an error context (`ctxt`) that collects every error
 //! with its span, and then always expands, so one mistake gives one error.
 
 use proc_macro::TokenStream;
