@@ -1,0 +1,538 @@
+//! The engine loop: render → plan → start tasks → persist each result in one transaction →
+//! render again, after EACH persisted output, while the other tasks keep running.
+//!
+//! Read [`Engine::drive`] top to bottom: it is the whole loop. Decisions come from the pure
+//! planner in [`crate::plan`]; writes go through the [`Store`] as one [`WriteBatch`] per change.
+//! Starting and ending attempts is in `attempt`, building the batches in `persist`, the in-memory
+//! run state in `state`.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::task::JoinSet;
+pub use tokio_util::sync::CancellationToken;
+
+use crate::agent::{AgentRequest, AgentResponse, ProgressSink, Usage};
+use crate::ctx::{Ctx, RunSnapshot};
+use crate::error::{Error, Result, TaskError};
+use crate::events::{Event, EventKind};
+use crate::node::{Node, NodeKind, TaskExec, TaskSpec};
+use crate::plan::{self, LoopChange, NodeKey, NodeState, Outcome, PlanInput, Runnable};
+use crate::store::{
+    sqlite::lease_owner, AttemptEnd, NewRun, NodeRecord, NodeStatus, RunStatus, Store, Write,
+    WriteBatch,
+};
+use crate::task_ctx::TaskCtx;
+
+/// A callback receiving every event after it is persisted.
+pub type EventListener = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// The workflow function: renders the tree from the context.
+pub type WorkflowFn<I> = Arc<dyn Fn(&Ctx<I>) -> Node + Send + Sync>;
+
+/// How a run is driven.
+#[derive(Clone)]
+pub struct EngineOptions {
+    /// Run-wide limit of tasks running at once (a `<Workflow max_concurrency>` overrides it).
+    pub max_concurrency: usize,
+    /// Lease period; the lease is renewed every third of it.
+    pub lease_ttl: Duration,
+    /// Receives every event after it is persisted.
+    pub on_event: Option<EventListener>,
+    /// Cancels the run (Ctrl-C): in-flight attempts stop, the run is marked cancelled.
+    pub cancel: CancellationToken,
+    /// Interval of the `supervisor.heartbeat` state key.
+    pub heartbeat: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            max_concurrency: 16,
+            lease_ttl: Duration::from_secs(30),
+            on_event: None,
+            cancel: CancellationToken::new(),
+            heartbeat: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The result of driving a run until it stopped.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunReport {
+    /// The run id.
+    pub run_id: String,
+    /// Final status.
+    pub status: RunStatus,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Nodes finished with an output.
+    pub finished_nodes: usize,
+}
+
+impl RunReport {
+    /// `Ok` when finished, the run's error otherwise.
+    pub fn into_result(self) -> Result<RunReport> {
+        match self.status {
+            RunStatus::Finished => Ok(self),
+            RunStatus::Cancelled => Err(Error::Cancelled(self.run_id)),
+            _ => Err(Error::Other(format!(
+                "run `{}` {}: {}",
+                self.run_id,
+                self.status,
+                self.error.as_deref().unwrap_or("no error recorded")
+            ))),
+        }
+    }
+}
+
+/// Drives runs of one workflow against a store.
+pub struct Engine<I> {
+    store: Arc<dyn Store>,
+    workflow: WorkflowFn<I>,
+    options: EngineOptions,
+}
+
+impl<I> Engine<I>
+where
+    I: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    /// An engine for `workflow` over `store`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        workflow: impl Fn(&Ctx<I>) -> Node + Send + Sync + 'static,
+    ) -> Self {
+        Engine {
+            store,
+            workflow: Arc::new(workflow),
+            options: EngineOptions::default(),
+        }
+    }
+
+    /// Sets the options.
+    #[must_use]
+    pub fn with_options(mut self, options: EngineOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The options.
+    pub fn options_mut(&mut self) -> &mut EngineOptions {
+        &mut self.options
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Renders the tree for `input` without running anything (what `graph` prints).
+    pub fn render(&self, input: I) -> Node {
+        (self.workflow)(&Ctx::empty(input))
+    }
+
+    /// Starts a new run with a fresh id and drives it until it stops.
+    pub async fn run(&self, input: I) -> Result<RunReport> {
+        let run_id = uuid::Uuid::new_v4().simple().to_string();
+        self.run_with_id(&run_id, input).await
+    }
+
+    /// Starts a new run with the given id.
+    pub async fn run_with_id(&self, run_id: &str, input: I) -> Result<RunReport> {
+        let input_json =
+            serde_json::to_value(&input).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let input = Arc::new(input);
+        let first = RunSnapshot {
+            run_id: run_id.to_owned(),
+            ..RunSnapshot::default()
+        };
+        let tree = self.render_catching(&Ctx::new(input.clone(), Arc::new(first)))?;
+        let workflow = match tree.kind() {
+            NodeKind::Workflow(w) if !w.name.is_empty() => w.name.clone(),
+            _ => "workflow".to_owned(),
+        };
+        let owner = lease_owner();
+        self.store
+            .create_run(NewRun {
+                run_id: run_id.to_owned(),
+                workflow: workflow.clone(),
+                input: input_json,
+                owner: owner.clone(),
+                lease_ttl: self.options.lease_ttl,
+            })
+            .await?;
+        let mut st = RunState::new(run_id, owner);
+        let mut b = WriteBatch::new(run_id);
+        b.push(Write::Event(Event::run(
+            run_id,
+            EventKind::RunStarted { workflow },
+        )));
+        self.supervisor(&mut b, "running", "Run started");
+        self.commit(b).await?;
+        self.drive_and_release(&mut st, input).await
+    }
+
+    /// Resumes a run (the latest one when `run_id` is `None`): attempts a dead process left in
+    /// progress become new attempts; finished nodes never run again.
+    pub async fn resume(&self, run_id: Option<&str>) -> Result<RunReport> {
+        let rec = match run_id {
+            Some(id) => self
+                .store
+                .run(id)
+                .await?
+                .ok_or_else(|| Error::RunNotFound(id.to_owned()))?,
+            None => self.store.latest_run().await?.ok_or(Error::NoRunToResume)?,
+        };
+        if rec.status == RunStatus::Finished {
+            return Err(Error::RunAlreadyDone {
+                run_id: rec.run_id,
+                status: rec.status.to_string(),
+            });
+        }
+        let input: I = serde_json::from_value(rec.input.clone()).map_err(|e| {
+            Error::InvalidInput(format!(
+                "the stored input of run `{}` no longer matches the input type: {e}",
+                rec.run_id
+            ))
+        })?;
+        let owner = lease_owner();
+        self.store
+            .acquire_lease(&rec.run_id, &owner, self.options.lease_ttl)
+            .await?;
+        let abandoned = self.store.reset_for_resume(&rec.run_id).await?;
+        let mut st = self.load_state(&rec.run_id, owner).await?;
+        let mut b = WriteBatch::new(&rec.run_id);
+        b.push(Write::Event(Event::run(
+            &rec.run_id,
+            EventKind::RunResumed { abandoned },
+        )));
+        self.supervisor(
+            &mut b,
+            "running",
+            &format!("Run resumed ({abandoned} interrupted attempt(s) will be retried)"),
+        );
+        self.commit(b).await?;
+        self.drive_and_release(&mut st, Arc::new(input)).await
+    }
+
+    /// Renders the tree over a run's persisted state without running anything.
+    pub async fn render_run(&self, run_id: &str) -> Result<Node> {
+        let rec = self
+            .store
+            .run(run_id)
+            .await?
+            .ok_or_else(|| Error::RunNotFound(run_id.to_owned()))?;
+        let input: I =
+            serde_json::from_value(rec.input).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let st = self.load_state(run_id, String::new()).await?;
+        self.render_catching(&Ctx::new(Arc::new(input), st.snap))
+    }
+
+    /// Loads a run's persisted state into memory.
+    async fn load_state(&self, run_id: &str, owner: String) -> Result<RunState> {
+        let loaded = self.store.load(run_id).await?;
+        let mut st = RunState::new(run_id, owner);
+        st.frame_no = loaded.last_frame;
+        let snap = Arc::make_mut(&mut st.snap);
+        for n in &loaded.nodes {
+            if n.status == NodeStatus::Finished {
+                st.finished += 1;
+            }
+            if let Some(l) = &n.loop_id {
+                snap.node_loop.insert(n.node_id.clone(), l.clone());
+            }
+            st.nodes.entry(n.node_id.clone()).or_default().insert(
+                n.iteration,
+                NodeState {
+                    status: n.status,
+                    attempts: n.attempts,
+                    last_error: n.last_error.clone(),
+                },
+            );
+        }
+        for (node, it, v) in loaded.outputs {
+            snap.outputs.entry(node).or_default().insert(it, v);
+        }
+        snap.loops = loaded.loops.into_iter().collect();
+        snap.state = loaded.state.into_iter().collect();
+        Ok(st)
+    }
+
+    async fn drive_and_release(&self, st: &mut RunState, input: Arc<I>) -> Result<RunReport> {
+        let result = self.drive(st, input).await;
+        if let Err(e) = self.store.release_lease(&st.run_id, &st.owner).await {
+            tracing::warn!(error = %e, "could not release the run lease");
+        }
+        result
+    }
+
+    /// The loop. Returns when the run finished, failed or was cancelled.
+    async fn drive(&self, st: &mut RunState, input: Arc<I>) -> Result<RunReport> {
+        let mut join: JoinSet<AttemptResult> = JoinSet::new();
+        let mut lease_tick = tokio::time::interval(self.options.lease_ttl / 3);
+        lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        lease_tick.tick().await;
+        let mut heartbeat = tokio::time::interval(self.options.heartbeat);
+        heartbeat.tick().await;
+        let mut failure: Option<Error> = None;
+        loop {
+            // 1. Render over the persisted state.
+            let ctx = Ctx::new(input.clone(), st.snap.clone());
+            let tree = match self.render_catching(&ctx) {
+                Ok(t) => t,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    Node::fragment(None::<Node>)
+                }
+            };
+            let state_writes = ctx.take_state_writes();
+            drop(ctx);
+
+            // 2. Plan.
+            let running: HashSet<NodeKey> = st.running.keys().cloned().collect();
+            let plan = plan::plan(
+                &tree,
+                &PlanInput {
+                    nodes: &st.nodes,
+                    loops: &st.snap.loops,
+                    running: &running,
+                },
+            );
+            {
+                let snap = Arc::make_mut(&mut st.snap);
+                for (id, lp) in &plan.node_loop {
+                    match lp {
+                        Some(l) => {
+                            if snap.node_loop.get(id) != Some(l) {
+                                snap.node_loop.insert(id.clone(), l.clone());
+                            }
+                        }
+                        None => {
+                            snap.node_loop.remove(id);
+                        }
+                    }
+                }
+            }
+
+            // 3. Persist what the render decided on its own: state writes, skips, loop moves, frame.
+            let mut b = WriteBatch::new(&st.run_id);
+            for (k, v) in state_writes {
+                Arc::make_mut(&mut st.snap)
+                    .state
+                    .insert(k.clone(), v.clone());
+                b.push(Write::State { key: k, value: v });
+            }
+            self.record_frame(st, &tree, &mut b);
+            let decided = !plan.skipped.is_empty() || !plan.loop_changes.is_empty();
+            for (task, it, lp) in &plan.skipped {
+                b.push(Write::Node(NodeRecord {
+                    node_id: task.id.clone(),
+                    iteration: *it,
+                    status: NodeStatus::Skipped,
+                    attempts: 0,
+                    output_table: None,
+                    loop_id: lp.clone(),
+                    last_error: None,
+                }));
+                b.push(Write::Event(Event::node(
+                    &st.run_id,
+                    &task.id,
+                    *it,
+                    EventKind::NodeSkipped,
+                )));
+                st.set_node(
+                    &task.id,
+                    *it,
+                    NodeState {
+                        status: NodeStatus::Skipped,
+                        attempts: 0,
+                        last_error: None,
+                    },
+                );
+            }
+            for change in &plan.loop_changes {
+                let (loop_id, state, event) = match change {
+                    LoopChange::Iterate { loop_id, state } => (
+                        loop_id,
+                        state,
+                        EventKind::LoopIterated {
+                            loop_id: loop_id.clone(),
+                            iteration: state.iteration,
+                        },
+                    ),
+                    LoopChange::Finish {
+                        loop_id,
+                        state,
+                        max_reached,
+                    } => (
+                        loop_id,
+                        state,
+                        EventKind::LoopFinished {
+                            loop_id: loop_id.clone(),
+                            iteration: state.iteration,
+                            max_reached: *max_reached,
+                        },
+                    ),
+                };
+                b.push(Write::Loop {
+                    loop_id: loop_id.clone(),
+                    state: state.clone(),
+                });
+                b.push(Write::Event(Event::run(&st.run_id, event)));
+                Arc::make_mut(&mut st.snap)
+                    .loops
+                    .insert(loop_id.clone(), state.clone());
+            }
+            if !b.is_empty() {
+                self.commit(b).await?;
+            }
+            if decided && failure.is_none() {
+                continue; // the tree may differ now: render again before starting anything
+            }
+
+            // 4. Decide whether the run is over.
+            let complete = matches!(plan.outcome, Outcome::Complete);
+            if let Outcome::Failed(e) = plan.outcome {
+                failure.get_or_insert(e);
+            }
+            if st.running.is_empty() {
+                if let Some(e) = failure.take() {
+                    return self
+                        .finish(st, RunStatus::Failed, Some(e.to_string()))
+                        .await;
+                }
+                if complete {
+                    return self.finish(st, RunStatus::Finished, None).await;
+                }
+            }
+
+            // 5. Start what is runnable, within the run-wide limit.
+            if failure.is_none() {
+                let limit = match tree.kind() {
+                    NodeKind::Workflow(w) => {
+                        w.max_concurrency.unwrap_or(self.options.max_concurrency)
+                    }
+                    _ => self.options.max_concurrency,
+                }
+                .max(1);
+                // Static values have no side effects and take no time: every one the plan
+                // offers starts and finishes in one shared transaction, then the tree is
+                // rendered again (it may depend on them).
+                let mut statics = WriteBatch::new(&st.run_id);
+                for r in plan.runnable {
+                    if st.running.contains_key(&(r.task.id.clone(), r.iteration)) {
+                        continue;
+                    }
+                    // An output type that does not fit its table is a definition error: the run
+                    // fails with it (after the running attempts end) instead of staying `running`.
+                    match self.ensure_table(st, &r.task).await {
+                        Ok(()) => {}
+                        Err(e @ (Error::SchemaChanged { .. } | Error::InvalidIdentifier(_))) => {
+                            failure.get_or_insert(e);
+                            break;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                    if let TaskExec::Value(v) = &r.task.exec {
+                        let v = v.clone();
+                        self.complete_static(st, &mut statics, &r, v).await?;
+                        continue;
+                    }
+                    if st.running.len() >= limit || !statics.is_empty() {
+                        continue;
+                    }
+                    self.start(st, &mut join, r).await?;
+                }
+                if !statics.is_empty() {
+                    self.commit(statics).await?;
+                    continue;
+                }
+            }
+            if st.running.is_empty() {
+                let e = failure.take().unwrap_or_else(|| {
+                    Error::Other(
+                        "no task can start and none is running; the workflow is stuck".into(),
+                    )
+                });
+                return self
+                    .finish(st, RunStatus::Failed, Some(e.to_string()))
+                    .await;
+            }
+
+            // 6. Wait for the next attempt to end (or a tick, or cancellation).
+            // Cancellation wins over an attempt that ended because of it: such an attempt is
+            // recorded as cancelled (its node pending), never as a failure.
+            tokio::select! {
+                biased;
+                _ = self.options.cancel.cancelled() => {
+                    self.cancel_all(st, &mut join).await;
+                    return self.finish(st, RunStatus::Cancelled, None).await;
+                }
+                Some(done) = join.join_next() => {
+                    match done {
+                        Ok(res) => self.complete(st, res).await?,
+                        Err(e) => tracing::error!(error = %e, "an attempt task panicked or was aborted"),
+                    }
+                }
+                _ = lease_tick.tick() => {
+                    if let Err(e) = self.store.renew_lease(&st.run_id, &st.owner, self.options.lease_ttl).await {
+                        self.cancel_all(st, &mut join).await;
+                        return Err(e);
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    let mut b = WriteBatch::new(&st.run_id);
+                    b.push(Write::State { key: "supervisor.heartbeat".into(), value: crate::time::now_rfc3339() });
+                    self.commit(b).await?;
+                }
+            }
+        }
+    }
+
+    fn render_catching(&self, ctx: &Ctx<I>) -> Result<Node> {
+        std::panic::catch_unwind(AssertUnwindSafe(|| (self.workflow)(ctx))).map_err(|p| {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Error::Other(format!(
+                "the workflow function panicked while rendering: {msg}"
+            ))
+        })
+    }
+
+    /// Records a frame when the tree's shape changed since the last one.
+    fn record_frame(&self, st: &mut RunState, tree: &Node, b: &mut WriteBatch) {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        shape_hash(tree, &mut h);
+        let hash = h.finish();
+        if hash == st.frame_hash {
+            return;
+        }
+        st.frame_hash = hash;
+        st.frame_no += 1;
+        b.push(Write::Frame {
+            frame_no: st.frame_no,
+            hash: format!("{hash:016x}"),
+            tree: tree.to_tree_string(),
+        });
+        b.push(Write::Event(Event::run(
+            &st.run_id,
+            EventKind::FrameRendered { frame: st.frame_no },
+        )));
+    }
+}
+
+mod attempt;
+mod persist;
+mod state;
+
+use attempt::AttemptResult;
+use state::{shape_hash, RunState, Running};

@@ -1,0 +1,263 @@
+//! The write batches of the engine: success, failure, cancellation and the end of a run.
+
+use super::*;
+
+impl<I> Engine<I>
+where
+    I: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn push_success(
+        &self,
+        st: &mut RunState,
+        b: &mut WriteBatch,
+        t: &TaskSpec,
+        it: u32,
+        loop_id: Option<String>,
+        attempt: u32,
+        value: Value,
+        mut end: AttemptEnd,
+    ) {
+        end.status = "finished";
+        let usage = (end.usage != Usage::default()).then(|| end.usage.clone());
+        b.push(Write::Output {
+            info: t.output,
+            node_id: t.id.clone(),
+            iteration: it,
+            value: value.clone(),
+        });
+        b.push(Write::Node(NodeRecord {
+            node_id: t.id.clone(),
+            iteration: it,
+            status: NodeStatus::Finished,
+            attempts: attempt,
+            output_table: Some(t.output.table.to_owned()),
+            loop_id,
+            last_error: None,
+        }));
+        b.push(Write::AttemptEnd {
+            node_id: t.id.clone(),
+            iteration: it,
+            attempt,
+            end,
+        });
+        b.push(Write::Event(Event::node(
+            &st.run_id,
+            &t.id,
+            it,
+            EventKind::NodeFinished { attempt, usage },
+        )));
+        st.finished += 1;
+        self.supervisor(
+            b,
+            "running",
+            &format!("{} node(s) finished; last: `{}`", st.finished, t.id),
+        );
+        st.set_node(
+            &t.id,
+            it,
+            NodeState {
+                status: NodeStatus::Finished,
+                attempts: attempt,
+                last_error: None,
+            },
+        );
+        Arc::make_mut(&mut st.snap)
+            .outputs
+            .entry(t.id.clone())
+            .or_default()
+            .insert(it, value);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn push_failure(
+        &self,
+        st: &mut RunState,
+        b: &mut WriteBatch,
+        t: &TaskSpec,
+        it: u32,
+        loop_id: Option<String>,
+        attempt: u32,
+        e: TaskError,
+        mut end: AttemptEnd,
+    ) {
+        let retry = e.retryable && attempt <= t.retries;
+        let msg = if retry {
+            format!(
+                "{}; it will be tried again (attempt {} of {})",
+                e.message,
+                attempt + 1,
+                t.retries + 1
+            )
+        } else {
+            e.message.clone()
+        };
+        end.status = "failed";
+        end.error = Some(e.message.clone());
+        let status = if retry {
+            NodeStatus::Pending
+        } else {
+            NodeStatus::Failed
+        };
+        b.push(Write::Node(NodeRecord {
+            node_id: t.id.clone(),
+            iteration: it,
+            status,
+            attempts: attempt,
+            output_table: None,
+            loop_id,
+            last_error: Some(e.message.clone()),
+        }));
+        b.push(Write::AttemptEnd {
+            node_id: t.id.clone(),
+            iteration: it,
+            attempt,
+            end,
+        });
+        let kind = if retry {
+            EventKind::NodeRetrying {
+                attempt,
+                error: msg,
+            }
+        } else {
+            EventKind::NodeFailed {
+                attempt,
+                error: e.message.clone(),
+            }
+        };
+        b.push(Write::Event(Event::node(&st.run_id, &t.id, it, kind)));
+        if !retry {
+            b.push(Write::State {
+                key: "supervisor.last_error".into(),
+                value: format!("node `{}`: {}", t.id, e.message),
+            });
+        }
+        st.set_node(
+            &t.id,
+            it,
+            NodeState {
+                status,
+                attempts: attempt,
+                last_error: Some(e.message),
+            },
+        );
+    }
+
+    pub(super) async fn cancel_all(&self, st: &mut RunState, join: &mut JoinSet<AttemptResult>) {
+        for r in st.running.values() {
+            r.cancel.cancel();
+        }
+        // Give attempts a moment to stop their processes, then abort what is left.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while join.join_next().await.is_some() {}
+        })
+        .await;
+        join.abort_all();
+        let mut b = WriteBatch::new(&st.run_id);
+        for ((id, it), r) in st.running.drain() {
+            let attempt = st
+                .nodes
+                .get(&id)
+                .and_then(|m| m.get(&it))
+                .map_or(1, |n| n.attempts);
+            b.push(Write::Node(NodeRecord {
+                node_id: id.clone(),
+                iteration: it,
+                status: NodeStatus::Pending,
+                attempts: attempt,
+                output_table: None,
+                loop_id: r.loop_id,
+                last_error: Some("cancelled".into()),
+            }));
+            b.push(Write::AttemptEnd {
+                node_id: id,
+                iteration: it,
+                attempt,
+                end: AttemptEnd {
+                    status: "cancelled",
+                    error: Some("the run was cancelled".into()),
+                    ..AttemptEnd::default()
+                },
+            });
+        }
+        if let Err(e) = self.commit(b).await {
+            tracing::error!(error = %e, "could not record cancelled attempts");
+        }
+    }
+
+    pub(super) async fn finish(
+        &self,
+        st: &mut RunState,
+        status: RunStatus,
+        error: Option<String>,
+    ) -> Result<RunReport> {
+        let mut b = WriteBatch::new(&st.run_id);
+        b.push(Write::RunStatus {
+            status,
+            error: error.clone(),
+        });
+        let (kind, sup, summary) = match status {
+            RunStatus::Finished => (
+                EventKind::RunFinished,
+                "done",
+                format!("Run finished: {} node(s)", st.finished),
+            ),
+            RunStatus::Cancelled => (
+                EventKind::RunCancelled,
+                "idle",
+                "Run cancelled; resume continues it".to_owned(),
+            ),
+            _ => (
+                EventKind::RunFailed {
+                    error: error.clone().unwrap_or_default(),
+                },
+                "error",
+                format!("Run failed: {}", error.as_deref().unwrap_or("")),
+            ),
+        };
+        b.push(Write::Event(Event::run(&st.run_id, kind)));
+        self.supervisor(&mut b, sup, &summary);
+        if let Some(e) = &error {
+            b.push(Write::State {
+                key: "supervisor.last_error".into(),
+                value: e.clone(),
+            });
+        }
+        self.commit(b).await?;
+        Ok(RunReport {
+            run_id: st.run_id.clone(),
+            status,
+            error,
+            finished_nodes: st.finished,
+        })
+    }
+
+    pub(super) fn supervisor(&self, b: &mut WriteBatch, status: &str, summary: &str) {
+        b.push(Write::State {
+            key: "supervisor.status".into(),
+            value: status.into(),
+        });
+        b.push(Write::State {
+            key: "supervisor.summary".into(),
+            value: summary.into(),
+        });
+    }
+
+    pub(super) async fn commit(&self, b: WriteBatch) -> Result<()> {
+        if b.is_empty() {
+            return Ok(());
+        }
+        self.store.write(b.clone()).await?;
+        self.deliver(&b);
+        Ok(())
+    }
+
+    pub(super) fn deliver(&self, b: &WriteBatch) {
+        for e in b.events() {
+            e.trace();
+            if let Some(l) = &self.options.on_event {
+                l(e);
+            }
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The in-memory state of the run being driven.
+
+use super::*;
+
+pub(super) struct Running {
+    pub(super) task: Arc<TaskSpec>,
+    pub(super) loop_id: Option<String>,
+    pub(super) cancel: CancellationToken,
+}
+
+/// In-memory state of the run being driven.
+pub(super) struct RunState {
+    pub(super) run_id: String,
+    pub(super) owner: String,
+    pub(super) snap: Arc<RunSnapshot>,
+    pub(super) nodes: HashMap<String, HashMap<u32, NodeState>>,
+    pub(super) running: HashMap<NodeKey, Running>,
+    pub(super) tables: HashSet<&'static str>,
+    pub(super) frame_no: u32,
+    pub(super) frame_hash: u64,
+    pub(super) finished: usize,
+}
+
+impl RunState {
+    pub(super) fn new(run_id: &str, owner: String) -> Self {
+        RunState {
+            run_id: run_id.to_owned(),
+            owner,
+            snap: Arc::new(RunSnapshot {
+                run_id: run_id.to_owned(),
+                ..RunSnapshot::default()
+            }),
+            nodes: HashMap::new(),
+            running: HashMap::new(),
+            tables: HashSet::new(),
+            frame_no: 0,
+            frame_hash: 0,
+            finished: 0,
+        }
+    }
+
+    pub(super) fn node(&self, id: &str, it: u32) -> Option<&NodeState> {
+        self.nodes.get(id).and_then(|m| m.get(&it))
+    }
+
+    pub(super) fn attempts(&self, id: &str, it: u32) -> u32 {
+        self.node(id, it).map_or(0, |n| n.attempts)
+    }
+
+    pub(super) fn set_node(&mut self, id: &str, it: u32, s: NodeState) {
+        match self.nodes.get_mut(id) {
+            Some(m) => {
+                m.insert(it, s);
+            }
+            None => {
+                self.nodes.insert(id.to_owned(), HashMap::from([(it, s)]));
+            }
+        }
+    }
+}
+
+pub(super) fn shape_hash(node: &Node, h: &mut impl Hasher) {
+    node.tag().hash(h);
+    match node.kind() {
+        NodeKind::Task(t) => t.id.hash(h),
+        NodeKind::Ralph(r) => r.id.hash(h),
+        NodeKind::Branch(b) => b.cond.hash(h),
+        NodeKind::Phase(n) | NodeKind::Step(n) => n.name.hash(h),
+        _ => {}
+    }
+    node.children().len().hash(h);
+    for c in node.children() {
+        shape_hash(c, h);
+    }
+}
