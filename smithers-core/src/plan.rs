@@ -18,8 +18,10 @@ use crate::store::NodeStatus;
 pub struct NodeState {
     /// Status.
     pub status: NodeStatus,
-    /// Attempts started.
+    /// Attempts started (including ones cancelled or abandoned by a dead process).
     pub attempts: u32,
+    /// Attempts that failed: what `retries` is counted against.
+    pub failures: u32,
     /// Error of the last failed attempt.
     pub last_error: Option<String>,
 }
@@ -520,6 +522,7 @@ mod tests {
         fn node(mut self, id: &str, it: u32, status: NodeStatus) -> Self {
             let s = NodeState {
                 status,
+                failures: 0,
                 attempts: 1,
                 last_error: (status == NodeStatus::Failed).then(|| "boom".to_owned()),
             };

@@ -145,3 +145,64 @@ async fn terminal_task_error_is_not_retried() {
     );
     assert!(h.event_payloads(&report.run_id, "node_retrying").is_empty());
 }
+
+#[tokio::test]
+async fn a_cancelled_attempt_does_not_use_up_a_retry() {
+    use smithers_core::engine::{CancellationToken, EngineOptions};
+    let h = Harness::new();
+    // Attempt 1 hangs until the run is cancelled; attempt 2 fails; attempt 3 succeeds.
+    let tree = |_ctx: &Ctx<()>| {
+        Workflow::new()
+            .child(
+                Task::<Num>::new()
+                    .id("job")
+                    .retries(1)
+                    .run(|t| async move {
+                        match t.attempt() {
+                            1 => {
+                                t.cancelled().cancelled().await;
+                                Err(TaskError::retryable("stopped"))
+                            }
+                            2 => Err(TaskError::retryable("flaky")),
+                            n => Ok(num(i64::from(n))),
+                        }
+                    })
+                    .build(),
+            )
+            .build()
+    };
+    let cancel = CancellationToken::new();
+    let engine = h.engine_with(
+        EngineOptions {
+            cancel: cancel.clone(),
+            ..EngineOptions::default()
+        },
+        tree,
+    );
+    let events = h.events.clone();
+    tokio::spawn(async move {
+        while !events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.kind.name() == "node_started")
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        cancel.cancel();
+    });
+    let report = engine.run(()).await.unwrap();
+    assert_eq!(report.status, RunStatus::Cancelled);
+    let report = smithers_core::engine::Engine::new(h.reopen(), tree)
+        .resume(Some(&report.run_id))
+        .await
+        .unwrap();
+    assert_eq!(report.status, RunStatus::Finished, "{report:?}");
+    let statuses: Vec<String> = h
+        .attempts(&report.run_id, "job")
+        .into_iter()
+        .map(|a| a.2)
+        .collect();
+    assert_eq!(statuses, ["cancelled", "failed", "finished"]);
+    assert_eq!(h.num_rows(&report.run_id), vec![("job".into(), 0, 3)]);
+}

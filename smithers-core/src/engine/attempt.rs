@@ -122,6 +122,7 @@ where
             NodeState {
                 status: NodeStatus::Running,
                 attempts: attempt,
+                failures: st.node(&t.id, r.iteration).map_or(0, |n| n.failures),
                 last_error: last_error.clone(),
             },
         );

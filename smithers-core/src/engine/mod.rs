@@ -239,6 +239,11 @@ where
         let loaded = self.store.load(run_id).await?;
         let mut st = RunState::new(run_id, owner);
         st.frame_no = loaded.last_frame;
+        let failures: HashMap<(&str, u32), u32> = loaded
+            .failures
+            .iter()
+            .map(|(n, it, f)| ((n.as_str(), *it), *f))
+            .collect();
         let snap = Arc::make_mut(&mut st.snap);
         for n in &loaded.nodes {
             if n.status == NodeStatus::Finished {
@@ -252,6 +257,10 @@ where
                 NodeState {
                     status: n.status,
                     attempts: n.attempts,
+                    failures: failures
+                        .get(&(n.node_id.as_str(), n.iteration))
+                        .copied()
+                        .unwrap_or(0),
                     last_error: n.last_error.clone(),
                 },
             );
@@ -352,6 +361,7 @@ where
                     NodeState {
                         status: NodeStatus::Skipped,
                         attempts: 0,
+                        failures: 0,
                         last_error: None,
                     },
                 );

@@ -59,6 +59,7 @@ where
             NodeState {
                 status: NodeStatus::Finished,
                 attempts: attempt,
+                failures: st.node(&t.id, it).map_or(0, |n| n.failures),
                 last_error: None,
             },
         );
@@ -81,12 +82,15 @@ where
         e: TaskError,
         mut end: AttemptEnd,
     ) {
-        let retry = e.retryable && attempt <= t.retries;
+        // `retries` counts failed attempts only: one cancelled by the user or abandoned by a
+        // dead process does not use up a retry.
+        let failures = st.node(&t.id, it).map_or(0, |n| n.failures) + 1;
+        let retry = e.retryable && failures <= t.retries;
         let msg = if retry {
             format!(
                 "{}; it will be tried again (attempt {} of {})",
                 e.message,
-                attempt + 1,
+                failures + 1,
                 t.retries + 1
             )
         } else {
@@ -138,6 +142,7 @@ where
             NodeState {
                 status,
                 attempts: attempt,
+                failures,
                 last_error: Some(e.message),
             },
         );

@@ -203,6 +203,8 @@ pub struct LoadedRun {
     pub state: Vec<(String, String)>,
     /// Highest frame number recorded.
     pub last_frame: u32,
+    /// Failed attempts per node and iteration (what `retries` counts).
+    pub failures: Vec<(String, u32, u32)>,
 }
 
 /// How an attempt ended.

@@ -636,7 +636,15 @@ impl Store for SqliteStore {
             let state = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
             let last_frame: Option<u32> =
                 c.query_row("SELECT MAX(frame_no) FROM _smithers_frames WHERE run_id = ?1", [&run_id], |r| r.get(0))?;
-            Ok(LoadedRun { nodes, outputs, loops, state, last_frame: last_frame.unwrap_or(0) })
+            let mut st = c.prepare_cached(
+                "SELECT node_id, iteration, COUNT(*) FROM _smithers_attempts
+                 WHERE run_id = ?1 AND status = 'failed' GROUP BY node_id, iteration",
+            )?;
+            let failures = st
+                .query_map([&run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(LoadedRun {
+                failures, nodes, outputs, loops, state, last_frame: last_frame.unwrap_or(0) })
         })
         .await
     }
