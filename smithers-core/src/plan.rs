@@ -92,6 +92,9 @@ pub struct Plan {
     pub loop_changes: Vec<LoopChange>,
     /// Node id → innermost loop id, for every mounted task.
     pub node_loop: HashMap<String, Option<String>>,
+    /// Running attempts whose task is still mounted; any other running attempt was unmounted by
+    /// this render (a branch switched, a loop finished) and should stop.
+    pub mounted_running: HashSet<NodeKey>,
     /// Overall outcome.
     pub outcome: Outcome,
 }
@@ -112,6 +115,7 @@ struct Planner<'a> {
     skipped: Vec<(Arc<TaskSpec>, u32, Option<String>)>,
     loop_changes: Vec<LoopChange>,
     node_loop: HashMap<String, Option<String>>,
+    mounted_running: HashSet<NodeKey>,
     seen: HashMap<String, String>,
     /// Mounted tasks found running so far in the walk (a `Parallel` counts its subtree's).
     running_seen: usize,
@@ -126,6 +130,7 @@ pub fn plan(tree: &Node, input: &PlanInput<'_>) -> Plan {
         skipped: Vec::new(),
         loop_changes: Vec::new(),
         node_loop: HashMap::new(),
+        mounted_running: HashSet::new(),
         seen: HashMap::new(),
         running_seen: 0,
         error: None,
@@ -137,6 +142,7 @@ pub fn plan(tree: &Node, input: &PlanInput<'_>) -> Plan {
             skipped: Vec::new(),
             loop_changes: Vec::new(),
             node_loop: HashMap::new(),
+            mounted_running: HashSet::new(),
             outcome: Outcome::Failed(e),
         };
     }
@@ -152,6 +158,7 @@ pub fn plan(tree: &Node, input: &PlanInput<'_>) -> Plan {
         skipped: p.skipped,
         loop_changes: p.loop_changes,
         node_loop: p.node_loop,
+        mounted_running: p.mounted_running,
         outcome,
     }
 }
@@ -263,8 +270,9 @@ impl<'a> Planner<'a> {
 
     fn task(&mut self, t: &Arc<TaskSpec>, it: u32, lp: Option<&str>) -> Status {
         self.node_loop.insert(t.id.clone(), lp.map(str::to_owned));
-        let key_running = self.input.running.contains(&(t.id.clone(), it));
-        if key_running {
+        let key = (t.id.clone(), it);
+        if self.input.running.contains(&key) {
+            self.mounted_running.insert(key);
             self.running_seen += 1;
             return Status::Pending { active: true };
         }

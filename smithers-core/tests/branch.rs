@@ -114,3 +114,65 @@ async fn branch_inside_a_loop_follows_the_iteration() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_running_task_unmounted_by_a_branch_switch_is_cancelled_not_stored() {
+    use smithers_core::node::Parallel;
+    const FAST: smithers_core::Ref<Num> = smithers_core::Ref::new("fast");
+    let h = Harness::new();
+    let engine = h.engine(|ctx: &Ctx<()>| {
+        let fast_done = ctx.output_maybe(FAST).is_some();
+        Workflow::new()
+            .child(
+                Parallel::new()
+                    .child(
+                        Branch::new()
+                            .cond(!fast_done)
+                            .child(
+                                Task::<Num>::new()
+                                    .id("slow")
+                                    .run(|_t| async {
+                                        tokio::time::sleep(std::time::Duration::from_secs(30))
+                                            .await;
+                                        Ok::<_, String>(num(1))
+                                    })
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .child(
+                        Task::<Num>::new()
+                            .id(FAST)
+                            .run(|_t| async {
+                                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                                Ok::<_, String>(num(2))
+                            })
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+    });
+    let started = std::time::Instant::now();
+    let report = engine.run(()).await.unwrap();
+    assert_eq!(report.status, RunStatus::Finished, "{report:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the slow task was not stopped"
+    );
+    assert_eq!(h.num_rows(&report.run_id), vec![("fast".into(), 0, 2)]);
+    let slow = h.attempts(&report.run_id, "slow");
+    assert_eq!(slow.len(), 1);
+    assert_eq!(slow[0].2, "cancelled");
+    assert!(
+        slow[0]
+            .3
+            .as_deref()
+            .is_some_and(|e| e.contains("no longer mounts")),
+        "{slow:?}"
+    );
+    assert_eq!(
+        h.node_row(&report.run_id, "slow", 0).map(|r| r.0),
+        Some("pending".into())
+    );
+}

@@ -135,6 +135,7 @@ where
                 task: t.clone(),
                 loop_id: r.loop_id,
                 cancel: cancel.clone(),
+                unmounted: false,
             },
         );
         let progress = self.progress_sink(&st.run_id, &t.id, r.iteration);
@@ -190,6 +191,17 @@ where
         let Some(running) = st.running.remove(&res.key) else {
             return Ok(());
         };
+        if running.unmounted {
+            let mut b = WriteBatch::new(&st.run_id);
+            self.push_cancelled(
+                st,
+                &mut b,
+                &res.key,
+                running.loop_id,
+                "a re-render no longer mounts this task (its branch or loop moved on)",
+            );
+            return self.commit(b).await;
+        }
         let t = running.task;
         let (id, it) = (res.key.0.clone(), res.key.1);
         let mut end = AttemptEnd {

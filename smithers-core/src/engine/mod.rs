@@ -329,6 +329,14 @@ where
                 }
             }
 
+            // A running task the tree no longer mounts (its branch switched, its loop ended) stops.
+            for (key, r) in st.running.iter_mut() {
+                if !r.unmounted && !plan.mounted_running.contains(key) {
+                    r.unmounted = true;
+                    r.cancel.cancel();
+                }
+            }
+
             // 3. Persist what the render decided on its own: state writes, skips, loop moves, frame.
             let mut b = WriteBatch::new(&st.run_id);
             for (k, v) in state_writes {

@@ -159,35 +159,57 @@ where
         .await;
         join.abort_all();
         let mut b = WriteBatch::new(&st.run_id);
-        for ((id, it), r) in st.running.drain() {
-            let attempt = st
-                .nodes
-                .get(&id)
-                .and_then(|m| m.get(&it))
-                .map_or(1, |n| n.attempts);
-            b.push(Write::Node(NodeRecord {
-                node_id: id.clone(),
-                iteration: it,
-                status: NodeStatus::Pending,
-                attempts: attempt,
-                output_table: None,
-                loop_id: r.loop_id,
-                last_error: Some("cancelled".into()),
-            }));
-            b.push(Write::AttemptEnd {
-                node_id: id,
-                iteration: it,
-                attempt,
-                end: AttemptEnd {
-                    status: "cancelled",
-                    error: Some("the run was cancelled".into()),
-                    ..AttemptEnd::default()
-                },
-            });
+        let running: Vec<_> = st.running.drain().collect();
+        for (key, r) in running {
+            self.push_cancelled(st, &mut b, &key, r.loop_id, "the run was cancelled");
         }
         if let Err(e) = self.commit(b).await {
             tracing::error!(error = %e, "could not record cancelled attempts");
         }
+    }
+
+    /// Records a stopped attempt: the attempt `cancelled` with `reason`, its node pending again
+    /// (a later render that mounts it starts a new attempt).
+    pub(super) fn push_cancelled(
+        &self,
+        st: &mut RunState,
+        b: &mut WriteBatch,
+        (id, it): &NodeKey,
+        loop_id: Option<String>,
+        reason: &str,
+    ) {
+        let (attempts, failures) = st
+            .node(id, *it)
+            .map_or((1, 0), |n| (n.attempts, n.failures));
+        b.push(Write::Node(NodeRecord {
+            node_id: id.clone(),
+            iteration: *it,
+            status: NodeStatus::Pending,
+            attempts,
+            output_table: None,
+            loop_id,
+            last_error: Some("cancelled".into()),
+        }));
+        b.push(Write::AttemptEnd {
+            node_id: id.clone(),
+            iteration: *it,
+            attempt: attempts,
+            end: AttemptEnd {
+                status: "cancelled",
+                error: Some(reason.to_owned()),
+                ..AttemptEnd::default()
+            },
+        });
+        st.set_node(
+            id,
+            *it,
+            NodeState {
+                status: NodeStatus::Pending,
+                attempts,
+                failures,
+                last_error: Some("cancelled".into()),
+            },
+        );
     }
 
     pub(super) async fn finish(

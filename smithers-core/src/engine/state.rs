@@ -6,6 +6,9 @@ pub(super) struct Running {
     pub(super) task: Arc<TaskSpec>,
     pub(super) loop_id: Option<String>,
     pub(super) cancel: CancellationToken,
+    /// A re-render no longer mounts the task: its attempt was told to stop and will be recorded
+    /// as cancelled, never as the node's output.
+    pub(super) unmounted: bool,
 }
 
 /// In-memory state of the run being driven.
