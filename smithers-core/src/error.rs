@@ -114,6 +114,14 @@ pub enum Error {
         expires_at: String,
     },
 
+    /// This process lost the run's lease (it stalled past the lease period and another process
+    /// took the run over).
+    #[error("lost the lease of run `{run_id}` to another process; stopping so two processes never drive one run")]
+    LeaseLost {
+        /// The run.
+        run_id: String,
+    },
+
     /// The run already reached a final status.
     #[error("run `{run_id}` already {status}; nothing to resume")]
     RunAlreadyDone {
@@ -183,6 +191,7 @@ impl Error {
             Error::NoRunToResume => "E_NO_RUN",
             Error::LeaseHeld { .. } => "E_LEASE_HELD",
             Error::RunAlreadyDone { .. } => "E_RUN_DONE",
+            Error::LeaseLost { .. } => "E_LEASE_LOST",
             Error::InvalidInput(_) => "E_INVALID_INPUT",
             Error::NodeFailed { .. } => "E_NODE_FAILED",
             Error::MaxIterationsReached { .. } => "E_MAX_ITERATIONS",

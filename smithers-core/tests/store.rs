@@ -177,3 +177,37 @@ async fn state_written_while_rendering_is_persisted_and_visible_next_render() {
         .unwrap();
     assert_eq!(note.as_deref(), Some("hello"));
 }
+
+#[tokio::test]
+async fn progress_lines_are_persisted_as_node_output_events_trimmed() {
+    use smithers_core::node::{Task, Workflow};
+    let h = Harness::new();
+    let engine = h.engine(|_ctx: &smithers_core::Ctx<()>| {
+        Workflow::new()
+            .child(
+                Task::<Num>::new()
+                    .id("talker")
+                    .run(|t| async move {
+                        t.progress("reading the code");
+                        t.progress(&"x".repeat(10_000));
+                        Ok::<_, String>(num(1))
+                    })
+                    .build(),
+            )
+            .build()
+    });
+    let report = engine.run(()).await.unwrap();
+    let lines: Vec<String> = h
+        .event_payloads(&report.run_id, "node_output")
+        .into_iter()
+        .map(|p| p["line"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0], "reading the code");
+    assert!(
+        lines[1].starts_with("xxxx") && lines[1].ends_with("… (10000 bytes)"),
+        "{}",
+        &lines[1][3990..]
+    );
+    assert!(lines[1].len() < 4100);
+}

@@ -138,7 +138,7 @@ where
                 unmounted: false,
             },
         );
-        let progress = self.progress_sink(&st.run_id, &t.id, r.iteration);
+        let progress = self.progress_sink(&st.run_id, &t.id, r.iteration, &st.progress_tx);
         let run_id = st.run_id.clone();
         join.spawn(async move {
             let started = Instant::now();
@@ -162,9 +162,16 @@ where
         Ok(())
     }
 
-    pub(super) fn progress_sink(&self, run_id: &str, node_id: &str, it: u32) -> ProgressSink {
+    pub(super) fn progress_sink(
+        &self,
+        run_id: &str,
+        node_id: &str,
+        it: u32,
+        progress_tx: &Option<tokio::sync::mpsc::UnboundedSender<Event>>,
+    ) -> ProgressSink {
         let (run_id, node_id) = (run_id.to_owned(), node_id.to_owned());
         let listener = self.options.on_event.clone();
+        let persist = progress_tx.clone();
         ProgressSink::new(move |stream, line| {
             let e = Event::node(
                 &run_id,
@@ -172,12 +179,15 @@ where
                 it,
                 EventKind::NodeOutput {
                     stream: stream.into(),
-                    line: line.into(),
+                    line: trim_line(line),
                 },
             );
             e.trace();
             if let Some(l) = &listener {
                 l(&e);
+            }
+            if let Some(tx) = &persist {
+                let _ = tx.send(e);
             }
         })
     }
@@ -364,4 +374,18 @@ pub(super) async fn run_attempt(
         } => r,
         _ = cancelled.cancelled() => Err((TaskError::terminal("cancelled"), None)),
     }
+}
+
+/// Progress lines are kept for `logs`, but a tool can print megabytes on one line: keep the head.
+const MAX_PROGRESS_LINE: usize = 4000;
+
+fn trim_line(line: &str) -> String {
+    if line.len() <= MAX_PROGRESS_LINE {
+        return line.to_owned();
+    }
+    let mut end = MAX_PROGRESS_LINE;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &line[..end], line.len())
 }

@@ -274,11 +274,63 @@ where
     }
 
     async fn drive_and_release(&self, st: &mut RunState, input: Arc<I>) -> Result<RunReport> {
+        let (tx, writer) = self.spawn_progress_writer();
+        st.progress_tx = Some(tx);
         let result = self.drive(st, input).await;
+        // Every attempt has ended: the writer drains what is queued and stops.
+        st.progress_tx = None;
+        let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
+        if let Err(e) = &result {
+            if !matches!(e, Error::LeaseLost { .. }) {
+                // An error of the store or the machinery: the run must not stay `running`.
+                let mut b = WriteBatch::new(&st.run_id);
+                b.push(Write::RunStatus {
+                    status: RunStatus::Failed,
+                    error: Some(e.to_string()),
+                });
+                b.push(Write::Event(Event::run(
+                    &st.run_id,
+                    EventKind::RunFailed {
+                        error: e.to_string(),
+                    },
+                )));
+                if let Err(e2) = self.commit(b).await {
+                    tracing::error!(error = %e2, "could not record the run's failure");
+                }
+            }
+        }
         if let Err(e) = self.store.release_lease(&st.run_id, &st.owner).await {
             tracing::warn!(error = %e, "could not release the run lease");
         }
         result
+    }
+
+    /// Persists progress lines in batches: whatever is queued when the writer wakes goes in one
+    /// transaction, so a chatty agent costs few commits.
+    fn spawn_progress_writer(
+        &self,
+    ) -> (
+        tokio::sync::mpsc::UnboundedSender<Event>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+        let store = self.store.clone();
+        let writer = tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut b = WriteBatch::new(&first.run_id);
+                b.push(Write::Event(first));
+                while b.writes.len() < 512 {
+                    match rx.try_recv() {
+                        Ok(e) => b.push(Write::Event(e)),
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = store.write(b).await {
+                    tracing::warn!(error = %e, "could not persist progress lines");
+                }
+            }
+        });
+        (tx, writer)
     }
 
     /// The loop. Returns when the run finished, failed or was cancelled.

@@ -19,6 +19,8 @@ pub(super) struct RunState {
     pub(super) nodes: HashMap<String, HashMap<u32, NodeState>>,
     pub(super) running: HashMap<NodeKey, Running>,
     pub(super) tables: HashSet<&'static str>,
+    /// Where progress lines go to be persisted (in batches, off the engine's path).
+    pub(super) progress_tx: Option<tokio::sync::mpsc::UnboundedSender<Event>>,
     pub(super) frame_no: u32,
     pub(super) frame_hash: u64,
     pub(super) finished: usize,
@@ -36,6 +38,7 @@ impl RunState {
             nodes: HashMap::new(),
             running: HashMap::new(),
             tables: HashSet::new(),
+            progress_tx: None,
             frame_no: 0,
             frame_hash: 0,
             finished: 0,

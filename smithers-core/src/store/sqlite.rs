@@ -567,9 +567,7 @@ impl Store for SqliteStore {
                 params![run_id, owner, now_ms() + ttl.as_millis() as i64],
             )?;
             if n == 0 {
-                return Err(Error::Other(format!(
-                    "lost the lease of run `{run_id}` to another process; stopping so two processes never drive one run"
-                )));
+                return Err(Error::LeaseLost { run_id });
             }
             Ok(())
         })
