@@ -29,6 +29,11 @@ pub enum EventKind {
     },
     /// The run was cancelled.
     RunCancelled,
+    /// The run stopped to wait for human decisions; `resume` continues it.
+    RunWaiting {
+        /// What it waits for.
+        reason: String,
+    },
     /// The rendered tree changed shape (a new frame was recorded).
     FrameRendered {
         /// Frame number.
@@ -70,6 +75,16 @@ pub enum EventKind {
         /// The line.
         line: String,
     },
+    /// A `needs_approval` task waits for a human decision.
+    ApprovalRequested,
+    /// A human decided on a `needs_approval` task.
+    ApprovalDecided {
+        /// Approved or denied.
+        approved: bool,
+        /// The decider's note.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
     /// A Ralph loop moved to a new iteration.
     LoopIterated {
         /// Loop id.
@@ -97,6 +112,7 @@ impl EventKind {
             EventKind::RunFinished => "run_finished",
             EventKind::RunFailed { .. } => "run_failed",
             EventKind::RunCancelled => "run_cancelled",
+            EventKind::RunWaiting { .. } => "run_waiting",
             EventKind::FrameRendered { .. } => "frame_rendered",
             EventKind::NodeStarted { .. } => "node_started",
             EventKind::NodeFinished { .. } => "node_finished",
@@ -104,6 +120,8 @@ impl EventKind {
             EventKind::NodeFailed { .. } => "node_failed",
             EventKind::NodeSkipped => "node_skipped",
             EventKind::NodeOutput { .. } => "node_output",
+            EventKind::ApprovalRequested => "approval_requested",
+            EventKind::ApprovalDecided { .. } => "approval_decided",
             EventKind::LoopIterated { .. } => "loop_iterated",
             EventKind::LoopFinished { .. } => "loop_finished",
         }

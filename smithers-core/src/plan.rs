@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::ctx::LoopState;
 use crate::error::Error;
 use crate::node::{Node, NodeKind, OnMaxReached, TaskSpec};
-use crate::store::NodeStatus;
+use crate::store::{ApprovalStatus, NodeStatus};
 
 /// The state of a node in one iteration, as the planner sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +37,8 @@ pub struct PlanInput<'a> {
     pub loops: &'a HashMap<String, LoopState>,
     /// Attempts in flight.
     pub running: &'a HashSet<NodeKey>,
+    /// Decisions on `needs_approval` tasks.
+    pub approvals: &'a HashMap<NodeKey, ApprovalStatus>,
 }
 
 /// A loop decision.
@@ -95,6 +97,10 @@ pub struct Plan {
     /// Running attempts whose task is still mounted; any other running attempt was unmounted by
     /// this render (a branch switched, a loop finished) and should stop.
     pub mounted_running: HashSet<NodeKey>,
+    /// `needs_approval` tasks ready but not decided: the run waits for a human.
+    pub awaiting_approval: Vec<Runnable>,
+    /// `needs_approval` tasks a human denied: the engine records them failed.
+    pub denied: Vec<Runnable>,
     /// Overall outcome.
     pub outcome: Outcome,
 }
@@ -116,6 +122,8 @@ struct Planner<'a> {
     loop_changes: Vec<LoopChange>,
     node_loop: HashMap<String, Option<String>>,
     mounted_running: HashSet<NodeKey>,
+    awaiting_approval: Vec<Runnable>,
+    denied: Vec<Runnable>,
     seen: HashMap<String, String>,
     /// Mounted tasks found running so far in the walk (a `Parallel` counts its subtree's).
     running_seen: usize,
@@ -131,6 +139,8 @@ pub fn plan(tree: &Node, input: &PlanInput<'_>) -> Plan {
         loop_changes: Vec::new(),
         node_loop: HashMap::new(),
         mounted_running: HashSet::new(),
+        awaiting_approval: Vec::new(),
+        denied: Vec::new(),
         seen: HashMap::new(),
         running_seen: 0,
         error: None,
@@ -143,6 +153,8 @@ pub fn plan(tree: &Node, input: &PlanInput<'_>) -> Plan {
             loop_changes: Vec::new(),
             node_loop: HashMap::new(),
             mounted_running: HashSet::new(),
+            awaiting_approval: Vec::new(),
+            denied: Vec::new(),
             outcome: Outcome::Failed(e),
         };
     }
@@ -159,6 +171,8 @@ pub fn plan(tree: &Node, input: &PlanInput<'_>) -> Plan {
         loop_changes: p.loop_changes,
         node_loop: p.node_loop,
         mounted_running: p.mounted_running,
+        awaiting_approval: p.awaiting_approval,
+        denied: p.denied,
         outcome,
     }
 }
@@ -272,7 +286,7 @@ impl<'a> Planner<'a> {
         self.node_loop.insert(t.id.clone(), lp.map(str::to_owned));
         let key = (t.id.clone(), it);
         if self.input.running.contains(&key) {
-            self.mounted_running.insert(key);
+            self.mounted_running.insert(key.clone());
             self.running_seen += 1;
             return Status::Pending { active: true };
         }
@@ -295,12 +309,30 @@ impl<'a> Planner<'a> {
                 Status::Complete
             }
             _ => {
-                self.runnable.push(Runnable {
+                let r = Runnable {
                     task: t.clone(),
                     iteration: it,
                     loop_id: lp.map(str::to_owned),
-                });
-                Status::Pending { active: true }
+                };
+                if !t.needs_approval {
+                    self.runnable.push(r);
+                    return Status::Pending { active: true };
+                }
+                match self.input.approvals.get(&key) {
+                    Some(ApprovalStatus::Approved) => {
+                        self.runnable.push(r);
+                        Status::Pending { active: true }
+                    }
+                    Some(ApprovalStatus::Denied) => {
+                        // The engine records the node failed, then renders again.
+                        self.denied.push(r);
+                        Status::Pending { active: true }
+                    }
+                    _ => {
+                        self.awaiting_approval.push(r);
+                        Status::Pending { active: false }
+                    }
+                }
             }
         }
     }
@@ -616,6 +648,7 @@ mod tests {
                 nodes: &state.nodes,
                 loops: &state.loops,
                 running: &state.running,
+                approvals: &HashMap::new(),
             },
         );
         assert_eq!(describe(&p), expect, "tree:\n{tree:?}");

@@ -62,6 +62,10 @@ struct WorkflowCli {
     /// Print no progress lines.
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// When only `needs_approval` tasks are left, wait for `smithers approve|deny` instead of
+    /// stopping with status waiting-approval.
+    #[arg(long, global = true)]
+    wait_approval: bool,
     #[command(subcommand)]
     command: WorkflowCommand,
 }
@@ -160,6 +164,18 @@ pub fn progress_printer() -> Arc<dyn Fn(&Event) + Send + Sync> {
             EventKind::RunFinished => format!("run {} finished", e.run_id),
             EventKind::RunFailed { error } => format!("run {} failed: {error}", e.run_id),
             EventKind::RunCancelled => format!("run {} cancelled; `resume` continues it", e.run_id),
+            EventKind::ApprovalRequested => format!("  ⏸ {node}#{it} waits for approval"),
+            EventKind::ApprovalDecided { approved, .. } => {
+                format!(
+                    "  {} {node}#{it}",
+                    if *approved {
+                        "✔ approved"
+                    } else {
+                        "✘ denied"
+                    }
+                )
+            }
+            EventKind::RunWaiting { reason } => format!("run {} is {reason}", e.run_id),
             _ => return,
         };
         eprintln!("{line}");
@@ -229,6 +245,7 @@ where
             max_concurrency: max,
             on_event: (!cli.quiet).then(progress_printer),
             cancel,
+            wait_for_approval: cli.wait_approval,
             ..EngineOptions::default()
         };
         Engine::new(store, workflow).with_options(opts)
@@ -319,6 +336,16 @@ fn report_exit(
                 std::process::ExitCode::SUCCESS
             }
             RunStatus::Cancelled => std::process::ExitCode::from(130),
+            RunStatus::WaitingApproval => {
+                eprintln!(
+                    "run {} is {}: decide with `smithers approve {} NODE` (or `deny`), then `resume --run-id {}`",
+                    r.run_id,
+                    r.error.as_deref().unwrap_or("waiting for approval"),
+                    r.run_id,
+                    r.run_id
+                );
+                std::process::ExitCode::SUCCESS
+            }
             _ => {
                 eprintln!(
                     "error: run {} {}: {}",

@@ -25,8 +25,8 @@ use crate::events::{Event, EventKind};
 use crate::node::{Node, NodeKind, TaskExec, TaskSpec};
 use crate::plan::{self, LoopChange, NodeKey, NodeState, Outcome, PlanInput, Runnable};
 use crate::store::{
-    sqlite::lease_owner, AttemptEnd, NewRun, NodeRecord, NodeStatus, RunStatus, Store, Write,
-    WriteBatch,
+    sqlite::lease_owner, ApprovalStatus, AttemptEnd, NewRun, NodeRecord, NodeStatus, RunStatus,
+    Store, Write, WriteBatch,
 };
 use crate::task_ctx::TaskCtx;
 
@@ -49,6 +49,11 @@ pub struct EngineOptions {
     pub cancel: CancellationToken,
     /// Interval of the `supervisor.heartbeat` state key.
     pub heartbeat: Duration,
+    /// When only `needs_approval` tasks are left: wait for `smithers approve|deny` (polling the
+    /// database) instead of stopping with status `waiting-approval`.
+    pub wait_for_approval: bool,
+    /// How often to look for approval decisions while waiting.
+    pub approval_poll: Duration,
 }
 
 impl Default for EngineOptions {
@@ -59,6 +64,8 @@ impl Default for EngineOptions {
             on_event: None,
             cancel: CancellationToken::new(),
             heartbeat: Duration::from_secs(30),
+            wait_for_approval: false,
+            approval_poll: Duration::from_millis(500),
         }
     }
 }
@@ -270,6 +277,7 @@ where
         }
         snap.loops = loaded.loops.into_iter().collect();
         snap.state = loaded.state.into_iter().collect();
+        st.apply_approvals(loaded.approvals);
         Ok(st)
     }
 
@@ -363,6 +371,7 @@ where
                     nodes: &st.nodes,
                     loops: &st.snap.loops,
                     running: &running,
+                    approvals: &st.approvals,
                 },
             );
             {
@@ -389,79 +398,9 @@ where
                 }
             }
 
-            // 3. Persist what the render decided on its own: state writes, skips, loop moves, frame.
-            let mut b = WriteBatch::new(&st.run_id);
-            for (k, v) in state_writes {
-                Arc::make_mut(&mut st.snap)
-                    .state
-                    .insert(k.clone(), v.clone());
-                b.push(Write::State { key: k, value: v });
-            }
-            self.record_frame(st, &tree, &mut b);
-            let decided = !plan.skipped.is_empty() || !plan.loop_changes.is_empty();
-            for (task, it, lp) in &plan.skipped {
-                b.push(Write::Node(NodeRecord {
-                    node_id: task.id.clone(),
-                    iteration: *it,
-                    status: NodeStatus::Skipped,
-                    attempts: 0,
-                    output_table: None,
-                    loop_id: lp.clone(),
-                    last_error: None,
-                }));
-                b.push(Write::Event(Event::node(
-                    &st.run_id,
-                    &task.id,
-                    *it,
-                    EventKind::NodeSkipped,
-                )));
-                st.set_node(
-                    &task.id,
-                    *it,
-                    NodeState {
-                        status: NodeStatus::Skipped,
-                        attempts: 0,
-                        failures: 0,
-                        last_error: None,
-                    },
-                );
-            }
-            for change in &plan.loop_changes {
-                let (loop_id, state, event) = match change {
-                    LoopChange::Iterate { loop_id, state } => (
-                        loop_id,
-                        state,
-                        EventKind::LoopIterated {
-                            loop_id: loop_id.clone(),
-                            iteration: state.iteration,
-                        },
-                    ),
-                    LoopChange::Finish {
-                        loop_id,
-                        state,
-                        max_reached,
-                    } => (
-                        loop_id,
-                        state,
-                        EventKind::LoopFinished {
-                            loop_id: loop_id.clone(),
-                            iteration: state.iteration,
-                            max_reached: *max_reached,
-                        },
-                    ),
-                };
-                b.push(Write::Loop {
-                    loop_id: loop_id.clone(),
-                    state: state.clone(),
-                });
-                b.push(Write::Event(Event::run(&st.run_id, event)));
-                Arc::make_mut(&mut st.snap)
-                    .loops
-                    .insert(loop_id.clone(), state.clone());
-            }
-            if !b.is_empty() {
-                self.commit(b).await?;
-            }
+            // 3. Persist what the render decided on its own: state writes, skips, loop moves,
+            //    denied approvals, approval requests, the frame.
+            let decided = self.persist_render(st, &tree, &plan, state_writes).await?;
             if decided && failure.is_none() {
                 continue; // the tree may differ now: render again before starting anything
             }
@@ -523,6 +462,30 @@ where
                     self.commit(statics).await?;
                     continue;
                 }
+            }
+            if st.running.is_empty() && failure.is_none() && !plan.awaiting_approval.is_empty() {
+                // Only human decisions can move the run on.
+                let waiting: Vec<String> = plan
+                    .awaiting_approval
+                    .iter()
+                    .map(|r| format!("`{}`", r.task.id))
+                    .collect();
+                if !self.options.wait_for_approval {
+                    let summary = format!("waiting for approval of {}", waiting.join(", "));
+                    return self
+                        .finish(st, RunStatus::WaitingApproval, Some(summary))
+                        .await;
+                }
+                tokio::select! {
+                    biased;
+                    _ = self.options.cancel.cancelled() => {
+                        return self.finish(st, RunStatus::Cancelled, None).await;
+                    }
+                    _ = tokio::time::sleep(self.options.approval_poll) => {}
+                }
+                let decided = self.store.approvals(&st.run_id).await?;
+                st.apply_approvals(decided);
+                continue;
             }
             if st.running.is_empty() {
                 let e = failure.take().unwrap_or_else(|| {

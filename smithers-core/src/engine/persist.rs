@@ -6,6 +6,147 @@ impl<I> Engine<I>
 where
     I: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
+    /// Persists what a render decided without running anything: state writes, skips, loop
+    /// moves, denied approvals, new approval requests and a new frame. Returns whether the tree
+    /// may now differ (then it is rendered again before anything starts).
+    pub(super) async fn persist_render(
+        &self,
+        st: &mut RunState,
+        tree: &Node,
+        plan: &plan::Plan,
+        state_writes: Vec<(String, String)>,
+    ) -> Result<bool> {
+        let mut b = WriteBatch::new(&st.run_id);
+        for (k, v) in state_writes {
+            Arc::make_mut(&mut st.snap)
+                .state
+                .insert(k.clone(), v.clone());
+            b.push(Write::State { key: k, value: v });
+        }
+        self.record_frame(st, tree, &mut b);
+        let decided =
+            !plan.skipped.is_empty() || !plan.loop_changes.is_empty() || !plan.denied.is_empty();
+        for (task, it, lp) in &plan.skipped {
+            b.push(Write::Node(NodeRecord {
+                node_id: task.id.clone(),
+                iteration: *it,
+                status: NodeStatus::Skipped,
+                attempts: 0,
+                output_table: None,
+                loop_id: lp.clone(),
+                last_error: None,
+            }));
+            b.push(Write::Event(Event::node(
+                &st.run_id,
+                &task.id,
+                *it,
+                EventKind::NodeSkipped,
+            )));
+            st.set_node(
+                &task.id,
+                *it,
+                NodeState {
+                    status: NodeStatus::Skipped,
+                    attempts: 0,
+                    failures: 0,
+                    last_error: None,
+                },
+            );
+        }
+        for change in &plan.loop_changes {
+            let (loop_id, state, event) = match change {
+                LoopChange::Iterate { loop_id, state } => (
+                    loop_id,
+                    state,
+                    EventKind::LoopIterated {
+                        loop_id: loop_id.clone(),
+                        iteration: state.iteration,
+                    },
+                ),
+                LoopChange::Finish {
+                    loop_id,
+                    state,
+                    max_reached,
+                } => (
+                    loop_id,
+                    state,
+                    EventKind::LoopFinished {
+                        loop_id: loop_id.clone(),
+                        iteration: state.iteration,
+                        max_reached: *max_reached,
+                    },
+                ),
+            };
+            b.push(Write::Loop {
+                loop_id: loop_id.clone(),
+                state: state.clone(),
+            });
+            b.push(Write::Event(Event::run(&st.run_id, event)));
+            Arc::make_mut(&mut st.snap)
+                .loops
+                .insert(loop_id.clone(), state.clone());
+        }
+        for r in &plan.denied {
+            let t = &r.task;
+            let key = (t.id.clone(), r.iteration);
+            let note = st.approval_notes.get(&key).cloned().flatten();
+            let error = match note {
+                Some(n) => format!("approval denied: {n}"),
+                None => "approval denied".to_owned(),
+            };
+            let attempts = st.attempts(&t.id, r.iteration);
+            b.push(Write::Node(NodeRecord {
+                node_id: t.id.clone(),
+                iteration: r.iteration,
+                status: NodeStatus::Failed,
+                attempts,
+                output_table: None,
+                loop_id: r.loop_id.clone(),
+                last_error: Some(error.clone()),
+            }));
+            b.push(Write::Event(Event::node(
+                &st.run_id,
+                &t.id,
+                r.iteration,
+                EventKind::NodeFailed {
+                    attempt: attempts,
+                    error: error.clone(),
+                },
+            )));
+            st.set_node(
+                &t.id,
+                r.iteration,
+                NodeState {
+                    status: NodeStatus::Failed,
+                    attempts,
+                    failures: 0,
+                    last_error: Some(error),
+                },
+            );
+        }
+        for r in &plan.awaiting_approval {
+            let key = (r.task.id.clone(), r.iteration);
+            if st.approvals.contains_key(&key) {
+                continue;
+            }
+            b.push(Write::ApprovalRequest {
+                node_id: key.0.clone(),
+                iteration: key.1,
+            });
+            b.push(Write::Event(Event::node(
+                &st.run_id,
+                &key.0,
+                key.1,
+                EventKind::ApprovalRequested,
+            )));
+            st.approvals.insert(key, ApprovalStatus::Pending);
+        }
+        if !b.is_empty() {
+            self.commit(b).await?;
+        }
+        Ok(decided)
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(super) fn push_success(
         &self,
@@ -219,6 +360,32 @@ where
         error: Option<String>,
     ) -> Result<RunReport> {
         let mut b = WriteBatch::new(&st.run_id);
+        if status == RunStatus::WaitingApproval {
+            // A run parked for approval is not in error: `error` carries what it waits for.
+            let reason = error.clone().unwrap_or_default();
+            b.push(Write::RunStatus {
+                status,
+                error: None,
+            });
+            b.push(Write::Event(Event::run(
+                &st.run_id,
+                EventKind::RunWaiting {
+                    reason: reason.clone(),
+                },
+            )));
+            self.supervisor(
+                &mut b,
+                "idle",
+                &format!("Run {reason}; `resume` continues after a decision"),
+            );
+            self.commit(b).await?;
+            return Ok(RunReport {
+                run_id: st.run_id.clone(),
+                status,
+                error,
+                finished_nodes: st.finished,
+            });
+        }
         b.push(Write::RunStatus {
             status,
             error: error.clone(),

@@ -21,6 +21,10 @@ pub(super) struct RunState {
     pub(super) tables: HashSet<&'static str>,
     /// Where progress lines go to be persisted (in batches, off the engine's path).
     pub(super) progress_tx: Option<tokio::sync::mpsc::UnboundedSender<Event>>,
+    /// Decisions on `needs_approval` tasks (pending ones included).
+    pub(super) approvals: HashMap<NodeKey, ApprovalStatus>,
+    /// The notes of decided approvals.
+    pub(super) approval_notes: HashMap<NodeKey, Option<String>>,
     pub(super) frame_no: u32,
     pub(super) frame_hash: u64,
     pub(super) finished: usize,
@@ -39,9 +43,19 @@ impl RunState {
             running: HashMap::new(),
             tables: HashSet::new(),
             progress_tx: None,
+            approvals: HashMap::new(),
+            approval_notes: HashMap::new(),
             frame_no: 0,
             frame_hash: 0,
             finished: 0,
+        }
+    }
+
+    pub(super) fn apply_approvals(&mut self, approvals: Vec<crate::store::ApprovalRecord>) {
+        for a in approvals {
+            let key = (a.node_id, a.iteration);
+            self.approval_notes.insert(key.clone(), a.note);
+            self.approvals.insert(key, a.status);
         }
     }
 

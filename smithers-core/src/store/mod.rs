@@ -132,6 +132,56 @@ pub struct RunRecord {
     pub lease_expires_ms: Option<i64>,
 }
 
+/// The state of an approval request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApprovalStatus {
+    /// Waiting for a decision.
+    Pending,
+    /// The task may run.
+    Approved,
+    /// The task fails (or is passed over with `continue_on_fail`).
+    Denied,
+}
+
+impl ApprovalStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalStatus::Pending => "pending",
+            ApprovalStatus::Approved => "approved",
+            ApprovalStatus::Denied => "denied",
+        }
+    }
+
+    /// Parses [`ApprovalStatus::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => ApprovalStatus::Pending,
+            "approved" => ApprovalStatus::Approved,
+            "denied" => ApprovalStatus::Denied,
+            _ => return None,
+        })
+    }
+}
+
+/// A row of `_smithers_approvals`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    /// Node id.
+    pub node_id: String,
+    /// Iteration.
+    pub iteration: u32,
+    /// Decision so far.
+    pub status: ApprovalStatus,
+    /// When the engine asked.
+    pub requested_at: String,
+    /// When it was decided.
+    pub decided_at: Option<String>,
+    /// The decider's note.
+    pub note: Option<String>,
+}
+
 /// A row of `_smithers_nodes`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NodeRecord {
@@ -203,6 +253,8 @@ pub struct LoadedRun {
     pub state: Vec<(String, String)>,
     /// Highest frame number recorded.
     pub last_frame: u32,
+    /// Approval requests and decisions.
+    pub approvals: Vec<ApprovalRecord>,
     /// Failed attempts per node and iteration (what `retries` counts).
     pub failures: Vec<(String, u32, u32)>,
 }
@@ -308,6 +360,13 @@ pub enum Write {
         /// Value.
         value: String,
     },
+    /// Ask for a human decision on a `needs_approval` task (kept if already asked).
+    ApprovalRequest {
+        /// Node id.
+        node_id: String,
+        /// Iteration.
+        iteration: u32,
+    },
     /// Append an event.
     Event(Event),
 }
@@ -396,6 +455,19 @@ pub trait Store: Send + Sync + 'static {
     async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>>;
     /// Events of a run after `after_seq`.
     async fn events(&self, run_id: &str, after_seq: i64) -> Result<Vec<EventRecord>>;
+    /// Approval requests of a run.
+    async fn approvals(&self, run_id: &str) -> Result<Vec<ApprovalRecord>>;
+    /// Decides a pending approval (the only pending iteration of `node_id` when `iteration` is
+    /// `None`), recording an `approval_decided` event; an error names the node when nothing is
+    /// pending.
+    async fn decide_approval(
+        &self,
+        run_id: &str,
+        node_id: &str,
+        iteration: Option<u32>,
+        approve: bool,
+        note: Option<&str>,
+    ) -> Result<ApprovalRecord>;
     /// A `state` key.
     async fn state_get(&self, key: &str) -> Result<Option<String>>;
     /// Sets a `state` key.

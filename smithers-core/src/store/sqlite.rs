@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 
 use super::*;
 use crate::error::Error;
+use crate::events::EventKind;
 use crate::output::OutputInfo;
 use crate::time::{now_ms, now_rfc3339};
 
@@ -23,8 +24,14 @@ mod output_rows;
 use output_rows::{ensure_output_table, insert_output, read_outputs};
 
 /// The embedded migrations: (version, name, SQL).
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "init", include_str!("../../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../../migrations/0001_init.sql")),
+    (
+        3,
+        "approvals",
+        include_str!("../../migrations/0003_approvals.sql"),
+    ),
+];
 
 /// How hard SQLite works to keep a commit on disk (`PRAGMA synchronous`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -322,6 +329,27 @@ fn query_nodes(c: &Connection, run_id: &str) -> Result<Vec<NodeRecord>> {
     Ok(rows)
 }
 
+fn query_approvals(c: &Connection, run_id: &str) -> Result<Vec<ApprovalRecord>> {
+    let mut st = c.prepare_cached(
+        "SELECT node_id, iteration, status, requested_at, decided_at, note
+         FROM _smithers_approvals WHERE run_id = ?1 ORDER BY rowid",
+    )?;
+    let rows = st
+        .query_map([run_id], |r| {
+            let status: String = r.get(2)?;
+            Ok(ApprovalRecord {
+                node_id: r.get(0)?,
+                iteration: r.get(1)?,
+                status: ApprovalStatus::parse(&status).unwrap_or(ApprovalStatus::Pending),
+                requested_at: r.get(3)?,
+                decided_at: r.get(4)?,
+                note: r.get(5)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
 fn apply(c: &Connection, batch: &WriteBatch) -> Result<()> {
     let run_id = batch.run_id.as_str();
     let now = now_rfc3339();
@@ -454,6 +482,13 @@ fn apply(c: &Connection, batch: &WriteBatch) -> Result<()> {
                      ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
                 )?
                 .execute(params![key, value, now])?;
+            }
+            Write::ApprovalRequest { node_id, iteration } => {
+                c.prepare_cached(
+                    "INSERT OR IGNORE INTO _smithers_approvals (run_id, node_id, iteration, status, requested_at)
+                     VALUES (?1, ?2, ?3, 'pending', ?4)",
+                )?
+                .execute(params![run_id, node_id, iteration, now])?;
             }
             Write::Event(e) => {
                 c.prepare_cached(
@@ -641,7 +676,9 @@ impl Store for SqliteStore {
             let failures = st
                 .query_map([&run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
+            let approvals = query_approvals(c, &run_id)?;
             Ok(LoadedRun {
+                approvals,
                 failures, nodes, outputs, loops, state, last_frame: last_frame.unwrap_or(0) })
         })
         .await
@@ -730,6 +767,74 @@ impl Store for SqliteStore {
                     })
                 })
                 .collect()
+        })
+        .await
+    }
+
+    async fn approvals(&self, run_id: &str) -> Result<Vec<ApprovalRecord>> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| query_approvals(c, &run_id)).await
+    }
+
+    async fn decide_approval(
+        &self,
+        run_id: &str,
+        node_id: &str,
+        iteration: Option<u32>,
+        approve: bool,
+        note: Option<&str>,
+    ) -> Result<ApprovalRecord> {
+        let (run_id, node_id, note) = (
+            run_id.to_owned(),
+            node_id.to_owned(),
+            note.map(str::to_owned),
+        );
+        self.write_with(move |c| {
+            let pending: Vec<u32> = {
+                let mut st = c.prepare_cached(
+                    "SELECT iteration FROM _smithers_approvals
+                     WHERE run_id = ?1 AND node_id = ?2 AND status = 'pending' ORDER BY iteration",
+                )?;
+                let rows = st.query_map(params![run_id, node_id], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            let iteration = match (iteration, pending.as_slice()) {
+                (Some(it), p) if p.contains(&it) => it,
+                (None, [it]) => *it,
+                (None, []) | (Some(_), _) => {
+                    return Err(Error::Other(format!(
+                        "node `{node_id}` of run `{run_id}` has no pending approval{}; `smithers status {run_id}` shows what the run waits for",
+                        iteration.map(|i| format!(" in iteration {i}")).unwrap_or_default()
+                    )))
+                }
+                (None, many) => {
+                    return Err(Error::Other(format!(
+                        "node `{node_id}` waits for approval in iterations {many:?}; pass --iteration"
+                    )))
+                }
+            };
+            let status = if approve { ApprovalStatus::Approved } else { ApprovalStatus::Denied };
+            let now = now_rfc3339();
+            c.execute(
+                "UPDATE _smithers_approvals SET status = ?4, decided_at = ?5, note = ?6
+                 WHERE run_id = ?1 AND node_id = ?2 AND iteration = ?3",
+                params![run_id, node_id, iteration, status.as_str(), now, note],
+            )?;
+            let kind = EventKind::ApprovalDecided { approved: approve, note: note.clone() };
+            let e = Event::node(&run_id, &node_id, iteration, kind);
+            c.execute(
+                "INSERT INTO _smithers_events (run_id, at, kind, node_id, iteration, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![run_id, e.at, e.kind.name(), e.node_id, e.iteration, serde_json::to_string(&e.kind)?],
+            )?;
+            Ok(ApprovalRecord {
+                node_id,
+                iteration,
+                status,
+                requested_at: String::new(),
+                decided_at: Some(now),
+                note,
+            })
         })
         .await
     }
