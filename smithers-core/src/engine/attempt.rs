@@ -37,6 +37,7 @@ where
         b: &mut WriteBatch,
         r: &Runnable,
         v: std::result::Result<Value, String>,
+        source: Source,
     ) -> Result<()> {
         let t = &r.task;
         let attempt = st.attempts(&t.id, r.iteration) + 1;
@@ -44,13 +45,17 @@ where
             node_id: t.id.clone(),
             iteration: r.iteration,
             attempt,
-            agent: None,
+            agent: match source {
+                Source::Static => None,
+                Source::Cache => Some("cache".to_owned()),
+            },
             owner: st.owner.clone(),
         });
         let validated = v.and_then(|v| {
-            t.output
-                .check(&v)
-                .map_err(|e| format!("static value of `{}`: {e}", t.id))
+            t.output.check(&v).map_err(|e| match source {
+                Source::Static => format!("static value of `{}`: {e}", t.id),
+                Source::Cache => format!("cached output of `{}`: {e}", t.id),
+            })
         });
         match validated {
             Ok(value) => self.push_success(
@@ -82,6 +87,7 @@ where
         st: &mut RunState,
         join: &mut JoinSet<AttemptResult>,
         r: Runnable,
+        cache_key: Option<String>,
     ) -> Result<()> {
         let t = r.task.clone();
         let attempt = st.attempts(&t.id, r.iteration) + 1;
@@ -136,6 +142,7 @@ where
                 loop_id: r.loop_id,
                 cancel: cancel.clone(),
                 unmounted: false,
+                cache_key,
             },
         );
         let progress = self.progress_sink(&st.run_id, &t.id, r.iteration, &st.progress_tx);
@@ -254,7 +261,18 @@ where
             })
         });
         match validated {
-            Ok(v) => self.push_success(st, &mut b, &t, it, running.loop_id, res.attempt, v, end),
+            Ok(v) => {
+                if let Some(key) = running.cache_key {
+                    b.push(Write::CachePut {
+                        key,
+                        workflow: st.workflow.clone(),
+                        node_id: t.id.clone(),
+                        table: t.output.table.to_owned(),
+                        value: v.clone(),
+                    });
+                }
+                self.push_success(st, &mut b, &t, it, running.loop_id, res.attempt, v, end)
+            }
             Err(e) => self.push_failure(st, &mut b, &t, it, running.loop_id, res.attempt, e, end),
         }
         self.commit(b).await
@@ -388,4 +406,30 @@ fn trim_line(line: &str) -> String {
         end -= 1;
     }
     format!("{}… ({} bytes)", &line[..end], line.len())
+}
+
+/// Where an output that needs no attempt body comes from.
+#[derive(Clone, Copy)]
+pub(super) enum Source {
+    /// A `value={..}` task.
+    Static,
+    /// A `<Workflow cache>` hit.
+    Cache,
+}
+
+/// The cache key of an agent task: what must match for an earlier output to be reused.
+pub(super) fn cache_key(workflow: &str, t: &TaskSpec, agent: &dyn crate::agent::Agent) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [
+        workflow,
+        &t.id,
+        &t.prompt,
+        &t.output.signature(),
+        &agent.signature(),
+    ] {
+        h.update(part.len().to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(h.finalize())
 }

@@ -430,6 +430,14 @@ where
                     _ => self.options.max_concurrency,
                 }
                 .max(1);
+                // `<Workflow cache>`: an agent task whose key matches an earlier output reuses it.
+                let cache = match tree.kind() {
+                    NodeKind::Workflow(w) if w.cache => Some(w.name.clone()),
+                    _ => None,
+                };
+                if let NodeKind::Workflow(w) = tree.kind() {
+                    st.workflow.clone_from(&w.name);
+                }
                 // Static values have no side effects and take no time: every one the plan
                 // offers starts and finishes in one shared transaction, then the tree is
                 // rendered again (it may depend on them).
@@ -450,13 +458,24 @@ where
                     }
                     if let TaskExec::Value(v) = &r.task.exec {
                         let v = v.clone();
-                        self.complete_static(st, &mut statics, &r, v).await?;
+                        self.complete_static(st, &mut statics, &r, v, Source::Static)
+                            .await?;
                         continue;
                     }
                     if st.running.len() >= limit || !statics.is_empty() {
                         continue;
                     }
-                    self.start(st, &mut join, r).await?;
+                    let mut key = None;
+                    if let (Some(wf), TaskExec::Agent(agent)) = (&cache, &r.task.exec) {
+                        let k = cache_key(wf, &r.task, agent.as_ref());
+                        if let Some(v) = self.store.cache_get(&k).await? {
+                            self.complete_static(st, &mut statics, &r, Ok(v), Source::Cache)
+                                .await?;
+                            continue;
+                        }
+                        key = Some(k);
+                    }
+                    self.start(st, &mut join, r, key).await?;
                 }
                 if !statics.is_empty() {
                     self.commit(statics).await?;
@@ -567,5 +586,5 @@ mod attempt;
 mod persist;
 mod state;
 
-use attempt::AttemptResult;
+use attempt::{cache_key, AttemptResult, Source};
 use state::{shape_hash, RunState, Running};

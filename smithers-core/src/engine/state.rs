@@ -9,11 +9,15 @@ pub(super) struct Running {
     /// A re-render no longer mounts the task: its attempt was told to stop and will be recorded
     /// as cancelled, never as the node's output.
     pub(super) unmounted: bool,
+    /// Where to keep the output for `<Workflow cache>`.
+    pub(super) cache_key: Option<String>,
 }
 
 /// In-memory state of the run being driven.
 pub(super) struct RunState {
     pub(super) run_id: String,
+    /// Workflow name, from the root `<Workflow name>` of the latest render.
+    pub(super) workflow: String,
     pub(super) owner: String,
     pub(super) snap: Arc<RunSnapshot>,
     pub(super) nodes: HashMap<String, HashMap<u32, NodeState>>,
@@ -34,6 +38,7 @@ impl RunState {
     pub(super) fn new(run_id: &str, owner: String) -> Self {
         RunState {
             run_id: run_id.to_owned(),
+            workflow: String::new(),
             owner,
             snap: Arc::new(RunSnapshot {
                 run_id: run_id.to_owned(),

@@ -360,6 +360,19 @@ pub enum Write {
         /// Value.
         value: String,
     },
+    /// Keep an output for reuse by `<Workflow cache>`.
+    CachePut {
+        /// The cache key.
+        key: String,
+        /// Workflow name.
+        workflow: String,
+        /// Node id.
+        node_id: String,
+        /// Output table.
+        table: String,
+        /// The output.
+        value: Value,
+    },
     /// Ask for a human decision on a `needs_approval` task (kept if already asked).
     ApprovalRequest {
         /// Node id.
@@ -455,6 +468,8 @@ pub trait Store: Send + Sync + 'static {
     async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>>;
     /// Events of a run after `after_seq`.
     async fn events(&self, run_id: &str, after_seq: i64) -> Result<Vec<EventRecord>>;
+    /// A cached output by key.
+    async fn cache_get(&self, key: &str) -> Result<Option<Value>>;
     /// Approval requests of a run.
     async fn approvals(&self, run_id: &str) -> Result<Vec<ApprovalRecord>>;
     /// Decides a pending approval (the only pending iteration of `node_id` when `iteration` is

@@ -31,6 +31,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "approvals",
         include_str!("../../migrations/0003_approvals.sql"),
     ),
+    (4, "cache", include_str!("../../migrations/0004_cache.sql")),
 ];
 
 /// How hard SQLite works to keep a commit on disk (`PRAGMA synchronous`).
@@ -483,6 +484,28 @@ fn apply(c: &Connection, batch: &WriteBatch) -> Result<()> {
                 )?
                 .execute(params![key, value, now])?;
             }
+            Write::CachePut {
+                key,
+                workflow,
+                node_id,
+                table,
+                value,
+            } => {
+                c.prepare_cached(
+                    "INSERT OR REPLACE INTO _smithers_cache
+                       (cache_key, workflow, node_id, output_table, output_json, run_id, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    key,
+                    workflow,
+                    node_id,
+                    table,
+                    value.to_string(),
+                    run_id,
+                    now
+                ])?;
+            }
             Write::ApprovalRequest { node_id, iteration } => {
                 c.prepare_cached(
                     "INSERT OR IGNORE INTO _smithers_approvals (run_id, node_id, iteration, status, requested_at)
@@ -767,6 +790,21 @@ impl Store for SqliteStore {
                     })
                 })
                 .collect()
+        })
+        .await
+    }
+
+    async fn cache_get(&self, key: &str) -> Result<Option<Value>> {
+        let key = key.to_owned();
+        self.read(move |c| {
+            let text: Option<String> = c
+                .query_row(
+                    "SELECT output_json FROM _smithers_cache WHERE cache_key = ?1",
+                    [key],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
         })
         .await
     }
