@@ -7,7 +7,7 @@ use std::sync::Arc;
 use smithers::agents::{ClaudeCodeAgent, CodexAgent, GeminiAgent};
 use smithers::prelude::*;
 use smithers::SharedAgent;
-use smithers_core::engine::Engine;
+use smithers_core::engine::{Engine, EngineOptions};
 use smithers_core::store::{Durability, RunStatus, SqliteStore, Store};
 
 /// What the captured replies contain.
@@ -40,7 +40,9 @@ async fn run_with(agent: SharedAgent, retries: u32) -> Run {
                 <Task id=VERDICT agent={agent.clone()} retries={retries}> "Review the change." </Task>
             </Workflow>
         }
-    });
+    })
+    // The fake CLI edits nothing, and the tests run inside this project's own repository.
+    .with_options(EngineOptions { vcs_snapshots: false, ..EngineOptions::default() });
     let report = engine.run(()).await.unwrap();
     Run {
         _dir: dir,

@@ -213,6 +213,10 @@ impl Agent for ClaudeCodeAgent {
         parse_run(&run)
     }
 
+    fn edits_files(&self) -> bool {
+        true
+    }
+
     fn cwd(&self) -> Option<PathBuf> {
         self.cli.cwd.clone()
     }

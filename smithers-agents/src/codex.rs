@@ -195,6 +195,10 @@ impl Agent for CodexAgent {
         Ok(response)
     }
 
+    fn edits_files(&self) -> bool {
+        true
+    }
+
     fn cwd(&self) -> Option<PathBuf> {
         self.cli.cwd.clone()
     }

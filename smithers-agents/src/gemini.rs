@@ -184,6 +184,10 @@ impl Agent for GeminiAgent {
         parse_run(&run)
     }
 
+    fn edits_files(&self) -> bool {
+        true
+    }
+
     fn cwd(&self) -> Option<PathBuf> {
         self.cli.cwd.clone()
     }

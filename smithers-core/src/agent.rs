@@ -167,9 +167,16 @@ pub trait Agent: Send + Sync + 'static {
     /// Runs one attempt.
     async fn generate(&self, request: AgentRequest) -> Result<AgentResponse, AgentError>;
 
-    /// The working directory the agent edits, if any (for VCS snapshots).
+    /// The working directory the agent edits, if any (for VCS snapshots; the process's current
+    /// directory when `None`).
     fn cwd(&self) -> Option<PathBuf> {
         None
+    }
+
+    /// Whether the agent may change files in its working directory (coding-agent CLIs do): the
+    /// engine then snapshots the working copy around each attempt so it can be reverted.
+    fn edits_files(&self) -> bool {
+        false
     }
 }
 

@@ -30,3 +30,4 @@ pub mod events;
 pub mod plan;
 pub mod store;
 pub mod time;
+pub mod vcs;

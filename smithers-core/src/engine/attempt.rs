@@ -147,6 +147,20 @@ where
         );
         let progress = self.progress_sink(&st.run_id, &t.id, r.iteration, &st.progress_tx);
         let run_id = st.run_id.clone();
+        let vcs = match &t.exec {
+            TaskExec::Agent(agent) if self.options.vcs_snapshots && agent.edits_files() => agent
+                .cwd()
+                .or_else(|| std::env::current_dir().ok())
+                .map(|dir| crate::vcs::AttemptSnapshots {
+                    store: self.store.clone(),
+                    run_id: run_id.clone(),
+                    node_id: t.id.clone(),
+                    iteration: r.iteration,
+                    attempt,
+                    dir,
+                }),
+            _ => None,
+        };
         join.spawn(async move {
             let started = Instant::now();
             let outcome = run_attempt(
@@ -157,6 +171,7 @@ where
                 last_error,
                 cancel,
                 progress,
+                vcs,
             )
             .await;
             AttemptResult {
@@ -317,6 +332,7 @@ pub(super) async fn run_attempt(
     last_error: Option<String>,
     cancel: CancellationToken,
     progress: ProgressSink,
+    vcs: Option<crate::vcs::AttemptSnapshots>,
 ) -> std::result::Result<AgentResponseOrValue, (TaskError, Option<AgentResponse>)> {
     let fut = async {
         match &t.exec {
@@ -349,19 +365,22 @@ pub(super) async fn run_attempt(
                     cancel: cancel.clone(),
                     progress: progress.clone(),
                 };
-                agent
-                    .generate(req)
-                    .await
-                    .map(AgentResponseOrValue::Agent)
-                    .map_err(|e| {
-                        let resp = AgentResponse {
-                            usage: e.usage,
-                            transcript: e.transcript,
-                            exit_code: e.exit_code,
-                            ..AgentResponse::default()
-                        };
-                        (e.error, Some(resp))
-                    })
+                if let Some(v) = &vcs {
+                    v.take(true).await;
+                }
+                let result = agent.generate(req).await;
+                if let Some(v) = &vcs {
+                    v.take(false).await;
+                }
+                result.map(AgentResponseOrValue::Agent).map_err(|e| {
+                    let resp = AgentResponse {
+                        usage: e.usage,
+                        transcript: e.transcript,
+                        exit_code: e.exit_code,
+                        ..AgentResponse::default()
+                    };
+                    (e.error, Some(resp))
+                })
             }
             TaskExec::Value(v) => v
                 .clone()

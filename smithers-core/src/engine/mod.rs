@@ -54,6 +54,9 @@ pub struct EngineOptions {
     pub wait_for_approval: bool,
     /// How often to look for approval decisions while waiting.
     pub approval_poll: Duration,
+    /// Snapshot the agent's git working copy before and after each agent attempt (commits under
+    /// `refs/smithers/...`, recorded on the attempt) so `smithers revert` can undo it.
+    pub vcs_snapshots: bool,
 }
 
 impl Default for EngineOptions {
@@ -66,6 +69,7 @@ impl Default for EngineOptions {
             heartbeat: Duration::from_secs(30),
             wait_for_approval: false,
             approval_poll: Duration::from_millis(500),
+            vcs_snapshots: true,
         }
     }
 }

@@ -228,6 +228,15 @@ pub struct AttemptRecord {
     pub exit_code: Option<i32>,
     /// Model.
     pub model: Option<String>,
+    /// Repository of the working-copy snapshots.
+    #[serde(default)]
+    pub vcs_repo: Option<String>,
+    /// Snapshot before the attempt (a git commit).
+    #[serde(default)]
+    pub vcs_before: Option<String>,
+    /// Snapshot after it.
+    #[serde(default)]
+    pub vcs_after: Option<String>,
 }
 
 /// A persisted event with its sequence number.
@@ -359,6 +368,21 @@ pub enum Write {
         key: String,
         /// Value.
         value: String,
+    },
+    /// Record a working-copy snapshot of an attempt.
+    AttemptVcs {
+        /// Node id.
+        node_id: String,
+        /// Iteration.
+        iteration: u32,
+        /// Attempt number.
+        attempt: u32,
+        /// The repository root.
+        repo: String,
+        /// Snapshot before the attempt.
+        before: Option<String>,
+        /// Snapshot after it.
+        after: Option<String>,
     },
     /// Keep an output for reuse by `<Workflow cache>`.
     CachePut {

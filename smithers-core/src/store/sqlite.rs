@@ -32,6 +32,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/0003_approvals.sql"),
     ),
     (4, "cache", include_str!("../../migrations/0004_cache.sql")),
+    (
+        5,
+        "attempt_vcs",
+        include_str!("../../migrations/0005_attempt_vcs.sql"),
+    ),
 ];
 
 /// How hard SQLite works to keep a commit on disk (`PRAGMA synchronous`).
@@ -484,6 +489,21 @@ fn apply(c: &Connection, batch: &WriteBatch) -> Result<()> {
                 )?
                 .execute(params![key, value, now])?;
             }
+            Write::AttemptVcs {
+                node_id,
+                iteration,
+                attempt,
+                repo,
+                before,
+                after,
+            } => {
+                c.prepare_cached(
+                    "UPDATE _smithers_attempts SET vcs_repo = ?5, vcs_before = COALESCE(?6, vcs_before),
+                       vcs_after = COALESCE(?7, vcs_after)
+                     WHERE run_id = ?1 AND node_id = ?2 AND iteration = ?3 AND attempt = ?4",
+                )?
+                .execute(params![run_id, node_id, iteration, attempt, repo, before, after])?;
+            }
             Write::CachePut {
                 key,
                 workflow,
@@ -726,7 +746,8 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let mut st = c.prepare_cached(
                 "SELECT node_id, iteration, attempt, status, agent, started_at, duration_ms, error,
-                   input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, session_id, exit_code, model
+                   input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, session_id, exit_code, model,
+                   vcs_repo, vcs_before, vcs_after
                  FROM _smithers_attempts WHERE run_id = ?1 ORDER BY rowid",
             )?;
             let rows = st
@@ -750,6 +771,9 @@ impl Store for SqliteStore {
                         session_id: r.get(13)?,
                         exit_code: r.get(14)?,
                         model: r.get(15)?,
+                        vcs_repo: r.get(16)?,
+                        vcs_before: r.get(17)?,
+                        vcs_after: r.get(18)?,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
