@@ -163,17 +163,16 @@ where
         };
         join.spawn(async move {
             let started = Instant::now();
-            let outcome = run_attempt(
-                &t,
+            let input = AttemptInput {
                 run_id,
-                r.iteration,
+                iteration: r.iteration,
                 attempt,
                 last_error,
                 cancel,
                 progress,
                 vcs,
-            )
-            .await;
+            };
+            let outcome = run_attempt(&t, input).await;
             AttemptResult {
                 key,
                 attempt,
@@ -324,16 +323,32 @@ pub(super) fn extract_output(
     }
 }
 
+/// Everything one attempt's body needs besides its task.
+pub(super) struct AttemptInput {
+    pub(super) run_id: String,
+    pub(super) iteration: u32,
+    pub(super) attempt: u32,
+    /// The previous attempt's error, appended to an agent's prompt.
+    pub(super) last_error: Option<String>,
+    pub(super) cancel: CancellationToken,
+    pub(super) progress: ProgressSink,
+    /// Working-copy snapshots around a file-editing agent.
+    pub(super) vcs: Option<crate::vcs::AttemptSnapshots>,
+}
+
 pub(super) async fn run_attempt(
     t: &TaskSpec,
-    run_id: String,
-    iteration: u32,
-    attempt: u32,
-    last_error: Option<String>,
-    cancel: CancellationToken,
-    progress: ProgressSink,
-    vcs: Option<crate::vcs::AttemptSnapshots>,
+    input: AttemptInput,
 ) -> std::result::Result<AgentResponseOrValue, (TaskError, Option<AgentResponse>)> {
+    let AttemptInput {
+        run_id,
+        iteration,
+        attempt,
+        last_error,
+        cancel,
+        progress,
+        vcs,
+    } = input;
     let fut = async {
         match &t.exec {
             TaskExec::Compute(f) => {
