@@ -1,6 +1,6 @@
 //! The scheduler: a pure function from a rendered tree and the run's state to what happens next.
 //!
-//! It does no I/O. Each component's rule lives in its arm of [`Planner::walk`]: a `Sequence`
+//! It does no I/O. Each component's rule lives in its arm of `Planner::walk`: a `Sequence`
 //! mounts children until the first one that is not complete, a `Parallel` mounts all (bounded by
 //! `max_concurrency`), a `Branch` mounts the chosen child, a `Ralph` loop repeats its children
 //! and asks to advance its counter when an iteration completes.

@@ -1,7 +1,7 @@
 //! The engine loop: render → plan → start tasks → persist each result in one transaction →
 //! render again, after EACH persisted output, while the other tasks keep running.
 //!
-//! Read [`Engine::drive`] top to bottom: it is the whole loop. Decisions come from the pure
+//! Read `Engine::drive` top to bottom: it is the whole loop. Decisions come from the pure
 //! planner in [`crate::plan`]; writes go through the [`Store`] as one [`WriteBatch`] per change.
 //! Starting and ending attempts is in `attempt`, building the batches in `persist`, the in-memory
 //! run state in `state`.
