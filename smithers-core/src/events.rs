@@ -85,6 +85,17 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         note: Option<String>,
     },
+    /// A phase or step started, completed, failed or was skipped.
+    StepChanged {
+        /// Phase or step.
+        kind: crate::plan::GroupKind,
+        /// Its name.
+        name: String,
+        /// Its iteration.
+        iteration: u32,
+        /// The new status.
+        status: crate::plan::GroupStatus,
+    },
     /// A Ralph loop moved to a new iteration.
     LoopIterated {
         /// Loop id.
@@ -122,6 +133,7 @@ impl EventKind {
             EventKind::NodeOutput { .. } => "node_output",
             EventKind::ApprovalRequested => "approval_requested",
             EventKind::ApprovalDecided { .. } => "approval_decided",
+            EventKind::StepChanged { .. } => "step_changed",
             EventKind::LoopIterated { .. } => "loop_iterated",
             EventKind::LoopFinished { .. } => "loop_finished",
         }

@@ -62,6 +62,69 @@ pub enum LoopChange {
     },
 }
 
+/// Which kind of named group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupKind {
+    /// `<Phase>`.
+    Phase,
+    /// `<Step>`.
+    Step,
+}
+
+impl GroupKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupKind::Phase => "phase",
+            GroupKind::Step => "step",
+        }
+    }
+}
+
+/// Where a phase or step stands, as of this render.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupStatus {
+    /// Mounted with work left.
+    Running,
+    /// Every task in it is terminal.
+    Completed,
+    /// A task in it failed.
+    Failed,
+    /// `skip_if` was true.
+    Skipped,
+}
+
+impl GroupStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupStatus::Running => "running",
+            GroupStatus::Completed => "completed",
+            GroupStatus::Failed => "failed",
+            GroupStatus::Skipped => "skipped",
+        }
+    }
+}
+
+/// A `<Phase>` or `<Step>` the render mounted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupState {
+    /// Phase or step.
+    pub kind: GroupKind,
+    /// Its name.
+    pub name: String,
+    /// The enclosing phase of a step.
+    pub phase: Option<String>,
+    /// The iteration of its innermost loop.
+    pub iteration: u32,
+    /// Where it stands.
+    pub status: GroupStatus,
+    /// The ids of the tasks inside it.
+    pub tasks: Vec<String>,
+}
+
 /// Whether the tree is done.
 #[derive(Debug)]
 pub enum Outcome {
@@ -99,6 +162,8 @@ pub struct Plan {
     pub mounted_running: HashSet<NodeKey>,
     /// `needs_approval` tasks ready but not decided: the run waits for a human.
     pub awaiting_approval: Vec<Runnable>,
+    /// Phases and steps the render mounted, with their status.
+    pub groups: Vec<GroupState>,
     /// `needs_approval` tasks a human denied: the engine records them failed.
     pub denied: Vec<Runnable>,
     /// Overall outcome.
@@ -124,6 +189,9 @@ struct Planner<'a> {
     mounted_running: HashSet<NodeKey>,
     awaiting_approval: Vec<Runnable>,
     denied: Vec<Runnable>,
+    groups: Vec<GroupState>,
+    /// The phase being walked, for the steps inside it.
+    phase: Option<String>,
     seen: HashMap<String, String>,
     /// Mounted tasks found running so far in the walk (a `Parallel` counts its subtree's).
     running_seen: usize,
@@ -141,6 +209,8 @@ pub fn plan(tree: &Node, input: &PlanInput<'_>) -> Plan {
         mounted_running: HashSet::new(),
         awaiting_approval: Vec::new(),
         denied: Vec::new(),
+        groups: Vec::new(),
+        phase: None,
         seen: HashMap::new(),
         running_seen: 0,
         error: None,
@@ -155,6 +225,7 @@ pub fn plan(tree: &Node, input: &PlanInput<'_>) -> Plan {
             mounted_running: HashSet::new(),
             awaiting_approval: Vec::new(),
             denied: Vec::new(),
+            groups: Vec::new(),
             outcome: Outcome::Failed(e),
         };
     }
@@ -172,8 +243,19 @@ pub fn plan(tree: &Node, input: &PlanInput<'_>) -> Plan {
         node_loop: p.node_loop,
         mounted_running: p.mounted_running,
         awaiting_approval: p.awaiting_approval,
+        groups: p.groups,
         denied: p.denied,
         outcome,
+    }
+}
+
+/// The ids of every task under `node`.
+fn task_ids(node: &Node, out: &mut Vec<String>) {
+    if let NodeKind::Task(t) = &node.kind {
+        out.push(t.id.clone());
+    }
+    for c in &node.children {
+        task_ids(c, out);
     }
 }
 
@@ -256,10 +338,44 @@ impl<'a> Planner<'a> {
                 self.sequence(&node.children, it, lp)
             }
             NodeKind::Phase(n) | NodeKind::Step(n) => {
+                let kind = if matches!(node.kind, NodeKind::Phase(_)) {
+                    GroupKind::Phase
+                } else {
+                    GroupKind::Step
+                };
+                let mut tasks = Vec::new();
+                task_ids(node, &mut tasks);
+                let index = self.groups.len();
+                self.groups.push(GroupState {
+                    kind,
+                    name: n.name.clone(),
+                    phase: if kind == GroupKind::Step {
+                        self.phase.clone()
+                    } else {
+                        None
+                    },
+                    iteration: it,
+                    status: GroupStatus::Skipped,
+                    tasks,
+                });
                 if n.skip_if {
                     return Status::Complete;
                 }
-                self.sequence(&node.children, it, lp)
+                let outer = if kind == GroupKind::Phase {
+                    self.phase.replace(n.name.clone())
+                } else {
+                    None
+                };
+                let status = self.sequence(&node.children, it, lp);
+                if kind == GroupKind::Phase {
+                    self.phase = outer;
+                }
+                self.groups[index].status = match status {
+                    Status::Complete => GroupStatus::Completed,
+                    Status::Failed => GroupStatus::Failed,
+                    Status::Pending { .. } => GroupStatus::Running,
+                };
+                status
             }
             NodeKind::Parallel(g) => {
                 if g.skip_if {

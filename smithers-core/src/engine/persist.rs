@@ -124,6 +124,22 @@ where
                 },
             );
         }
+        for g in &plan.groups {
+            let key = (g.kind, g.name.clone(), g.iteration);
+            if st.groups.get(&key) != Some(&g.status) {
+                st.groups.insert(key, g.status);
+                b.push(Write::Group(g.clone()));
+                b.push(Write::Event(Event::run(
+                    &st.run_id,
+                    EventKind::StepChanged {
+                        kind: g.kind,
+                        name: g.name.clone(),
+                        iteration: g.iteration,
+                        status: g.status,
+                    },
+                )));
+            }
+        }
         for r in &plan.awaiting_approval {
             let key = (r.task.id.clone(), r.iteration);
             if st.approvals.contains_key(&key) {

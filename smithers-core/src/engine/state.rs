@@ -29,6 +29,8 @@ pub(super) struct RunState {
     pub(super) approvals: HashMap<NodeKey, ApprovalStatus>,
     /// The notes of decided approvals.
     pub(super) approval_notes: HashMap<NodeKey, Option<String>>,
+    /// The last recorded status of each phase and step.
+    pub(super) groups: HashMap<(plan::GroupKind, String, u32), plan::GroupStatus>,
     pub(super) frame_no: u32,
     pub(super) frame_hash: u64,
     pub(super) finished: usize,
@@ -50,6 +52,7 @@ impl RunState {
             progress_tx: None,
             approvals: HashMap::new(),
             approval_notes: HashMap::new(),
+            groups: HashMap::new(),
             frame_no: 0,
             frame_hash: 0,
             finished: 0,

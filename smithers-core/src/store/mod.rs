@@ -182,6 +182,31 @@ pub struct ApprovalRecord {
     pub note: Option<String>,
 }
 
+/// A row of `_smithers_steps`: a phase or step of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// Sequential id within the run, from 1.
+    pub step_id: i64,
+    /// `phase` or `step`.
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+    /// The phase a step belongs to.
+    pub phase: Option<String>,
+    /// Loop iteration.
+    pub iteration: u32,
+    /// `running`, `completed`, `failed`, `skipped`.
+    pub status: String,
+    /// Tasks inside it.
+    pub task_ids: Vec<String>,
+    /// When it started.
+    pub started_at: String,
+    /// When it ended.
+    pub completed_at: Option<String>,
+    /// How long it took.
+    pub duration_ms: Option<i64>,
+}
+
 /// A row of `_smithers_nodes`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NodeRecord {
@@ -369,6 +394,8 @@ pub enum Write {
         /// Value.
         value: String,
     },
+    /// Upsert a phase or step (a new one gets the next sequential id of the run).
+    Group(crate::plan::GroupState),
     /// Record a working-copy snapshot of an attempt.
     AttemptVcs {
         /// Node id.
@@ -492,6 +519,8 @@ pub trait Store: Send + Sync + 'static {
     async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>>;
     /// Events of a run after `after_seq`.
     async fn events(&self, run_id: &str, after_seq: i64) -> Result<Vec<EventRecord>>;
+    /// Phases and steps of a run, by id.
+    async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>>;
     /// A cached output by key.
     async fn cache_get(&self, key: &str) -> Result<Option<Value>>;
     /// Approval requests of a run.

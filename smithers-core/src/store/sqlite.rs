@@ -18,6 +18,7 @@ use super::*;
 use crate::error::Error;
 use crate::events::EventKind;
 use crate::output::OutputInfo;
+use crate::plan::GroupStatus;
 use crate::time::{now_ms, now_rfc3339};
 
 mod output_rows;
@@ -37,6 +38,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "attempt_vcs",
         include_str!("../../migrations/0005_attempt_vcs.sql"),
     ),
+    (6, "steps", include_str!("../../migrations/0006_steps.sql")),
 ];
 
 /// How hard SQLite works to keep a commit on disk (`PRAGMA synchronous`).
@@ -489,6 +491,31 @@ fn apply(c: &Connection, batch: &WriteBatch) -> Result<()> {
                 )?
                 .execute(params![key, value, now])?;
             }
+            Write::Group(g) => {
+                let done = g.status != GroupStatus::Running;
+                c.prepare_cached(
+                    "INSERT INTO _smithers_steps
+                       (run_id, step_id, kind, name, phase, iteration, status, task_ids, started_at, completed_at, duration_ms)
+                     VALUES (?1, (SELECT COALESCE(MAX(step_id), 0) + 1 FROM _smithers_steps WHERE run_id = ?1),
+                             ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN ?9 THEN ?8 END, CASE WHEN ?9 THEN 0 END)
+                     ON CONFLICT (run_id, kind, name, iteration) DO UPDATE SET
+                       status = excluded.status, task_ids = excluded.task_ids,
+                       completed_at = CASE WHEN ?9 THEN ?8 END,
+                       duration_ms = CASE WHEN ?9
+                         THEN CAST((julianday(?8) - julianday(started_at)) * 86400000 AS INTEGER) END",
+                )?
+                .execute(params![
+                    run_id,
+                    g.kind.as_str(),
+                    g.name,
+                    g.phase,
+                    g.iteration,
+                    g.status.as_str(),
+                    serde_json::to_string(&g.tasks)?,
+                    now,
+                    done
+                ])?;
+            }
             Write::AttemptVcs {
                 node_id,
                 iteration,
@@ -814,6 +841,34 @@ impl Store for SqliteStore {
                     })
                 })
                 .collect()
+        })
+        .await
+    }
+
+    async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT step_id, kind, name, phase, iteration, status, task_ids, started_at, completed_at, duration_ms
+                 FROM _smithers_steps WHERE run_id = ?1 ORDER BY step_id",
+            )?;
+            let rows = st
+                .query_map([&run_id], |r| {
+                    Ok(StepRecord {
+                        step_id: r.get(0)?,
+                        kind: r.get(1)?,
+                        name: r.get(2)?,
+                        phase: r.get(3)?,
+                        iteration: r.get(4)?,
+                        status: r.get(5)?,
+                        task_ids: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default(),
+                        started_at: r.get(7)?,
+                        completed_at: r.get(8)?,
+                        duration_ms: r.get(9)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
         })
         .await
     }

@@ -1,0 +1,80 @@
+//! Phases and steps: recorded in `_smithers_steps` with sequential ids per run as the render
+//! mounts them, with their status, phase, tasks and timings.
+mod common;
+use common::*;
+use smithers_core::node::{Phase, Step, Task, Workflow};
+use smithers_core::store::RunStatus;
+use smithers_core::Ctx;
+
+fn value(id: &str, n: i64) -> smithers_core::Node {
+    Task::<Num>::new().id(id).value(num(n)).build()
+}
+
+#[tokio::test]
+async fn phases_and_steps_get_sequential_ids_and_final_statuses() {
+    let h = Harness::new();
+    let engine = h.engine(|_ctx: &Ctx<()>| {
+        Workflow::new()
+            .child(
+                Phase::new()
+                    .name("build")
+                    .child(Step::new().name("compile").child(value("a", 1)).build())
+                    .child(Step::new().name("test").child(value("b", 2)).build())
+                    .build(),
+            )
+            .child(
+                Phase::new()
+                    .name("ship")
+                    .child(Step::new().name("deploy").child(value("c", 3)).build())
+                    .build(),
+            )
+            .child(
+                Phase::new()
+                    .name("docs")
+                    .skip_if(true)
+                    .child(Step::new().name("write").child(value("d", 4)).build())
+                    .build(),
+            )
+            .build()
+    });
+    let report = engine.run(()).await.unwrap();
+    assert_eq!(report.status, RunStatus::Finished);
+    let steps = h.store.steps(&report.run_id).await.unwrap();
+    let rows: Vec<(i64, &str, &str, Option<&str>, &str)> = steps
+        .iter()
+        .map(|s| {
+            (
+                s.step_id,
+                s.kind.as_str(),
+                s.name.as_str(),
+                s.phase.as_deref(),
+                s.status.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (1, "phase", "build", None, "completed"),
+            (2, "step", "compile", Some("build"), "completed"),
+            (3, "step", "test", Some("build"), "completed"),
+            (4, "phase", "ship", None, "completed"),
+            (5, "step", "deploy", Some("ship"), "completed"),
+            (6, "phase", "docs", None, "skipped"),
+        ]
+    );
+    assert_eq!(steps[1].task_ids, ["a"]);
+    assert!(steps
+        .iter()
+        .all(|s| s.completed_at.is_some() && s.duration_ms.is_some_and(|d| d >= 0)));
+    let changes = h.event_payloads(&report.run_id, "step_changed");
+    assert_eq!(
+        changes.first().map(|c| c["name"].clone()),
+        Some("build".into())
+    );
+    assert_eq!(
+        h.num_rows(&report.run_id).len(),
+        3,
+        "the skipped phase's task never ran"
+    );
+}
