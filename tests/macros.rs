@@ -222,3 +222,16 @@ fn derive_output_schema_has_doc_comments_as_descriptions() {
     );
     insta::assert_snapshot!(serde_json::to_string_pretty(&schema).unwrap());
 }
+
+#[test]
+fn phase_hooks_are_props() {
+    let tree = workflow! {
+        <Phase name="build" on_start={|h| h.set_state("phase", "build")} on_complete={|h| h.set_state("done", h.name().to_owned())}>
+            <Step name="compile" />
+        </Phase>
+    };
+    let smithers::node::NodeKind::Phase(p) = tree.kind() else {
+        panic!("expected a phase")
+    };
+    assert!(p.hooks.on_start.is_some() && p.hooks.on_complete.is_some());
+}

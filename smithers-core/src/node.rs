@@ -111,6 +111,53 @@ pub struct NamedProps {
     pub name: String,
     /// Skip it.
     pub skip_if: bool,
+    /// Called once when it starts, and once when it completes.
+    pub hooks: GroupHooks,
+}
+
+/// What a phase or step hook can do: read where it is and set `state` keys, which are persisted
+/// in the same transaction that records the transition.
+pub struct HookCtx<'a> {
+    pub(crate) run_id: &'a str,
+    pub(crate) name: &'a str,
+    pub(crate) state: Vec<(String, String)>,
+}
+
+impl HookCtx<'_> {
+    /// The run.
+    pub fn run_id(&self) -> &str {
+        self.run_id
+    }
+    /// The phase or step name.
+    pub fn name(&self) -> &str {
+        self.name
+    }
+    /// Sets a key of the `state` table.
+    pub fn set_state(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.state.push((key.into(), value.into()));
+    }
+}
+
+/// A phase or step hook.
+pub type Hook = Arc<dyn Fn(&mut HookCtx<'_>) + Send + Sync>;
+
+/// The `on_start` and `on_complete` hooks of a phase or step. Hooks run in the engine, once per
+/// transition (not again on resume), never during a render.
+#[derive(Clone, Default)]
+pub struct GroupHooks {
+    /// Called when it starts.
+    pub on_start: Option<Hook>,
+    /// Called when it completes.
+    pub on_complete: Option<Hook>,
+}
+
+impl fmt::Debug for GroupHooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GroupHooks")
+            .field("on_start", &self.on_start.is_some())
+            .field("on_complete", &self.on_complete.is_some())
+            .finish()
+    }
 }
 
 /// A compute task's body.
@@ -752,6 +799,22 @@ macro_rules! named_builder {
             /// Skip it.
             pub fn skip_if(mut self, skip: bool) -> Self {
                 self.props.skip_if = skip;
+                self
+            }
+            /// Called once when it starts (`on_start={|h| h.set_state("phase", "build")}`).
+            pub fn on_start(
+                mut self,
+                hook: impl Fn(&mut HookCtx<'_>) + Send + Sync + 'static,
+            ) -> Self {
+                self.props.hooks.on_start = Some(Arc::new(hook));
+                self
+            }
+            /// Called once when it completes.
+            pub fn on_complete(
+                mut self,
+                hook: impl Fn(&mut HookCtx<'_>) + Send + Sync + 'static,
+            ) -> Self {
+                self.props.hooks.on_complete = Some(Arc::new(hook));
                 self
             }
             child_methods!();

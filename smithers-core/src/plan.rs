@@ -80,6 +80,15 @@ impl GroupKind {
             GroupKind::Step => "step",
         }
     }
+
+    /// Parses [`GroupKind::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "phase" => Some(GroupKind::Phase),
+            "step" => Some(GroupKind::Step),
+            _ => None,
+        }
+    }
 }
 
 /// Where a phase or step stands, as of this render.
@@ -106,10 +115,21 @@ impl GroupStatus {
             GroupStatus::Skipped => "skipped",
         }
     }
+
+    /// Parses [`GroupStatus::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "running" => GroupStatus::Running,
+            "completed" => GroupStatus::Completed,
+            "failed" => GroupStatus::Failed,
+            "skipped" => GroupStatus::Skipped,
+            _ => return None,
+        })
+    }
 }
 
 /// A `<Phase>` or `<Step>` the render mounted.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct GroupState {
     /// Phase or step.
     pub kind: GroupKind,
@@ -123,6 +143,8 @@ pub struct GroupState {
     pub status: GroupStatus,
     /// The ids of the tasks inside it.
     pub tasks: Vec<String>,
+    /// Its `on_start` / `on_complete` hooks.
+    pub hooks: crate::node::GroupHooks,
 }
 
 /// Whether the tree is done.
@@ -357,6 +379,7 @@ impl<'a> Planner<'a> {
                     iteration: it,
                     status: GroupStatus::Skipped,
                     tasks,
+                    hooks: n.hooks.clone(),
                 });
                 if n.skip_if {
                     return Status::Complete;

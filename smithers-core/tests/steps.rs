@@ -78,3 +78,58 @@ async fn phases_and_steps_get_sequential_ids_and_final_statuses() {
         "the skipped phase's task never ran"
     );
 }
+
+#[tokio::test]
+async fn phase_hooks_fire_once_per_transition_and_not_again_on_resume() {
+    let h = Harness::new();
+    let (starts, completes) = (Counter::default(), Counter::default());
+    let gate = h.dir.path().join("gate");
+    let wf = {
+        let (starts, completes, gate) = (starts.clone(), completes.clone(), gate.clone());
+        move |_ctx: &Ctx<()>| {
+            let (starts, completes, gate) = (starts.clone(), completes.clone(), gate.clone());
+            Workflow::new()
+                .child(
+                    Phase::new()
+                        .name("build")
+                        .on_start(move |hook| {
+                            starts.hit();
+                            hook.set_state("phase", hook.name().to_owned());
+                        })
+                        .on_complete(move |hook| {
+                            completes.hit();
+                            hook.set_state("build_done", "yes");
+                        })
+                        .child(
+                            Task::<Num>::new()
+                                .id("compile")
+                                .run(move |_t| {
+                                    let open = gate.exists();
+                                    async move {
+                                        if open {
+                                            Ok(num(1))
+                                        } else {
+                                            Err(smithers_core::TaskError::terminal("gate closed"))
+                                        }
+                                    }
+                                })
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+        }
+    };
+    let first = h.engine(wf.clone()).run(()).await.unwrap();
+    assert_eq!(first.status, RunStatus::Failed);
+    assert_eq!((starts.get(), completes.get()), (1, 0));
+    assert_eq!(h.state("phase").as_deref(), Some("build"));
+    std::fs::write(&gate, "open").unwrap();
+    let second = smithers_core::engine::Engine::new(h.reopen(), wf)
+        .resume(Some(&first.run_id))
+        .await
+        .unwrap();
+    assert_eq!(second.status, RunStatus::Finished, "{second:?}");
+    assert_eq!((starts.get(), completes.get()), (1, 1));
+    assert_eq!(h.state("build_done").as_deref(), Some("yes"));
+}

@@ -282,6 +282,15 @@ where
         snap.loops = loaded.loops.into_iter().collect();
         snap.state = loaded.state.into_iter().collect();
         st.apply_approvals(loaded.approvals);
+        // Transitions already recorded do not fire their hooks again.
+        for s in self.store.steps(run_id).await? {
+            if let (Some(kind), Some(status)) = (
+                plan::GroupKind::parse(&s.kind),
+                plan::GroupStatus::parse(&s.status),
+            ) {
+                st.groups.insert((kind, s.name, s.iteration), status);
+            }
+        }
         Ok(st)
     }
 

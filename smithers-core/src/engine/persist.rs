@@ -1,6 +1,8 @@
 //! The write batches of the engine: success, failure, cancellation and the end of a run.
 
 use super::*;
+use crate::node::HookCtx;
+use crate::plan::GroupStatus;
 
 impl<I> Engine<I>
 where
@@ -126,8 +128,32 @@ where
         }
         for g in &plan.groups {
             let key = (g.kind, g.name.clone(), g.iteration);
-            if st.groups.get(&key) != Some(&g.status) {
+            let before = st.groups.get(&key).copied();
+            if before != Some(g.status) {
                 st.groups.insert(key, g.status);
+                // Hooks run once per transition; a phase that completes within one render
+                // still starts first.
+                let mut hooks = Vec::new();
+                if before.is_none() && g.status != GroupStatus::Skipped {
+                    hooks.extend(g.hooks.on_start.clone());
+                }
+                if g.status == GroupStatus::Completed {
+                    hooks.extend(g.hooks.on_complete.clone());
+                }
+                for hook in hooks {
+                    let mut cx = HookCtx {
+                        run_id: &st.run_id,
+                        name: &g.name,
+                        state: Vec::new(),
+                    };
+                    hook(&mut cx);
+                    for (k, v) in cx.state {
+                        Arc::make_mut(&mut st.snap)
+                            .state
+                            .insert(k.clone(), v.clone());
+                        b.push(Write::State { key: k, value: v });
+                    }
+                }
                 b.push(Write::Group(g.clone()));
                 b.push(Write::Event(Event::run(
                     &st.run_id,

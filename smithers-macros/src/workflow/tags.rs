@@ -83,7 +83,7 @@ impl Tag {
             Tag::Parallel => &["skip_if", "label", "max_concurrency"],
             Tag::Ralph => &["id", "until", "max_iterations", "on_max_reached", "skip_if"],
             Tag::Branch => &["if", "then", "else"],
-            Tag::Phase | Tag::Step => &["name", "skip_if"],
+            Tag::Phase | Tag::Step => &["name", "skip_if", "on_start", "on_complete"],
         }
     }
 
