@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 use smithers_core::{Agent, AgentError, AgentRequest, AgentResponse, Usage};
 
 use crate::http::{self, http_builder_methods, HttpOptions};
+use crate::schema::native_schema;
 use crate::stream::{str_of, u64_of};
 
 /// The name of the tool that carries structured output (the name Claude Code uses too).
@@ -84,11 +85,11 @@ impl AnthropicAgent {
         if let Some(t) = self.temperature {
             body["temperature"] = json!(t);
         }
-        if self.native_schema && crate::claude::wants_native_schema(&request.output_schema) {
-            let mut schema = request.output_schema.clone();
-            if let Some(map) = schema.as_object_mut() {
-                map.remove("$schema");
-            }
+        if let Some(schema) = self
+            .native_schema
+            .then(|| native_schema(&request.output_schema))
+            .flatten()
+        {
             body["tools"] = json!([{
                 "name": OUTPUT_TOOL,
                 "description": "Return the final answer as structured output matching the schema.",

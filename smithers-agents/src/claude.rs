@@ -10,6 +10,7 @@ use serde_json::Value;
 use smithers_core::{Agent, AgentError, AgentRequest, AgentResponse, TaskError, Usage};
 
 use crate::process::{self, cli_builder_methods, CliCommand, CliOptions, CliRun};
+use crate::schema::native_schema;
 use crate::stream::{
     http_status_in, looks_like_auth_error, parse_line, status_is_retryable, str_of, truncate,
     u64_of,
@@ -197,9 +198,13 @@ impl Agent for ClaudeCodeAgent {
 
     async fn generate(&self, request: AgentRequest) -> Result<AgentResponse, AgentError> {
         let mut args = self.base_args();
-        if self.native_schema && wants_native_schema(&request.output_schema) {
+        if let Some(schema) = self
+            .native_schema
+            .then(|| native_schema(&request.output_schema))
+            .flatten()
+        {
             args.push("--json-schema".into());
-            args.push(request.output_schema.to_string().into());
+            args.push(schema.to_string().into());
         }
         args.push("-p".into());
         args.push(process::prompt_arg(&request.prompt));
@@ -216,12 +221,6 @@ impl Agent for ClaudeCodeAgent {
     fn cwd(&self) -> Option<PathBuf> {
         self.cli.cwd.clone()
     }
-}
-
-/// Only object schemas make sense as Claude's `StructuredOutput` tool input.
-pub(crate) fn wants_native_schema(schema: &Value) -> bool {
-    schema.get("type").and_then(Value::as_str) == Some("object")
-        || schema.get("properties").is_some()
 }
 
 /// What a Claude stream said.
@@ -420,14 +419,5 @@ mod tests {
         );
         check("", "error_max_turns", None, false);
         check("", "error_during_execution", None, true);
-    }
-
-    #[test]
-    fn native_schema_only_for_object_schemas() {
-        assert!(wants_native_schema(
-            &serde_json::json!({"type": "object", "properties": {}})
-        ));
-        assert!(!wants_native_schema(&serde_json::json!({"type": "string"})));
-        assert!(!wants_native_schema(&Value::Null));
     }
 }

@@ -12,6 +12,7 @@ use serde_json::Value;
 use smithers_core::{Agent, AgentError, AgentRequest, AgentResponse, TaskError, Usage};
 
 use crate::process::{self, cli_builder_methods, CliCommand, CliOptions, CliRun};
+use crate::schema::native_schema;
 use crate::stream::{add, looks_like_auth_error, parse_line, str_of, truncate, u64_of};
 
 /// Codex's `--sandbox` policy for the commands the model runs.
@@ -172,14 +173,18 @@ impl Agent for CodexAgent {
     async fn generate(&self, request: AgentRequest) -> Result<AgentResponse, AgentError> {
         let mut args = self.base_args();
         // Kept alive until codex has exited.
-        let schema_file =
-            if self.native_schema && crate::claude::wants_native_schema(&request.output_schema) {
-                let file = write_schema(&request.output_schema)?;
+        let schema_file = match self
+            .native_schema
+            .then(|| native_schema(&request.output_schema))
+            .flatten()
+        {
+            Some(schema) => {
+                let file = write_schema(&schema)?;
                 args.extend(["--output-schema".into(), file.path().into()]);
                 Some(file)
-            } else {
-                None
-            };
+            }
+            None => None,
+        };
         args.push("--".into());
         args.push(request.prompt.clone().into());
         let command = CliCommand {

@@ -19,6 +19,7 @@ mod gemini;
 mod http;
 mod openai;
 mod process;
+mod schema;
 mod scripted;
 mod stream;
 

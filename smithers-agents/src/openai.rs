@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use smithers_core::{Agent, AgentError, AgentRequest, AgentResponse, TaskError, Usage};
 
 use crate::http::{self, http_builder_methods, HttpOptions};
+use crate::schema::native_schema;
 use crate::stream::{str_of, truncate, u64_of};
 
 /// Which OpenAI-compatible endpoint to call.
@@ -105,8 +106,11 @@ impl OpenAiAgent {
     }
 
     fn body(&self, request: &AgentRequest) -> Value {
-        let schema = (self.native_schema && crate::claude::wants_native_schema(&request.output_schema))
-            .then(|| json!({"name": schema_name(&request.output_type), "schema": request.output_schema, "strict": false}));
+        let schema = self
+            .native_schema
+            .then(|| native_schema(&request.output_schema))
+            .flatten()
+            .map(|schema| json!({"name": schema_name(&request.output_type), "schema": schema, "strict": false}));
         let mut body = json!({"model": self.model});
         match self.api {
             OpenAiApi::ChatCompletions => {

@@ -115,6 +115,23 @@ async fn passes_flags_prompt_and_native_schema() {
 }
 
 #[tokio::test]
+async fn json_schema_drops_the_draft_uri_claude_would_ignore() {
+    // Claude Code 2.1.197 silently offers no StructuredOutput tool for a draft 2020-12 `$schema`.
+    let dir = tempfile::tempdir().unwrap();
+    let args_file = dir.path().join("args");
+    let agent = agent("schema-ok").env("FAKE_ARGS_FILE", &args_file);
+    let mut req = request("Review the change");
+    req.output_schema["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
+    agent.generate(req).await.unwrap();
+    let args = read_args(&args_file);
+    let i = args.iter().position(|a| a == "--json-schema").unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&args[i + 1]).unwrap(),
+        schema()
+    );
+}
+
+#[tokio::test]
 async fn error_500_is_a_retryable_error_with_the_server_message() {
     let e = err(&agent("error500")).await;
     assert!(e.error.retryable);
