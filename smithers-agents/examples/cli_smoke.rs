@@ -2,6 +2,11 @@
 //! the real CLIs (see `scripts/real-clis.sh`, which points them at a fake model server).
 //!
 //! `cargo run -p smithers-agents --example cli_smoke -- claude|codex|gemini [model]`
+//!
+//! It also sets the options whose flags are not covered by the captures, so that the requests the
+//! fake server logs show whether the CLI honoured them: a system prompt containing [`MARKER`]
+//! (Claude `--append-system-prompt`, Codex `-c developer_instructions=...`, Gemini
+//! `GEMINI_SYSTEM_MD`) and, for Claude, `--disallowedTools WebFetch,WebSearch`.
 
 use std::time::Duration;
 
@@ -10,6 +15,9 @@ use smithers_agents::{ClaudeCodeAgent, CodexAgent, GeminiAgent};
 use smithers_core::prompt::{assemble, extract_json};
 use smithers_core::{Agent, AgentRequest, ProgressSink};
 use tokio_util::sync::CancellationToken;
+
+/// Text put into each agent's system prompt, for the script to look for in the requests.
+const MARKER: &str = "SMITHERS-SMOKE-SYSTEM-PROMPT";
 
 #[tokio::main]
 async fn main() {
@@ -20,17 +28,21 @@ async fn main() {
         "claude" => Box::new(
             model
                 .into_iter()
-                .fold(ClaudeCodeAgent::new(), |a, m| a.model(m)),
+                .fold(ClaudeCodeAgent::new(), |a, m| a.model(m))
+                .append_system_prompt(MARKER)
+                .disallowed_tools(["WebFetch", "WebSearch"]),
         ),
         "codex" => Box::new(
             model
                 .into_iter()
-                .fold(CodexAgent::new().ephemeral(true), |a, m| a.model(m)),
+                .fold(CodexAgent::new().ephemeral(true), |a, m| a.model(m))
+                .system_prompt(MARKER),
         ),
         "gemini" => Box::new(
             model
                 .into_iter()
-                .fold(GeminiAgent::new(), |a, m| a.model(m)),
+                .fold(GeminiAgent::new(), |a, m| a.model(m))
+                .system_prompt(format!("{MARKER}: you answer with JSON only.")),
         ),
         other => {
             eprintln!("unknown agent `{other}`: use claude, codex or gemini");
@@ -63,7 +75,7 @@ async fn main() {
             let parsed = r.json.clone().or_else(|| extract_json(&r.text));
             println!(
                 "{}",
-                json!({"agent": which, "text": r.text, "json": parsed, "usage": r.usage, "session_id": r.session_id,
+                json!({"agent": which, "text": r.text, "json": parsed, "native_json": r.json.is_some(), "usage": r.usage, "session_id": r.session_id,
                        "exit_code": r.exit_code, "model": r.model})
             );
             if parsed.is_none() {
