@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use serde_json::Value;
 use smithers_core::{Agent, AgentError, AgentRequest, AgentResponse, TaskError, Usage};
 
-use crate::process::{self, cli_builder_methods, CliCommand, CliOptions, CliRun};
-use crate::schema::native_schema;
+use crate::cli::{cli_builder_methods, CliOptions};
+use crate::process::{self, CliCommand, CliRun};
 use crate::stream::{
     http_status_in, looks_like_auth_error, parse_line, status_is_retryable, str_of, truncate,
     u64_of,
@@ -58,14 +58,10 @@ impl ClaudePermissionMode {
 #[must_use]
 pub struct ClaudeCodeAgent {
     cli: CliOptions,
-    model: Option<String>,
-    system_prompt: Option<String>,
     append_system_prompt: Option<String>,
     permission_mode: Option<ClaudePermissionMode>,
-    allowed_tools: Vec<String>,
     disallowed_tools: Vec<String>,
     max_turns: Option<u32>,
-    native_schema: bool,
 }
 
 impl Default for ClaudeCodeAgent {
@@ -78,30 +74,24 @@ impl ClaudeCodeAgent {
     /// An agent running `claude` from `PATH` with its default model and settings.
     pub fn new() -> Self {
         ClaudeCodeAgent {
-            cli: CliOptions::new("claude"),
-            model: None,
-            system_prompt: None,
+            cli: CliOptions::new(
+                "claude",
+                "install Claude Code with `npm install -g @anthropic-ai/claude-code`",
+            ),
             append_system_prompt: None,
             permission_mode: None,
-            allowed_tools: Vec::new(),
             disallowed_tools: Vec::new(),
             max_turns: None,
-            native_schema: true,
         }
     }
 
-    cli_builder_methods!("claude");
-
-    /// The model (`--model`): an alias such as `sonnet` or a full model name.
-    pub fn model(mut self, model: impl Into<String>) -> Self {
-        self.model = Some(model.into());
-        self
-    }
-
-    /// Replaces Claude Code's system prompt (`--system-prompt`).
-    pub fn system_prompt(mut self, prompt: impl Into<String>) -> Self {
-        self.system_prompt = Some(prompt.into());
-        self
+    cli_builder_methods! {
+        binary: "claude",
+        model: "The model (`--model`): an alias such as `sonnet` or a full model name.",
+        system_prompt: "Replaces Claude Code's system prompt (`--system-prompt`).",
+        allowed_tools: "Tools allowed without asking (`--allowedTools`), e.g. `Read`, `Edit`, `Bash(git diff:*)`.",
+        native_schema: "Whether to pass the output schema as `--json-schema` (default true): Claude then \
+            returns `structured_output`, which smithers still validates.",
     }
 
     /// Appends to Claude Code's system prompt (`--append-system-prompt`).
@@ -113,16 +103,6 @@ impl ClaudeCodeAgent {
     /// The permission mode (`--permission-mode`).
     pub fn permission_mode(mut self, mode: ClaudePermissionMode) -> Self {
         self.permission_mode = Some(mode);
-        self
-    }
-
-    /// Tools allowed without asking (`--allowedTools`), e.g. `Read`, `Edit`, `Bash(git diff:*)`.
-    pub fn allowed_tools<I, S>(mut self, tools: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.allowed_tools.extend(tools.into_iter().map(Into::into));
         self
     }
 
@@ -143,13 +123,6 @@ impl ClaudeCodeAgent {
         self
     }
 
-    /// Whether to pass the output schema as `--json-schema` (default true): Claude then returns
-    /// `structured_output`, which smithers still validates.
-    pub fn native_schema(mut self, enabled: bool) -> Self {
-        self.native_schema = enabled;
-        self
-    }
-
     /// Every argument except the prompt and the schema: also the cache signature.
     fn base_args(&self) -> Vec<OsString> {
         let mut args: Vec<OsString> = ["--output-format", "stream-json", "--verbose"]
@@ -160,10 +133,10 @@ impl ClaudeCodeAgent {
             args.push(flag.into());
             args.push(value.into());
         };
-        if let Some(model) = &self.model {
+        if let Some(model) = &self.cli.model {
             push("--model", model);
         }
-        if let Some(p) = &self.system_prompt {
+        if let Some(p) = &self.cli.system_prompt {
             push("--system-prompt", p);
         }
         if let Some(p) = &self.append_system_prompt {
@@ -172,8 +145,8 @@ impl ClaudeCodeAgent {
         if let Some(mode) = self.permission_mode {
             push("--permission-mode", mode.as_str());
         }
-        if !self.allowed_tools.is_empty() {
-            push("--allowedTools", &self.allowed_tools.join(","));
+        if !self.cli.allowed_tools.is_empty() {
+            push("--allowedTools", &self.cli.allowed_tools.join(","));
         }
         if !self.disallowed_tools.is_empty() {
             push("--disallowedTools", &self.disallowed_tools.join(","));
@@ -198,11 +171,7 @@ impl Agent for ClaudeCodeAgent {
 
     async fn generate(&self, request: AgentRequest) -> Result<AgentResponse, AgentError> {
         let mut args = self.base_args();
-        if let Some(schema) = self
-            .native_schema
-            .then(|| native_schema(&request.output_schema))
-            .flatten()
-        {
+        if let Some(schema) = self.cli.native_schema(&request.output_schema) {
             args.push("--json-schema".into());
             args.push(schema.to_string().into());
         }
@@ -212,7 +181,6 @@ impl Agent for ClaudeCodeAgent {
             options: &self.cli,
             args,
             env: Vec::new(),
-            install_hint: "install Claude Code with `npm install -g @anthropic-ai/claude-code`",
         };
         let run = process::run(command, &request).await?;
         parse_run(&run)

@@ -14,6 +14,7 @@
 
 mod anthropic;
 mod claude;
+mod cli;
 mod codex;
 mod gemini;
 mod http;

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{request, schema, FakeHttp, Reply};
+use common::{assert_mentions, request, schema, FakeHttp, Reply};
 use serde_json::{json, Value};
 use smithers_agents::{AnthropicAgent, OpenAiAgent, OpenAiApi};
 use smithers_core::prompt::{assemble, extract_json};
@@ -165,16 +165,8 @@ async fn anthropic_500_exhausts_bounded_retries() {
         .await
         .unwrap_err();
     assert!(e.error.retryable);
-    assert!(
-        e.error.message.contains("after 3 attempt(s)"),
-        "{}",
-        e.error.message
-    );
-    assert!(
-        e.error.message.contains("HTTP 500: boom"),
-        "{}",
-        e.error.message
-    );
+    assert_mentions(&e, "after 3 attempt(s)");
+    assert_mentions(&e, "HTTP 500: boom");
     assert_eq!(server.requests().len(), 3);
 }
 
@@ -191,11 +183,7 @@ async fn anthropic_timeout_is_retryable() {
         started.elapsed()
     );
     assert!(e.error.retryable);
-    assert!(
-        e.error.message.contains("timed out after 0.3s"),
-        "{}",
-        e.error.message
-    );
+    assert_mentions(&e, "timed out after 0.3s");
 }
 
 #[tokio::test]
@@ -217,11 +205,7 @@ async fn anthropic_invalid_json_reply_is_retried_then_reported() {
         .await
         .unwrap_err();
     assert!(e.error.retryable);
-    assert!(
-        e.error.message.contains("not valid JSON"),
-        "{}",
-        e.error.message
-    );
+    assert_mentions(&e, "not valid JSON");
 }
 
 #[tokio::test]
@@ -229,11 +213,7 @@ async fn anthropic_auth_errors_are_terminal_and_name_the_env_var() {
     let server = FakeHttp::start(vec![error(401, "invalid x-api-key")]).await;
     let e = anthropic(&server).generate(request("x")).await.unwrap_err();
     assert!(!e.error.retryable);
-    assert!(
-        e.error.message.contains("ANTHROPIC_API_KEY"),
-        "{}",
-        e.error.message
-    );
+    assert_mentions(&e, "ANTHROPIC_API_KEY");
     assert_eq!(server.requests().len(), 1, "no retry on 401");
 
     let agent = AnthropicAgent::new("m")
@@ -241,12 +221,9 @@ async fn anthropic_auth_errors_are_terminal_and_name_the_env_var() {
         .api_key_env("SMITHERS_TEST_UNSET_KEY_7F3A");
     let e = agent.generate(request("x")).await.unwrap_err();
     assert!(!e.error.retryable);
-    assert!(
-        e.error
-            .message
-            .contains("set the environment variable SMITHERS_TEST_UNSET_KEY_7F3A"),
-        "{}",
-        e.error.message
+    assert_mentions(
+        &e,
+        "set the environment variable SMITHERS_TEST_UNSET_KEY_7F3A",
     );
 }
 
@@ -255,11 +232,7 @@ async fn anthropic_bad_request_is_terminal() {
     let server = FakeHttp::start(vec![error(400, "max_tokens: too large")]).await;
     let e = anthropic(&server).generate(request("x")).await.unwrap_err();
     assert!(!e.error.retryable);
-    assert!(
-        e.error.message.contains("max_tokens: too large"),
-        "{}",
-        e.error.message
-    );
+    assert_mentions(&e, "max_tokens: too large");
 }
 
 #[tokio::test]
@@ -347,11 +320,7 @@ async fn openai_500_exhausts_retries() {
         .await
         .unwrap_err();
     assert!(e.error.retryable);
-    assert!(
-        e.error.message.contains("HTTP 502: bad gateway"),
-        "{}",
-        e.error.message
-    );
+    assert_mentions(&e, "HTTP 502: bad gateway");
     assert_eq!(server.requests().len(), 2);
 }
 

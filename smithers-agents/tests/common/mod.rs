@@ -2,13 +2,14 @@
 //! scripted HTTP server on 127.0.0.1.
 #![allow(dead_code, unreachable_pub)]
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use smithers_core::{AgentRequest, ProgressSink};
+use smithers_core::{Agent, AgentError, AgentRequest, AgentResponse, ProgressSink};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -37,6 +38,36 @@ pub fn request(prompt: &str) -> AgentRequest {
         cancel: CancellationToken::new(),
         progress: ProgressSink::discard(),
     }
+}
+
+/// Runs `agent` on `request("Review the change")` and expects a response.
+pub async fn ok(agent: &impl Agent) -> AgentResponse {
+    match agent.generate(request("Review the change")).await {
+        Ok(r) => r,
+        Err(e) => panic!(
+            "expected success, got {e} (retryable: {})",
+            e.error.retryable
+        ),
+    }
+}
+
+/// Runs `agent` on `request("Review the change")` and expects an error.
+pub async fn err(agent: &impl Agent) -> AgentError {
+    match agent.generate(request("Review the change")).await {
+        Ok(r) => panic!("expected an error, got {r:?}"),
+        Err(e) => e,
+    }
+}
+
+/// Asserts that the error message mentions `needle`, showing the message when it does not.
+#[track_caller]
+pub fn assert_mentions(e: &AgentError, needle: &str) {
+    assert!(
+        e.error.message.contains(needle),
+        "{:?} not in: {}",
+        needle,
+        e.error.message
+    );
 }
 
 /// Progress lines an agent reported, as `(stream, line)`.
@@ -68,6 +99,26 @@ impl Progress {
 /// The fake CLI script that replays captured output.
 pub fn fake_cli() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-cli.sh")
+}
+
+/// Environment for the fake CLI: the first `n` runs replay `scenario` (e.g. `claude/error500`)
+/// instead of `FAKE_SCENARIO`, counted in a file in `dir`.
+pub fn fail_first(dir: &Path, n: u32, scenario: &str) -> Vec<(&'static str, OsString)> {
+    vec![
+        ("FAKE_COUNTER", dir.join("count").into()),
+        ("FAKE_FAIL_FIRST", n.to_string().into()),
+        ("FAKE_FAIL_SCENARIO", scenario.into()),
+    ]
+}
+
+/// Environment for the fake CLI: after its output it stalls on a `sleep` grandchild (`mode` 1),
+/// or exits leaving the grandchild holding its stdout (`mode` `orphan`); the pids go to
+/// `dir/pids`.
+pub fn stall(dir: &Path, mode: &str) -> Vec<(&'static str, OsString)> {
+    vec![
+        ("FAKE_STALL", mode.into()),
+        ("FAKE_PID_FILE", dir.join("pids").into()),
+    ]
 }
 
 /// The arguments the fake CLI received (written NUL-separated to `FAKE_ARGS_FILE`).
