@@ -3,6 +3,10 @@
 //!
 //! `cargo run -p smithers-agents --example cli_smoke -- claude|codex|gemini [model]`
 //!
+//! The HTTP agents, streaming, can be smoke-tested the same way against the fake server:
+//! `anthropic-stream`, `openai-chat-stream` or `openai-responses-stream` (base URLs and keys from
+//! `ANTHROPIC_BASE_URL` / `ANTHROPIC_API_KEY` and `OPENAI_BASE_URL` / `OPENAI_API_KEY`).
+//!
 //! It also sets the options whose flags are not covered by the captures, so that the requests the
 //! fake server logs show whether the CLI honoured them: a system prompt containing [`MARKER`]
 //! (Claude `--append-system-prompt`, Codex `-c developer_instructions=...`, Gemini
@@ -11,7 +15,9 @@
 use std::time::Duration;
 
 use serde_json::json;
-use smithers_agents::{ClaudeCodeAgent, CodexAgent, GeminiAgent};
+use smithers_agents::{
+    AnthropicAgent, ClaudeCodeAgent, CodexAgent, GeminiAgent, OpenAiAgent, OpenAiApi,
+};
 use smithers_core::prompt::{assemble, extract_json};
 use smithers_core::{Agent, AgentRequest, ProgressSink};
 use tokio_util::sync::CancellationToken;
@@ -43,6 +49,23 @@ async fn main() {
                 .into_iter()
                 .fold(GeminiAgent::new(), |a, m| a.model(m))
                 .system_prompt(format!("{MARKER}: you answer with JSON only.")),
+        ),
+        "anthropic-stream" => Box::new(
+            AnthropicAgent::new(model.unwrap_or_else(|| "claude-test".to_owned()))
+                .stream(true)
+                .stream_idle_timeout(Duration::from_secs(5))
+                .max_attempts(2),
+        ),
+        "openai-chat-stream" | "openai-responses-stream" => Box::new(
+            OpenAiAgent::new(model.unwrap_or_else(|| "gpt-test".to_owned()))
+                .api(if which == "openai-chat-stream" {
+                    OpenAiApi::ChatCompletions
+                } else {
+                    OpenAiApi::Responses
+                })
+                .stream(true)
+                .stream_idle_timeout(Duration::from_secs(5))
+                .max_attempts(2),
         ),
         other => {
             eprintln!("unknown agent `{other}`: use claude, codex or gemini");

@@ -152,6 +152,10 @@ pub struct Reply {
     pub headers: Vec<(String, String)>,
     pub body: String,
     pub delay: Duration,
+    /// A streamed body: written piece by piece, without a content-length.
+    pub chunks: Option<Vec<String>>,
+    /// Silence before the chunk at this index (a stalled stream).
+    pub stall: Option<(usize, Duration)>,
 }
 
 impl Reply {
@@ -161,7 +165,40 @@ impl Reply {
             headers: Vec::new(),
             body: body.to_string(),
             delay: Duration::ZERO,
+            chunks: None,
+            stall: None,
         }
+    }
+
+    /// A 200 `text/event-stream` reply, one chunk per event: `(Some(name), data)` is written as
+    /// `event: name` + `data: <json>`, and `(None, Value::Null)` as `data: [DONE]`.
+    pub fn sse(events: Vec<(Option<&str>, Value)>) -> Self {
+        let chunks = events
+            .into_iter()
+            .map(|(name, data)| {
+                let event = name.map(|n| format!("event: {n}\n")).unwrap_or_default();
+                let data = if data.is_null() {
+                    "[DONE]".to_owned()
+                } else {
+                    data.to_string()
+                };
+                format!("{event}data: {data}\n\n")
+            })
+            .collect();
+        Reply {
+            status: 200,
+            headers: vec![("content-type".to_owned(), "text/event-stream".to_owned())],
+            body: String::new(),
+            delay: Duration::ZERO,
+            chunks: Some(chunks),
+            stall: None,
+        }
+    }
+
+    /// Goes silent for `pause` before chunk `index`.
+    pub fn stall_before(mut self, index: usize, pause: Duration) -> Self {
+        self.stall = Some((index, pause));
+        self
     }
 
     pub fn raw(status: u16, body: &str) -> Self {
@@ -170,6 +207,8 @@ impl Reply {
             headers: Vec::new(),
             body: body.to_owned(),
             delay: Duration::ZERO,
+            chunks: None,
+            stall: None,
         }
     }
 
@@ -233,6 +272,10 @@ impl FakeHttp {
                     let i = next.fetch_add(1, Ordering::SeqCst).min(replies.len() - 1);
                     let reply = &replies[i];
                     tokio::time::sleep(reply.delay).await;
+                    if let Some(chunks) = &reply.chunks {
+                        write_stream(&mut socket, reply, chunks).await;
+                        return;
+                    }
                     let mut head = format!(
                         "HTTP/1.1 {} Scripted\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
                         reply.status,
@@ -254,6 +297,30 @@ impl FakeHttp {
     pub fn requests(&self) -> Vec<Recorded> {
         self.requests.lock().unwrap().clone()
     }
+}
+
+/// A streamed reply: the body is written chunk by chunk and ends when the connection closes.
+async fn write_stream(socket: &mut TcpStream, reply: &Reply, chunks: &[String]) {
+    let mut head = format!(
+        "HTTP/1.1 {} Scripted\r\nconnection: close\r\n",
+        reply.status
+    );
+    for (k, v) in &reply.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    if socket.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    for (i, chunk) in chunks.iter().enumerate() {
+        if let Some((_, pause)) = reply.stall.filter(|(at, _)| *at == i) {
+            tokio::time::sleep(pause).await;
+        }
+        if socket.write_all(chunk.as_bytes()).await.is_err() || socket.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = socket.shutdown().await;
 }
 
 async fn read_request(mut socket: TcpStream) -> Option<(TcpStream, Recorded)> {
