@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_mentions, request, schema, FakeHttp, Reply};
+use common::{anthropic, assert_mentions, openai, request, schema, tokens, FakeHttp, Reply};
 use serde_json::{json, Value};
 use smithers_agents::{AnthropicAgent, OpenAiAgent, OpenAiApi};
 use smithers_core::prompt::{assemble, extract_json};
@@ -55,21 +55,6 @@ fn error(status: u16, message: &str) -> Reply {
         status,
         json!({"type": "error", "error": {"type": "api_error", "message": message}}),
     )
-}
-
-fn anthropic(server: &FakeHttp) -> AnthropicAgent {
-    AnthropicAgent::new("claude-test")
-        .base_url(&server.base)
-        .api_key("sk-test")
-        .backoff(Duration::from_millis(10), Duration::from_millis(50))
-}
-
-fn openai(server: &FakeHttp, api: OpenAiApi) -> OpenAiAgent {
-    OpenAiAgent::new("gpt-test")
-        .api(api)
-        .base_url(format!("{}/v1", server.base))
-        .api_key("sk-test")
-        .backoff(Duration::from_millis(10), Duration::from_millis(50))
 }
 
 #[tokio::test]
@@ -244,14 +229,7 @@ async fn openai_chat_success_with_usage_and_bearer_key() {
     let r = agent.generate(request("Review the change")).await.unwrap();
     assert_eq!(r.text, REPLY);
     assert_eq!(r.json, Some(json!({"summary": "ok", "severity": "low"})));
-    assert_eq!(
-        (
-            r.usage.input_tokens,
-            r.usage.output_tokens,
-            r.usage.cache_read_tokens
-        ),
-        (Some(1234), Some(56), Some(7))
-    );
+    assert_eq!(tokens(&r.usage), (Some(1234), Some(56), Some(7)));
     let sent = &server.requests()[0];
     assert_eq!(sent.path, "/v1/chat/completions");
     assert_eq!(sent.header("authorization"), Some("Bearer sk-test"));

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_mentions, request, FakeHttp, Progress, Reply};
+use common::{assert_mentions, err, ok, request, tokens, FakeHttp, Progress, Reply};
 use serde_json::{json, Value};
 use smithers_agents::{AnthropicAgent, OpenAiAgent, OpenAiApi};
 use smithers_core::{Agent, Usage};
@@ -15,20 +15,13 @@ const IDLE: Duration = Duration::from_millis(300);
 const STALL: Duration = Duration::from_secs(5);
 
 fn anthropic(server: &FakeHttp) -> AnthropicAgent {
-    AnthropicAgent::new("claude-test")
-        .base_url(&server.base)
-        .api_key("sk-test")
-        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+    common::anthropic(server)
         .stream(true)
         .stream_idle_timeout(IDLE)
 }
 
 fn openai(server: &FakeHttp, api: OpenAiApi) -> OpenAiAgent {
-    OpenAiAgent::new("gpt-test")
-        .api(api)
-        .base_url(format!("{}/v1", server.base))
-        .api_key("sk-test")
-        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+    common::openai(server, api)
         .stream(true)
         .stream_idle_timeout(IDLE)
 }
@@ -128,7 +121,7 @@ async fn anthropic_streamed_tool_input_becomes_json() {
         (Some("message_stop"), json!({"type": "message_stop"})),
     ];
     let server = FakeHttp::start(vec![Reply::sse(events)]).await;
-    let r = anthropic(&server).generate(request("x")).await.unwrap();
+    let r = ok(&anthropic(&server)).await;
     assert_eq!(r.json, Some(json!({"summary": "ok", "severity": "low"})));
     assert_eq!(r.usage.output_tokens, Some(5));
 }
@@ -138,11 +131,7 @@ async fn anthropic_stream_stalling_midway_is_a_retryable_timeout() {
     let stalled = Reply::sse(anthropic_events()).stall_before(3, STALL);
     let server = FakeHttp::start(vec![stalled]).await;
     let started = Instant::now();
-    let e = anthropic(&server)
-        .max_attempts(2)
-        .generate(request("x"))
-        .await
-        .unwrap_err();
+    let e = err(&anthropic(&server).max_attempts(2)).await;
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "the idle timeout, not the stall, ends it: {:?}",
@@ -161,7 +150,7 @@ async fn anthropic_stalled_stream_then_complete_stream_succeeds() {
         Reply::sse(anthropic_events()),
     ])
     .await;
-    let r = anthropic(&server).generate(request("x")).await.unwrap();
+    let r = ok(&anthropic(&server)).await;
     assert_eq!(r.text, ANTHROPIC_TEXT);
     assert_eq!(server.requests().len(), 2);
 }
@@ -175,21 +164,13 @@ async fn anthropic_stream_cut_short_or_reporting_an_error_is_retried() {
         json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
     )];
     let server = FakeHttp::start(vec![Reply::sse(cut), Reply::sse(error)]).await;
-    let e = anthropic(&server)
-        .max_attempts(2)
-        .generate(request("x"))
-        .await
-        .unwrap_err();
+    let e = err(&anthropic(&server).max_attempts(2)).await;
     assert!(e.error.retryable);
     assert_mentions(&e, "the stream reported an error: Overloaded");
     assert_eq!(server.requests().len(), 2);
 
     let server = FakeHttp::start(vec![Reply::sse(anthropic_events()[..5].to_vec())]).await;
-    let e = anthropic(&server)
-        .max_attempts(1)
-        .generate(request("x"))
-        .await
-        .unwrap_err();
+    let e = err(&anthropic(&server).max_attempts(1)).await;
     assert!(e.error.retryable);
     assert_mentions(&e, "the stream ended before message_stop");
 }
@@ -205,7 +186,7 @@ async fn anthropic_stream_mode_still_retries_http_errors() {
         Reply::sse(anthropic_events()),
     ])
     .await;
-    let r = anthropic(&server).generate(request("x")).await.unwrap();
+    let r = ok(&anthropic(&server)).await;
     assert_eq!(r.text, ANTHROPIC_TEXT);
 }
 
@@ -236,20 +217,10 @@ const REPLY: &str = r#"{"summary":"ok","severity":"low"}"#;
 #[tokio::test]
 async fn openai_chat_stream_gives_text_and_usage() {
     let server = FakeHttp::start(vec![Reply::sse(chat_events())]).await;
-    let r = openai(&server, OpenAiApi::ChatCompletions)
-        .generate(request("x"))
-        .await
-        .unwrap();
+    let r = ok(&openai(&server, OpenAiApi::ChatCompletions)).await;
     assert_eq!(r.text, REPLY);
     assert_eq!(r.json, Some(json!({"summary": "ok", "severity": "low"})));
-    assert_eq!(
-        (
-            r.usage.input_tokens,
-            r.usage.output_tokens,
-            r.usage.cache_read_tokens
-        ),
-        (Some(1234), Some(56), Some(7))
-    );
+    assert_eq!(tokens(&r.usage), (Some(1234), Some(56), Some(7)));
     assert_eq!(r.session_id.as_deref(), Some("chatcmpl-s"));
     let body = server.requests()[0].json();
     assert_eq!(body["stream"], true);
@@ -260,11 +231,7 @@ async fn openai_chat_stream_gives_text_and_usage() {
 async fn openai_chat_stream_stalling_midway_is_a_retryable_timeout() {
     let server = FakeHttp::start(vec![Reply::sse(chat_events()).stall_before(2, STALL)]).await;
     let started = Instant::now();
-    let e = openai(&server, OpenAiApi::ChatCompletions)
-        .max_attempts(2)
-        .generate(request("x"))
-        .await
-        .unwrap_err();
+    let e = err(&openai(&server, OpenAiApi::ChatCompletions).max_attempts(2)).await;
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(e.error.retryable);
     assert_mentions(&e, "the stream stalled: no data for 0.3s");
@@ -307,14 +274,7 @@ async fn openai_responses_stream_gives_text_and_usage() {
         .await
         .unwrap();
     assert_eq!(r.text, REPLY);
-    assert_eq!(
-        (
-            r.usage.input_tokens,
-            r.usage.output_tokens,
-            r.usage.cache_read_tokens
-        ),
-        (Some(1234), Some(56), Some(7))
-    );
+    assert_eq!(tokens(&r.usage), (Some(1234), Some(56), Some(7)));
     assert_eq!(r.session_id.as_deref(), Some("resp_s"));
     assert_eq!(progress.lines("text"), [REPLY]);
     let sent = &server.requests()[0];
@@ -330,11 +290,7 @@ async fn openai_responses_stream_stalling_or_cut_short_is_retryable() {
     ])
     .await;
     let started = Instant::now();
-    let e = openai(&server, OpenAiApi::Responses)
-        .max_attempts(2)
-        .generate(request("x"))
-        .await
-        .unwrap_err();
+    let e = err(&openai(&server, OpenAiApi::Responses).max_attempts(2)).await;
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(e.error.retryable);
     assert_mentions(&e, "the stream ended before response.completed");

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use smithers_core::{Agent, AgentError, AgentRequest, AgentResponse, ProgressSink};
+use smithers_agents::{AnthropicAgent, OpenAiAgent, OpenAiApi};
+use smithers_core::{Agent, AgentError, AgentRequest, AgentResponse, ProgressSink, Usage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -68,6 +69,32 @@ pub fn assert_mentions(e: &AgentError, needle: &str) {
         needle,
         e.error.message
     );
+}
+
+/// Input, output and cache-read tokens: what the OpenAI tests compare.
+pub fn tokens(usage: &Usage) -> (Option<u64>, Option<u64>, Option<u64>) {
+    (
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_read_tokens,
+    )
+}
+
+/// An Anthropic agent talking to `server`, with a key and short backoff.
+pub fn anthropic(server: &FakeHttp) -> AnthropicAgent {
+    AnthropicAgent::new("claude-test")
+        .base_url(&server.base)
+        .api_key("sk-test")
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+}
+
+/// An OpenAI-compatible agent on `api` talking to `server`, with a key and short backoff.
+pub fn openai(server: &FakeHttp, api: OpenAiApi) -> OpenAiAgent {
+    OpenAiAgent::new("gpt-test")
+        .api(api)
+        .base_url(format!("{}/v1", server.base))
+        .api_key("sk-test")
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
 }
 
 /// Progress lines an agent reported, as `(stream, line)`.
