@@ -17,37 +17,90 @@
 # The example's contract: it picks its agent from SMITHERS_AGENT (claude | codex | gemini), finds
 # the binary on PATH, works on the current directory, and takes `run --input JSON`.
 #
+# Network: as root, once the CLIs are installed and the examples built, the script re-runs itself
+# inside `unshare -n -m` (a network namespace with loopback only and a resolv.conf pointing at
+# 127.0.0.1, where nothing answers), so no model request or telemetry can leave the machine.
+# Without root it runs on the host network with only the quiet settings of CLIS.md to rely on.
+#
 # Environment:
 #   PREFIX=/tmp/smithers-real-clis   where the CLIs are installed
+#   CLAUDE_VERSION=2.1.197 CODEX_VERSION=0.169.0 GEMINI_VERSION=0.61.0
+#                                    the npm versions (those of ../shared/agent-clis/CLIS.md);
+#                                    a different version is installed over the one in PREFIX
 #   FAKE_SERVER=path                 fake_model_server.py (default ../shared/agent-clis/ beside the repo)
 #   FAKE_MODE=ok|error500|...        failure injection of the fake server (see its --help)
+#   FAKE_REPLY=JSON                  the model's reply (default: one object that satisfies the
+#                                    smoke schema and all three outputs of examples/bugfix.rs)
+#   HOST_NET=1                       do not enter a network namespace even as root
 #   KEEP=1                           keep the scratch directory
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PREFIX=${PREFIX:-/tmp/smithers-real-clis}
 FAKE_SERVER=${FAKE_SERVER:-$ROOT/../shared/agent-clis/fake_model_server.py}
+CLAUDE_VERSION=${CLAUDE_VERSION:-2.1.197}
+CODEX_VERSION=${CODEX_VERSION:-0.169.0}
+GEMINI_VERSION=${GEMINI_VERSION:-0.61.0}
+export FAKE_REPLY=${FAKE_REPLY:-'{"summary":"ok","severity":"low","files_changed":[],"approved":true}'}
 CLIS=("$@")
 [ ${#CLIS[@]} -eq 0 ] && CLIS=(claude codex gemini)
 
 die() { echo "real-clis: $*" >&2; exit 1; }
-command -v npm >/dev/null || die "npm is required (Node >= 20)"
 command -v python3 >/dev/null || die "python3 is required for the fake model server"
 [ -f "$FAKE_SERVER" ] || die "fake model server not found at $FAKE_SERVER; set FAKE_SERVER"
+for cli in "${CLIS[@]}"; do
+  case $cli in claude | codex | gemini) ;; *) die "unknown CLI $cli (claude, codex or gemini)" ;; esac
+done
 
-# 1. Install.
-if [ ! -x "$PREFIX/node_modules/.bin/claude" ] || [ ! -x "$PREFIX/node_modules/.bin/codex" ] \
-  || [ ! -x "$PREFIX/node_modules/.bin/gemini" ]; then
-  echo "== installing the CLIs into $PREFIX"
-  npm install --no-fund --no-audit --prefix "$PREFIX" \
-    @anthropic-ai/claude-code @openai/codex @google/gemini-cli
+if [ -z "${REAL_CLIS_INSIDE:-}" ]; then
+  # 1. Install the pinned versions (outside the namespace: npm needs the registry).
+  installed() { # $1 = npm package: its version in PREFIX, or nothing
+    node -p "require('$PREFIX/node_modules/$1/package.json').version" 2>/dev/null || true
+  }
+  want=()
+  for cli in "${CLIS[@]}"; do
+    case $cli in
+      claude) pkg=@anthropic-ai/claude-code version=$CLAUDE_VERSION ;;
+      codex) pkg=@openai/codex version=$CODEX_VERSION ;;
+      gemini) pkg=@google/gemini-cli version=$GEMINI_VERSION ;;
+    esac
+    [ "$(installed "$pkg")" = "$version" ] || want+=("$pkg@$version")
+  done
+  if [ ${#want[@]} -gt 0 ]; then
+    command -v npm >/dev/null || die "npm is required (Node >= 20)"
+    echo "== installing into $PREFIX: ${want[*]}"
+    npm install --no-fund --no-audit --prefix "$PREFIX" "${want[@]}"
+  fi
+
+  # 2. Build the examples, with the real HOME and network (cargo may need them).
+  echo "== building smithers-agents/examples/cli_smoke.rs and examples/bugfix.rs"
+  (cd "$ROOT" && cargo build --quiet -p smithers-agents --example cli_smoke)
+  if [ -f "$ROOT/examples/bugfix.rs" ]; then (cd "$ROOT" && cargo build --quiet --example bugfix); fi
+
+  # 3. Re-run inside a private network namespace when we can.
+  if [ -z "${HOST_NET:-}" ] && [ "$(id -u)" = 0 ] && command -v unshare >/dev/null \
+    && unshare -n -m true 2>/dev/null; then
+    echo "== entering a private network namespace (loopback only)"
+    exec unshare -n -m -- env REAL_CLIS_INSIDE=1 bash "$0" "$@"
+  fi
+  echo "== WARNING: running on the host network (not root, or HOST_NET=1); only the quiet settings keep the CLIs local"
+  REAL_CLIS_INSIDE=host
+fi
+if [ "$REAL_CLIS_INSIDE" = 1 ]; then
+  ip link set lo up
+  RESOLV=$(mktemp /tmp/smithers-real-clis-resolv.XXXXXX)
+  echo "nameserver 127.0.0.1" >"$RESOLV"
+  mount --bind "$RESOLV" /etc/resolv.conf
+  echo "== network namespace: $(ip -brief link | tr -s ' ' | tr '\n' ';')"
 fi
 export PATH="$PREFIX/node_modules/.bin:$PATH"
+for cli in "${CLIS[@]}"; do echo "== $cli --version: $("$cli" --version 2>/dev/null | tail -1)"; done
 
 SCRATCH=$(mktemp -d /tmp/smithers-real-clis-run.XXXXXX)
 SERVER_PID=
 cleanup() {
   [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
+  [ -n "${RESOLV:-}" ] && rm -f "$RESOLV"
   if [ -z "${KEEP:-}" ]; then rm -rf "$SCRATCH"; else echo "scratch kept: $SCRATCH"; fi
 }
 trap cleanup EXIT
@@ -62,18 +115,48 @@ PORT=$(cat "$SCRATCH/port")
 BASE="http://127.0.0.1:$PORT"
 echo "== fake model server on $BASE (requests logged to $SCRATCH/requests.jsonl)"
 
-# Build the examples once, with the real HOME (cargo needs it).
-echo "== building smithers-agents/examples/cli_smoke.rs"
-(cd "$ROOT" && cargo build --quiet -p smithers-agents --example cli_smoke)
 SMOKE="$ROOT/target/debug/examples/cli_smoke"
 EXAMPLE=
-if [ -f "$ROOT/examples/bugfix.rs" ]; then
-  echo "== building examples/bugfix.rs"
-  (cd "$ROOT" && cargo build --quiet --example bugfix)
-  EXAMPLE="$ROOT/target/debug/examples/bugfix"
-else
-  echo "== examples/bugfix.rs is not there yet: running the CLI smoke tests only"
-fi
+[ -x "$ROOT/target/debug/examples/bugfix" ] && EXAMPLE="$ROOT/target/debug/examples/bugfix"
+
+# What the CLI sent in its smoke run: whether the options cli_smoke sets (see its header) arrived.
+check_requests() { # $1 = cli
+  python3 - "$1" "$SCRATCH/requests.jsonl" <<'PY'
+import json, sys
+cli, log = sys.argv[1], sys.argv[2]
+marker = "SMITHERS-SMOKE-SYSTEM-PROMPT"
+family = {"claude": "/v1/messages", "codex": "/v1/responses", "gemini": "/v1beta/"}[cli]
+reqs = [json.loads(l) for l in open(log)]
+reqs = [r for r in reqs if r.get("method") == "POST" and family in r.get("path", "")]
+marked = [r for r in reqs if marker in json.dumps(r.get("body"))]
+problems = []
+if not marked:
+    problems.append("no request carried the system prompt marker")
+for r in marked[:1]:
+    body = r.get("body") or {}
+    if cli == "claude":
+        tools = [t.get("name") for t in body.get("tools", [])]
+        if "WebFetch" in tools or "WebSearch" in tools:
+            problems.append("--disallowedTools ignored: WebFetch/WebSearch still offered")
+        print(f"   request check: system prompt appended, tools offered: {len(tools)}, "
+              f"StructuredOutput offered: {'StructuredOutput' in tools}")
+    elif cli == "codex":
+        dev = [m for m in body.get("input", []) if m.get("role") == "developer" and marker in json.dumps(m)]
+        print(f"   request check: developer_instructions sent as {len(dev)} developer message(s); "
+              f"text.format: {json.dumps(body.get('text', {}).get('format', {}).get('type'))}")
+        if not dev:
+            problems.append("the marker is not in a developer message")
+    else:
+        system = json.dumps(body.get("systemInstruction"))
+        print(f"   request check: systemInstruction is {len(system)} chars (replaced by GEMINI_SYSTEM_MD), "
+              f"model in path: {r['path'].split('/')[3].split(':')[0]}")
+        if marker not in system:
+            problems.append("GEMINI_SYSTEM_MD ignored: the marker is not in systemInstruction")
+for p in problems:
+    print("   request check FAILED:", p)
+sys.exit(1 if problems else 0)
+PY
+}
 
 INPUT='{"description":"add() in src/lib.rs subtracts instead of adding"}'
 FAILED=()
@@ -135,13 +218,13 @@ EOF
 export -f env_claude env_codex env_gemini
 export PATH BASE
 for cli in "${CLIS[@]}"; do
-  case $cli in claude | codex | gemini) ;; *) die "unknown CLI $cli (claude, codex or gemini)" ;; esac
   setup_case "$cli"
   export CASE
   echo "== $cli: smoke run"
   model=; [ "$cli" = gemini ] && model=gemini-2.5-pro  # the default `auto` makes a routing call first
   if (cd "$CASE/repo" && timeout 180 bash -c "env_$cli \"\$0\" $cli $model" "$SMOKE" </dev/null >"$CASE/smoke.jsonl" 2>"$CASE/smoke.err"); then
     cut -c1-300 "$CASE/smoke.jsonl"
+    check_requests "$cli" || FAILED+=("$cli options")
   else
     echo "   FAILED (rc=$?); stderr tail:"; tail -n 5 "$CASE/smoke.err"; FAILED+=("$cli smoke")
   fi
@@ -149,6 +232,7 @@ for cli in "${CLIS[@]}"; do
     echo "== $cli: examples/bugfix.rs"
     if (cd "$CASE/repo" && timeout 300 bash -c "env_$cli \"\$0\" run --input \"\$1\"" "$EXAMPLE" "$INPUT" </dev/null); then
       echo "   ok"
+      (cd "$CASE/repo" && "$EXAMPLE" status | tail -n 6)
     else
       echo "   FAILED (rc=$?)"; FAILED+=("$cli example")
     fi

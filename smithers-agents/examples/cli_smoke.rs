@@ -2,14 +2,28 @@
 //! the real CLIs (see `scripts/real-clis.sh`, which points them at a fake model server).
 //!
 //! `cargo run -p smithers-agents --example cli_smoke -- claude|codex|gemini [model]`
+//!
+//! The HTTP agents, streaming, can be smoke-tested the same way against the fake server:
+//! `anthropic-stream`, `openai-chat-stream` or `openai-responses-stream` (base URLs and keys from
+//! `ANTHROPIC_BASE_URL` / `ANTHROPIC_API_KEY` and `OPENAI_BASE_URL` / `OPENAI_API_KEY`).
+//!
+//! It also sets the options whose flags are not covered by the captures, so that the requests the
+//! fake server logs show whether the CLI honoured them: a system prompt containing [`MARKER`]
+//! (Claude `--append-system-prompt`, Codex `-c developer_instructions=...`, Gemini
+//! `GEMINI_SYSTEM_MD`) and, for Claude, `--disallowedTools WebFetch,WebSearch`.
 
 use std::time::Duration;
 
 use serde_json::json;
-use smithers_agents::{ClaudeCodeAgent, CodexAgent, GeminiAgent};
+use smithers_agents::{
+    AnthropicAgent, ClaudeCodeAgent, CodexAgent, GeminiAgent, OpenAiAgent, OpenAiApi,
+};
 use smithers_core::prompt::{assemble, extract_json};
 use smithers_core::{Agent, AgentRequest, ProgressSink};
 use tokio_util::sync::CancellationToken;
+
+/// Text put into each agent's system prompt, for the script to look for in the requests.
+const MARKER: &str = "SMITHERS-SMOKE-SYSTEM-PROMPT";
 
 #[tokio::main]
 async fn main() {
@@ -20,17 +34,38 @@ async fn main() {
         "claude" => Box::new(
             model
                 .into_iter()
-                .fold(ClaudeCodeAgent::new(), |a, m| a.model(m)),
+                .fold(ClaudeCodeAgent::new(), |a, m| a.model(m))
+                .append_system_prompt(MARKER)
+                .disallowed_tools(["WebFetch", "WebSearch"]),
         ),
         "codex" => Box::new(
             model
                 .into_iter()
-                .fold(CodexAgent::new().ephemeral(true), |a, m| a.model(m)),
+                .fold(CodexAgent::new().ephemeral(true), |a, m| a.model(m))
+                .system_prompt(MARKER),
         ),
         "gemini" => Box::new(
             model
                 .into_iter()
-                .fold(GeminiAgent::new(), |a, m| a.model(m)),
+                .fold(GeminiAgent::new(), |a, m| a.model(m))
+                .system_prompt(format!("{MARKER}: you answer with JSON only.")),
+        ),
+        "anthropic-stream" => Box::new(
+            AnthropicAgent::new(model.unwrap_or_else(|| "claude-test".to_owned()))
+                .stream(true)
+                .stream_idle_timeout(Duration::from_secs(5))
+                .max_attempts(2),
+        ),
+        "openai-chat-stream" | "openai-responses-stream" => Box::new(
+            OpenAiAgent::new(model.unwrap_or_else(|| "gpt-test".to_owned()))
+                .api(if which == "openai-chat-stream" {
+                    OpenAiApi::ChatCompletions
+                } else {
+                    OpenAiApi::Responses
+                })
+                .stream(true)
+                .stream_idle_timeout(Duration::from_secs(5))
+                .max_attempts(2),
         ),
         other => {
             eprintln!("unknown agent `{other}`: use claude, codex or gemini");
@@ -63,7 +98,7 @@ async fn main() {
             let parsed = r.json.clone().or_else(|| extract_json(&r.text));
             println!(
                 "{}",
-                json!({"agent": which, "text": r.text, "json": parsed, "usage": r.usage, "session_id": r.session_id,
+                json!({"agent": which, "text": r.text, "json": parsed, "native_json": r.json.is_some(), "usage": r.usage, "session_id": r.session_id,
                        "exit_code": r.exit_code, "model": r.model})
             );
             if parsed.is_none() {

@@ -4,7 +4,8 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{json, Value};
 use smithers_core::{Agent, AgentError, AgentRequest, AgentResponse, Usage};
 
-use crate::http::{self, http_builder_methods, HttpOptions};
+use crate::http::{self, http_builder_methods, HttpOptions, SseFold, Wire};
+use crate::schema::native_schema;
 use crate::stream::{str_of, u64_of};
 
 /// The name of the tool that carries structured output (the name Claude Code uses too).
@@ -84,11 +85,14 @@ impl AnthropicAgent {
         if let Some(t) = self.temperature {
             body["temperature"] = json!(t);
         }
-        if self.native_schema && crate::claude::wants_native_schema(&request.output_schema) {
-            let mut schema = request.output_schema.clone();
-            if let Some(map) = schema.as_object_mut() {
-                map.remove("$schema");
-            }
+        if self.http.stream {
+            body["stream"] = json!(true);
+        }
+        if let Some(schema) = self
+            .native_schema
+            .then(|| native_schema(&request.output_schema))
+            .flatten()
+        {
             body["tools"] = json!([{
                 "name": OUTPUT_TOOL,
                 "description": "Return the final answer as structured output matching the schema.",
@@ -131,17 +135,24 @@ impl Agent for AnthropicAgent {
             self.http
                 .base_url("ANTHROPIC_BASE_URL", "https://api.anthropic.com")
         );
-        let reply = http::post_json(
+        let wire = if self.http.stream {
+            Wire::Sse(|| Box::<MessageStream>::default())
+        } else {
+            Wire::Json
+        };
+        let reply = http::post(
             "Anthropic",
             &self.http,
             &url,
             headers,
             &self.body(&request),
             &request,
+            &wire,
         )
         .await?;
         let response = parse_reply(&reply);
-        if !response.text.is_empty() {
+        // A stream has already reported its text line by line.
+        if !response.text.is_empty() && !self.http.stream {
             request.progress.line("text", &response.text);
         }
         Ok(response)
@@ -180,5 +191,111 @@ fn parse_reply(reply: &Value) -> AgentResponse {
         exit_code: None,
         transcript: Some(format!("{reply}\n")),
         model: str_of(reply, "model").map(str::to_owned),
+    }
+}
+
+/// Folds the Messages API's stream (`message_start`, `content_block_start`/`_delta`/`_stop`,
+/// `message_delta`, `message_stop`, `ping`, `error`) back into the message it streams.
+#[derive(Default)]
+struct MessageStream {
+    message: Value,
+    /// The `input_json_delta` pieces of each tool-use block, by block index.
+    partial_json: Vec<String>,
+    done: bool,
+}
+
+impl SseFold for MessageStream {
+    fn event(&mut self, name: &str, data: &Value) -> Result<Option<String>, String> {
+        let index = data["index"].as_u64().and_then(|i| usize::try_from(i).ok());
+        match name {
+            "message_start" => {
+                self.message = data["message"].clone();
+                self.message["content"] = json!([]);
+            }
+            "content_block_start" => {
+                let i = index.ok_or("content_block_start without an index")?;
+                let blocks = self.blocks()?;
+                blocks.resize(blocks.len().max(i + 1), Value::Null);
+                blocks[i] = data["content_block"].clone();
+                self.partial_json
+                    .resize(self.partial_json.len().max(i + 1), String::new());
+            }
+            "content_block_delta" => {
+                let i = index.ok_or("content_block_delta without an index")?;
+                let delta = &data["delta"];
+                let block = self
+                    .blocks()?
+                    .get_mut(i)
+                    .ok_or("content_block_delta before its content_block_start")?;
+                match str_of(delta, "type") {
+                    Some("text_delta") => {
+                        let piece = str_of(delta, "text").unwrap_or_default();
+                        let text = format!("{}{piece}", str_of(block, "text").unwrap_or_default());
+                        block["text"] = json!(text);
+                        return Ok(Some(piece.to_owned()));
+                    }
+                    Some("input_json_delta") => {
+                        let piece = str_of(delta, "partial_json").unwrap_or_default();
+                        self.partial_json[i].push_str(piece);
+                    }
+                    // thinking, signature and later kinds.
+                    _ => {}
+                }
+            }
+            "content_block_stop" => {
+                let i = index.ok_or("content_block_stop without an index")?;
+                let partial = std::mem::take(&mut self.partial_json[i]);
+                if !partial.trim().is_empty() {
+                    let input = serde_json::from_str::<Value>(&partial)
+                        .map_err(|e| format!("the streamed tool input is not valid JSON ({e})"))?;
+                    if let Some(block) = self.blocks()?.get_mut(i) {
+                        block["input"] = input;
+                    }
+                }
+            }
+            "message_delta" => {
+                if let Some(reason) = data["delta"].get("stop_reason").filter(|r| !r.is_null()) {
+                    self.message["stop_reason"] = reason.clone();
+                }
+                // Counts here are cumulative: they replace those of `message_start`.
+                if !self.message["usage"].is_object() {
+                    self.message["usage"] = json!({});
+                }
+                if let (Some(usage), Some(total)) = (
+                    data["usage"].as_object(),
+                    self.message["usage"].as_object_mut(),
+                ) {
+                    for (key, value) in usage.iter().filter(|(_, v)| !v.is_null()) {
+                        total.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+            "message_stop" => self.done = true,
+            "error" => {
+                return Err(format!(
+                    "the stream reported an error: {}",
+                    str_of(&data["error"], "message").unwrap_or("unknown")
+                ))
+            }
+            // ping and later kinds.
+            _ => {}
+        }
+        Ok(None)
+    }
+
+    fn finish(self: Box<Self>) -> Result<Value, String> {
+        if self.done {
+            Ok(self.message)
+        } else {
+            Err("the stream ended before message_stop".to_owned())
+        }
+    }
+}
+
+impl MessageStream {
+    fn blocks(&mut self) -> Result<&mut Vec<Value>, String> {
+        self.message["content"]
+            .as_array_mut()
+            .ok_or_else(|| "a content block before message_start".to_owned())
     }
 }

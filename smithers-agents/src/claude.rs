@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use serde_json::Value;
 use smithers_core::{Agent, AgentError, AgentRequest, AgentResponse, TaskError, Usage};
 
-use crate::process::{self, cli_builder_methods, CliCommand, CliOptions, CliRun};
+use crate::cli::{cli_builder_methods, CliOptions};
+use crate::process::{self, CliCommand, CliRun};
 use crate::stream::{
     http_status_in, looks_like_auth_error, parse_line, status_is_retryable, str_of, truncate,
     u64_of,
@@ -57,14 +58,10 @@ impl ClaudePermissionMode {
 #[must_use]
 pub struct ClaudeCodeAgent {
     cli: CliOptions,
-    model: Option<String>,
-    system_prompt: Option<String>,
     append_system_prompt: Option<String>,
     permission_mode: Option<ClaudePermissionMode>,
-    allowed_tools: Vec<String>,
     disallowed_tools: Vec<String>,
     max_turns: Option<u32>,
-    native_schema: bool,
 }
 
 impl Default for ClaudeCodeAgent {
@@ -77,30 +74,24 @@ impl ClaudeCodeAgent {
     /// An agent running `claude` from `PATH` with its default model and settings.
     pub fn new() -> Self {
         ClaudeCodeAgent {
-            cli: CliOptions::new("claude"),
-            model: None,
-            system_prompt: None,
+            cli: CliOptions::new(
+                "claude",
+                "install Claude Code with `npm install -g @anthropic-ai/claude-code`",
+            ),
             append_system_prompt: None,
             permission_mode: None,
-            allowed_tools: Vec::new(),
             disallowed_tools: Vec::new(),
             max_turns: None,
-            native_schema: true,
         }
     }
 
-    cli_builder_methods!("claude");
-
-    /// The model (`--model`): an alias such as `sonnet` or a full model name.
-    pub fn model(mut self, model: impl Into<String>) -> Self {
-        self.model = Some(model.into());
-        self
-    }
-
-    /// Replaces Claude Code's system prompt (`--system-prompt`).
-    pub fn system_prompt(mut self, prompt: impl Into<String>) -> Self {
-        self.system_prompt = Some(prompt.into());
-        self
+    cli_builder_methods! {
+        binary: "claude",
+        model: "The model (`--model`): an alias such as `sonnet` or a full model name.",
+        system_prompt: "Replaces Claude Code's system prompt (`--system-prompt`).",
+        allowed_tools: "Tools allowed without asking (`--allowedTools`), e.g. `Read`, `Edit`, `Bash(git diff:*)`.",
+        native_schema: "Whether to pass the output schema as `--json-schema` (default true): Claude then \
+            returns `structured_output`, which smithers still validates.",
     }
 
     /// Appends to Claude Code's system prompt (`--append-system-prompt`).
@@ -112,16 +103,6 @@ impl ClaudeCodeAgent {
     /// The permission mode (`--permission-mode`).
     pub fn permission_mode(mut self, mode: ClaudePermissionMode) -> Self {
         self.permission_mode = Some(mode);
-        self
-    }
-
-    /// Tools allowed without asking (`--allowedTools`), e.g. `Read`, `Edit`, `Bash(git diff:*)`.
-    pub fn allowed_tools<I, S>(mut self, tools: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.allowed_tools.extend(tools.into_iter().map(Into::into));
         self
     }
 
@@ -142,13 +123,6 @@ impl ClaudeCodeAgent {
         self
     }
 
-    /// Whether to pass the output schema as `--json-schema` (default true): Claude then returns
-    /// `structured_output`, which smithers still validates.
-    pub fn native_schema(mut self, enabled: bool) -> Self {
-        self.native_schema = enabled;
-        self
-    }
-
     /// Every argument except the prompt and the schema: also the cache signature.
     fn base_args(&self) -> Vec<OsString> {
         let mut args: Vec<OsString> = ["--output-format", "stream-json", "--verbose"]
@@ -159,10 +133,10 @@ impl ClaudeCodeAgent {
             args.push(flag.into());
             args.push(value.into());
         };
-        if let Some(model) = &self.model {
+        if let Some(model) = &self.cli.model {
             push("--model", model);
         }
-        if let Some(p) = &self.system_prompt {
+        if let Some(p) = &self.cli.system_prompt {
             push("--system-prompt", p);
         }
         if let Some(p) = &self.append_system_prompt {
@@ -171,8 +145,8 @@ impl ClaudeCodeAgent {
         if let Some(mode) = self.permission_mode {
             push("--permission-mode", mode.as_str());
         }
-        if !self.allowed_tools.is_empty() {
-            push("--allowedTools", &self.allowed_tools.join(","));
+        if !self.cli.allowed_tools.is_empty() {
+            push("--allowedTools", &self.cli.allowed_tools.join(","));
         }
         if !self.disallowed_tools.is_empty() {
             push("--disallowedTools", &self.disallowed_tools.join(","));
@@ -197,9 +171,9 @@ impl Agent for ClaudeCodeAgent {
 
     async fn generate(&self, request: AgentRequest) -> Result<AgentResponse, AgentError> {
         let mut args = self.base_args();
-        if self.native_schema && wants_native_schema(&request.output_schema) {
+        if let Some(schema) = self.cli.native_schema(&request.output_schema) {
             args.push("--json-schema".into());
-            args.push(request.output_schema.to_string().into());
+            args.push(schema.to_string().into());
         }
         args.push("-p".into());
         args.push(process::prompt_arg(&request.prompt));
@@ -207,7 +181,6 @@ impl Agent for ClaudeCodeAgent {
             options: &self.cli,
             args,
             env: Vec::new(),
-            install_hint: "install Claude Code with `npm install -g @anthropic-ai/claude-code`",
         };
         let run = process::run(command, &request).await?;
         parse_run(&run)
@@ -220,12 +193,6 @@ impl Agent for ClaudeCodeAgent {
     fn cwd(&self) -> Option<PathBuf> {
         self.cli.cwd.clone()
     }
-}
-
-/// Only object schemas make sense as Claude's `StructuredOutput` tool input.
-pub(crate) fn wants_native_schema(schema: &Value) -> bool {
-    schema.get("type").and_then(Value::as_str) == Some("object")
-        || schema.get("properties").is_some()
 }
 
 /// What a Claude stream said.
@@ -424,14 +391,5 @@ mod tests {
         );
         check("", "error_max_turns", None, false);
         check("", "error_during_execution", None, true);
-    }
-
-    #[test]
-    fn native_schema_only_for_object_schemas() {
-        assert!(wants_native_schema(
-            &serde_json::json!({"type": "object", "properties": {}})
-        ));
-        assert!(!wants_native_schema(&serde_json::json!({"type": "string"})));
-        assert!(!wants_native_schema(&Value::Null));
     }
 }

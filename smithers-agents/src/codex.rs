@@ -5,13 +5,13 @@
 //! server's message behind a generic "high demand" text, which we say in the error.
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::path::PathBuf;
 
 use serde_json::Value;
 use smithers_core::{Agent, AgentError, AgentRequest, AgentResponse, TaskError, Usage};
 
-use crate::process::{self, cli_builder_methods, CliCommand, CliOptions, CliRun};
+use crate::cli::{cli_builder_methods, temp_file, CliOptions};
+use crate::process::{self, CliCommand, CliRun};
 use crate::stream::{add, looks_like_auth_error, parse_line, str_of, truncate, u64_of};
 
 /// Codex's `--sandbox` policy for the commands the model runs.
@@ -50,13 +50,10 @@ impl CodexSandbox {
 #[must_use]
 pub struct CodexAgent {
     cli: CliOptions,
-    model: Option<String>,
-    developer_instructions: Option<String>,
     sandbox: Option<CodexSandbox>,
     config: Vec<(String, String)>,
     skip_git_repo_check: bool,
     ephemeral: bool,
-    native_schema: bool,
 }
 
 impl Default for CodexAgent {
@@ -69,30 +66,23 @@ impl CodexAgent {
     /// An agent running `codex` from `PATH` with its default model and settings.
     pub fn new() -> Self {
         CodexAgent {
-            cli: CliOptions::new("codex"),
-            model: None,
-            developer_instructions: None,
+            cli: CliOptions::new("codex", "install Codex with `npm install -g @openai/codex`"),
             sandbox: None,
             config: Vec::new(),
             skip_git_repo_check: true,
             ephemeral: false,
-            native_schema: true,
         }
     }
 
-    cli_builder_methods!("codex");
-
-    /// The model (`--model`).
-    pub fn model(mut self, model: impl Into<String>) -> Self {
-        self.model = Some(model.into());
-        self
-    }
-
-    /// Instructions added to Codex's own (`-c developer_instructions=...`): codex has no flag to
-    /// replace its system prompt.
-    pub fn system_prompt(mut self, prompt: impl Into<String>) -> Self {
-        self.developer_instructions = Some(prompt.into());
-        self
+    cli_builder_methods! {
+        binary: "codex",
+        model: "The model (`--model`).",
+        system_prompt: "Instructions added to Codex's own (`-c developer_instructions=...`, sent as a \
+            `developer` message): codex has no flag to replace its system prompt.",
+        native_schema: "Whether to pass the output schema as `--output-schema` (default true). Codex \
+            sends it in OpenAI's strict mode, which rejects schemas with optional properties or \
+            without `additionalProperties: false`; turn this off for such output types (smithers \
+            validates the reply either way).",
     }
 
     /// The sandbox policy (`--sandbox`).
@@ -120,15 +110,6 @@ impl CodexAgent {
         self
     }
 
-    /// Whether to pass the output schema as `--output-schema` (default true). Codex sends it in
-    /// OpenAI's strict mode, which rejects schemas with optional properties or without
-    /// `additionalProperties: false`; turn this off for such output types (smithers validates
-    /// the reply either way).
-    pub fn native_schema(mut self, enabled: bool) -> Self {
-        self.native_schema = enabled;
-        self
-    }
-
     fn base_args(&self) -> Vec<OsString> {
         let mut args: Vec<OsString> = vec!["exec".into(), "--json".into()];
         if self.skip_git_repo_check {
@@ -137,13 +118,13 @@ impl CodexAgent {
         if self.ephemeral {
             args.push("--ephemeral".into());
         }
-        if let Some(model) = &self.model {
+        if let Some(model) = &self.cli.model {
             args.extend(["--model".into(), model.into()]);
         }
         if let Some(sandbox) = self.sandbox {
             args.extend(["--sandbox".into(), sandbox.as_str().into()]);
         }
-        if let Some(text) = &self.developer_instructions {
+        if let Some(text) = &self.cli.system_prompt {
             // A JSON string is a valid TOML basic string.
             let value = serde_json::to_string(text).unwrap_or_default();
             args.extend([
@@ -172,26 +153,30 @@ impl Agent for CodexAgent {
     async fn generate(&self, request: AgentRequest) -> Result<AgentResponse, AgentError> {
         let mut args = self.base_args();
         // Kept alive until codex has exited.
-        let schema_file =
-            if self.native_schema && crate::claude::wants_native_schema(&request.output_schema) {
-                let file = write_schema(&request.output_schema)?;
+        let schema_file = match self.cli.native_schema(&request.output_schema) {
+            Some(schema) => {
+                let file = temp_file(
+                    "smithers-schema-",
+                    ".json",
+                    &schema.to_string(),
+                    "output schema",
+                )?;
                 args.extend(["--output-schema".into(), file.path().into()]);
                 Some(file)
-            } else {
-                None
-            };
+            }
+            None => None,
+        };
         args.push("--".into());
         args.push(request.prompt.clone().into());
         let command = CliCommand {
             options: &self.cli,
             args,
             env: Vec::new(),
-            install_hint: "install Codex with `npm install -g @openai/codex`",
         };
         let run = process::run(command, &request).await?;
         drop(schema_file);
-        let mut response = parse_run(&run, self.native_schema)?;
-        response.model = self.model.clone();
+        let mut response = parse_run(&run, self.cli.native_schema)?;
+        response.model = self.cli.model.clone();
         Ok(response)
     }
 
@@ -202,21 +187,6 @@ impl Agent for CodexAgent {
     fn cwd(&self) -> Option<PathBuf> {
         self.cli.cwd.clone()
     }
-}
-
-fn write_schema(schema: &Value) -> Result<tempfile::NamedTempFile, AgentError> {
-    let io_error = |e: std::io::Error| {
-        AgentError::retryable(format!("cannot write the output schema file: {e}"))
-    };
-    let mut file = tempfile::Builder::new()
-        .prefix("smithers-schema-")
-        .suffix(".json")
-        .tempfile()
-        .map_err(io_error)?;
-    file.write_all(schema.to_string().as_bytes())
-        .map_err(io_error)?;
-    file.flush().map_err(io_error)?;
-    Ok(file)
 }
 
 #[derive(Debug, Default)]

@@ -5,14 +5,14 @@
 //! code (the HTTP status truncated to 8 bits: 500 exits with 244) and JSON on stderr.
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::path::PathBuf;
 
 use serde_json::Value;
 use smithers_core::prompt::extract_json_with;
 use smithers_core::{Agent, AgentError, AgentRequest, AgentResponse, TaskError, Usage};
 
-use crate::process::{self, cli_builder_methods, CliCommand, CliOptions, CliRun};
+use crate::cli::{cli_builder_methods, temp_file, CliOptions};
+use crate::process::{self, CliCommand, CliRun};
 use crate::stream::{
     http_status_in, looks_like_auth_error, parse_line, status_is_retryable, str_of, truncate,
     u64_of,
@@ -53,10 +53,7 @@ impl GeminiApprovalMode {
 #[must_use]
 pub struct GeminiAgent {
     cli: CliOptions,
-    model: Option<String>,
-    system_prompt: Option<String>,
     approval_mode: Option<GeminiApprovalMode>,
-    allowed_tools: Vec<String>,
     sandbox: bool,
     skip_trust: bool,
 }
@@ -71,43 +68,26 @@ impl GeminiAgent {
     /// An agent running `gemini` from `PATH`.
     pub fn new() -> Self {
         GeminiAgent {
-            cli: CliOptions::new("gemini"),
-            model: None,
-            system_prompt: None,
+            cli: CliOptions::new(
+                "gemini",
+                "install the Gemini CLI with `npm install -g @google/gemini-cli`",
+            ),
             approval_mode: None,
-            allowed_tools: Vec::new(),
             sandbox: false,
             skip_trust: true,
         }
     }
 
-    cli_builder_methods!("gemini");
-
-    /// The model (`-m`). Set one: the default `auto` makes an extra routing call first.
-    pub fn model(mut self, model: impl Into<String>) -> Self {
-        self.model = Some(model.into());
-        self
-    }
-
-    /// Replaces Gemini's system prompt (written to a file named by `GEMINI_SYSTEM_MD`).
-    pub fn system_prompt(mut self, prompt: impl Into<String>) -> Self {
-        self.system_prompt = Some(prompt.into());
-        self
+    cli_builder_methods! {
+        binary: "gemini",
+        model: "The model (`-m`). Set one: the default `auto` makes an extra routing call first.",
+        system_prompt: "Replaces Gemini's system prompt (written to a file named by `GEMINI_SYSTEM_MD`).",
+        allowed_tools: "Tools allowed without confirmation (`--allowed-tools`).",
     }
 
     /// The approval mode (`--approval-mode`).
     pub fn approval_mode(mut self, mode: GeminiApprovalMode) -> Self {
         self.approval_mode = Some(mode);
-        self
-    }
-
-    /// Tools allowed without confirmation (`--allowed-tools`).
-    pub fn allowed_tools<I, S>(mut self, tools: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.allowed_tools.extend(tools.into_iter().map(Into::into));
         self
     }
 
@@ -128,13 +108,13 @@ impl GeminiAgent {
         if self.skip_trust {
             args.push("--skip-trust".into());
         }
-        if let Some(model) = &self.model {
+        if let Some(model) = &self.cli.model {
             args.extend(["-m".into(), model.into()]);
         }
         if let Some(mode) = self.approval_mode {
             args.extend(["--approval-mode".into(), mode.as_str().into()]);
         }
-        for tool in &self.allowed_tools {
+        for tool in &self.cli.allowed_tools {
             args.extend(["--allowed-tools".into(), tool.into()]);
         }
         if self.sandbox {
@@ -155,7 +135,7 @@ impl Agent for GeminiAgent {
         format!(
             "gemini {:?} system_prompt={:?}",
             self.base_args(),
-            self.system_prompt
+            self.cli.system_prompt
         )
     }
 
@@ -163,9 +143,9 @@ impl Agent for GeminiAgent {
         let mut args = self.base_args();
         let mut env = Vec::new();
         // Kept alive until gemini has exited.
-        let system_file = match &self.system_prompt {
+        let system_file = match &self.cli.system_prompt {
             Some(text) => {
-                let file = write_system_prompt(text)?;
+                let file = temp_file("smithers-system-", ".md", text, "system prompt")?;
                 env.push(("GEMINI_SYSTEM_MD".into(), file.path().into()));
                 Some(file)
             }
@@ -177,7 +157,6 @@ impl Agent for GeminiAgent {
             options: &self.cli,
             args,
             env,
-            install_hint: "install the Gemini CLI with `npm install -g @google/gemini-cli`",
         };
         let run = process::run(command, &request).await?;
         drop(system_file);
@@ -191,20 +170,6 @@ impl Agent for GeminiAgent {
     fn cwd(&self) -> Option<PathBuf> {
         self.cli.cwd.clone()
     }
-}
-
-fn write_system_prompt(text: &str) -> Result<tempfile::NamedTempFile, AgentError> {
-    let io_error = |e: std::io::Error| {
-        AgentError::retryable(format!("cannot write the system prompt file: {e}"))
-    };
-    let mut file = tempfile::Builder::new()
-        .prefix("smithers-system-")
-        .suffix(".md")
-        .tempfile()
-        .map_err(io_error)?;
-    file.write_all(text.as_bytes()).map_err(io_error)?;
-    file.flush().map_err(io_error)?;
-    Ok(file)
 }
 
 #[derive(Debug, Default)]

@@ -1,6 +1,8 @@
 //! What the HTTP agents share: API keys from the environment, and one POST with bounded retries
 //! and backoff on 429/5xx that honours `retry-after`, under the attempt's timeout and
-//! cancellation.
+//! cancellation. The reply is read either as one JSON body or, when streaming, as server-sent
+//! events folded back into the same JSON shape, with an idle timeout between chunks so that a
+//! stalled stream fails (and is retried) long before the request timeout.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -23,6 +25,8 @@ pub(crate) struct HttpOptions {
     pub(crate) initial_backoff: Duration,
     pub(crate) max_backoff: Duration,
     pub(crate) request_timeout: Duration,
+    pub(crate) stream: bool,
+    pub(crate) stream_idle_timeout: Duration,
     pub(crate) client: OnceLockClient,
 }
 
@@ -37,6 +41,8 @@ impl HttpOptions {
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             request_timeout: Duration::from_secs(600),
+            stream: false,
+            stream_idle_timeout: Duration::from_secs(300),
             client: OnceLockClient::default(),
         }
     }
@@ -109,6 +115,23 @@ macro_rules! http_builder_methods {
             self.http.request_timeout = timeout;
             self
         }
+
+        /// Stream the reply as server-sent events (default off). Text arrives as it is
+        /// generated (and goes to the progress sink line by line), and a stream that goes
+        /// silent for [`stream_idle_timeout`](Self::stream_idle_timeout) fails as a retryable
+        /// timeout and is retried, instead of waiting for the whole request timeout.
+        pub fn stream(mut self, enabled: bool) -> Self {
+            self.http.stream = enabled;
+            self
+        }
+
+        /// With [`stream`](Self::stream): the longest silence between two chunks of the stream
+        /// (default 5 minutes, like Codex's `stream_idle_timeout_ms`; reasoning models can think
+        /// for minutes without sending text).
+        pub fn stream_idle_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.http.stream_idle_timeout = timeout;
+            self
+        }
     };
 }
 pub(crate) use http_builder_methods;
@@ -130,15 +153,44 @@ impl OnceLockClient {
     }
 }
 
-/// One logical call: POSTs `body` to `url` until it gets a 2xx JSON reply, retrying 429, 5xx,
-/// timeouts, connection errors and unparsable replies up to `max_attempts` times.
-pub(crate) async fn post_json(
+/// Turns a stream of server-sent events back into the JSON reply the non-streaming API gives.
+pub(crate) trait SseFold: Send {
+    /// Takes one event (`name` is its `event:` field, else the data's `type`, else empty; the
+    /// data is `Value::Null` for OpenAI's `[DONE]`). Returns the text it adds, for the progress
+    /// sink; `Err` (an error event, a malformed event) fails the attempt, which is retried.
+    fn event(&mut self, name: &str, data: &Value) -> Result<Option<String>, String>;
+
+    /// The reply, or `Err` when the stream ended before its final event (retried).
+    fn finish(self: Box<Self>) -> Result<Value, String>;
+}
+
+/// How to read a 2xx reply.
+pub(crate) enum Wire {
+    /// One JSON body.
+    Json,
+    /// Server-sent events, folded by a fresh folder for each attempt.
+    Sse(fn() -> Box<dyn SseFold>),
+}
+
+/// What one attempt came to, short of a final answer.
+enum Failed {
+    /// Worth another attempt, after `retry-after` if the server sent one.
+    Retry(String, Option<Duration>),
+    /// Not worth another attempt.
+    Terminal(AgentError),
+}
+
+/// One logical call: POSTs `body` to `url` until it gets a 2xx reply that reads as `wire` says,
+/// retrying 429, 5xx, timeouts, stalled streams, connection errors and unparsable replies up to
+/// `max_attempts` times.
+pub(crate) async fn post(
     provider: &str,
     options: &HttpOptions,
     url: &str,
     headers: HeaderMap,
     body: &Value,
     request: &AgentRequest,
+    wire: &Wire,
 ) -> Result<Value, AgentError> {
     let client = options.client.get()?;
     let deadline = request.timeout.map(|t| Instant::now() + t);
@@ -154,19 +206,9 @@ pub(crate) async fn post_json(
             "http",
             &format!("POST {url} (attempt {attempt} of {attempts})"),
         );
-        let send = async {
-            let response = client
-                .post(url)
-                .headers(headers.clone())
-                .json(body)
-                .timeout(timeout)
-                .send()
-                .await?;
-            let status = response.status().as_u16();
-            let headers = response.headers().clone();
-            let text = response.text().await?;
-            Ok::<_, reqwest::Error>((status, headers, text))
-        };
+        let send = attempt_once(
+            provider, options, client, url, &headers, body, request, wire, timeout,
+        );
         let outcome = tokio::select! {
             outcome = send => outcome,
             _ = request.cancel.cancelled() => {
@@ -174,39 +216,11 @@ pub(crate) async fn post_json(
             }
         };
         let retry_after = match outcome {
-            Err(e) if e.is_timeout() => {
-                last_error = format!("no complete reply within {:.1}s", timeout.as_secs_f64());
-                None
-            }
-            Err(e) => {
-                last_error = format!("request failed: {e}");
-                None
-            }
-            Ok((status, reply_headers, text)) if (200..300).contains(&status) => {
-                match serde_json::from_str::<Value>(&text) {
-                    Ok(value) => return Ok(value),
-                    Err(e) => {
-                        last_error =
-                            format!("reply is not valid JSON ({e}): {}", truncate(&text, 300));
-                        retry_after_of(&reply_headers)
-                    }
-                }
-            }
-            Ok((status, reply_headers, text)) => {
-                let message = format!("HTTP {status}: {}", error_message(&text));
-                if matches!(status, 401 | 403) {
-                    return Err(AgentError::terminal(format!(
-                        "{provider} rejected the API key ({message}); check {}",
-                        options.api_key_env
-                    )));
-                }
-                if !status_is_retryable(status) {
-                    return Err(AgentError::terminal(format!(
-                        "{provider} refused the request ({message})"
-                    )));
-                }
-                last_error = message;
-                retry_after_of(&reply_headers)
+            Ok(value) => return Ok(value),
+            Err(Failed::Terminal(e)) => return Err(e),
+            Err(Failed::Retry(error, retry_after)) => {
+                last_error = error;
+                retry_after
             }
         };
         if attempt == attempts {
@@ -234,6 +248,162 @@ pub(crate) async fn post_json(
         "{provider} API failed after {attempts} attempt(s): {last_error}"
     ))
     .into())
+}
+
+/// One POST and its reply.
+#[allow(clippy::too_many_arguments)]
+async fn attempt_once(
+    provider: &str,
+    options: &HttpOptions,
+    client: &reqwest::Client,
+    url: &str,
+    headers: &HeaderMap,
+    body: &Value,
+    request: &AgentRequest,
+    wire: &Wire,
+    timeout: Duration,
+) -> Result<Value, Failed> {
+    let transport = |e: reqwest::Error| {
+        let message = if e.is_timeout() {
+            format!("no complete reply within {:.1}s", timeout.as_secs_f64())
+        } else {
+            format!("request failed: {e}")
+        };
+        Failed::Retry(message, None)
+    };
+    let mut response = client
+        .post(url)
+        .headers(headers.clone())
+        .json(body)
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(transport)?;
+    let status = response.status().as_u16();
+    let retry_after = retry_after_of(response.headers());
+    if !(200..300).contains(&status) {
+        let text = response.text().await.map_err(transport)?;
+        let message = format!("HTTP {status}: {}", error_message(&text));
+        if matches!(status, 401 | 403) {
+            return Err(Failed::Terminal(AgentError::terminal(format!(
+                "{provider} rejected the API key ({message}); check {}",
+                options.api_key_env
+            ))));
+        }
+        if !status_is_retryable(status) {
+            return Err(Failed::Terminal(AgentError::terminal(format!(
+                "{provider} refused the request ({message})"
+            ))));
+        }
+        return Err(Failed::Retry(message, retry_after));
+    }
+    let Wire::Sse(new_fold) = wire else {
+        let text = response.text().await.map_err(transport)?;
+        return serde_json::from_str::<Value>(&text).map_err(|e| {
+            let message = format!("reply is not valid JSON ({e}): {}", truncate(&text, 300));
+            Failed::Retry(message, retry_after)
+        });
+    };
+    let mut fold = new_fold();
+    let mut events = SseParser::default();
+    let mut text = LineBuffer::default();
+    let idle = options.stream_idle_timeout;
+    loop {
+        let chunk = match tokio::time::timeout(idle, response.chunk()).await {
+            Err(_) => {
+                return Err(Failed::Retry(
+                    format!(
+                        "the stream stalled: no data for {:.1}s (stream idle timeout)",
+                        idle.as_secs_f64()
+                    ),
+                    None,
+                ))
+            }
+            Ok(chunk) => chunk.map_err(transport)?,
+        };
+        let Some(chunk) = chunk else { break };
+        for (name, data) in events.push(&chunk) {
+            let delta = fold
+                .event(&name, &data)
+                .map_err(|e| Failed::Retry(e, None))?;
+            if let Some(delta) = delta {
+                text.push(&delta, request);
+            }
+        }
+    }
+    text.flush(request);
+    fold.finish().map_err(|e| Failed::Retry(e, None))
+}
+
+/// Splits a byte stream into server-sent events: `(name, data)`, where `name` is the `event:`
+/// field or else the data's `type`, and `data` is the parsed JSON of the `data:` lines
+/// (`Value::Null` for `[DONE]`; events whose data is not JSON are skipped).
+#[derive(Default)]
+struct SseParser {
+    buffer: Vec<u8>,
+    event: String,
+    data: String,
+}
+
+impl SseParser {
+    fn push(&mut self, bytes: &[u8]) -> Vec<(String, Value)> {
+        self.buffer.extend_from_slice(bytes);
+        let mut events = Vec::new();
+        while let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
+            let raw: Vec<u8> = self.buffer.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&raw);
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                if let Some(event) = self.dispatch() {
+                    events.push(event);
+                }
+            } else if let Some(value) = line.strip_prefix("data:") {
+                if !self.data.is_empty() {
+                    self.data.push('\n');
+                }
+                self.data.push_str(value.strip_prefix(' ').unwrap_or(value));
+            } else if let Some(value) = line.strip_prefix("event:") {
+                self.event = value.trim().to_owned();
+            }
+            // `id:`, `retry:` and `:` comments (keep-alives) need nothing.
+        }
+        events
+    }
+
+    fn dispatch(&mut self) -> Option<(String, Value)> {
+        let data = std::mem::take(&mut self.data);
+        let mut name = std::mem::take(&mut self.event);
+        if data.trim() == "[DONE]" {
+            return Some((name, Value::Null));
+        }
+        let value = serde_json::from_str::<Value>(&data).ok()?;
+        if name.is_empty() {
+            name = value["type"].as_str().unwrap_or_default().to_owned();
+        }
+        Some((name, value))
+    }
+}
+
+/// Streamed text, reported to the progress sink a line at a time.
+#[derive(Default)]
+struct LineBuffer(String);
+
+impl LineBuffer {
+    fn push(&mut self, delta: &str, request: &AgentRequest) {
+        self.0.push_str(delta);
+        while let Some(end) = self.0.find('\n') {
+            let line: String = self.0.drain(..=end).collect();
+            request
+                .progress
+                .line("text", line.trim_end_matches(['\n', '\r']));
+        }
+    }
+
+    fn flush(&mut self, request: &AgentRequest) {
+        if !self.0.is_empty() {
+            request.progress.line("text", &std::mem::take(&mut self.0));
+        }
+    }
 }
 
 fn timed_out(provider: &str, request: &AgentRequest, last_error: &str) -> AgentError {
@@ -320,6 +490,24 @@ mod tests {
         );
         assert!(backoff(&o, 2) >= Duration::from_millis(200));
         assert!(backoff(&o, 10) <= Duration::from_millis(375));
+    }
+
+    #[test]
+    fn sse_parser_handles_split_chunks_crlf_comments_and_done() {
+        let mut p = SseParser::default();
+        assert!(p.push(b": keep-alive\r\n\r\nevent: message_st").is_empty());
+        let events = p.push(b"art\r\ndata: {\"a\":\r\ndata: 1}\r\n\r\ndata: {\"type\":\"x\"}\n\n");
+        assert_eq!(
+            events,
+            [
+                ("message_start".to_owned(), serde_json::json!({"a": 1})),
+                ("x".to_owned(), serde_json::json!({"type": "x"})),
+            ]
+        );
+        assert_eq!(
+            p.push(b"data: not json\n\ndata: [DONE]\n\n"),
+            [(String::new(), Value::Null)]
+        );
     }
 
     #[test]

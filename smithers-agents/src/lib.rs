@@ -14,11 +14,13 @@
 
 mod anthropic;
 mod claude;
+mod cli;
 mod codex;
 mod gemini;
 mod http;
 mod openai;
 mod process;
+mod schema;
 mod scripted;
 mod stream;
 

@@ -5,7 +5,8 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde_json::{json, Value};
 use smithers_core::{Agent, AgentError, AgentRequest, AgentResponse, TaskError, Usage};
 
-use crate::http::{self, http_builder_methods, HttpOptions};
+use crate::http::{self, http_builder_methods, HttpOptions, SseFold, Wire};
+use crate::schema::native_schema;
 use crate::stream::{str_of, truncate, u64_of};
 
 /// Which OpenAI-compatible endpoint to call.
@@ -105,8 +106,11 @@ impl OpenAiAgent {
     }
 
     fn body(&self, request: &AgentRequest) -> Value {
-        let schema = (self.native_schema && crate::claude::wants_native_schema(&request.output_schema))
-            .then(|| json!({"name": schema_name(&request.output_type), "schema": request.output_schema, "strict": false}));
+        let schema = self
+            .native_schema
+            .then(|| native_schema(&request.output_schema))
+            .flatten()
+            .map(|schema| json!({"name": schema_name(&request.output_type), "schema": schema, "strict": false}));
         let mut body = json!({"model": self.model});
         match self.api {
             OpenAiApi::ChatCompletions => {
@@ -140,6 +144,13 @@ impl OpenAiAgent {
         }
         if let Some(t) = self.temperature {
             body["temperature"] = json!(t);
+        }
+        if self.http.stream {
+            body["stream"] = json!(true);
+            if self.api == OpenAiApi::ChatCompletions {
+                // Without it a chat stream carries no usage.
+                body["stream_options"] = json!({"include_usage": true});
+            }
         }
         body
     }
@@ -206,13 +217,19 @@ impl Agent for OpenAiAgent {
             ),
             OpenAiApi::Responses => (format!("{base}/responses"), "OpenAI-compatible responses"),
         };
-        let reply = http::post_json(
+        let wire = match (self.http.stream, self.api) {
+            (false, _) => Wire::Json,
+            (true, OpenAiApi::ChatCompletions) => Wire::Sse(|| Box::<ChatStream>::default()),
+            (true, OpenAiApi::Responses) => Wire::Sse(|| Box::<ResponseStream>::default()),
+        };
+        let reply = http::post(
             provider,
             &self.http,
             &url,
             headers,
             &self.body(&request),
             &request,
+            &wire,
         )
         .await?;
         let response = match self.api {
@@ -225,7 +242,8 @@ impl Agent for OpenAiAgent {
             transcript: Some(format!("{reply}\n")),
             exit_code: None,
         })?;
-        if !response.text.is_empty() {
+        // A stream has already reported its text line by line.
+        if !response.text.is_empty() && !self.http.stream {
             request.progress.line("text", &response.text);
         }
         Ok(response)
@@ -308,4 +326,104 @@ fn parse_responses(reply: &Value) -> Result<AgentResponse, TaskError> {
         }
     }
     Ok(response(reply, text.join("")))
+}
+
+/// Folds a Chat Completions stream (`chat.completion.chunk` objects, then `[DONE]`) back into a
+/// `chat.completion`.
+#[derive(Default)]
+struct ChatStream {
+    id: Option<Value>,
+    model: Option<Value>,
+    content: String,
+    refusal: Option<String>,
+    finish_reason: Option<Value>,
+    usage: Option<Value>,
+    done: bool,
+}
+
+impl SseFold for ChatStream {
+    fn event(&mut self, _name: &str, data: &Value) -> Result<Option<String>, String> {
+        if data.is_null() {
+            self.done = true;
+            return Ok(None);
+        }
+        if let Some(error) = data.get("error").filter(|e| !e.is_null()) {
+            return Err(format!(
+                "the stream reported an error: {}",
+                str_of(error, "message").unwrap_or("unknown")
+            ));
+        }
+        self.id = self.id.take().or_else(|| data.get("id").cloned());
+        self.model = self.model.take().or_else(|| data.get("model").cloned());
+        if let Some(usage) = data.get("usage").filter(|u| u.is_object()) {
+            self.usage = Some(usage.clone());
+        }
+        let Some(choice) = data["choices"].get(0) else {
+            return Ok(None);
+        };
+        if let Some(reason) = choice.get("finish_reason").filter(|r| !r.is_null()) {
+            self.finish_reason = Some(reason.clone());
+        }
+        if let Some(refusal) = str_of(&choice["delta"], "refusal") {
+            self.refusal
+                .get_or_insert_with(String::new)
+                .push_str(refusal);
+        }
+        match str_of(&choice["delta"], "content") {
+            Some(piece) if !piece.is_empty() => {
+                self.content.push_str(piece);
+                Ok(Some(piece.to_owned()))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn finish(self: Box<Self>) -> Result<Value, String> {
+        // Some compatible servers end without `[DONE]`; a finish reason is as good.
+        if !self.done && self.finish_reason.is_none() {
+            return Err("the stream ended before [DONE]".to_owned());
+        }
+        let mut message = json!({"role": "assistant", "content": self.content});
+        if let Some(refusal) = self.refusal {
+            message["refusal"] = json!(refusal);
+        }
+        Ok(json!({
+            "id": self.id,
+            "object": "chat.completion",
+            "model": self.model,
+            "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
+            "usage": self.usage,
+        }))
+    }
+}
+
+/// Folds a Responses stream into the response of its final `response.completed` (or
+/// `response.failed` / `response.incomplete`) event, which carries the whole output and usage.
+#[derive(Default)]
+struct ResponseStream {
+    response: Option<Value>,
+}
+
+impl SseFold for ResponseStream {
+    fn event(&mut self, name: &str, data: &Value) -> Result<Option<String>, String> {
+        match name {
+            "response.output_text.delta" => Ok(str_of(data, "delta").map(str::to_owned)),
+            "response.completed" | "response.failed" | "response.incomplete" => {
+                self.response = Some(data["response"].clone());
+                Ok(None)
+            }
+            "error" => Err(format!(
+                "the stream reported an error: {}",
+                str_of(data, "message")
+                    .or_else(|| str_of(&data["error"], "message"))
+                    .unwrap_or("unknown")
+            )),
+            _ => Ok(None),
+        }
+    }
+
+    fn finish(self: Box<Self>) -> Result<Value, String> {
+        self.response
+            .ok_or_else(|| "the stream ended before response.completed".to_owned())
+    }
 }

@@ -10,7 +10,6 @@
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io;
-use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -19,6 +18,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
+use crate::cli::CliOptions;
+
 /// Most stdout bytes kept as the transcript; later lines still reach the progress sink.
 const MAX_TRANSCRIPT_BYTES: usize = 64 << 20;
 /// Most stderr bytes kept (the tail: errors come last).
@@ -26,93 +27,12 @@ const MAX_STDERR_BYTES: usize = 64 << 10;
 /// How long to wait for the pipes to close once the process group is gone.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
-/// Options shared by every CLI agent: which binary, where, with what extra arguments and
-/// environment, and our own timeouts.
-#[derive(Clone, Debug)]
-pub(crate) struct CliOptions {
-    pub(crate) binary: PathBuf,
-    pub(crate) cwd: Option<PathBuf>,
-    pub(crate) extra_args: Vec<OsString>,
-    pub(crate) env: Vec<(OsString, OsString)>,
-    pub(crate) timeout: Option<Duration>,
-    pub(crate) idle_timeout: Option<Duration>,
-}
-
-impl CliOptions {
-    pub(crate) fn new(binary: &str) -> Self {
-        CliOptions {
-            binary: PathBuf::from(binary),
-            cwd: None,
-            extra_args: Vec::new(),
-            env: Vec::new(),
-            timeout: None,
-            idle_timeout: None,
-        }
-    }
-}
-
-/// Implements the builder methods backed by [`CliOptions`] on an agent with a `cli` field.
-macro_rules! cli_builder_methods {
-    ($bin:literal) => {
-        #[doc = concat!("Path or name of the `", $bin, "` binary (default `", $bin, "`, looked up on `PATH`).")]
-        pub fn binary(mut self, path: impl Into<std::path::PathBuf>) -> Self {
-            self.cli.binary = path.into();
-            self
-        }
-
-        /// The working directory of the agent: the repository it reads and edits.
-        pub fn cwd(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
-            self.cli.cwd = Some(dir.into());
-            self
-        }
-
-        /// An extra command-line argument, placed before the prompt.
-        pub fn arg(mut self, arg: impl Into<std::ffi::OsString>) -> Self {
-            self.cli.extra_args.push(arg.into());
-            self
-        }
-
-        /// Extra command-line arguments, placed before the prompt.
-        pub fn args<I, S>(mut self, args: I) -> Self
-        where
-            I: IntoIterator<Item = S>,
-            S: Into<std::ffi::OsString>,
-        {
-            self.cli.extra_args.extend(args.into_iter().map(Into::into));
-            self
-        }
-
-        /// An environment variable for the child, on top of the inherited environment.
-        pub fn env(mut self, key: impl Into<std::ffi::OsString>, value: impl Into<std::ffi::OsString>) -> Self {
-            self.cli.env.push((key.into(), value.into()));
-            self
-        }
-
-        /// Wall-clock limit of one attempt when the task sets no `timeout`; the process group is
-        /// killed when it passes.
-        pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
-            self.cli.timeout = Some(timeout);
-            self
-        }
-
-        /// Kill the process group when it prints nothing on stdout for this long (the CLIs can
-        /// wait minutes on a stalled stream).
-        pub fn idle_timeout(mut self, timeout: std::time::Duration) -> Self {
-            self.cli.idle_timeout = Some(timeout);
-            self
-        }
-    };
-}
-pub(crate) use cli_builder_methods;
-
 /// A command to run: the program and arguments built by one agent for one request.
 #[derive(Debug)]
 pub(crate) struct CliCommand<'a> {
     pub(crate) options: &'a CliOptions,
     pub(crate) args: Vec<OsString>,
     pub(crate) env: Vec<(OsString, OsString)>,
-    /// What to tell a user whose machine lacks the binary ("install it with npm i -g ...").
-    pub(crate) install_hint: &'static str,
 }
 
 /// How a CLI run ended.
@@ -289,9 +209,7 @@ pub(crate) async fn run(
     }
     tracing::debug!(binary = %binary, args = ?command.args, "starting agent CLI");
     let started = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| spawn_error(&binary, options, command.install_hint, e))?;
+    let mut child = cmd.spawn().map_err(|e| spawn_error(&binary, options, e))?;
     let mut guard = GroupGuard {
         pgid: child.id().and_then(|id| i32::try_from(id).ok()),
     };
@@ -338,7 +256,7 @@ pub(crate) async fn run(
                 None => err_done = true,
             },
             exit = child.wait(), if status.is_none() => {
-                status = Some(exit.map_err(|e| spawn_error(&binary, options, command.install_hint, e))?);
+                status = Some(exit.map_err(|e| spawn_error(&binary, options, e))?);
                 // The leader is gone; whatever is left of its group would only hold the pipes.
                 guard.kill();
                 drain_deadline = Some(Instant::now() + DRAIN_GRACE);
@@ -415,7 +333,8 @@ impl Output {
     }
 }
 
-fn spawn_error(binary: &str, options: &CliOptions, hint: &str, e: io::Error) -> AgentError {
+fn spawn_error(binary: &str, options: &CliOptions, e: io::Error) -> AgentError {
+    let hint = options.install_hint;
     let message = match e.kind() {
         io::ErrorKind::NotFound => match &options.cwd {
             Some(dir) if !dir.is_dir() => {

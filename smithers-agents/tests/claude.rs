@@ -2,33 +2,18 @@
 
 mod common;
 
-use common::{fake_cli, read_args, request, schema, Progress};
+use common::{
+    assert_mentions, err, fail_first, fake_cli, ok, read_args, request, schema, stall, Progress,
+};
 use serde_json::json;
 use smithers_agents::{ClaudeCodeAgent, ClaudePermissionMode};
 use smithers_core::prompt::extract_json;
-use smithers_core::{Agent, AgentError, AgentResponse, Usage};
+use smithers_core::{Agent, Usage};
 
 fn agent(scenario: &str) -> ClaudeCodeAgent {
     ClaudeCodeAgent::new()
         .binary(fake_cli())
         .env("FAKE_SCENARIO", format!("claude/{scenario}"))
-}
-
-async fn ok(agent: &ClaudeCodeAgent) -> AgentResponse {
-    match agent.generate(request("Review the change")).await {
-        Ok(r) => r,
-        Err(e) => panic!(
-            "expected success, got {e} (retryable: {})",
-            e.error.retryable
-        ),
-    }
-}
-
-async fn err(agent: &ClaudeCodeAgent) -> AgentError {
-    match agent.generate(request("Review the change")).await {
-        Ok(r) => panic!("expected an error, got {r:?}"),
-        Err(e) => e,
-    }
 }
 
 fn captured_usage() -> Usage {
@@ -115,16 +100,27 @@ async fn passes_flags_prompt_and_native_schema() {
 }
 
 #[tokio::test]
+async fn json_schema_drops_the_draft_uri_claude_would_ignore() {
+    // Claude Code 2.1.197 silently offers no StructuredOutput tool for a draft 2020-12 `$schema`.
+    let dir = tempfile::tempdir().unwrap();
+    let args_file = dir.path().join("args");
+    let agent = agent("schema-ok").env("FAKE_ARGS_FILE", &args_file);
+    let mut req = request("Review the change");
+    req.output_schema["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
+    agent.generate(req).await.unwrap();
+    let args = read_args(&args_file);
+    let i = args.iter().position(|a| a == "--json-schema").unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&args[i + 1]).unwrap(),
+        schema()
+    );
+}
+
+#[tokio::test]
 async fn error_500_is_a_retryable_error_with_the_server_message() {
     let e = err(&agent("error500")).await;
     assert!(e.error.retryable);
-    assert!(
-        e.error
-            .message
-            .contains("API Error: 500 fake server injected 500"),
-        "{}",
-        e.error.message
-    );
+    assert_mentions(&e, "API Error: 500 fake server injected 500");
     assert_eq!(e.exit_code, Some(1));
     assert!(e.transcript.unwrap_or_default().contains("api_retry"));
     assert_eq!(e.usage.cost_usd, Some(0.0));
@@ -133,10 +129,7 @@ async fn error_500_is_a_retryable_error_with_the_server_message() {
 #[tokio::test]
 async fn retry_then_success_with_a_counter_file() {
     let dir = tempfile::tempdir().unwrap();
-    let agent = agent("ok")
-        .env("FAKE_COUNTER", dir.path().join("count"))
-        .env("FAKE_FAIL_FIRST", "1")
-        .env("FAKE_FAIL_SCENARIO", "claude/error500");
+    let agent = agent("ok").envs(fail_first(dir.path(), 1, "claude/error500"));
     let first = err(&agent).await;
     assert!(first.error.retryable);
     let second = ok(&agent).await;
@@ -147,27 +140,15 @@ async fn retry_then_success_with_a_counter_file() {
 async fn not_logged_in_is_terminal_and_names_the_env_var() {
     let e = err(&agent("no-api-key")).await;
     assert!(!e.error.retryable);
-    assert!(
-        e.error.message.contains("ANTHROPIC_API_KEY"),
-        "{}",
-        e.error.message
-    );
-    assert!(
-        e.error.message.contains("Not logged in"),
-        "{}",
-        e.error.message
-    );
+    assert_mentions(&e, "ANTHROPIC_API_KEY");
+    assert_mentions(&e, "Not logged in");
 }
 
 #[tokio::test]
 async fn root_refusal_on_stderr_is_terminal_and_explained() {
     let e = err(&agent("root").permission_mode(ClaudePermissionMode::BypassPermissions)).await;
     assert!(!e.error.retryable);
-    assert!(
-        e.error.message.contains("IS_SANDBOX=1"),
-        "{}",
-        e.error.message
-    );
+    assert_mentions(&e, "IS_SANDBOX=1");
 }
 
 #[tokio::test]
@@ -199,25 +180,15 @@ async fn unknown_events_and_garbage_lines_do_not_abort() {
 #[tokio::test]
 async fn stall_past_timeout_is_killed_and_retryable() {
     let dir = tempfile::tempdir().unwrap();
-    let agent = agent("stall")
-        .env("FAKE_STALL", "1")
-        .env("FAKE_PID_FILE", dir.path().join("pids"));
+    let agent = agent("stall").envs(stall(dir.path(), "1"));
     let mut req = request("Review the change");
     req.timeout = Some(std::time::Duration::from_millis(700));
     let started = std::time::Instant::now();
     let e = agent.generate(req).await.unwrap_err();
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     assert!(e.error.retryable);
-    assert!(
-        e.error.message.contains("timed out after 0.7s"),
-        "{}",
-        e.error.message
-    );
-    assert!(
-        e.error.message.contains("process group was killed"),
-        "{}",
-        e.error.message
-    );
+    assert_mentions(&e, "timed out after 0.7s");
+    assert_mentions(&e, "process group was killed");
     assert!(e
         .transcript
         .unwrap_or_default()
@@ -229,20 +200,8 @@ async fn missing_binary_is_terminal_and_names_it() {
     let agent = ClaudeCodeAgent::new().binary("/nonexistent/bin/claude");
     let e = err(&agent).await;
     assert!(!e.error.retryable);
-    assert!(
-        e.error
-            .message
-            .contains("`/nonexistent/bin/claude` was not found"),
-        "{}",
-        e.error.message
-    );
-    assert!(
-        e.error
-            .message
-            .contains("npm install -g @anthropic-ai/claude-code"),
-        "{}",
-        e.error.message
-    );
+    assert_mentions(&e, "`/nonexistent/bin/claude` was not found");
+    assert_mentions(&e, "npm install -g @anthropic-ai/claude-code");
 }
 
 #[test]

@@ -2,32 +2,15 @@
 
 mod common;
 
-use common::{fake_cli, read_args, request, schema};
+use common::{assert_mentions, err, fail_first, fake_cli, ok, read_args, request, schema, stall};
 use serde_json::json;
 use smithers_agents::{CodexAgent, CodexSandbox};
-use smithers_core::{Agent, AgentError, AgentResponse, Usage};
+use smithers_core::{Agent, Usage};
 
 fn agent(scenario: &str) -> CodexAgent {
     CodexAgent::new()
         .binary(fake_cli())
         .env("FAKE_SCENARIO", format!("codex/{scenario}"))
-}
-
-async fn ok(agent: &CodexAgent) -> AgentResponse {
-    match agent.generate(request("Review the change")).await {
-        Ok(r) => r,
-        Err(e) => panic!(
-            "expected success, got {e} (retryable: {})",
-            e.error.retryable
-        ),
-    }
-}
-
-async fn err(agent: &CodexAgent) -> AgentError {
-    match agent.generate(request("Review the change")).await {
-        Ok(r) => panic!("expected an error, got {r:?}"),
-        Err(e) => e,
-    }
 }
 
 #[tokio::test]
@@ -107,22 +90,15 @@ async fn native_schema_can_be_turned_off() {
 async fn error_500_is_retryable_and_says_codex_hides_the_message() {
     let e = err(&agent("error500")).await;
     assert!(e.error.retryable);
-    assert!(
-        e.error.message.contains("high demand"),
-        "{}",
-        e.error.message
-    );
-    assert!(e.error.message.contains("HTTP 5xx"), "{}", e.error.message);
+    assert_mentions(&e, "high demand");
+    assert_mentions(&e, "HTTP 5xx");
     assert_eq!(e.exit_code, Some(1));
 }
 
 #[tokio::test]
 async fn retry_then_success_with_a_counter_file() {
     let dir = tempfile::tempdir().unwrap();
-    let agent = agent("ok")
-        .env("FAKE_COUNTER", dir.path().join("count"))
-        .env("FAKE_FAIL_FIRST", "2")
-        .env("FAKE_FAIL_SCENARIO", "codex/error500");
+    let agent = agent("ok").envs(fail_first(dir.path(), 2, "codex/error500"));
     assert!(err(&agent).await.error.retryable);
     assert!(err(&agent).await.error.retryable);
     assert_eq!(ok(&agent).await.usage.input_tokens, Some(1234));
@@ -132,31 +108,25 @@ async fn retry_then_success_with_a_counter_file() {
 async fn missing_api_key_env_is_terminal_and_names_it() {
     let e = err(&agent("missing-key")).await;
     assert!(!e.error.retryable);
-    assert!(
-        e.error.message.contains("`FAKE_OPENAI_API_KEY`"),
-        "{}",
-        e.error.message
-    );
+    assert_mentions(&e, "`FAKE_OPENAI_API_KEY`");
 }
 
 #[tokio::test]
 async fn config_error_on_stderr_is_terminal() {
     let e = err(&agent("config-error")).await;
     assert!(!e.error.retryable);
-    assert!(e.error.message.contains("wire_api"), "{}", e.error.message);
+    assert_mentions(&e, "wire_api");
 }
 
 #[tokio::test]
 async fn stall_past_timeout_is_killed_and_retryable() {
     let dir = tempfile::tempdir().unwrap();
-    let agent = agent("stall")
-        .env("FAKE_STALL", "1")
-        .env("FAKE_PID_FILE", dir.path().join("pids"));
+    let agent = agent("stall").envs(stall(dir.path(), "1"));
     let mut req = request("Review the change");
     req.timeout = Some(std::time::Duration::from_millis(500));
     let e = agent.generate(req).await.unwrap_err();
     assert!(e.error.retryable);
-    assert!(e.error.message.contains("timed out"), "{}", e.error.message);
+    assert_mentions(&e, "timed out");
     assert!(
         e.error.message.contains("turn.started"),
         "last output is quoted: {}",

@@ -2,33 +2,16 @@
 
 mod common;
 
-use common::{fake_cli, read_args, request};
+use common::{assert_mentions, err, fail_first, fake_cli, ok, read_args, request, stall};
 use serde_json::json;
 use smithers_agents::{GeminiAgent, GeminiApprovalMode};
 use smithers_core::prompt::extract_json;
-use smithers_core::{Agent, AgentError, AgentResponse, Usage};
+use smithers_core::{Agent, Usage};
 
 fn agent(scenario: &str) -> GeminiAgent {
     GeminiAgent::new()
         .binary(fake_cli())
         .env("FAKE_SCENARIO", format!("gemini/{scenario}"))
-}
-
-async fn ok(agent: &GeminiAgent) -> AgentResponse {
-    match agent.generate(request("Review the change")).await {
-        Ok(r) => r,
-        Err(e) => panic!(
-            "expected success, got {e} (retryable: {})",
-            e.error.retryable
-        ),
-    }
-}
-
-async fn err(agent: &GeminiAgent) -> AgentError {
-    match agent.generate(request("Review the change")).await {
-        Ok(r) => panic!("expected an error, got {r:?}"),
-        Err(e) => e,
-    }
 }
 
 #[tokio::test]
@@ -88,29 +71,16 @@ async fn passes_flags_and_system_prompt_file() {
 async fn error_500_exit_244_is_retryable_with_the_server_message() {
     let e = err(&agent("error500")).await;
     assert!(e.error.retryable);
-    assert!(
-        e.error.message.contains("exit code 244"),
-        "{}",
-        e.error.message
-    );
-    assert!(
-        e.error
-            .message
-            .contains("fake server injected 500 (request #2)"),
-        "{}",
-        e.error.message
-    );
-    assert!(e.error.message.contains("HTTP 500"), "{}", e.error.message);
+    assert_mentions(&e, "exit code 244");
+    assert_mentions(&e, "fake server injected 500 (request #2)");
+    assert_mentions(&e, "HTTP 500");
     assert_eq!(e.usage.input_tokens, Some(0));
 }
 
 #[tokio::test]
 async fn retry_then_success_with_a_counter_file() {
     let dir = tempfile::tempdir().unwrap();
-    let agent = agent("ok")
-        .env("FAKE_COUNTER", dir.path().join("count"))
-        .env("FAKE_FAIL_FIRST", "1")
-        .env("FAKE_FAIL_SCENARIO", "gemini/error500");
+    let agent = agent("ok").envs(fail_first(dir.path(), 1, "gemini/error500"));
     assert!(err(&agent).await.error.retryable);
     assert_eq!(
         ok(&agent).await.text,
@@ -122,32 +92,19 @@ async fn retry_then_success_with_a_counter_file() {
 async fn auth_error_json_on_stderr_is_terminal() {
     let e = err(&agent("no-auth-type")).await;
     assert!(!e.error.retryable);
-    assert!(
-        e.error.message.contains("Invalid auth method selected."),
-        "{}",
-        e.error.message
-    );
-    assert!(
-        e.error.message.contains("GEMINI_API_KEY"),
-        "{}",
-        e.error.message
-    );
+    assert_mentions(&e, "Invalid auth method selected.");
+    assert_mentions(&e, "GEMINI_API_KEY");
 }
 
 #[tokio::test]
 async fn stall_past_idle_timeout_is_killed_and_retryable() {
     let dir = tempfile::tempdir().unwrap();
     let agent = agent("stall")
-        .env("FAKE_STALL", "1")
-        .env("FAKE_PID_FILE", dir.path().join("pids"))
+        .envs(stall(dir.path(), "1"))
         .idle_timeout(std::time::Duration::from_millis(400));
     let e = err(&agent).await;
     assert!(e.error.retryable);
-    assert!(
-        e.error.message.contains("printed nothing for 0.4s"),
-        "{}",
-        e.error.message
-    );
+    assert_mentions(&e, "printed nothing for 0.4s");
 }
 
 #[tokio::test]

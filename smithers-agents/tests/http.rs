@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{request, schema, FakeHttp, Reply};
+use common::{anthropic, assert_mentions, openai, request, schema, tokens, FakeHttp, Reply};
 use serde_json::{json, Value};
 use smithers_agents::{AnthropicAgent, OpenAiAgent, OpenAiApi};
 use smithers_core::prompt::{assemble, extract_json};
@@ -55,21 +55,6 @@ fn error(status: u16, message: &str) -> Reply {
         status,
         json!({"type": "error", "error": {"type": "api_error", "message": message}}),
     )
-}
-
-fn anthropic(server: &FakeHttp) -> AnthropicAgent {
-    AnthropicAgent::new("claude-test")
-        .base_url(&server.base)
-        .api_key("sk-test")
-        .backoff(Duration::from_millis(10), Duration::from_millis(50))
-}
-
-fn openai(server: &FakeHttp, api: OpenAiApi) -> OpenAiAgent {
-    OpenAiAgent::new("gpt-test")
-        .api(api)
-        .base_url(format!("{}/v1", server.base))
-        .api_key("sk-test")
-        .backoff(Duration::from_millis(10), Duration::from_millis(50))
 }
 
 #[tokio::test]
@@ -165,16 +150,8 @@ async fn anthropic_500_exhausts_bounded_retries() {
         .await
         .unwrap_err();
     assert!(e.error.retryable);
-    assert!(
-        e.error.message.contains("after 3 attempt(s)"),
-        "{}",
-        e.error.message
-    );
-    assert!(
-        e.error.message.contains("HTTP 500: boom"),
-        "{}",
-        e.error.message
-    );
+    assert_mentions(&e, "after 3 attempt(s)");
+    assert_mentions(&e, "HTTP 500: boom");
     assert_eq!(server.requests().len(), 3);
 }
 
@@ -191,11 +168,7 @@ async fn anthropic_timeout_is_retryable() {
         started.elapsed()
     );
     assert!(e.error.retryable);
-    assert!(
-        e.error.message.contains("timed out after 0.3s"),
-        "{}",
-        e.error.message
-    );
+    assert_mentions(&e, "timed out after 0.3s");
 }
 
 #[tokio::test]
@@ -217,11 +190,7 @@ async fn anthropic_invalid_json_reply_is_retried_then_reported() {
         .await
         .unwrap_err();
     assert!(e.error.retryable);
-    assert!(
-        e.error.message.contains("not valid JSON"),
-        "{}",
-        e.error.message
-    );
+    assert_mentions(&e, "not valid JSON");
 }
 
 #[tokio::test]
@@ -229,11 +198,7 @@ async fn anthropic_auth_errors_are_terminal_and_name_the_env_var() {
     let server = FakeHttp::start(vec![error(401, "invalid x-api-key")]).await;
     let e = anthropic(&server).generate(request("x")).await.unwrap_err();
     assert!(!e.error.retryable);
-    assert!(
-        e.error.message.contains("ANTHROPIC_API_KEY"),
-        "{}",
-        e.error.message
-    );
+    assert_mentions(&e, "ANTHROPIC_API_KEY");
     assert_eq!(server.requests().len(), 1, "no retry on 401");
 
     let agent = AnthropicAgent::new("m")
@@ -241,12 +206,9 @@ async fn anthropic_auth_errors_are_terminal_and_name_the_env_var() {
         .api_key_env("SMITHERS_TEST_UNSET_KEY_7F3A");
     let e = agent.generate(request("x")).await.unwrap_err();
     assert!(!e.error.retryable);
-    assert!(
-        e.error
-            .message
-            .contains("set the environment variable SMITHERS_TEST_UNSET_KEY_7F3A"),
-        "{}",
-        e.error.message
+    assert_mentions(
+        &e,
+        "set the environment variable SMITHERS_TEST_UNSET_KEY_7F3A",
     );
 }
 
@@ -255,11 +217,7 @@ async fn anthropic_bad_request_is_terminal() {
     let server = FakeHttp::start(vec![error(400, "max_tokens: too large")]).await;
     let e = anthropic(&server).generate(request("x")).await.unwrap_err();
     assert!(!e.error.retryable);
-    assert!(
-        e.error.message.contains("max_tokens: too large"),
-        "{}",
-        e.error.message
-    );
+    assert_mentions(&e, "max_tokens: too large");
 }
 
 #[tokio::test]
@@ -271,14 +229,7 @@ async fn openai_chat_success_with_usage_and_bearer_key() {
     let r = agent.generate(request("Review the change")).await.unwrap();
     assert_eq!(r.text, REPLY);
     assert_eq!(r.json, Some(json!({"summary": "ok", "severity": "low"})));
-    assert_eq!(
-        (
-            r.usage.input_tokens,
-            r.usage.output_tokens,
-            r.usage.cache_read_tokens
-        ),
-        (Some(1234), Some(56), Some(7))
-    );
+    assert_eq!(tokens(&r.usage), (Some(1234), Some(56), Some(7)));
     let sent = &server.requests()[0];
     assert_eq!(sent.path, "/v1/chat/completions");
     assert_eq!(sent.header("authorization"), Some("Bearer sk-test"));
@@ -347,11 +298,7 @@ async fn openai_500_exhausts_retries() {
         .await
         .unwrap_err();
     assert!(e.error.retryable);
-    assert!(
-        e.error.message.contains("HTTP 502: bad gateway"),
-        "{}",
-        e.error.message
-    );
+    assert_mentions(&e, "HTTP 502: bad gateway");
     assert_eq!(server.requests().len(), 2);
 }
 

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{alive, fake_cli, request, Progress};
+use common::{alive, assert_mentions, fake_cli, request, stall, Progress};
 use smithers_agents::{ClaudeCodeAgent, CodexAgent};
 use smithers_core::Agent;
 
@@ -39,8 +39,7 @@ fn stalling(dir: &Path, mode: &str) -> ClaudeCodeAgent {
     ClaudeCodeAgent::new()
         .binary(fake_cli())
         .env("FAKE_SCENARIO", "claude/stall")
-        .env("FAKE_STALL", mode)
-        .env("FAKE_PID_FILE", dir.join("pids"))
+        .envs(stall(dir, mode))
 }
 
 #[tokio::test]
@@ -49,7 +48,7 @@ async fn timed_out_cli_leaves_no_process_behind() {
     let mut req = request("Review the change");
     req.timeout = Some(Duration::from_millis(600));
     let e = stalling(dir.path(), "1").generate(req).await.unwrap_err();
-    assert!(e.error.message.contains("timed out"), "{}", e.error.message);
+    assert_mentions(&e, "timed out");
     let (script, sleep) = pids(&dir.path().join("pids")).await;
     // The leader is reaped by us (no zombie), the grandchild killed with the group.
     assert!(
@@ -71,11 +70,7 @@ async fn cancel_kills_the_process_group() {
     assert!(alive(script) && alive(sleep));
     cancel.cancel();
     let e = task.await.unwrap().unwrap_err();
-    assert!(
-        e.error.message.contains("was cancelled"),
-        "{}",
-        e.error.message
-    );
+    assert_mentions(&e, "was cancelled");
     assert_gone(script).await;
     assert_gone(sleep).await;
 }
@@ -122,13 +117,7 @@ async fn stderr_lines_reach_progress_and_errors() {
         progress.lines("stderr"),
         ["Error loading config.toml: `wire_api = \"chat\"` is no longer supported"]
     );
-    assert!(
-        e.error
-            .message
-            .contains("stderr: Error loading config.toml"),
-        "{}",
-        e.error.message
-    );
+    assert_mentions(&e, "stderr: Error loading config.toml");
 }
 
 #[tokio::test]
@@ -138,11 +127,5 @@ async fn missing_working_directory_is_reported_as_such() {
         .cwd("/nonexistent/repo");
     let e = agent.generate(request("x")).await.unwrap_err();
     assert!(!e.error.retryable);
-    assert!(
-        e.error
-            .message
-            .contains("working directory `/nonexistent/repo` does not exist"),
-        "{}",
-        e.error.message
-    );
+    assert_mentions(&e, "working directory `/nonexistent/repo` does not exist");
 }

@@ -2,13 +2,15 @@
 //! scripted HTTP server on 127.0.0.1.
 #![allow(dead_code, unreachable_pub)]
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use smithers_core::{AgentRequest, ProgressSink};
+use smithers_agents::{AnthropicAgent, OpenAiAgent, OpenAiApi};
+use smithers_core::{Agent, AgentError, AgentRequest, AgentResponse, ProgressSink, Usage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -37,6 +39,62 @@ pub fn request(prompt: &str) -> AgentRequest {
         cancel: CancellationToken::new(),
         progress: ProgressSink::discard(),
     }
+}
+
+/// Runs `agent` on `request("Review the change")` and expects a response.
+pub async fn ok(agent: &impl Agent) -> AgentResponse {
+    match agent.generate(request("Review the change")).await {
+        Ok(r) => r,
+        Err(e) => panic!(
+            "expected success, got {e} (retryable: {})",
+            e.error.retryable
+        ),
+    }
+}
+
+/// Runs `agent` on `request("Review the change")` and expects an error.
+pub async fn err(agent: &impl Agent) -> AgentError {
+    match agent.generate(request("Review the change")).await {
+        Ok(r) => panic!("expected an error, got {r:?}"),
+        Err(e) => e,
+    }
+}
+
+/// Asserts that the error message mentions `needle`, showing the message when it does not.
+#[track_caller]
+pub fn assert_mentions(e: &AgentError, needle: &str) {
+    assert!(
+        e.error.message.contains(needle),
+        "{:?} not in: {}",
+        needle,
+        e.error.message
+    );
+}
+
+/// Input, output and cache-read tokens: what the OpenAI tests compare.
+pub fn tokens(usage: &Usage) -> (Option<u64>, Option<u64>, Option<u64>) {
+    (
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_read_tokens,
+    )
+}
+
+/// An Anthropic agent talking to `server`, with a key and short backoff.
+pub fn anthropic(server: &FakeHttp) -> AnthropicAgent {
+    AnthropicAgent::new("claude-test")
+        .base_url(&server.base)
+        .api_key("sk-test")
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+}
+
+/// An OpenAI-compatible agent on `api` talking to `server`, with a key and short backoff.
+pub fn openai(server: &FakeHttp, api: OpenAiApi) -> OpenAiAgent {
+    OpenAiAgent::new("gpt-test")
+        .api(api)
+        .base_url(format!("{}/v1", server.base))
+        .api_key("sk-test")
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
 }
 
 /// Progress lines an agent reported, as `(stream, line)`.
@@ -70,6 +128,26 @@ pub fn fake_cli() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-cli.sh")
 }
 
+/// Environment for the fake CLI: the first `n` runs replay `scenario` (e.g. `claude/error500`)
+/// instead of `FAKE_SCENARIO`, counted in a file in `dir`.
+pub fn fail_first(dir: &Path, n: u32, scenario: &str) -> Vec<(&'static str, OsString)> {
+    vec![
+        ("FAKE_COUNTER", dir.join("count").into()),
+        ("FAKE_FAIL_FIRST", n.to_string().into()),
+        ("FAKE_FAIL_SCENARIO", scenario.into()),
+    ]
+}
+
+/// Environment for the fake CLI: after its output it stalls on a `sleep` grandchild (`mode` 1),
+/// or exits leaving the grandchild holding its stdout (`mode` `orphan`); the pids go to
+/// `dir/pids`.
+pub fn stall(dir: &Path, mode: &str) -> Vec<(&'static str, OsString)> {
+    vec![
+        ("FAKE_STALL", mode.into()),
+        ("FAKE_PID_FILE", dir.join("pids").into()),
+    ]
+}
+
 /// The arguments the fake CLI received (written NUL-separated to `FAKE_ARGS_FILE`).
 pub fn read_args(path: &std::path::Path) -> Vec<String> {
     let raw = std::fs::read_to_string(path).unwrap_or_default();
@@ -101,6 +179,10 @@ pub struct Reply {
     pub headers: Vec<(String, String)>,
     pub body: String,
     pub delay: Duration,
+    /// A streamed body: written piece by piece, without a content-length.
+    pub chunks: Option<Vec<String>>,
+    /// Silence before the chunk at this index (a stalled stream).
+    pub stall: Option<(usize, Duration)>,
 }
 
 impl Reply {
@@ -110,7 +192,40 @@ impl Reply {
             headers: Vec::new(),
             body: body.to_string(),
             delay: Duration::ZERO,
+            chunks: None,
+            stall: None,
         }
+    }
+
+    /// A 200 `text/event-stream` reply, one chunk per event: `(Some(name), data)` is written as
+    /// `event: name` + `data: <json>`, and `(None, Value::Null)` as `data: [DONE]`.
+    pub fn sse(events: Vec<(Option<&str>, Value)>) -> Self {
+        let chunks = events
+            .into_iter()
+            .map(|(name, data)| {
+                let event = name.map(|n| format!("event: {n}\n")).unwrap_or_default();
+                let data = if data.is_null() {
+                    "[DONE]".to_owned()
+                } else {
+                    data.to_string()
+                };
+                format!("{event}data: {data}\n\n")
+            })
+            .collect();
+        Reply {
+            status: 200,
+            headers: vec![("content-type".to_owned(), "text/event-stream".to_owned())],
+            body: String::new(),
+            delay: Duration::ZERO,
+            chunks: Some(chunks),
+            stall: None,
+        }
+    }
+
+    /// Goes silent for `pause` before chunk `index`.
+    pub fn stall_before(mut self, index: usize, pause: Duration) -> Self {
+        self.stall = Some((index, pause));
+        self
     }
 
     pub fn raw(status: u16, body: &str) -> Self {
@@ -119,6 +234,8 @@ impl Reply {
             headers: Vec::new(),
             body: body.to_owned(),
             delay: Duration::ZERO,
+            chunks: None,
+            stall: None,
         }
     }
 
@@ -182,6 +299,10 @@ impl FakeHttp {
                     let i = next.fetch_add(1, Ordering::SeqCst).min(replies.len() - 1);
                     let reply = &replies[i];
                     tokio::time::sleep(reply.delay).await;
+                    if let Some(chunks) = &reply.chunks {
+                        write_stream(&mut socket, reply, chunks).await;
+                        return;
+                    }
                     let mut head = format!(
                         "HTTP/1.1 {} Scripted\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
                         reply.status,
@@ -203,6 +324,30 @@ impl FakeHttp {
     pub fn requests(&self) -> Vec<Recorded> {
         self.requests.lock().unwrap().clone()
     }
+}
+
+/// A streamed reply: the body is written chunk by chunk and ends when the connection closes.
+async fn write_stream(socket: &mut TcpStream, reply: &Reply, chunks: &[String]) {
+    let mut head = format!(
+        "HTTP/1.1 {} Scripted\r\nconnection: close\r\n",
+        reply.status
+    );
+    for (k, v) in &reply.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    if socket.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    for (i, chunk) in chunks.iter().enumerate() {
+        if let Some((_, pause)) = reply.stall.filter(|(at, _)| *at == i) {
+            tokio::time::sleep(pause).await;
+        }
+        if socket.write_all(chunk.as_bytes()).await.is_err() || socket.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = socket.shutdown().await;
 }
 
 async fn read_request(mut socket: TcpStream) -> Option<(TcpStream, Recorded)> {
