@@ -48,6 +48,14 @@ impl RunStatus {
         }
     }
 
+    /// Whether the run stopped for good or until a `resume`: finished, failed or cancelled.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Finished | RunStatus::Failed | RunStatus::Cancelled
+        )
+    }
+
     /// Parses [`RunStatus::as_str`].
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
@@ -188,6 +196,19 @@ pub struct EventRecord {
     /// The event.
     #[serde(flatten)]
     pub event: Event,
+}
+
+/// A row of `_smithers_frames`: the tree as rendered when its shape changed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FrameRecord {
+    /// Frame number from 1.
+    pub frame_no: u32,
+    /// Structural hash of the tree.
+    pub tree_hash: String,
+    /// The tree as indented text (what `graph` prints).
+    pub tree: String,
+    /// When it was recorded (RFC 3339).
+    pub created_at: String,
 }
 
 /// Everything the engine needs to continue a run.
@@ -394,6 +415,17 @@ pub trait Store: Send + Sync + 'static {
     async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>>;
     /// Events of a run after `after_seq`.
     async fn events(&self, run_id: &str, after_seq: i64) -> Result<Vec<EventRecord>>;
+    /// Frames of a run, oldest first.
+    async fn frames(&self, run_id: &str) -> Result<Vec<FrameRecord>>;
+    /// One frame of a run: `frame_no`, or the latest when `None`.
+    async fn frame(&self, run_id: &str, frame_no: Option<u32>) -> Result<Option<FrameRecord>>;
+    /// Asks the process driving the run to cancel it (`smithers cancel`): sets the run's
+    /// `cancel_requested` flag unless the run is already final. Returns the run's status; fails
+    /// with `RunNotFound` for an unknown run. The flag is cleared when the run reaches a final
+    /// status and by [`Store::reset_for_resume`].
+    async fn request_cancel(&self, run_id: &str) -> Result<RunStatus>;
+    /// Whether a cancellation was requested for the run (polled by the engine driving it).
+    async fn cancel_requested(&self, run_id: &str) -> Result<bool>;
     /// A `state` key.
     async fn state_get(&self, key: &str) -> Result<Option<String>>;
     /// Sets a `state` key.
