@@ -6,18 +6,21 @@ use std::time::Duration;
 use common::*;
 use smithers_core::node::{Sequence, Task, Workflow};
 use smithers_core::store::sqlite::lease_owner;
-use smithers_core::store::{NewRun, RunStatus, Write, WriteBatch};
+use smithers_core::store::{CancelOutcome, NewRun, RunStatus, Write, WriteBatch};
 use smithers_core::{Ctx, Error};
 
-fn new_run(run_id: &str) -> NewRun {
+/// A run whose lease is held by a live process (this one) for `lease_ttl`.
+fn new_run(run_id: &str, lease_ttl: Duration) -> NewRun {
     NewRun {
         run_id: run_id.into(),
         workflow: "w".into(),
         input: serde_json::Value::Null,
         owner: lease_owner(),
-        lease_ttl: Duration::from_secs(30),
+        lease_ttl,
     }
 }
+
+const LIVE: Duration = Duration::from_secs(30);
 
 fn set_status(run_id: &str, status: RunStatus) -> WriteBatch {
     let mut b = WriteBatch::new(run_id);
@@ -59,14 +62,15 @@ async fn frames_are_read_back_in_order_and_the_latest_by_default() {
 #[tokio::test]
 async fn cancel_request_sets_the_flag_until_the_run_is_final_or_resumed() {
     let h = Harness::new();
-    h.store.create_run(new_run("r1")).await.unwrap();
+    h.store.create_run(new_run("r1", LIVE)).await.unwrap();
     assert!(!h.store.cancel_requested("r1").await.unwrap());
 
     // Another process (a second store on the same file) asks; the driver sees it.
     let other = h.reopen();
-    assert_eq!(
-        other.request_cancel("r1").await.unwrap(),
-        RunStatus::Running
+    let outcome = other.request_cancel("r1").await.unwrap();
+    assert!(
+        matches!(&outcome, CancelOutcome::Requested { owner } if owner.contains(':')),
+        "{outcome:?}"
     );
     assert!(h.store.cancel_requested("r1").await.unwrap());
 
@@ -80,15 +84,32 @@ async fn cancel_request_sets_the_flag_until_the_run_is_final_or_resumed() {
     // A final run is left alone: the status says why nothing was set.
     assert_eq!(
         other.request_cancel("r1").await.unwrap(),
-        RunStatus::Cancelled
+        CancelOutcome::AlreadyFinal(RunStatus::Cancelled)
     );
     assert!(!h.store.cancel_requested("r1").await.unwrap());
 
-    // A request left on a run whose driver died does not cancel its resume at once.
-    h.store.create_run(new_run("r2")).await.unwrap();
+    // A request left behind does not cancel the run's resume at once.
+    h.store.create_run(new_run("r2", LIVE)).await.unwrap();
     other.request_cancel("r2").await.unwrap();
     h.store.reset_for_resume("r2").await.unwrap();
     assert!(!h.store.cancel_requested("r2").await.unwrap());
+}
+
+#[tokio::test]
+async fn cancel_of_a_run_nobody_drives_marks_it_cancelled_at_once() {
+    let h = Harness::new();
+    // The lease expired: its process is gone (or hung past its lease).
+    h.store
+        .create_run(new_run("r1", Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(
+        h.store.request_cancel("r1").await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(h.run_status("r1").0, "cancelled");
+    assert!(!h.store.cancel_requested("r1").await.unwrap());
+    assert_eq!(h.event_log("r1"), ["run_cancelled"]);
 }
 
 #[tokio::test]
@@ -133,6 +154,10 @@ async fn a_database_from_before_the_flag_gains_it_on_open() {
             .unwrap();
     use smithers_core::store::Store;
     assert!(!store.cancel_requested("old").await.unwrap());
-    store.request_cancel("old").await.unwrap();
-    assert!(store.cancel_requested("old").await.unwrap());
+    // Its run has no lease: cancelled at once, through the new column too.
+    assert_eq!(
+        store.request_cancel("old").await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert!(!store.cancel_requested("old").await.unwrap());
 }

@@ -198,6 +198,21 @@ pub struct EventRecord {
     pub event: Event,
 }
 
+/// What [`Store::request_cancel`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CancelOutcome {
+    /// The flag is set; the process holding the lease stops the run at its next check.
+    Requested {
+        /// The lease holder that will act on it.
+        owner: String,
+    },
+    /// No live process held the run: it is now cancelled (`resume` continues it).
+    Cancelled,
+    /// The run had already stopped with this status; nothing changed.
+    AlreadyFinal(RunStatus),
+}
+
 /// A row of `_smithers_frames`: the tree as rendered when its shape changed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FrameRecord {
@@ -419,11 +434,13 @@ pub trait Store: Send + Sync + 'static {
     async fn frames(&self, run_id: &str) -> Result<Vec<FrameRecord>>;
     /// One frame of a run: `frame_no`, or the latest when `None`.
     async fn frame(&self, run_id: &str, frame_no: Option<u32>) -> Result<Option<FrameRecord>>;
-    /// Asks the process driving the run to cancel it (`smithers cancel`): sets the run's
-    /// `cancel_requested` flag unless the run is already final. Returns the run's status; fails
-    /// with `RunNotFound` for an unknown run. The flag is cleared when the run reaches a final
-    /// status and by [`Store::reset_for_resume`].
-    async fn request_cancel(&self, run_id: &str) -> Result<RunStatus>;
+    /// Cancels a run from another process (`smithers cancel`). While a live process holds the
+    /// run's lease, sets the run's `cancel_requested` flag for that process to act on; with no
+    /// live holder (its process died, or the run is parked), marks the run cancelled at once with
+    /// a `run_cancelled` event. A final run is left alone. Fails with `RunNotFound` for an
+    /// unknown run. The flag is cleared when the run reaches a final status and by
+    /// [`Store::reset_for_resume`].
+    async fn request_cancel(&self, run_id: &str) -> Result<CancelOutcome>;
     /// Whether a cancellation was requested for the run (polled by the engine driving it).
     async fn cancel_requested(&self, run_id: &str) -> Result<bool>;
     /// A `state` key.

@@ -773,27 +773,41 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn request_cancel(&self, run_id: &str) -> Result<RunStatus> {
+    async fn request_cancel(&self, run_id: &str) -> Result<CancelOutcome> {
         let run_id = run_id.to_owned();
         self.write_with(move |c| {
-            let status: Option<String> = c
+            let row: Option<(String, Option<String>, Option<i64>)> = c
                 .query_row(
-                    "SELECT status FROM _smithers_runs WHERE run_id = ?1",
+                    "SELECT status, lease_owner, lease_expires_ms FROM _smithers_runs WHERE run_id = ?1",
                     [&run_id],
-                    |r| r.get(0),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()?;
-            let Some(status) = status else {
+            let Some((status, holder, expires)) = row else {
                 return Err(Error::RunNotFound(run_id));
             };
             let status = RunStatus::parse(&status).unwrap_or(RunStatus::Failed);
-            if !status.is_final() {
-                c.execute(
-                    "UPDATE _smithers_runs SET cancel_requested = 1, updated_at = ?2 WHERE run_id = ?1",
-                    params![run_id, now_rfc3339()],
-                )?;
+            if status.is_final() {
+                return Ok(CancelOutcome::AlreadyFinal(status));
             }
-            Ok(status)
+            if let (Some(owner), Some(expires)) = (holder, expires) {
+                if expires > now_ms() && !holder_is_dead(&owner) {
+                    c.execute(
+                        "UPDATE _smithers_runs SET cancel_requested = 1, updated_at = ?2 WHERE run_id = ?1",
+                        params![run_id, now_rfc3339()],
+                    )?;
+                    return Ok(CancelOutcome::Requested { owner });
+                }
+            }
+            // Nobody drives it: cancel it here, as the engine would have.
+            let mut b = WriteBatch::new(&run_id);
+            b.push(Write::RunStatus {
+                status: RunStatus::Cancelled,
+                error: None,
+            });
+            b.push(Write::Event(Event::run(&run_id, crate::events::EventKind::RunCancelled)));
+            apply(c, &b)?;
+            Ok(CancelOutcome::Cancelled)
         })
         .await
     }
