@@ -96,7 +96,7 @@ pub enum Error {
     },
 
     /// The run does not exist.
-    #[error("run `{0}` not found in this database; `status` lists the runs it has")]
+    #[error("run `{0}` not found in this database; `smithers runs` lists the runs it has")]
     RunNotFound(String),
 
     /// There is no run to resume.

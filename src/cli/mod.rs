@@ -9,11 +9,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use smithers_core::engine::{Engine, EngineOptions};
-use smithers_core::events::{Event, EventKind};
+use smithers_core::events::Event;
 use smithers_core::store::{Durability, RunStatus, SqliteStore, Store};
 use smithers_core::{Ctx, Error, Node};
 
 pub mod inspect;
+pub mod logs;
 
 /// Options shared by every command.
 #[derive(Args, Debug, Clone)]
@@ -135,34 +136,12 @@ pub fn parse_input<I: DeserializeOwned>(raw: Option<&str>) -> Result<I, String> 
         .map_err(|e| format!("{source} does not match the workflow's input type: {e}"))
 }
 
-/// Prints events as progress lines on stderr.
+/// Prints events as progress lines on stderr, one per event (what `smithers logs` shows).
 pub fn progress_printer() -> Arc<dyn Fn(&Event) + Send + Sync> {
     Arc::new(|e: &Event| {
-        let node = e.node_id.as_deref().unwrap_or("");
-        let it = e.iteration.unwrap_or(0);
-        let line = match &e.kind {
-            EventKind::RunStarted { workflow } => format!("run {} started ({workflow})", e.run_id),
-            EventKind::RunResumed { abandoned } => {
-                format!(
-                    "run {} resumed ({abandoned} interrupted attempt(s) to retry)",
-                    e.run_id
-                )
-            }
-            EventKind::NodeStarted { attempt } => format!("  ▶ {node}#{it} attempt {attempt}"),
-            EventKind::NodeFinished { .. } => format!("  ✔ {node}#{it}"),
-            EventKind::NodeRetrying { error, .. } => format!("  ↻ {node}#{it}: {error}"),
-            EventKind::NodeFailed { error, .. } => format!("  ✘ {node}#{it}: {error}"),
-            EventKind::NodeSkipped => format!("  ⤼ {node}#{it} skipped"),
-            EventKind::NodeOutput { line, .. } => format!("    │ {node}: {line}"),
-            EventKind::LoopIterated { loop_id, iteration } => {
-                format!("  ⟳ loop {loop_id} → iteration {iteration}")
-            }
-            EventKind::RunFinished => format!("run {} finished", e.run_id),
-            EventKind::RunFailed { error } => format!("run {} failed: {error}", e.run_id),
-            EventKind::RunCancelled => format!("run {} cancelled; `resume` continues it", e.run_id),
-            _ => return,
-        };
-        eprintln!("{line}");
+        if logs::Level::of(&e.kind) == logs::Level::Info {
+            eprintln!("{}", logs::describe(e));
+        }
     })
 }
 
