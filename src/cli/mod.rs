@@ -14,6 +14,7 @@ use smithers_core::store::{Durability, RunStatus, SqliteStore, Store};
 use smithers_core::{Ctx, Error, Node};
 
 pub mod inspect;
+pub mod live;
 pub mod logs;
 
 /// Options shared by every command.
@@ -202,16 +203,24 @@ where
     I: Serialize + DeserializeOwned + Send + Sync + 'static,
     F: Fn(&Ctx<I>) -> Node + Send + Sync + 'static,
 {
-    let make_engine = |store: Arc<dyn Store>, workflow: F, max: usize| {
-        let cancel = tokio_util_cancel();
-        let opts = EngineOptions {
-            max_concurrency: max,
-            on_event: (!cli.quiet).then(progress_printer),
-            cancel,
-            ..EngineOptions::default()
-        };
-        Engine::new(store, workflow).with_options(opts)
+    // One line per event, or the live tree in a terminal, or nothing.
+    let live = |store: &Arc<dyn Store>| {
+        (!cli.quiet && live::stderr_is_terminal()).then(|| live::LiveProgress::start(store.clone()))
     };
+    let make_engine =
+        |store: Arc<dyn Store>, workflow: F, max: usize, live: Option<&live::LiveProgress>| {
+            let on_event = match live {
+                Some(l) => Some(l.listener()),
+                None => (!cli.quiet).then(progress_printer),
+            };
+            let opts = EngineOptions {
+                max_concurrency: max,
+                on_event,
+                cancel: tokio_util_cancel(),
+                ..EngineOptions::default()
+            };
+            Engine::new(store, workflow).with_options(opts)
+        };
     match &cli.command {
         WorkflowCommand::Run {
             input,
@@ -220,11 +229,15 @@ where
         } => {
             let input: I = parse_input(input.as_deref())?;
             let store = cli.db.open().map_err(|e| e.to_string())?;
-            let engine = make_engine(store, workflow, *max_concurrency);
+            let view = live(&store);
+            let engine = make_engine(store, workflow, *max_concurrency, view.as_ref());
             let report = match run_id {
                 Some(id) => engine.run_with_id(id, input).await,
                 None => engine.run(input).await,
             };
+            if let Some(v) = view {
+                v.finish().await;
+            }
             Ok(report_exit(report))
         }
         WorkflowCommand::Resume {
@@ -232,8 +245,13 @@ where
             max_concurrency,
         } => {
             let store = cli.db.open().map_err(|e| e.to_string())?;
-            let engine = make_engine(store, workflow, *max_concurrency);
-            Ok(report_exit(engine.resume(run_id.as_deref()).await))
+            let view = live(&store);
+            let engine = make_engine(store, workflow, *max_concurrency, view.as_ref());
+            let report = engine.resume(run_id.as_deref()).await;
+            if let Some(v) = view {
+                v.finish().await;
+            }
+            Ok(report_exit(report))
         }
         WorkflowCommand::Status { run_id, json } => {
             let store = cli.db.open().map_err(|e| e.to_string())?;
