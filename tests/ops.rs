@@ -294,6 +294,16 @@ async fn errors_name_the_missing_database_or_run() {
     );
     assert!(!missing.exists(), "inspecting never creates a database");
 
+    // A database with no run yet.
+    let empty = dir.path().join("empty.db");
+    SqliteStore::open(&empty, Durability::Off).unwrap();
+    let out = smithers(&empty, &["logs"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no run in this database yet"),
+        "{out:?}"
+    );
+
     let (_dir, db) = finished_run().await;
     for args in [
         &["status", "ghost"][..],
