@@ -96,11 +96,11 @@ pub enum Error {
     },
 
     /// The run does not exist.
-    #[error("run `{0}` not found in this database; `status` lists the runs it has")]
+    #[error("run `{0}` not found in this database; `smithers runs` lists the runs it has")]
     RunNotFound(String),
 
-    /// There is no run to resume.
-    #[error("no run to resume in this database; start one with `run`")]
+    /// The database has no run (to resume, or to show).
+    #[error("no run in this database yet; start one with a workflow binary's `run`")]
     NoRunToResume,
 
     /// Another process holds the lease of the run.

@@ -1,12 +1,17 @@
 //! The `smithers` binary: operate runs from the database alone.
 
+use std::process::ExitCode;
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
-use smithers::cli::{inspect, DbArgs};
+use smithers::cli::logs::{Level, LogOptions};
+use smithers::cli::{inspect, logs, DbArgs};
+use smithers_core::store::RunStatus;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "smithers",
-    about = "Inspect smithers runs from their database",
+    about = "Operate smithers runs from their database",
     version
 )]
 struct Cli {
@@ -32,13 +37,54 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show a run's events.
+    /// Show what a run did as readable lines, agents' progress included.
+    ///
+    /// With --follow, waits for new events until the run is finished, failed or cancelled, and
+    /// exits 0, 1 or 130 accordingly.
+    Logs {
+        /// The run (latest by default).
+        run_id: Option<String>,
+        /// Keep printing new events until the run stops.
+        #[arg(long, short)]
+        follow: bool,
+        /// `debug` adds frames and loop passes.
+        #[arg(long, value_enum, default_value_t = Level::Info)]
+        level: Level,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a run's raw events with their payloads.
     Events {
         /// The run (latest by default).
         run_id: Option<String>,
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
+    },
+    /// Show the tree a run rendered (its latest frame by default).
+    Frames {
+        /// The run (latest by default).
+        run_id: Option<String>,
+        /// Every frame, oldest first.
+        #[arg(long)]
+        all: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show every attempt of a run: agent, duration, usage, error.
+    Attempts {
+        /// The run (latest by default).
+        run_id: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a run: the process driving it stops it; with none, it is marked cancelled now.
+    Cancel {
+        /// The run.
+        run_id: String,
     },
     /// Read or write the `state` table.
     State {
@@ -63,8 +109,40 @@ enum StateOp {
     },
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn exit_for(status: RunStatus) -> ExitCode {
+    match status {
+        RunStatus::Finished | RunStatus::Running | RunStatus::WaitingApproval => ExitCode::SUCCESS,
+        RunStatus::Cancelled => ExitCode::from(130),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// Dies quietly on a closed pipe (`smithers logs | head`) like other Unix tools, instead of
+/// panicking on the next write.
+fn default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first in `main`, before the runtime starts any thread; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+fn main() -> ExitCode {
+    default_sigpipe();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(run()),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     smithers::cli::init_tracing();
     let cli = Cli::parse();
     if !cli.db.db.exists() {
@@ -72,38 +150,80 @@ async fn main() -> std::process::ExitCode {
             "error: no database at `{}`; pass --db or run a workflow first",
             cli.db.db.display()
         );
-        return std::process::ExitCode::from(2);
+        return ExitCode::from(2);
     }
     let result = async {
         let store = cli.db.open()?;
-        match cli.command {
-            Command::Runs { json } => inspect::runs(&*store, json).await,
+        let store = &*store;
+        Ok(match cli.command {
+            Command::Runs { json } => inspect::runs(store, json)
+                .await
+                .map(|()| ExitCode::SUCCESS)?,
             Command::Status { run_id, json } => {
-                inspect::status(&*store, run_id.as_deref(), json).await
+                inspect::status(store, run_id.as_deref(), json).await?;
+                ExitCode::SUCCESS
+            }
+            Command::Logs {
+                run_id,
+                follow,
+                level,
+                json,
+            } => {
+                let opts = LogOptions {
+                    follow,
+                    level,
+                    json,
+                    poll: Duration::from_millis(500),
+                };
+                let status = logs::logs(store, run_id.as_deref(), opts).await?;
+                if follow {
+                    exit_for(status)
+                } else {
+                    ExitCode::SUCCESS
+                }
             }
             Command::Events { run_id, json } => {
-                inspect::events(&*store, run_id.as_deref(), json).await
+                inspect::events(store, run_id.as_deref(), json).await?;
+                ExitCode::SUCCESS
             }
+            Command::Frames { run_id, all, json } => {
+                inspect::frames(store, run_id.as_deref(), all, json).await?;
+                ExitCode::SUCCESS
+            }
+            Command::Attempts { run_id, json } => {
+                inspect::attempts(store, run_id.as_deref(), json).await?;
+                ExitCode::SUCCESS
+            }
+            Command::Cancel { run_id } => match inspect::cancel(store, &run_id).await? {
+                None => ExitCode::SUCCESS,
+                Some(_already_final) => ExitCode::FAILURE,
+            },
             Command::State {
                 op: StateOp::Get { key },
-            } => {
-                match store.state_get(&key).await? {
-                    Some(v) => println!("{v}"),
-                    None => eprintln!("`{key}` is not set"),
+            } => match store.state_get(&key).await? {
+                Some(v) => {
+                    println!("{v}");
+                    ExitCode::SUCCESS
                 }
-                Ok(())
-            }
+                None => {
+                    eprintln!("error: state key `{key}` is not set");
+                    ExitCode::FAILURE
+                }
+            },
             Command::State {
                 op: StateOp::Set { key, value },
-            } => store.state_set(&key, &value).await,
-        }
+            } => {
+                store.state_set(&key, &value).await?;
+                ExitCode::SUCCESS
+            }
+        })
     }
     .await;
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
+        Ok(code) => code,
+        Err::<_, smithers_core::Error>(e) => {
             eprintln!("error [{}]: {e}", e.code());
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,8 +1,9 @@
-//! Read-only views of runs, shared by workflow binaries and the `smithers` binary.
+//! Views of runs, shared by workflow binaries and the `smithers` binary, and `cancel`: the one
+//! operator command that asks something of a run.
 
 use std::collections::BTreeMap;
 
-use smithers_core::store::{AttemptRecord, RunRecord, Store};
+use smithers_core::store::{AttemptRecord, CancelOutcome, RunRecord, RunStatus, Store};
 use smithers_core::{Error, Result, Usage};
 
 /// Usage summed over attempts.
@@ -25,7 +26,8 @@ pub fn total_usage(attempts: &[AttemptRecord]) -> Usage {
     t
 }
 
-async fn pick_run(store: &dyn Store, run_id: Option<&str>) -> Result<RunRecord> {
+/// The run `run_id`, or the latest run.
+pub(crate) async fn pick_run(store: &dyn Store, run_id: Option<&str>) -> Result<RunRecord> {
     match run_id {
         Some(id) => store
             .run(id)
@@ -150,6 +152,98 @@ pub async fn events(store: &dyn Store, run_id: Option<&str>, json: bool) -> Resu
         }
     }
     Ok(())
+}
+
+/// Prints a run's frames: the latest, or all of them oldest first.
+pub async fn frames(store: &dyn Store, run_id: Option<&str>, all: bool, json: bool) -> Result<()> {
+    let run = pick_run(store, run_id).await?;
+    let frames = if all {
+        store.frames(&run.run_id).await?
+    } else {
+        store.frame(&run.run_id, None).await?.into_iter().collect()
+    };
+    if json {
+        let v = if all {
+            serde_json::to_value(&frames)?
+        } else {
+            serde_json::to_value(frames.first())?
+        };
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    if frames.is_empty() {
+        eprintln!("run `{}` has no recorded frame yet", run.run_id);
+    }
+    for f in &frames {
+        println!("# frame {} recorded {}", f.frame_no, f.created_at);
+        print!("{}", f.tree);
+        if !f.tree.ends_with('\n') {
+            println!();
+        }
+    }
+    Ok(())
+}
+
+/// Prints every attempt of a run: agent, duration, usage and error.
+pub async fn attempts(store: &dyn Store, run_id: Option<&str>, json: bool) -> Result<()> {
+    let run = pick_run(store, run_id).await?;
+    let attempts = store.attempts(&run.run_id).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&attempts)?);
+        return Ok(());
+    }
+    println!(
+        "{:<28} {:>4} {:>7} {:<11} {:<12} {:>9} {:>9} {:>9}",
+        "NODE", "ITER", "ATTEMPT", "STATUS", "AGENT", "SECONDS", "TOKENS", "COST $"
+    );
+    for a in &attempts {
+        let tokens = a.usage.input_tokens.unwrap_or(0) + a.usage.output_tokens.unwrap_or(0);
+        println!(
+            "{:<28} {:>4} {:>7} {:<11} {:<12} {:>9} {:>9} {:>9}",
+            truncate(&a.node_id, 28),
+            a.iteration,
+            a.attempt,
+            a.status,
+            truncate(a.agent.as_deref().unwrap_or("-"), 12),
+            a.duration_ms
+                .map_or("-".into(), |d| format!("{:.1}", d as f64 / 1000.0)),
+            if tokens > 0 {
+                tokens.to_string()
+            } else {
+                "-".into()
+            },
+            a.usage.cost_usd.map_or("-".into(), |c| format!("{c:.4}"))
+        );
+        if let Some(e) = &a.error {
+            println!("    error: {}", truncate(e, 200));
+        }
+    }
+    Ok(())
+}
+
+/// Cancels a run from another process; returns the status the run had when it was already final.
+pub async fn cancel(store: &dyn Store, run_id: &str) -> Result<Option<RunStatus>> {
+    match store.request_cancel(run_id).await? {
+        CancelOutcome::Requested { owner } => {
+            println!(
+                "cancellation of run {run_id} requested; its process ({owner}) stops it at its next check"
+            );
+            Ok(None)
+        }
+        CancelOutcome::Cancelled => {
+            println!(
+                "run {run_id} cancelled (no live process was driving it); `resume` continues it"
+            );
+            Ok(None)
+        }
+        CancelOutcome::AlreadyFinal(status) => {
+            eprintln!("run {run_id} already {status}; nothing to cancel");
+            Ok(Some(status))
+        }
+        other => Err(Error::Other(format!(
+            "unexpected cancellation outcome {other:?}"
+        ))),
+    }
 }
 
 fn compact(v: &serde_json::Value) -> String {

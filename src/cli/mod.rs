@@ -9,11 +9,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use smithers_core::engine::{Engine, EngineOptions};
-use smithers_core::events::{Event, EventKind};
+use smithers_core::events::Event;
 use smithers_core::store::{Durability, RunStatus, SqliteStore, Store};
 use smithers_core::{Ctx, Error, Node};
 
 pub mod inspect;
+pub mod live;
+pub mod logs;
 
 /// Options shared by every command.
 #[derive(Args, Debug, Clone)]
@@ -139,46 +141,12 @@ pub fn parse_input<I: DeserializeOwned>(raw: Option<&str>) -> Result<I, String> 
         .map_err(|e| format!("{source} does not match the workflow's input type: {e}"))
 }
 
-/// Prints events as progress lines on stderr.
+/// Prints events as progress lines on stderr, one per event (what `smithers logs` shows).
 pub fn progress_printer() -> Arc<dyn Fn(&Event) + Send + Sync> {
     Arc::new(|e: &Event| {
-        let node = e.node_id.as_deref().unwrap_or("");
-        let it = e.iteration.unwrap_or(0);
-        let line = match &e.kind {
-            EventKind::RunStarted { workflow } => format!("run {} started ({workflow})", e.run_id),
-            EventKind::RunResumed { abandoned } => {
-                format!(
-                    "run {} resumed ({abandoned} interrupted attempt(s) to retry)",
-                    e.run_id
-                )
-            }
-            EventKind::NodeStarted { attempt } => format!("  ▶ {node}#{it} attempt {attempt}"),
-            EventKind::NodeFinished { .. } => format!("  ✔ {node}#{it}"),
-            EventKind::NodeRetrying { error, .. } => format!("  ↻ {node}#{it}: {error}"),
-            EventKind::NodeFailed { error, .. } => format!("  ✘ {node}#{it}: {error}"),
-            EventKind::NodeSkipped => format!("  ⤼ {node}#{it} skipped"),
-            EventKind::NodeOutput { line, .. } => format!("    │ {node}: {line}"),
-            EventKind::LoopIterated { loop_id, iteration } => {
-                format!("  ⟳ loop {loop_id} → iteration {iteration}")
-            }
-            EventKind::RunFinished => format!("run {} finished", e.run_id),
-            EventKind::RunFailed { error } => format!("run {} failed: {error}", e.run_id),
-            EventKind::RunCancelled => format!("run {} cancelled; `resume` continues it", e.run_id),
-            EventKind::ApprovalRequested => format!("  ⏸ {node}#{it} waits for approval"),
-            EventKind::ApprovalDecided { approved, .. } => {
-                format!(
-                    "  {} {node}#{it}",
-                    if *approved {
-                        "✔ approved"
-                    } else {
-                        "✘ denied"
-                    }
-                )
-            }
-            EventKind::RunWaiting { reason } => format!("run {} is {reason}", e.run_id),
-            _ => return,
-        };
-        eprintln!("{line}");
+        if logs::Level::of(&e.kind) == logs::Level::Info {
+            eprintln!("{}", logs::describe(e));
+        }
     })
 }
 
@@ -239,17 +207,25 @@ where
     I: Serialize + DeserializeOwned + Send + Sync + 'static,
     F: Fn(&Ctx<I>) -> Node + Send + Sync + 'static,
 {
-    let make_engine = |store: Arc<dyn Store>, workflow: F, max: usize| {
-        let cancel = tokio_util_cancel();
-        let opts = EngineOptions {
-            max_concurrency: max,
-            on_event: (!cli.quiet).then(progress_printer),
-            cancel,
-            wait_for_approval: cli.wait_approval,
-            ..EngineOptions::default()
-        };
-        Engine::new(store, workflow).with_options(opts)
+    // One line per event, or the live tree in a terminal, or nothing.
+    let live = |store: &Arc<dyn Store>| {
+        (!cli.quiet && live::stderr_is_terminal()).then(|| live::LiveProgress::start(store.clone()))
     };
+    let make_engine =
+        |store: Arc<dyn Store>, workflow: F, max: usize, live: Option<&live::LiveProgress>| {
+            let on_event = match live {
+                Some(l) => Some(l.listener()),
+                None => (!cli.quiet).then(progress_printer),
+            };
+            let opts = EngineOptions {
+                max_concurrency: max,
+                on_event,
+                cancel: tokio_util_cancel(),
+                wait_for_approval: cli.wait_approval,
+                ..EngineOptions::default()
+            };
+            Engine::new(store, workflow).with_options(opts)
+        };
     match &cli.command {
         WorkflowCommand::Run {
             input,
@@ -258,11 +234,15 @@ where
         } => {
             let input: I = parse_input(input.as_deref())?;
             let store = cli.db.open().map_err(|e| e.to_string())?;
-            let engine = make_engine(store, workflow, *max_concurrency);
+            let view = live(&store);
+            let engine = make_engine(store, workflow, *max_concurrency, view.as_ref());
             let report = match run_id {
                 Some(id) => engine.run_with_id(id, input).await,
                 None => engine.run(input).await,
             };
+            if let Some(v) = view {
+                v.finish().await;
+            }
             Ok(report_exit(report))
         }
         WorkflowCommand::Resume {
@@ -270,8 +250,13 @@ where
             max_concurrency,
         } => {
             let store = cli.db.open().map_err(|e| e.to_string())?;
-            let engine = make_engine(store, workflow, *max_concurrency);
-            Ok(report_exit(engine.resume(run_id.as_deref()).await))
+            let view = live(&store);
+            let engine = make_engine(store, workflow, *max_concurrency, view.as_ref());
+            let report = engine.resume(run_id.as_deref()).await;
+            if let Some(v) = view {
+                v.finish().await;
+            }
+            Ok(report_exit(report))
         }
         WorkflowCommand::Status { run_id, json } => {
             let store = cli.db.open().map_err(|e| e.to_string())?;

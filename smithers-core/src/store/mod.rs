@@ -48,6 +48,14 @@ impl RunStatus {
         }
     }
 
+    /// Whether the run stopped for good or until a `resume`: finished, failed or cancelled.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Finished | RunStatus::Failed | RunStatus::Cancelled
+        )
+    }
+
     /// Parses [`RunStatus::as_str`].
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
@@ -272,6 +280,34 @@ pub struct EventRecord {
     /// The event.
     #[serde(flatten)]
     pub event: Event,
+}
+
+/// What [`Store::request_cancel`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CancelOutcome {
+    /// The flag is set; the process holding the lease stops the run at its next check.
+    Requested {
+        /// The lease holder that will act on it.
+        owner: String,
+    },
+    /// No live process held the run: it is now cancelled (`resume` continues it).
+    Cancelled,
+    /// The run had already stopped with this status; nothing changed.
+    AlreadyFinal(RunStatus),
+}
+
+/// A row of `_smithers_frames`: the tree as rendered when its shape changed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FrameRecord {
+    /// Frame number from 1.
+    pub frame_no: u32,
+    /// Structural hash of the tree.
+    pub tree_hash: String,
+    /// The tree as indented text (what `graph` prints).
+    pub tree: String,
+    /// When it was recorded (RFC 3339).
+    pub created_at: String,
 }
 
 /// Everything the engine needs to continue a run.
@@ -536,6 +572,19 @@ pub trait Store: Send + Sync + 'static {
         approve: bool,
         note: Option<&str>,
     ) -> Result<ApprovalRecord>;
+    /// Frames of a run, oldest first.
+    async fn frames(&self, run_id: &str) -> Result<Vec<FrameRecord>>;
+    /// One frame of a run: `frame_no`, or the latest when `None`.
+    async fn frame(&self, run_id: &str, frame_no: Option<u32>) -> Result<Option<FrameRecord>>;
+    /// Cancels a run from another process (`smithers cancel`). While a live process holds the
+    /// run's lease, sets the run's `cancel_requested` flag for that process to act on; with no
+    /// live holder (its process died, or the run is parked), marks the run cancelled at once with
+    /// a `run_cancelled` event. A final run is left alone. Fails with `RunNotFound` for an
+    /// unknown run. The flag is cleared when the run reaches a final status and by
+    /// [`Store::reset_for_resume`].
+    async fn request_cancel(&self, run_id: &str) -> Result<CancelOutcome>;
+    /// Whether a cancellation was requested for the run (polled by the engine driving it).
+    async fn cancel_requested(&self, run_id: &str) -> Result<bool>;
     /// A `state` key.
     async fn state_get(&self, key: &str) -> Result<Option<String>>;
     /// Sets a `state` key.

@@ -28,6 +28,11 @@ use output_rows::{ensure_output_table, insert_output, read_outputs};
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../../migrations/0001_init.sql")),
     (
+        2,
+        "cancel_requested",
+        include_str!("../../migrations/0002_cancel_requested.sql"),
+    ),
+    (
         3,
         "approvals",
         include_str!("../../migrations/0003_approvals.sql"),
@@ -326,6 +331,15 @@ fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRecord> {
     })
 }
 
+fn frame_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FrameRecord> {
+    Ok(FrameRecord {
+        frame_no: r.get(0)?,
+        tree_hash: r.get(1)?,
+        tree: r.get(2)?,
+        created_at: r.get(3)?,
+    })
+}
+
 fn query_nodes(c: &Connection, run_id: &str) -> Result<Vec<NodeRecord>> {
     let mut st = c.prepare_cached(
         "SELECT node_id, iteration, status, attempts, output_table, loop_id, last_error
@@ -364,13 +378,13 @@ fn apply(c: &Connection, batch: &WriteBatch) -> Result<()> {
     for w in &batch.writes {
         match w {
             Write::RunStatus { status, error } => {
-                let finished = matches!(
-                    status,
-                    RunStatus::Finished | RunStatus::Failed | RunStatus::Cancelled
-                );
+                let finished = status.is_final();
+                // A final status answers any pending cancellation request.
                 c.prepare_cached(
                     "UPDATE _smithers_runs SET status = ?2, error = ?3, updated_at = ?4,
-                     finished_at = CASE WHEN ?5 THEN ?4 ELSE NULL END WHERE run_id = ?1",
+                     finished_at = CASE WHEN ?5 THEN ?4 ELSE NULL END,
+                     cancel_requested = CASE WHEN ?5 THEN 0 ELSE cancel_requested END
+                     WHERE run_id = ?1",
                 )?
                 .execute(params![
                     run_id,
@@ -707,7 +721,8 @@ impl Store for SqliteStore {
                 params![run_id, now],
             )?;
             c.execute(
-                "UPDATE _smithers_runs SET status = 'running', error = NULL, finished_at = NULL, updated_at = ?2 WHERE run_id = ?1",
+                "UPDATE _smithers_runs SET status = 'running', error = NULL, finished_at = NULL, updated_at = ?2,
+                   cancel_requested = 0 WHERE run_id = ?1",
                 params![run_id, now],
             )?;
             Ok(n as u32)
@@ -952,6 +967,86 @@ impl Store for SqliteStore {
                 decided_at: Some(now),
                 note,
             })
+        })
+        .await
+    }
+
+    async fn frames(&self, run_id: &str) -> Result<Vec<FrameRecord>> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT frame_no, tree_hash, tree, created_at FROM _smithers_frames
+                 WHERE run_id = ?1 ORDER BY frame_no",
+            )?;
+            let rows = st
+                .query_map([run_id], frame_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn frame(&self, run_id: &str, frame_no: Option<u32>) -> Result<Option<FrameRecord>> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT frame_no, tree_hash, tree, created_at FROM _smithers_frames
+                 WHERE run_id = ?1 AND (?2 IS NULL OR frame_no = ?2) ORDER BY frame_no DESC LIMIT 1",
+            )?;
+            Ok(st
+                .query_row(params![run_id, frame_no], frame_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn request_cancel(&self, run_id: &str) -> Result<CancelOutcome> {
+        let run_id = run_id.to_owned();
+        self.write_with(move |c| {
+            let row: Option<(String, Option<String>, Option<i64>)> = c
+                .query_row(
+                    "SELECT status, lease_owner, lease_expires_ms FROM _smithers_runs WHERE run_id = ?1",
+                    [&run_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            let Some((status, holder, expires)) = row else {
+                return Err(Error::RunNotFound(run_id));
+            };
+            let status = RunStatus::parse(&status).unwrap_or(RunStatus::Failed);
+            if status.is_final() {
+                return Ok(CancelOutcome::AlreadyFinal(status));
+            }
+            if let (Some(owner), Some(expires)) = (holder, expires) {
+                if expires > now_ms() && !holder_is_dead(&owner) {
+                    c.execute(
+                        "UPDATE _smithers_runs SET cancel_requested = 1, updated_at = ?2 WHERE run_id = ?1",
+                        params![run_id, now_rfc3339()],
+                    )?;
+                    return Ok(CancelOutcome::Requested { owner });
+                }
+            }
+            // Nobody drives it: cancel it here, as the engine would have.
+            let mut b = WriteBatch::new(&run_id);
+            b.push(Write::RunStatus {
+                status: RunStatus::Cancelled,
+                error: None,
+            });
+            b.push(Write::Event(Event::run(&run_id, crate::events::EventKind::RunCancelled)));
+            apply(c, &b)?;
+            Ok(CancelOutcome::Cancelled)
+        })
+        .await
+    }
+
+    async fn cancel_requested(&self, run_id: &str) -> Result<bool> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| {
+            let flag: Option<bool> = c
+                .prepare_cached("SELECT cancel_requested FROM _smithers_runs WHERE run_id = ?1")?
+                .query_row([&run_id], |r| r.get(0))
+                .optional()?;
+            flag.ok_or(Error::RunNotFound(run_id))
         })
         .await
     }

@@ -1,0 +1,163 @@
+//! What operators read and ask from another process: recorded frames, and the
+//! `cancel_requested` flag that `smithers cancel` sets and the driving engine polls.
+mod common;
+use std::time::Duration;
+
+use common::*;
+use smithers_core::node::{Sequence, Task, Workflow};
+use smithers_core::store::sqlite::lease_owner;
+use smithers_core::store::{CancelOutcome, NewRun, RunStatus, Write, WriteBatch};
+use smithers_core::{Ctx, Error};
+
+/// A run whose lease is held by a live process (this one) for `lease_ttl`.
+fn new_run(run_id: &str, lease_ttl: Duration) -> NewRun {
+    NewRun {
+        run_id: run_id.into(),
+        workflow: "w".into(),
+        input: serde_json::Value::Null,
+        owner: lease_owner(),
+        lease_ttl,
+    }
+}
+
+const LIVE: Duration = Duration::from_secs(30);
+
+fn set_status(run_id: &str, status: RunStatus) -> WriteBatch {
+    let mut b = WriteBatch::new(run_id);
+    b.push(Write::RunStatus {
+        status,
+        error: None,
+    });
+    b
+}
+
+#[tokio::test]
+async fn frames_are_read_back_in_order_and_the_latest_by_default() {
+    let h = Harness::new();
+    // `b` appears once `a` has its output: two shapes, two frames.
+    let engine = h.engine(|ctx: &Ctx<()>| {
+        let mut seq = Sequence::new().child(Task::<Num>::new().id("a").value(num(1)).build());
+        if ctx.output_maybe::<Num>("a").is_some() {
+            seq = seq.child(Task::<Num>::new().id("b").value(num(2)).build());
+        }
+        Workflow::new().name("grow").child(seq.build()).build()
+    });
+    let report = engine.run_with_id("r1", ()).await.unwrap();
+    assert_eq!(report.status, RunStatus::Finished);
+
+    let frames = h.store.frames("r1").await.unwrap();
+    let numbers: Vec<u32> = frames.iter().map(|f| f.frame_no).collect();
+    assert_eq!(numbers, [1, 2]);
+    assert!(!frames[0].tree.contains("id=\"b\""), "{}", frames[0].tree);
+    assert!(frames[1].tree.contains("id=\"b\""), "{}", frames[1].tree);
+
+    let latest = h.store.frame("r1", None).await.unwrap().unwrap();
+    assert_eq!(latest, frames[1]);
+    let first = h.store.frame("r1", Some(1)).await.unwrap().unwrap();
+    assert_eq!(first, frames[0]);
+    assert_eq!(h.store.frame("r1", Some(9)).await.unwrap(), None);
+    assert!(h.store.frames("nope").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn cancel_request_sets_the_flag_until_the_run_is_final_or_resumed() {
+    let h = Harness::new();
+    h.store.create_run(new_run("r1", LIVE)).await.unwrap();
+    assert!(!h.store.cancel_requested("r1").await.unwrap());
+
+    // Another process (a second store on the same file) asks; the driver sees it.
+    let other = h.reopen();
+    let outcome = other.request_cancel("r1").await.unwrap();
+    assert!(
+        matches!(&outcome, CancelOutcome::Requested { owner } if owner.contains(':')),
+        "{outcome:?}"
+    );
+    assert!(h.store.cancel_requested("r1").await.unwrap());
+
+    // Reaching a final status answers the request.
+    h.store
+        .write(set_status("r1", RunStatus::Cancelled))
+        .await
+        .unwrap();
+    assert!(!h.store.cancel_requested("r1").await.unwrap());
+
+    // A final run is left alone: the status says why nothing was set.
+    assert_eq!(
+        other.request_cancel("r1").await.unwrap(),
+        CancelOutcome::AlreadyFinal(RunStatus::Cancelled)
+    );
+    assert!(!h.store.cancel_requested("r1").await.unwrap());
+
+    // A request left behind does not cancel the run's resume at once.
+    h.store.create_run(new_run("r2", LIVE)).await.unwrap();
+    other.request_cancel("r2").await.unwrap();
+    h.store.reset_for_resume("r2").await.unwrap();
+    assert!(!h.store.cancel_requested("r2").await.unwrap());
+}
+
+#[tokio::test]
+async fn cancel_of_a_run_nobody_drives_marks_it_cancelled_at_once() {
+    let h = Harness::new();
+    // The lease expired: its process is gone (or hung past its lease).
+    h.store
+        .create_run(new_run("r1", Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(
+        h.store.request_cancel("r1").await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(h.run_status("r1").0, "cancelled");
+    assert!(!h.store.cancel_requested("r1").await.unwrap());
+    assert_eq!(h.event_log("r1"), ["run_cancelled"]);
+}
+
+#[tokio::test]
+async fn cancel_of_an_unknown_run_names_it() {
+    let h = Harness::new();
+    let e = h.store.request_cancel("ghost").await.unwrap_err();
+    assert!(matches!(&e, Error::RunNotFound(id) if id == "ghost"), "{e}");
+    let e = h.store.cancel_requested("ghost").await.unwrap_err();
+    assert!(matches!(&e, Error::RunNotFound(id) if id == "ghost"), "{e}");
+}
+
+#[tokio::test]
+async fn a_database_from_before_the_flag_gains_it_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("old.db");
+    {
+        // What version 0.1 of the store left: migration 1 only, and a run.
+        let sql = include_str!("../migrations/0001_init.sql");
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch(
+            "CREATE TABLE _smithers_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+               checksum TEXT NOT NULL, applied_at TEXT NOT NULL)",
+        )
+        .unwrap();
+        c.execute_batch(sql).unwrap();
+        use sha2::Digest;
+        let sum = hex::encode(&sha2::Sha256::digest(sql.as_bytes())[..16]);
+        c.execute(
+            "INSERT INTO _smithers_migrations VALUES (1, 'init', ?1, '2025-01-01T00:00:00Z')",
+            [sum],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO _smithers_runs (run_id, workflow, status, input_json, created_at, updated_at)
+             VALUES ('old', 'w', 'running', 'null', 'x', 'x')",
+            [],
+        )
+        .unwrap();
+    }
+    let store =
+        smithers_core::store::SqliteStore::open(&db, smithers_core::store::Durability::Normal)
+            .unwrap();
+    use smithers_core::store::Store;
+    assert!(!store.cancel_requested("old").await.unwrap());
+    // Its run has no lease: cancelled at once, through the new column too.
+    assert_eq!(
+        store.request_cancel("old").await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert!(!store.cancel_requested("old").await.unwrap());
+}

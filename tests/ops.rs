@@ -1,0 +1,324 @@
+//! The `smithers` binary against a database a workflow binary produced: listings in text and JSON,
+//! logs (followed until the run stops), frames, attempts, `state`, `cancel`, and errors that name
+//! the missing database or run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use smithers::cli::main_from;
+use smithers::prelude::*;
+use smithers_core::events::{Event, EventKind};
+use smithers_core::store::sqlite::lease_owner;
+use smithers_core::store::{Durability, NewRun, RunStatus, SqliteStore, Store, Write, WriteBatch};
+
+#[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug)]
+struct Greeting {
+    text: String,
+}
+
+#[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug)]
+struct Count {
+    n: i64,
+}
+
+fn hello(ctx: &Ctx<()>) -> Node {
+    let greeted = ctx.output_maybe::<Greeting>("greet").is_some();
+    workflow! {
+        <Workflow name="hello">
+            <Task id="greet" output=Greeting value={Greeting { text: "hello".into() }} />
+            {greeted.then(|| workflow! {
+                <Task id="count" output=Count retries=1 run={|t: TaskCtx| async move {
+                    if t.attempt() == 1 {
+                        return Err(TaskError::retryable("disk busy"));
+                    }
+                    Ok(Count { n: 3 })
+                }} />
+            })}
+        </Workflow>
+    }
+}
+
+/// A database holding one finished run `r1` of `hello`.
+async fn finished_run() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let code = main_from(
+        [
+            "hello",
+            "--quiet",
+            "--durability",
+            "off",
+            "--db",
+            db.to_str().unwrap(),
+            "run",
+            "--run-id",
+            "r1",
+        ],
+        hello,
+    )
+    .await;
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+    (dir, db)
+}
+
+fn smithers(db: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_smithers"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(o.status.success(), "{o:?}");
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_str(&stdout(o)).unwrap()
+}
+
+/// Replaces the clock that starts every `logs` line and the time of a frame header.
+fn redact(text: &str) -> String {
+    text.lines()
+        .map(|l| {
+            if l.starts_with("# frame ") {
+                l.split(" recorded ").next().unwrap().to_owned() + " recorded [at]"
+            } else if l.as_bytes().get(2) == Some(&b':') && l.as_bytes().get(5) == Some(&b':') {
+                format!("[time]{}", &l[8..])
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn store(db: &Path) -> SqliteStore {
+    SqliteStore::open(db, Durability::Off).unwrap()
+}
+
+#[tokio::test]
+async fn listings_in_json_describe_the_run() {
+    let (_dir, db) = finished_run().await;
+    let runs = json(&smithers(&db, &["runs", "--json"]));
+    assert_eq!(runs[0]["run_id"], "r1");
+    assert_eq!(runs[0]["workflow"], "hello");
+    assert_eq!(runs[0]["status"], "finished");
+
+    let status = json(&smithers(&db, &["status", "r1", "--json"]));
+    assert_eq!(status["run"]["status"], "finished");
+    let nodes: Vec<_> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["node_id"].as_str().unwrap(),
+                n["attempts"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(nodes, [("greet", 1), ("count", 2)]);
+
+    let attempts = json(&smithers(&db, &["attempts", "r1", "--json"]));
+    let attempts: Vec<_> = attempts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["node_id"].as_str().unwrap(),
+                a["attempt"].as_u64().unwrap(),
+                a["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        attempts,
+        [
+            ("greet", 1, "finished"),
+            ("count", 1, "failed"),
+            ("count", 2, "finished")
+        ]
+    );
+
+    let frames = json(&smithers(&db, &["frames", "r1", "--all", "--json"]));
+    assert_eq!(frames.as_array().unwrap().len(), 2, "{frames}");
+    let latest = json(&smithers(&db, &["frames", "r1", "--json"]));
+    assert_eq!(latest["frame_no"], 2);
+
+    let text = stdout(&smithers(&db, &["logs", "r1", "--json"]));
+    let kinds: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert!(v["seq"].is_i64(), "{v}");
+            v["kind"]["type"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(kinds.first().map(String::as_str), Some("run_started"));
+    assert_eq!(kinds.last().map(String::as_str), Some("run_finished"));
+    assert!(!kinds.iter().any(|k| k == "frame_rendered"), "{kinds:?}");
+}
+
+#[tokio::test]
+async fn logs_read_as_lines_and_debug_adds_frames() {
+    let (_dir, db) = finished_run().await;
+    let logs = stdout(&smithers(&db, &["logs", "r1"]));
+    insta::assert_snapshot!(redact(&logs));
+    let debug = stdout(&smithers(&db, &["logs", "r1", "--level", "debug"]));
+    assert_eq!(debug.matches("▦ frame").count(), 2, "{debug}");
+    // The latest run is the default.
+    assert_eq!(stdout(&smithers(&db, &["logs"])), logs);
+}
+
+#[tokio::test]
+async fn frames_show_the_tree_the_run_rendered() {
+    let (_dir, db) = finished_run().await;
+    let latest = stdout(&smithers(&db, &["frames", "r1"]));
+    insta::assert_snapshot!(redact(&latest));
+    let all = stdout(&smithers(&db, &["frames", "r1", "--all"]));
+    assert!(all.starts_with("# frame 1 "), "{all}");
+    assert!(all.ends_with(&latest), "{all}");
+}
+
+#[tokio::test]
+async fn state_set_then_get() {
+    let (_dir, db) = finished_run().await;
+    assert!(smithers(&db, &["state", "set", "owner", "ada"])
+        .status
+        .success());
+    assert_eq!(stdout(&smithers(&db, &["state", "get", "owner"])), "ada\n");
+    let missing = smithers(&db, &["state", "get", "nope"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("state key `nope` is not set"));
+}
+
+#[tokio::test]
+async fn cancel_flags_a_driven_run_and_refuses_a_finished_one() {
+    let (_dir, db) = finished_run().await;
+    // A run driven by a live process: this test's.
+    let s = store(&db);
+    s.create_run(NewRun {
+        run_id: "live".into(),
+        workflow: "hello".into(),
+        input: serde_json::Value::Null,
+        owner: lease_owner(),
+        lease_ttl: Duration::from_secs(60),
+    })
+    .await
+    .unwrap();
+    let out = smithers(&db, &["cancel", "live"]);
+    assert!(
+        stdout(&out).contains("cancellation of run live requested"),
+        "{out:?}"
+    );
+    assert!(s.cancel_requested("live").await.unwrap());
+
+    let done = smithers(&db, &["cancel", "r1"]);
+    assert_eq!(done.status.code(), Some(1));
+    assert!(stderr(&done).contains("run r1 already finished; nothing to cancel"));
+}
+
+#[tokio::test]
+async fn follow_prints_until_the_run_stops_and_exits_with_its_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let s = store(&db);
+    s.create_run(NewRun {
+        run_id: "r".into(),
+        workflow: "w".into(),
+        input: serde_json::Value::Null,
+        owner: lease_owner(),
+        lease_ttl: Duration::from_secs(60),
+    })
+    .await
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_smithers"))
+        .arg("--db")
+        .arg(&db)
+        .args(["logs", "r", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut b = WriteBatch::new("r");
+    b.push(Write::Event(Event::node(
+        "r",
+        "fix",
+        0,
+        EventKind::NodeOutput {
+            stream: "stdout".into(),
+            line: "editing main.rs".into(),
+        },
+    )));
+    s.write(b).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut b = WriteBatch::new("r");
+    b.push(Write::RunStatus {
+        status: RunStatus::Failed,
+        error: Some("boom".into()),
+    });
+    b.push(Write::Event(Event::run(
+        "r",
+        EventKind::RunFailed {
+            error: "boom".into(),
+        },
+    )));
+    s.write(b).await.unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        redact(&text),
+        "[time]     │ fix: editing main.rs\n[time] run r failed: boom"
+    );
+}
+
+#[tokio::test]
+async fn errors_name_the_missing_database_or_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere.db");
+    let out = smithers(&missing, &["runs"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(&format!("no database at `{}`", missing.display())),
+        "{out:?}"
+    );
+    assert!(!missing.exists(), "inspecting never creates a database");
+
+    // A database with no run yet.
+    let empty = dir.path().join("empty.db");
+    SqliteStore::open(&empty, Durability::Off).unwrap();
+    let out = smithers(&empty, &["logs"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no run in this database yet"),
+        "{out:?}"
+    );
+
+    let (_dir, db) = finished_run().await;
+    for args in [
+        &["status", "ghost"][..],
+        &["logs", "ghost"],
+        &["frames", "ghost"],
+        &["attempts", "ghost"],
+        &["events", "ghost"],
+        &["cancel", "ghost"],
+    ] {
+        let out = smithers(&db, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert!(
+            stderr(&out).contains("run `ghost` not found in this database"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+}
