@@ -161,3 +161,56 @@ async fn a_database_from_before_the_flag_gains_it_on_open() {
     );
     assert!(!store.cancel_requested("old").await.unwrap());
 }
+
+#[tokio::test]
+async fn a_cancel_requested_from_another_handle_stops_the_driving_engine() {
+    use smithers_core::engine::EngineOptions;
+    use smithers_core::node::{Task, Workflow};
+    use smithers_core::store::{CancelOutcome, RunStatus};
+    let h = Harness::new();
+    let engine = h.engine_with(
+        EngineOptions {
+            cancel_poll: std::time::Duration::from_millis(20),
+            ..EngineOptions::default()
+        },
+        |_ctx: &smithers_core::Ctx<()>| {
+            Workflow::new()
+                .child(
+                    Task::<Num>::new()
+                        .id("forever")
+                        .run(|t| async move {
+                            t.cancelled().cancelled().await;
+                            Err::<Num, _>("stopped")
+                        })
+                        .build(),
+                )
+                .build()
+        },
+    );
+    let other = h.reopen();
+    let canceller = tokio::spawn(async move {
+        loop {
+            if let Some(run) = other.runs().await.unwrap().first() {
+                if matches!(
+                    other.request_cancel(&run.run_id).await.unwrap(),
+                    CancelOutcome::Requested { .. }
+                ) {
+                    return;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    });
+    let report = tokio::time::timeout(std::time::Duration::from_secs(10), engine.run(()))
+        .await
+        .expect("the run stopped")
+        .unwrap();
+    canceller.await.unwrap();
+    assert_eq!(report.status, RunStatus::Cancelled);
+    assert_eq!(h.run_status(&report.run_id), ("cancelled".into(), None));
+    assert!(
+        !h.store.cancel_requested(&report.run_id).await.unwrap(),
+        "a final status clears the flag"
+    );
+    assert_eq!(h.attempts(&report.run_id, "forever")[0].2, "cancelled");
+}

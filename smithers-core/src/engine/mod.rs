@@ -54,6 +54,8 @@ pub struct EngineOptions {
     pub wait_for_approval: bool,
     /// How often to look for approval decisions while waiting.
     pub approval_poll: Duration,
+    /// How often to look for a cancellation requested from another process (`smithers cancel`).
+    pub cancel_poll: Duration,
     /// Snapshot the agent's git working copy before and after each agent attempt (commits under
     /// `refs/smithers/...`, recorded on the attempt) so `smithers revert` can undo it.
     pub vcs_snapshots: bool,
@@ -70,6 +72,7 @@ impl Default for EngineOptions {
             wait_for_approval: false,
             approval_poll: Duration::from_millis(500),
             vcs_snapshots: true,
+            cancel_poll: Duration::from_secs(1),
         }
     }
 }
@@ -326,6 +329,15 @@ where
         result
     }
 
+    /// `smithers cancel` from another process sets a flag on the run: act on it as on Ctrl-C.
+    async fn poll_remote_cancel(&self, st: &RunState) {
+        match self.store.cancel_requested(&st.run_id).await {
+            Ok(true) => self.options.cancel.cancel(),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "could not check for a cancellation request"),
+        }
+    }
+
     /// Persists progress lines in batches: whatever is queued when the writer wakes goes in one
     /// transaction, so a chatty agent costs few commits.
     fn spawn_progress_writer(
@@ -362,6 +374,9 @@ where
         lease_tick.tick().await;
         let mut heartbeat = tokio::time::interval(self.options.heartbeat);
         heartbeat.tick().await;
+        let mut cancel_poll = tokio::time::interval(self.options.cancel_poll);
+        cancel_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        cancel_poll.tick().await;
         let mut failure: Option<Error> = None;
         loop {
             // 1. Render over the persisted state.
@@ -515,6 +530,7 @@ where
                     }
                     _ = tokio::time::sleep(self.options.approval_poll) => {}
                 }
+                self.poll_remote_cancel(st).await;
                 let decided = self.store.approvals(&st.run_id).await?;
                 st.apply_approvals(decided);
                 continue;
@@ -551,6 +567,7 @@ where
                         return Err(e);
                     }
                 }
+                _ = cancel_poll.tick() => self.poll_remote_cancel(st).await,
                 _ = heartbeat.tick() => {
                     let mut b = WriteBatch::new(&st.run_id);
                     b.push(Write::State { key: "supervisor.heartbeat".into(), value: crate::time::now_rfc3339() });
