@@ -322,3 +322,120 @@ async fn errors_name_the_missing_database_or_run() {
         );
     }
 }
+
+fn gated(_ctx: &Ctx<()>) -> Node {
+    workflow! {
+        <Workflow name="gated">
+            <Phase name="build">
+                <Step name="compile">
+                    <Task id="compile" output=Count value={Count { n: 1 }} />
+                </Step>
+            </Phase>
+            <Phase name="ship">
+                <Step name="deploy">
+                    <Task id="deploy" output=Count needs_approval value={Count { n: 2 }} />
+                </Step>
+            </Phase>
+        </Workflow>
+    }
+}
+
+async fn gated_cli(db: &Path, args: &[&str]) -> std::process::ExitCode {
+    let mut argv = vec![
+        "gated",
+        "--quiet",
+        "--durability",
+        "off",
+        "--db",
+        db.to_str().unwrap(),
+    ];
+    argv.extend_from_slice(args);
+    main_from(argv, gated).await
+}
+
+#[tokio::test]
+async fn approve_lets_a_parked_run_finish_and_steps_list_its_phases() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    assert_eq!(
+        gated_cli(&db, &["run", "--run-id", "g1"]).await,
+        std::process::ExitCode::SUCCESS
+    );
+    let status = json(&smithers(&db, &["status", "g1", "--json"]));
+    assert_eq!(status["run"]["status"], "waiting-approval");
+
+    // Nothing pending for `compile`: a clear error naming it.
+    let wrong = smithers(&db, &["approve", "g1", "compile"]);
+    assert!(!wrong.status.success());
+    assert!(
+        stderr(&wrong).contains("node `compile` of run `g1` has no pending approval"),
+        "{}",
+        stderr(&wrong)
+    );
+
+    let ok = smithers(&db, &["approve", "g1", "deploy", "--note", "ship it"]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(stdout(&ok).contains("node `deploy` (iteration 0) of run g1 approved"));
+    assert_eq!(
+        gated_cli(&db, &["resume", "--run-id", "g1"]).await,
+        std::process::ExitCode::SUCCESS
+    );
+    let status = json(&smithers(&db, &["status", "g1", "--json"]));
+    assert_eq!(status["run"]["status"], "finished");
+
+    let steps = json(&smithers(&db, &["steps", "g1", "--json"]));
+    let names: Vec<(String, String)> = steps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["step"]["name"].as_str().unwrap().to_owned(),
+                s["step"]["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("build", "completed"),
+        ("compile", "completed"),
+        ("ship", "completed"),
+        ("deploy", "completed"),
+    ];
+    assert_eq!(names, expected.map(|(a, b)| (a.to_owned(), b.to_owned())));
+    let info = smithers(&db, &["step", "info", "g1", "4"]);
+    assert!(
+        stdout(&info).contains("tasks     deploy"),
+        "{}",
+        stdout(&info)
+    );
+    // No agent edited files: rolling back says so.
+    let rollback = smithers(&db, &["step", "rollback", "g1", "4"]);
+    assert!(!rollback.status.success());
+    assert!(
+        stderr(&rollback).contains("has no working-copy snapshot"),
+        "{}",
+        stderr(&rollback)
+    );
+}
+
+#[tokio::test]
+async fn deny_fails_the_task_with_the_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    gated_cli(&db, &["run", "--run-id", "g2"]).await;
+    assert!(
+        smithers(&db, &["deny", "g2", "deploy", "--note", "not on Friday"])
+            .status
+            .success()
+    );
+    assert_eq!(
+        gated_cli(&db, &["resume", "--run-id", "g2"]).await,
+        std::process::ExitCode::FAILURE
+    );
+    let status = json(&smithers(&db, &["status", "g2", "--json"]));
+    assert_eq!(status["run"]["status"], "failed");
+    assert!(status["run"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("approval denied: not on Friday"));
+}

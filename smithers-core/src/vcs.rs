@@ -280,6 +280,40 @@ pub async fn revert(
     })
 }
 
+/// Undoes what a whole phase or step did to the working copy: restores the snapshot taken
+/// before the earliest agent attempt of its tasks (in its iteration).
+pub async fn revert_step(
+    store: &dyn crate::store::Store,
+    run_id: &str,
+    step_id: i64,
+) -> crate::Result<Reverted> {
+    let steps = store.steps(run_id).await?;
+    let step = steps.iter().find(|s| s.step_id == step_id).ok_or_else(|| {
+        crate::Error::Other(format!(
+            "run `{run_id}` has no step {step_id}; `smithers steps {run_id}` lists them"
+        ))
+    })?;
+    let attempts = store.attempts(run_id).await?;
+    let first = attempts
+        .iter()
+        .filter(|a| a.iteration == step.iteration && step.task_ids.contains(&a.node_id) && a.vcs_before.is_some())
+        .min_by(|a, b| a.started_at.cmp(&b.started_at))
+        .ok_or_else(|| {
+            crate::Error::Other(format!(
+                "{} `{}` (step {step_id}) of run `{run_id}` has no working-copy snapshot: none of its tasks is an agent that edits files",
+                step.kind, step.name
+            ))
+        })?;
+    revert(
+        store,
+        run_id,
+        &first.node_id,
+        Some(first.iteration),
+        Some(first.attempt),
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -86,10 +86,83 @@ enum Command {
         /// The run.
         run_id: String,
     },
+    /// Approve a task that waits for approval (`needs_approval`).
+    Approve {
+        /// The run.
+        run_id: String,
+        /// The task's node id.
+        node_id: String,
+        /// The iteration, when several wait.
+        #[arg(long)]
+        iteration: Option<u32>,
+        /// A note kept with the decision.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Deny a task that waits for approval: it fails (or is passed over with continue_on_fail).
+    Deny {
+        /// The run.
+        run_id: String,
+        /// The task's node id.
+        node_id: String,
+        /// The iteration, when several wait.
+        #[arg(long)]
+        iteration: Option<u32>,
+        /// Why; shown as the node's error.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Restore the working copy to before a node's agent attempts (HEAD and index untouched).
+    Revert {
+        /// The run.
+        run_id: String,
+        /// The node.
+        node_id: String,
+        /// The iteration (latest by default).
+        #[arg(long)]
+        iteration: Option<u32>,
+        /// The attempt whose `before` snapshot to restore (the first by default).
+        #[arg(long)]
+        attempt: Option<u32>,
+    },
+    /// List a run's phases and steps.
+    Steps {
+        /// The run (latest by default).
+        run_id: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect or roll back one phase or step.
+    Step {
+        #[command(subcommand)]
+        op: StepOp,
+    },
     /// Read or write the `state` table.
     State {
         #[command(subcommand)]
         op: StateOp,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum StepOp {
+    /// Its tasks, attempts, usage and snapshots.
+    Info {
+        /// The run.
+        run_id: String,
+        /// The step id (from `smithers steps`).
+        step_id: i64,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore the working copy to before the step.
+    Rollback {
+        /// The run.
+        run_id: String,
+        /// The step id.
+        step_id: i64,
     },
 }
 
@@ -198,6 +271,55 @@ async fn run() -> ExitCode {
                 None => ExitCode::SUCCESS,
                 Some(_already_final) => ExitCode::FAILURE,
             },
+            Command::Approve {
+                run_id,
+                node_id,
+                iteration,
+                note,
+            } => {
+                inspect::decide(store, &run_id, &node_id, iteration, true, note.as_deref()).await?;
+                ExitCode::SUCCESS
+            }
+            Command::Deny {
+                run_id,
+                node_id,
+                iteration,
+                note,
+            } => {
+                inspect::decide(store, &run_id, &node_id, iteration, false, note.as_deref())
+                    .await?;
+                ExitCode::SUCCESS
+            }
+            Command::Revert {
+                run_id,
+                node_id,
+                iteration,
+                attempt,
+            } => {
+                inspect::revert(store, &run_id, &node_id, iteration, attempt).await?;
+                ExitCode::SUCCESS
+            }
+            Command::Steps { run_id, json } => {
+                inspect::steps(store, run_id.as_deref(), json).await?;
+                ExitCode::SUCCESS
+            }
+            Command::Step {
+                op:
+                    StepOp::Info {
+                        run_id,
+                        step_id,
+                        json,
+                    },
+            } => {
+                inspect::step_info(store, &run_id, step_id, json).await?;
+                ExitCode::SUCCESS
+            }
+            Command::Step {
+                op: StepOp::Rollback { run_id, step_id },
+            } => {
+                inspect::step_rollback(store, &run_id, step_id).await?;
+                ExitCode::SUCCESS
+            }
             Command::State {
                 op: StateOp::Get { key },
             } => match store.state_get(&key).await? {

@@ -43,9 +43,11 @@ pub async fn status(store: &dyn Store, run_id: Option<&str>, json: bool) -> Resu
     let nodes = store.nodes(&run.run_id).await?;
     let attempts = store.attempts(&run.run_id).await?;
     let usage = total_usage(&attempts);
+    let approvals = store.approvals(&run.run_id).await?;
     if json {
-        let v =
-            serde_json::json!({ "run": run, "nodes": nodes, "attempts": attempts, "usage": usage });
+        let v = serde_json::json!({
+            "run": run, "nodes": nodes, "attempts": attempts, "usage": usage, "approvals": approvals
+        });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
@@ -56,6 +58,15 @@ pub async fn status(store: &dyn Store, run_id: Option<&str>, json: bool) -> Resu
         println!("error     {e}");
     }
     println!("created   {}", run.created_at);
+    for a in approvals
+        .iter()
+        .filter(|a| a.status == smithers_core::store::ApprovalStatus::Pending)
+    {
+        println!(
+            "waiting   approval of `{}` (iteration {}): `smithers approve {} {}` or `deny`",
+            a.node_id, a.iteration, run.run_id, a.node_id
+        );
+    }
     if let Some(o) = &run.lease_owner {
         println!("lease     {o}");
     }
@@ -265,4 +276,172 @@ fn truncate(s: &str, n: usize) -> String {
         t.push('…');
         t
     }
+}
+
+/// Approves or denies a pending `needs_approval` task.
+pub async fn decide(
+    store: &dyn Store,
+    run_id: &str,
+    node_id: &str,
+    iteration: Option<u32>,
+    approve: bool,
+    note: Option<&str>,
+) -> Result<()> {
+    let d = store
+        .decide_approval(run_id, node_id, iteration, approve, note)
+        .await?;
+    let verb = if approve { "approved" } else { "denied" };
+    println!(
+        "node `{}` (iteration {}) of run {run_id} {verb}; `resume --run-id {run_id}` continues the run (a run started with --wait-approval continues by itself)",
+        d.node_id, d.iteration
+    );
+    Ok(())
+}
+
+/// Restores the working copy to before a node's agent attempts.
+pub async fn revert(
+    store: &dyn Store,
+    run_id: &str,
+    node_id: &str,
+    iteration: Option<u32>,
+    attempt: Option<u32>,
+) -> Result<()> {
+    let r = smithers_core::vcs::revert(store, run_id, node_id, iteration, attempt).await?;
+    println!(
+        "restored {} to snapshot {} (before attempt {} of `{node_id}`, iteration {}); HEAD and the index are unchanged",
+        r.repo.display(),
+        &r.snapshot[..12.min(r.snapshot.len())],
+        r.attempt,
+        r.iteration
+    );
+    Ok(())
+}
+
+/// Usage of the attempts of a step's tasks in its iteration.
+fn step_attempts<'a>(
+    step: &smithers_core::store::StepRecord,
+    attempts: &'a [AttemptRecord],
+) -> Vec<&'a AttemptRecord> {
+    attempts
+        .iter()
+        .filter(|a| a.iteration == step.iteration && step.task_ids.contains(&a.node_id))
+        .collect()
+}
+
+/// Lists the phases and steps of a run.
+pub async fn steps(store: &dyn Store, run_id: Option<&str>, json: bool) -> Result<()> {
+    let run = pick_run(store, run_id).await?;
+    let steps = store.steps(&run.run_id).await?;
+    let attempts = store.attempts(&run.run_id).await?;
+    if json {
+        let rows: Vec<serde_json::Value> = steps
+            .iter()
+            .map(|s| {
+                let mine: Vec<AttemptRecord> =
+                    step_attempts(s, &attempts).into_iter().cloned().collect();
+                serde_json::json!({ "step": s, "usage": total_usage(&mine) })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:>4} {:<6} {:<28} {:<10} {:>9} {:>10}",
+        "ID", "KIND", "NAME", "STATUS", "SECONDS", "TOKENS"
+    );
+    for s in &steps {
+        let mine: Vec<AttemptRecord> = step_attempts(s, &attempts).into_iter().cloned().collect();
+        let u = total_usage(&mine);
+        let tokens = u.input_tokens.unwrap_or(0) + u.output_tokens.unwrap_or(0);
+        let name = match (&s.phase, s.kind.as_str()) {
+            (Some(p), "step") => format!("{p} / {}", s.name),
+            _ => s.name.clone(),
+        };
+        println!(
+            "{:>4} {:<6} {:<28} {:<10} {:>9} {:>10}",
+            s.step_id,
+            s.kind,
+            truncate(&name, 28),
+            s.status,
+            s.duration_ms
+                .map_or("-".into(), |d| format!("{:.1}", d as f64 / 1000.0)),
+            if tokens > 0 {
+                tokens.to_string()
+            } else {
+                "-".into()
+            }
+        );
+    }
+    Ok(())
+}
+
+/// Shows one phase or step: its tasks, attempts, usage and snapshots.
+pub async fn step_info(store: &dyn Store, run_id: &str, step_id: i64, json: bool) -> Result<()> {
+    let steps = store.steps(run_id).await?;
+    let step = steps.iter().find(|s| s.step_id == step_id).ok_or_else(|| {
+        Error::Other(format!(
+            "run `{run_id}` has no step {step_id}; `smithers steps {run_id}` lists them"
+        ))
+    })?;
+    let attempts = store.attempts(run_id).await?;
+    let mine: Vec<AttemptRecord> = step_attempts(step, &attempts)
+        .into_iter()
+        .cloned()
+        .collect();
+    let usage = total_usage(&mine);
+    if json {
+        let v = serde_json::json!({ "step": step, "attempts": mine, "usage": usage });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("step      {} ({} `{}`)", step.step_id, step.kind, step.name);
+    if let Some(p) = &step.phase {
+        println!("phase     {p}");
+    }
+    println!("status    {}", step.status);
+    println!("started   {}", step.started_at);
+    if let Some(c) = &step.completed_at {
+        println!("completed {c}");
+    }
+    println!("tasks     {}", step.task_ids.join(", "));
+    let before = mine.iter().find_map(|a| a.vcs_before.clone());
+    let after = mine.iter().rev().find_map(|a| a.vcs_after.clone());
+    if let Some(b) = &before {
+        println!("snapshot before {b}");
+    }
+    if let Some(a) = &after {
+        println!("snapshot after  {a}");
+    }
+    for a in &mine {
+        println!(
+            "  {}#{} attempt {} {} {}{}",
+            a.node_id,
+            a.iteration,
+            a.attempt,
+            a.status,
+            a.agent.as_deref().unwrap_or("compute"),
+            a.error
+                .as_deref()
+                .map(|e| format!(": {}", truncate(e, 120)))
+                .unwrap_or_default()
+        );
+    }
+    println!(
+        "usage     {} input + {} output tokens, ${:.4}",
+        usage.input_tokens.unwrap_or(0),
+        usage.output_tokens.unwrap_or(0),
+        usage.cost_usd.unwrap_or(0.0)
+    );
+    Ok(())
+}
+
+/// Restores the working copy to before a phase or step.
+pub async fn step_rollback(store: &dyn Store, run_id: &str, step_id: i64) -> Result<()> {
+    let r = smithers_core::vcs::revert_step(store, run_id, step_id).await?;
+    println!(
+        "restored {} to snapshot {} (before step {step_id}); HEAD and the index are unchanged",
+        r.repo.display(),
+        &r.snapshot[..12.min(r.snapshot.len())]
+    );
+    Ok(())
 }
