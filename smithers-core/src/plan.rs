@@ -39,6 +39,8 @@ pub struct PlanInput<'a> {
     pub running: &'a HashSet<NodeKey>,
     /// Decisions on `needs_approval` tasks.
     pub approvals: &'a HashMap<NodeKey, ApprovalStatus>,
+    /// Node id → innermost loop id, as the last render left it.
+    pub node_loop: &'a HashMap<String, String>,
 }
 
 /// A loop decision.
@@ -177,7 +179,8 @@ pub struct Plan {
     pub skipped: Vec<(Arc<TaskSpec>, u32, Option<String>)>,
     /// Loop counter changes to persist (then re-render).
     pub loop_changes: Vec<LoopChange>,
-    /// Node id → innermost loop id, for every mounted task.
+    /// Mounted tasks whose innermost loop differs from `PlanInput::node_loop` (`None`: outside
+    /// any loop now).
     pub node_loop: HashMap<String, Option<String>>,
     /// Running attempts whose task is still mounted; any other running attempt was unmounted by
     /// this render (a branch switched, a loop finished) and should stop.
@@ -214,7 +217,6 @@ struct Planner<'a> {
     groups: Vec<GroupState>,
     /// The phase being walked, for the steps inside it.
     phase: Option<String>,
-    seen: HashMap<String, String>,
     /// Mounted tasks found running so far in the walk (a `Parallel` counts its subtree's).
     running_seen: usize,
     error: Option<Error>,
@@ -233,11 +235,10 @@ pub fn plan(tree: &Node, input: &PlanInput<'_>) -> Plan {
         denied: Vec::new(),
         groups: Vec::new(),
         phase: None,
-        seen: HashMap::new(),
         running_seen: 0,
         error: None,
     };
-    p.check_ids(tree);
+    p.check_ids(tree, &mut HashMap::new());
     if let Some(e) = p.error.take() {
         return Plan {
             runnable: Vec::new(),
@@ -281,6 +282,14 @@ fn task_ids(node: &Node, out: &mut Vec<String>) {
     }
 }
 
+/// How a duplicate-id error names a node.
+fn describe(node: &Node) -> String {
+    match &node.kind {
+        NodeKind::Task(t) => format!("a <Task output={}>", t.output.short_name()),
+        _ => "a <Ralph> loop".to_owned(),
+    }
+}
+
 fn check_node_id(id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err("ids must not be empty; give the task an `id`".into());
@@ -299,13 +308,10 @@ fn check_node_id(id: &str) -> Result<(), String> {
 
 impl<'a> Planner<'a> {
     /// Every mounted task and loop id must be valid and unique (ids are unique per frame).
-    fn check_ids(&mut self, node: &Node) {
-        let (id, what) = match &node.kind {
-            NodeKind::Task(t) => (
-                Some(t.id.as_str()),
-                format!("a <Task output={}>", t.output.short_name()),
-            ),
-            NodeKind::Ralph(r) => (Some(r.id.as_str()), "a <Ralph> loop".to_owned()),
+    fn check_ids<'t>(&mut self, node: &'t Node, seen: &mut HashMap<&'t str, &'t Node>) {
+        let id = match &node.kind {
+            NodeKind::Task(t) => Some(t.id.as_str()),
+            NodeKind::Ralph(r) => Some(r.id.as_str()),
             NodeKind::Branch(b) => {
                 // Ids are unique per frame: only the mounted arm of a branch counts.
                 let chosen = if b.cond {
@@ -314,11 +320,11 @@ impl<'a> Planner<'a> {
                     node.children.get(1)
                 };
                 if let Some(c) = chosen {
-                    self.check_ids(c);
+                    self.check_ids(c, seen);
                 }
                 return;
             }
-            _ => (None, String::new()),
+            _ => None,
         };
         if let Some(id) = id {
             if let Err(reason) = check_node_id(id) {
@@ -332,16 +338,16 @@ impl<'a> Planner<'a> {
                     id: id.to_owned(),
                     reason,
                 });
-            } else if let Some(first) = self.seen.insert(id.to_owned(), what.clone()) {
+            } else if let Some(first) = seen.insert(id, node) {
                 self.error.get_or_insert(Error::DuplicateNodeId {
                     id: id.to_owned(),
-                    first,
-                    second: what,
+                    first: describe(first),
+                    second: describe(node),
                 });
             }
         }
         for c in &node.children {
-            self.check_ids(c);
+            self.check_ids(c, seen);
         }
     }
 
@@ -422,10 +428,11 @@ impl<'a> Planner<'a> {
     }
 
     fn task(&mut self, t: &Arc<TaskSpec>, it: u32, lp: Option<&str>) -> Status {
-        self.node_loop.insert(t.id.clone(), lp.map(str::to_owned));
-        let key = (t.id.clone(), it);
-        if self.input.running.contains(&key) {
-            self.mounted_running.insert(key.clone());
+        if self.input.node_loop.get(&t.id).map(String::as_str) != lp {
+            self.node_loop.insert(t.id.clone(), lp.map(str::to_owned));
+        }
+        if !self.input.running.is_empty() && self.input.running.contains(&(t.id.clone(), it)) {
+            self.mounted_running.insert((t.id.clone(), it));
             self.running_seen += 1;
             return Status::Pending { active: true };
         }
@@ -457,7 +464,7 @@ impl<'a> Planner<'a> {
                     self.runnable.push(r);
                     return Status::Pending { active: true };
                 }
-                match self.input.approvals.get(&key) {
+                match self.input.approvals.get(&(t.id.clone(), it)) {
                     Some(ApprovalStatus::Approved) => {
                         self.runnable.push(r);
                         Status::Pending { active: true }
@@ -788,6 +795,7 @@ mod tests {
                 loops: &state.loops,
                 running: &state.running,
                 approvals: &HashMap::new(),
+                node_loop: &HashMap::new(),
             },
         );
         assert_eq!(describe(&p), expect, "tree:\n{tree:?}");

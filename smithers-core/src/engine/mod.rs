@@ -400,21 +400,16 @@ where
                     loops: &st.snap.loops,
                     running: &running,
                     approvals: &st.approvals,
+                    node_loop: &st.snap.node_loop,
                 },
             );
-            {
+            if !plan.node_loop.is_empty() {
                 let snap = Arc::make_mut(&mut st.snap);
                 for (id, lp) in &plan.node_loop {
                     match lp {
-                        Some(l) => {
-                            if snap.node_loop.get(id) != Some(l) {
-                                snap.node_loop.insert(id.clone(), l.clone());
-                            }
-                        }
-                        None => {
-                            snap.node_loop.remove(id);
-                        }
-                    }
+                        Some(l) => snap.node_loop.insert(id.clone(), l.clone()),
+                        None => snap.node_loop.remove(id),
+                    };
                 }
             }
 
