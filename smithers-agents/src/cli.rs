@@ -56,6 +56,13 @@ impl CliOptions {
             .then(|| crate::schema::native_schema(schema))
             .flatten()
     }
+
+    /// [`CliOptions::native_schema`] in OpenAI's strict form (Codex's `--output-schema`).
+    pub(crate) fn strict_native_schema(&self, schema: &Value) -> Option<Value> {
+        self.native_schema
+            .then(|| crate::schema::strict_schema(schema))
+            .flatten()
+    }
 }
 
 /// Implements the builder methods backed by [`CliOptions`] on an agent with a `cli` field. The

@@ -80,9 +80,9 @@ impl CodexAgent {
         system_prompt: "Instructions added to Codex's own (`-c developer_instructions=...`, sent as a \
             `developer` message): codex has no flag to replace its system prompt.",
         native_schema: "Whether to pass the output schema as `--output-schema` (default true). Codex \
-            sends it in OpenAI's strict mode, which rejects schemas with optional properties or \
-            without `additionalProperties: false`; turn this off for such output types (smithers \
-            validates the reply either way).",
+            sends it in OpenAI's strict mode, so smithers rewrites it first: every property \
+            required, optional ones nullable, no other properties (smithers validates the reply \
+            against the full schema either way).",
     }
 
     /// The sandbox policy (`--sandbox`).
@@ -153,7 +153,7 @@ impl Agent for CodexAgent {
     async fn generate(&self, request: AgentRequest) -> Result<AgentResponse, AgentError> {
         let mut args = self.base_args();
         // Kept alive until codex has exited.
-        let schema_file = match self.cli.native_schema(&request.output_schema) {
+        let schema_file = match self.cli.strict_native_schema(&request.output_schema) {
             Some(schema) => {
                 let file = temp_file(
                     "smithers-schema-",

@@ -111,12 +111,12 @@ pub async fn status(store: &dyn Store, run_id: Option<&str>, json: bool) -> Resu
         }
     }
     println!(
-        "\ntotal: {} input + {} output tokens, {} cache read, {} cache write, ${:.4}",
+        "\ntotal: {} input + {} output tokens, {} cache read, {} cache write, cost {}",
         usage.input_tokens.unwrap_or(0),
         usage.output_tokens.unwrap_or(0),
         usage.cache_read_tokens.unwrap_or(0),
         usage.cache_write_tokens.unwrap_or(0),
-        usage.cost_usd.unwrap_or(0.0)
+        cost(&usage)
     );
     Ok(())
 }
@@ -255,6 +255,13 @@ pub async fn cancel(store: &dyn Store, run_id: &str) -> Result<Option<RunStatus>
             "unexpected cancellation outcome {other:?}"
         ))),
     }
+}
+
+/// `$0.0123`, or `not reported` when no attempt reported a cost (Codex and Gemini do not).
+fn cost(usage: &Usage) -> String {
+    usage
+        .cost_usd
+        .map_or_else(|| "not reported".to_owned(), |c| format!("${c:.4}"))
 }
 
 fn compact(v: &serde_json::Value) -> String {
@@ -427,10 +434,10 @@ pub async fn step_info(store: &dyn Store, run_id: &str, step_id: i64, json: bool
         );
     }
     println!(
-        "usage     {} input + {} output tokens, ${:.4}",
+        "usage     {} input + {} output tokens, cost {}",
         usage.input_tokens.unwrap_or(0),
         usage.output_tokens.unwrap_or(0),
-        usage.cost_usd.unwrap_or(0.0)
+        cost(&usage)
     );
     Ok(())
 }
