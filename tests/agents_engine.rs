@@ -239,3 +239,89 @@ async fn a_reply_without_json_exhausts_retries_and_fails_the_node_clearly() {
         .unwrap();
     assert_eq!(ok, "ok");
 }
+
+/// A one-route HTTP server on 127.0.0.1 answering each request with the next Chat Completions
+/// reply of `replies`, and keeping the request bodies.
+async fn chat_server(
+    replies: Vec<&'static str>,
+) -> (String, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let bodies: Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let seen = bodies.clone();
+    tokio::spawn(async move {
+        for reply in replies {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            // Read the head, then as much body as Content-Length says.
+            let body = loop {
+                let n = sock.read(&mut chunk).await.unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len: usize = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len {
+                        break buf[end + 4..end + 4 + len].to_vec();
+                    }
+                }
+            };
+            seen.lock()
+                .unwrap()
+                .push(serde_json::from_slice(&body).unwrap());
+            let payload = serde_json::json!({
+                "id": "x", "object": "chat.completion", "model": "local",
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": reply}}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+            })
+            .to_string();
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{payload}",
+                payload.len()
+            );
+            sock.write_all(resp.as_bytes()).await.unwrap();
+        }
+    });
+    (url, bodies)
+}
+
+#[tokio::test]
+async fn http_agent_invalid_output_is_repaired_by_the_engine_retry() {
+    use smithers::agents::OpenAiAgent;
+    let (url, bodies) = chat_server(vec![
+        "I think it is fine, severity low.",
+        "```json\n{\"summary\": \"fine\", \"severity\": \"low\"}\n```",
+    ])
+    .await;
+    let agent = Arc::new(OpenAiAgent::new("local").base_url(url).no_api_key());
+    let r = run_with(agent, 1).await;
+    assert_eq!(r.status, RunStatus::Finished);
+    assert_eq!(verdict_rows(&r), [("fine".to_owned(), "low".to_owned())]);
+    let a = attempts(&r);
+    assert_eq!(
+        a.iter().map(|x| x.1.as_str()).collect::<Vec<_>>(),
+        ["failed", "finished"]
+    );
+    assert_eq!((a[1].3, a[1].4), (Some(10), Some(5)));
+    let bodies = bodies.lock().unwrap();
+    let second_prompt = bodies[1]["messages"].as_array().unwrap().last().unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        second_prompt.contains(smithers_core::prompt::PREVIOUS_ERROR_HEADING),
+        "{second_prompt}"
+    );
+    assert!(
+        second_prompt.contains("no JSON object for `Verdict`"),
+        "{second_prompt}"
+    );
+}
