@@ -1,0 +1,145 @@
+//! The examples run as a user runs them: each binary against a fresh database, then `status`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn example(name: &str) -> PathBuf {
+    // Test binaries live in target/<profile>/deps; cargo builds examples beside it.
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "example binary {} is missing; `cargo test` builds examples",
+        path.display()
+    );
+    path
+}
+
+fn run(name: &str, db: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(example(name))
+        .args(["--quiet", "--durability", "off", "--db"])
+        .arg(db)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+fn json_status(name: &str, db: &std::path::Path) -> serde_json::Value {
+    let out = run(name, db, &["status", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn sqlite(db: &std::path::Path, sql: &str) -> String {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row(sql, [], |r| r.get::<_, String>(0))
+        .unwrap()
+}
+
+#[test]
+fn quickstart_scans_this_repository_and_writes_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("q.db");
+    let root = dir.path().join("repo");
+    std::fs::create_dir_all(root.join("src")).unwrap();
+    std::fs::write(
+        root.join("src/lib.rs"),
+        "fn a() {}\n#[test]\nfn t() {}\n// TO".to_owned() + "DO: more\n",
+    )
+    .unwrap();
+    let input = format!(r#"{{"root": "{}"}}"#, root.display());
+    let out = run("quickstart", &db, &["run", "--input", &input]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = json_status("quickstart", &db);
+    assert_eq!(status["run"]["status"], "finished");
+    assert_eq!(status["nodes"].as_array().unwrap().len(), 5);
+    assert_eq!(sqlite(&db, "SELECT files FROM scan"), r#"["src/lib.rs"]"#);
+    let report = sqlite(&db, "SELECT path FROM report");
+    let text = std::fs::read_to_string(report).unwrap();
+    assert!(
+        text.contains("1 Rust files, 4 lines") && text.contains("src/lib.rs:4"),
+        "{text}"
+    );
+}
+
+#[test]
+fn ralph_converge_stops_when_the_estimate_is_within_tolerance() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.db");
+    let out = run(
+        "ralph_converge",
+        &db,
+        &["run", "--input", r#"{"square": 2.0}"#],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value: f64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT value FROM estimate ORDER BY iteration DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!((value - std::f64::consts::SQRT_2).abs() < 1e-12, "{value}");
+    let iterations: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM estimate", [], |r| r.get(0))
+        .unwrap();
+    assert!((3..10).contains(&iterations), "{iterations}");
+}
+
+#[test]
+fn component_example_measures_each_extension() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    let root = dir.path().join("tree");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("a.rs"), "12345").unwrap();
+    std::fs::write(root.join("b.md"), "1").unwrap();
+    let input = format!(
+        r#"{{"root": "{}", "extensions": ["rs", "md"]}}"#,
+        root.display()
+    );
+    let out = run("component", &db, &["run", "--input", &input]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sqlite(&db, "SELECT extension FROM biggest"), "rs");
+}
+
+#[test]
+fn bugfix_without_the_cli_fails_naming_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("b.db");
+    let out = Command::new(example("bugfix"))
+        .args(["--quiet", "--durability", "off", "--db"])
+        .arg(&db)
+        .args(["run", "--input", r#"{"description": "x"}"#])
+        .env("PATH", "/nonexistent")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("agent CLI `claude` was not found"),
+        "{stderr}"
+    );
+}
