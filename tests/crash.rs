@@ -108,11 +108,12 @@ fn crash_child() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let argv = std::iter::once("crash".to_owned()).chain(args.split(' ').map(str::to_owned));
     let code = rt.block_on(smithers::cli::main_from(argv, crash_workflow(log, millis)));
-    std::process::exit(if code == std::process::ExitCode::SUCCESS {
-        0
-    } else {
-        1
-    });
+    // `ExitCode` cannot be read back: map the codes the CLI uses.
+    let raw = [0u8, 2, 3, 130]
+        .into_iter()
+        .find(|c| code == std::process::ExitCode::from(*c))
+        .unwrap_or(1);
+    std::process::exit(i32::from(raw));
 }
 
 struct Env {
@@ -313,4 +314,50 @@ fn second_concurrent_resume_is_refused_naming_the_holder() {
     // Once the holder is dead, resume takes over at once and finishes.
     let status = env.spawn("resume --run-id busy", 1).wait().unwrap();
     assert!(status.success());
+}
+
+#[test]
+fn ctrl_c_cancels_cleanly_and_resume_finishes() {
+    let env = Env::new();
+    let mut child = env.spawn("run --run-id interrupted", 200);
+    env.wait_for("start", 1, &mut child);
+    // SAFETY: kill(2) with a pid we spawned and own.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().expect("child");
+    assert_eq!(status.code(), Some(130), "exit code of a cancelled run");
+    let c = env.conn();
+    let run: String = c
+        .query_row(
+            "SELECT status FROM _smithers_runs WHERE run_id = 'interrupted'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(run, "cancelled");
+    let in_progress: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM _smithers_attempts WHERE status = 'in-progress'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(in_progress, 0, "no attempt is left in progress");
+    let cancelled: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM _smithers_attempts WHERE status = 'cancelled'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(cancelled >= 1);
+    let status = env.spawn("resume --run-id interrupted", 1).wait().unwrap();
+    assert!(status.success());
+    let run: String = c
+        .query_row(
+            "SELECT status FROM _smithers_runs WHERE run_id = 'interrupted'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(run, "finished");
 }
