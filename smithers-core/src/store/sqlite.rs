@@ -11,40 +11,25 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 use super::*;
 use crate::error::Error;
 use crate::events::EventKind;
 use crate::output::OutputInfo;
-use crate::plan::GroupStatus;
 use crate::time::{now_ms, now_rfc3339};
 
+mod connection;
+mod lease;
 mod output_rows;
-use output_rows::{ensure_output_table, insert_output, read_outputs};
+mod writes;
 
-/// The embedded migrations: (version, name, SQL).
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "init", include_str!("../../migrations/0001_init.sql")),
-    (
-        2,
-        "cancel_requested",
-        include_str!("../../migrations/0002_cancel_requested.sql"),
-    ),
-    (
-        3,
-        "approvals",
-        include_str!("../../migrations/0003_approvals.sql"),
-    ),
-    (4, "cache", include_str!("../../migrations/0004_cache.sql")),
-    (
-        5,
-        "attempt_vcs",
-        include_str!("../../migrations/0005_attempt_vcs.sql"),
-    ),
-    (6, "steps", include_str!("../../migrations/0006_steps.sql")),
-];
+use connection::{configure, migrate, worker, Completion, Job};
+use output_rows::{ensure_output_table, read_outputs};
+use writes::apply;
+
+use lease::holder_is_dead;
+pub use lease::lease_owner;
 
 /// How hard SQLite works to keep a commit on disk (`PRAGMA synchronous`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -66,15 +51,6 @@ impl Durability {
             Durability::Off => "OFF",
         }
     }
-}
-
-type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
-type Completion = Box<dyn FnOnce(Result<()>) + Send>;
-type WriteJob = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
-
-enum Job {
-    Read(ReadJob),
-    Write(WriteJob),
 }
 
 /// The SQLite [`Store`].
@@ -149,156 +125,6 @@ impl SqliteStore {
     }
 }
 
-fn configure(conn: &Connection, durability: Durability) -> Result<()> {
-    conn.busy_timeout(Duration::from_secs(10))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", durability.pragma())?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.set_prepared_statement_cache_capacity(256);
-    Ok(())
-}
-
-fn checksum(sql: &str) -> String {
-    hex::encode(&Sha256::digest(sql.as_bytes())[..16])
-}
-
-fn migrate(conn: &mut Connection) -> Result<()> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS _smithers_migrations (
-            version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at TEXT NOT NULL)",
-    )?;
-    for &(version, name, sql) in MIGRATIONS {
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let applied: Option<String> = tx
-            .query_row(
-                "SELECT checksum FROM _smithers_migrations WHERE version = ?1",
-                [version],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let current = checksum(sql);
-        match applied {
-            Some(a) if a == current => {}
-            Some(a) => {
-                return Err(Error::MigrationChanged {
-                    version,
-                    name: name.into(),
-                    applied: a,
-                    current,
-                });
-            }
-            None => {
-                tx.execute_batch(sql)?;
-                tx.execute(
-                    "INSERT INTO _smithers_migrations (version, name, checksum, applied_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![version, name, current, now_rfc3339()],
-                )?;
-            }
-        }
-        tx.commit()?;
-    }
-    Ok(())
-}
-
-fn worker(mut conn: Connection, rx: mpsc::Receiver<Job>) {
-    let mut pending: Option<Job> = None;
-    loop {
-        let job = match pending.take() {
-            Some(j) => j,
-            None => match rx.recv() {
-                Ok(j) => j,
-                Err(_) => return,
-            },
-        };
-        match job {
-            Job::Read(f) => f(&mut conn),
-            Job::Write(first) => {
-                let mut group = vec![first];
-                // Group commit: take every write already queued, stop at the first read.
-                while let Ok(next) = rx.try_recv() {
-                    match next {
-                        Job::Write(w) => group.push(w),
-                        read => {
-                            pending = Some(read);
-                            break;
-                        }
-                    }
-                }
-                run_group(&conn, group);
-            }
-        }
-    }
-}
-
-fn run_group(conn: &Connection, group: Vec<WriteJob>) {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        // Dropping the jobs drops their reply channels: each caller gets `StoreClosed`.
-        tracing::error!(error = %e, "cannot begin a write transaction; {} write(s) dropped", group.len());
-        return;
-    }
-    let mut completions = Vec::with_capacity(group.len());
-    for job in group {
-        if let Err(e) = conn.execute_batch("SAVEPOINT batch") {
-            tracing::error!(error = %e, "cannot open a savepoint");
-        }
-        let (ok, completion) = job(conn);
-        // A failed batch is undone alone; the others in the group still commit.
-        let end = if ok {
-            "RELEASE batch"
-        } else {
-            "ROLLBACK TO batch; RELEASE batch"
-        };
-        if let Err(e) = conn.execute_batch(end) {
-            tracing::error!(error = %e, "cannot close a savepoint");
-        }
-        completions.push(completion);
-    }
-    let commit_err = conn.execute_batch("COMMIT").err().map(|e| e.to_string());
-    if commit_err.is_some() {
-        let _ = conn.execute_batch("ROLLBACK");
-    }
-    for c in completions {
-        c(match &commit_err {
-            None => Ok(()),
-            Some(m) => Err(Error::Other(format!("commit failed: {m}"))),
-        });
-    }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "localhost".into())
-}
-
-/// A lease owner for this process: `host:pid:nonce`.
-pub fn lease_owner() -> String {
-    format!(
-        "{}:{}:{}",
-        hostname(),
-        std::process::id(),
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    )
-}
-
-/// Whether the holder of a lease is a process on this host that no longer exists: then its lease
-/// is stale whatever its expiry (a `kill -9` must not block resume for a lease period).
-fn holder_is_dead(owner: &str) -> bool {
-    let mut parts = owner.split(':');
-    let (Some(host), Some(pid)) = (parts.next(), parts.next()) else {
-        return false;
-    };
-    if host != hostname() || !Path::new("/proc/self").exists() {
-        return false;
-    }
-    match pid.parse::<u32>() {
-        Ok(pid) if pid == std::process::id() => false,
-        Ok(pid) => !Path::new(&format!("/proc/{pid}")).exists(),
-        Err(_) => false,
-    }
-}
-
 const RUN_COLUMNS: &str =
     "run_id, workflow, status, input_json, error, created_at, updated_at, lease_owner, lease_expires_ms";
 
@@ -370,227 +196,6 @@ fn query_approvals(c: &Connection, run_id: &str) -> Result<Vec<ApprovalRecord>> 
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
-}
-
-fn apply(c: &Connection, batch: &WriteBatch) -> Result<()> {
-    let run_id = batch.run_id.as_str();
-    let now = now_rfc3339();
-    for w in &batch.writes {
-        match w {
-            Write::RunStatus { status, error } => {
-                let finished = status.is_final();
-                // A final status answers any pending cancellation request.
-                c.prepare_cached(
-                    "UPDATE _smithers_runs SET status = ?2, error = ?3, updated_at = ?4,
-                     finished_at = CASE WHEN ?5 THEN ?4 ELSE NULL END,
-                     cancel_requested = CASE WHEN ?5 THEN 0 ELSE cancel_requested END
-                     WHERE run_id = ?1",
-                )?
-                .execute(params![
-                    run_id,
-                    status.as_str(),
-                    error,
-                    now,
-                    finished
-                ])?;
-            }
-            Write::Node(n) => {
-                c.prepare_cached(
-                    "INSERT INTO _smithers_nodes
-                       (run_id, node_id, iteration, status, attempts, output_table, loop_id, last_error, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                     ON CONFLICT (run_id, node_id, iteration) DO UPDATE SET
-                       status = excluded.status, attempts = excluded.attempts, output_table = excluded.output_table,
-                       loop_id = excluded.loop_id, last_error = excluded.last_error, updated_at = excluded.updated_at",
-                )?
-                .execute(params![
-                    run_id,
-                    n.node_id,
-                    n.iteration,
-                    n.status.as_str(),
-                    n.attempts,
-                    n.output_table,
-                    n.loop_id,
-                    n.last_error,
-                    now
-                ])?;
-            }
-            Write::AttemptStart {
-                node_id,
-                iteration,
-                attempt,
-                agent,
-                owner,
-            } => {
-                c.prepare_cached(
-                    "INSERT INTO _smithers_attempts (run_id, node_id, iteration, attempt, status, owner, agent, started_at)
-                     VALUES (?1, ?2, ?3, ?4, 'in-progress', ?5, ?6, ?7)",
-                )?
-                .execute(params![run_id, node_id, iteration, attempt, owner, agent, now])?;
-            }
-            Write::AttemptEnd {
-                node_id,
-                iteration,
-                attempt,
-                end,
-            } => {
-                let u = &end.usage;
-                c.prepare_cached(
-                    "UPDATE _smithers_attempts SET status = ?5, finished_at = ?6, duration_ms = ?7, error = ?8,
-                       input_tokens = ?9, output_tokens = ?10, cache_read_tokens = ?11, cache_write_tokens = ?12,
-                       cost_usd = ?13, session_id = ?14, exit_code = ?15, model = ?16
-                     WHERE run_id = ?1 AND node_id = ?2 AND iteration = ?3 AND attempt = ?4",
-                )?
-                .execute(params![
-                    run_id,
-                    node_id,
-                    iteration,
-                    attempt,
-                    end.status,
-                    now,
-                    end.duration_ms,
-                    end.error,
-                    u.input_tokens.map(|v| v as i64),
-                    u.output_tokens.map(|v| v as i64),
-                    u.cache_read_tokens.map(|v| v as i64),
-                    u.cache_write_tokens.map(|v| v as i64),
-                    u.cost_usd,
-                    end.session_id,
-                    end.exit_code,
-                    end.model
-                ])?;
-            }
-            Write::Output {
-                info,
-                node_id,
-                iteration,
-                value,
-            } => insert_output(c, info, run_id, node_id, *iteration, value)?,
-            Write::Transcript {
-                node_id,
-                iteration,
-                attempt,
-                text,
-            } => {
-                c.prepare_cached(
-                    "INSERT OR REPLACE INTO _smithers_transcripts (run_id, node_id, iteration, attempt, transcript)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?
-                .execute(params![run_id, node_id, iteration, attempt, text])?;
-            }
-            Write::Loop { loop_id, state } => {
-                c.prepare_cached(
-                    "INSERT INTO _smithers_ralph (run_id, loop_id, iteration, pass_start, parent_iteration, done)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT (run_id, loop_id) DO UPDATE SET iteration = excluded.iteration,
-                       pass_start = excluded.pass_start, parent_iteration = excluded.parent_iteration, done = excluded.done",
-                )?
-                .execute(params![run_id, loop_id, state.iteration, state.pass_start, state.parent_iteration, state.done])?;
-            }
-            Write::Frame {
-                frame_no,
-                hash,
-                tree,
-            } => {
-                c.prepare_cached(
-                    "INSERT OR REPLACE INTO _smithers_frames (run_id, frame_no, tree_hash, tree, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?
-                .execute(params![run_id, frame_no, hash, tree, now])?;
-            }
-            Write::State { key, value } => {
-                c.prepare_cached(
-                    "INSERT INTO state (key, value, updated_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                )?
-                .execute(params![key, value, now])?;
-            }
-            Write::Group(g) => {
-                let done = g.status != GroupStatus::Running;
-                c.prepare_cached(
-                    "INSERT INTO _smithers_steps
-                       (run_id, step_id, kind, name, phase, iteration, status, task_ids, started_at, completed_at, duration_ms)
-                     VALUES (?1, (SELECT COALESCE(MAX(step_id), 0) + 1 FROM _smithers_steps WHERE run_id = ?1),
-                             ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN ?9 THEN ?8 END, CASE WHEN ?9 THEN 0 END)
-                     ON CONFLICT (run_id, kind, name, iteration) DO UPDATE SET
-                       status = excluded.status, task_ids = excluded.task_ids,
-                       completed_at = CASE WHEN ?9 THEN ?8 END,
-                       duration_ms = CASE WHEN ?9
-                         THEN CAST((julianday(?8) - julianday(started_at)) * 86400000 AS INTEGER) END",
-                )?
-                .execute(params![
-                    run_id,
-                    g.kind.as_str(),
-                    g.name,
-                    g.phase,
-                    g.iteration,
-                    g.status.as_str(),
-                    serde_json::to_string(&g.tasks)?,
-                    now,
-                    done
-                ])?;
-            }
-            Write::AttemptVcs {
-                node_id,
-                iteration,
-                attempt,
-                repo,
-                before,
-                after,
-            } => {
-                c.prepare_cached(
-                    "UPDATE _smithers_attempts SET vcs_repo = ?5, vcs_before = COALESCE(?6, vcs_before),
-                       vcs_after = COALESCE(?7, vcs_after)
-                     WHERE run_id = ?1 AND node_id = ?2 AND iteration = ?3 AND attempt = ?4",
-                )?
-                .execute(params![run_id, node_id, iteration, attempt, repo, before, after])?;
-            }
-            Write::CachePut {
-                key,
-                workflow,
-                node_id,
-                table,
-                value,
-            } => {
-                c.prepare_cached(
-                    "INSERT OR REPLACE INTO _smithers_cache
-                       (cache_key, workflow, node_id, output_table, output_json, run_id, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?
-                .execute(params![
-                    key,
-                    workflow,
-                    node_id,
-                    table,
-                    value.to_string(),
-                    run_id,
-                    now
-                ])?;
-            }
-            Write::ApprovalRequest { node_id, iteration } => {
-                c.prepare_cached(
-                    "INSERT OR IGNORE INTO _smithers_approvals (run_id, node_id, iteration, status, requested_at)
-                     VALUES (?1, ?2, ?3, 'pending', ?4)",
-                )?
-                .execute(params![run_id, node_id, iteration, now])?;
-            }
-            Write::Event(e) => {
-                c.prepare_cached(
-                    "INSERT INTO _smithers_events (run_id, at, kind, node_id, iteration, payload)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?
-                .execute(params![
-                    run_id,
-                    e.at,
-                    e.kind.name(),
-                    e.node_id,
-                    e.iteration,
-                    serde_json::to_string(&e.kind)?
-                ])?;
-            }
-        }
-    }
-    Ok(())
 }
 
 #[async_trait]

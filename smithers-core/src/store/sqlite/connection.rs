@@ -1,0 +1,167 @@
+//! The connection side of the SQLite store: pragmas, embedded migrations, and the worker thread
+//! that owns the connection and commits queued writes together (group commit).
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use sha2::{Digest, Sha256};
+
+use super::Durability;
+use crate::error::{Error, Result};
+use crate::time::now_rfc3339;
+
+/// The embedded migrations: (version, name, SQL).
+pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../../../migrations/0001_init.sql")),
+    (
+        2,
+        "cancel_requested",
+        include_str!("../../../migrations/0002_cancel_requested.sql"),
+    ),
+    (
+        3,
+        "approvals",
+        include_str!("../../../migrations/0003_approvals.sql"),
+    ),
+    (
+        4,
+        "cache",
+        include_str!("../../../migrations/0004_cache.sql"),
+    ),
+    (
+        5,
+        "attempt_vcs",
+        include_str!("../../../migrations/0005_attempt_vcs.sql"),
+    ),
+    (
+        6,
+        "steps",
+        include_str!("../../../migrations/0006_steps.sql"),
+    ),
+];
+
+pub(super) type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
+pub(super) type Completion = Box<dyn FnOnce(Result<()>) + Send>;
+pub(super) type WriteJob = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
+
+pub(super) enum Job {
+    Read(ReadJob),
+    Write(WriteJob),
+}
+
+pub(super) fn configure(conn: &Connection, durability: Durability) -> Result<()> {
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", durability.pragma())?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(256);
+    Ok(())
+}
+
+fn checksum(sql: &str) -> String {
+    hex::encode(&Sha256::digest(sql.as_bytes())[..16])
+}
+
+pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS _smithers_migrations (
+            version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at TEXT NOT NULL)",
+    )?;
+    for &(version, name, sql) in MIGRATIONS {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let applied: Option<String> = tx
+            .query_row(
+                "SELECT checksum FROM _smithers_migrations WHERE version = ?1",
+                [version],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let current = checksum(sql);
+        match applied {
+            Some(a) if a == current => {}
+            Some(a) => {
+                return Err(Error::MigrationChanged {
+                    version,
+                    name: name.into(),
+                    applied: a,
+                    current,
+                });
+            }
+            None => {
+                tx.execute_batch(sql)?;
+                tx.execute(
+                    "INSERT INTO _smithers_migrations (version, name, checksum, applied_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![version, name, current, now_rfc3339()],
+                )?;
+            }
+        }
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+pub(super) fn worker(mut conn: Connection, rx: mpsc::Receiver<Job>) {
+    let mut pending: Option<Job> = None;
+    loop {
+        let job = match pending.take() {
+            Some(j) => j,
+            None => match rx.recv() {
+                Ok(j) => j,
+                Err(_) => return,
+            },
+        };
+        match job {
+            Job::Read(f) => f(&mut conn),
+            Job::Write(first) => {
+                let mut group = vec![first];
+                // Group commit: take every write already queued, stop at the first read.
+                while let Ok(next) = rx.try_recv() {
+                    match next {
+                        Job::Write(w) => group.push(w),
+                        read => {
+                            pending = Some(read);
+                            break;
+                        }
+                    }
+                }
+                run_group(&conn, group);
+            }
+        }
+    }
+}
+
+fn run_group(conn: &Connection, group: Vec<WriteJob>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        // Dropping the jobs drops their reply channels: each caller gets `StoreClosed`.
+        tracing::error!(error = %e, "cannot begin a write transaction; {} write(s) dropped", group.len());
+        return;
+    }
+    let mut completions = Vec::with_capacity(group.len());
+    for job in group {
+        if let Err(e) = conn.execute_batch("SAVEPOINT batch") {
+            tracing::error!(error = %e, "cannot open a savepoint");
+        }
+        let (ok, completion) = job(conn);
+        // A failed batch is undone alone; the others in the group still commit.
+        let end = if ok {
+            "RELEASE batch"
+        } else {
+            "ROLLBACK TO batch; RELEASE batch"
+        };
+        if let Err(e) = conn.execute_batch(end) {
+            tracing::error!(error = %e, "cannot close a savepoint");
+        }
+        completions.push(completion);
+    }
+    let commit_err = conn.execute_batch("COMMIT").err().map(|e| e.to_string());
+    if commit_err.is_some() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for c in completions {
+        c(match &commit_err {
+            None => Ok(()),
+            Some(m) => Err(Error::Other(format!("commit failed: {m}"))),
+        });
+    }
+}
