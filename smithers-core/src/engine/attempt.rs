@@ -58,8 +58,7 @@ where
             })
         });
         match validated {
-            Ok(value) => self.push_success(
-                st,
+            Ok(value) => st.on_success(
                 b,
                 t,
                 r.iteration,
@@ -68,8 +67,7 @@ where
                 value,
                 AttemptEnd::default(),
             ),
-            Err(e) => self.push_failure(
-                st,
+            Err(e) => st.on_failure(
                 b,
                 t,
                 r.iteration,
@@ -224,8 +222,7 @@ where
         };
         if running.unmounted {
             let mut b = WriteBatch::new(&st.run_id);
-            self.push_cancelled(
-                st,
+            st.on_cancelled(
                 &mut b,
                 &res.key,
                 running.loop_id,
@@ -285,9 +282,9 @@ where
                         value: v.clone(),
                     });
                 }
-                self.push_success(st, &mut b, &t, it, running.loop_id, res.attempt, v, end)
+                st.on_success(&mut b, &t, it, running.loop_id, res.attempt, v, end)
             }
-            Err(e) => self.push_failure(st, &mut b, &t, it, running.loop_id, res.attempt, e, end),
+            Err(e) => st.on_failure(&mut b, &t, it, running.loop_id, res.attempt, e, end),
         }
         self.commit(b).await
     }

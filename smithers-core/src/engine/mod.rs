@@ -187,7 +187,7 @@ where
             run_id,
             EventKind::RunStarted { workflow },
         )));
-        self.supervisor(&mut b, "running", "Run started");
+        supervisor(&mut b, "running", "Run started");
         self.commit(b).await?;
         self.drive_and_release(&mut st, input).await
     }
@@ -226,7 +226,7 @@ where
             &rec.run_id,
             EventKind::RunResumed { abandoned },
         )));
-        self.supervisor(
+        supervisor(
             &mut b,
             "running",
             &format!("Run resumed ({abandoned} interrupted attempt(s) will be retried)"),
@@ -423,7 +423,8 @@ where
 
             // 3. Persist what the render decided on its own: state writes, skips, loop moves,
             //    denied approvals, approval requests, the frame.
-            let decided = self.persist_render(st, &tree, &plan, state_writes).await?;
+            let (b, decided) = st.on_render(&tree, &plan, state_writes);
+            self.commit(b).await?;
             if decided && failure.is_none() {
                 continue; // the tree may differ now: render again before starting anything
             }
@@ -584,32 +585,13 @@ where
             ))
         })
     }
-
-    /// Records a frame when the tree's shape changed since the last one.
-    fn record_frame(&self, st: &mut RunState, tree: &Node, b: &mut WriteBatch) {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        shape_hash(tree, &mut h);
-        let hash = h.finish();
-        if hash == st.frame_hash {
-            return;
-        }
-        st.frame_hash = hash;
-        st.frame_no += 1;
-        b.push(Write::Frame {
-            frame_no: st.frame_no,
-            hash: format!("{hash:016x}"),
-            tree: tree.to_tree_string(),
-        });
-        b.push(Write::Event(Event::run(
-            &st.run_id,
-            EventKind::FrameRendered { frame: st.frame_no },
-        )));
-    }
 }
 
 mod attempt;
+mod machine;
 mod persist;
 mod state;
 
 use attempt::{cache_key, AttemptResult, Source};
+use machine::supervisor;
 use state::{shape_hash, RunState, Running};
