@@ -16,6 +16,8 @@ use crate::error::Result;
 use crate::events::Event;
 use crate::output::OutputInfo;
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod sqlite;
 pub use sqlite::{Durability, SqliteStore};
 

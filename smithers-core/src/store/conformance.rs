@@ -1,0 +1,385 @@
+//! The behaviour every [`Store`] backend must have, as one suite: SQLite runs it in its tests,
+//! and a new backend (Postgres) runs the same functions against its own stores.
+//!
+//! Enabled with the `conformance` feature. Each check takes a fresh, empty store and panics with
+//! a message naming the broken rule.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+use crate::ctx::LoopState;
+use crate::error::Error;
+use crate::events::{Event, EventKind};
+use crate::output::{Column, ColumnKind, Output, OutputInfo};
+
+/// An output with one column of each kind.
+#[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+struct Every {
+    i: i64,
+    b: bool,
+    r: f64,
+    t: String,
+    j: Vec<String>,
+    o: Option<String>,
+}
+
+impl Output for Every {
+    const TABLE: &'static str = "conformance_every";
+    const COLUMNS: &'static [Column] = &[
+        Column {
+            name: "i",
+            kind: ColumnKind::Integer,
+            nullable: false,
+            rust_type: "i64",
+        },
+        Column {
+            name: "b",
+            kind: ColumnKind::Bool,
+            nullable: false,
+            rust_type: "bool",
+        },
+        Column {
+            name: "r",
+            kind: ColumnKind::Real,
+            nullable: false,
+            rust_type: "f64",
+        },
+        Column {
+            name: "t",
+            kind: ColumnKind::Text,
+            nullable: false,
+            rust_type: "String",
+        },
+        Column {
+            name: "j",
+            kind: ColumnKind::Json,
+            nullable: false,
+            rust_type: "Vec<String>",
+        },
+        Column {
+            name: "o",
+            kind: ColumnKind::Text,
+            nullable: true,
+            rust_type: "Option<String>",
+        },
+    ];
+}
+
+fn new_run(id: &str, owner: &str) -> NewRun {
+    NewRun {
+        run_id: id.into(),
+        workflow: "conformance".into(),
+        input: json!({"x": 1}),
+        owner: owner.into(),
+        lease_ttl: Duration::from_secs(60),
+    }
+}
+
+fn finished(node: &str, value: serde_json::Value, info: OutputInfo) -> Vec<Write> {
+    vec![
+        Write::Output {
+            info,
+            node_id: node.into(),
+            iteration: 0,
+            value,
+        },
+        Write::Node(NodeRecord {
+            node_id: node.into(),
+            iteration: 0,
+            status: NodeStatus::Finished,
+            attempts: 1,
+            output_table: Some(info.table.into()),
+            loop_id: None,
+            last_error: None,
+        }),
+        Write::Event(Event::node(
+            "r",
+            node,
+            0,
+            EventKind::NodeFinished {
+                attempt: 1,
+                usage: None,
+            },
+        )),
+    ]
+}
+
+fn batch(writes: Vec<Write>) -> WriteBatch {
+    WriteBatch {
+        run_id: "r".into(),
+        writes,
+    }
+}
+
+/// Runs every check, each on a fresh store from `make`.
+pub async fn run_all<F: Fn() -> Arc<dyn Store>>(make: F) {
+    runs_round_trip(make()).await;
+    outputs_round_trip_every_column_kind(make()).await;
+    a_failing_batch_writes_nothing(make()).await;
+    concurrent_batches_commit_independently(make()).await;
+    leases_exclude_a_live_holder(make()).await;
+    resume_reset_abandons_in_progress_attempts(make()).await;
+    loops_state_events_and_steps_persist(make()).await;
+    approvals_and_cancel_requests(make()).await;
+}
+
+/// Created runs are read back, newest first.
+pub async fn runs_round_trip(s: Arc<dyn Store>) {
+    s.create_run(new_run("a", "me")).await.expect("create a");
+    s.create_run(new_run("b", "me")).await.expect("create b");
+    let a = s.run("a").await.unwrap().expect("run a exists");
+    assert_eq!(
+        (a.status, a.input.clone()),
+        (RunStatus::Running, json!({"x": 1}))
+    );
+    assert_eq!(
+        s.latest_run().await.unwrap().map(|r| r.run_id),
+        Some("b".into())
+    );
+    assert_eq!(s.runs().await.unwrap().len(), 2);
+    assert!(s.run("nope").await.unwrap().is_none());
+    assert!(
+        s.create_run(new_run("a", "me")).await.is_err(),
+        "a run id is unique"
+    );
+}
+
+/// Typed columns come back as the JSON that went in.
+pub async fn outputs_round_trip_every_column_kind(s: Arc<dyn Store>) {
+    s.create_run(new_run("r", "me")).await.unwrap();
+    let info = Every::info();
+    s.ensure_output_table(info)
+        .await
+        .expect("create the output table");
+    let value =
+        json!({"i": -7, "b": true, "r": 1.5, "t": "it's \"quoted\"", "j": ["a", "b"], "o": null});
+    s.write(batch(finished(
+        "x'); DROP TABLE conformance_every; --",
+        value.clone(),
+        info,
+    )))
+    .await
+    .unwrap();
+    let loaded = s.load("r").await.unwrap();
+    assert_eq!(loaded.outputs.len(), 1);
+    assert_eq!(loaded.outputs[0].0, "x'); DROP TABLE conformance_every; --");
+    assert_eq!(loaded.outputs[0].2, value, "every column kind round-trips");
+    s.ensure_output_table(info)
+        .await
+        .expect("ensuring twice is a no-op");
+}
+
+/// A batch is all or nothing: when one write fails, none of it is visible.
+pub async fn a_failing_batch_writes_nothing(s: Arc<dyn Store>) {
+    s.create_run(new_run("r", "me")).await.unwrap();
+    let info = Every::info();
+    s.ensure_output_table(info).await.unwrap();
+    let v = json!({"i": 1, "b": false, "r": 0.0, "t": "", "j": [], "o": "x"});
+    s.write(batch(finished("once", v.clone(), info)))
+        .await
+        .unwrap();
+    // The same output key again violates the primary key: the whole second batch is undone.
+    let mut again = finished("once", v, info);
+    again.insert(
+        0,
+        Write::State {
+            key: "must-not-exist".into(),
+            value: "1".into(),
+        },
+    );
+    assert!(
+        s.write(batch(again)).await.is_err(),
+        "a duplicate output row is refused"
+    );
+    assert_eq!(
+        s.state_get("must-not-exist").await.unwrap(),
+        None,
+        "nothing of a failed batch is written"
+    );
+    assert_eq!(s.load("r").await.unwrap().outputs.len(), 1);
+}
+
+/// Batches queued together commit independently: one failing does not undo another.
+pub async fn concurrent_batches_commit_independently(s: Arc<dyn Store>) {
+    s.create_run(new_run("r", "me")).await.unwrap();
+    let info = Every::info();
+    s.ensure_output_table(info).await.unwrap();
+    let v = json!({"i": 1, "b": false, "r": 0.0, "t": "", "j": [], "o": null});
+    s.write(batch(finished("dup", v.clone(), info)))
+        .await
+        .unwrap();
+    let mut handles = Vec::new();
+    for i in 0..20 {
+        let s = s.clone();
+        let v = v.clone();
+        handles.push(tokio::spawn(async move {
+            let node = if i % 5 == 0 {
+                "dup".to_owned()
+            } else {
+                format!("n{i}")
+            };
+            s.write(batch(finished(&node, v, info))).await
+        }));
+    }
+    let mut ok = 0;
+    for h in handles {
+        if h.await.unwrap().is_ok() {
+            ok += 1;
+        }
+    }
+    assert_eq!(
+        ok, 16,
+        "the 16 distinct nodes commit, the 4 duplicates fail alone"
+    );
+    assert_eq!(s.load("r").await.unwrap().outputs.len(), 17);
+}
+
+/// A live lease keeps other owners out, names its holder, and can be renewed and released.
+pub async fn leases_exclude_a_live_holder(s: Arc<dyn Store>) {
+    s.create_run(new_run("r", "otherhost:1:live"))
+        .await
+        .unwrap();
+    match s.acquire_lease("r", "me", Duration::from_secs(60)).await {
+        Err(Error::LeaseHeld { owner, .. }) => assert_eq!(owner, "otherhost:1:live"),
+        other => panic!("a live lease of another owner must refuse, got {other:?}"),
+    }
+    s.renew_lease("r", "otherhost:1:live", Duration::from_secs(60))
+        .await
+        .expect("the holder renews");
+    assert!(matches!(
+        s.renew_lease("r", "me", Duration::from_secs(60)).await,
+        Err(Error::LeaseLost { .. })
+    ));
+    s.release_lease("r", "otherhost:1:live").await.unwrap();
+    s.acquire_lease("r", "me", Duration::from_secs(60))
+        .await
+        .expect("a released lease is free");
+    assert!(matches!(
+        s.acquire_lease("nope", "me", Duration::from_secs(1)).await,
+        Err(Error::RunNotFound(_))
+    ));
+}
+
+/// Resume turns in-progress attempts into abandoned ones and their nodes back to pending.
+pub async fn resume_reset_abandons_in_progress_attempts(s: Arc<dyn Store>) {
+    s.create_run(new_run("r", "me")).await.unwrap();
+    s.write(batch(vec![
+        Write::Node(NodeRecord {
+            node_id: "a".into(),
+            iteration: 0,
+            status: NodeStatus::Running,
+            attempts: 1,
+            output_table: None,
+            loop_id: None,
+            last_error: None,
+        }),
+        Write::AttemptStart {
+            node_id: "a".into(),
+            iteration: 0,
+            attempt: 1,
+            agent: None,
+            owner: "dead".into(),
+        },
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(s.reset_for_resume("r").await.unwrap(), 1);
+    let attempts = s.attempts("r").await.unwrap();
+    assert_eq!(attempts[0].status, "abandoned");
+    assert_eq!(s.nodes("r").await.unwrap()[0].status, NodeStatus::Pending);
+}
+
+/// Loop counters, `state`, events (in order) and steps persist.
+pub async fn loops_state_events_and_steps_persist(s: Arc<dyn Store>) {
+    s.create_run(new_run("r", "me")).await.unwrap();
+    let st = LoopState {
+        iteration: 3,
+        pass_start: 2,
+        parent_iteration: 1,
+        done: false,
+    };
+    s.write(batch(vec![
+        Write::Loop {
+            loop_id: "l".into(),
+            state: st.clone(),
+        },
+        Write::State {
+            key: "k".into(),
+            value: "v".into(),
+        },
+        Write::Event(Event::run(
+            "r",
+            EventKind::RunStarted {
+                workflow: "w".into(),
+            },
+        )),
+        Write::Event(Event::run("r", EventKind::RunFinished)),
+    ]))
+    .await
+    .unwrap();
+    let loaded = s.load("r").await.unwrap();
+    assert_eq!(loaded.loops, vec![("l".to_owned(), st)]);
+    assert_eq!(s.state_get("k").await.unwrap().as_deref(), Some("v"));
+    let events = s.events("r", 0).await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.event.kind.name()).collect();
+    assert_eq!(kinds, ["run_started", "run_finished"]);
+    let first = events[0].seq;
+    assert_eq!(
+        s.events("r", first).await.unwrap().len(),
+        1,
+        "after_seq excludes what was read"
+    );
+}
+
+/// Approvals are decided once, by node; cancellation of an undriven run is immediate.
+pub async fn approvals_and_cancel_requests(s: Arc<dyn Store>) {
+    s.create_run(new_run("r", "otherhost:1:live"))
+        .await
+        .unwrap();
+    s.write(batch(vec![Write::ApprovalRequest {
+        node_id: "deploy".into(),
+        iteration: 0,
+    }]))
+    .await
+    .unwrap();
+    assert!(
+        s.decide_approval("r", "build", None, true, None)
+            .await
+            .is_err(),
+        "nothing pending for `build`"
+    );
+    let d = s
+        .decide_approval("r", "deploy", None, false, Some("no"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (d.status, d.note.as_deref()),
+        (ApprovalStatus::Denied, Some("no"))
+    );
+    assert!(
+        s.decide_approval("r", "deploy", None, true, None)
+            .await
+            .is_err(),
+        "decided once"
+    );
+    assert!(matches!(
+        s.request_cancel("r").await.unwrap(),
+        CancelOutcome::Requested { .. }
+    ));
+    assert!(s.cancel_requested("r").await.unwrap());
+    s.create_run(new_run("idle", "otherhost:1:gone"))
+        .await
+        .unwrap();
+    s.release_lease("idle", "otherhost:1:gone").await.unwrap();
+    assert!(matches!(
+        s.request_cancel("idle").await.unwrap(),
+        CancelOutcome::Cancelled
+    ));
+    assert_eq!(
+        s.run("idle").await.unwrap().unwrap().status,
+        RunStatus::Cancelled
+    );
+}
