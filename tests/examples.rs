@@ -143,3 +143,61 @@ fn bugfix_without_the_cli_fails_naming_the_binary() {
         "{stderr}"
     );
 }
+
+#[test]
+fn release_waits_for_approval_then_publishes_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("rel.db");
+    let out = run(
+        "release",
+        &db,
+        &[
+            "run",
+            "--run-id",
+            "rel",
+            "--input",
+            r#"{"version": "1.2.0"}"#,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        json_status("release", &db)["run"]["status"],
+        "waiting-approval"
+    );
+    assert_eq!(
+        sqlite(&db, "SELECT value FROM state WHERE key = 'release.phase'"),
+        "build"
+    );
+    let approve = Command::new(env!("CARGO_BIN_EXE_smithers"))
+        .arg("--db")
+        .arg(&db)
+        .args(["approve", "rel", "publish", "--note", "ok"])
+        .output()
+        .unwrap();
+    assert!(
+        approve.status.success(),
+        "{}",
+        String::from_utf8_lossy(&approve.stderr)
+    );
+    let out = run("release", &db, &["resume", "--run-id", "rel"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_status("release", &db)["run"]["status"], "finished");
+    assert!(sqlite(&db, "SELECT location FROM published").starts_with("releases/1.2.0"));
+    assert_eq!(
+        sqlite(&db, "SELECT value FROM state WHERE key = 'release.phase'"),
+        "shipped"
+    );
+    let build_attempts = sqlite(
+        &db,
+        "SELECT CAST(COUNT(*) AS TEXT) FROM _smithers_attempts WHERE node_id = 'build'",
+    );
+    assert_eq!(build_attempts, "1", "nothing finished ran again");
+}
