@@ -133,3 +133,38 @@ async fn phase_hooks_fire_once_per_transition_and_not_again_on_resume() {
     assert_eq!((starts.get(), completes.get()), (1, 1));
     assert_eq!(h.state("build_done").as_deref(), Some("yes"));
 }
+
+#[tokio::test]
+async fn a_step_waiting_for_room_in_a_parallel_starts_when_its_task_does() {
+    use smithers_core::node::Parallel;
+    let h = Harness::new();
+    let engine = h.engine(|_ctx: &Ctx<()>| {
+        let slow = |id: &str| {
+            Task::<Num>::new()
+                .id(id)
+                .run(|_t| async {
+                    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+                    Ok::<_, String>(num(1))
+                })
+                .build()
+        };
+        Workflow::new()
+            .child(
+                Parallel::new()
+                    .max_concurrency(1)
+                    .child(Step::new().name("first").child(slow("a")).build())
+                    .child(Step::new().name("second").child(slow("b")).build())
+                    .build(),
+            )
+            .build()
+    });
+    let report = engine.run(()).await.unwrap();
+    assert_eq!(report.status, RunStatus::Finished);
+    let steps = h.store.steps(&report.run_id).await.unwrap();
+    let second = steps.iter().find(|s| s.name == "second").unwrap();
+    let first = steps.iter().find(|s| s.name == "first").unwrap();
+    assert!(
+        second.started_at >= first.completed_at.clone().unwrap(),
+        "the second step started when its task could: {first:?} {second:?}"
+    );
+}

@@ -418,21 +418,13 @@ impl<'a> Planner<'a> {
         // The limit counts tasks of the whole subtree (a nested group's too), not children, and
         // tasks already running anywhere in the group count before any new one starts.
         let limit = limit.unwrap_or(usize::MAX).max(1);
-        let base = (
-            self.runnable.len(),
-            self.skipped.len(),
-            self.loop_changes.len(),
-        );
+        let base = self.marks();
         let running_before = self.running_seen;
-        // Per child: where its runnable, skipped and loop changes start.
+        // Per child: where its runnable, skipped, loop changes and groups start.
         let mut marks = Vec::with_capacity(children.len());
         let mut result = Status::Complete;
         for c in children {
-            marks.push((
-                self.runnable.len(),
-                self.skipped.len(),
-                self.loop_changes.len(),
-            ));
+            marks.push(self.marks());
             let s = self.walk(c, it, lp);
             result = match (result, s) {
                 (Status::Failed, _) | (_, Status::Failed) => Status::Failed,
@@ -450,23 +442,31 @@ impl<'a> Planner<'a> {
         result
     }
 
+    /// Where the planner's outputs end now: runnable, skipped, loop changes, groups.
+    fn marks(&self) -> (usize, usize, usize, usize) {
+        (
+            self.runnable.len(),
+            self.skipped.len(),
+            self.loop_changes.len(),
+            self.groups.len(),
+        )
+    }
+
     /// Keeps the runnable tasks of a `Parallel`'s children, in tree order, while fewer than
-    /// `limit` tasks would run; a child left without room starts nothing and decides nothing.
+    /// `limit` tasks would run; a child left without room starts nothing and decides nothing
+    /// (its phases and steps have not started either).
     fn trim_to_limit(
         &mut self,
         limit: usize,
         running: usize,
-        base: (usize, usize, usize),
-        marks: &[(usize, usize, usize)],
+        base: (usize, usize, usize, usize),
+        marks: &[(usize, usize, usize, usize)],
     ) {
         let mut room = limit.saturating_sub(running);
-        let ends = marks.iter().skip(1).copied().chain([(
-            self.runnable.len(),
-            self.skipped.len(),
-            self.loop_changes.len(),
-        )]);
-        let (mut runnable, mut skipped, mut loop_changes) = (Vec::new(), Vec::new(), Vec::new());
-        for (&(r0, s0, l0), (r1, s1, l1)) in marks.iter().zip(ends) {
+        let ends = marks.iter().skip(1).copied().chain([self.marks()]);
+        let (mut runnable, mut skipped, mut loop_changes, mut groups) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (&(r0, s0, l0, g0), (r1, s1, l1, g1)) in marks.iter().zip(ends) {
             let new = r1 - r0;
             if new > 0 && room == 0 {
                 continue;
@@ -476,6 +476,7 @@ impl<'a> Planner<'a> {
             runnable.extend_from_slice(&self.runnable[r0..r0 + keep]);
             skipped.extend_from_slice(&self.skipped[s0..s1]);
             loop_changes.extend_from_slice(&self.loop_changes[l0..l1]);
+            groups.extend_from_slice(&self.groups[g0..g1]);
         }
         self.runnable.truncate(base.0);
         self.runnable.extend(runnable);
@@ -483,6 +484,8 @@ impl<'a> Planner<'a> {
         self.skipped.extend(skipped);
         self.loop_changes.truncate(base.2);
         self.loop_changes.extend(loop_changes);
+        self.groups.truncate(base.3);
+        self.groups.extend(groups);
     }
 
     /// Whether any task under `node` has state (or is running) in iteration `it`.
