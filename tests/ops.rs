@@ -439,3 +439,25 @@ async fn deny_fails_the_task_with_the_note() {
         .unwrap()
         .contains("approval denied: not on Friday"));
 }
+
+#[tokio::test]
+async fn follow_stops_when_no_process_drives_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let s = store(&db);
+    s.create_run(NewRun {
+        run_id: "orphan".into(),
+        workflow: "w".into(),
+        input: serde_json::Value::Null,
+        owner: lease_owner(),
+        lease_ttl: Duration::from_millis(1),
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let started = std::time::Instant::now();
+    let out = smithers(&db, &["logs", "orphan", "--follow"]);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let err = stderr(&out);
+    assert!(err.contains("no process is driving run orphan"), "{err}");
+}

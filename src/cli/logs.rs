@@ -118,10 +118,14 @@ pub async fn logs(store: &dyn Store, run_id: Option<&str>, opts: LogOptions) -> 
     let mut after = 0;
     loop {
         // Status before events: every event committed before a final status is printed.
-        let status = store
-            .run(&run.run_id)
-            .await?
-            .map_or(run.status, |r| r.status);
+        let now = store.run(&run.run_id).await?;
+        let status = now.as_ref().map_or(run.status, |r| r.status);
+        // A running run whose lease ran out has no live driver: nothing more will come.
+        let driverless = now.as_ref().is_some_and(|r| {
+            r.status == RunStatus::Running
+                && r.lease_expires_ms
+                    .is_none_or(|e| e < smithers_core::time::now_ms())
+        });
         for rec in store.events(&run.run_id, after).await? {
             after = rec.seq;
             if Level::of(&rec.event.kind) > opts.level {
@@ -134,6 +138,20 @@ pub async fn logs(store: &dyn Store, run_id: Option<&str>, opts: LogOptions) -> 
             }
         }
         if !opts.follow || status.is_final() {
+            return Ok(status);
+        }
+        if status == RunStatus::WaitingApproval {
+            eprintln!(
+                "run {} waits for approval: `smithers approve` then `resume` continue it",
+                run.run_id
+            );
+            return Ok(status);
+        }
+        if driverless {
+            eprintln!(
+                "no process is driving run {} (its lease expired: the process stopped); `resume` continues it",
+                run.run_id
+            );
             return Ok(status);
         }
         tokio::time::sleep(opts.poll).await;
