@@ -77,7 +77,22 @@ struct TreeLine {
 
 /// Parses the indented text of a frame (see `Node::to_tree_string`); closing tags are dropped.
 fn parse_tree(text: &str) -> Vec<TreeLine> {
+    // Lines under an `<else unmounted>` (or `<then unmounted>`) arm are not part of the run.
+    let mut skip_below: Option<usize> = None;
     text.lines()
+        .filter(|l| {
+            let depth = (l.len() - l.trim_start().len()) / 2;
+            if skip_below.is_some_and(|d| depth > d) {
+                return false;
+            }
+            skip_below = None;
+            let t = l.trim_start();
+            if t.starts_with("<then unmounted>") || t.starts_with("<else unmounted>") {
+                skip_below = Some(depth);
+                return false;
+            }
+            true
+        })
         .filter_map(|l| {
             let trimmed = l.trim_start();
             let rest = trimmed.strip_prefix('<')?;
@@ -512,6 +527,17 @@ impl Screen {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_unmounted_arm_of_a_branch_is_not_shown() {
+        let text = "<Workflow name=\"w\">\n  <Branch if=true>\n    <then>\n      <Task id=\"yes\" output=N run />\n    </then>\n    <else unmounted>\n      <Task id=\"no\" output=N run />\n    </else>\n  </Branch>\n  <Task id=\"after\" output=N run />\n</Workflow>\n";
+        let labels: Vec<Option<String>> = parse_tree(text)
+            .into_iter()
+            .filter(|l| l.tag == "Task")
+            .map(|l| l.label)
+            .collect();
+        assert_eq!(labels, [Some("yes".to_owned()), Some("after".to_owned())]);
+    }
 
     const TREE: &str = r#"<Workflow name="bugfix">
   <Task id="analyze" output=Analysis agent=claude retries=2 />

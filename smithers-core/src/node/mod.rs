@@ -330,13 +330,27 @@ impl Node {
         }
         if self.children.is_empty() {
             s.push_str(" />\n");
+            return;
+        }
+        s.push_str(">\n");
+        if let NodeKind::Branch(b) = &self.kind {
+            // Both arms, marked, so a reader (and the live view) can tell which one is mounted.
+            for (arm, c) in ["then", "else"].iter().zip(&self.children) {
+                if matches!(c.kind, NodeKind::Fragment) && c.children.is_empty() {
+                    continue;
+                }
+                let mounted = (*arm == "then") == b.cond;
+                let mark = if mounted { "" } else { " unmounted" };
+                let _ = writeln!(s, "{:indent$}<{arm}{mark}>", "", indent = (depth + 1) * 2);
+                c.write_tree(s, depth + 2, state);
+                let _ = writeln!(s, "{:indent$}</{arm}>", "", indent = (depth + 1) * 2);
+            }
         } else {
-            s.push_str(">\n");
             for c in &self.children {
                 c.write_tree(s, depth + 1, state);
             }
-            let _ = writeln!(s, "{:indent$}</{}>", "", self.tag(), indent = depth * 2);
         }
+        let _ = writeln!(s, "{:indent$}</{}>", "", self.tag(), indent = depth * 2);
     }
 }
 
