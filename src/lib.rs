@@ -31,6 +31,9 @@ pub mod prelude {
     pub use schemars::JsonSchema;
     pub use serde::{Deserialize, Serialize};
     pub use std::time::Duration;
+    // The tag builders, for building trees in plain Rust; being in scope also lets rustc
+    // suggest `Sequence` for a misspelled `<Sequense>` (a capitalised tag is a component).
+    pub use smithers_core::node::{Branch, Parallel, Phase, Ralph, Sequence, Step, Task, Workflow};
 }
 
 /// What `workflow!`, `#[component]` and `#[derive(Output)]` expand to. Not a public API.
