@@ -266,27 +266,51 @@ where
             Ok(std::process::ExitCode::SUCCESS)
         }
         WorkflowCommand::Graph { input, run_id } => {
-            let tree = if input.is_none() && cli.db.db.exists() {
+            // Over a run: its tree as the persisted state renders it, each task annotated with
+            // its latest state (`[finished#0]`). Otherwise: the tree for a fresh input.
+            if input.is_none() && cli.db.db.exists() {
                 let store = cli.db.open().map_err(|e| e.to_string())?;
                 let rec = match run_id {
                     Some(id) => store.run(id).await.map_err(|e| e.to_string())?,
                     None => store.latest_run().await.map_err(|e| e.to_string())?,
                 };
-                match rec {
-                    Some(rec) => {
-                        let engine = Engine::new(store, workflow);
-                        engine
-                            .render_run(&rec.run_id)
-                            .await
-                            .map_err(|e| e.to_string())?
-                    }
-                    None => Engine::new(store, workflow).render(parse_input(None)?),
+                if let Some(rec) = rec {
+                    let nodes = store.nodes(&rec.run_id).await.map_err(|e| e.to_string())?;
+                    let approvals = store
+                        .approvals(&rec.run_id)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let engine = Engine::new(store, workflow);
+                    let tree = engine
+                        .render_run(&rec.run_id)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let latest = |id: &str| {
+                        nodes
+                            .iter()
+                            .filter(|n| n.node_id == id)
+                            .max_by_key(|n| n.iteration)
+                            .map(|n| format!("{}#{}", n.status.as_str(), n.iteration))
+                            .or_else(|| {
+                                approvals
+                                    .iter()
+                                    .find(|a| {
+                                        a.node_id == id
+                                            && a.status
+                                                == smithers_core::store::ApprovalStatus::Pending
+                                    })
+                                    .map(|a| format!("waiting-approval#{}", a.iteration))
+                            })
+                    };
+                    print!("{}", tree.to_tree_string_with(&|t| latest(&t.id)));
+                    return Ok(std::process::ExitCode::SUCCESS);
                 }
-            } else {
-                let input: I = parse_input(input.as_deref())?;
-                workflow(&Ctx::empty(input))
-            };
-            print!("{}", tree.to_tree_string());
+                let tree = Engine::new(store, workflow).render(parse_input(None)?);
+                print!("{}", tree.to_tree_string());
+                return Ok(std::process::ExitCode::SUCCESS);
+            }
+            let input: I = parse_input(input.as_deref())?;
+            print!("{}", workflow(&Ctx::empty(input)).to_tree_string());
             Ok(std::process::ExitCode::SUCCESS)
         }
     }
