@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use smithers::cli::logs::{Level, LogOptions};
 use smithers::cli::{inspect, logs, DbArgs};
 use smithers_core::store::RunStatus;
@@ -87,31 +87,9 @@ enum Command {
         run_id: String,
     },
     /// Approve a task that waits for approval (`needs_approval`).
-    Approve {
-        /// The run.
-        run_id: String,
-        /// The task's node id.
-        node_id: String,
-        /// The iteration, when several wait.
-        #[arg(long)]
-        iteration: Option<u32>,
-        /// A note kept with the decision.
-        #[arg(long)]
-        note: Option<String>,
-    },
+    Approve(Decision),
     /// Deny a task that waits for approval: it fails (or is passed over with continue_on_fail).
-    Deny {
-        /// The run.
-        run_id: String,
-        /// The task's node id.
-        node_id: String,
-        /// The iteration, when several wait.
-        #[arg(long)]
-        iteration: Option<u32>,
-        /// Why; shown as the node's error.
-        #[arg(long)]
-        note: Option<String>,
-    },
+    Deny(Decision),
     /// Restore the working copy to before a node's agent attempts (HEAD and index untouched).
     Revert {
         /// The run.
@@ -143,6 +121,21 @@ enum Command {
         #[command(subcommand)]
         op: StateOp,
     },
+}
+
+/// Which waiting task a decision is about.
+#[derive(Args, Debug)]
+struct Decision {
+    /// The run.
+    run_id: String,
+    /// The task's node id.
+    node_id: String,
+    /// The iteration, when several wait.
+    #[arg(long)]
+    iteration: Option<u32>,
+    /// A note kept with the decision (a denial's note becomes the node's error).
+    #[arg(long)]
+    note: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -271,23 +264,28 @@ async fn run() -> ExitCode {
                 None => ExitCode::SUCCESS,
                 Some(_already_final) => ExitCode::FAILURE,
             },
-            Command::Approve {
-                run_id,
-                node_id,
-                iteration,
-                note,
-            } => {
-                inspect::decide(store, &run_id, &node_id, iteration, true, note.as_deref()).await?;
+            Command::Approve(d) => {
+                inspect::decide(
+                    store,
+                    &d.run_id,
+                    &d.node_id,
+                    d.iteration,
+                    true,
+                    d.note.as_deref(),
+                )
+                .await?;
                 ExitCode::SUCCESS
             }
-            Command::Deny {
-                run_id,
-                node_id,
-                iteration,
-                note,
-            } => {
-                inspect::decide(store, &run_id, &node_id, iteration, false, note.as_deref())
-                    .await?;
+            Command::Deny(d) => {
+                inspect::decide(
+                    store,
+                    &d.run_id,
+                    &d.node_id,
+                    d.iteration,
+                    false,
+                    d.note.as_deref(),
+                )
+                .await?;
                 ExitCode::SUCCESS
             }
             Command::Revert {

@@ -154,25 +154,15 @@ pub fn plan(tree: &Node, input: &PlanInput<'_>) -> Plan {
         error: None,
     };
     p.check_ids(tree, &mut HashMap::new());
-    if let Some(e) = p.error.take() {
-        return Plan {
-            runnable: Vec::new(),
-            skipped: Vec::new(),
-            loop_changes: Vec::new(),
-            node_loop: HashMap::new(),
-            mounted_running: HashSet::new(),
-            awaiting_approval: Vec::new(),
-            denied: Vec::new(),
-            groups: Vec::new(),
-            outcome: Outcome::Failed(e),
-        };
-    }
-    let status = p.walk(tree, 0, None);
-    let outcome = match (status, p.error.take()) {
-        (_, Some(e)) => Outcome::Failed(e),
-        (Status::Complete, None) => Outcome::Complete,
-        (Status::Pending { .. }, None) => Outcome::Pending,
-        (Status::Failed, None) => Outcome::Failed(Error::Other("a node failed".into())),
+    // An invalid tree (duplicate or bad ids) is not walked: nothing in it may start.
+    let outcome = match p.error.take() {
+        Some(e) => Outcome::Failed(e),
+        None => match (p.walk(tree, 0, None), p.error.take()) {
+            (_, Some(e)) => Outcome::Failed(e),
+            (Status::Complete, None) => Outcome::Complete,
+            (Status::Pending { .. }, None) => Outcome::Pending,
+            (Status::Failed, None) => Outcome::Failed(Error::Other("a node failed".into())),
+        },
     };
     Plan {
         runnable: p.runnable,
