@@ -1,5 +1,7 @@
 //! The examples run as a user runs them: each binary against a fresh database, then `status`.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -200,4 +202,44 @@ fn release_waits_for_approval_then_publishes_on_resume() {
         "SELECT CAST(COUNT(*) AS TEXT) FROM _smithers_attempts WHERE node_id = 'build'",
     );
     assert_eq!(build_attempts, "1", "nothing finished ran again");
+}
+
+#[tokio::test]
+async fn review_http_fans_out_one_review_per_file_then_sums_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("rv.db");
+    let (a, b) = (dir.path().join("a.rs"), dir.path().join("b.rs"));
+    std::fs::write(&a, "fn a() {}").unwrap();
+    std::fs::write(&b, "fn b() { panic!() }").unwrap();
+    let (url, bodies) = common::chat_server(vec![
+        r#"{"summary": "defines a", "issues": []}"#,
+        r#"{"summary": "defines b", "issues": ["panics"]}"#,
+    ])
+    .await;
+    let input = format!(r#"{{"files": ["{}", "{}"]}}"#, a.display(), b.display());
+    let out = tokio::process::Command::new(example("review_http"))
+        .args(["--quiet", "--durability", "off", "--db"])
+        .arg(&db)
+        .args(["run", "--max-concurrency", "1", "--input", &input])
+        .env("OPENAI_BASE_URL", &url)
+        .env_remove("OPENAI_API_KEY")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sqlite(&db, "SELECT CAST(issues AS TEXT) FROM summary"), "1");
+    let prompts: Vec<String> = bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| b["messages"].to_string())
+        .collect();
+    assert!(
+        prompts.iter().any(|p| p.contains("fn b() { panic!() }")),
+        "the file text is in the prompt: {prompts:?}"
+    );
 }

@@ -266,6 +266,10 @@ async fn attempt_once(
     let transport = |e: reqwest::Error| {
         let message = if e.is_timeout() {
             format!("no complete reply within {:.1}s", timeout.as_secs_f64())
+        } else if e.is_connect() {
+            format!(
+                "cannot connect to {url}: is the server running, and is the base URL right? ({e})"
+            )
         } else {
             format!("request failed: {e}")
         };
