@@ -1,5 +1,6 @@
-//! Starting attempts, running their bodies (compute or agent) with timeout and cancellation, and
-//! turning their results into persisted outcomes.
+//! Carrying out the machine's `Prepare` and `Start` commands: ensuring output tables, looking up
+//! the cache, spawning attempts and running their bodies (compute or agent) with timeout and
+//! cancellation. What a result means is decided in `machine`.
 
 use super::*;
 
@@ -7,7 +8,8 @@ use super::*;
 pub(super) struct AttemptResult {
     pub(super) key: NodeKey,
     pub(super) attempt: u32,
-    pub(super) started: Instant,
+    /// How long the body ran.
+    pub(super) duration_ms: i64,
     pub(super) outcome:
         std::result::Result<AgentResponseOrValue, (TaskError, Option<AgentResponse>)>,
 }
@@ -31,119 +33,50 @@ where
         Ok(())
     }
 
-    pub(super) async fn complete_static(
+    /// Carries out `Command::Prepare`: each task's output table is ensured in order (stopping
+    /// at the first one its type does not fit), then the cache is looked up.
+    pub(super) async fn prepare(
         &self,
         st: &mut RunState,
-        b: &mut WriteBatch,
-        r: &Runnable,
-        v: std::result::Result<Value, String>,
-        source: Source,
-    ) -> Result<()> {
-        let t = &r.task;
-        let attempt = st.attempts(&t.id, r.iteration) + 1;
-        b.push(Write::AttemptStart {
-            node_id: t.id.clone(),
-            iteration: r.iteration,
-            attempt,
-            agent: match source {
-                Source::Static => None,
-                Source::Cache => Some("cache".to_owned()),
-            },
-            owner: st.owner.clone(),
-        });
-        let validated = v.and_then(|v| {
-            t.output.check(&v).map_err(|e| match source {
-                Source::Static => format!("static value of `{}`: {e}", t.id),
-                Source::Cache => format!("cached output of `{}`: {e}", t.id),
-            })
-        });
-        match validated {
-            Ok(value) => st.on_success(
-                b,
-                t,
-                r.iteration,
-                r.loop_id.clone(),
-                attempt,
-                value,
-                AttemptEnd::default(),
-            ),
-            Err(e) => st.on_failure(
-                b,
-                t,
-                r.iteration,
-                r.loop_id.clone(),
-                attempt,
-                TaskError::terminal(e),
-                AttemptEnd::default(),
-            ),
+        items: Vec<Preparation>,
+    ) -> Result<Vec<Prepared>> {
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            match self.ensure_table(st, &item.task).await {
+                Ok(()) => {}
+                Err(e @ (Error::SchemaChanged { .. } | Error::InvalidIdentifier(_))) => {
+                    out.push(Prepared::TableError(e));
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+            let cached = match &item.cache_key {
+                Some(k) => self.store.cache_get(k).await?,
+                None => None,
+            };
+            out.push(Prepared::Ready { cached });
         }
-        Ok(())
+        Ok(out)
     }
 
-    pub(super) async fn start(
+    /// Carries out `Command::Start`: spawns the attempt's body, stoppable through its token.
+    pub(super) fn spawn_attempt(
         &self,
-        st: &mut RunState,
+        st: &RunState,
         join: &mut JoinSet<AttemptResult>,
-        r: Runnable,
-        cache_key: Option<String>,
-    ) -> Result<()> {
-        let t = r.task.clone();
-        let attempt = st.attempts(&t.id, r.iteration) + 1;
-        let agent_name = match &t.exec {
-            TaskExec::Agent(a) => Some(a.name().to_owned()),
-            _ => None,
-        };
-        let mut b = WriteBatch::new(&st.run_id);
-        b.push(Write::Node(NodeRecord {
-            node_id: t.id.clone(),
-            iteration: r.iteration,
-            status: NodeStatus::Running,
-            attempts: attempt,
-            output_table: None,
-            loop_id: r.loop_id.clone(),
-            last_error: None,
-        }));
-        b.push(Write::AttemptStart {
-            node_id: t.id.clone(),
-            iteration: r.iteration,
+        tokens: &mut HashMap<NodeKey, CancellationToken>,
+        s: StartAttempt,
+    ) {
+        let StartAttempt {
+            task: t,
+            iteration,
             attempt,
-            agent: agent_name,
-            owner: st.owner.clone(),
-        });
-        b.push(Write::Event(Event::node(
-            &st.run_id,
-            &t.id,
-            r.iteration,
-            EventKind::NodeStarted { attempt },
-        )));
-        self.commit(b).await?;
-        let last_error = st
-            .node(&t.id, r.iteration)
-            .and_then(|n| n.last_error.clone());
-        st.set_node(
-            &t.id,
-            r.iteration,
-            NodeState {
-                status: NodeStatus::Running,
-                attempts: attempt,
-                failures: st.node(&t.id, r.iteration).map_or(0, |n| n.failures),
-                last_error: last_error.clone(),
-            },
-        );
-
+            last_error,
+        } = s;
         let cancel = self.options.cancel.child_token();
-        let key = (t.id.clone(), r.iteration);
-        st.running.insert(
-            key.clone(),
-            Running {
-                task: t.clone(),
-                loop_id: r.loop_id,
-                cancel: cancel.clone(),
-                unmounted: false,
-                cache_key,
-            },
-        );
-        let progress = self.progress_sink(&st.run_id, &t.id, r.iteration, &st.progress_tx);
+        let key = (t.id.clone(), iteration);
+        tokens.insert(key.clone(), cancel.clone());
+        let progress = self.progress_sink(&st.run_id, &t.id, iteration, &st.progress_tx);
         let run_id = st.run_id.clone();
         let vcs = match &t.exec {
             TaskExec::Agent(agent) if self.options.vcs_snapshots && agent.edits_files() => agent
@@ -153,7 +86,7 @@ where
                     store: self.store.clone(),
                     run_id: run_id.clone(),
                     node_id: t.id.clone(),
-                    iteration: r.iteration,
+                    iteration,
                     attempt,
                     dir,
                 }),
@@ -163,7 +96,7 @@ where
             let started = Instant::now();
             let input = AttemptInput {
                 run_id,
-                iteration: r.iteration,
+                iteration,
                 attempt,
                 last_error,
                 cancel,
@@ -174,11 +107,10 @@ where
             AttemptResult {
                 key,
                 attempt,
-                started,
+                duration_ms: started.elapsed().as_millis() as i64,
                 outcome,
             }
         });
-        Ok(())
     }
 
     pub(super) fn progress_sink(
@@ -209,84 +141,6 @@ where
                 let _ = tx.send(e);
             }
         })
-    }
-
-    /// Persists the end of an attempt: output + node + attempt + events in one transaction.
-    pub(super) async fn complete(&self, st: &mut RunState, res: AttemptResult) -> Result<()> {
-        if self.options.cancel.is_cancelled() && res.outcome.is_err() {
-            // Ended because the run is being cancelled: `cancel_all` records it as cancelled.
-            return Ok(());
-        }
-        let Some(running) = st.running.remove(&res.key) else {
-            return Ok(());
-        };
-        if running.unmounted {
-            let mut b = WriteBatch::new(&st.run_id);
-            st.on_cancelled(
-                &mut b,
-                &res.key,
-                running.loop_id,
-                "a re-render no longer mounts this task (its branch or loop moved on)",
-            );
-            return self.commit(b).await;
-        }
-        let t = running.task;
-        let (id, it) = (res.key.0.clone(), res.key.1);
-        let mut end = AttemptEnd {
-            duration_ms: res.started.elapsed().as_millis() as i64,
-            ..AttemptEnd::default()
-        };
-        let mut b = WriteBatch::new(&st.run_id);
-        let (value, transcript) = match res.outcome {
-            Ok(AgentResponseOrValue::Value(v)) => (Ok(v), None),
-            Ok(AgentResponseOrValue::Agent(resp)) => {
-                end.usage = resp.usage.clone();
-                end.session_id = resp.session_id.clone();
-                end.exit_code = resp.exit_code;
-                end.model = resp.model.clone();
-                let v = extract_output(&t, &resp);
-                (v, resp.transcript)
-            }
-            Err((e, resp)) => {
-                if let Some(r) = &resp {
-                    end.usage = r.usage.clone();
-                    end.exit_code = r.exit_code;
-                }
-                (Err(e), resp.and_then(|r| r.transcript))
-            }
-        };
-        if let Some(text) = transcript {
-            b.push(Write::Transcript {
-                node_id: id.clone(),
-                iteration: it,
-                attempt: res.attempt,
-                text,
-            });
-        }
-        let validated = value.and_then(|v| {
-            t.output.check(&v).map_err(|e| {
-                TaskError::retryable(format!(
-                    "node `{id}` returned output that does not match `{}`: {e}",
-                    t.output.short_name()
-                ))
-            })
-        });
-        match validated {
-            Ok(v) => {
-                if let Some(key) = running.cache_key {
-                    b.push(Write::CachePut {
-                        key,
-                        workflow: st.workflow.clone(),
-                        node_id: t.id.clone(),
-                        table: t.output.table.to_owned(),
-                        value: v.clone(),
-                    });
-                }
-                st.on_success(&mut b, &t, it, running.loop_id, res.attempt, v, end)
-            }
-            Err(e) => st.on_failure(&mut b, &t, it, running.loop_id, res.attempt, e, end),
-        }
-        self.commit(b).await
     }
 }
 

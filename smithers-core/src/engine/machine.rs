@@ -1,13 +1,559 @@
-//! The engine's decisions as a state machine over the in-memory run: each `on_*` method takes
-//! what happened (a render's plan, an attempt's end, a cancellation), updates the state and
-//! returns the writes that record it. Nothing here does I/O; the loop in `mod.rs` commits the
-//! writes and runs the attempts, and the tests below feed event sequences with no disk.
+//! The engine's decisions as a sans-I/O state machine over the in-memory run.
+//!
+//! [`RunState::handle`] takes one [`Input`] — what happened: a render, the lookups it asked
+//! for, an attempt's end, approval decisions, a timer, a cancellation — updates the state and
+//! returns the [`Command`]s that follow from it: writes to commit, attempts to start or stop,
+//! lookups to make, whether to wait, how the run finishes. Nothing here does I/O: the executor
+//! in `mod.rs` (`Engine::drive`) carries out the commands with the store, the agents and the
+//! clock, and renders again when a batch of commands is done. The tests below feed event
+//! sequences with no disk and no processes.
 
+use std::collections::VecDeque;
+
+use super::attempt::{extract_output, AgentResponseOrValue};
 use super::*;
 use crate::node::HookCtx;
 use crate::plan::GroupStatus;
+use crate::store::ApprovalRecord;
+
+/// What happened: everything that can move a run on.
+pub(super) enum Input {
+    /// The workflow function rendered over the current state (or panicked: `Err`), with the
+    /// state it wrote while rendering.
+    Rendered {
+        tree: Result<Node>,
+        state_writes: Vec<(String, String)>,
+    },
+    /// The answers to [`Command::Prepare`], in its order; the list stops at the first task whose
+    /// output table cannot hold its type.
+    Prepared(Vec<Prepared>),
+    /// An attempt's body returned. `cancelling`: the run was being cancelled by then.
+    AttemptEnded {
+        result: AttemptResult,
+        cancelling: bool,
+    },
+    /// Approval decisions read while waiting for them.
+    ApprovalsPolled(Vec<ApprovalRecord>),
+    /// The heartbeat timer fired at `now` (RFC 3339).
+    Heartbeat { now: String },
+    /// Ctrl-C or `smithers cancel`.
+    CancelRequested,
+    /// The lease could not be renewed: another process may be driving the run.
+    LeaseLost(Error),
+}
+
+/// The answer to one [`Preparation`].
+pub(super) enum Prepared {
+    /// The output table is ready; `cached` is the output stored under the cache key, if any.
+    Ready { cached: Option<Value> },
+    /// The output type does not fit its table (a definition error).
+    TableError(Error),
+}
+
+/// A lookup a runnable task needs before it can start: its output table must exist, and under
+/// `<Workflow cache>` an agent task may find its output under `cache_key`.
+pub(super) struct Preparation {
+    pub(super) task: Arc<TaskSpec>,
+    pub(super) cache_key: Option<String>,
+}
+
+/// An attempt to run: its row is committed (by the [`Command::Commit`] before it) and its body
+/// is to be spawned.
+pub(super) struct StartAttempt {
+    pub(super) task: Arc<TaskSpec>,
+    pub(super) iteration: u32,
+    pub(super) attempt: u32,
+    /// The previous attempt's error, appended to an agent's prompt.
+    pub(super) last_error: Option<String>,
+}
+
+/// What the executor does next, in order. When the commands of an input are all done (none of
+/// them waits, finishes or feeds another input), the tree is rendered again.
+pub(super) enum Command {
+    /// Commit the batch in one transaction; an error ends the drive.
+    Commit(WriteBatch),
+    /// Ensure the output tables and look up the cache, in order, stopping at the first table
+    /// error; then feed [`Input::Prepared`].
+    Prepare(Vec<Preparation>),
+    /// Spawn an attempt's body.
+    Start(StartAttempt),
+    /// Tell a running attempt to stop (the tree no longer mounts its task).
+    Stop(NodeKey),
+    /// Stop every running attempt, give them a moment to end, then record this batch (their
+    /// attempts cancelled) as well as possible.
+    CancelAll(WriteBatch),
+    /// Wait for the next attempt to end, a timer or a cancellation, and feed it.
+    Wait,
+    /// Only a human decision can move the run: wait a poll period, read the approvals and feed
+    /// [`Input::ApprovalsPolled`] (or [`Input::CancelRequested`]).
+    WaitForApprovals,
+    /// The run is over with this status.
+    Finish {
+        status: RunStatus,
+        error: Option<String>,
+    },
+    /// The drive ends with this error (the run's status is left to the caller).
+    Abort(Error),
+}
+
+/// Runnable tasks waiting for the answers to their [`Command::Prepare`].
+pub(super) struct PendingStart {
+    runnable: Vec<Runnable>,
+    cache_keys: Vec<Option<String>>,
+    limit: usize,
+    awaiting_approval: Vec<String>,
+}
 
 impl RunState {
+    /// Takes what happened and returns what to do: the engine's decisions, with no I/O.
+    pub(super) fn handle(&mut self, input: Input) -> VecDeque<Command> {
+        let mut cmds = VecDeque::new();
+        match input {
+            Input::Rendered { tree, state_writes } => self.rendered(tree, state_writes, &mut cmds),
+            Input::Prepared(prepared) => self.prepared(prepared, &mut cmds),
+            Input::AttemptEnded { result, cancelling } => {
+                if let Some(b) = self.attempt_ended(result, cancelling) {
+                    cmds.push_back(Command::Commit(b));
+                }
+            }
+            Input::ApprovalsPolled(decided) => self.apply_approvals(decided),
+            Input::Heartbeat { now } => {
+                let mut b = WriteBatch::new(&self.run_id);
+                b.push(Write::State {
+                    key: "supervisor.heartbeat".into(),
+                    value: now,
+                });
+                cmds.push_back(Command::Commit(b));
+            }
+            Input::CancelRequested => {
+                if !self.running.is_empty() {
+                    cmds.push_back(Command::CancelAll(self.cancel_running()));
+                }
+                cmds.push_back(Command::Finish {
+                    status: RunStatus::Cancelled,
+                    error: None,
+                });
+            }
+            Input::LeaseLost(e) => {
+                cmds.push_back(Command::CancelAll(self.cancel_running()));
+                cmds.push_back(Command::Abort(e));
+            }
+        }
+        cmds
+    }
+
+    /// A render: plan it, stop what it unmounted, record what it decided on its own; then
+    /// render again, finish, or prepare the runnable tasks.
+    fn rendered(
+        &mut self,
+        tree: Result<Node>,
+        state_writes: Vec<(String, String)>,
+        cmds: &mut VecDeque<Command>,
+    ) {
+        let tree = match tree {
+            Ok(t) => t,
+            Err(e) => {
+                self.failure.get_or_insert(e);
+                Node::fragment(None::<Node>)
+            }
+        };
+        let running: HashSet<NodeKey> = self.running.keys().cloned().collect();
+        let plan = plan::plan(
+            &tree,
+            &PlanInput {
+                nodes: &self.nodes,
+                loops: &self.snap.loops,
+                running: &running,
+                approvals: &self.approvals,
+                node_loop: &self.snap.node_loop,
+            },
+        );
+        if !plan.node_loop.is_empty() {
+            let snap = Arc::make_mut(&mut self.snap);
+            for (id, lp) in &plan.node_loop {
+                match lp {
+                    Some(l) => snap.node_loop.insert(id.clone(), l.clone()),
+                    None => snap.node_loop.remove(id),
+                };
+            }
+        }
+
+        // A running task the tree no longer mounts (its branch switched, its loop ended) stops.
+        for (key, r) in self.running.iter_mut() {
+            if !r.unmounted && !plan.mounted_running.contains(key) {
+                r.unmounted = true;
+                cmds.push_back(Command::Stop(key.clone()));
+            }
+        }
+
+        // What the render decided on its own: state writes, skips, loop moves, denied
+        // approvals, approval requests, the frame.
+        let (b, decided) = self.on_render(&tree, &plan, state_writes);
+        if !b.is_empty() {
+            cmds.push_back(Command::Commit(b));
+        }
+        if decided && self.failure.is_none() {
+            return; // the tree may differ now: render again before starting anything
+        }
+
+        // Is the run over?
+        let complete = matches!(plan.outcome, Outcome::Complete);
+        if let Outcome::Failed(e) = plan.outcome {
+            self.failure.get_or_insert(e);
+        }
+        if self.running.is_empty() {
+            if let Some(e) = self.failure.take() {
+                cmds.push_back(Command::Finish {
+                    status: RunStatus::Failed,
+                    error: Some(e.to_string()),
+                });
+                return;
+            }
+            if complete {
+                cmds.push_back(Command::Finish {
+                    status: RunStatus::Finished,
+                    error: None,
+                });
+                return;
+            }
+        }
+
+        let awaiting_approval: Vec<String> = plan
+            .awaiting_approval
+            .iter()
+            .map(|r| format!("`{}`", r.task.id))
+            .collect();
+        if self.failure.is_some() {
+            self.idle(awaiting_approval, cmds);
+            return;
+        }
+        // Start what is runnable, within the run-wide limit (after the lookups).
+        let limit = match tree.kind() {
+            NodeKind::Workflow(w) => w.max_concurrency.unwrap_or(self.max_concurrency),
+            _ => self.max_concurrency,
+        }
+        .max(1);
+        // `<Workflow cache>`: an agent task whose key matches an earlier output reuses it.
+        let cache = match tree.kind() {
+            NodeKind::Workflow(w) if w.cache => Some(w.name.clone()),
+            _ => None,
+        };
+        if let NodeKind::Workflow(w) = tree.kind() {
+            self.workflow.clone_from(&w.name);
+        }
+        let runnable: Vec<Runnable> = plan
+            .runnable
+            .into_iter()
+            .filter(|r| !self.running.contains_key(&(r.task.id.clone(), r.iteration)))
+            .collect();
+        if runnable.is_empty() {
+            self.idle(awaiting_approval, cmds);
+            return;
+        }
+        // Only the first free slots can start (or find their output in the cache).
+        let free = limit.saturating_sub(self.running.len());
+        let cache_keys: Vec<Option<String>> = runnable
+            .iter()
+            .enumerate()
+            .map(|(i, r)| match (&cache, &r.task.exec) {
+                (Some(wf), TaskExec::Agent(agent)) if i < free => {
+                    Some(cache_key(wf, &r.task, agent.as_ref()))
+                }
+                _ => None,
+            })
+            .collect();
+        cmds.push_back(Command::Prepare(
+            runnable
+                .iter()
+                .zip(&cache_keys)
+                .map(|(r, k)| Preparation {
+                    task: r.task.clone(),
+                    cache_key: k.clone(),
+                })
+                .collect(),
+        ));
+        self.pending = Some(PendingStart {
+            runnable,
+            cache_keys,
+            limit,
+            awaiting_approval,
+        });
+    }
+
+    /// The lookups are done: complete static values and cache hits in one shared batch (then
+    /// render again: the tree may depend on them), or start attempts within the limit.
+    fn prepared(&mut self, prepared: Vec<Prepared>, cmds: &mut VecDeque<Command>) {
+        let Some(PendingStart {
+            runnable,
+            cache_keys,
+            limit,
+            awaiting_approval,
+        }) = self.pending.take()
+        else {
+            return;
+        };
+        let mut statics = WriteBatch::new(&self.run_id);
+        for ((r, key), p) in runnable.into_iter().zip(cache_keys).zip(prepared) {
+            // An output type that does not fit its table is a definition error: the run fails
+            // with it (after the running attempts end) instead of staying `running`.
+            let cached = match p {
+                Prepared::Ready { cached } => cached,
+                Prepared::TableError(e) => {
+                    self.failure.get_or_insert(e);
+                    break;
+                }
+            };
+            // Static values have no side effects and take no time: every one the plan offers
+            // starts and finishes in one shared transaction.
+            if let TaskExec::Value(v) = &r.task.exec {
+                let v = v.clone();
+                self.complete_static(&mut statics, &r, v, Source::Static);
+                continue;
+            }
+            if self.running.len() >= limit || !statics.is_empty() {
+                continue;
+            }
+            if let Some(v) = cached {
+                self.complete_static(&mut statics, &r, Ok(v), Source::Cache);
+                continue;
+            }
+            let (b, start) = self.start(r, key);
+            cmds.push_back(Command::Commit(b));
+            cmds.push_back(Command::Start(start));
+        }
+        if !statics.is_empty() {
+            cmds.push_back(Command::Commit(statics));
+            return;
+        }
+        self.idle(awaiting_approval, cmds);
+    }
+
+    /// Nothing more starts now: wait for approvals, for the running attempts, or stop.
+    fn idle(&mut self, awaiting_approval: Vec<String>, cmds: &mut VecDeque<Command>) {
+        if self.running.is_empty() && self.failure.is_none() && !awaiting_approval.is_empty() {
+            // Only human decisions can move the run on.
+            cmds.push_back(if self.wait_for_approval {
+                Command::WaitForApprovals
+            } else {
+                Command::Finish {
+                    status: RunStatus::WaitingApproval,
+                    error: Some(format!(
+                        "waiting for approval of {}",
+                        awaiting_approval.join(", ")
+                    )),
+                }
+            });
+            return;
+        }
+        if self.running.is_empty() {
+            let e = self.failure.take().unwrap_or_else(|| {
+                Error::Other("no task can start and none is running; the workflow is stuck".into())
+            });
+            cmds.push_back(Command::Finish {
+                status: RunStatus::Failed,
+                error: Some(e.to_string()),
+            });
+            return;
+        }
+        // A failure waits for the running attempts to end.
+        cmds.push_back(Command::Wait);
+    }
+
+    /// A static value or a cache hit: an attempt that starts and ends in `b`.
+    fn complete_static(
+        &mut self,
+        b: &mut WriteBatch,
+        r: &Runnable,
+        v: std::result::Result<Value, String>,
+        source: Source,
+    ) {
+        let t = &r.task;
+        let attempt = self.attempts(&t.id, r.iteration) + 1;
+        b.push(Write::AttemptStart {
+            node_id: t.id.clone(),
+            iteration: r.iteration,
+            attempt,
+            agent: match source {
+                Source::Static => None,
+                Source::Cache => Some("cache".to_owned()),
+            },
+            owner: self.owner.clone(),
+        });
+        let validated = v.and_then(|v| {
+            t.output.check(&v).map_err(|e| match source {
+                Source::Static => format!("static value of `{}`: {e}", t.id),
+                Source::Cache => format!("cached output of `{}`: {e}", t.id),
+            })
+        });
+        match validated {
+            Ok(value) => self.on_success(
+                b,
+                t,
+                r.iteration,
+                r.loop_id.clone(),
+                attempt,
+                value,
+                AttemptEnd::default(),
+            ),
+            Err(e) => self.on_failure(
+                b,
+                t,
+                r.iteration,
+                r.loop_id.clone(),
+                attempt,
+                TaskError::terminal(e),
+                AttemptEnd::default(),
+            ),
+        }
+    }
+
+    /// A new attempt of `r`: the batch recording it running, and what to spawn.
+    fn start(&mut self, r: Runnable, cache_key: Option<String>) -> (WriteBatch, StartAttempt) {
+        let t = r.task;
+        let attempt = self.attempts(&t.id, r.iteration) + 1;
+        let agent_name = match &t.exec {
+            TaskExec::Agent(a) => Some(a.name().to_owned()),
+            _ => None,
+        };
+        let mut b = WriteBatch::new(&self.run_id);
+        b.push(Write::Node(NodeRecord {
+            node_id: t.id.clone(),
+            iteration: r.iteration,
+            status: NodeStatus::Running,
+            attempts: attempt,
+            output_table: None,
+            loop_id: r.loop_id.clone(),
+            last_error: None,
+        }));
+        b.push(Write::AttemptStart {
+            node_id: t.id.clone(),
+            iteration: r.iteration,
+            attempt,
+            agent: agent_name,
+            owner: self.owner.clone(),
+        });
+        b.push(Write::Event(Event::node(
+            &self.run_id,
+            &t.id,
+            r.iteration,
+            EventKind::NodeStarted { attempt },
+        )));
+        let (last_error, failures) = self
+            .node(&t.id, r.iteration)
+            .map_or((None, 0), |n| (n.last_error.clone(), n.failures));
+        self.set_node(
+            &t.id,
+            r.iteration,
+            NodeState {
+                status: NodeStatus::Running,
+                attempts: attempt,
+                failures,
+                last_error: last_error.clone(),
+            },
+        );
+        self.running.insert(
+            (t.id.clone(), r.iteration),
+            Running {
+                task: t.clone(),
+                loop_id: r.loop_id,
+                unmounted: false,
+                cache_key,
+            },
+        );
+        let start = StartAttempt {
+            task: t,
+            iteration: r.iteration,
+            attempt,
+            last_error,
+        };
+        (b, start)
+    }
+
+    /// The end of an attempt: output + node + attempt + events in one batch.
+    fn attempt_ended(&mut self, res: AttemptResult, cancelling: bool) -> Option<WriteBatch> {
+        if cancelling && res.outcome.is_err() {
+            // Ended because the run is being cancelled: the cancellation records it.
+            return None;
+        }
+        let running = self.running.remove(&res.key)?;
+        let mut b = WriteBatch::new(&self.run_id);
+        if running.unmounted {
+            self.on_cancelled(
+                &mut b,
+                &res.key,
+                running.loop_id,
+                "a re-render no longer mounts this task (its branch or loop moved on)",
+            );
+            return Some(b);
+        }
+        let t = running.task;
+        let (id, it) = (res.key.0.clone(), res.key.1);
+        let mut end = AttemptEnd {
+            duration_ms: res.duration_ms,
+            ..AttemptEnd::default()
+        };
+        let (value, transcript) = match res.outcome {
+            Ok(AgentResponseOrValue::Value(v)) => (Ok(v), None),
+            Ok(AgentResponseOrValue::Agent(resp)) => {
+                end.usage = resp.usage.clone();
+                end.session_id = resp.session_id.clone();
+                end.exit_code = resp.exit_code;
+                end.model = resp.model.clone();
+                let v = extract_output(&t, &resp);
+                (v, resp.transcript)
+            }
+            Err((e, resp)) => {
+                if let Some(r) = &resp {
+                    end.usage = r.usage.clone();
+                    end.exit_code = r.exit_code;
+                }
+                (Err(e), resp.and_then(|r| r.transcript))
+            }
+        };
+        if let Some(text) = transcript {
+            b.push(Write::Transcript {
+                node_id: id.clone(),
+                iteration: it,
+                attempt: res.attempt,
+                text,
+            });
+        }
+        let validated = value.and_then(|v| {
+            t.output.check(&v).map_err(|e| {
+                TaskError::retryable(format!(
+                    "node `{id}` returned output that does not match `{}`: {e}",
+                    t.output.short_name()
+                ))
+            })
+        });
+        match validated {
+            Ok(v) => {
+                if let Some(key) = running.cache_key {
+                    b.push(Write::CachePut {
+                        key,
+                        workflow: self.workflow.clone(),
+                        node_id: t.id.clone(),
+                        table: t.output.table.to_owned(),
+                        value: v.clone(),
+                    });
+                }
+                self.on_success(&mut b, &t, it, running.loop_id, res.attempt, v, end)
+            }
+            Err(e) => self.on_failure(&mut b, &t, it, running.loop_id, res.attempt, e, end),
+        }
+        Some(b)
+    }
+
+    /// Every running attempt recorded as cancelled.
+    fn cancel_running(&mut self) -> WriteBatch {
+        let mut b = WriteBatch::new(&self.run_id);
+        let running: Vec<_> = self.running.drain().collect();
+        for (key, r) in running {
+            self.on_cancelled(&mut b, &key, r.loop_id, "the run was cancelled");
+        }
+        b
+    }
+
     /// What a render decided without running anything: state writes, skips, loop
     /// moves, denied approvals, new approval requests and a new frame. Returns whether the tree
     /// may now differ (then it is rendered again before anything starts).
@@ -596,5 +1142,286 @@ mod tests {
         let (b, _) = st.on_render(&t, &p, Vec::new());
         assert!(b.is_empty(), "{:?}", kinds(&b));
         assert_eq!(started.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    // ---- Whole sequences through `handle`: inputs in, commands out, no store. ----
+
+    use crate::node::{Branch, Parallel};
+    use crate::store::ApprovalRecord;
+
+    fn compute(id: &str) -> Node {
+        Task::<N>::new()
+            .id(id)
+            .run(|_| async { Ok::<_, TaskError>(N { n: 1 }) })
+            .build()
+    }
+
+    /// One line per command: commits list their events and attempt ends.
+    fn describe(cmds: &VecDeque<Command>) -> Vec<String> {
+        let batch = |b: &WriteBatch| {
+            let mut parts = kinds(b);
+            parts.extend(b.writes.iter().filter_map(|w| match w {
+                Write::AttemptEnd { node_id, end, .. } => {
+                    Some(format!("attempt_{}:{node_id}", end.status))
+                }
+                _ => None,
+            }));
+            parts.join(",")
+        };
+        cmds.iter()
+            .map(|c| match c {
+                Command::Commit(b) => format!("commit[{}]", batch(b)),
+                Command::Prepare(items) => format!(
+                    "prepare[{}]",
+                    items
+                        .iter()
+                        .map(|p| p.task.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                Command::Start(s) => format!("start:{}#{}", s.task.id, s.attempt),
+                Command::Stop((id, _)) => format!("stop:{id}"),
+                Command::CancelAll(b) => format!("cancel_all[{}]", batch(b)),
+                Command::Wait => "wait".into(),
+                Command::WaitForApprovals => "wait_for_approvals".into(),
+                Command::Finish { status, error } => match error {
+                    Some(e) => format!("finish:{status}: {e}"),
+                    None => format!("finish:{status}"),
+                },
+                Command::Abort(e) => format!("abort: {e}"),
+            })
+            .collect()
+    }
+
+    fn render(st: &mut RunState, tree: Node) -> Vec<String> {
+        describe(&st.handle(Input::Rendered {
+            tree: Ok(tree),
+            state_writes: Vec::new(),
+        }))
+    }
+
+    /// Every lookup answered: tables ready, nothing cached.
+    fn prepared(st: &mut RunState, n: usize) -> Vec<String> {
+        let ready = (0..n).map(|_| Prepared::Ready { cached: None }).collect();
+        describe(&st.handle(Input::Prepared(ready)))
+    }
+
+    fn ended(
+        st: &mut RunState,
+        id: &str,
+        outcome: std::result::Result<(), TaskError>,
+        cancelling: bool,
+    ) -> Vec<String> {
+        let result = AttemptResult {
+            key: (id.to_owned(), 0),
+            attempt: st.attempts(id, 0),
+            duration_ms: 5,
+            outcome: outcome
+                .map(|()| AgentResponseOrValue::Value(serde_json::json!({"n": 1})))
+                .map_err(|e| (e, None)),
+        };
+        describe(&st.handle(Input::AttemptEnded { result, cancelling }))
+    }
+
+    #[test]
+    fn an_attempt_starts_ends_and_the_run_finishes() {
+        let mut st = RunState::new("r", "me".into());
+        let tree = || Workflow::new().child(compute("a")).build();
+        assert_eq!(
+            render(&mut st, tree()),
+            ["commit[frame_rendered]", "prepare[a]"]
+        );
+        assert_eq!(
+            prepared(&mut st, 1),
+            ["commit[node_started:a]", "start:a#1", "wait"]
+        );
+        assert_eq!(node_status(&st, "a"), (NodeStatus::Running, 1, 0));
+        assert_eq!(
+            ended(&mut st, "a", Ok(()), false),
+            ["commit[node_finished:a,attempt_finished:a]"]
+        );
+        assert_eq!(render(&mut st, tree()), ["finish:finished"]);
+    }
+
+    #[test]
+    fn statics_complete_in_one_shared_batch_before_anything_starts() {
+        let mut st = RunState::new("r", "me".into());
+        let tree = || {
+            Workflow::new()
+                .child(
+                    Parallel::new()
+                        .child(Task::<N>::new().id("a").value(N { n: 1 }).build())
+                        .child(compute("c"))
+                        .child(Task::<N>::new().id("b").value(N { n: 2 }).build())
+                        .build(),
+                )
+                .build()
+        };
+        assert_eq!(
+            render(&mut st, tree()),
+            ["commit[frame_rendered]", "prepare[a,c,b]"]
+        );
+        assert_eq!(
+            prepared(&mut st, 3),
+            ["commit[node_finished:a,node_finished:b,attempt_finished:a,attempt_finished:b]"],
+            "the tree renders again before `c` starts"
+        );
+        assert_eq!(render(&mut st, tree()), ["prepare[c]"]);
+        assert_eq!(
+            prepared(&mut st, 1),
+            ["commit[node_started:c]", "start:c#1", "wait"]
+        );
+    }
+
+    #[test]
+    fn a_failure_waits_for_the_running_attempts_then_fails_the_run() {
+        let mut st = RunState::new("r", "me".into());
+        let tree = || {
+            Workflow::new()
+                .child(
+                    Parallel::new()
+                        .child(compute("a"))
+                        .child(compute("b"))
+                        .build(),
+                )
+                .build()
+        };
+        render(&mut st, tree());
+        assert_eq!(
+            prepared(&mut st, 2),
+            [
+                "commit[node_started:a]",
+                "start:a#1",
+                "commit[node_started:b]",
+                "start:b#1",
+                "wait"
+            ]
+        );
+        assert_eq!(
+            ended(&mut st, "a", Err(TaskError::terminal("boom")), false),
+            ["commit[node_failed:a,attempt_failed:a]"]
+        );
+        assert_eq!(render(&mut st, tree()), ["wait"], "`b` is still running");
+        ended(&mut st, "b", Ok(()), false);
+        let end = render(&mut st, tree());
+        assert_eq!(end.len(), 1);
+        assert!(end[0].starts_with("finish:failed: "), "{end:?}");
+    }
+
+    #[test]
+    fn cancellation_wins_over_the_attempts_it_ended() {
+        let mut st = RunState::new("r", "me".into());
+        render(&mut st, Workflow::new().child(compute("a")).build());
+        prepared(&mut st, 1);
+        assert!(
+            ended(&mut st, "a", Err(TaskError::terminal("cancelled")), true).is_empty(),
+            "not recorded as a failure"
+        );
+        assert_eq!(
+            describe(&st.handle(Input::CancelRequested)),
+            ["cancel_all[attempt_cancelled:a]", "finish:cancelled"]
+        );
+        assert_eq!(node_status(&st, "a"), (NodeStatus::Pending, 1, 0));
+        assert!(st.running.is_empty());
+    }
+
+    #[test]
+    fn a_task_the_tree_unmounts_is_stopped_and_its_attempt_recorded_cancelled() {
+        let mut st = RunState::new("r", "me".into());
+        let tree = |first: bool| {
+            Workflow::new()
+                .child(
+                    Branch::new()
+                        .cond(first)
+                        .then(compute("a"))
+                        .otherwise(compute("b"))
+                        .build(),
+                )
+                .build()
+        };
+        render(&mut st, tree(true));
+        prepared(&mut st, 1);
+        assert_eq!(
+            render(&mut st, tree(false)),
+            ["stop:a", "commit[frame_rendered]", "prepare[b]"]
+        );
+        assert_eq!(
+            prepared(&mut st, 1),
+            ["commit[node_started:b]", "start:b#1", "wait"]
+        );
+        assert_eq!(
+            ended(&mut st, "a", Ok(()), false),
+            ["commit[attempt_cancelled:a]"],
+            "its output is not kept"
+        );
+        assert_eq!(node_status(&st, "a").0, NodeStatus::Pending);
+        assert!(!st.snap.outputs.contains_key("a"));
+    }
+
+    #[test]
+    fn approvals_park_the_run_or_wait_for_a_decision() {
+        let tree = || {
+            Workflow::new()
+                .child(
+                    Task::<N>::new()
+                        .id("a")
+                        .needs_approval(true)
+                        .value(N { n: 1 })
+                        .build(),
+                )
+                .build()
+        };
+        let mut st = RunState::new("r", "me".into());
+        assert_eq!(
+            render(&mut st, tree()),
+            [
+                "commit[frame_rendered,approval_requested:a]",
+                "finish:waiting-approval: waiting for approval of `a`"
+            ]
+        );
+
+        let mut st = RunState::new("r", "me".into());
+        st.wait_for_approval = true;
+        assert_eq!(
+            render(&mut st, tree()),
+            [
+                "commit[frame_rendered,approval_requested:a]",
+                "wait_for_approvals"
+            ]
+        );
+        let approved = ApprovalRecord {
+            node_id: "a".into(),
+            iteration: 0,
+            status: ApprovalStatus::Approved,
+            requested_at: String::new(),
+            decided_at: None,
+            note: None,
+        };
+        assert!(describe(&st.handle(Input::ApprovalsPolled(vec![approved]))).is_empty());
+        assert_eq!(render(&mut st, tree()), ["prepare[a]"]);
+        assert_eq!(
+            prepared(&mut st, 1),
+            ["commit[node_finished:a,attempt_finished:a]"]
+        );
+        assert_eq!(render(&mut st, tree()), ["finish:finished"]);
+    }
+
+    #[test]
+    fn a_table_error_fails_the_run_and_a_lost_lease_stops_everything() {
+        let mut st = RunState::new("r", "me".into());
+        let tree = || Workflow::new().child(compute("a")).build();
+        render(&mut st, tree());
+        let p = vec![Prepared::TableError(Error::InvalidIdentifier("n-1".into()))];
+        let end = describe(&st.handle(Input::Prepared(p)));
+        assert_eq!(end.len(), 1);
+        assert!(end[0].starts_with("finish:failed: "), "{end:?}");
+
+        let mut st = RunState::new("r", "me".into());
+        render(&mut st, tree());
+        prepared(&mut st, 1);
+        assert_eq!(
+            describe(&st.handle(Input::LeaseLost(Error::Other("lease".into())))),
+            ["cancel_all[attempt_cancelled:a]", "abort: lease"]
+        );
     }
 }

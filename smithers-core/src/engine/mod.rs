@@ -1,10 +1,12 @@
 //! The engine loop: render → plan → start tasks → persist each result in one transaction →
 //! render again, after EACH persisted output, while the other tasks keep running.
 //!
-//! Read `Engine::drive` top to bottom: it is the whole loop. Decisions come from the pure
-//! planner in [`crate::plan`]; writes go through the [`Store`] as one [`WriteBatch`] per change.
-//! Starting and ending attempts is in `attempt`, building the batches in `persist`, the in-memory
-//! run state in `state`.
+//! The decisions are a sans-I/O state machine in `machine` (`RunState::handle`: an `Input` in,
+//! `Command`s out); `Engine::drive` is the executor that renders, feeds the machine and carries
+//! out its commands against the [`Store`], the agents and the clock. Planning is the pure
+//! [`crate::plan`]; writes go through the store as one [`WriteBatch`] per change. Preparing,
+//! spawning and running attempts is in `attempt`, committing and ending runs in `persist`, the
+//! in-memory run state in `state`.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -366,9 +368,15 @@ where
         (tx, writer)
     }
 
-    /// The loop. Returns when the run finished, failed or was cancelled.
+    /// The loop, an executor of the decisions in `machine`: render, feed the render to
+    /// [`RunState::handle`], carry out the commands it returns (committing, preparing and
+    /// starting attempts, waiting for the next input and feeding it), render again. Returns when
+    /// the run finished, failed or was cancelled.
     async fn drive(&self, st: &mut RunState, input: Arc<I>) -> Result<RunReport> {
+        st.max_concurrency = self.options.max_concurrency;
+        st.wait_for_approval = self.options.wait_for_approval;
         let mut join: JoinSet<AttemptResult> = JoinSet::new();
+        let mut tokens: HashMap<NodeKey, CancellationToken> = HashMap::new();
         let mut lease_tick = tokio::time::interval(self.options.lease_ttl / 3);
         lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         lease_tick.tick().await;
@@ -377,198 +385,80 @@ where
         let mut cancel_poll = tokio::time::interval(self.options.cancel_poll);
         cancel_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         cancel_poll.tick().await;
-        let mut failure: Option<Error> = None;
         loop {
-            // 1. Render over the persisted state.
+            // Render over the persisted state.
             let ctx = Ctx::new(input.clone(), st.snap.clone());
-            let tree = match self.render_catching(&ctx) {
-                Ok(t) => t,
-                Err(e) => {
-                    failure.get_or_insert(e);
-                    Node::fragment(None::<Node>)
-                }
-            };
+            let tree = self.render_catching(&ctx);
             let state_writes = ctx.take_state_writes();
             drop(ctx);
-
-            // 2. Plan.
-            let running: HashSet<NodeKey> = st.running.keys().cloned().collect();
-            let plan = plan::plan(
-                &tree,
-                &PlanInput {
-                    nodes: &st.nodes,
-                    loops: &st.snap.loops,
-                    running: &running,
-                    approvals: &st.approvals,
-                    node_loop: &st.snap.node_loop,
-                },
-            );
-            if !plan.node_loop.is_empty() {
-                let snap = Arc::make_mut(&mut st.snap);
-                for (id, lp) in &plan.node_loop {
-                    match lp {
-                        Some(l) => snap.node_loop.insert(id.clone(), l.clone()),
-                        None => snap.node_loop.remove(id),
-                    };
-                }
-            }
-
-            // A running task the tree no longer mounts (its branch switched, its loop ended) stops.
-            for (key, r) in st.running.iter_mut() {
-                if !r.unmounted && !plan.mounted_running.contains(key) {
-                    r.unmounted = true;
-                    r.cancel.cancel();
-                }
-            }
-
-            // 3. Persist what the render decided on its own: state writes, skips, loop moves,
-            //    denied approvals, approval requests, the frame.
-            let (b, decided) = st.on_render(&tree, &plan, state_writes);
-            self.commit(b).await?;
-            if decided && failure.is_none() {
-                continue; // the tree may differ now: render again before starting anything
-            }
-
-            // 4. Decide whether the run is over.
-            let complete = matches!(plan.outcome, Outcome::Complete);
-            if let Outcome::Failed(e) = plan.outcome {
-                failure.get_or_insert(e);
-            }
-            if st.running.is_empty() {
-                if let Some(e) = failure.take() {
-                    return self
-                        .finish(st, RunStatus::Failed, Some(e.to_string()))
-                        .await;
-                }
-                if complete {
-                    return self.finish(st, RunStatus::Finished, None).await;
-                }
-            }
-
-            // 5. Start what is runnable, within the run-wide limit.
-            if failure.is_none() {
-                let limit = match tree.kind() {
-                    NodeKind::Workflow(w) => {
-                        w.max_concurrency.unwrap_or(self.options.max_concurrency)
-                    }
-                    _ => self.options.max_concurrency,
-                }
-                .max(1);
-                // `<Workflow cache>`: an agent task whose key matches an earlier output reuses it.
-                let cache = match tree.kind() {
-                    NodeKind::Workflow(w) if w.cache => Some(w.name.clone()),
-                    _ => None,
-                };
-                if let NodeKind::Workflow(w) = tree.kind() {
-                    st.workflow.clone_from(&w.name);
-                }
-                // Static values have no side effects and take no time: every one the plan
-                // offers starts and finishes in one shared transaction, then the tree is
-                // rendered again (it may depend on them).
-                let mut statics = WriteBatch::new(&st.run_id);
-                for r in plan.runnable {
-                    if st.running.contains_key(&(r.task.id.clone(), r.iteration)) {
+            let mut commands = st.handle(Input::Rendered { tree, state_writes });
+            // Carry out the decisions; when none is left, render again.
+            while let Some(command) = commands.pop_front() {
+                let next = match command {
+                    Command::Commit(b) => {
+                        self.commit(b).await?;
                         continue;
                     }
-                    // An output type that does not fit its table is a definition error: the run
-                    // fails with it (after the running attempts end) instead of staying `running`.
-                    match self.ensure_table(st, &r.task).await {
-                        Ok(()) => {}
-                        Err(e @ (Error::SchemaChanged { .. } | Error::InvalidIdentifier(_))) => {
-                            failure.get_or_insert(e);
-                            break;
+                    Command::Prepare(items) => Input::Prepared(self.prepare(st, items).await?),
+                    Command::Start(s) => {
+                        self.spawn_attempt(st, &mut join, &mut tokens, s);
+                        continue;
+                    }
+                    Command::Stop(key) => {
+                        if let Some(t) = tokens.get(&key) {
+                            t.cancel();
                         }
-                        Err(e) => return Err(e),
-                    }
-                    if let TaskExec::Value(v) = &r.task.exec {
-                        let v = v.clone();
-                        self.complete_static(st, &mut statics, &r, v, Source::Static)
-                            .await?;
                         continue;
                     }
-                    if st.running.len() >= limit || !statics.is_empty() {
+                    Command::CancelAll(b) => {
+                        self.cancel_all(&mut join, &mut tokens, b).await;
                         continue;
                     }
-                    let mut key = None;
-                    if let (Some(wf), TaskExec::Agent(agent)) = (&cache, &r.task.exec) {
-                        let k = cache_key(wf, &r.task, agent.as_ref());
-                        if let Some(v) = self.store.cache_get(&k).await? {
-                            self.complete_static(st, &mut statics, &r, Ok(v), Source::Cache)
-                                .await?;
+                    Command::Finish { status, error } => {
+                        return self.finish(st, status, error).await;
+                    }
+                    Command::Abort(e) => return Err(e),
+                    Command::WaitForApprovals => {
+                        tokio::select! {
+                            biased;
+                            _ = self.options.cancel.cancelled() => Input::CancelRequested,
+                            _ = tokio::time::sleep(self.options.approval_poll) => {
+                                self.poll_remote_cancel(st).await;
+                                Input::ApprovalsPolled(self.store.approvals(&st.run_id).await?)
+                            }
+                        }
+                    }
+                    // The next attempt to end, or a tick, or cancellation. Cancellation wins over
+                    // an attempt that ended because of it: such an attempt is recorded as
+                    // cancelled (its node pending), never as a failure.
+                    Command::Wait => tokio::select! {
+                        biased;
+                        _ = self.options.cancel.cancelled() => Input::CancelRequested,
+                        Some(done) = join.join_next() => match done {
+                            Ok(result) => {
+                                tokens.remove(&result.key);
+                                let cancelling = self.options.cancel.is_cancelled();
+                                Input::AttemptEnded { result, cancelling }
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "an attempt task panicked or was aborted");
+                                continue;
+                            }
+                        },
+                        _ = lease_tick.tick() => {
+                            match self.store.renew_lease(&st.run_id, &st.owner, self.options.lease_ttl).await {
+                                Ok(()) => continue,
+                                Err(e) => Input::LeaseLost(e),
+                            }
+                        }
+                        _ = cancel_poll.tick() => {
+                            self.poll_remote_cancel(st).await;
                             continue;
                         }
-                        key = Some(k);
-                    }
-                    self.start(st, &mut join, r, key).await?;
-                }
-                if !statics.is_empty() {
-                    self.commit(statics).await?;
-                    continue;
-                }
-            }
-            if st.running.is_empty() && failure.is_none() && !plan.awaiting_approval.is_empty() {
-                // Only human decisions can move the run on.
-                let waiting: Vec<String> = plan
-                    .awaiting_approval
-                    .iter()
-                    .map(|r| format!("`{}`", r.task.id))
-                    .collect();
-                if !self.options.wait_for_approval {
-                    let summary = format!("waiting for approval of {}", waiting.join(", "));
-                    return self
-                        .finish(st, RunStatus::WaitingApproval, Some(summary))
-                        .await;
-                }
-                tokio::select! {
-                    biased;
-                    _ = self.options.cancel.cancelled() => {
-                        return self.finish(st, RunStatus::Cancelled, None).await;
-                    }
-                    _ = tokio::time::sleep(self.options.approval_poll) => {}
-                }
-                self.poll_remote_cancel(st).await;
-                let decided = self.store.approvals(&st.run_id).await?;
-                st.apply_approvals(decided);
-                continue;
-            }
-            if st.running.is_empty() {
-                let e = failure.take().unwrap_or_else(|| {
-                    Error::Other(
-                        "no task can start and none is running; the workflow is stuck".into(),
-                    )
-                });
-                return self
-                    .finish(st, RunStatus::Failed, Some(e.to_string()))
-                    .await;
-            }
-
-            // 6. Wait for the next attempt to end (or a tick, or cancellation).
-            // Cancellation wins over an attempt that ended because of it: such an attempt is
-            // recorded as cancelled (its node pending), never as a failure.
-            tokio::select! {
-                biased;
-                _ = self.options.cancel.cancelled() => {
-                    self.cancel_all(st, &mut join).await;
-                    return self.finish(st, RunStatus::Cancelled, None).await;
-                }
-                Some(done) = join.join_next() => {
-                    match done {
-                        Ok(res) => self.complete(st, res).await?,
-                        Err(e) => tracing::error!(error = %e, "an attempt task panicked or was aborted"),
-                    }
-                }
-                _ = lease_tick.tick() => {
-                    if let Err(e) = self.store.renew_lease(&st.run_id, &st.owner, self.options.lease_ttl).await {
-                        self.cancel_all(st, &mut join).await;
-                        return Err(e);
-                    }
-                }
-                _ = cancel_poll.tick() => self.poll_remote_cancel(st).await,
-                _ = heartbeat.tick() => {
-                    let mut b = WriteBatch::new(&st.run_id);
-                    b.push(Write::State { key: "supervisor.heartbeat".into(), value: crate::time::now_rfc3339() });
-                    self.commit(b).await?;
-                }
+                        _ = heartbeat.tick() => Input::Heartbeat { now: crate::time::now_rfc3339() },
+                    },
+                };
+                commands.extend(st.handle(next));
             }
         }
     }
@@ -593,5 +483,5 @@ mod persist;
 mod state;
 
 use attempt::{cache_key, AttemptResult, Source};
-use machine::supervisor;
+use machine::{supervisor, Command, Input, Preparation, Prepared, StartAttempt};
 use state::{shape_hash, RunState, Running};

@@ -1,4 +1,4 @@
-//! The write batches of the engine: success, failure, cancellation and the end of a run.
+//! Committing batches, cancelling every attempt (`Command::CancelAll`) and ending a run.
 
 use super::*;
 
@@ -6,21 +6,22 @@ impl<I> Engine<I>
 where
     I: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
-    pub(super) async fn cancel_all(&self, st: &mut RunState, join: &mut JoinSet<AttemptResult>) {
-        for r in st.running.values() {
-            r.cancel.cancel();
+    /// Carries out `Command::CancelAll`: every attempt is told to stop and given a moment to
+    /// end its processes; then what is left is aborted and `b` recorded as well as possible.
+    pub(super) async fn cancel_all(
+        &self,
+        join: &mut JoinSet<AttemptResult>,
+        tokens: &mut HashMap<NodeKey, CancellationToken>,
+        b: WriteBatch,
+    ) {
+        for (_, t) in tokens.drain() {
+            t.cancel();
         }
-        // Give attempts a moment to stop their processes, then abort what is left.
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
             while join.join_next().await.is_some() {}
         })
         .await;
         join.abort_all();
-        let mut b = WriteBatch::new(&st.run_id);
-        let running: Vec<_> = st.running.drain().collect();
-        for (key, r) in running {
-            st.on_cancelled(&mut b, &key, r.loop_id, "the run was cancelled");
-        }
         if let Err(e) = self.commit(b).await {
             tracing::error!(error = %e, "could not record cancelled attempts");
         }

@@ -5,7 +5,6 @@ use super::*;
 pub(super) struct Running {
     pub(super) task: Arc<TaskSpec>,
     pub(super) loop_id: Option<String>,
-    pub(super) cancel: CancellationToken,
     /// A re-render no longer mounts the task: its attempt was told to stop and will be recorded
     /// as cancelled, never as the node's output.
     pub(super) unmounted: bool,
@@ -34,6 +33,14 @@ pub(super) struct RunState {
     pub(super) frame_no: u32,
     pub(super) frame_hash: u64,
     pub(super) finished: usize,
+    /// Why the run fails, once the running attempts have ended.
+    pub(super) failure: Option<Error>,
+    /// Run-wide limit of tasks running at once (`EngineOptions::max_concurrency`).
+    pub(super) max_concurrency: usize,
+    /// `EngineOptions::wait_for_approval`.
+    pub(super) wait_for_approval: bool,
+    /// Runnable tasks waiting for their lookups (`Command::Prepare`).
+    pub(super) pending: Option<super::machine::PendingStart>,
 }
 
 impl RunState {
@@ -56,6 +63,10 @@ impl RunState {
             frame_no: 0,
             frame_hash: 0,
             finished: 0,
+            failure: None,
+            max_concurrency: EngineOptions::default().max_concurrency,
+            wait_for_approval: false,
+            pending: None,
         }
     }
 
