@@ -1,0 +1,201 @@
+//! How an attempt ends: success (output, node, attempt, events), failure (retry within the
+//! budget of failed attempts, or fail), cancellation (node pending again, budget kept).
+
+use super::*;
+
+impl RunState {
+    #[allow(clippy::too_many_arguments)]
+    pub(in crate::engine) fn on_success(
+        &mut self,
+        b: &mut WriteBatch,
+        t: &TaskSpec,
+        it: u32,
+        loop_id: Option<String>,
+        attempt: u32,
+        value: Value,
+        mut end: AttemptEnd,
+    ) {
+        end.status = "finished";
+        let usage = (end.usage != Usage::default()).then(|| end.usage.clone());
+        b.push(Write::Output {
+            info: t.output,
+            node_id: t.id.clone(),
+            iteration: it,
+            value: value.clone(),
+        });
+        b.push(Write::Node(NodeRecord {
+            node_id: t.id.clone(),
+            iteration: it,
+            status: NodeStatus::Finished,
+            attempts: attempt,
+            output_table: Some(t.output.table.to_owned()),
+            loop_id,
+            last_error: None,
+        }));
+        b.push(Write::AttemptEnd {
+            node_id: t.id.clone(),
+            iteration: it,
+            attempt,
+            end,
+        });
+        b.push(Write::Event(Event::node(
+            &self.run_id,
+            &t.id,
+            it,
+            EventKind::NodeFinished { attempt, usage },
+        )));
+        self.finished += 1;
+        supervisor(
+            b,
+            "running",
+            &format!("{} node(s) finished; last: `{}`", self.finished, t.id),
+        );
+        self.set_node(
+            &t.id,
+            it,
+            NodeState {
+                status: NodeStatus::Finished,
+                attempts: attempt,
+                failures: self.node(&t.id, it).map_or(0, |n| n.failures),
+                last_error: None,
+            },
+        );
+        Arc::make_mut(&mut self.snap)
+            .outputs
+            .entry(t.id.clone())
+            .or_default()
+            .insert(it, value);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(in crate::engine) fn on_failure(
+        &mut self,
+        b: &mut WriteBatch,
+        t: &TaskSpec,
+        it: u32,
+        loop_id: Option<String>,
+        attempt: u32,
+        e: TaskError,
+        mut end: AttemptEnd,
+    ) {
+        // `retries` counts failed attempts only: one cancelled by the user or abandoned by a
+        // dead process does not use up a retry.
+        let failures = self.node(&t.id, it).map_or(0, |n| n.failures) + 1;
+        let retry = e.retryable && failures <= t.retries;
+        let msg = if retry {
+            format!(
+                "{}; it will be tried again (attempt {} of {})",
+                e.message,
+                failures + 1,
+                t.retries + 1
+            )
+        } else {
+            e.message.clone()
+        };
+        end.status = "failed";
+        end.error = Some(e.message.clone());
+        let status = if retry {
+            NodeStatus::Pending
+        } else {
+            NodeStatus::Failed
+        };
+        b.push(Write::Node(NodeRecord {
+            node_id: t.id.clone(),
+            iteration: it,
+            status,
+            attempts: attempt,
+            output_table: None,
+            loop_id,
+            last_error: Some(e.message.clone()),
+        }));
+        b.push(Write::AttemptEnd {
+            node_id: t.id.clone(),
+            iteration: it,
+            attempt,
+            end,
+        });
+        let kind = if retry {
+            EventKind::NodeRetrying {
+                attempt,
+                error: msg,
+            }
+        } else {
+            EventKind::NodeFailed {
+                attempt,
+                error: e.message.clone(),
+            }
+        };
+        b.push(Write::Event(Event::node(&self.run_id, &t.id, it, kind)));
+        if !retry {
+            b.push(Write::State {
+                key: "supervisor.last_error".into(),
+                value: format!("node `{}`: {}", t.id, e.message),
+            });
+        }
+        self.set_node(
+            &t.id,
+            it,
+            NodeState {
+                status,
+                attempts: attempt,
+                failures,
+                last_error: Some(e.message),
+            },
+        );
+    }
+
+    /// Records a stopped attempt: the attempt `cancelled` with `reason`, its node pending again
+    /// (a later render that mounts it starts a new attempt).
+    pub(in crate::engine) fn on_cancelled(
+        &mut self,
+        b: &mut WriteBatch,
+        (id, it): &NodeKey,
+        loop_id: Option<String>,
+        reason: &str,
+    ) {
+        let (attempts, failures) = self
+            .node(id, *it)
+            .map_or((1, 0), |n| (n.attempts, n.failures));
+        b.push(Write::Node(NodeRecord {
+            node_id: id.clone(),
+            iteration: *it,
+            status: NodeStatus::Pending,
+            attempts,
+            output_table: None,
+            loop_id,
+            last_error: Some("cancelled".into()),
+        }));
+        b.push(Write::AttemptEnd {
+            node_id: id.clone(),
+            iteration: *it,
+            attempt: attempts,
+            end: AttemptEnd {
+                status: "cancelled",
+                error: Some(reason.to_owned()),
+                ..AttemptEnd::default()
+            },
+        });
+        self.set_node(
+            id,
+            *it,
+            NodeState {
+                status: NodeStatus::Pending,
+                attempts,
+                failures,
+                last_error: Some("cancelled".into()),
+            },
+        );
+    }
+}
+
+/// The `supervisor.status` and `supervisor.summary` state keys (seed 002's contract).
+pub(in crate::engine) fn supervisor(b: &mut WriteBatch, status: &str, summary: &str) {
+    b.push(Write::State {
+        key: "supervisor.status".into(),
+        value: status.into(),
+    });
+    b.push(Write::State {
+        key: "supervisor.summary".into(),
+        value: summary.into(),
+    });
+}

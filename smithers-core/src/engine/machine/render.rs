@@ -1,0 +1,208 @@
+//! What a render decides without running anything: state writes, skips, loop moves, denied
+//! approvals, approval requests, phase and step transitions (with their hooks), new frames.
+
+use super::*;
+use crate::node::HookCtx;
+use crate::plan::GroupStatus;
+
+impl RunState {
+    /// What a render decided without running anything: state writes, skips, loop
+    /// moves, denied approvals, new approval requests and a new frame. Returns whether the tree
+    /// may now differ (then it is rendered again before anything starts).
+    pub(in crate::engine) fn on_render(
+        &mut self,
+        tree: &Node,
+        plan: &plan::Plan,
+        state_writes: Vec<(String, String)>,
+    ) -> (WriteBatch, bool) {
+        let mut b = WriteBatch::new(&self.run_id);
+        for (k, v) in state_writes {
+            Arc::make_mut(&mut self.snap)
+                .state
+                .insert(k.clone(), v.clone());
+            b.push(Write::State { key: k, value: v });
+        }
+        self.record_frame(tree, &mut b);
+        let decided =
+            !plan.skipped.is_empty() || !plan.loop_changes.is_empty() || !plan.denied.is_empty();
+        for (task, it, lp) in &plan.skipped {
+            b.push(Write::Node(NodeRecord {
+                node_id: task.id.clone(),
+                iteration: *it,
+                status: NodeStatus::Skipped,
+                attempts: 0,
+                output_table: None,
+                loop_id: lp.clone(),
+                last_error: None,
+            }));
+            b.push(Write::Event(Event::node(
+                &self.run_id,
+                &task.id,
+                *it,
+                EventKind::NodeSkipped,
+            )));
+            self.set_node(
+                &task.id,
+                *it,
+                NodeState {
+                    status: NodeStatus::Skipped,
+                    attempts: 0,
+                    failures: 0,
+                    last_error: None,
+                },
+            );
+        }
+        for change in &plan.loop_changes {
+            let (loop_id, state, event) = match change {
+                LoopChange::Iterate { loop_id, state } => (
+                    loop_id,
+                    state,
+                    EventKind::LoopIterated {
+                        loop_id: loop_id.clone(),
+                        iteration: state.iteration,
+                    },
+                ),
+                LoopChange::Finish {
+                    loop_id,
+                    state,
+                    max_reached,
+                } => (
+                    loop_id,
+                    state,
+                    EventKind::LoopFinished {
+                        loop_id: loop_id.clone(),
+                        iteration: state.iteration,
+                        max_reached: *max_reached,
+                    },
+                ),
+            };
+            b.push(Write::Loop {
+                loop_id: loop_id.clone(),
+                state: state.clone(),
+            });
+            b.push(Write::Event(Event::run(&self.run_id, event)));
+            Arc::make_mut(&mut self.snap)
+                .loops
+                .insert(loop_id.clone(), state.clone());
+        }
+        for r in &plan.denied {
+            let t = &r.task;
+            let key = (t.id.clone(), r.iteration);
+            let note = self.approval_notes.get(&key).cloned().flatten();
+            let error = match note {
+                Some(n) => format!("approval denied: {n}"),
+                None => "approval denied".to_owned(),
+            };
+            let attempts = self.attempts(&t.id, r.iteration);
+            b.push(Write::Node(NodeRecord {
+                node_id: t.id.clone(),
+                iteration: r.iteration,
+                status: NodeStatus::Failed,
+                attempts,
+                output_table: None,
+                loop_id: r.loop_id.clone(),
+                last_error: Some(error.clone()),
+            }));
+            b.push(Write::Event(Event::node(
+                &self.run_id,
+                &t.id,
+                r.iteration,
+                EventKind::NodeFailed {
+                    attempt: attempts,
+                    error: error.clone(),
+                },
+            )));
+            self.set_node(
+                &t.id,
+                r.iteration,
+                NodeState {
+                    status: NodeStatus::Failed,
+                    attempts,
+                    failures: 0,
+                    last_error: Some(error),
+                },
+            );
+        }
+        for g in &plan.groups {
+            let key = (g.kind, g.name.clone(), g.iteration);
+            let before = self.groups.get(&key).copied();
+            if before != Some(g.status) {
+                self.groups.insert(key, g.status);
+                // Hooks run once per transition; a phase that completes within one render
+                // still starts first.
+                let mut hooks = Vec::new();
+                if before.is_none() && g.status != GroupStatus::Skipped {
+                    hooks.extend(g.hooks.on_start.clone());
+                }
+                if g.status == GroupStatus::Completed {
+                    hooks.extend(g.hooks.on_complete.clone());
+                }
+                for hook in hooks {
+                    let mut cx = HookCtx {
+                        run_id: &self.run_id,
+                        name: &g.name,
+                        state: Vec::new(),
+                    };
+                    hook(&mut cx);
+                    for (k, v) in cx.state {
+                        Arc::make_mut(&mut self.snap)
+                            .state
+                            .insert(k.clone(), v.clone());
+                        b.push(Write::State { key: k, value: v });
+                    }
+                }
+                b.push(Write::Group(g.clone()));
+                b.push(Write::Event(Event::run(
+                    &self.run_id,
+                    EventKind::StepChanged {
+                        kind: g.kind,
+                        name: g.name.clone(),
+                        iteration: g.iteration,
+                        status: g.status,
+                    },
+                )));
+            }
+        }
+        for r in &plan.awaiting_approval {
+            let key = (r.task.id.clone(), r.iteration);
+            if self.approvals.contains_key(&key) {
+                continue;
+            }
+            b.push(Write::ApprovalRequest {
+                node_id: key.0.clone(),
+                iteration: key.1,
+            });
+            b.push(Write::Event(Event::node(
+                &self.run_id,
+                &key.0,
+                key.1,
+                EventKind::ApprovalRequested,
+            )));
+            self.approvals.insert(key, ApprovalStatus::Pending);
+        }
+        (b, decided)
+    }
+
+    /// Records a frame when the tree's shape changed since the last one.
+    fn record_frame(&mut self, tree: &Node, b: &mut WriteBatch) {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        shape_hash(tree, &mut h);
+        let hash = h.finish();
+        if hash == self.frame_hash {
+            return;
+        }
+        self.frame_hash = hash;
+        self.frame_no += 1;
+        b.push(Write::Frame {
+            frame_no: self.frame_no,
+            hash: format!("{hash:016x}"),
+            tree: tree.to_tree_string(),
+        });
+        b.push(Write::Event(Event::run(
+            &self.run_id,
+            EventKind::FrameRendered {
+                frame: self.frame_no,
+            },
+        )));
+    }
+}
