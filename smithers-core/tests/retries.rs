@@ -206,3 +206,36 @@ async fn a_cancelled_attempt_does_not_use_up_a_retry() {
     assert_eq!(statuses, ["cancelled", "failed", "finished"]);
     assert_eq!(h.num_rows(&report.run_id), vec![("job".into(), 0, 3)]);
 }
+
+#[tokio::test]
+async fn a_task_that_panics_fails_its_node_instead_of_hanging_the_run() {
+    let h = Harness::new();
+    let engine = h.engine(|_ctx: &Ctx<()>| {
+        Workflow::new()
+            .child(
+                Task::<Num>::new()
+                    .id("boom")
+                    .retries(3)
+                    .run(|_t| async {
+                        if true {
+                            panic!("index out of bounds");
+                        }
+                        Ok::<_, String>(num(1))
+                    })
+                    .build(),
+            )
+            .build()
+    });
+    let report = tokio::time::timeout(std::time::Duration::from_secs(10), engine.run(()))
+        .await
+        .expect("the run ends")
+        .unwrap();
+    assert_eq!(report.status, RunStatus::Failed);
+    let attempts = h.attempts(&report.run_id, "boom");
+    assert_eq!(attempts.len(), 1, "a panic is terminal: no retry");
+    assert_eq!(
+        attempts[0].3.as_deref(),
+        Some("the task panicked: index out of bounds")
+    );
+    h.integrity_ok();
+}

@@ -3,6 +3,7 @@
 //! cancellation. What a result means is decided in `machine`.
 
 use super::*;
+use futures::FutureExt;
 
 /// What an attempt produced.
 pub(super) struct AttemptResult {
@@ -103,7 +104,18 @@ where
                 progress,
                 vcs,
             };
-            let outcome = run_attempt(&t, input).await;
+            // A body that panics fails its attempt (terminally) instead of taking the task down
+            // with it: the engine must always hear that an attempt ended.
+            let outcome = match AssertUnwindSafe(run_attempt(&t, input))
+                .catch_unwind()
+                .await
+            {
+                Ok(outcome) => outcome,
+                Err(panic) => Err((
+                    TaskError::terminal(format!("the task panicked: {}", panic_message(&*panic))),
+                    None,
+                )),
+            };
             AttemptResult {
                 key,
                 attempt,
@@ -172,6 +184,15 @@ pub(super) fn extract_output(
             resp.text.chars().take(200).collect::<String>()
         ))),
     }
+}
+
+/// The text of a panic payload.
+pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// Everything one attempt's body needs besides its task.

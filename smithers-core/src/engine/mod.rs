@@ -465,13 +465,9 @@ where
 
     fn render_catching(&self, ctx: &Ctx<I>) -> Result<Node> {
         std::panic::catch_unwind(AssertUnwindSafe(|| (self.workflow)(ctx))).map_err(|p| {
-            let msg = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
             Error::Other(format!(
-                "the workflow function panicked while rendering: {msg}"
+                "the workflow function panicked while rendering: {}",
+                attempt::panic_message(&*p)
             ))
         })
     }
