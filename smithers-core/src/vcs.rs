@@ -287,16 +287,11 @@ pub async fn revert_step(
     run_id: &str,
     step_id: i64,
 ) -> crate::Result<Reverted> {
-    let steps = store.steps(run_id).await?;
-    let step = steps.iter().find(|s| s.step_id == step_id).ok_or_else(|| {
-        crate::Error::Other(format!(
-            "run `{run_id}` has no step {step_id}; `smithers steps {run_id}` lists them"
-        ))
-    })?;
+    let step = store.step(run_id, step_id).await?;
     let attempts = store.attempts(run_id).await?;
     let first = attempts
         .iter()
-        .filter(|a| a.iteration == step.iteration && step.task_ids.contains(&a.node_id) && a.vcs_before.is_some())
+        .filter(|a| step.contains(a) && a.vcs_before.is_some())
         .min_by(|a, b| a.started_at.cmp(&b.started_at))
         .ok_or_else(|| {
             crate::Error::Other(format!(

@@ -7,23 +7,12 @@ use smithers_core::store::{AttemptRecord, CancelOutcome, RunRecord, RunStatus, S
 use smithers_core::{Error, Result, Usage};
 
 /// Usage summed over attempts.
-pub fn total_usage(attempts: &[AttemptRecord]) -> Usage {
-    let mut t = Usage::default();
-    fn add(a: &mut Option<u64>, b: Option<u64>) {
-        if let Some(b) = b {
-            *a = Some(a.unwrap_or(0) + b);
-        }
-    }
+pub fn total_usage<'a>(attempts: impl IntoIterator<Item = &'a AttemptRecord>) -> Usage {
+    let mut total = Usage::default();
     for a in attempts {
-        add(&mut t.input_tokens, a.usage.input_tokens);
-        add(&mut t.output_tokens, a.usage.output_tokens);
-        add(&mut t.cache_read_tokens, a.usage.cache_read_tokens);
-        add(&mut t.cache_write_tokens, a.usage.cache_write_tokens);
-        if let Some(c) = a.usage.cost_usd {
-            t.cost_usd = Some(t.cost_usd.unwrap_or(0.0) + c);
-        }
+        total.add(&a.usage);
     }
-    t
+    total
 }
 
 /// The run `run_id`, or the latest run.
@@ -75,13 +64,7 @@ pub async fn status(store: &dyn Store, run_id: Option<&str>, json: bool) -> Resu
         let u = per_node
             .entry((a.node_id.clone(), a.iteration))
             .or_default();
-        *u = total_usage(&[
-            AttemptRecord {
-                usage: u.clone(),
-                ..a.clone()
-            },
-            a.clone(),
-        ]);
+        u.add(&a.usage);
     }
     println!(
         "\n{:<32} {:>4} {:<10} {:>8} {:>10} {:>10}",
@@ -329,10 +312,7 @@ fn step_attempts<'a>(
     step: &smithers_core::store::StepRecord,
     attempts: &'a [AttemptRecord],
 ) -> Vec<&'a AttemptRecord> {
-    attempts
-        .iter()
-        .filter(|a| a.iteration == step.iteration && step.task_ids.contains(&a.node_id))
-        .collect()
+    attempts.iter().filter(|a| step.contains(a)).collect()
 }
 
 /// Lists the phases and steps of a run.
@@ -344,9 +324,7 @@ pub async fn steps(store: &dyn Store, run_id: Option<&str>, json: bool) -> Resul
         let rows: Vec<serde_json::Value> = steps
             .iter()
             .map(|s| {
-                let mine: Vec<AttemptRecord> =
-                    step_attempts(s, &attempts).into_iter().cloned().collect();
-                serde_json::json!({ "step": s, "usage": total_usage(&mine) })
+                serde_json::json!({ "step": s, "usage": total_usage(step_attempts(s, &attempts)) })
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -357,8 +335,7 @@ pub async fn steps(store: &dyn Store, run_id: Option<&str>, json: bool) -> Resul
         "ID", "KIND", "NAME", "STATUS", "SECONDS", "TOKENS"
     );
     for s in &steps {
-        let mine: Vec<AttemptRecord> = step_attempts(s, &attempts).into_iter().cloned().collect();
-        let u = total_usage(&mine);
+        let u = total_usage(step_attempts(s, &attempts));
         let tokens = u.input_tokens.unwrap_or(0) + u.output_tokens.unwrap_or(0);
         let name = match (&s.phase, s.kind.as_str()) {
             (Some(p), "step") => format!("{p} / {}", s.name),
@@ -384,18 +361,10 @@ pub async fn steps(store: &dyn Store, run_id: Option<&str>, json: bool) -> Resul
 
 /// Shows one phase or step: its tasks, attempts, usage and snapshots.
 pub async fn step_info(store: &dyn Store, run_id: &str, step_id: i64, json: bool) -> Result<()> {
-    let steps = store.steps(run_id).await?;
-    let step = steps.iter().find(|s| s.step_id == step_id).ok_or_else(|| {
-        Error::Other(format!(
-            "run `{run_id}` has no step {step_id}; `smithers steps {run_id}` lists them"
-        ))
-    })?;
+    let step = &store.step(run_id, step_id).await?;
     let attempts = store.attempts(run_id).await?;
-    let mine: Vec<AttemptRecord> = step_attempts(step, &attempts)
-        .into_iter()
-        .cloned()
-        .collect();
-    let usage = total_usage(&mine);
+    let mine = step_attempts(step, &attempts);
+    let usage = total_usage(mine.iter().copied());
     if json {
         let v = serde_json::json!({ "step": step, "attempts": mine, "usage": usage });
         println!("{}", serde_json::to_string_pretty(&v)?);

@@ -217,6 +217,13 @@ pub struct StepRecord {
     pub duration_ms: Option<i64>,
 }
 
+impl StepRecord {
+    /// Whether `attempt` belongs to this phase or step: one of its tasks, in its iteration.
+    pub fn contains(&self, attempt: &AttemptRecord) -> bool {
+        attempt.iteration == self.iteration && self.task_ids.contains(&attempt.node_id)
+    }
+}
+
 /// A row of `_smithers_nodes`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NodeRecord {
@@ -559,6 +566,18 @@ pub trait Store: Send + Sync + 'static {
     async fn events(&self, run_id: &str, after_seq: i64) -> Result<Vec<EventRecord>>;
     /// Phases and steps of a run, by id.
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>>;
+    /// One phase or step by id; an error names the run and says how to list its steps.
+    async fn step(&self, run_id: &str, step_id: i64) -> Result<StepRecord> {
+        self.steps(run_id)
+            .await?
+            .into_iter()
+            .find(|s| s.step_id == step_id)
+            .ok_or_else(|| {
+                crate::Error::Other(format!(
+                    "run `{run_id}` has no step {step_id}; `smithers steps {run_id}` lists them"
+                ))
+            })
+    }
     /// A cached output by key.
     async fn cache_get(&self, key: &str) -> Result<Option<Value>>;
     /// Approval requests of a run.
