@@ -309,17 +309,7 @@ where
         if let Err(e) = &result {
             if !matches!(e, Error::LeaseLost { .. }) {
                 // An error of the store or the machinery: the run must not stay `running`.
-                let mut b = WriteBatch::new(&st.run_id);
-                b.push(Write::RunStatus {
-                    status: RunStatus::Failed,
-                    error: Some(e.to_string()),
-                });
-                b.push(Write::Event(Event::run(
-                    &st.run_id,
-                    EventKind::RunFailed {
-                        error: e.to_string(),
-                    },
-                )));
+                let b = st.end_batch(RunStatus::Failed, Some(&e.to_string()));
                 if let Err(e2) = self.commit(b).await {
                     tracing::error!(error = %e2, "could not record the run's failure");
                 }

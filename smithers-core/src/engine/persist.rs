@@ -33,65 +33,7 @@ where
         status: RunStatus,
         error: Option<String>,
     ) -> Result<RunReport> {
-        let mut b = WriteBatch::new(&st.run_id);
-        if status == RunStatus::WaitingApproval {
-            // A run parked for approval is not in error: `error` carries what it waits for.
-            let reason = error.clone().unwrap_or_default();
-            b.push(Write::RunStatus {
-                status,
-                error: None,
-            });
-            b.push(Write::Event(Event::run(
-                &st.run_id,
-                EventKind::RunWaiting {
-                    reason: reason.clone(),
-                },
-            )));
-            supervisor(
-                &mut b,
-                "idle",
-                &format!("Run {reason}; `resume` continues after a decision"),
-            );
-            self.commit(b).await?;
-            return Ok(RunReport {
-                run_id: st.run_id.clone(),
-                status,
-                error,
-                finished_nodes: st.finished,
-            });
-        }
-        b.push(Write::RunStatus {
-            status,
-            error: error.clone(),
-        });
-        let (kind, sup, summary) = match status {
-            RunStatus::Finished => (
-                EventKind::RunFinished,
-                "done",
-                format!("Run finished: {} node(s)", st.finished),
-            ),
-            RunStatus::Cancelled => (
-                EventKind::RunCancelled,
-                "idle",
-                "Run cancelled; resume continues it".to_owned(),
-            ),
-            _ => (
-                EventKind::RunFailed {
-                    error: error.clone().unwrap_or_default(),
-                },
-                "error",
-                format!("Run failed: {}", error.as_deref().unwrap_or("")),
-            ),
-        };
-        b.push(Write::Event(Event::run(&st.run_id, kind)));
-        supervisor(&mut b, sup, &summary);
-        if let Some(e) = &error {
-            b.push(Write::State {
-                key: "supervisor.last_error".into(),
-                value: e.clone(),
-            });
-        }
-        self.commit(b).await?;
+        self.commit(st.end_batch(status, error.as_deref())).await?;
         Ok(RunReport {
             run_id: st.run_id.clone(),
             status,

@@ -186,6 +186,68 @@ impl RunState {
             },
         );
     }
+
+    /// The writes that end the run with `status`: the run row, its event, the supervisor keys.
+    /// For `waiting-approval`, `error` says what the run waits for and is not stored as an error.
+    pub(in crate::engine) fn end_batch(
+        &self,
+        status: RunStatus,
+        error: Option<&str>,
+    ) -> WriteBatch {
+        let mut b = WriteBatch::new(&self.run_id);
+        if status == RunStatus::WaitingApproval {
+            // A run parked for approval is not in error: `error` carries what it waits for.
+            let reason = error.unwrap_or_default().to_owned();
+            b.push(Write::RunStatus {
+                status,
+                error: None,
+            });
+            b.push(Write::Event(Event::run(
+                &self.run_id,
+                EventKind::RunWaiting {
+                    reason: reason.clone(),
+                },
+            )));
+            supervisor(
+                &mut b,
+                "idle",
+                &format!("Run {reason}; `resume` continues after a decision"),
+            );
+            return b;
+        }
+        b.push(Write::RunStatus {
+            status,
+            error: error.map(str::to_owned),
+        });
+        let (kind, sup, summary) = match status {
+            RunStatus::Finished => (
+                EventKind::RunFinished,
+                "done",
+                format!("Run finished: {} node(s)", self.finished),
+            ),
+            RunStatus::Cancelled => (
+                EventKind::RunCancelled,
+                "idle",
+                "Run cancelled; resume continues it".to_owned(),
+            ),
+            _ => (
+                EventKind::RunFailed {
+                    error: error.unwrap_or_default().to_owned(),
+                },
+                "error",
+                format!("Run failed: {}", error.unwrap_or("")),
+            ),
+        };
+        b.push(Write::Event(Event::run(&self.run_id, kind)));
+        supervisor(&mut b, sup, &summary);
+        if let Some(e) = error {
+            b.push(Write::State {
+                key: "supervisor.last_error".into(),
+                value: e.to_owned(),
+            });
+        }
+        b
+    }
 }
 
 /// The `supervisor.status` and `supervisor.summary` state keys (seed 002's contract).
