@@ -13,7 +13,7 @@ use smithers::__private::{Column, ColumnKind};
 use smithers_core::engine::Engine;
 use smithers_core::node::{Parallel, Ralph, Sequence, Task, Workflow};
 use smithers_core::store::{Durability, SqliteStore, Store};
-use smithers_core::{Ctx, Output, Ref};
+use smithers_core::{Ctx, LoopRef, Output, Ref};
 
 #[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 struct Step {
@@ -81,7 +81,7 @@ async fn bench_ralph(iterations: u32, reps: usize) -> Duration {
             let done = ctx
                 .latest(TICK)
                 .is_some_and(|s| s.n + 1 >= iterations as i64);
-            let it = ctx.iteration();
+            let it = ctx.iteration(LoopRef::DEFAULT);
             Workflow::new()
                 .name("bench-ralph")
                 .child(

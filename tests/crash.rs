@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use smithers::__private::{Column, ColumnKind};
 use smithers_core::node::{Parallel, Ralph, Sequence, Task, Workflow};
-use smithers_core::{Ctx, Node, Output, Ref};
+use smithers_core::{Ctx, LoopRef, Node, Output, Ref};
 
 #[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 struct Work {
@@ -70,7 +70,7 @@ fn append(path: &Path, line: &str) {
 fn crash_workflow(log: PathBuf, millis: u64) -> impl Fn(&Ctx<()>) -> Node + Send + Sync + 'static {
     move |ctx| {
         let loops_done = ctx.latest(LOOP_STEP).is_some_and(|w| w.n >= 2);
-        let it = ctx.iteration() as i64;
+        let it = ctx.iteration(LoopRef::DEFAULT) as i64;
         Workflow::new()
             .name("crash")
             .child(

@@ -235,3 +235,22 @@ fn phase_hooks_are_props() {
     };
     assert!(p.hooks.on_start.is_some() && p.hooks.on_complete.is_some());
 }
+
+const FIX_LOOP: LoopRef = LoopRef::new("fix");
+
+#[test]
+fn ralph_id_takes_the_loop_handle_that_ctx_iteration_reads() {
+    let ctx = Ctx::empty(());
+    let it = ctx.iteration(FIX_LOOP);
+    let tree = workflow! {
+        <Workflow name="typed-loop">
+            <Ralph id=FIX_LOOP max_iterations=2>
+                <Task id="fix" output=Patch value={Patch { diff: format!("pass {it}") }} />
+            </Ralph>
+        </Workflow>
+    };
+    assert_eq!(
+        tree.to_tree_string(),
+        "<Workflow name=\"typed-loop\">\n  <Ralph id=\"fix\" until=false max_iterations=2 on_max_reached=ReturnLast>\n    <Task id=\"fix\" output=Patch value />\n  </Ralph>\n</Workflow>\n"
+    );
+}

@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::node::{Node, NodeKind};
 use crate::output::Output;
-use crate::reference::NodeRef;
+use crate::reference::{LoopId, NodeRef};
 
 /// Persisted state of one Ralph loop.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -53,6 +54,8 @@ pub struct Ctx<I> {
     input: Arc<I>,
     snap: Arc<RunSnapshot>,
     state_writes: Arc<Mutex<Vec<(String, String)>>>,
+    /// The loop ids this render read a counter of, checked against the rendered tree.
+    loop_reads: Mutex<Vec<String>>,
 }
 
 impl<I> Ctx<I> {
@@ -61,6 +64,7 @@ impl<I> Ctx<I> {
             input,
             snap,
             state_writes: Arc::default(),
+            loop_reads: Mutex::default(),
         }
     }
 
@@ -130,17 +134,64 @@ impl<I> Ctx<I> {
             .map_or(0, |m| m.len() as u32)
     }
 
-    /// The current iteration of the loop with id `ralph` (the default loop id), or 0.
-    pub fn iteration(&self) -> u32 {
-        self.loop_iteration("ralph")
-    }
-
-    /// The current iteration of the loop with this id, or 0 before it started.
-    pub fn loop_iteration(&self, loop_id: &str) -> u32 {
+    /// The current iteration of a Ralph loop within its current pass: 0 before and during the
+    /// first iteration, then 1, 2, ... (a nested loop starts again at 0 at each pass of its
+    /// enclosing loop).
+    ///
+    /// Name the loop with the [`LoopRef`](crate::LoopRef) given to its `<Ralph id=..>` (a
+    /// `<Ralph>` without `id` is [`LoopRef::DEFAULT`](crate::LoopRef::DEFAULT), id `ralph`).
+    /// A loop that is neither in the rendered tree nor recorded in the run is an error: the
+    /// render fails with [`Error::UnknownLoop`] naming the loops the tree has, instead of
+    /// reading 0 forever.
+    ///
+    /// This is not the key of the loop's outputs: those are keyed by a counter that keeps
+    /// growing across passes ([`TaskCtx::iteration`](crate::TaskCtx::iteration)); use
+    /// [`Ctx::output_maybe`] and [`Ctx::latest`] to read outputs.
+    ///
+    /// Code written for `ctx.iteration()` (which read only a loop with id `ralph`) now fails to
+    /// compile; pass the loop's handle: `ctx.iteration(LoopRef::DEFAULT)` for a loop without id.
+    pub fn iteration(&self, loop_ref: impl LoopId) -> u32 {
+        let id = loop_ref.loop_id();
+        self.loop_reads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(id.to_owned());
         self.snap
             .loops
-            .get(loop_id)
+            .get(id)
             .map_or(0, |l| l.iteration - l.pass_start)
+    }
+
+    /// The current iteration of the loop with this id.
+    #[deprecated(note = "use `ctx.iteration(LOOP)` with the `LoopRef` given to `<Ralph id=LOOP>`")]
+    pub fn loop_iteration(&self, loop_id: &str) -> u32 {
+        self.iteration(loop_id)
+    }
+
+    /// Checks that every loop this render read a counter of exists: rendered in `tree` (mounted
+    /// or not) or recorded in the run.
+    pub(crate) fn check_loop_reads(&self, tree: &Node) -> Result<()> {
+        let reads = std::mem::take(&mut *self.loop_reads.lock().unwrap_or_else(|e| e.into_inner()));
+        if reads.is_empty() {
+            return Ok(());
+        }
+        let mut rendered = Vec::new();
+        loop_ids(tree, &mut rendered);
+        let unknown = reads.iter().find(|id| {
+            !rendered.iter().any(|r| r == *id) && !self.snap.loops.contains_key(id.as_str())
+        });
+        match unknown {
+            None => Ok(()),
+            Some(id) => Err(Error::UnknownLoop {
+                loop_id: id.clone(),
+                known: if rendered.is_empty() {
+                    "the tree has no `<Ralph>`".to_owned()
+                } else {
+                    let list: Vec<String> = rendered.iter().map(|r| format!("`{r}`")).collect();
+                    format!("the tree's loops are {}", list.join(", "))
+                },
+            }),
+        }
     }
 
     /// The run's key-value `state` table.
@@ -173,6 +224,18 @@ impl<I> Ctx<I> {
                 None
             }
         }
+    }
+}
+
+/// The ids of every `<Ralph>` in `tree`, mounted or not, in tree order.
+fn loop_ids(node: &Node, out: &mut Vec<String>) {
+    if let NodeKind::Ralph(r) = &node.kind {
+        if !out.contains(&r.id) {
+            out.push(r.id.clone());
+        }
+    }
+    for c in &node.children {
+        loop_ids(c, out);
     }
 }
 

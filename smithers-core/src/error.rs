@@ -82,6 +82,15 @@ pub enum Error {
         iteration: u32,
     },
 
+    /// `ctx.iteration(..)` named a loop the workflow does not have.
+    #[error("`ctx.iteration(\"{loop_id}\")` reads a loop that this workflow does not have ({known}); give the loop's `LoopRef` to both `<Ralph id=..>` and `ctx.iteration(..)` (a `<Ralph>` without `id` is `LoopRef::DEFAULT`)")]
+    UnknownLoop {
+        /// The loop id that was read.
+        loop_id: String,
+        /// The loops the rendered tree has.
+        known: String,
+    },
+
     /// A persisted output could not be read back as the requested type.
     #[error("output of node `{node}` (iteration {iteration}) cannot be read as `{type_name}`: {message}")]
     OutputType {
@@ -186,6 +195,7 @@ impl Error {
             Error::DuplicateNodeId { .. } => "E_DUPLICATE_NODE_ID",
             Error::InvalidNodeId { .. } => "E_INVALID_NODE_ID",
             Error::MissingOutput { .. } => "E_MISSING_OUTPUT",
+            Error::UnknownLoop { .. } => "E_UNKNOWN_LOOP",
             Error::OutputType { .. } => "E_OUTPUT_TYPE",
             Error::RunNotFound(_) => "E_RUN_NOT_FOUND",
             Error::NoRunToResume => "E_NO_RUN",

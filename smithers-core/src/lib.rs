@@ -23,7 +23,7 @@ pub use node::{
     TaskExec, TaskId, TaskSpec, Workflow,
 };
 pub use output::{Column, ColumnKind, Output, OutputInfo};
-pub use reference::{NodeRef, Ref};
+pub use reference::{LoopId, LoopRef, NodeRef, Ref};
 pub use task_ctx::TaskCtx;
 pub mod engine;
 pub mod events;

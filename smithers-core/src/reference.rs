@@ -82,3 +82,77 @@ impl<T: Output> NodeRef<T> for &String {
         self
     }
 }
+
+/// A handle to a `<Ralph>` loop: its id, shared by the tag that declares the loop and the
+/// [`Ctx::iteration`](crate::Ctx::iteration) calls that read its counter, so the two cannot
+/// drift apart.
+///
+/// ```
+/// # use smithers_core::LoopRef;
+/// const FIX_LOOP: LoopRef = LoopRef::new("fix");
+/// assert_eq!(FIX_LOOP.id(), "fix");
+/// assert_eq!(LoopRef::DEFAULT.id(), "ralph");
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LoopRef {
+    id: &'static str,
+}
+
+impl LoopRef {
+    /// The loop of a `<Ralph>` written without `id` (its id is `ralph`).
+    pub const DEFAULT: LoopRef = LoopRef::new("ralph");
+
+    /// A handle to the loop with this id.
+    pub const fn new(id: &'static str) -> Self {
+        LoopRef { id }
+    }
+
+    /// The loop id.
+    pub const fn id(&self) -> &'static str {
+        self.id
+    }
+}
+
+impl std::fmt::Debug for LoopRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LoopRef({:?})", self.id)
+    }
+}
+
+/// Anything that names a Ralph loop: a [`LoopRef`] (preferred), or its id as a string.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not name a Ralph loop",
+    label = "expected a `LoopRef` or a string id",
+    note = "declare the loop's handle once (`const FIX_LOOP: LoopRef = LoopRef::new(\"fix\");`), \
+            give it to `<Ralph id=FIX_LOOP>` and read it with `ctx.iteration(FIX_LOOP)`"
+)]
+pub trait LoopId {
+    /// The loop id.
+    fn loop_id(&self) -> &str;
+}
+
+impl LoopId for LoopRef {
+    fn loop_id(&self) -> &str {
+        self.id
+    }
+}
+impl LoopId for &LoopRef {
+    fn loop_id(&self) -> &str {
+        self.id
+    }
+}
+impl LoopId for &str {
+    fn loop_id(&self) -> &str {
+        self
+    }
+}
+impl LoopId for String {
+    fn loop_id(&self) -> &str {
+        self
+    }
+}
+impl LoopId for &String {
+    fn loop_id(&self) -> &str {
+        self
+    }
+}

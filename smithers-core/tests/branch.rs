@@ -3,7 +3,7 @@ mod common;
 use common::*;
 use smithers_core::node::{Branch, Ralph, Sequence, Task, Workflow};
 use smithers_core::store::RunStatus;
-use smithers_core::Ctx;
+use smithers_core::{Ctx, LoopRef};
 
 fn value(id: &str, n: i64) -> smithers_core::Node {
     Task::<Num>::new().id(id).value(num(n)).build()
@@ -85,8 +85,8 @@ async fn branch_switches_when_a_re_render_sees_an_earlier_output() {
 async fn branch_inside_a_loop_follows_the_iteration() {
     let h = Harness::new();
     let engine = h.engine(|ctx: &Ctx<()>| {
-        let even = ctx.iteration().is_multiple_of(2);
-        let n = i64::from(ctx.iteration());
+        let even = ctx.iteration(LoopRef::DEFAULT).is_multiple_of(2);
+        let n = i64::from(ctx.iteration(LoopRef::DEFAULT));
         Workflow::new()
             .child(
                 Ralph::new()

@@ -4,7 +4,7 @@ mod common;
 use common::*;
 use smithers_core::node::{OnMaxReached, Ralph, Sequence, Task, Workflow};
 use smithers_core::store::RunStatus;
-use smithers_core::{Ctx, Node};
+use smithers_core::{Ctx, LoopRef, Node};
 
 fn value(id: &str, n: i64) -> Node {
     Task::<Num>::new().id(id).value(num(n)).build()
@@ -28,7 +28,7 @@ fn loops(h: &Harness, run_id: &str) -> Vec<(String, u32, u32, u32, bool)> {
 async fn ralph_keys_rows_by_iteration_and_returns_last_at_max() {
     let h = Harness::new();
     let engine = h.engine(|ctx: &Ctx<()>| {
-        let it = i64::from(ctx.iteration());
+        let it = i64::from(ctx.iteration(LoopRef::DEFAULT));
         Workflow::new()
             .child(
                 Ralph::new()
@@ -70,17 +70,18 @@ async fn ralph_keys_rows_by_iteration_and_returns_last_at_max() {
 
 #[tokio::test]
 async fn ralph_until_stops_the_loop_before_max() {
+    const FIX_LOOP: LoopRef = LoopRef::new("fix");
     let h = Harness::new();
     let engine = h.engine(|ctx: &Ctx<()>| {
         let done = ctx.latest::<Num>("t").is_some_and(|t| t.n >= 2);
         Workflow::new()
             .child(
                 Ralph::new()
-                    .id("fix")
+                    .id(FIX_LOOP)
                     .until(done)
                     .max_iterations(10)
                     .on_max_reached(OnMaxReached::Fail)
-                    .child(value("t", i64::from(ctx.loop_iteration("fix"))))
+                    .child(value("t", i64::from(ctx.iteration(FIX_LOOP))))
                     .build(),
             )
             .child(value("after", 99))
@@ -133,7 +134,7 @@ async fn ralph_on_max_reached_fail_fails_the_run_with_a_clear_error() {
                     .id("fix")
                     .max_iterations(2)
                     .on_max_reached(OnMaxReached::Fail)
-                    .child(value("t", i64::from(ctx.loop_iteration("fix"))))
+                    .child(value("t", i64::from(ctx.iteration("fix"))))
                     .build(),
             )
             .child(value("after", 99))
@@ -161,7 +162,7 @@ async fn ralph_on_max_reached_fail_fails_the_run_with_a_clear_error() {
 async fn nested_ralph_keys_are_monotone_across_outer_passes() {
     let h = Harness::new();
     let engine = h.engine(|ctx: &Ctx<()>| {
-        let (o, i) = (ctx.loop_iteration("outer"), ctx.loop_iteration("inner"));
+        let (o, i) = (ctx.iteration("outer"), ctx.iteration("inner"));
         Workflow::new()
             .child(
                 Ralph::new()
@@ -217,7 +218,7 @@ async fn nested_ralph_keys_are_monotone_across_outer_passes() {
 async fn ctx_reads_loop_counters_and_every_iteration_of_an_output() {
     let h = Harness::new();
     let engine = h.engine(|ctx: &Ctx<()>| {
-        let it = ctx.iteration();
+        let it = ctx.iteration(LoopRef::DEFAULT);
         let all = ctx.outputs::<Num>("t");
         let summary = Num {
             n: all.iter().map(|t| t.n).sum(),
@@ -260,5 +261,72 @@ async fn ctx_reads_loop_counters_and_every_iteration_of_an_output() {
     assert_eq!(
         h.num_rows(&report.run_id).last(),
         Some(&("summary".into(), 0, 6))
+    );
+}
+
+#[tokio::test]
+async fn reading_the_iteration_of_a_loop_the_tree_lacks_fails_the_run_naming_its_loops() {
+    // A port from TS: the loop has id `loop` but the render reads the default loop `ralph`.
+    // Reading 0 forever would run the loop to its maximum; the render fails instead.
+    const LOOP: LoopRef = LoopRef::new("loop");
+    let h = Harness::new();
+    let engine = h.engine(|ctx: &Ctx<()>| {
+        let it = ctx.iteration(LoopRef::DEFAULT);
+        Workflow::new()
+            .child(
+                Ralph::new()
+                    .id(LOOP)
+                    .max_iterations(3)
+                    .child(value("t", i64::from(it)))
+                    .build(),
+            )
+            .build()
+    });
+    // The first render already reads it, so the run is refused before it starts.
+    let err = engine.run(()).await.unwrap_err();
+    assert_eq!(err.code(), "E_UNKNOWN_LOOP");
+    assert_eq!(
+        err.to_string(),
+        "`ctx.iteration(\"ralph\")` reads a loop that this workflow does not have \
+         (the tree's loops are `loop`); give the loop's `LoopRef` to both `<Ralph id=..>` and \
+         `ctx.iteration(..)` (a `<Ralph>` without `id` is `LoopRef::DEFAULT`)"
+    );
+    assert_eq!(h.count("SELECT COUNT(*) FROM _smithers_runs"), 0);
+}
+
+#[tokio::test]
+async fn a_loop_read_by_its_handle_that_is_not_rendered_any_more_keeps_its_last_counter() {
+    // Once a loop has run, its counter stays readable after the tree stops rendering it
+    // (here the loop is dropped from the tree when it finished).
+    const FIX_LOOP: LoopRef = LoopRef::new("fix");
+    let h = Harness::new();
+    let engine = h.engine(|ctx: &Ctx<()>| {
+        let loop_done = ctx.latest::<Num>("t").is_some_and(|t| t.n >= 1);
+        let seen = ctx.iteration(FIX_LOOP);
+        let mut wf = Workflow::new();
+        if !loop_done || ctx.latest::<Num>("after").is_none() && seen == 0 {
+            wf = wf.child(
+                Ralph::new()
+                    .id(FIX_LOOP)
+                    .until(loop_done)
+                    .max_iterations(5)
+                    .child(value("t", i64::from(seen)))
+                    .build(),
+            );
+        }
+        if loop_done {
+            wf = wf.child(value("after", i64::from(seen) * 100));
+        }
+        wf.build()
+    });
+    let report = engine.run(()).await.unwrap();
+    assert_eq!(report.status, RunStatus::Finished, "{report:?}");
+    assert_eq!(
+        h.num_rows(&report.run_id),
+        vec![
+            ("t".into(), 0, 0),
+            ("t".into(), 1, 1),
+            ("after".into(), 0, 100)
+        ]
     );
 }

@@ -454,12 +454,15 @@ where
     }
 
     fn render_catching(&self, ctx: &Ctx<I>) -> Result<Node> {
-        std::panic::catch_unwind(AssertUnwindSafe(|| (self.workflow)(ctx))).map_err(|p| {
-            Error::Other(format!(
-                "the workflow function panicked while rendering: {}",
-                attempt::panic_message(&*p)
-            ))
-        })
+        let tree =
+            std::panic::catch_unwind(AssertUnwindSafe(|| (self.workflow)(ctx))).map_err(|p| {
+                Error::Other(format!(
+                    "the workflow function panicked while rendering: {}",
+                    attempt::panic_message(&*p)
+                ))
+            })?;
+        ctx.check_loop_reads(&tree)?;
+        Ok(tree)
     }
 }
 

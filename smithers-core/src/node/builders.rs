@@ -289,9 +289,11 @@ impl Ralph {
             children: Vec::new(),
         }
     }
-    /// Loop id; required when a workflow has more than one loop.
-    pub fn id(mut self, id: impl Into<String>) -> Self {
-        self.props.id = id.into();
+    /// Loop id: a [`LoopRef`](crate::LoopRef) (`id=FIX_LOOP`) or a string; required when a
+    /// workflow has more than one loop. Read the loop's counter with
+    /// [`Ctx::iteration`](crate::Ctx::iteration) and the same handle.
+    pub fn id(mut self, id: impl crate::reference::LoopId) -> Self {
+        self.props.id = id.loop_id().to_owned();
         self
     }
     /// Stop condition.
