@@ -112,3 +112,59 @@ async fn run_then_status_and_graph_share_the_database() {
         std::process::ExitCode::from(3)
     );
 }
+
+fn branchy(ctx: &Ctx<()>) -> Node {
+    let go = ctx.latest::<Greeting>("pick").is_some();
+    workflow! {
+        <Workflow name="branchy">
+            <Task id="pick" output=Greeting value={Greeting { text: "then".into() }} />
+            <Branch if={go}>
+                <Task id="act" output=Greeting value={Greeting { text: "then-arm".into() }} />
+                <Task id="act" output=Greeting value={Greeting { text: "else-arm".into() }} />
+            </Branch>
+        </Workflow>
+    }
+}
+
+#[tokio::test]
+async fn graph_annotates_only_the_mounted_arm_when_both_arms_share_an_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let args = [
+        "branchy",
+        "--quiet",
+        "--db",
+        db.to_str().unwrap(),
+        "run",
+        "--run-id",
+        "r1",
+    ];
+    assert_eq!(
+        main_from(args, branchy).await,
+        std::process::ExitCode::SUCCESS
+    );
+    let store = smithers::cli::DbArgs {
+        db: db.clone(),
+        durability: smithers::cli::DurabilityArg::Normal,
+    }
+    .open()
+    .unwrap();
+    let text = smithers::cli::run_graph(store, branchy, "r1")
+        .await
+        .unwrap();
+    assert_eq!(
+        text,
+        "<Workflow name=\"branchy\">
+  <Task id=\"pick\" output=Greeting value [finished#0] />
+  <Branch if=true>
+    <then>
+      <Task id=\"act\" output=Greeting value [finished#0] />
+    </then>
+    <else unmounted>
+      <Task id=\"act\" output=Greeting value />
+    </else>
+  </Branch>
+</Workflow>
+"
+    );
+}

@@ -5,7 +5,7 @@ use smithers_core::node::{Sequence, Task, Workflow};
 use smithers_core::store::RunStatus;
 
 #[tokio::test]
-async fn sequence_runs_children_in_order_and_persists_each_output() {
+async fn sequence_runs_children_in_order_and_every_task_static_or_not_emits_started_and_finished() {
     let h = Harness::new();
     let engine = h.engine(|_ctx: &smithers_core::Ctx<()>| {
         Workflow::new()
@@ -38,11 +38,17 @@ async fn sequence_runs_children_in_order_and_persists_each_output() {
     assert_eq!(
         log,
         [
+            "node_started:a@0",
             "node_finished:a@0",
             "node_started:b@0",
             "node_finished:b@0",
+            "node_started:c@0",
             "node_finished:c@0"
         ]
     );
+    // A static value's started event carries its attempt, like any other.
+    let started = h.event_payloads(&report.run_id, "node_started");
+    assert_eq!(started.len(), 3);
+    assert!(started.iter().all(|p| p["attempt"] == 1), "{started:?}");
     h.integrity_ok();
 }

@@ -39,6 +39,7 @@ async fn continue_on_fail_lets_the_run_finish_with_the_node_failed() {
         [
             "node_started:bad@0",
             "node_failed:bad@0",
+            "node_started:after@0",
             "node_finished:after@0"
         ]
     );
@@ -115,7 +116,11 @@ async fn skip_if_records_a_skipped_node_and_no_output() {
     assert_eq!(h.num_rows(run), vec![("kept".into(), 0, 2)]);
     assert_eq!(
         h.node_log(run),
-        ["node_skipped:skipped@0", "node_finished:kept@0"]
+        [
+            "node_skipped:skipped@0",
+            "node_started:kept@0",
+            "node_finished:kept@0"
+        ]
     );
 }
 

@@ -115,6 +115,40 @@ enum WorkflowCommand {
     },
 }
 
+/// What `graph` prints over a run: the tree its persisted state renders, each task annotated with
+/// its latest state (`[finished#0]`, `[waiting-approval#0]`). A task in an unmounted branch arm
+/// that shares its id with a mounted one is not annotated (the state is the mounted task's).
+pub async fn run_graph<I, F>(
+    store: Arc<dyn Store>,
+    workflow: F,
+    run_id: &str,
+) -> smithers_core::Result<String>
+where
+    I: Serialize + DeserializeOwned + Send + Sync + 'static,
+    F: Fn(&Ctx<I>) -> Node + Send + Sync + 'static,
+{
+    let nodes = store.nodes(run_id).await?;
+    let approvals = store.approvals(run_id).await?;
+    let engine = Engine::new(store, workflow);
+    let tree = engine.render_run(run_id).await?;
+    let latest = |id: &str| {
+        nodes
+            .iter()
+            .filter(|n| n.node_id == id)
+            .max_by_key(|n| n.iteration)
+            .map(|n| format!("{}#{}", n.status.as_str(), n.iteration))
+            .or_else(|| {
+                approvals
+                    .iter()
+                    .find(|a| {
+                        a.node_id == id && a.status == smithers_core::store::ApprovalStatus::Pending
+                    })
+                    .map(|a| format!("waiting-approval#{}", a.iteration))
+            })
+    };
+    Ok(tree.to_tree_string_with(&|t| latest(&t.id)))
+}
+
 /// Reads `--input`: JSON text or `@path`. Errors name the source and the position.
 pub fn parse_input<I: DeserializeOwned>(raw: Option<&str>) -> Result<I, String> {
     let (text, source) = match raw {
@@ -275,34 +309,10 @@ where
                     None => store.latest_run().await.map_err(|e| e.to_string())?,
                 };
                 if let Some(rec) = rec {
-                    let nodes = store.nodes(&rec.run_id).await.map_err(|e| e.to_string())?;
-                    let approvals = store
-                        .approvals(&rec.run_id)
+                    let text = run_graph(store, workflow, &rec.run_id)
                         .await
                         .map_err(|e| e.to_string())?;
-                    let engine = Engine::new(store, workflow);
-                    let tree = engine
-                        .render_run(&rec.run_id)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let latest = |id: &str| {
-                        nodes
-                            .iter()
-                            .filter(|n| n.node_id == id)
-                            .max_by_key(|n| n.iteration)
-                            .map(|n| format!("{}#{}", n.status.as_str(), n.iteration))
-                            .or_else(|| {
-                                approvals
-                                    .iter()
-                                    .find(|a| {
-                                        a.node_id == id
-                                            && a.status
-                                                == smithers_core::store::ApprovalStatus::Pending
-                                    })
-                                    .map(|a| format!("waiting-approval#{}", a.iteration))
-                            })
-                    };
-                    print!("{}", tree.to_tree_string_with(&|t| latest(&t.id)));
+                    print!("{text}");
                     return Ok(std::process::ExitCode::SUCCESS);
                 }
                 let tree = Engine::new(store, workflow).render(parse_input(None)?);

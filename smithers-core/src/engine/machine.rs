@@ -377,6 +377,13 @@ impl RunState {
             },
             owner: self.owner.clone(),
         });
+        // The same events as any attempt, so whatever reads events sees every node start.
+        b.push(Write::Event(Event::node(
+            &self.run_id,
+            &t.id,
+            r.iteration,
+            EventKind::NodeStarted { attempt },
+        )));
         let validated = v.and_then(|v| {
             t.output.check(&v).map_err(|e| match source {
                 Source::Static => format!("static value of `{}`: {e}", t.id),

@@ -240,27 +240,45 @@ impl Node {
 
     /// Renders the tree as indented text, one node per line (what `graph` prints).
     pub fn to_tree_string(&self) -> String {
-        let mut s = String::new();
-        self.write_tree(&mut s, 0, &|_| None);
-        s
+        self.to_tree_string_with(&|_| None)
     }
 
     /// Like [`Node::to_tree_string`], with a state annotation per task (`[finished]`).
+    ///
+    /// A task in an unmounted branch arm is annotated only when no mounted task shares its id:
+    /// the state recorded under a shared id belongs to the mounted one.
     pub fn to_tree_string_with(&self, state: &dyn Fn(&TaskSpec) -> Option<String>) -> String {
+        let mut mounted = std::collections::HashSet::new();
+        self.mounted_task_ids(&mut mounted);
+        let w = TreeWriter {
+            state,
+            mounted_ids: &mounted,
+        };
         let mut s = String::new();
-        self.write_tree(&mut s, 0, state);
+        self.write_tree(&mut s, 0, true, &w);
         s
     }
 
-    fn write_tree(
-        &self,
-        s: &mut String,
-        depth: usize,
-        state: &dyn Fn(&TaskSpec) -> Option<String>,
-    ) {
+    /// The ids of the tasks a Branch mounts (every task outside an unchosen arm).
+    fn mounted_task_ids<'a>(&'a self, out: &mut std::collections::HashSet<&'a str>) {
+        match &self.kind {
+            NodeKind::Task(t) => {
+                out.insert(&t.id);
+            }
+            NodeKind::Branch(b) => {
+                let arm = if b.cond { 0 } else { 1 };
+                if let Some(c) = self.children.get(arm) {
+                    c.mounted_task_ids(out);
+                }
+            }
+            _ => self.children.iter().for_each(|c| c.mounted_task_ids(out)),
+        }
+    }
+
+    fn write_tree(&self, s: &mut String, depth: usize, mounted: bool, w: &TreeWriter<'_>) {
         if let NodeKind::Fragment = self.kind {
             for c in &self.children {
-                c.write_tree(s, depth, state);
+                c.write_tree(s, depth, mounted, w);
             }
             return;
         }
@@ -322,7 +340,8 @@ impl Node {
                 if t.needs_approval {
                     s.push_str(" needs_approval");
                 }
-                if let Some(st) = state(t) {
+                let shadowed = !mounted && w.mounted_ids.contains(t.id.as_str());
+                if let Some(st) = (!shadowed).then(|| (w.state)(t)).flatten() {
                     let _ = write!(s, " [{st}]");
                 }
             }
@@ -339,19 +358,26 @@ impl Node {
                 if matches!(c.kind, NodeKind::Fragment) && c.children.is_empty() {
                     continue;
                 }
-                let mounted = (*arm == "then") == b.cond;
-                let mark = if mounted { "" } else { " unmounted" };
+                let arm_mounted = (*arm == "then") == b.cond;
+                let mark = if arm_mounted { "" } else { " unmounted" };
                 let _ = writeln!(s, "{:indent$}<{arm}{mark}>", "", indent = (depth + 1) * 2);
-                c.write_tree(s, depth + 2, state);
+                c.write_tree(s, depth + 2, mounted && arm_mounted, w);
                 let _ = writeln!(s, "{:indent$}</{arm}>", "", indent = (depth + 1) * 2);
             }
         } else {
             for c in &self.children {
-                c.write_tree(s, depth + 1, state);
+                c.write_tree(s, depth + 1, mounted, w);
             }
         }
         let _ = writeln!(s, "{:indent$}</{}>", "", self.tag(), indent = depth * 2);
     }
+}
+
+/// What [`Node::write_tree`] annotates tasks with.
+struct TreeWriter<'a> {
+    state: &'a dyn Fn(&TaskSpec) -> Option<String>,
+    /// Ids of the tasks outside unchosen branch arms.
+    mounted_ids: &'a std::collections::HashSet<&'a str>,
 }
 
 impl fmt::Debug for Node {

@@ -310,7 +310,7 @@ fn statics_complete_in_one_shared_batch_before_anything_starts() {
     );
     assert_eq!(
         prepared(&mut st, 3),
-        ["commit[node_finished:a,node_finished:b,attempt_finished:a,attempt_finished:b]"],
+        ["commit[node_started:a,node_finished:a,node_started:b,node_finished:b,attempt_finished:a,attempt_finished:b]"],
         "the tree renders again before `c` starts"
     );
     assert_eq!(render(&mut st, tree()), ["prepare[c]"]);
@@ -448,7 +448,7 @@ fn approvals_park_the_run_or_wait_for_a_decision() {
     assert_eq!(render(&mut st, tree()), ["prepare[a]"]);
     assert_eq!(
         prepared(&mut st, 1),
-        ["commit[node_finished:a,attempt_finished:a]"]
+        ["commit[node_started:a,node_finished:a,attempt_finished:a]"]
     );
     assert_eq!(render(&mut st, tree()), ["finish:finished"]);
 }
