@@ -27,8 +27,8 @@ use crate::events::{Event, EventKind};
 use crate::node::{Node, NodeKind, TaskExec, TaskSpec};
 use crate::plan::{self, LoopChange, NodeKey, NodeState, Outcome, PlanInput, Runnable};
 use crate::store::{
-    sqlite::lease_owner, ApprovalStatus, AttemptEnd, FenceToken, NewRun, NodeRecord, NodeStatus, RunStatus,
-    Store, Write, WriteBatch,
+    sqlite::lease_owner, ApprovalStatus, AttemptEnd, FenceToken, NewRun, NodeRecord, NodeStatus,
+    RunStatus, Store, Write, WriteBatch,
 };
 use crate::task_ctx::TaskCtx;
 

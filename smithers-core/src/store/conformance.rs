@@ -479,10 +479,19 @@ pub async fn a_batch_with_a_stale_token_commits_nothing(s: Arc<dyn Store>) {
     assert!(s.nodes("r").await.unwrap().is_empty(), "no node state");
     assert!(s.attempts("r").await.unwrap().is_empty(), "no attempt");
     assert!(s.events("r", 0).await.unwrap().is_empty(), "no event");
-    assert_eq!(s.state_get("stale-key").await.unwrap(), None, "no state key");
+    assert_eq!(
+        s.state_get("stale-key").await.unwrap(),
+        None,
+        "no state key"
+    );
     let run = s.run("r").await.unwrap().unwrap();
     assert_eq!(
-        (run.status, run.error, run.lease_owner.as_deref(), run.lease_epoch),
+        (
+            run.status,
+            run.error,
+            run.lease_owner.as_deref(),
+            run.lease_epoch
+        ),
         (RunStatus::Running, None, Some("otherhost:2:taker"), 2),
         "the run row is untouched"
     );
@@ -528,11 +537,13 @@ pub async fn lease_calls_are_fenced(s: Arc<dyn Store>) {
     );
     s.release_lease("r", &new).await.unwrap();
     match s
-        .write(batch(vec![Write::State {
-            key: "k".into(),
-            value: "v".into(),
-        }])
-        .fenced(&new))
+        .write(
+            batch(vec![Write::State {
+                key: "k".into(),
+                value: "v".into(),
+            }])
+            .fenced(&new),
+        )
         .await
     {
         Err(Error::LeaseLost { detail, .. }) => {

@@ -15,10 +15,7 @@ pub(super) fn check_fence(c: &Connection, run_id: &str, fence: &FenceToken) -> R
         .prepare_cached("SELECT lease_owner, lease_epoch FROM _smithers_runs WHERE run_id = ?1")?
         .query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    fence.check(
-        run_id,
-        current.as_ref().map(|(o, e)| (o.as_deref(), *e)),
-    )
+    fence.check(run_id, current.as_ref().map(|(o, e)| (o.as_deref(), *e)))
 }
 
 fn hostname() -> String {
