@@ -27,7 +27,7 @@ pub(super) enum Input {
     Prepared(Vec<Prepared>),
     /// An attempt's body returned. `cancelling`: the run was being cancelled by then.
     AttemptEnded {
-        result: AttemptResult,
+        result: Box<AttemptResult>,
         cancelling: bool,
     },
     /// Approval decisions read while waiting for them.
@@ -36,6 +36,9 @@ pub(super) enum Input {
     Heartbeat { now: String },
     /// Ctrl-C or `smithers cancel`.
     CancelRequested,
+    /// The answer to [`Command::StopAll`]: how each running attempt ended once told to stop
+    /// (the executor makes up a result for one that did not end in time).
+    AllStopped(Vec<AttemptResult>),
     /// The lease could not be renewed: another process may be driving the run.
     LeaseLost(Error),
 }
@@ -77,9 +80,12 @@ pub(super) enum Command {
     Start(StartAttempt),
     /// Tell a running attempt to stop (the tree no longer mounts its task).
     Stop(NodeKey),
-    /// Stop every running attempt, give them a moment to end, then record this batch (their
-    /// attempts cancelled) as well as possible.
-    CancelAll(WriteBatch),
+    /// Stop every running attempt, give them a moment to end with what they produced, abort the
+    /// rest, and feed [`Input::AllStopped`].
+    StopAll,
+    /// Commit the batch as well as possible: an error is logged, not fatal (the records of a
+    /// drive that is ending anyway).
+    Record(WriteBatch),
     /// Wait for the next attempt to end, a timer or a cancellation, and feed it.
     Wait,
     /// Only a human decision can move the run: wait a poll period, read the approvals and feed
@@ -92,6 +98,14 @@ pub(super) enum Command {
     },
     /// The drive ends with this error (the run's status is left to the caller).
     Abort(Error),
+}
+
+/// Why every running attempt is being stopped ([`Command::StopAll`]), and so what follows.
+pub(super) enum Stopping {
+    /// The run is cancelled: record the attempts, then finish `cancelled`.
+    Cancel,
+    /// The lease is lost: record the attempts as well as possible, then end the drive.
+    LeaseLost(Error),
 }
 
 /// Runnable tasks waiting for the answers to their [`Command::Prepare`].
@@ -110,7 +124,11 @@ impl RunState {
             Input::Rendered { tree, state_writes } => self.rendered(tree, state_writes, &mut cmds),
             Input::Prepared(prepared) => self.prepared(prepared, &mut cmds),
             Input::AttemptEnded { result, cancelling } => {
-                if let Some(b) = self.attempt_ended(result, cancelling) {
+                if cancelling && result.outcome.is_err() {
+                    // Ended because the run is being cancelled: the cancellation records it,
+                    // with what it produced.
+                    self.stopped.push(*result);
+                } else if let Some(b) = self.attempt_ended(*result) {
                     cmds.push_back(Command::Commit(b));
                 }
             }
@@ -124,17 +142,39 @@ impl RunState {
                 cmds.push_back(Command::Commit(b));
             }
             Input::CancelRequested => {
-                if !self.running.is_empty() {
-                    cmds.push_back(Command::CancelAll(self.cancel_running()));
+                if self.running.is_empty() {
+                    cmds.push_back(Command::Finish {
+                        status: RunStatus::Cancelled,
+                        error: None,
+                    });
+                } else {
+                    self.stopping = Some(Stopping::Cancel);
+                    cmds.push_back(Command::StopAll);
                 }
-                cmds.push_back(Command::Finish {
-                    status: RunStatus::Cancelled,
-                    error: None,
-                });
             }
             Input::LeaseLost(e) => {
-                cmds.push_back(Command::CancelAll(self.cancel_running()));
-                cmds.push_back(Command::Abort(e));
+                if self.running.is_empty() {
+                    cmds.push_back(Command::Abort(e));
+                } else {
+                    self.stopping = Some(Stopping::LeaseLost(e));
+                    cmds.push_back(Command::StopAll);
+                }
+            }
+            Input::AllStopped(results) => {
+                let b = self.cancel_running(results);
+                match self.stopping.take() {
+                    Some(Stopping::LeaseLost(e)) => {
+                        cmds.push_back(Command::Record(b));
+                        cmds.push_back(Command::Abort(e));
+                    }
+                    Some(Stopping::Cancel) | None => {
+                        cmds.push_back(Command::Commit(b));
+                        cmds.push_back(Command::Finish {
+                            status: RunStatus::Cancelled,
+                            error: None,
+                        });
+                    }
+                }
             }
         }
         cmds
@@ -468,19 +508,17 @@ impl RunState {
     }
 
     /// The end of an attempt: output + node + attempt + events in one batch.
-    fn attempt_ended(&mut self, res: AttemptResult, cancelling: bool) -> Option<WriteBatch> {
-        if cancelling && res.outcome.is_err() {
-            // Ended because the run is being cancelled: the cancellation records it.
-            return None;
-        }
+    fn attempt_ended(&mut self, res: AttemptResult) -> Option<WriteBatch> {
         let running = self.running.remove(&res.key)?;
         let mut b = WriteBatch::new(&self.run_id);
         if running.unmounted {
+            let key = res.key.clone();
             self.on_cancelled(
                 &mut b,
-                &res.key,
+                &key,
                 running.loop_id,
                 "a re-render no longer mounts this task (its branch or loop moved on)",
+                Some(res),
             );
             return Some(b);
         }
@@ -504,6 +542,8 @@ impl RunState {
                 if let Some(r) = &resp {
                     end.usage = r.usage.clone();
                     end.exit_code = r.exit_code;
+                    end.session_id = r.session_id.clone();
+                    end.model = r.model.clone();
                 }
                 (Err(e), resp.and_then(|r| r.transcript))
             }
@@ -542,12 +582,26 @@ impl RunState {
         Some(b)
     }
 
-    /// Every running attempt recorded as cancelled.
-    fn cancel_running(&mut self) -> WriteBatch {
+    /// Every running attempt recorded as cancelled, with what it produced (`results`, and those
+    /// that ended while the cancellation was on its way); one that finished with its output in
+    /// the meantime is recorded as finished.
+    fn cancel_running(&mut self, results: Vec<AttemptResult>) -> WriteBatch {
         let mut b = WriteBatch::new(&self.run_id);
+        let mut ended: HashMap<NodeKey, AttemptResult> = HashMap::new();
+        let stopped = std::mem::take(&mut self.stopped);
+        for r in stopped.into_iter().chain(results) {
+            if r.outcome.is_ok() {
+                if let Some(done) = self.attempt_ended(r) {
+                    b.writes.extend(done.writes);
+                }
+            } else {
+                ended.insert(r.key.clone(), r);
+            }
+        }
         let running: Vec<_> = self.running.drain().collect();
         for (key, r) in running {
-            self.on_cancelled(&mut b, &key, r.loop_id, "the run was cancelled");
+            let result = ended.remove(&key);
+            self.on_cancelled(&mut b, &key, r.loop_id, "the run was cancelled", result);
         }
         b
     }

@@ -366,7 +366,7 @@ where
         st.max_concurrency = self.options.max_concurrency;
         st.wait_for_approval = self.options.wait_for_approval;
         let mut join: JoinSet<AttemptResult> = JoinSet::new();
-        let mut tokens: HashMap<NodeKey, CancellationToken> = HashMap::new();
+        let mut tokens: HashMap<NodeKey, AttemptHandle> = HashMap::new();
         let mut lease_tick = tokio::time::interval(self.options.lease_ttl / 3);
         lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         lease_tick.tick().await;
@@ -395,13 +395,18 @@ where
                         continue;
                     }
                     Command::Stop(key) => {
-                        if let Some(t) = tokens.get(&key) {
-                            t.cancel();
+                        if let Some(h) = tokens.get(&key) {
+                            h.cancel.cancel();
                         }
                         continue;
                     }
-                    Command::CancelAll(b) => {
-                        self.cancel_all(&mut join, &mut tokens, b).await;
+                    Command::StopAll => {
+                        Input::AllStopped(self.stop_all(&mut join, &mut tokens).await)
+                    }
+                    Command::Record(b) => {
+                        if let Err(e) = self.commit(b).await {
+                            tracing::error!(error = %e, "could not record the stopped attempts");
+                        }
                         continue;
                     }
                     Command::Finish { status, error } => {
@@ -428,7 +433,7 @@ where
                             Ok(result) => {
                                 tokens.remove(&result.key);
                                 let cancelling = self.options.cancel.is_cancelled();
-                                Input::AttemptEnded { result, cancelling }
+                                Input::AttemptEnded { result: Box::new(result), cancelling }
                             }
                             Err(e) => {
                                 tracing::error!(error = %e, "an attempt task panicked or was aborted");
@@ -468,6 +473,6 @@ mod machine;
 mod persist;
 mod state;
 
-use attempt::{cache_key, AttemptResult, Source};
+use attempt::{cache_key, AttemptHandle, AttemptResult, Source};
 use machine::{supervisor, Command, Input, Preparation, Prepared, StartAttempt};
 use state::{shape_hash, RunState, Running};

@@ -41,6 +41,10 @@ pub(super) struct RunState {
     pub(super) wait_for_approval: bool,
     /// Runnable tasks waiting for their lookups (`Command::Prepare`).
     pub(super) pending: Option<super::machine::PendingStart>,
+    /// Why every running attempt is being stopped, while it is.
+    pub(super) stopping: Option<super::machine::Stopping>,
+    /// Attempts that ended while the run was being cancelled, recorded by the cancellation.
+    pub(super) stopped: Vec<AttemptResult>,
 }
 
 impl RunState {
@@ -67,6 +71,8 @@ impl RunState {
             max_concurrency: EngineOptions::default().max_concurrency,
             wait_for_approval: false,
             pending: None,
+            stopping: None,
+            stopped: Vec::new(),
         }
     }
 

@@ -144,14 +144,17 @@ impl RunState {
         );
     }
 
-    /// Records a stopped attempt: the attempt `cancelled` with `reason`, its node pending again
-    /// (a later render that mounts it starts a new attempt).
+    /// Records a stopped attempt: the attempt `cancelled` with `reason` and what it produced
+    /// before it stopped (`result`: its real duration, transcript, session id, exit status and
+    /// usage, and its own account of the stop), its node pending again (a later render that
+    /// mounts it starts a new attempt).
     pub(in crate::engine) fn on_cancelled(
         &mut self,
         b: &mut WriteBatch,
         (id, it): &NodeKey,
         loop_id: Option<String>,
         reason: &str,
+        result: Option<AttemptResult>,
     ) {
         let (attempts, failures) = self
             .node(id, *it)
@@ -165,15 +168,43 @@ impl RunState {
             loop_id,
             last_error: Some("cancelled".into()),
         }));
+        let mut end = AttemptEnd {
+            status: "cancelled",
+            error: Some(reason.to_owned()),
+            ..AttemptEnd::default()
+        };
+        let mut attempt = attempts;
+        if let Some(r) = result {
+            attempt = r.attempt;
+            end.duration_ms = r.duration_ms;
+            let (detail, resp) = match r.outcome {
+                Err((e, resp)) => (Some(e.message), resp),
+                Ok(super::AgentResponseOrValue::Agent(resp)) => (None, Some(resp)),
+                Ok(super::AgentResponseOrValue::Value(_)) => (None, None),
+            };
+            if let Some(detail) = detail.filter(|d| d != "cancelled" && !d.is_empty()) {
+                end.error = Some(format!("{reason}; {detail}"));
+            }
+            if let Some(resp) = resp {
+                end.usage = resp.usage;
+                end.session_id = resp.session_id;
+                end.exit_code = resp.exit_code;
+                end.model = resp.model;
+                if let Some(text) = resp.transcript {
+                    b.push(Write::Transcript {
+                        node_id: id.clone(),
+                        iteration: *it,
+                        attempt,
+                        text,
+                    });
+                }
+            }
+        }
         b.push(Write::AttemptEnd {
             node_id: id.clone(),
             iteration: *it,
-            attempt: attempts,
-            end: AttemptEnd {
-                status: "cancelled",
-                error: Some(reason.to_owned()),
-                ..AttemptEnd::default()
-            },
+            attempt,
+            end,
         });
         self.set_node(
             id,

@@ -121,7 +121,13 @@ fn a_cancelled_attempt_keeps_the_retry_budget() {
         },
     );
     let mut b = WriteBatch::new("r");
-    st.on_cancelled(&mut b, &("a".into(), 0), None, "the run was cancelled");
+    st.on_cancelled(
+        &mut b,
+        &("a".into(), 0),
+        None,
+        "the run was cancelled",
+        None,
+    );
     assert_eq!(node_status(&st, "a"), (NodeStatus::Pending, 1, 0));
     let mut b = WriteBatch::new("r");
     st.on_failure(
@@ -228,7 +234,8 @@ fn describe(cmds: &VecDeque<Command>) -> Vec<String> {
             ),
             Command::Start(s) => format!("start:{}#{}", s.task.id, s.attempt),
             Command::Stop((id, _)) => format!("stop:{id}"),
-            Command::CancelAll(b) => format!("cancel_all[{}]", batch(b)),
+            Command::StopAll => "stop_all".into(),
+            Command::Record(b) => format!("record[{}]", batch(b)),
             Command::Wait => "wait".into(),
             Command::WaitForApprovals => "wait_for_approvals".into(),
             Command::Finish { status, error } => match error {
@@ -267,7 +274,10 @@ fn ended(
             .map(|()| AgentResponseOrValue::Value(serde_json::json!({"n": 1})))
             .map_err(|e| (e, None)),
     };
-    describe(&st.handle(Input::AttemptEnded { result, cancelling }))
+    describe(&st.handle(Input::AttemptEnded {
+        result: Box::new(result),
+        cancelling,
+    }))
 }
 
 #[test]
@@ -360,14 +370,57 @@ fn cancellation_wins_over_the_attempts_it_ended() {
     let mut st = RunState::new("r", "me".into());
     render(&mut st, Workflow::new().child(compute("a")).build());
     prepared(&mut st, 1);
+    let stopped = AttemptResult {
+        key: ("a".to_owned(), 0),
+        attempt: 1,
+        duration_ms: 4700,
+        outcome: Err((
+            TaskError::terminal("`claude` was cancelled; its process group was killed"),
+            Some(AgentResponse {
+                session_id: Some("s-1".into()),
+                exit_code: Some(137),
+                transcript: Some("{\"type\":\"system\"}\n".into()),
+                ..AgentResponse::default()
+            }),
+        )),
+    };
     assert!(
-        ended(&mut st, "a", Err(TaskError::terminal("cancelled")), true).is_empty(),
+        describe(&st.handle(Input::AttemptEnded {
+            result: Box::new(stopped),
+            cancelling: true
+        }))
+        .is_empty(),
         "not recorded as a failure"
     );
+    assert_eq!(describe(&st.handle(Input::CancelRequested)), ["stop_all"]);
+    let cmds = st.handle(Input::AllStopped(Vec::new()));
     assert_eq!(
-        describe(&st.handle(Input::CancelRequested)),
-        ["cancel_all[attempt_cancelled:a]", "finish:cancelled"]
+        describe(&cmds),
+        ["commit[attempt_cancelled:a]", "finish:cancelled"]
     );
+    // The attempt's row keeps what it produced: real duration, session, exit status, its own
+    // account of the stop, and its transcript.
+    let Some(Command::Commit(b)) = cmds.front() else {
+        unreachable!()
+    };
+    let end = b.writes.iter().find_map(|w| match w {
+        Write::AttemptEnd {
+            end, attempt: 1, ..
+        } => Some(end),
+        _ => None,
+    });
+    let end = end.expect("attempt end");
+    assert_eq!(end.duration_ms, 4700);
+    assert_eq!(end.session_id.as_deref(), Some("s-1"));
+    assert_eq!(end.exit_code, Some(137));
+    assert_eq!(
+        end.error.as_deref(),
+        Some("the run was cancelled; `claude` was cancelled; its process group was killed")
+    );
+    assert!(b
+        .writes
+        .iter()
+        .any(|w| matches!(w, Write::Transcript { text, .. } if text.contains("system"))));
     assert_eq!(node_status(&st, "a"), (NodeStatus::Pending, 1, 0));
     assert!(st.running.is_empty());
 }
@@ -468,6 +521,16 @@ fn a_table_error_fails_the_run_and_a_lost_lease_stops_everything() {
     prepared(&mut st, 1);
     assert_eq!(
         describe(&st.handle(Input::LeaseLost(Error::Other("lease".into())))),
-        ["cancel_all[attempt_cancelled:a]", "abort: lease"]
+        ["stop_all"]
+    );
+    let aborted = AttemptResult {
+        key: ("a".to_owned(), 0),
+        attempt: 1,
+        duration_ms: 6000,
+        outcome: Err((TaskError::terminal("did not stop"), None)),
+    };
+    assert_eq!(
+        describe(&st.handle(Input::AllStopped(vec![aborted]))),
+        ["record[attempt_cancelled:a]", "abort: lease"]
     );
 }

@@ -1,0 +1,219 @@
+//! What an agent attempt leaves behind when it times out, is cancelled or is retried, with the
+//! engine driving fake CLI executables and a 127.0.0.1 server: the attempt rows, the prompts the
+//! retries sent, and the process tree afterwards.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use smithers::agents::ClaudeCodeAgent;
+use smithers::prelude::*;
+use smithers::SharedAgent;
+use smithers_core::engine::{CancellationToken, Engine, EngineOptions};
+use smithers_core::store::{Durability, RunStatus, SqliteStore, Store};
+
+#[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug)]
+struct Verdict {
+    summary: String,
+    severity: String,
+}
+
+const VERDICT: Ref<Verdict> = Ref::new("verdict");
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("smithers-agents/tests/fixtures")
+}
+
+/// A fake `claude` that prints its `init` line (with a session id) and then stalls on a `sleep`
+/// grandchild, writing both pids to `dir/pids`.
+fn stalling_claude(dir: &Path) -> ClaudeCodeAgent {
+    ClaudeCodeAgent::new()
+        .binary(fixtures().join("fake-cli.sh"))
+        .env("FAKE_SCENARIO", "claude/stall")
+        .env("FAKE_STALL", "1")
+        .env("FAKE_PID_FILE", dir.join("pids"))
+}
+
+const STALL_SESSION: &str = "70a1c709-a759-4725-b9f3-0182f290c4fc";
+
+struct Setup {
+    dir: tempfile::TempDir,
+    db: PathBuf,
+    engine: Engine<()>,
+}
+
+fn setup(
+    agent: SharedAgent,
+    retries: u32,
+    timeout: Option<Duration>,
+    cancel: CancellationToken,
+) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db, Durability::Normal).unwrap());
+    let engine = Engine::new(store, move |_ctx: &Ctx<()>| {
+        let mut task = Task::<Verdict>::new()
+            .id(VERDICT)
+            .agent(agent.clone())
+            .retries(retries)
+            .prompt("Review the change.");
+        if let Some(t) = timeout {
+            task = task.timeout(t);
+        }
+        Workflow::new().name("attempts").child(task.build()).build()
+    })
+    .with_options(EngineOptions {
+        vcs_snapshots: false,
+        cancel,
+        ..EngineOptions::default()
+    });
+    Setup { dir, db, engine }
+}
+
+/// An attempt row: (attempt, status, error, duration_ms, session_id, exit_code).
+type Row = (
+    u32,
+    String,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<i32>,
+);
+
+fn rows(db: &Path) -> Vec<Row> {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let mut st = c
+        .prepare(
+            "SELECT attempt, status, error, duration_ms, session_id, exit_code
+             FROM _smithers_attempts ORDER BY attempt",
+        )
+        .unwrap();
+    st.query_map([], |x| {
+        Ok((
+            x.get(0)?,
+            x.get(1)?,
+            x.get(2)?,
+            x.get(3)?,
+            x.get(4)?,
+            x.get(5)?,
+        ))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+fn transcript(db: &Path, attempt: u32) -> Option<String> {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.query_row(
+        "SELECT transcript FROM _smithers_transcripts WHERE attempt = ?1",
+        [attempt],
+        |x| x.get(0),
+    )
+    .ok()
+}
+
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(
+            stat.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next()),
+            Some("Z" | "X")
+        ),
+        Err(_) => false,
+    }
+}
+
+async fn pids(file: &Path) -> (i32, i32) {
+    for _ in 0..500 {
+        if let Ok(text) = std::fs::read_to_string(file) {
+            let mut it = text.split_whitespace().filter_map(|p| p.parse().ok());
+            if let (Some(a), Some(b)) = (it.next(), it.next()) {
+                return (a, b);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the fake CLI never wrote {}", file.display());
+}
+
+async fn assert_gone(pid: i32) {
+    for _ in 0..250 {
+        if !alive(pid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("process {pid} is still alive");
+}
+
+#[tokio::test]
+async fn a_timed_out_attempt_keeps_the_agents_message_session_exit_status_and_transcript() {
+    let scratch = tempfile::tempdir().unwrap();
+    let agent = Arc::new(stalling_claude(scratch.path()));
+    let s = setup(
+        agent,
+        0,
+        Some(Duration::from_millis(700)),
+        CancellationToken::new(),
+    );
+    let report = s.engine.run(()).await.unwrap();
+    assert_eq!(report.status, RunStatus::Failed);
+    let rows = rows(&s.db);
+    assert_eq!(rows.len(), 1);
+    let (attempt, status, error, duration, session, exit) = rows[0].clone();
+    assert_eq!((attempt, status.as_str()), (1, "failed"));
+    let error = error.unwrap_or_default();
+    // The agent's own deadline fired (the engine's comes later) and said what it saw.
+    assert!(
+        error.contains("timed out after 0.7s; its process group was killed; last output: {\"type\":\"system\",\"subtype\":\"init\""),
+        "{error}"
+    );
+    assert!(duration.unwrap_or(0) >= 700, "duration {duration:?}");
+    assert_eq!(session.as_deref(), Some(STALL_SESSION));
+    assert_eq!(exit, Some(137), "128 + SIGKILL");
+    assert!(transcript(&s.db, 1)
+        .unwrap_or_default()
+        .contains(STALL_SESSION));
+    let (script, sleep) = pids(&scratch.path().join("pids")).await;
+    assert_gone(script).await;
+    assert_gone(sleep).await;
+    drop(s.dir);
+}
+
+#[tokio::test]
+async fn a_cancelled_attempt_row_has_its_real_duration_transcript_and_session() {
+    let scratch = tempfile::tempdir().unwrap();
+    let agent = Arc::new(stalling_claude(scratch.path()));
+    let cancel = CancellationToken::new();
+    let s = setup(agent, 2, None, cancel.clone());
+    let pid_file = scratch.path().join("pids");
+    let run = async {
+        let (script, sleep) = pids(&pid_file).await;
+        assert!(alive(script) && alive(sleep));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        cancel.cancel();
+        (script, sleep)
+    };
+    let (report, (script, sleep)) = tokio::join!(s.engine.run(()), run);
+    assert_eq!(report.unwrap().status, RunStatus::Cancelled);
+    let rows = rows(&s.db);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let (_, status, error, duration, session, exit) = rows[0].clone();
+    assert_eq!(status, "cancelled");
+    let error = error.unwrap_or_default();
+    assert!(
+        error.starts_with("the run was cancelled; `")
+            && error.contains("` was cancelled; its process group was killed"),
+        "{error}"
+    );
+    assert!(duration.unwrap_or(0) >= 400, "duration {duration:?}");
+    assert_eq!(session.as_deref(), Some(STALL_SESSION));
+    assert_eq!(exit, Some(137));
+    assert!(transcript(&s.db, 1)
+        .unwrap_or_default()
+        .contains("\"subtype\":\"init\""));
+    assert_gone(script).await;
+    assert_gone(sleep).await;
+}
