@@ -6,7 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use smithers::agents::ClaudeCodeAgent;
+#[allow(dead_code, unreachable_pub, unused_imports)]
+#[path = "../smithers-agents/tests/common/mod.rs"]
+mod fake;
+
+use fake::{FakeHttp, Reply};
+use serde_json::json;
+use smithers::agents::{ClaudeCodeAgent, OpenAiAgent};
 use smithers::prelude::*;
 use smithers::SharedAgent;
 use smithers_core::engine::{CancellationToken, Engine, EngineOptions};
@@ -48,6 +54,16 @@ fn setup(
     timeout: Option<Duration>,
     cancel: CancellationToken,
 ) -> Setup {
+    setup_with(agent, retries, timeout, cancel, None)
+}
+
+fn setup_with(
+    agent: SharedAgent,
+    retries: u32,
+    timeout: Option<Duration>,
+    cancel: CancellationToken,
+    policy: Option<RetryPolicy>,
+) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("s.db");
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db, Durability::Normal).unwrap());
@@ -59,6 +75,9 @@ fn setup(
             .prompt("Review the change.");
         if let Some(t) = timeout {
             task = task.timeout(t);
+        }
+        if let Some(p) = &policy {
+            task = task.retry_policy(p.clone());
         }
         Workflow::new().name("attempts").child(task.build()).build()
     })
@@ -216,4 +235,186 @@ async fn a_cancelled_attempt_row_has_its_real_duration_transcript_and_session() 
         .contains("\"subtype\":\"init\""));
     assert_gone(script).await;
     assert_gone(sleep).await;
+}
+
+/// A Chat Completions reply with `content`.
+fn chat(content: &str) -> Reply {
+    Reply::json(
+        200,
+        json!({
+            "id": "x", "object": "chat.completion", "model": "local",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+        }),
+    )
+}
+
+/// The user prompt of each Chat Completions request the server received.
+fn prompts(server: &FakeHttp) -> Vec<String> {
+    server
+        .requests()
+        .iter()
+        .map(|r| {
+            let body = r.json();
+            body["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .and_then(|m| m["content"].as_str())
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// One HTTP call per engine attempt, so the engine sees each failure.
+fn single_shot(server: &FakeHttp) -> SharedAgent {
+    Arc::new(
+        OpenAiAgent::new("gpt-test")
+            .base_url(format!("{}/v1", server.base))
+            .api_key("sk-test")
+            .max_attempts(1),
+    )
+}
+
+#[tokio::test]
+async fn a_transport_error_retries_the_original_prompt_and_an_invalid_reply_is_quoted_back() {
+    let server = FakeHttp::start(vec![
+        Reply::json(500, json!({"error": {"message": "upstream exploded"}})),
+        chat("I think it is fine, severity low."),
+        chat("```json\n{\"summary\": \"fine\", \"severity\": \"low\"}\n```"),
+    ])
+    .await;
+    let s = setup_with(
+        single_shot(&server),
+        2,
+        None,
+        CancellationToken::new(),
+        Some(RetryPolicy::immediate()),
+    );
+    let report = s.engine.run(()).await.unwrap();
+    assert_eq!(report.status, RunStatus::Finished);
+    let rows = rows(&s.db);
+    let statuses: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(statuses, ["failed", "failed", "finished"]);
+    assert!(rows[0]
+        .2
+        .as_deref()
+        .unwrap_or_default()
+        .contains("HTTP 500: upstream exploded"));
+    let p = prompts(&server);
+    assert_eq!(p.len(), 3);
+    assert_eq!(
+        p[1], p[0],
+        "after an HTTP 500 the original prompt is sent again"
+    );
+    assert!(!p[1].contains(smithers_core::prompt::PREVIOUS_ERROR_HEADING));
+    assert!(
+        !p[1].contains("upstream exploded"),
+        "the transport error is not fed back"
+    );
+    assert!(
+        p[2].starts_with(&p[0]),
+        "the retry after an invalid reply extends the original"
+    );
+    let tail = &p[2][p[0].len()..];
+    assert_eq!(
+        tail,
+        "\n## YOUR PREVIOUS REPLY WAS REJECTED\n\nYour previous reply was:\n\n````text\n\
+         I think it is fine, severity low.\n````\n\nIt did not match the schema: node `verdict`: \
+         the agent's reply has no JSON object for `Verdict` (reply began: \"I think it is fine, \
+         severity low.\")\n\nFix this and reply again with a JSON object that matches the schema.\n"
+    );
+}
+
+#[tokio::test]
+async fn a_rate_limited_attempt_waits_the_reset_the_server_gave_before_the_next() {
+    let server = FakeHttp::start(vec![
+        Reply::json(429, json!({"error": {"message": "slow down"}})).header("retry-after", "1"),
+        chat("{\"summary\": \"fine\", \"severity\": \"low\"}"),
+    ])
+    .await;
+    // The task's own policy would retry at once: the server's reset wins.
+    let s = setup_with(
+        single_shot(&server),
+        1,
+        None,
+        CancellationToken::new(),
+        Some(RetryPolicy::immediate()),
+    );
+    let started = std::time::Instant::now();
+    let report = s.engine.run(()).await.unwrap();
+    assert_eq!(report.status, RunStatus::Finished);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let c = rusqlite::Connection::open(&s.db).unwrap();
+    let retrying: String = c
+        .query_row(
+            "SELECT payload FROM _smithers_events WHERE kind = 'node_retrying'",
+            [],
+            |x| x.get(0),
+        )
+        .unwrap();
+    assert!(
+        retrying.contains("HTTP 429: slow down; it will be tried again in 1.0s (attempt 2 of 2)"),
+        "{retrying}"
+    );
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn backoff_grows_between_attempts_and_a_terminal_error_is_not_retried() {
+    let server = FakeHttp::start(vec![
+        Reply::json(503, json!({"error": {"message": "busy"}})),
+        Reply::json(503, json!({"error": {"message": "busy"}})),
+        Reply::json(401, json!({"error": {"message": "bad key"}})),
+    ])
+    .await;
+    let policy = RetryPolicy::exponential(Duration::from_millis(300)).jitter(0.0);
+    let s = setup_with(
+        single_shot(&server),
+        5,
+        None,
+        CancellationToken::new(),
+        Some(policy),
+    );
+    let started = std::time::Instant::now();
+    let report = s.engine.run(()).await.unwrap();
+    assert_eq!(report.status, RunStatus::Failed);
+    // 0.3 s then 0.6 s of backoff; the 401 ends it although retries are left.
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    let rows = rows(&s.db);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(rows[2]
+        .2
+        .as_deref()
+        .unwrap_or_default()
+        .contains("rejected the API key"));
+    let c = rusqlite::Connection::open(&s.db).unwrap();
+    let mut st = c
+        .prepare("SELECT payload FROM _smithers_events WHERE kind = 'node_retrying' ORDER BY seq")
+        .unwrap();
+    let events: Vec<String> = st
+        .query_map([], |x| x.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(events.len(), 2);
+    assert!(
+        events[0].contains("tried again in 0.3s (attempt 2 of 6)"),
+        "{}",
+        events[0]
+    );
+    assert!(
+        events[1].contains("tried again in 0.6s (attempt 3 of 6)"),
+        "{}",
+        events[1]
+    );
 }

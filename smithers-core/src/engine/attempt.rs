@@ -80,7 +80,7 @@ where
             task: t,
             iteration,
             attempt,
-            last_error,
+            rejected,
         } = s;
         let cancel = self.options.cancel.child_token();
         let key = (t.id.clone(), iteration);
@@ -114,7 +114,7 @@ where
                 run_id,
                 iteration,
                 attempt,
-                last_error,
+                rejected,
                 cancel,
                 progress,
                 vcs,
@@ -215,8 +215,8 @@ pub(super) struct AttemptInput {
     pub(super) run_id: String,
     pub(super) iteration: u32,
     pub(super) attempt: u32,
-    /// The previous attempt's error, appended to an agent's prompt.
-    pub(super) last_error: Option<String>,
+    /// The previous attempt's rejected reply, quoted in an agent's prompt.
+    pub(super) rejected: Option<crate::prompt::RejectedReply>,
     pub(super) cancel: CancellationToken,
     pub(super) progress: ProgressSink,
     /// Working-copy snapshots around a file-editing agent.
@@ -231,7 +231,7 @@ pub(super) async fn run_attempt(
         run_id,
         iteration,
         attempt,
-        last_error,
+        rejected,
         cancel,
         progress,
         vcs,
@@ -255,7 +255,12 @@ pub(super) async fn run_attempt(
             TaskExec::Agent(agent) => {
                 let schema = (t.output.schema)();
                 let req = AgentRequest {
-                    prompt: crate::prompt::assemble(&t.prompt, &schema, last_error.as_deref()),
+                    prompt: match &rejected {
+                        Some(r) => {
+                            crate::prompt::assemble_after_invalid_reply(&t.prompt, &schema, r)
+                        }
+                        None => crate::prompt::assemble(&t.prompt, &schema, None),
+                    },
                     task_prompt: t.prompt.clone(),
                     output_schema: schema,
                     output_type: t.output.short_name().to_owned(),
@@ -311,27 +316,26 @@ pub(super) async fn run_attempt(
         _ = tokio::time::sleep(deadline.map_or(Duration::MAX, |d| d.1)), if deadline.is_some() => true,
         _ = cancel.cancelled() => false,
     };
-    // Stopped: the body sees the cancellation and gets a moment to return what it produced.
+    // Stopped. An agent sees the cancellation and gets a moment to return what it produced (its
+    // transcript, session id, exit status); a compute body is dropped, which is how a future is
+    // cancelled and loses nothing it could report.
     cancel.cancel();
     let limit = deadline.map_or(Duration::ZERO, |d| d.0);
-    match tokio::time::timeout(STOP_GRACE, fut).await {
+    let grace = match &t.exec {
+        TaskExec::Agent(_) => STOP_GRACE,
+        _ => Duration::ZERO,
+    };
+    match tokio::time::timeout(grace, fut).await {
         Ok(Err((e, resp))) if timed_out => Err((
             TaskError::retryable(format!("timed out after {limit:?}: {}", e.message)),
             resp,
         )),
         Ok(r) => r,
         Err(_) if timed_out => Err((
-            TaskError::retryable(format!(
-                "timed out after {limit:?} and did not stop within {STOP_GRACE:?} of being told to"
-            )),
+            TaskError::retryable(format!("timed out after {limit:?}")),
             None,
         )),
-        Err(_) => Err((
-            TaskError::terminal(format!(
-                "cancelled; did not stop within {STOP_GRACE:?} of being told to"
-            )),
-            None,
-        )),
+        Err(_) => Err((TaskError::terminal("cancelled"), None)),
     }
 }
 

@@ -41,6 +41,8 @@ pub(super) enum Input {
     AllStopped(Vec<AttemptResult>),
     /// The lease could not be renewed: another process may be driving the run.
     LeaseLost(Error),
+    /// The backoffs of these tasks ([`Command::RetryAfter`]) are over.
+    RetriesDue(Vec<NodeKey>),
 }
 
 /// The answer to one [`Preparation`].
@@ -64,8 +66,9 @@ pub(super) struct StartAttempt {
     pub(super) task: Arc<TaskSpec>,
     pub(super) iteration: u32,
     pub(super) attempt: u32,
-    /// The previous attempt's error, appended to an agent's prompt.
-    pub(super) last_error: Option<String>,
+    /// The previous attempt's reply and why it was rejected, quoted in an agent's prompt (only
+    /// when that attempt failed because of its reply).
+    pub(super) rejected: Option<crate::prompt::RejectedReply>,
 }
 
 /// What the executor does next, in order. When the commands of an input are all done (none of
@@ -80,6 +83,9 @@ pub(super) enum Command {
     Start(StartAttempt),
     /// Tell a running attempt to stop (the tree no longer mounts its task).
     Stop(NodeKey),
+    /// Feed [`Input::RetriesDue`] with `key` once `delay` has passed: the task's next attempt
+    /// waits out its backoff (the executor keeps the timer; decisions never sleep).
+    RetryAfter { key: NodeKey, delay: Duration },
     /// Stop every running attempt, give them a moment to end with what they produced, abort the
     /// rest, and feed [`Input::AllStopped`].
     StopAll,
@@ -133,6 +139,11 @@ impl RunState {
                 }
             }
             Input::ApprovalsPolled(decided) => self.apply_approvals(decided),
+            Input::RetriesDue(keys) => {
+                for k in keys {
+                    self.backing_off.remove(&k);
+                }
+            }
             Input::Heartbeat { now } => {
                 let mut b = WriteBatch::new(&self.run_id);
                 b.push(Write::State {
@@ -176,6 +187,9 @@ impl RunState {
                     }
                 }
             }
+        }
+        for (key, delay) in self.new_backoffs.drain(..) {
+            cmds.push_back(Command::RetryAfter { key, delay });
         }
         cmds
     }
@@ -278,11 +292,15 @@ impl RunState {
         };
         if let NodeKind::Workflow(w) = tree.kind() {
             self.workflow.clone_from(&w.name);
+            self.workflow_retry_policy.clone_from(&w.retry_policy);
         }
         let runnable: Vec<Runnable> = plan
             .runnable
             .into_iter()
-            .filter(|r| !self.running.contains_key(&(r.task.id.clone(), r.iteration)))
+            .filter(|r| {
+                let key = (r.task.id.clone(), r.iteration);
+                !self.running.contains_key(&key) && !self.backing_off.contains(&key)
+            })
             .collect();
         if runnable.is_empty() {
             self.idle(awaiting_approval, cmds);
@@ -368,6 +386,11 @@ impl RunState {
 
     /// Nothing more starts now: wait for approvals, for the running attempts, or stop.
     fn idle(&mut self, awaiting_approval: Vec<String>, cmds: &mut VecDeque<Command>) {
+        if self.running.is_empty() && self.failure.is_none() && !self.backing_off.is_empty() {
+            // A task waits out its backoff: its timer moves the run on.
+            cmds.push_back(Command::Wait);
+            return;
+        }
         if self.running.is_empty() && self.failure.is_none() && !awaiting_approval.is_empty() {
             // Only human decisions can move the run on.
             cmds.push_back(if self.wait_for_approval {
@@ -479,6 +502,7 @@ impl RunState {
         let (last_error, failures) = self
             .node(&t.id, r.iteration)
             .map_or((None, 0), |n| (n.last_error.clone(), n.failures));
+        let rejected = self.rejected.get(&(t.id.clone(), r.iteration)).cloned();
         self.set_node(
             &t.id,
             r.iteration,
@@ -502,7 +526,7 @@ impl RunState {
             task: t,
             iteration: r.iteration,
             attempt,
-            last_error,
+            rejected,
         };
         (b, start)
     }
@@ -528,15 +552,20 @@ impl RunState {
             duration_ms: res.duration_ms,
             ..AttemptEnd::default()
         };
-        let (value, transcript) = match res.outcome {
-            Ok(AgentResponseOrValue::Value(v)) => (Ok(v), None),
+        // `reply`: an agent's reply, quoted back if it does not validate.
+        let (value, transcript, reply) = match res.outcome {
+            Ok(AgentResponseOrValue::Value(v)) => (Ok(v), None, None),
             Ok(AgentResponseOrValue::Agent(resp)) => {
                 end.usage = resp.usage.clone();
                 end.session_id = resp.session_id.clone();
                 end.exit_code = resp.exit_code;
                 end.model = resp.model.clone();
                 let v = extract_output(&t, &resp);
-                (v, resp.transcript)
+                let reply = match (&resp.json, resp.text.trim().is_empty()) {
+                    (Some(json), true) => json.to_string(),
+                    _ => resp.text.clone(),
+                };
+                (v, resp.transcript, Some(reply))
             }
             Err((e, resp)) => {
                 if let Some(r) = &resp {
@@ -545,7 +574,7 @@ impl RunState {
                     end.session_id = r.session_id.clone();
                     end.model = r.model.clone();
                 }
-                (Err(e), resp.and_then(|r| r.transcript))
+                (Err(e), resp.and_then(|r| r.transcript), None)
             }
         };
         if let Some(text) = transcript {
@@ -564,6 +593,19 @@ impl RunState {
                 ))
             })
         });
+        match (&validated, reply) {
+            (Err(e), Some(reply)) => {
+                let rejected = crate::prompt::RejectedReply {
+                    reply,
+                    error: e.message.clone(),
+                };
+                self.rejected.insert(res.key.clone(), rejected);
+            }
+            // Not the reply's fault (or a success): the next attempt sends the original prompt.
+            _ => {
+                self.rejected.remove(&res.key);
+            }
+        }
         match validated {
             Ok(v) => {
                 if let Some(key) = running.cache_key {

@@ -61,6 +61,10 @@ pub struct EngineOptions {
     /// Snapshot the agent's git working copy before and after each agent attempt (commits under
     /// `refs/smithers/...`, recorded on the attempt) so `smithers revert` can undo it.
     pub vcs_snapshots: bool,
+    /// The wait between attempts of an agent task that sets no `retry_policy` (nor does its
+    /// workflow); default: 1 s doubling up to a minute, ± 20 %. Compute tasks without a policy
+    /// retry at once. A rate limit's `retry_after` is always waited.
+    pub agent_retry_policy: crate::retry::RetryPolicy,
 }
 
 impl Default for EngineOptions {
@@ -75,6 +79,8 @@ impl Default for EngineOptions {
             approval_poll: Duration::from_millis(500),
             vcs_snapshots: true,
             cancel_poll: Duration::from_secs(1),
+            agent_retry_policy: crate::retry::RetryPolicy::exponential(Duration::from_secs(1))
+                .max_delay(Duration::from_secs(60)),
         }
     }
 }
@@ -365,6 +371,9 @@ where
     async fn drive(&self, st: &mut RunState, input: Arc<I>) -> Result<RunReport> {
         st.max_concurrency = self.options.max_concurrency;
         st.wait_for_approval = self.options.wait_for_approval;
+        st.agent_retry_policy = self.options.agent_retry_policy.clone();
+        // Attempts waiting for their retry: when each is due.
+        let mut retries_due: Vec<(tokio::time::Instant, NodeKey)> = Vec::new();
         let mut join: JoinSet<AttemptResult> = JoinSet::new();
         let mut tokens: HashMap<NodeKey, AttemptHandle> = HashMap::new();
         let mut lease_tick = tokio::time::interval(self.options.lease_ttl / 3);
@@ -402,6 +411,10 @@ where
                     }
                     Command::StopAll => {
                         Input::AllStopped(self.stop_all(&mut join, &mut tokens).await)
+                    }
+                    Command::RetryAfter { key, delay } => {
+                        retries_due.push((tokio::time::Instant::now() + delay, key));
+                        continue;
                     }
                     Command::Record(b) => {
                         if let Err(e) = self.commit(b).await {
@@ -451,6 +464,12 @@ where
                             continue;
                         }
                         _ = heartbeat.tick() => Input::Heartbeat { now: crate::time::now_rfc3339() },
+                        _ = tokio::time::sleep_until(next_due(&retries_due)), if !retries_due.is_empty() => {
+                            let now = tokio::time::Instant::now();
+                            let due: Vec<NodeKey> = retries_due.iter().filter(|(at, _)| *at <= now).map(|(_, k)| k.clone()).collect();
+                            retries_due.retain(|(at, _)| *at > now);
+                            Input::RetriesDue(due)
+                        }
                     },
                 };
                 commands.extend(st.handle(next));
@@ -466,6 +485,14 @@ where
             ))
         })
     }
+}
+
+/// The earliest time a retry is due.
+fn next_due(due: &[(tokio::time::Instant, NodeKey)]) -> tokio::time::Instant {
+    due.iter()
+        .map(|(at, _)| *at)
+        .min()
+        .unwrap_or_else(tokio::time::Instant::now)
 }
 
 mod attempt;

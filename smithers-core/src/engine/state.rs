@@ -45,6 +45,16 @@ pub(super) struct RunState {
     pub(super) stopping: Option<super::machine::Stopping>,
     /// Attempts that ended while the run was being cancelled, recorded by the cancellation.
     pub(super) stopped: Vec<AttemptResult>,
+    /// The workflow's default retry policy (from the latest render).
+    pub(super) workflow_retry_policy: Option<crate::retry::RetryPolicy>,
+    /// `EngineOptions::agent_retry_policy`.
+    pub(super) agent_retry_policy: crate::retry::RetryPolicy,
+    /// Tasks waiting out a backoff before their next attempt.
+    pub(super) backing_off: HashSet<NodeKey>,
+    /// Backoffs decided but not yet handed to the executor.
+    pub(super) new_backoffs: Vec<(NodeKey, Duration)>,
+    /// The last reply of a task that did not validate: quoted back in its next prompt.
+    pub(super) rejected: HashMap<NodeKey, crate::prompt::RejectedReply>,
 }
 
 impl RunState {
@@ -73,6 +83,11 @@ impl RunState {
             pending: None,
             stopping: None,
             stopped: Vec::new(),
+            workflow_retry_policy: None,
+            agent_retry_policy: EngineOptions::default().agent_retry_policy,
+            backing_off: HashSet::new(),
+            new_backoffs: Vec::new(),
+            rejected: HashMap::new(),
         }
     }
 

@@ -82,9 +82,26 @@ impl RunState {
         // dead process does not use up a retry.
         let failures = self.node(&t.id, it).map_or(0, |n| n.failures) + 1;
         let retry = e.retryable && failures <= t.retries;
+        let delay = if retry {
+            let policy = self.retry_policy(t);
+            let seed = crate::retry::seed(&self.run_id, &t.id, it, failures);
+            policy.delay(failures, seed, e.retry_after)
+        } else {
+            Duration::ZERO
+        };
+        if !delay.is_zero() {
+            let key = (t.id.clone(), it);
+            self.backing_off.insert(key.clone());
+            self.new_backoffs.push((key, delay));
+        }
         let msg = if retry {
+            let when = if delay.is_zero() {
+                String::new()
+            } else {
+                format!(" in {:.1}s", delay.as_secs_f64())
+            };
             format!(
-                "{}; it will be tried again (attempt {} of {})",
+                "{}; it will be tried again{when} (attempt {} of {})",
                 e.message,
                 failures + 1,
                 t.retries + 1
@@ -142,6 +159,18 @@ impl RunState {
                 last_error: Some(e.message),
             },
         );
+    }
+
+    /// The retry policy of `t`: its own, else the workflow's, else the engine's for agent tasks;
+    /// compute tasks retry at once by default.
+    pub(in crate::engine) fn retry_policy(&self, t: &TaskSpec) -> crate::retry::RetryPolicy {
+        t.retry_policy
+            .clone()
+            .or_else(|| self.workflow_retry_policy.clone())
+            .unwrap_or_else(|| match t.exec {
+                TaskExec::Agent(_) => self.agent_retry_policy.clone(),
+                _ => crate::retry::RetryPolicy::immediate(),
+            })
     }
 
     /// Records a stopped attempt: the attempt `cancelled` with `reason` and what it produced

@@ -235,6 +235,9 @@ fn describe(cmds: &VecDeque<Command>) -> Vec<String> {
             Command::Start(s) => format!("start:{}#{}", s.task.id, s.attempt),
             Command::Stop((id, _)) => format!("stop:{id}"),
             Command::StopAll => "stop_all".into(),
+            Command::RetryAfter { key, delay } => {
+                format!("retry_after:{}:{}ms", key.0, delay.as_millis())
+            }
             Command::Record(b) => format!("record[{}]", batch(b)),
             Command::Wait => "wait".into(),
             Command::WaitForApprovals => "wait_for_approvals".into(),
@@ -532,5 +535,183 @@ fn a_table_error_fails_the_run_and_a_lost_lease_stops_everything() {
     assert_eq!(
         describe(&st.handle(Input::AllStopped(vec![aborted]))),
         ["record[attempt_cancelled:a]", "abort: lease"]
+    );
+}
+
+/// An agent that is never called: the machine only needs its name.
+struct Silent;
+
+#[async_trait::async_trait]
+impl crate::agent::Agent for Silent {
+    fn name(&self) -> &str {
+        "silent"
+    }
+    async fn generate(
+        &self,
+        _: crate::agent::AgentRequest,
+    ) -> std::result::Result<AgentResponse, crate::agent::AgentError> {
+        Err(crate::agent::AgentError::terminal("never called"))
+    }
+}
+
+fn agent_task(id: &str, retries: u32, policy: Option<crate::retry::RetryPolicy>) -> Node {
+    let mut t = Task::<N>::new()
+        .id(id)
+        .agent(Silent)
+        .retries(retries)
+        .prompt("Count.");
+    if let Some(p) = policy {
+        t = t.retry_policy(p);
+    }
+    t.build()
+}
+
+fn agent_ended(
+    st: &mut RunState,
+    id: &str,
+    outcome: std::result::Result<&str, TaskError>,
+) -> Vec<String> {
+    let result = AttemptResult {
+        key: (id.to_owned(), 0),
+        attempt: st.attempts(id, 0),
+        duration_ms: 5,
+        outcome: match outcome {
+            Ok(text) => Ok(AgentResponseOrValue::Agent(AgentResponse {
+                text: text.to_owned(),
+                ..AgentResponse::default()
+            })),
+            Err(e) => Err((e, None)),
+        },
+    };
+    describe(&st.handle(Input::AttemptEnded {
+        result: Box::new(result),
+        cancelling: false,
+    }))
+}
+
+fn started(st: &mut RunState, tree: &dyn Fn() -> Node) -> StartAttempt {
+    st.handle(Input::Rendered {
+        tree: Ok(tree()),
+        state_writes: Vec::new(),
+    });
+    let cmds = st.handle(Input::Prepared(vec![Prepared::Ready { cached: None }]));
+    let start = cmds.into_iter().find_map(|c| match c {
+        Command::Start(s) => Some(s),
+        _ => None,
+    });
+    start.expect("an attempt starts")
+}
+
+#[test]
+fn only_an_invalid_reply_is_quoted_back_in_the_next_prompt() {
+    let mut st = RunState::new("r", "me".into());
+    let policy = crate::retry::RetryPolicy::immediate();
+    let tree = || {
+        Workflow::new()
+            .child(agent_task("a", 3, Some(policy.clone())))
+            .build()
+    };
+    assert_eq!(started(&mut st, &tree).rejected, None);
+    agent_ended(&mut st, "a", Err(TaskError::retryable("HTTP 500: boom")));
+    assert_eq!(
+        started(&mut st, &tree).rejected,
+        None,
+        "a transport error retries the original prompt"
+    );
+    agent_ended(&mut st, "a", Ok("I think it is fine."));
+    let rejected = started(&mut st, &tree)
+        .rejected
+        .expect("the reply is quoted");
+    assert_eq!(rejected.reply, "I think it is fine.");
+    assert!(
+        rejected
+            .error
+            .starts_with("node `a`: the agent's reply has no JSON object for `N`"),
+        "{}",
+        rejected.error
+    );
+    agent_ended(
+        &mut st,
+        "a",
+        Err(TaskError::retryable("timed out after 1s")),
+    );
+    assert_eq!(
+        started(&mut st, &tree).rejected,
+        None,
+        "after a timeout, the original prompt again"
+    );
+}
+
+#[test]
+fn a_backoff_is_a_timer_the_executor_waits_on() {
+    let mut st = RunState::new("r", "me".into());
+    let policy = crate::retry::RetryPolicy::exponential(Duration::from_millis(200)).jitter(0.0);
+    let tree = || {
+        Workflow::new()
+            .child(agent_task("a", 3, Some(policy.clone())))
+            .build()
+    };
+    started(&mut st, &tree);
+    assert_eq!(
+        agent_ended(&mut st, "a", Err(TaskError::retryable("HTTP 500"))),
+        [
+            "commit[node_retrying:a,attempt_failed:a]",
+            "retry_after:a:200ms"
+        ]
+    );
+    // Until the timer fires nothing starts, and the run is not stuck: it waits.
+    assert_eq!(render(&mut st, tree()), ["wait"]);
+    assert!(describe(&st.handle(Input::RetriesDue(vec![("a".into(), 0)]))).is_empty());
+    assert_eq!(render(&mut st, tree()), ["prepare[a]"]);
+    assert_eq!(
+        prepared(&mut st, 1),
+        ["commit[node_started:a]", "start:a#2", "wait"]
+    );
+    // The second wait doubles; a rate limit's own wait is honoured when longer.
+    let limited = TaskError::retryable("HTTP 429").with_retry_after(Duration::from_secs(3));
+    assert_eq!(
+        agent_ended(&mut st, "a", Err(limited))[1],
+        "retry_after:a:3000ms"
+    );
+    // A terminal error is never retried, whatever the policy.
+    st.handle(Input::RetriesDue(vec![("a".into(), 0)]));
+    started(&mut st, &tree);
+    assert_eq!(
+        agent_ended(&mut st, "a", Err(TaskError::terminal("bad key"))),
+        ["commit[node_failed:a,attempt_failed:a]"]
+    );
+}
+
+#[test]
+fn the_retry_event_says_when_the_next_attempt_comes() {
+    let mut st = RunState::new("r", "me".into());
+    let policy = crate::retry::RetryPolicy::exponential(Duration::from_millis(1500)).jitter(0.0);
+    let tree = || {
+        Workflow::new()
+            .retry_policy(policy.clone())
+            .child(agent_task("a", 1, None))
+            .build()
+    };
+    started(&mut st, &tree);
+    let cmds = st.handle(Input::AttemptEnded {
+        result: Box::new(AttemptResult {
+            key: ("a".into(), 0),
+            attempt: 1,
+            duration_ms: 1,
+            outcome: Err((TaskError::retryable("HTTP 503"), None)),
+        }),
+        cancelling: false,
+    });
+    let Some(Command::Commit(b)) = cmds.front() else {
+        unreachable!()
+    };
+    let retrying = b.events().find_map(|e| match &e.kind {
+        EventKind::NodeRetrying { error, .. } => Some(error.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        retrying.as_deref(),
+        Some("HTTP 503; it will be tried again in 1.5s (attempt 2 of 2)"),
+        "the workflow's default policy applies"
     );
 }
