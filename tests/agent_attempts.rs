@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-#[allow(dead_code, unreachable_pub, unused_imports)]
+#[allow(unused_imports)]
 #[path = "../smithers-agents/tests/common/mod.rs"]
 mod fake;
 
