@@ -65,6 +65,9 @@ pub struct EngineOptions {
     /// workflow); default: 1 s doubling up to a minute, ± 20 %. Compute tasks without a policy
     /// retry at once. A rate limit's `retry_after` is always waited.
     pub agent_retry_policy: crate::retry::RetryPolicy,
+    /// Prices used to estimate the cost of an attempt whose agent reports none (default: the
+    /// built-in catalog; see [`crate::price::PriceCatalog::load_toml`] to override it).
+    pub prices: Arc<crate::price::PriceCatalog>,
 }
 
 impl Default for EngineOptions {
@@ -81,6 +84,7 @@ impl Default for EngineOptions {
             cancel_poll: Duration::from_secs(1),
             agent_retry_policy: crate::retry::RetryPolicy::exponential(Duration::from_secs(1))
                 .max_delay(Duration::from_secs(60)),
+            prices: Arc::new(crate::price::PriceCatalog::builtin()),
         }
     }
 }
@@ -372,6 +376,7 @@ where
         st.max_concurrency = self.options.max_concurrency;
         st.wait_for_approval = self.options.wait_for_approval;
         st.agent_retry_policy = self.options.agent_retry_policy.clone();
+        st.prices = self.options.prices.clone();
         // Attempts waiting for their retry: when each is due.
         let mut retries_due: Vec<(tokio::time::Instant, NodeKey)> = Vec::new();
         let mut join: JoinSet<AttemptResult> = JoinSet::new();

@@ -47,6 +47,8 @@ pub(super) struct RunState {
     pub(super) stopped: Vec<AttemptResult>,
     /// The workflow's default retry policy (from the latest render).
     pub(super) workflow_retry_policy: Option<crate::retry::RetryPolicy>,
+    /// `EngineOptions::prices`.
+    pub(super) prices: Arc<crate::price::PriceCatalog>,
     /// `EngineOptions::agent_retry_policy`.
     pub(super) agent_retry_policy: crate::retry::RetryPolicy,
     /// Tasks waiting out a backoff before their next attempt.
@@ -85,6 +87,7 @@ impl RunState {
             stopped: Vec::new(),
             workflow_retry_policy: None,
             agent_retry_policy: EngineOptions::default().agent_retry_policy,
+            prices: Arc::new(crate::price::PriceCatalog::builtin()),
             backing_off: HashSet::new(),
             new_backoffs: Vec::new(),
             rejected: HashMap::new(),

@@ -16,6 +16,7 @@ impl RunState {
         mut end: AttemptEnd,
     ) {
         end.status = "finished";
+        self.price(&mut end);
         let usage = (end.usage != Usage::default()).then(|| end.usage.clone());
         b.push(Write::Output {
             info: t.output,
@@ -111,6 +112,7 @@ impl RunState {
         };
         end.status = "failed";
         end.error = Some(e.message.clone());
+        self.price(&mut end);
         let status = if retry {
             NodeStatus::Pending
         } else {
@@ -159,6 +161,23 @@ impl RunState {
                 last_error: Some(e.message),
             },
         );
+    }
+
+    /// Marks where the attempt's cost comes from: reported by the agent, else estimated from its
+    /// tokens and model with the price catalog, else none (a model with no price).
+    pub(in crate::engine) fn price(&self, end: &mut AttemptEnd) {
+        if end.usage.cost_usd.is_some() {
+            end.cost_source = Some(crate::price::CostSource::Reported);
+            return;
+        }
+        let estimate = end
+            .model
+            .as_deref()
+            .and_then(|m| self.prices.estimate(m, &end.usage));
+        if let Some(cost) = estimate {
+            end.usage.cost_usd = Some(cost);
+            end.cost_source = Some(crate::price::CostSource::Estimated);
+        }
     }
 
     /// The retry policy of `t`: its own, else the workflow's, else the engine's for agent tasks;
@@ -229,6 +248,7 @@ impl RunState {
                 }
             }
         }
+        self.price(&mut end);
         b.push(Write::AttemptEnd {
             node_id: id.clone(),
             iteration: *it,

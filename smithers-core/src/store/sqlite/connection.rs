@@ -39,6 +39,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "steps",
         include_str!("../../../migrations/0006_steps.sql"),
     ),
+    (
+        7,
+        "cost_source",
+        include_str!("../../../migrations/0007_cost_source.sql"),
+    ),
 ];
 
 pub(super) type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
