@@ -68,7 +68,10 @@ async fn run(dir: &Path, prices: smithers::PriceCatalog) -> (PathBuf, String) {
     (db, report.run_id)
 }
 
-fn costs(db: &Path) -> Vec<(String, Option<String>, Option<f64>, Option<String>)> {
+/// (node, model, cost_usd, cost_source) of each attempt.
+type CostRow = (String, Option<String>, Option<f64>, Option<String>);
+
+fn costs(db: &Path) -> Vec<CostRow> {
     let c = rusqlite::Connection::open(db).unwrap();
     let mut st = c
         .prepare(
