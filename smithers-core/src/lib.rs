@@ -14,6 +14,7 @@ pub mod prompt;
 pub mod reference;
 pub mod retry;
 pub mod task_ctx;
+pub mod text;
 
 pub use agent::{
     Agent, AgentError, AgentRequest, AgentResponse, IntoAgent, ProgressSink, SharedAgent, Usage,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use smithers_core::price::CostSource;
 use smithers_core::store::{AttemptRecord, CancelOutcome, RunRecord, RunStatus, Store};
+use smithers_core::text::truncate;
 use smithers_core::{Error, Result, Usage};
 
 /// Costs of some attempts, kept apart by where they come from.
@@ -342,16 +343,6 @@ fn compact(v: &serde_json::Value) -> String {
         }
     }
     v.to_string()
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_owned()
-    } else {
-        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
-        t.push('…');
-        t
-    }
 }
 
 /// Approves or denies a pending `needs_approval` task.
