@@ -89,9 +89,6 @@ pub(super) enum Command {
     /// Stop every running attempt, give them a moment to end with what they produced, abort the
     /// rest, and feed [`Input::AllStopped`].
     StopAll,
-    /// Commit the batch as well as possible: an error is logged, not fatal (the records of a
-    /// drive that is ending anyway).
-    Record(WriteBatch),
     /// Wait for the next attempt to end, a timer or a cancellation, and feed it.
     Wait,
     /// Only a human decision can move the run: wait a poll period, read the approvals and feed
@@ -110,7 +107,7 @@ pub(super) enum Command {
 pub(super) enum Stopping {
     /// The run is cancelled: record the attempts, then finish `cancelled`.
     Cancel,
-    /// The lease is lost: record the attempts as well as possible, then end the drive.
+    /// The lease is lost: end the drive writing nothing (the run is another process's).
     LeaseLost(Error),
 }
 
@@ -164,6 +161,8 @@ impl RunState {
                 }
             }
             Input::LeaseLost(e) => {
+                // The run is another process's now: stop every attempt and write nothing, not
+                // even their cancellation (the new driver abandons and re-runs them).
                 if self.running.is_empty() {
                     cmds.push_back(Command::Abort(e));
                 } else {
@@ -171,22 +170,21 @@ impl RunState {
                     cmds.push_back(Command::StopAll);
                 }
             }
-            Input::AllStopped(results) => {
-                let b = self.cancel_running(results);
-                match self.stopping.take() {
-                    Some(Stopping::LeaseLost(e)) => {
-                        cmds.push_back(Command::Record(b));
-                        cmds.push_back(Command::Abort(e));
-                    }
-                    Some(Stopping::Cancel) | None => {
-                        cmds.push_back(Command::Commit(b));
-                        cmds.push_back(Command::Finish {
-                            status: RunStatus::Cancelled,
-                            error: None,
-                        });
-                    }
+            Input::AllStopped(results) => match self.stopping.take() {
+                Some(Stopping::LeaseLost(e)) => {
+                    self.running.clear();
+                    self.stopped.clear();
+                    cmds.push_back(Command::Abort(e));
                 }
-            }
+                Some(Stopping::Cancel) | None => {
+                    let b = self.cancel_running(results);
+                    cmds.push_back(Command::Commit(b));
+                    cmds.push_back(Command::Finish {
+                        status: RunStatus::Cancelled,
+                        error: None,
+                    });
+                }
+            },
         }
         for (key, delay) in self.new_backoffs.drain(..) {
             cmds.push_back(Command::RetryAfter { key, delay });
@@ -438,7 +436,7 @@ impl RunState {
                 Source::Static => None,
                 Source::Cache => Some("cache".to_owned()),
             },
-            owner: self.owner.clone(),
+            owner: self.fence.owner.clone(),
         });
         let validated = v.and_then(|v| {
             t.output.check(&v).map_err(|e| match source {
@@ -491,7 +489,7 @@ impl RunState {
             iteration: r.iteration,
             attempt,
             agent: agent_name,
-            owner: self.owner.clone(),
+            owner: self.fence.owner.clone(),
         });
         b.push(Write::Event(Event::node(
             &self.run_id,

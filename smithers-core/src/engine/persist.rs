@@ -1,4 +1,4 @@
-//! Committing batches, cancelling every attempt (`Command::CancelAll`) and ending a run.
+//! Committing batches, stopping every attempt (`Command::StopAll`) and ending a run.
 
 use super::*;
 
@@ -51,7 +51,8 @@ where
         status: RunStatus,
         error: Option<String>,
     ) -> Result<RunReport> {
-        self.commit(st.end_batch(status, error.as_deref())).await?;
+        self.commit(st, st.end_batch(status, error.as_deref()))
+            .await?;
         Ok(RunReport {
             run_id: st.run_id.clone(),
             status,
@@ -60,11 +61,13 @@ where
         })
     }
 
-    pub(super) async fn commit(&self, b: WriteBatch) -> Result<()> {
+    /// Commits `b` under the driver's fencing token: refused with `LeaseLost`, writing nothing,
+    /// once another process took the run over.
+    pub(super) async fn commit(&self, st: &RunState, b: WriteBatch) -> Result<()> {
         if b.is_empty() {
             return Ok(());
         }
-        self.store.write(b.clone()).await?;
+        self.store.write(b.clone().fenced(&st.fence)).await?;
         self.deliver(&b);
         Ok(())
     }

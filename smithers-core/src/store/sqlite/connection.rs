@@ -41,8 +41,13 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (
         7,
+        "lease_epoch",
+        include_str!("../../../migrations/0007_lease_epoch.sql"),
+    ),
+    (
+        8,
         "cost_source",
-        include_str!("../../../migrations/0007_cost_source.sql"),
+        include_str!("../../../migrations/0008_cost_source.sql"),
     ),
 ];
 
