@@ -25,7 +25,7 @@ pub use node::{
     Branch, IntoNodes, Node, NodeKind, OnMaxReached, Parallel, Phase, Ralph, Sequence, Step, Task,
     TaskExec, TaskId, TaskSpec, Workflow,
 };
-pub use output::{Column, ColumnKind, Output, OutputInfo};
+pub use output::{Column, ColumnKind, ColumnType, Output, OutputInfo};
 pub use price::{CostSource, ModelPrice, PriceCatalog};
 pub use reference::{NodeRef, Ref};
 pub use retry::RetryPolicy;
