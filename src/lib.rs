@@ -7,7 +7,9 @@
 //! `(run, node, iteration)`, and renders again. A killed run resumes where it stopped; nothing that
 //! finished runs twice.
 //!
-//! Start with the `prelude` and the examples in `examples/`.
+//! Start with the [`reference`] (every tag, prop, `Ctx` read, error and table, with examples),
+//! the `prelude`, the examples in `examples/`, and [`testing`] to test a workflow offline.
+//! `smithers init DIR` scaffolds a workflow crate.
 
 extern crate self as smithers;
 
@@ -16,9 +18,16 @@ pub use smithers_core::{
     IntoAgent, LoopId, LoopRef, ModelPrice, Node, NodeRef, OnMaxReached, Output, PriceCatalog, Ref,
     Result, RetryPolicy, SharedAgent, TaskCtx, TaskError, Usage,
 };
-pub use smithers_macros::{component, workflow, Output};
+pub use smithers_macros::{component, prompt, workflow, Output};
+
+/// The attribute that implements [`Agent`]: `#[smithers::async_trait] impl Agent for MyAgent`.
+/// Re-exported from [async-trait](https://docs.rs/async-trait) so an agent needs no dependency
+/// of its own.
+pub use async_trait::async_trait;
 
 pub mod cli;
+pub mod reference;
+pub mod testing;
 
 /// Agents: coding-agent CLIs, LLM HTTP APIs and a scripted agent for tests.
 pub use smithers_agents as agents;
@@ -26,8 +35,8 @@ pub use smithers_agents as agents;
 /// Everything a workflow file needs.
 pub mod prelude {
     pub use crate::{
-        component, workflow, Ctx, LoopRef, Node, OnMaxReached, Output, Ref, RetryPolicy, TaskCtx,
-        TaskError,
+        component, prompt, workflow, Ctx, LoopRef, Node, OnMaxReached, Output, Ref, RetryPolicy,
+        TaskCtx, TaskError,
     };
     pub use schemars::JsonSchema;
     pub use serde::{Deserialize, Serialize};
@@ -40,6 +49,7 @@ pub mod prelude {
 /// What `workflow!`, `#[component]` and `#[derive(Output)]` expand to. Not a public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use ::askama;
     pub use ::schemars;
     pub use ::serde;
     pub use ::serde_json;

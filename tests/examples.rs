@@ -243,3 +243,131 @@ async fn review_http_fans_out_one_review_per_file_then_sums_them() {
         "the file text is in the prompt: {prompts:?}"
     );
 }
+
+/// Every value of a query's rows, as text (NULL as `NULL`).
+fn rows(db: &std::path::Path, sql: &str) -> Vec<Vec<String>> {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let mut st = c.prepare(sql).unwrap();
+    let n = st.column_count();
+    st.query_map([], |r| {
+        (0..n)
+            .map(|i| {
+                Ok(match r.get_ref(i)? {
+                    rusqlite::types::ValueRef::Null => "NULL".to_owned(),
+                    rusqlite::types::ValueRef::Integer(v) => v.to_string(),
+                    rusqlite::types::ValueRef::Real(v) => v.to_string(),
+                    rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                    rusqlite::types::ValueRef::Blob(_) => "<blob>".to_owned(),
+                })
+            })
+            .collect()
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+#[test]
+fn atomic_pipeline_chains_units_through_the_final_review_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("a.db");
+    let input = r#"{"phase": "parser", "goal": "parse INI files", "first_unit": "parse section headers", "skip_phases": ["refactor"]}"#;
+    let out = run("atomic", &db, &["run", "--input", input]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sqlite(&db, "SELECT status FROM _smithers_runs"), "finished");
+    // next_smallest_unit chaining: iteration 1 works on what iteration 0's implement named.
+    assert_eq!(
+        rows(&db, "SELECT iteration, name FROM unit ORDER BY iteration"),
+        [
+            ["0", "parse section headers"],
+            ["1", "parse key = value pairs"]
+        ]
+    );
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT node_id, iteration, next_smallest_unit FROM implement ORDER BY iteration"
+        ),
+        [
+            ["parser:implement", "0", "parse key = value pairs"],
+            ["parser:implement", "1", "NULL"]
+        ]
+    );
+    // The strict gate rejected the first unit and passed the second.
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT iteration, ready_to_move_on, reasons FROM final_review ORDER BY iteration"
+        ),
+        [
+            ["0", "0", r#"["key/value pairs are not parsed yet"]"#],
+            ["1", "1", "[]"]
+        ]
+    );
+    // Fix ran only where the review asked for it; refactor was skipped by skip_phases.
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT node_id, iteration, status FROM _smithers_nodes \
+             WHERE node_id IN ('parser:fix', 'parser:refactor') ORDER BY node_id, iteration"
+        ),
+        [
+            ["parser:fix", "0", "finished"],
+            ["parser:fix", "1", "skipped"],
+            ["parser:refactor", "0", "skipped"],
+            ["parser:refactor", "1", "skipped"]
+        ]
+    );
+    assert_eq!(
+        rows(&db, "SELECT loop_id, iteration, done FROM _smithers_ralph"),
+        [["units", "1", "1"]]
+    );
+}
+
+#[test]
+fn dual_review_finishes_when_one_reviewer_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("d.db");
+    let out = run(
+        "dual_review",
+        &db,
+        &["run", "--input", r#"{"change": "add retry backoff"}"#],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sqlite(&db, "SELECT status FROM _smithers_runs"), "finished");
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT node_id, status, last_error FROM _smithers_nodes ORDER BY node_id"
+        ),
+        [
+            ["review-fix", "skipped", "NULL"],
+            ["review-summary", "finished", "NULL"],
+            ["review:claude", "finished", "NULL"],
+            [
+                "review:codex",
+                "failed",
+                "codex exited with status 1: stream disconnected before completion"
+            ]
+        ]
+    );
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT answered, approved, needs_fix FROM review_summary"
+        ),
+        [[r#"["claude"]"#, r#"["claude"]"#, "0"]]
+    );
+    assert_eq!(
+        rows(&db, "SELECT node_id, approved FROM review"),
+        [["review:claude", "1"]]
+    );
+}

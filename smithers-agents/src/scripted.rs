@@ -144,7 +144,11 @@ impl Agent for ScriptedAgent {
     async fn generate(&self, request: AgentRequest) -> Result<AgentResponse, AgentError> {
         let (step, count) = {
             let mut state = self.state();
-            state.requests.push(request.clone());
+            // The record keeps no live progress sink: a sink held after the attempt would keep
+            // the engine's progress writer waiting for it when the run ends.
+            let mut recorded = request.clone();
+            recorded.progress = smithers_core::ProgressSink::discard();
+            state.requests.push(recorded);
             (state.script.pop_front(), state.requests.len())
         };
         let Some(step) = step else {

@@ -11,22 +11,46 @@ use proc_macro::TokenStream;
 mod component;
 mod ctxt;
 mod output;
+mod prompt;
 mod serde_attrs;
 mod suggest;
 mod workflow;
 
 /// A workflow tree written as tags; an expression of type `Node`.
 ///
-/// See the `smithers` crate documentation for the tags and props.
+/// Every tag and prop, with its type, default and an example, is in the reference:
+/// `smithers::reference::tags` (<https://docs.rs/smithers-rs/latest/smithers/reference/tags/>).
 #[proc_macro]
 pub fn workflow(input: TokenStream) -> TokenStream {
     workflow::workflow(input.into()).into()
 }
 
 /// Makes a function usable as a tag in `workflow!`, with its parameters as typed props.
+///
+/// ```text
+/// #[component]
+/// fn FileReview(ctx: &Ctx<Input>, phase: &str, file: String) -> Node { workflow! { .. } }
+///
+/// workflow! { <FileReview ctx={ctx} phase="core" file={f} /> }
+/// ```
+///
+/// Every parameter is a prop given by name, in any order; a missing, unknown or mistyped prop
+/// is a compile error at the tag or the prop. A `children: Node` parameter receives the tag's
+/// children. The function name is CamelCase (it is a tag) and it returns a `Node`. See
+/// `smithers::reference::components`.
 #[proc_macro_attribute]
 pub fn component(attr: TokenStream, item: TokenStream) -> TokenStream {
     component::component(attr.into(), item.into()).into()
+}
+
+/// A prompt template kept beside the Rust file: `#[prompt(path = "implement.md")]` on a struct
+/// derives askama's `Template` (through `::smithers::__private::askama`) for the Markdown file
+/// at that path, relative to the file that declares the struct. The struct is then `Display`:
+/// a `<Task>` prompt child as it is. A missing file, a template syntax error, or a placeholder
+/// that is not a field is a compile error. See `smithers::reference::components`.
+#[proc_macro_attribute]
+pub fn prompt(attr: TokenStream, item: TokenStream) -> TokenStream {
+    prompt::prompt(attr.into(), item.into()).into()
 }
 
 /// Implements `Output` for a struct with named fields: its table and columns.

@@ -23,6 +23,18 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Scaffold a workflow crate in DIR: Cargo.toml, one component in the 3-file pattern
+    /// (component, schema, Markdown prompt), a Ralph loop, and a test with a scripted agent.
+    Init {
+        /// The directory to create (it must not exist or be empty).
+        dir: std::path::PathBuf,
+        /// The package name (default: the directory's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Also depend on a smithers-rs checkout at this path (`path = ".."` beside the version).
+        #[arg(long)]
+        smithers_path: Option<std::path::PathBuf>,
+    },
     /// List runs, newest first.
     Runs {
         /// Machine-readable output.
@@ -175,6 +187,35 @@ enum StateOp {
     },
 }
 
+/// `smithers init`: writes the scaffold and says what to run next.
+fn init(
+    dir: &std::path::Path,
+    name: &Option<String>,
+    smithers_path: &Option<std::path::PathBuf>,
+) -> ExitCode {
+    let opts = smithers::cli::init::InitOptions {
+        dir: dir.to_path_buf(),
+        name: name.clone(),
+        smithers_path: smithers_path.clone(),
+    };
+    match smithers::cli::init::init(&opts) {
+        Ok(files) => {
+            for f in files {
+                println!("created {}", f.display());
+            }
+            println!(
+                "next: cd {} && cargo test && cargo run -- run --input '{{\"change\": \"add retries\"}}'",
+                dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn exit_for(status: RunStatus) -> ExitCode {
     match status {
         RunStatus::Finished | RunStatus::Running | RunStatus::WaitingApproval => ExitCode::SUCCESS,
@@ -211,6 +252,14 @@ fn main() -> ExitCode {
 async fn run() -> ExitCode {
     smithers::cli::init_tracing();
     let cli = Cli::parse();
+    if let Command::Init {
+        dir,
+        name,
+        smithers_path,
+    } = &cli.command
+    {
+        return init(dir, name, smithers_path);
+    }
     if !cli.db.db.exists() {
         eprintln!(
             "error: no database at `{}`; pass --db or run a workflow first",
@@ -336,6 +385,8 @@ async fn run() -> ExitCode {
                 store.state_set(&key, &value).await?;
                 ExitCode::SUCCESS
             }
+            // Answered above, before any database is needed.
+            Command::Init { .. } => ExitCode::SUCCESS,
         })
     }
     .await;

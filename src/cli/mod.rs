@@ -13,6 +13,7 @@ use smithers_core::events::Event;
 use smithers_core::store::{Durability, RunStatus, SqliteStore, Store};
 use smithers_core::{Ctx, Error, Node};
 
+pub mod init;
 pub mod inspect;
 pub mod live;
 pub mod logs;

@@ -1,0 +1,652 @@
+//! # The reference: everything a workflow can say, and what the engine does with it
+//!
+//! Each section is a module so rustdoc gives it a page; every example on these pages is a
+//! doctest that `cargo test --doc` compiles (and, unless marked `no_run`, runs).
+//!
+//! | section | what it covers |
+//! | --- | --- |
+//! | [`tags`] | every tag of [`workflow!`](crate::workflow) with every prop: type, default, meaning, an example; what children each tag takes |
+//! | [`tasks`] | agent, compute and static tasks; prompts; which nodes get rows |
+//! | [`components`] | `#[component]` functions used as tags, and prompt templates (`#[prompt]`) |
+//! | [`ctx`] | what a render reads from [`Ctx`](crate::Ctx), and which iteration each read sees |
+//! | [`loops`] | Ralph loops, typed loop handles, nesting |
+//! | [`approvals_and_cache`] | `needs_approval`, `smithers approve`, `<Workflow cache>` |
+//! | [`phases`] | `<Phase>` and `<Step>`, hooks, the steps table |
+//! | [`agents`] | implementing [`Agent`](crate::Agent) |
+//! | [`errors`] | compile errors and run errors a user meets, and what they mean |
+//! | [`database`] | the tables and columns a user may query |
+//!
+//! A workflow is a function `fn(&Ctx<I>) -> Node`. The engine calls it (a *render*), plans what
+//! can run, runs it, persists each output in SQLite keyed by `(run, node, iteration)`, and
+//! renders again after **each** persisted output while other tasks keep running. Rendering must
+//! be pure: read only the `Ctx`; clocks, files and network belong inside tasks.
+
+pub mod tags {
+    //! # Tags and props
+    //!
+    //! Props are snake_case Rust. A value is a literal (`retries=2`, `name="x"`), a path
+    //! (`id=REVIEW`, `output=Review`) or a braced expression (`until={done}`). A prop written
+    //! alone is `true` (`continue_on_fail`). A camelCase prop is a compile error that names the
+    //! snake_case one; an unknown or duplicate prop is a compile error at the prop.
+    //!
+    //! ## `<Workflow>`: the root
+    //!
+    //! | prop | type | default | meaning |
+    //! | --- | --- | --- | --- |
+    //! | `name` | `impl Into<String>` | `"workflow"` | the workflow's name, recorded on the run and in the cache key |
+    //! | `cache` | `bool` | `false` | reuse an agent task's output from an earlier run when workflow, node id, prompt, output schema and agent configuration all match |
+    //! | `max_concurrency` | `usize` | the engine's limit, 16 (`run --max-concurrency`) | run-wide limit of tasks running at once |
+    //!
+    //! Children: nodes, run in sequence (as in `<Sequence>`).
+    //!
+    //! ```
+    //! use smithers::prelude::*;
+    //! # #[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug)] struct Note { text: String }
+    //! let tree = workflow! {
+    //!     <Workflow name="notes" cache max_concurrency=4>
+    //!         <Task id="a" output=Note value={Note { text: "first".into() }} />
+    //!         <Task id="b" output=Note value={Note { text: "second".into() }} />
+    //!     </Workflow>
+    //! };
+    //! assert_eq!(tree.to_tree_string(), "\
+    //! <Workflow name=\"notes\" cache max_concurrency=4>
+    //!   <Task id=\"a\" output=Note value />
+    //!   <Task id=\"b\" output=Note value />
+    //! </Workflow>
+    //! ");
+    //! ```
+    //!
+    //! ## `<Task>`: one unit of work with a typed output
+    //!
+    //! | prop | type | default | meaning |
+    //! | --- | --- | --- | --- |
+    //! | `id` | [`Ref<T>`](crate::Ref), `&str` or `String` | required | the node id, unique in the tree; outputs are keyed by it. A `Ref<T>` also gives the output type |
+    //! | `output` | a type `T: Output` | required unless `id` is a `Ref<T>` | the output type; its table holds the rows (`output={Vec<T>}` for a type that is not a path) |
+    //! | `agent` | `impl IntoAgent` | — | the agent that answers the prompt (an agent task) |
+    //! | `run` | `Fn(TaskCtx) -> impl Future<Output = Result<T, E>>`, `E: Into<TaskError>` | — | a compute task's body, run once per attempt |
+    //! | `value` | `T` | — | a static output (evaluated at every render, stored when the task runs) |
+    //! | children / `prompt` | `impl Display` | empty | the prompt of an agent task: text literals and `{expr}` children, in order |
+    //! | `retries` | `u32` | `0` | extra attempts after a failed attempt or an output that does not parse as `T` (the error is appended to the next prompt) |
+    //! | `timeout` | [`Duration`](std::time::Duration) | none | per-attempt limit; a timed-out attempt fails (and is retried within `retries`) |
+    //! | `skip_if` | `bool` | `false` | record the task as skipped, with no output |
+    //! | `continue_on_fail` | `bool` | `false` | a failure does not fail the run; the node stays `failed` and its dependants go on |
+    //! | `needs_approval` | `bool` | `false` | wait for `smithers approve RUN NODE` before running ([`approvals_and_cache`](super::approvals_and_cache)) |
+    //! | `label` | `impl Into<String>` | none | display label |
+    //! | `meta` | `impl Serialize` | none | free-form metadata kept on the node |
+    //!
+    //! Exactly one of `agent`, `run` and `value` is given. Children are prompt parts: text and
+    //! `{expr}` where `expr: Display`; a tag inside a `<Task>` is a compile error.
+    //!
+    //! ```
+    //! use smithers::prelude::*;
+    //! use smithers::agents::ScriptedAgent;
+    //!
+    //! #[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug)]
+    //! struct Review { approved: bool, feedback: String }
+    //! const REVIEW: Ref<Review> = Ref::new("review");
+    //!
+    //! let file = "src/lib.rs";
+    //! let tree = workflow! {
+    //!     <Workflow name="review">
+    //!         <Task id=REVIEW agent={ScriptedAgent::new()} retries=2 timeout={Duration::from_secs(600)}
+    //!               continue_on_fail label="first review" meta={serde_json::json!({"team": "core"})}>
+    //!             "Review " {file} " and say whether it is ready."
+    //!         </Task>
+    //!         <Task id="count" output=Review skip_if={file.is_empty()} needs_approval
+    //!               run={|_t| async move { Ok::<_, String>(Review { approved: true, feedback: String::new() }) }} />
+    //!     </Workflow>
+    //! };
+    //! assert!(tree.to_tree_string().contains(
+    //!     "<Task id=\"review\" output=Review agent=scripted retries=2 timeout=600s continue_on_fail />"));
+    //! ```
+    //!
+    //! ## `<Sequence>`: children in order
+    //!
+    //! | prop | type | default | meaning |
+    //! | --- | --- | --- | --- |
+    //! | `skip_if` | `bool` | `false` | skip every task inside |
+    //! | `label` | `impl Into<String>` | none | display label |
+    //!
+    //! Children: nodes. The next child starts when the previous one is terminal (finished,
+    //! skipped, or failed with `continue_on_fail`).
+    //!
+    //! ## `<Parallel>`: children at once
+    //!
+    //! | prop | type | default | meaning |
+    //! | --- | --- | --- | --- |
+    //! | `max_concurrency` | `usize` | unbounded (only the run-wide limit) | tasks of this group running at once |
+    //! | `skip_if` | `bool` | `false` | skip every task inside |
+    //! | `label` | `impl Into<String>` | none | display label |
+    //!
+    //! Children: nodes, all runnable together; the group is done when every child is terminal.
+    //! Children are plain iterators, so a fan-out is `{files.iter().map(|f| workflow! {..})}`.
+    //!
+    //! ```
+    //! use smithers::prelude::*;
+    //! # #[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug)] struct Size { bytes: u64 }
+    //! let files = ["a.rs", "b.rs", "c.rs"];
+    //! let tree = workflow! {
+    //!     <Workflow name="sizes">
+    //!         <Sequence label="measure" skip_if=false>
+    //!             <Parallel max_concurrency=2>
+    //!                 {files.iter().map(|f| workflow! {
+    //!                     <Task id={format!("size:{f}")} output=Size value={Size { bytes: f.len() as u64 }} />
+    //!                 })}
+    //!             </Parallel>
+    //!         </Sequence>
+    //!     </Workflow>
+    //! };
+    //! assert_eq!(tree.to_tree_string().matches("<Task").count(), 3);
+    //! ```
+    //!
+    //! ## `<Ralph>`: a loop
+    //!
+    //! | prop | type | default | meaning |
+    //! | --- | --- | --- | --- |
+    //! | `id` | [`LoopRef`](crate::LoopRef) or string | `"ralph"` ([`LoopRef::DEFAULT`](crate::LoopRef::DEFAULT)) | the loop's id; its counter is persisted under it. Give each loop its own when there are several |
+    //! | `until` | `bool` | `false` | stop condition, read at every render; when the children are all terminal and it is false, the loop runs them again |
+    //! | `max_iterations` | `u32` | `5` | iterations of one pass at most |
+    //! | `on_max_reached` | `ReturnLast` or `Fail` ([`OnMaxReached`](crate::OnMaxReached)) | `ReturnLast` | at the limit: complete with the last iteration's outputs, or fail the run |
+    //! | `skip_if` | `bool` | `false` | skip the loop |
+    //!
+    //! Children: nodes, run in sequence in each iteration. See [`loops`](super::loops).
+    //!
+    //! ```
+    //! use smithers::prelude::*;
+    //! # #[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug)] struct Guess { n: i64 }
+    //! const GUESS: Ref<Guess> = Ref::new("guess");
+    //! const GUESS_LOOP: LoopRef = LoopRef::new("guessing");
+    //! fn guess(ctx: &Ctx<()>) -> Node {
+    //!     let it = ctx.iteration(GUESS_LOOP);
+    //!     let done = ctx.latest(GUESS).is_some_and(|g| g.n >= 3);
+    //!     workflow! {
+    //!         <Workflow name="guess">
+    //!             <Ralph id=GUESS_LOOP until={done} max_iterations=10 on_max_reached=Fail>
+    //!                 <Task id=GUESS value={Guess { n: i64::from(it) + 1 }} />
+    //!             </Ralph>
+    //!         </Workflow>
+    //!     }
+    //! }
+    //! # let tree = guess(&Ctx::empty(()));
+    //! # assert!(tree.to_tree_string().contains("<Ralph id=\"guessing\" until=false max_iterations=10 on_max_reached=Fail>"));
+    //! ```
+    //!
+    //! ## `<Branch>`: one of two arms
+    //!
+    //! | prop | type | default | meaning |
+    //! | --- | --- | --- | --- |
+    //! | `if` | `bool` | `false` | which arm is mounted: the first child (or `then`) when true, else the second (or `else`) |
+    //! | `then` | a node, `Option<Node>` or iterator of nodes | the first child | the arm mounted when `if` holds |
+    //! | `else` | a node, `Option<Node>` or iterator of nodes | the second child | the arm mounted otherwise |
+    //!
+    //! Children: at most two nodes (then, else). Only the chosen arm is mounted: its tasks run,
+    //! the other arm's do not; a running task whose arm is unmounted by a later render is
+    //! cancelled. Both arms may use the same ids.
+    //!
+    //! ```
+    //! use smithers::prelude::*;
+    //! # #[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug)] struct Note { text: String }
+    //! let big = true;
+    //! let tree = workflow! {
+    //!     <Workflow name="branch">
+    //!         <Branch if={big}>
+    //!             <Task id="plan" output=Note value={Note { text: "split it".into() }} />
+    //!             <Task id="plan" output=Note value={Note { text: "do it".into() }} />
+    //!         </Branch>
+    //!     </Workflow>
+    //! };
+    //! assert!(tree.to_tree_string().contains("<else unmounted>"));
+    //! ```
+    //!
+    //! ## `<Phase>` and `<Step>`
+    //!
+    //! | prop | type | default | meaning |
+    //! | --- | --- | --- | --- |
+    //! | `name` | `impl Into<String>` | required | unique name; recorded in the steps table |
+    //! | `skip_if` | `bool` | `false` | skip it (recorded as skipped) |
+    //! | `on_start` | `Fn(&mut HookCtx)` | none | called once when it starts; may set `state` keys |
+    //! | `on_complete` | `Fn(&mut HookCtx)` | none | called once when it completes |
+    //!
+    //! Children: nodes. Phases run in declaration order and only the active phase's children are
+    //! mounted; a step's tasks run in order. See [`phases`](super::phases).
+    //!
+    //! ## Children rules, in short
+    //!
+    //! - `<Task>`: text and `{expr: Display}` (the prompt). No tags.
+    //! - Every other tag: tags and `{expr}` where `expr` is a `Node`, an `Option<Node>` or any
+    //!   `IntoIterator<Item = Node>`. Text there is a compile error.
+    //! - Several roots in one `workflow!` make a fragment (what a component returns).
+}
+
+pub mod tasks {
+    //! # Agent, compute and static tasks
+    //!
+    //! - **Agent task** (`agent={..}`): the engine assembles the prompt (the children, then the
+    //!   output type's JSON schema and a `REQUIRED OUTPUT` instruction), calls
+    //!   [`Agent::generate`](crate::Agent::generate), takes the last JSON object in the reply,
+    //!   deserialises it as `T`, and retries with the error appended when it does not fit.
+    //! - **Compute task** (`run={|t| async move {..}}`): the body runs once per attempt with a
+    //!   [`TaskCtx`](crate::TaskCtx) (run id, node id, iteration, attempt, a cancellation token,
+    //!   progress lines). `Err(String)` is retryable; [`TaskError::terminal`](crate::TaskError::terminal)
+    //!   fails at once. Move what the body needs into the closure; it cannot borrow the `Ctx`.
+    //! - **Static task** (`value={..}`): the value is built at every render (keep it cheap) and
+    //!   stored when the task runs. It records an attempt and emits `node_started` and
+    //!   `node_finished` like any other task.
+    //!
+    //! Which nodes get rows: every task that ran gets a row in `_smithers_nodes` (its status) and
+    //! one per attempt in `_smithers_attempts`; a finished task also gets a row in its output
+    //! table; a skipped task gets a `skipped` node row and no attempt. Containers (`Sequence`,
+    //! `Parallel`, `Branch`) get no rows; loops get one row in `_smithers_ralph`; phases and steps
+    //! get rows in `_smithers_steps`.
+    //!
+    //! ```
+    //! use smithers::prelude::*;
+    //! use smithers::testing::{RunStatus, WorkflowTest};
+    //!
+    //! #[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+    //! struct Count { n: i64 }
+    //! const SEED: Ref<Count> = Ref::new("seed");
+    //! const DOUBLE: Ref<Count> = Ref::new("double");
+    //!
+    //! fn counting(ctx: &Ctx<()>) -> Node {
+    //!     let seed = ctx.output_maybe(SEED).map_or(0, |c| c.n);
+    //!     workflow! {
+    //!         <Workflow name="counting">
+    //!             <Task id=SEED value={Count { n: 21 }} />
+    //!             <Task id=DOUBLE run={move |t| async move {
+    //!                 t.progress("doubling");
+    //!                 Ok::<_, String>(Count { n: seed * 2 })
+    //!             }} />
+    //!         </Workflow>
+    //!     }
+    //! }
+    //! # #[tokio::main(flavor = "current_thread")] async fn main() {
+    //! let run = WorkflowTest::new(counting).run(()).await.unwrap();
+    //! assert_eq!(run.status(), RunStatus::Finished);
+    //! assert_eq!(run.latest(DOUBLE).await, Some(Count { n: 42 }));
+    //! assert_eq!(run.query_i64("SELECT COUNT(*) FROM _smithers_attempts WHERE run_id = ?1"), 2);
+    //! # }
+    //! ```
+}
+
+pub mod components {
+    //! # Components and prompt templates
+    //!
+    //! `#[component]` turns a function into a tag. Its first parameter may be the `Ctx`; every
+    //! other parameter is a prop, given by name (a missing or unknown prop is a compile error
+    //! that names it; the order does not matter). A `children: Node` parameter receives the
+    //! tag's children. The function returns a `Node`.
+    //!
+    //! ```
+    //! use smithers::prelude::*;
+    //! # #[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug)] struct Review { approved: bool }
+    //!
+    //! /// A review of one file, with its id prefixed by the phase.
+    //! #[component]
+    //! fn FileReview(phase: &str, file: &str) -> Node {
+    //!     let id = format!("{phase}:review:{file}");
+    //!     workflow! {
+    //!         <Task id={id} output=Review value={Review { approved: !file.is_empty() }} />
+    //!     }
+    //! }
+    //!
+    //! let tree = workflow! {
+    //!     <Workflow name="reviews">
+    //!         <FileReview phase="core" file="lib.rs" />
+    //!     </Workflow>
+    //! };
+    //! assert!(tree.to_tree_string().contains("id=\"core:review:lib.rs\""));
+    //! ```
+    //!
+    //! ## Prompt templates (`#[prompt]`)
+    //!
+    //! A prompt kept in a Markdown file beside its component, rendered from a typed struct by
+    //! [askama](https://askama.rs) (Jinja syntax: `{{ field }}`, `{% if cond %}..{% endif %}`,
+    //! `{% for x in xs %}..{% endfor %}`). `#[prompt(path = "implement.md")]` resolves the path
+    //! relative to the file that declares the struct (as `include_str!` does) and derives
+    //! askama's `Template` through smithers, so you add no askama dependency. Output is not
+    //! escaped. The struct is `Display`, so it is a prompt child as it is. An unknown placeholder
+    //! or a wrong expression in the template, a struct literal missing a field, and a missing
+    //! file are compile errors; the engine still appends the output schema and the
+    //! `REQUIRED OUTPUT` instruction after the rendered text.
+    //!
+    //! ```
+    //! use smithers::prelude::*;
+    //! use smithers::agents::ScriptedAgent;
+    //! # #[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug)] struct Patch { diff: String }
+    //! // src/reference/implement.md (this doctest is compiled as `src/reference.rs`):
+    //! //   # Implement {{ unit }}
+    //! //   {% if let Some(feedback) = feedback %}
+    //! //   Last review said: {{ feedback }}
+    //! //   {% endif %}
+    //! #[prompt(path = "reference/implement.md")]
+    //! struct ImplementPrompt<'a> { unit: &'a str, feedback: Option<&'a str> }
+    //!
+    //! let prompt = ImplementPrompt { unit: "parse the header", feedback: Some("add a test") };
+    //! assert_eq!(prompt.to_string(), "# Implement parse the header\n\nLast review said: add a test\n");
+    //! let tree = workflow! {
+    //!     <Task id="implement" output=Patch agent={ScriptedAgent::new()}>{prompt}</Task>
+    //! };
+    //! # let _ = tree;
+    //! ```
+    //!
+    //! `examples/atomic/` uses this for every step (component, schema, template: the 3-file
+    //! pattern).
+}
+
+pub mod ctx {
+    //! # What a render reads
+    //!
+    //! The workflow function receives a [`Ctx`](crate::Ctx): a read-only view of the run's
+    //! persisted state at the start of this render. Reads, and which iteration each sees:
+    //!
+    //! | read | returns | iteration it sees |
+    //! | --- | --- | --- |
+    //! | `ctx.input()` | `&I` | — |
+    //! | `ctx.output(REF)` | `Result<T>` | the node's *current* iteration (its innermost loop's counter); `Err(MissingOutput)` when absent |
+    //! | `ctx.output_maybe(REF)` | `Option<T>` | the current iteration; `None` when absent (use it on the first render) |
+    //! | `ctx.latest(REF)` | `Option<T>` | the highest iteration that has an output: for `until`, `skip_if` and cross-iteration decisions |
+    //! | `ctx.outputs(REF)` | `Vec<T>` | every iteration, lowest first |
+    //! | `ctx.iteration_count(REF)` | `u32` | how many iterations have an output |
+    //! | `ctx.iteration(LOOP)` | `u32` | the loop's iteration within its current pass, from 0; an unknown loop fails the render |
+    //! | `ctx.run_id()` | `&str` | — |
+    //! | `ctx.state().get(key)` / `.set(key, value)` | the `state` table as of this render / a write persisted after it | — |
+    //!
+    //! `REF` is a [`Ref<T>`](crate::Ref) or a string id with the type given:
+    //! `ctx.latest::<Review>("review")`. A stored output that does not deserialise as `T` reads
+    //! as absent in the `Option` reads (and is logged); `output` returns the error.
+    //!
+    //! ```
+    //! use smithers::prelude::*;
+    //! use smithers::testing::WorkflowTest;
+    //! # #[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)] struct N { n: i64 }
+    //! const T: Ref<N> = Ref::new("t");
+    //! const SEEN: Ref<N> = Ref::new("seen");
+    //! const L: LoopRef = LoopRef::new("l");
+    //!
+    //! fn reads(ctx: &Ctx<()>) -> Node {
+    //!     let it = ctx.iteration(L);
+    //!     // On the render that starts iteration 2: the current iteration has no `t` yet,
+    //!     // `latest` sees iteration 1's, `outputs` sees 0 and 1.
+    //!     let seen = N { n: ctx.outputs(T).iter().map(|t| t.n).sum::<i64>() * 100 + i64::from(it) };
+    //!     workflow! {
+    //!         <Workflow name="reads">
+    //!             <Ralph id=L until={ctx.latest(T).is_some_and(|t| t.n >= 2)} max_iterations=5>
+    //!                 <Task id=T value={N { n: i64::from(it) }} />
+    //!             </Ralph>
+    //!             <Task id=SEEN value={seen} />
+    //!         </Workflow>
+    //!     }
+    //! }
+    //! # #[tokio::main(flavor = "current_thread")] async fn main() {
+    //! let run = WorkflowTest::new(reads).run(()).await.unwrap();
+    //! assert_eq!(run.outputs(T).await, vec![(0, N { n: 0 }), (1, N { n: 1 }), (2, N { n: 2 })]);
+    //! // After the loop: 0 + 1 + 2 = 3, and the loop's counter stays at its last iteration.
+    //! assert_eq!(run.latest(SEEN).await, Some(N { n: 302 }));
+    //! # }
+    //! ```
+}
+
+pub mod loops {
+    //! # Loops and nesting
+    //!
+    //! A `<Ralph>` repeats its children (in sequence) until `until` is true at a render where
+    //! they are all terminal, or until `max_iterations`. Each iteration's outputs are kept:
+    //! a task in a loop has one row per iteration in its output table.
+    //!
+    //! **Typed loop handles.** Declare a [`LoopRef`](crate::LoopRef) once and use it in both
+    //! places, as [`Ref`](crate::Ref) is used for tasks:
+    //! `const FIX_LOOP: LoopRef = LoopRef::new("fix");`, `<Ralph id=FIX_LOOP ..>`,
+    //! `ctx.iteration(FIX_LOOP)`. Reading a loop that is neither in the rendered tree nor
+    //! recorded in the run fails the render with `E_UNKNOWN_LOOP` and names the loops the tree
+    //! has. A `<Ralph>` without `id` is [`LoopRef::DEFAULT`](crate::LoopRef::DEFAULT) (`ralph`).
+    //! Code written for the old `ctx.iteration()` (no argument, which read only `ralph`) no
+    //! longer compiles: pass the handle.
+    //!
+    //! **Nesting.** Loops nest. A node's iteration key is its innermost loop's counter, which
+    //! keeps growing across passes of the outer loop (so rows never collide), while
+    //! `ctx.iteration(INNER)` restarts from 0 at each outer pass. `_smithers_ralph` keeps
+    //! `iteration`, `pass_start` and `parent_iteration` per loop.
+    //!
+    //! **Phase-prefixed ids.** Several phases sharing one loop prefix their node ids
+    //! (`format!("{phase}:implement")`) so ids stay unique in the tree.
+    //!
+    //! ```
+    //! use smithers::prelude::*;
+    //! use smithers::testing::WorkflowTest;
+    //! # #[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)] struct N { n: i64 }
+    //! const OUTER: LoopRef = LoopRef::new("outer");
+    //! const INNER: LoopRef = LoopRef::new("inner");
+    //! fn nested(ctx: &Ctx<()>) -> Node {
+    //!     let (o, i) = (ctx.iteration(OUTER), ctx.iteration(INNER));
+    //!     workflow! {
+    //!         <Workflow name="nested">
+    //!             <Ralph id=OUTER max_iterations=2>
+    //!                 <Ralph id=INNER max_iterations=2>
+    //!                     <Task id="cell" output=N value={N { n: i64::from(o * 10 + i) }} />
+    //!                 </Ralph>
+    //!             </Ralph>
+    //!         </Workflow>
+    //!     }
+    //! }
+    //! # #[tokio::main(flavor = "current_thread")] async fn main() {
+    //! let run = WorkflowTest::new(nested).run(()).await.unwrap();
+    //! let cells: Vec<(u32, i64)> =
+    //!     run.outputs::<N>("cell").await.into_iter().map(|(it, c)| (it, c.n)).collect();
+    //! assert_eq!(cells, vec![(0, 0), (1, 1), (2, 10), (3, 11)]);
+    //! # }
+    //! ```
+}
+
+pub mod approvals_and_cache {
+    //! # Approvals and the cache
+    //!
+    //! **Approvals.** A `needs_approval` task is not started until a human decides. When
+    //! nothing else can move, the run stops with status `waiting-approval` (a workflow binary's
+    //! `run --wait-approval` keeps waiting instead). Decide from any shell with
+    //! `smithers approve RUN NODE [--note ..]` or `smithers deny RUN NODE`; then `resume`
+    //! continues without re-running anything finished. A denied task fails (with the note as
+    //! its error); with `continue_on_fail` the run goes on.
+    //!
+    //! ```
+    //! use smithers::prelude::*;
+    //! use smithers::testing::{RunStatus, WorkflowTest};
+    //! # #[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)] struct Done { ok: bool }
+    //! fn release(_ctx: &Ctx<()>) -> Node {
+    //!     workflow! {
+    //!         <Workflow name="release">
+    //!             <Task id="ship" output=Done needs_approval value={Done { ok: true }} />
+    //!         </Workflow>
+    //!     }
+    //! }
+    //! # #[tokio::main(flavor = "current_thread")] async fn main() {
+    //! let test = WorkflowTest::new(release);
+    //! let run = test.run(()).await.unwrap();
+    //! assert_eq!(run.status(), RunStatus::WaitingApproval);
+    //! test.store().decide_approval(run.run_id(), "ship", None, true, Some("go")).await.unwrap();
+    //! let run = test.resume(run.run_id()).await.unwrap();
+    //! assert_eq!(run.status(), RunStatus::Finished);
+    //! # }
+    //! ```
+    //!
+    //! **Cache.** Under `<Workflow cache>`, before an agent task starts, the engine looks up a
+    //! key hashed from the workflow name, node id, rendered prompt, output schema signature and
+    //! agent signature ([`Agent::signature`](crate::Agent::signature)). A hit completes the task
+    //! with the stored output and an attempt whose agent is `cache`; no agent runs. Compute and
+    //! static tasks are never cached. Entries live in `_smithers_cache` and are shared by every
+    //! run in the database.
+}
+
+pub mod phases {
+    //! # Phases and steps
+    //!
+    //! `<Phase name>` groups work that runs in declaration order: only the active phase's
+    //! children are mounted, and a phase completes when everything inside is terminal.
+    //! `<Step name>` is a tracked group of tasks run in order. Both are recorded in
+    //! `_smithers_steps` with sequential ids per run, status (`pending`, `running`,
+    //! `completed`, `failed`, `skipped`), the tasks inside and timings; `smithers steps RUN`
+    //! lists them and `smithers step rollback RUN STEP` restores the working copy from before
+    //! a step's agent attempts. `on_start` / `on_complete` hooks run once per transition and
+    //! may set `state` keys, persisted with the transition.
+    //!
+    //! ```
+    //! use smithers::prelude::*;
+    //! use smithers::testing::WorkflowTest;
+    //! # #[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug)] struct Done { ok: bool }
+    //! fn phased(_ctx: &Ctx<()>) -> Node {
+    //!     workflow! {
+    //!         <Workflow name="phased">
+    //!             <Phase name="build" on_start={|h| h.set_state("phase", "build")}>
+    //!                 <Step name="compile">
+    //!                     <Task id="build:compile" output=Done value={Done { ok: true }} />
+    //!                 </Step>
+    //!             </Phase>
+    //!             <Phase name="docs" skip_if=true>
+    //!                 <Task id="docs:write" output=Done value={Done { ok: true }} />
+    //!             </Phase>
+    //!         </Workflow>
+    //!     }
+    //! }
+    //! # #[tokio::main(flavor = "current_thread")] async fn main() {
+    //! let run = WorkflowTest::new(phased).run(()).await.unwrap();
+    //! let steps = run.query("SELECT kind, name, status FROM _smithers_steps WHERE run_id = ?1 ORDER BY step_id");
+    //! let steps: Vec<String> = steps.iter().map(|r| format!("{} {} {}", r[0], r[1], r[2])).collect();
+    //! assert_eq!(steps, [
+    //!     r#""phase" "build" "completed""#,
+    //!     r#""step" "compile" "completed""#,
+    //!     r#""phase" "docs" "skipped""#,
+    //! ]);
+    //! # }
+    //! ```
+}
+
+pub mod agents {
+    //! # Implementing `Agent`
+    //!
+    //! [`Agent`](crate::Agent) is an async trait written with
+    //! [`async-trait`](https://docs.rs/async-trait), re-exported as
+    //! [`smithers::async_trait`](crate::async_trait), so you need no dependency of your own.
+    //! `generate` gets the assembled prompt (schema and `REQUIRED OUTPUT` already appended),
+    //! the output's JSON schema, the timeout and a cancellation token; it returns the reply text
+    //! (the engine extracts the JSON) and usage. Return
+    //! [`AgentError::retryable`](crate::AgentError::retryable) for failures another attempt
+    //! may fix, `terminal` otherwise. Ready-made agents are in [`smithers::agents`](crate::agents):
+    //! Claude Code, Codex and Gemini CLIs, Anthropic and OpenAI-compatible HTTP, and
+    //! [`ScriptedAgent`](crate::agents::ScriptedAgent) for tests.
+    //!
+    //! ```
+    //! use smithers::{Agent, AgentError, AgentRequest, AgentResponse};
+    //!
+    //! /// Answers every prompt with an approval.
+    //! struct AlwaysApprove;
+    //!
+    //! #[smithers::async_trait]
+    //! impl Agent for AlwaysApprove {
+    //!     fn name(&self) -> &str { "always-approve" }
+    //!     async fn generate(&self, request: AgentRequest) -> Result<AgentResponse, AgentError> {
+    //!         if request.cancel.is_cancelled() {
+    //!             return Err(AgentError::retryable("cancelled"));
+    //!         }
+    //!         Ok(AgentResponse { text: r#"{"approved": true}"#.into(), ..AgentResponse::default() })
+    //!     }
+    //! }
+    //! ```
+}
+
+pub mod errors {
+    //! # Errors you will meet
+    //!
+    //! **At compile time** (each has a case in `tests/ui/`):
+    //!
+    //! | mistake | error |
+    //! | --- | --- |
+    //! | unknown tag `<Paralel>` | names the tag and suggests `Parallel` |
+    //! | unknown prop, camelCase prop (`maxIterations`) | at the prop; suggests `max_iterations` |
+    //! | duplicate prop | at the second one |
+    //! | `<Task>` without `id`, or string id without `output` | names what to add |
+    //! | `output=T` where `T` is not an `Output` | "`T` is not a workflow output; add `#[derive(Output)]`" |
+    //! | `id=REF` (a `Ref<A>`) with `output=B` | the id's output type disagrees with the task's `output` |
+    //! | a prop of the wrong type | rustc's type error at the prop |
+    //! | text inside a container | text is only a `<Task>`'s prompt |
+    //! | mismatched closing tag | at the closing tag |
+    //! | component prop missing / unknown / of the wrong type | names the prop |
+    //! | `#[prompt]` file missing, unknown placeholder, struct literal missing a field | names the file |
+    //!
+    //! **When a run starts or renders** ([`Error`](crate::Error), with a stable
+    //! [`code`](crate::Error::code)):
+    //!
+    //! | code | meaning | what to do |
+    //! | --- | --- | --- |
+    //! | `E_DUPLICATE_NODE_ID` | two mounted nodes share an id | make ids unique (prefix by phase or file) |
+    //! | `E_INVALID_NODE_ID` | an id that is empty, too long or has control characters | fix the id |
+    //! | `E_UNKNOWN_LOOP` | `ctx.iteration(L)` of a loop the tree does not have | give the same `LoopRef` to `<Ralph id=..>` |
+    //! | `E_MISSING_OUTPUT` | `ctx.output(REF)` before the node has an output in this iteration | use `output_maybe` or `latest` |
+    //! | `E_OUTPUT_TYPE` | a stored output read as another type | read it with its `output` type |
+    //! | `E_SCHEMA_CHANGED` | a field removed or retyped since the table was made | rename the table (`#[output(table = "..")]`) or migrate the rows |
+    //! | `E_INVALID_INPUT` | the input does not deserialise as the workflow's input type | fix `--input` |
+    //!
+    //! **How a run ends** (status `failed`, error in `_smithers_runs.error`):
+    //! `node `x` failed after N attempt(s): ..` (`E_NODE_FAILED`: the task's last error; add
+    //! `retries` or `continue_on_fail`), `loop `l` reached max_iterations (n) ..`
+    //! (`E_MAX_ITERATIONS`, with `on_max_reached=Fail`), "the workflow function panicked while
+    //! rendering: ..", "no task can start and none is running; the workflow is stuck". Operating
+    //! a run: `E_LEASE_HELD` (another process drives it; exit code 3), `E_RUN_DONE` (resuming
+    //! a finished run), `E_RUN_NOT_FOUND`, `E_CANCELLED` (`resume` continues it).
+    //!
+    //! **What an attempt's error says** (`_smithers_attempts.error`, and `smithers attempts`):
+    //! an agent reply with no JSON object, or one that does not deserialise as the output type
+    //! (the serde message; the next attempt's prompt carries it), a timeout, a CLI that is not
+    //! installed (named), a non-zero exit with the CLI's last lines.
+}
+
+pub mod database {
+    //! # The database
+    //!
+    //! One SQLite file (`.smithers/smithers.db` by default, `--db` or `SMITHERS_DB`), WAL mode.
+    //! Query it while runs go on (`sqlite3 .smithers/smithers.db`); write only through
+    //! `smithers` commands. Times are RFC 3339 text.
+    //!
+    //! **Output tables**, one per `#[derive(Output)]` type (snake_case of the type name, or
+    //! `#[output(table = "..")]`): `run_id`, `node_id`, `iteration` (the primary key), then one
+    //! column per field: integers and `bool` as INTEGER, floats REAL, `String` TEXT, `Option<T>`
+    //! nullable, anything else (vectors, nested structs, enums) TEXT holding JSON.
+    //!
+    //! | table | columns |
+    //! | --- | --- |
+    //! | `_smithers_runs` | `run_id`, `workflow`, `status` (`running`, `finished`, `failed`, `cancelled`, `waiting-approval`), `input_json`, `error`, `created_at`, `updated_at`, `finished_at`, `lease_owner`, `lease_expires_ms`, `cancel_requested` |
+    //! | `_smithers_nodes` | `run_id`, `node_id`, `iteration`, `status` (`pending`, `running`, `finished`, `failed`, `skipped`), `attempts`, `output_table`, `loop_id`, `last_error`, `updated_at` |
+    //! | `_smithers_attempts` | `run_id`, `node_id`, `iteration`, `attempt`, `status`, `owner`, `agent` (`NULL` for compute and static, `cache` for a hit), `started_at`, `finished_at`, `duration_ms`, `error`, `input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`, `cost_usd`, `session_id`, `exit_code`, `model`, `vcs_repo`, `vcs_before`, `vcs_after` |
+    //! | `_smithers_transcripts` | `run_id`, `node_id`, `iteration`, `attempt`, `transcript` |
+    //! | `_smithers_events` | `seq`, `run_id`, `at`, `kind` (`run_started`, `node_started`, `node_finished`, `node_failed`, `node_skipped`, `loop_iterated`, ...), `node_id`, `iteration`, `payload` (JSON) |
+    //! | `_smithers_frames` | `run_id`, `frame_no`, `tree_hash`, `tree` (the tree as `graph` prints it), `created_at` |
+    //! | `_smithers_ralph` | `run_id`, `loop_id`, `iteration`, `pass_start`, `parent_iteration`, `done` |
+    //! | `_smithers_approvals` | `run_id`, `node_id`, `iteration`, `status` (`pending`, `approved`, `denied`), `requested_at`, `decided_at`, `note` |
+    //! | `_smithers_cache` | `cache_key`, `workflow`, `node_id`, `output_table`, `output_json`, `run_id`, `created_at` |
+    //! | `_smithers_steps` | `run_id`, `step_id`, `kind` (`phase`, `step`), `name`, `phase`, `iteration`, `status`, `task_ids`, `started_at`, `completed_at`, `duration_ms` |
+    //! | `_smithers_output_tables` | `table_name`, `type_name`, `columns_json`, `signature`, `created_at` |
+    //! | `state` | `key`, `value`, `updated_at`; the engine writes `supervisor.status`, `supervisor.summary`, `supervisor.heartbeat`, `supervisor.last_error` |
+    //!
+    //! Names starting with `_smithers_` or `sqlite_` are reserved: an output table cannot use
+    //! them.
+    //!
+    //! ```
+    //! use smithers::prelude::*;
+    //! use smithers::testing::WorkflowTest;
+    //! #[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug)]
+    //! struct Finding { file: String, line: Option<u32>, tags: Vec<String> }
+    //! fn find(_ctx: &Ctx<()>) -> Node {
+    //!     workflow! {
+    //!         <Workflow name="find">
+    //!             <Task id="f" output=Finding value={Finding { file: "a.rs".into(), line: None, tags: vec!["x".into()] }} />
+    //!         </Workflow>
+    //!     }
+    //! }
+    //! # #[tokio::main(flavor = "current_thread")] async fn main() {
+    //! let run = WorkflowTest::new(find).run(()).await.unwrap();
+    //! assert_eq!(
+    //!     run.query("SELECT node_id, iteration, file, line, tags FROM finding WHERE run_id = ?1"),
+    //!     vec![vec!["f".into(), 0.into(), "a.rs".into(), serde_json::Value::Null, r#"["x"]"#.into()]]
+    //! );
+    //! # }
+    //! ```
+}
