@@ -7,7 +7,7 @@
 //! `(run, node, iteration)`, and renders again. A killed run resumes where it stopped; nothing that
 //! finished runs twice.
 //!
-//! Start with the [`reference`] (every tag, prop, `Ctx` read, error and table, with examples),
+//! Start with the [`reference`](mod@reference) (every tag, prop, `Ctx` read, error and table, with examples),
 //! the `prelude`, the examples in `examples/`, and [`testing`] to test a workflow offline.
 //! `smithers init DIR` scaffolds a workflow crate.
 
