@@ -95,6 +95,20 @@ enum WorkflowCommand {
         #[arg(long, default_value_t = 16)]
         max_concurrency: usize,
     },
+    /// Start a new run whose history is another run's up to a frame, and run the rest.
+    Fork {
+        /// The run to fork.
+        run_id: String,
+        /// The frame to fork at (`smithers frames RUN --all` lists them).
+        #[arg(long)]
+        frame: u32,
+        /// A different input: JSON text, or @path to a JSON file (the parent's by default).
+        #[arg(long)]
+        input: Option<String>,
+        /// Run-wide limit of tasks running at once.
+        #[arg(long, default_value_t = 16)]
+        max_concurrency: usize,
+    },
     /// Show a run: status, nodes, attempts, usage (the latest run by default).
     Status {
         /// The run.
@@ -253,6 +267,29 @@ where
             let view = live(&store);
             let engine = make_engine(store, workflow, *max_concurrency, view.as_ref());
             let report = engine.resume(run_id.as_deref()).await;
+            if let Some(v) = view {
+                v.finish().await;
+            }
+            Ok(report_exit(report))
+        }
+        WorkflowCommand::Fork {
+            run_id,
+            frame,
+            input,
+            max_concurrency,
+        } => {
+            // The input is checked against the workflow's type before anything is written.
+            let input = match input {
+                Some(raw) => {
+                    let typed: I = parse_input(Some(raw))?;
+                    Some(serde_json::to_value(typed).map_err(|e| e.to_string())?)
+                }
+                None => None,
+            };
+            let store = cli.db.open().map_err(|e| e.to_string())?;
+            let view = live(&store);
+            let engine = make_engine(store, workflow, *max_concurrency, view.as_ref());
+            let report = engine.fork(run_id, *frame, input).await;
             if let Some(v) = view {
                 v.finish().await;
             }

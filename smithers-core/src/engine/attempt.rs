@@ -93,6 +93,7 @@ where
                 }),
             _ => None,
         };
+        let steps = crate::steps::Steps::new(self.store.clone(), run_id.clone());
         join.spawn(async move {
             let started = Instant::now();
             let input = AttemptInput {
@@ -103,6 +104,7 @@ where
                 cancel,
                 progress,
                 vcs,
+                steps,
             };
             // A body that panics fails its attempt (terminally) instead of taking the task down
             // with it: the engine must always hear that an attempt ended.
@@ -206,6 +208,8 @@ pub(super) struct AttemptInput {
     pub(super) progress: ProgressSink,
     /// Working-copy snapshots around a file-editing agent.
     pub(super) vcs: Option<crate::vcs::AttemptSnapshots>,
+    /// The run's Steps API, for a compute task's body.
+    pub(super) steps: crate::steps::Steps,
 }
 
 pub(super) async fn run_attempt(
@@ -220,6 +224,7 @@ pub(super) async fn run_attempt(
         cancel,
         progress,
         vcs,
+        steps,
     } = input;
     let fut = async {
         match &t.exec {
@@ -231,6 +236,7 @@ pub(super) async fn run_attempt(
                     attempt,
                     cancel: cancel.clone(),
                     progress: progress.clone(),
+                    steps: Some(steps.clone()),
                 };
                 f(ctx)
                     .await

@@ -41,6 +41,8 @@ pub(super) struct RunState {
     pub(super) wait_for_approval: bool,
     /// Runnable tasks waiting for their lookups (`Command::Prepare`).
     pub(super) pending: Option<super::machine::PendingStart>,
+    /// Steps that started or ended in the last render: their working copy is recorded next.
+    pub(super) snapshots: Vec<super::machine::StepSnapshot>,
 }
 
 impl RunState {
@@ -67,6 +69,7 @@ impl RunState {
             max_concurrency: EngineOptions::default().max_concurrency,
             wait_for_approval: false,
             pending: None,
+            snapshots: Vec::new(),
         }
     }
 

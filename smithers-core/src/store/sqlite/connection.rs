@@ -39,6 +39,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "steps",
         include_str!("../../../migrations/0006_steps.sql"),
     ),
+    (
+        7,
+        "step_records",
+        include_str!("../../../migrations/0007_step_records.sql"),
+    ),
 ];
 
 pub(super) type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;

@@ -23,7 +23,7 @@ pub(crate) fn check_ident(name: &str) -> Result<()> {
     }
 }
 
-fn quote(name: &str) -> String {
+pub(super) fn quote(name: &str) -> String {
     format!("\"{name}\"")
 }
 
