@@ -24,6 +24,8 @@ fn run(name: &str, db: &std::path::Path, args: &[&str]) -> std::process::Output 
         .arg(db)
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
+        // Step snapshots go to a scratch directory, never to this repository.
+        .env("SMITHERS_WORKDIR", db.parent().unwrap())
         .output()
         .unwrap()
 }

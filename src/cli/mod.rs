@@ -68,6 +68,10 @@ struct WorkflowCli {
     /// stopping with status waiting-approval.
     #[arg(long, global = true)]
     wait_approval: bool,
+    /// The directory whose git or jj repository every step is snapshotted in (for `smithers
+    /// step rollback`); the current directory by default.
+    #[arg(long, global = true, env = "SMITHERS_WORKDIR")]
+    workdir: Option<PathBuf>,
     #[command(subcommand)]
     command: WorkflowCommand,
 }
@@ -236,6 +240,7 @@ where
                 on_event,
                 cancel: tokio_util_cancel(),
                 wait_for_approval: cli.wait_approval,
+                workdir: cli.workdir.clone(),
                 ..EngineOptions::default()
             };
             Engine::new(store, workflow).with_options(opts)

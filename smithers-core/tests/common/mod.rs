@@ -78,7 +78,14 @@ impl Harness {
         I: Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
     {
         let events = self.events.clone();
+        // Step snapshots cover the test's scratch directory unless a test names a repository,
+        // never the repository the tests run in.
+        let workdir = options
+            .workdir
+            .clone()
+            .or_else(|| Some(self.dir.path().to_path_buf()));
         Engine::new(self.store.clone(), f).with_options(EngineOptions {
+            workdir,
             on_event: Some(Arc::new(move |e: &Event| {
                 events.lock().unwrap().push(e.clone())
             })),
