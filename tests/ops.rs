@@ -411,7 +411,10 @@ async fn approve_lets_a_parked_run_finish_and_steps_list_its_phases() {
     );
     assert!(steps[1]["created_at"].as_str().unwrap().contains('T'));
     let info = smithers(&db, &["step", "info", "g1", "2", "--json"]);
-    assert_eq!(json(&info)["step"]["task_ids"], serde_json::json!(["deploy"]));
+    assert_eq!(
+        json(&info)["step"]["task_ids"],
+        serde_json::json!(["deploy"])
+    );
     let info = smithers(&db, &["step", "info", "g1", "2"]);
     assert!(
         stdout(&info).contains("tasks           deploy"),

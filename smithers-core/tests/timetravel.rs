@@ -656,3 +656,78 @@ async fn fork_copies_the_history_up_to_a_frame_and_runs_the_rest() {
     );
     assert_eq!(h.count("SELECT COUNT(*) FROM _smithers_runs"), runs_before);
 }
+
+#[tokio::test]
+async fn in_a_jj_repository_steps_record_commit_ids_and_rollback_leaves_at_and_bookmarks() {
+    let Some(jj) = jj_or_skip(
+        "in_a_jj_repository_steps_record_commit_ids_and_rollback_leaves_at_and_bookmarks",
+    ) else {
+        return;
+    };
+    let h = Harness::new();
+    let r = repo();
+    let dir = r.path().to_path_buf();
+    let jj_run = |args: &[&str]| {
+        let out = Command::new(&jj)
+            .current_dir(&dir)
+            .args(args)
+            .env("JJ_USER", "u")
+            .env("JJ_EMAIL", "u@u")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "jj {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    jj_run(&["git", "init", "--colocate", "--quiet"]);
+    let at = || {
+        jj_run(&[
+            "log",
+            "--ignore-working-copy",
+            "--no-graph",
+            "-r",
+            "@",
+            "-T",
+            "change_id",
+        ])
+    };
+    let (change, bookmarks) = (at(), jj_run(&["bookmark", "list"]));
+    let c = counters();
+    let wf = three_steps(dir.clone(), c.clone());
+    let run = h
+        .engine_with(options(&dir), wf.clone())
+        .run(())
+        .await
+        .unwrap()
+        .run_id;
+    let steps = h.store.steps(&run).await.unwrap();
+    assert!(steps.iter().all(|s| s.vcs_backend.as_deref() == Some("jj")));
+    let before = steps[1].snapshot_before.clone().unwrap();
+    assert_ne!(before, change);
+    assert_eq!(
+        git(&dir, &["show", &format!("{before}:notes.txt")]),
+        "start\na"
+    );
+    timetravel::rollback(&*h.store, &run, 2, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+        "start\na\n"
+    );
+    assert_eq!((at(), jj_run(&["bookmark", "list"])), (change, bookmarks));
+    let again = Engine::new(h.reopen(), wf)
+        .with_options(options(&dir))
+        .resume(Some(&run))
+        .await
+        .unwrap();
+    assert_eq!(again.status, RunStatus::Finished);
+    assert_eq!(runs(&c), [1, 2, 2]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+        "start\na\nb\nc\n"
+    );
+}

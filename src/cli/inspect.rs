@@ -498,7 +498,7 @@ pub async fn fork(
         .fork_run(smithers_core::store::ForkRun {
             parent_run_id: run_id.to_owned(),
             frame,
-            run_id: uuid::Uuid::new_v4().simple().to_string(),
+            run_id: smithers_core::engine::new_run_id(),
             input,
         })
         .await?;

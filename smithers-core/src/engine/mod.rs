@@ -38,6 +38,11 @@ pub type EventListener = Arc<dyn Fn(&Event) + Send + Sync>;
 /// The workflow function: renders the tree from the context.
 pub type WorkflowFn<I> = Arc<dyn Fn(&Ctx<I>) -> Node + Send + Sync>;
 
+/// A fresh run id (a UUID without dashes), as `run` and `fork` make.
+pub fn new_run_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
 /// How a run is driven.
 #[derive(Clone)]
 pub struct EngineOptions {
@@ -262,7 +267,7 @@ where
                 "the fork's input does not fit this workflow's input type: {e}; no run was created"
             ))
         })?;
-        let run_id = uuid::Uuid::new_v4().simple().to_string();
+        let run_id = new_run_id();
         self.store
             .fork_run(crate::store::ForkRun {
                 parent_run_id: parent.to_owned(),

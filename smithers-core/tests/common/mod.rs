@@ -281,3 +281,20 @@ impl Counter {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+/// jj, or `None` after saying `skipped:` (a failure under `SMITHERS_REQUIRE_EXTERNAL=1`).
+pub fn jj_or_skip(test: &str) -> Option<std::path::PathBuf> {
+    if let Some(p) = smithers_core::vcs::jj_program().filter(|p| {
+        std::process::Command::new(p)
+            .arg("--version")
+            .output()
+            .is_ok()
+    }) {
+        return Some(p);
+    }
+    smithers_core::store::conformance::external_missing(
+        test,
+        "jj is not installed (run scripts/install-jj.sh and set SMITHERS_JJ, or put jj on PATH)",
+    );
+    None
+}
