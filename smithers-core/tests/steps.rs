@@ -40,7 +40,15 @@ async fn phases_and_steps_get_sequential_ids_and_final_statuses() {
     let report = engine.run(()).await.unwrap();
     assert_eq!(report.status, RunStatus::Finished);
     let steps = h.store.steps(&report.run_id).await.unwrap();
-    let rows: Vec<(i64, Option<i64>, &str, Option<&str>, Option<i64>, &str)> = steps
+    type Row<'a> = (
+        i64,
+        Option<i64>,
+        &'a str,
+        Option<&'a str>,
+        Option<i64>,
+        &'a str,
+    );
+    let rows: Vec<Row> = steps
         .iter()
         .map(|s| {
             (
