@@ -78,11 +78,11 @@ async fn travel(
     // Holding the run's lease keeps a driver off it while the files and the history change; a
     // live driver holding it refuses the rollback before anything changes.
     let owner = crate::store::sqlite::lease_owner();
-    store
+    let fence = store
         .acquire_lease(run_id, &owner, std::time::Duration::from_secs(120))
         .await?;
-    let result = travel_leased(store, run_id, to, target, force, &owner).await;
-    if let Err(e) = store.release_lease(run_id, &owner).await {
+    let result = travel_leased(store, run_id, to, target, force, &fence).await;
+    if let Err(e) = store.release_lease(run_id, &fence).await {
         tracing::warn!(error = %e, "could not release the run's lease after a rollback");
     }
     result
@@ -94,7 +94,7 @@ async fn travel_leased(
     to: RewindTo,
     target: Option<(&StepRecord, String)>,
     force: bool,
-    owner: &str,
+    fence: &crate::store::FenceToken,
 ) -> Result<Rollback> {
     let steps = store.steps(run_id).await?;
     let mut repo = None;
@@ -135,7 +135,7 @@ async fn travel_leased(
         saved = Some(snap.commit.clone());
         r.restore(commit).await.map_err(vcs_err)?;
     }
-    let report = match store.rewind(run_id, to, owner).await {
+    let report = match store.rewind(run_id, to, fence).await {
         Ok(r) => r,
         Err(e) => {
             // The history stays as it was: so do the files.

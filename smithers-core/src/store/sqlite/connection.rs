@@ -41,8 +41,13 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (
         7,
+        "lease_epoch",
+        include_str!("../../../migrations/0007_lease_epoch.sql"),
+    ),
+    (
+        8,
         "step_records",
-        include_str!("../../../migrations/0007_step_records.sql"),
+        include_str!("../../../migrations/0008_step_records.sql"),
     ),
 ];
 

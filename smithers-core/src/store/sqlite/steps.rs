@@ -8,16 +8,14 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
-use super::lease::holder_is_dead;
 use super::output_rows::{quote, read_outputs};
 use crate::agent::Usage;
 use crate::error::{Error, Result};
 use crate::plan::{GroupKind, GroupStatus};
 use crate::store::{
-    ForkRun, GroupUpdate, NodeRecord, PhaseRecord, RewindReport, RewindTo, StepKey, StepRecord,
+    FenceToken, ForkRun, GroupUpdate, NodeRecord, PhaseRecord, RewindReport, RewindTo, StepKey, StepRecord,
     StepVcs,
 };
-use crate::time::now_ms;
 
 /// The highest event sequence number so far: where "now" is in every run's history.
 pub(super) fn mark(c: &Connection) -> Result<i64> {
@@ -374,28 +372,19 @@ pub(super) fn query_phases(c: &Connection, run_id: &str) -> Result<Vec<PhaseReco
     Ok(rows)
 }
 
-/// A run must exist and not be driven by a live process other than `owner`.
-fn check_not_driven(c: &Connection, run_id: &str, owner: &str) -> Result<()> {
-    let row: Option<(Option<String>, Option<i64>)> = c
+/// The caller must hold the run's lease: its token is checked like a fenced batch's.
+fn check_fence(c: &Connection, run_id: &str, fence: &FenceToken) -> Result<()> {
+    let row: Option<(Option<String>, i64)> = c
         .query_row(
-            "SELECT lease_owner, lease_expires_ms FROM _smithers_runs WHERE run_id = ?1",
+            "SELECT lease_owner, lease_epoch FROM _smithers_runs WHERE run_id = ?1",
             [run_id],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    let Some((holder, expires)) = row else {
+    let Some((owner, epoch)) = row else {
         return Err(Error::RunNotFound(run_id.to_owned()));
     };
-    if let (Some(holder), Some(expires)) = (holder, expires) {
-        if holder != owner && expires > now_ms() && !holder_is_dead(&holder) {
-            return Err(Error::LeaseHeld {
-                run_id: run_id.to_owned(),
-                owner: holder,
-                expires_at: crate::time::ms_to_rfc3339(expires),
-            });
-        }
-    }
-    Ok(())
+    fence.check(run_id, Some((owner.as_deref(), epoch)))
 }
 
 /// The event sequence number where `to` cuts the run's history, and the first step to
@@ -457,10 +446,10 @@ pub(super) fn rewind(
     c: &Connection,
     run_id: &str,
     to: &RewindTo,
-    owner: &str,
+    fence: &FenceToken,
     now: &str,
 ) -> Result<RewindReport> {
-    check_not_driven(c, run_id, owner)?;
+    check_fence(c, run_id, fence)?;
     let (seq, first_step) = cut_of(c, run_id, to)?;
     cut(c, run_id, seq, first_step, now, Cut::Audit)
 }
