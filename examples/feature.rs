@@ -121,8 +121,11 @@ async fn implement(repo: PathBuf, feedback: Option<String>) -> Result<Change, Ta
         None => ("-", "first implementation of add.sh".to_owned()),
         Some(f) => ("+", format!("fixed add.sh after the tests said: {f}")),
     };
-    let script = format!("#!/bin/sh\n# Prints the sum of its two arguments.\necho $(( $1 {op} $2 ))\n");
-    tokio::fs::write(repo.join("add.sh"), script).await.map_err(io)?;
+    let script =
+        format!("#!/bin/sh\n# Prints the sum of its two arguments.\necho $(( $1 {op} $2 ))\n");
+    tokio::fs::write(repo.join("add.sh"), script)
+        .await
+        .map_err(io)?;
     Ok(Change {
         file: "add.sh".into(),
         summary,

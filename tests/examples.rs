@@ -256,7 +256,11 @@ fn git_in(dir: &std::path::Path, args: &[&str]) -> String {
         .env("GIT_COMMITTER_EMAIL", "u@u")
         .output()
         .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
@@ -292,13 +296,21 @@ fn feature_loops_back_to_implement_and_a_rollback_resumes_from_the_step() {
     };
     let input = format!(r#"{{"repo": "{}"}}"#, repo.display());
     let out = feature(&["run", "--run-id", "f1", "--input", &input]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let add = || std::fs::read_to_string(repo.join("add.sh")).unwrap();
     assert!(add().contains("$1 + $2"), "{}", add());
 
     let steps = |db: &std::path::Path| -> Vec<(i64, Option<i64>, String, u32, bool)> {
         let out = smithers_cli(db, &["steps", "f1", "--json"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         v.as_array()
             .unwrap()
@@ -327,16 +339,31 @@ fn feature_loops_back_to_implement_and_a_rollback_resumes_from_the_step() {
     );
     let diff = smithers_cli(&db, &["diff", "f1", "4"]);
     let diff = String::from_utf8_lossy(&diff.stdout).into_owned();
-    assert!(diff.contains("-echo $(( $1 - $2 ))") && diff.contains("+echo $(( $1 + $2 ))"), "{diff}");
+    assert!(
+        diff.contains("-echo $(( $1 - $2 ))") && diff.contains("+echo $(( $1 + $2 ))"),
+        "{diff}"
+    );
 
     let back = smithers_cli(&db, &["step", "rollback", "f1", "4"]);
-    assert!(back.status.success(), "{}", String::from_utf8_lossy(&back.stderr));
-    assert!(add().contains("$1 - $2"), "the working copy is back to before step 4: {}", add());
+    assert!(
+        back.status.success(),
+        "{}",
+        String::from_utf8_lossy(&back.stderr)
+    );
+    assert!(
+        add().contains("$1 - $2"),
+        "the working copy is back to before step 4: {}",
+        add()
+    );
     assert_eq!(git_in(&repo, &["rev-parse", "HEAD"]), head);
     assert_eq!(json_status("feature", &db)["run"]["status"], "cancelled");
 
     let out = feature(&["resume", "--run-id", "f1"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(add().contains("$1 + $2"));
     let after = steps(&db);
     assert_eq!(
@@ -349,5 +376,8 @@ fn feature_loops_back_to_implement_and_a_rollback_resumes_from_the_step() {
         ]
     );
     // Research ran once: the rollback kept it.
-    assert_eq!(sqlite(&db, "SELECT CAST(COUNT(*) AS TEXT) FROM survey"), "1");
+    assert_eq!(
+        sqlite(&db, "SELECT CAST(COUNT(*) AS TEXT) FROM survey"),
+        "1"
+    );
 }

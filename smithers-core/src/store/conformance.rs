@@ -701,7 +701,11 @@ pub async fn steps_are_numbered_rewound_and_forked(s: Arc<dyn Store>) {
     assert_eq!(s.phases("r").await.unwrap()[0].name, "p");
 
     let e = s
-        .rewind("r", RewindTo::Step(2), &FenceToken::new("someone-else", me.epoch))
+        .rewind(
+            "r",
+            RewindTo::Step(2),
+            &FenceToken::new("someone-else", me.epoch),
+        )
         .await
         .unwrap_err();
     assert!(

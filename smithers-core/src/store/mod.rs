@@ -819,8 +819,7 @@ pub trait Store: Send + Sync + 'static {
     /// audit), loop counters go back to what they were, and the run becomes `cancelled` so
     /// `resume` re-runs what was cut. The caller holds the run's lease (`fence`): without it, it
     /// fails with `LeaseLost` and changes nothing.
-    async fn rewind(&self, run_id: &str, to: RewindTo, fence: &FenceToken)
-        -> Result<RewindReport>;
+    async fn rewind(&self, run_id: &str, to: RewindTo, fence: &FenceToken) -> Result<RewindReport>;
     /// Creates a run whose history is another's up to a frame (outputs, node states, loop
     /// counters, steps, phases, frames and events copied), status `cancelled` so `resume`
     /// continues it, with its parent run and frame recorded.

@@ -490,12 +490,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn rewind(
-        &self,
-        run_id: &str,
-        to: RewindTo,
-        fence: &FenceToken,
-    ) -> Result<RewindReport> {
+    async fn rewind(&self, run_id: &str, to: RewindTo, fence: &FenceToken) -> Result<RewindReport> {
         let (run_id, fence) = (run_id.to_owned(), fence.clone());
         self.write_with(move |c| {
             let now = now_rfc3339();

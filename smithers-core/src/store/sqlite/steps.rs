@@ -13,8 +13,8 @@ use crate::agent::Usage;
 use crate::error::{Error, Result};
 use crate::plan::{GroupKind, GroupStatus};
 use crate::store::{
-    FenceToken, ForkRun, GroupUpdate, NodeRecord, PhaseRecord, RewindReport, RewindTo, StepKey, StepRecord,
-    StepVcs,
+    FenceToken, ForkRun, GroupUpdate, NodeRecord, PhaseRecord, RewindReport, RewindTo, StepKey,
+    StepRecord, StepVcs,
 };
 
 /// The highest event sequence number so far: where "now" is in every run's history.
