@@ -742,7 +742,7 @@ async fn rolling_back_into_an_earlier_loop_iteration_puts_the_counter_back() {
     let wf = {
         let (dir, c) = (dir.clone(), c.clone());
         move |ctx: &Ctx<()>| {
-            let it = ctx.iteration();
+            let it = ctx.iteration(smithers_core::LoopRef::DEFAULT);
             Workflow::new()
                 .child(
                     Ralph::new()
