@@ -482,9 +482,10 @@ pub mod phases {
     //!
     //! `<Phase name>` groups work that runs in declaration order: only the active phase's
     //! children are mounted, and a phase completes when everything inside is terminal.
-    //! `<Step name>` is a tracked group of tasks run in order. Both are recorded in
-    //! `_smithers_steps` with sequential ids per run, status (`pending`, `running`,
-    //! `completed`, `failed`, `skipped`), the tasks inside and timings; `smithers steps RUN`
+    //! `<Step name>` is a tracked group of tasks run in order. Phases are recorded in
+    //! `_smithers_phases` and steps in `_smithers_steps`, each with sequential ids per run,
+    //! status (`pending`, `running`, `completed`, `failed`, `skipped`), timings, and for steps
+    //! the tasks inside, the working-copy snapshots and the commit an agent made; `smithers steps RUN`
     //! lists them and `smithers step rollback RUN STEP` restores the working copy from before
     //! a step's agent attempts. `on_start` / `on_complete` hooks run once per transition and
     //! may set `state` keys, persisted with the transition.
@@ -509,13 +510,11 @@ pub mod phases {
     //! }
     //! # #[tokio::main(flavor = "current_thread")] async fn main() {
     //! let run = WorkflowTest::new(phased).run(()).await.unwrap();
-    //! let steps = run.query("SELECT kind, name, status FROM _smithers_steps WHERE run_id = ?1 ORDER BY step_id");
-    //! let steps: Vec<String> = steps.iter().map(|r| format!("{} {} {}", r[0], r[1], r[2])).collect();
-    //! assert_eq!(steps, [
-    //!     r#""phase" "build" "completed""#,
-    //!     r#""step" "compile" "completed""#,
-    //!     r#""phase" "docs" "skipped""#,
-    //! ]);
+    //! let phases = run.query("SELECT name, status FROM _smithers_phases WHERE run_id = ?1 ORDER BY phase_id");
+    //! let phases: Vec<String> = phases.iter().map(|r| format!("{} {}", r[0], r[1])).collect();
+    //! assert_eq!(phases, [r#""build" "completed""#, r#""docs" "skipped""#]);
+    //! let steps = run.query("SELECT step_id, name, phase, status FROM _smithers_steps WHERE run_id = ?1");
+    //! assert_eq!(steps[0][1..], [serde_json::json!("compile"), "build".into(), "completed".into()]);
     //! # }
     //! ```
 }
@@ -613,16 +612,19 @@ pub mod database {
     //!
     //! | table | columns |
     //! | --- | --- |
-    //! | `_smithers_runs` | `run_id`, `workflow`, `status` (`running`, `finished`, `failed`, `cancelled`, `waiting-approval`), `input_json`, `error`, `created_at`, `updated_at`, `finished_at`, `lease_owner`, `lease_expires_ms`, `cancel_requested` |
+    //! | `_smithers_runs` | `run_id`, `workflow`, `status` (`running`, `finished`, `failed`, `cancelled`, `waiting-approval`), `input_json`, `error`, `created_at`, `updated_at`, `finished_at`, `lease_owner`, `lease_expires_ms`, `lease_epoch`, `cancel_requested`, `parent_run_id`, `parent_frame` (a forked run) |
     //! | `_smithers_nodes` | `run_id`, `node_id`, `iteration`, `status` (`pending`, `running`, `finished`, `failed`, `skipped`), `attempts`, `output_table`, `loop_id`, `last_error`, `updated_at` |
-    //! | `_smithers_attempts` | `run_id`, `node_id`, `iteration`, `attempt`, `status`, `owner`, `agent` (`NULL` for compute and static, `cache` for a hit), `started_at`, `finished_at`, `duration_ms`, `error`, `input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`, `cost_usd`, `session_id`, `exit_code`, `model`, `vcs_repo`, `vcs_before`, `vcs_after` |
+    //! | `_smithers_attempts` | `run_id`, `node_id`, `iteration`, `attempt`, `status`, `owner`, `agent` (`NULL` for compute and static, `cache` for a hit), `started_at`, `finished_at`, `duration_ms`, `error`, `input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`, `cost_usd`, `cost_source`, `session_id`, `exit_code`, `model`, `vcs_repo`, `vcs_before`, `vcs_after`, `rolled_back` |
     //! | `_smithers_transcripts` | `run_id`, `node_id`, `iteration`, `attempt`, `transcript` |
     //! | `_smithers_events` | `seq`, `run_id`, `at`, `kind` (`run_started`, `node_started`, `node_finished`, `node_failed`, `node_skipped`, `loop_iterated`, ...), `node_id`, `iteration`, `payload` (JSON) |
     //! | `_smithers_frames` | `run_id`, `frame_no`, `tree_hash`, `tree` (the tree as `graph` prints it), `created_at` |
     //! | `_smithers_ralph` | `run_id`, `loop_id`, `iteration`, `pass_start`, `parent_iteration`, `done` |
+    //! | `_smithers_ralph_history` | `run_id`, `loop_id`, `seq`, `iteration`, `pass_start`, `parent_iteration`, `done`: each move of a loop counter |
+    //! | `_smithers_rolled_back_outputs` | `run_id`, `node_id`, `iteration`, `output_table`, `output_json`, `rolled_back_at`: outputs a rollback took back |
     //! | `_smithers_approvals` | `run_id`, `node_id`, `iteration`, `status` (`pending`, `approved`, `denied`), `requested_at`, `decided_at`, `note` |
     //! | `_smithers_cache` | `cache_key`, `workflow`, `node_id`, `output_table`, `output_json`, `run_id`, `created_at` |
-    //! | `_smithers_steps` | `run_id`, `step_id`, `kind` (`phase`, `step`), `name`, `phase`, `iteration`, `status`, `task_ids`, `started_at`, `completed_at`, `duration_ms` |
+    //! | `_smithers_phases` | `run_id`, `phase_id`, `name`, `iteration`, `status`, `active`, `started_at`, `completed_at`, `duration_ms`, `created_at` |
+    //! | `_smithers_steps` | `run_id`, `step_id`, `parent_step_id`, `active` (0 once rolled back), `source` (`tree` or `api`), `name`, `phase_id`, `phase`, `iteration`, `status`, `task_ids`, `started_at`, `completed_at`, `duration_ms`, `vcs_repo`, `vcs_backend`, `snapshot_before`, `snapshot_after`, `head_before`, `commit_created`, `agent_config_json`, `token_usage_json`, `exit_code` |
     //! | `_smithers_output_tables` | `table_name`, `type_name`, `columns_json`, `signature`, `created_at` |
     //! | `state` | `key`, `value`, `updated_at`; the engine writes `supervisor.status`, `supervisor.summary`, `supervisor.heartbeat`, `supervisor.last_error` |
     //!
