@@ -10,7 +10,7 @@ use serde_json::Value;
 use smithers_core::{Agent, AgentError, AgentRequest, AgentResponse, TaskError, Usage};
 
 use crate::cli::{cli_builder_methods, CliOptions};
-use crate::process::{self, CliCommand, CliRun};
+use crate::process::{self, CliCommand, CliRun, LiveUsage, Watch};
 use crate::stream::{
     http_status_in, looks_like_auth_error, parse_line, status_is_retryable, str_of, truncate,
     u64_of,
@@ -181,6 +181,10 @@ impl Agent for ClaudeCodeAgent {
             options: &self.cli,
             args,
             env: Vec::new(),
+            watch: Watch {
+                summarize,
+                usage: live_usage,
+            },
         };
         let run = process::run(command, &request).await?;
         parse_run(&run)
@@ -266,6 +270,115 @@ fn read_stream(lines: &[String]) -> ClaudeStream {
         }
     }
     s
+}
+
+/// A line a person can read for one stream event: what Claude is doing.
+fn summarize(event: &Value) -> Option<String> {
+    match str_of(event, "type")? {
+        "system" => match str_of(event, "subtype")? {
+            "init" => Some(format!(
+                "claude started (model {}, session {})",
+                str_of(event, "model").unwrap_or("?"),
+                str_of(event, "session_id").unwrap_or("?")
+            )),
+            "api_retry" => Some(format!(
+                "API error {} ({}), retry {} of {}",
+                u64_of(event, "error_status").map_or_else(|| "?".to_owned(), |s| s.to_string()),
+                str_of(event, "error").unwrap_or("error"),
+                u64_of(event, "attempt").unwrap_or_default(),
+                u64_of(event, "max_retries").unwrap_or_default()
+            )),
+            _ => None,
+        },
+        "assistant" => {
+            let blocks = event["message"]["content"].as_array()?;
+            let parts: Vec<String> = blocks
+                .iter()
+                .filter_map(|b| match str_of(b, "type")? {
+                    "text" => Some(format!(
+                        "says: {}",
+                        crate::stream::first_line(str_of(b, "text")?)
+                    )),
+                    "tool_use" => Some(format!(
+                        "uses {}: {}",
+                        str_of(b, "name").unwrap_or("a tool"),
+                        crate::stream::tool_input(&b["input"])
+                    )),
+                    "thinking" => Some("thinks".to_owned()),
+                    _ => None,
+                })
+                .collect();
+            (!parts.is_empty()).then(|| parts.join("; "))
+        }
+        "user" => {
+            let blocks = event["message"]["content"].as_array()?;
+            let failed = blocks.iter().any(|b| {
+                str_of(b, "type") == Some("tool_result")
+                    && b.get("is_error").and_then(Value::as_bool) == Some(true)
+            });
+            failed.then(|| "a tool call failed".to_owned())
+        }
+        "result" => Some(if result_is_error(event) {
+            format!(
+                "claude failed: {}",
+                crate::stream::first_line(str_of(event, "result").unwrap_or_default())
+            )
+        } else {
+            format!(
+                "claude done: {} turn(s), cost ${:.4}",
+                u64_of(event, "num_turns").unwrap_or_default(),
+                event
+                    .get("total_cost_usd")
+                    .and_then(Value::as_f64)
+                    .unwrap_or_default()
+            )
+        }),
+        _ => None,
+    }
+}
+
+fn result_is_error(result: &Value) -> bool {
+    result
+        .get("is_error")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+        || str_of(result, "subtype").is_some_and(|s| s != "success")
+}
+
+/// The usage so far from a stream event: each model message's own usage (its output count is
+/// the one from `message_start`, a lower bound), replaced by the `result`'s totals at the end.
+fn live_usage(live: &mut LiveUsage, event: &Value) -> bool {
+    match str_of(event, "type") {
+        Some("system") if str_of(event, "subtype") == Some("init") => {
+            live.model = str_of(event, "model").map(str::to_owned);
+            false
+        }
+        Some("assistant") => {
+            let message = &event["message"];
+            let (Some(id), Some(u)) = (str_of(message, "id"), message.get("usage")) else {
+                return false;
+            };
+            if let Some(m) = str_of(message, "model").filter(|m| *m != "<synthetic>") {
+                live.model = Some(m.to_owned());
+            }
+            live.message(
+                id,
+                Usage {
+                    input_tokens: u64_of(u, "input_tokens"),
+                    output_tokens: u64_of(u, "output_tokens"),
+                    cache_read_tokens: u64_of(u, "cache_read_input_tokens"),
+                    cache_write_tokens: u64_of(u, "cache_creation_input_tokens"),
+                    cost_usd: None,
+                },
+            );
+            true
+        }
+        Some("result") => {
+            live.total = Some(usage_of(event));
+            true
+        }
+        _ => false,
+    }
 }
 
 /// The usage of a `result` event: `usage` holds the main loop's totals (the `assistant`

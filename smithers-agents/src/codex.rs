@@ -11,7 +11,7 @@ use serde_json::Value;
 use smithers_core::{Agent, AgentError, AgentRequest, AgentResponse, TaskError, Usage};
 
 use crate::cli::{cli_builder_methods, temp_file, CliOptions};
-use crate::process::{self, CliCommand, CliRun};
+use crate::process::{self, CliCommand, CliRun, LiveUsage, Watch};
 use crate::stream::{add, looks_like_auth_error, parse_line, str_of, truncate, u64_of};
 
 /// Codex's `--sandbox` policy for the commands the model runs.
@@ -172,6 +172,10 @@ impl Agent for CodexAgent {
             options: &self.cli,
             args,
             env: Vec::new(),
+            watch: Watch {
+                summarize,
+                usage: live_usage,
+            },
         };
         let run = process::run(command, &request).await?;
         drop(schema_file);
@@ -187,6 +191,92 @@ impl Agent for CodexAgent {
     fn cwd(&self) -> Option<PathBuf> {
         self.cli.cwd.clone()
     }
+}
+
+/// A line a person can read for one event: what Codex is doing.
+fn summarize(event: &Value) -> Option<String> {
+    match str_of(event, "type")? {
+        "thread.started" => Some(format!(
+            "codex started (session {})",
+            str_of(event, "thread_id").unwrap_or("?")
+        )),
+        "item.started" | "item.completed" => {
+            let item = &event["item"];
+            let done = str_of(event, "type") == Some("item.completed");
+            match str_of(item, "type")? {
+                "agent_message" if done => Some(format!(
+                    "says: {}",
+                    crate::stream::first_line(str_of(item, "text").unwrap_or_default())
+                )),
+                "reasoning" if done => Some("thinks".to_owned()),
+                "command_execution" => Some(
+                    match (done, item.get("exit_code").and_then(Value::as_i64)) {
+                        (true, Some(code)) => format!(
+                            "ran `{}` (exit {code})",
+                            truncate(str_of(item, "command").unwrap_or("?"), 160)
+                        ),
+                        _ => format!(
+                            "runs `{}`",
+                            truncate(str_of(item, "command").unwrap_or("?"), 160)
+                        ),
+                    },
+                ),
+                "file_change" if done => {
+                    let paths: Vec<&str> = item["changes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|c| str_of(c, "path"))
+                        .collect();
+                    Some(format!("edited {}", paths.join(", ")))
+                }
+                "mcp_tool_call" if done => Some(format!(
+                    "used {}.{}",
+                    str_of(item, "server").unwrap_or("?"),
+                    str_of(item, "tool").unwrap_or("?")
+                )),
+                "web_search" if done => Some(format!(
+                    "searched the web: {}",
+                    str_of(item, "query").unwrap_or("?")
+                )),
+                "error" => Some(format!(
+                    "warning: {}",
+                    str_of(item, "message").unwrap_or("?")
+                )),
+                _ => None,
+            }
+        }
+        "turn.completed" => Some("codex done".to_owned()),
+        "turn.failed" => Some(format!(
+            "codex failed: {}",
+            str_of(&event["error"], "message").unwrap_or("?")
+        )),
+        "error" => Some(format!(
+            "error: {}",
+            str_of(event, "message").unwrap_or("?")
+        )),
+        _ => None,
+    }
+}
+
+/// The usage so far: each `turn.completed` adds its turn's.
+fn live_usage(live: &mut LiveUsage, event: &Value) -> bool {
+    if str_of(event, "type") != Some("turn.completed") {
+        return false;
+    }
+    let u = &event["usage"];
+    let turn = live.per_message.len().to_string();
+    live.message(
+        &turn,
+        Usage {
+            input_tokens: u64_of(u, "input_tokens"),
+            output_tokens: u64_of(u, "output_tokens"),
+            cache_read_tokens: u64_of(u, "cached_input_tokens"),
+            cache_write_tokens: u64_of(u, "cache_write_input_tokens"),
+            cost_usd: None,
+        },
+    );
+    true
 }
 
 #[derive(Debug, Default)]

@@ -12,7 +12,7 @@ use smithers_core::prompt::extract_json_with;
 use smithers_core::{Agent, AgentError, AgentRequest, AgentResponse, TaskError, Usage};
 
 use crate::cli::{cli_builder_methods, temp_file, CliOptions};
-use crate::process::{self, CliCommand, CliRun};
+use crate::process::{self, CliCommand, CliRun, LiveUsage, Watch};
 use crate::stream::{
     http_status_in, looks_like_auth_error, parse_line, status_is_retryable, str_of, truncate,
     u64_of,
@@ -157,6 +157,10 @@ impl Agent for GeminiAgent {
             options: &self.cli,
             args,
             env,
+            watch: Watch {
+                summarize,
+                usage: live_usage,
+            },
         };
         let run = process::run(command, &request).await?;
         drop(system_file);
@@ -169,6 +173,58 @@ impl Agent for GeminiAgent {
 
     fn cwd(&self) -> Option<PathBuf> {
         self.cli.cwd.clone()
+    }
+}
+
+/// A line a person can read for one event: what Gemini is doing (the reply's text deltas are
+/// not repeated line by line).
+fn summarize(event: &Value) -> Option<String> {
+    match str_of(event, "type")? {
+        "init" => Some(format!(
+            "gemini started (model {}, session {})",
+            str_of(event, "model").unwrap_or("?"),
+            str_of(event, "session_id").unwrap_or("?")
+        )),
+        "tool_use" => Some(format!(
+            "uses {}: {}",
+            str_of(event, "tool_name").unwrap_or("a tool"),
+            crate::stream::tool_input(&event["parameters"])
+        )),
+        "tool_result" if str_of(event, "status") == Some("error") => Some(format!(
+            "a tool call failed: {}",
+            str_of(&event["error"], "message").unwrap_or("?")
+        )),
+        "error" => Some(format!(
+            "error: {}",
+            str_of(event, "message").unwrap_or("?")
+        )),
+        "result" => Some(format!(
+            "gemini {}",
+            match str_of(event, "status") {
+                Some("success") => "done".to_owned(),
+                other => format!(
+                    "failed ({}): {}",
+                    other.unwrap_or("?"),
+                    str_of(&event["error"], "message").unwrap_or("?")
+                ),
+            }
+        )),
+        _ => None,
+    }
+}
+
+/// The usage, from the `result` event (the only one that carries it).
+fn live_usage(live: &mut LiveUsage, event: &Value) -> bool {
+    match str_of(event, "type") {
+        Some("init") => {
+            live.model = str_of(event, "model").map(str::to_owned);
+            false
+        }
+        Some("result") => {
+            live.total = Some(usage_of(event));
+            true
+        }
+        _ => false,
     }
 }
 

@@ -62,7 +62,20 @@ impl ProgressSink {
     pub fn line(&self, stream: &str, line: &str) {
         (self.0)(stream, line)
     }
+
+    /// Reports the usage of the attempt so far (cumulative), while the agent works: the engine
+    /// checks the task's and the run's budgets against it and stops an attempt that exceeds one.
+    /// `model` prices it when the agent reports no cost.
+    pub fn usage(&self, usage: &Usage, model: Option<&str>) {
+        let line = serde_json::json!({"usage": usage, "model": model}).to_string();
+        (self.0)(USAGE_STREAM, &line)
+    }
 }
+
+/// The progress stream that carries [`ProgressSink::usage`] reports (JSON), not shown as output.
+pub const USAGE_STREAM: &str = "usage";
+
+impl ProgressSink {}
 
 impl std::fmt::Debug for ProgressSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -5,6 +5,7 @@
 //! [`node`].
 
 pub mod agent;
+pub mod budget;
 pub mod ctx;
 pub mod error;
 pub mod node;
@@ -19,6 +20,7 @@ pub mod text;
 pub use agent::{
     Agent, AgentError, AgentRequest, AgentResponse, IntoAgent, ProgressSink, SharedAgent, Usage,
 };
+pub use budget::{Budget, OnBudget};
 pub use ctx::{Ctx, LoopState, StateView};
 pub use error::{Error, Result, TaskError};
 pub use node::{

@@ -49,6 +49,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "cost_source",
         include_str!("../../../migrations/0008_cost_source.sql"),
     ),
+    (
+        9,
+        "budget_raises",
+        include_str!("../../../migrations/0009_budget_raises.sql"),
+    ),
 ];
 
 pub(super) type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
