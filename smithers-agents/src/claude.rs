@@ -61,7 +61,11 @@ pub struct ClaudeCodeAgent {
     append_system_prompt: Option<String>,
     permission_mode: Option<ClaudePermissionMode>,
     disallowed_tools: Vec<String>,
+    tools: Option<Vec<String>>,
     max_turns: Option<u32>,
+    resume: Option<String>,
+    fork_session: bool,
+    session_id: Option<String>,
 }
 
 impl Default for ClaudeCodeAgent {
@@ -81,7 +85,11 @@ impl ClaudeCodeAgent {
             append_system_prompt: None,
             permission_mode: None,
             disallowed_tools: Vec::new(),
+            tools: None,
             max_turns: None,
+            resume: None,
+            fork_session: false,
+            session_id: None,
         }
     }
 
@@ -114,6 +122,37 @@ impl ClaudeCodeAgent {
     {
         self.disallowed_tools
             .extend(tools.into_iter().map(Into::into));
+        self
+    }
+
+    /// The only tools Claude may use (`--tools`), from its built-in set: `["Read", "Grep"]`; an
+    /// empty list offers none. Unlike `allowed_tools`, which only pre-approves, the others are
+    /// not offered to the model at all.
+    pub fn tools<I, S>(mut self, tools: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.tools = Some(tools.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Continue an earlier session (`--resume <id>`; the id is the `session_id` of an attempt).
+    pub fn resume(mut self, session_id: impl Into<String>) -> Self {
+        self.resume = Some(session_id.into());
+        self
+    }
+
+    /// With `resume`, continue in a new session id, leaving the original as it was
+    /// (`--fork-session`).
+    pub fn fork_session(mut self, fork: bool) -> Self {
+        self.fork_session = fork;
+        self
+    }
+
+    /// Start the session with this UUID (`--session-id`).
+    pub fn session_id(mut self, uuid: impl Into<String>) -> Self {
+        self.session_id = Some(uuid.into());
         self
     }
 
@@ -151,8 +190,20 @@ impl ClaudeCodeAgent {
         if !self.disallowed_tools.is_empty() {
             push("--disallowedTools", &self.disallowed_tools.join(","));
         }
+        if let Some(tools) = &self.tools {
+            push("--tools", &tools.join(","));
+        }
         if let Some(turns) = self.max_turns {
             push("--max-turns", &turns.to_string());
+        }
+        if let Some(id) = &self.resume {
+            push("--resume", id);
+        }
+        if let Some(id) = &self.session_id {
+            push("--session-id", id);
+        }
+        if self.fork_session {
+            args.push("--fork-session".into());
         }
         args.extend(self.cli.extra_args.iter().cloned());
         args

@@ -54,6 +54,7 @@ pub struct CodexAgent {
     config: Vec<(String, String)>,
     skip_git_repo_check: bool,
     ephemeral: bool,
+    resume: Option<String>,
 }
 
 impl Default for CodexAgent {
@@ -71,6 +72,7 @@ impl CodexAgent {
             config: Vec::new(),
             skip_git_repo_check: true,
             ephemeral: false,
+            resume: None,
         }
     }
 
@@ -104,6 +106,13 @@ impl CodexAgent {
         self
     }
 
+    /// Continue an earlier session (`codex exec resume <id>`; the id is the `session_id` of an
+    /// attempt). The sandbox is passed as `-c sandbox_mode=..`, which `resume` accepts.
+    pub fn resume(mut self, session_id: impl Into<String>) -> Self {
+        self.resume = Some(session_id.into());
+        self
+    }
+
     /// Pass `--ephemeral`: do not write session files under `$CODEX_HOME`.
     pub fn ephemeral(mut self, ephemeral: bool) -> Self {
         self.ephemeral = ephemeral;
@@ -111,7 +120,11 @@ impl CodexAgent {
     }
 
     fn base_args(&self) -> Vec<OsString> {
-        let mut args: Vec<OsString> = vec!["exec".into(), "--json".into()];
+        let mut args: Vec<OsString> = vec!["exec".into()];
+        if self.resume.is_some() {
+            args.push("resume".into());
+        }
+        args.push("--json".into());
         if self.skip_git_repo_check {
             args.push("--skip-git-repo-check".into());
         }
@@ -121,8 +134,13 @@ impl CodexAgent {
         if let Some(model) = &self.cli.model {
             args.extend(["--model".into(), model.into()]);
         }
-        if let Some(sandbox) = self.sandbox {
-            args.extend(["--sandbox".into(), sandbox.as_str().into()]);
+        match (self.sandbox, &self.resume) {
+            (Some(sandbox), None) => args.extend(["--sandbox".into(), sandbox.as_str().into()]),
+            (Some(sandbox), Some(_)) => args.extend([
+                "-c".into(),
+                format!("sandbox_mode=\"{}\"", sandbox.as_str()).into(),
+            ]),
+            (None, _) => {}
         }
         if let Some(text) = &self.cli.system_prompt {
             // A JSON string is a valid TOML basic string.
@@ -167,6 +185,9 @@ impl Agent for CodexAgent {
             None => None,
         };
         args.push("--".into());
+        if let Some(id) = &self.resume {
+            args.push(id.into());
+        }
         args.push(request.prompt.clone().into());
         let command = CliCommand {
             options: &self.cli,

@@ -56,6 +56,8 @@ pub struct GeminiAgent {
     approval_mode: Option<GeminiApprovalMode>,
     sandbox: bool,
     skip_trust: bool,
+    resume: Option<String>,
+    policies: Vec<std::path::PathBuf>,
 }
 
 impl Default for GeminiAgent {
@@ -75,6 +77,8 @@ impl GeminiAgent {
             approval_mode: None,
             sandbox: false,
             skip_trust: true,
+            resume: None,
+            policies: Vec::new(),
         }
     }
 
@@ -88,6 +92,20 @@ impl GeminiAgent {
     /// The approval mode (`--approval-mode`).
     pub fn approval_mode(mut self, mode: GeminiApprovalMode) -> Self {
         self.approval_mode = Some(mode);
+        self
+    }
+
+    /// Continue an earlier session (`--resume <id>`, or `latest`).
+    pub fn resume(mut self, session: impl Into<String>) -> Self {
+        self.resume = Some(session.into());
+        self
+    }
+
+    /// A policy file of Gemini's policy engine (`--policy`): the way Gemini 0.61 restricts which
+    /// tools may run (`--allowed-tools` is deprecated). In non-interactive mode with the default
+    /// approval mode only read-only tools are offered.
+    pub fn policy(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.policies.push(path.into());
         self
     }
 
@@ -119,6 +137,12 @@ impl GeminiAgent {
         }
         if self.sandbox {
             args.push("--sandbox".into());
+        }
+        for p in &self.policies {
+            args.extend(["--policy".into(), p.into()]);
+        }
+        if let Some(id) = &self.resume {
+            args.extend(["--resume".into(), id.into()]);
         }
         args.extend(self.cli.extra_args.iter().cloned());
         args

@@ -250,3 +250,22 @@ fn signature_reflects_the_configuration() {
     assert_ne!(a.signature(), b.signature());
     assert_eq!(a.name(), "claude-code");
 }
+
+#[tokio::test]
+async fn restricts_tools_and_resumes_or_forks_a_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let args_file = dir.path().join("args");
+    let agent = agent("ok")
+        .env("FAKE_ARGS_FILE", &args_file)
+        .tools(["Read", "Grep"])
+        .resume("70a1c709-a759-4725-b9f3-0182f290c4fc")
+        .fork_session(true);
+    ok(&agent).await;
+    let args = read_args(&args_file);
+    let joined = args.join(" ");
+    assert!(joined.contains("--tools Read,Grep"), "{joined}");
+    assert!(
+        joined.contains("--resume 70a1c709-a759-4725-b9f3-0182f290c4fc --fork-session"),
+        "{joined}"
+    );
+}

@@ -18,7 +18,8 @@ pub mod task_ctx;
 pub mod text;
 
 pub use agent::{
-    Agent, AgentError, AgentRequest, AgentResponse, IntoAgent, ProgressSink, SharedAgent, Usage,
+    Agent, AgentError, AgentRequest, AgentResponse, Fallback, IntoAgent, ProgressSink, SharedAgent,
+    Usage,
 };
 pub use budget::{Budget, OnBudget};
 pub use ctx::{Ctx, LoopState, StateView};
