@@ -119,6 +119,7 @@ where
                 }),
             _ => None,
         };
+        let steps = crate::steps::Steps::new(self.store.clone(), run_id.clone());
         join.spawn(async move {
             let started = Instant::now();
             let input = AttemptInput {
@@ -129,6 +130,7 @@ where
                 cancel,
                 progress,
                 vcs,
+                steps,
             };
             // A body that panics fails its attempt (terminally) instead of taking the task down
             // with it: the engine must always hear that an attempt ended.
@@ -244,6 +246,8 @@ pub(super) struct AttemptInput {
     pub(super) progress: ProgressSink,
     /// Working-copy snapshots around a file-editing agent.
     pub(super) vcs: Option<crate::vcs::AttemptSnapshots>,
+    /// The run's Steps API, for a compute task's body.
+    pub(super) steps: crate::steps::Steps,
 }
 
 pub(super) async fn run_attempt(
@@ -258,6 +262,7 @@ pub(super) async fn run_attempt(
         cancel,
         progress,
         vcs,
+        steps,
     } = input;
     let fut = async {
         match &t.exec {
@@ -269,6 +274,7 @@ pub(super) async fn run_attempt(
                     attempt,
                     cancel: cancel.clone(),
                     progress: progress.clone(),
+                    steps: Some(steps.clone()),
                 };
                 f(ctx)
                     .await
