@@ -220,6 +220,23 @@ impl Agent for ClaudeCodeAgent {
         format!("claude-code {:?}", self.base_args())
     }
 
+    fn model(&self) -> Option<String> {
+        self.cli.model.clone()
+    }
+
+    fn system_prompt(&self) -> Option<String> {
+        match (&self.cli.system_prompt, &self.append_system_prompt) {
+            (None, None) => None,
+            (a, b) => Some(
+                [a.as_deref(), b.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+        }
+    }
+
     async fn generate(&self, request: AgentRequest) -> Result<AgentResponse, AgentError> {
         let mut args = self.base_args();
         if let Some(schema) = self.cli.native_schema(&request.output_schema) {

@@ -168,6 +168,14 @@ impl Agent for CodexAgent {
         format!("codex {:?}", self.base_args())
     }
 
+    fn model(&self) -> Option<String> {
+        self.cli.model.clone()
+    }
+
+    fn system_prompt(&self) -> Option<String> {
+        self.cli.system_prompt.clone()
+    }
+
     async fn generate(&self, request: AgentRequest) -> Result<AgentResponse, AgentError> {
         let mut args = self.base_args();
         // Kept alive until codex has exited.

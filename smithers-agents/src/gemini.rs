@@ -163,6 +163,14 @@ impl Agent for GeminiAgent {
         )
     }
 
+    fn model(&self) -> Option<String> {
+        self.cli.model.clone()
+    }
+
+    fn system_prompt(&self) -> Option<String> {
+        self.cli.system_prompt.clone()
+    }
+
     async fn generate(&self, request: AgentRequest) -> Result<AgentResponse, AgentError> {
         let mut args = self.base_args();
         let mut env = Vec::new();
