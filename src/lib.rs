@@ -14,9 +14,9 @@
 extern crate self as smithers;
 
 pub use smithers_core::{
-    agent, ctx, error, node, output, Agent, AgentError, AgentRequest, AgentResponse, Ctx, Error,
-    IntoAgent, LoopId, LoopRef, ModelPrice, Node, NodeRef, OnMaxReached, Output, PriceCatalog, Ref,
-    Result, RetryPolicy, SharedAgent, TaskCtx, TaskError, Usage,
+    agent, ctx, error, node, output, Agent, AgentError, AgentRequest, AgentResponse, Budget, Ctx,
+    Error, IntoAgent, LoopId, LoopRef, ModelPrice, Node, NodeRef, OnBudget, OnMaxReached, Output,
+    PriceCatalog, Ref, Result, RetryPolicy, SharedAgent, TaskCtx, TaskError, Usage,
 };
 pub use smithers_macros::{component, prompt, workflow, Output};
 
@@ -35,8 +35,8 @@ pub use smithers_agents as agents;
 /// Everything a workflow file needs.
 pub mod prelude {
     pub use crate::{
-        component, prompt, workflow, Ctx, LoopRef, Node, OnMaxReached, Output, Ref, RetryPolicy,
-        TaskCtx, TaskError,
+        component, prompt, workflow, Ctx, LoopRef, Node, OnBudget, OnMaxReached, Output, Ref,
+        RetryPolicy, TaskCtx, TaskError,
     };
     pub use schemars::JsonSchema;
     pub use serde::{Deserialize, Serialize};
