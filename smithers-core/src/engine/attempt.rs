@@ -86,6 +86,7 @@ where
                 .map(|dir| crate::vcs::AttemptSnapshots {
                     store: self.store.clone(),
                     run_id: run_id.clone(),
+                    fence: st.fence.clone(),
                     node_id: t.id.clone(),
                     iteration,
                     attempt,

@@ -27,8 +27,8 @@ use crate::events::{Event, EventKind};
 use crate::node::{Node, NodeKind, TaskExec, TaskSpec};
 use crate::plan::{self, LoopChange, NodeKey, NodeState, Outcome, PlanInput, Runnable};
 use crate::store::{
-    sqlite::lease_owner, ApprovalStatus, AttemptEnd, NewRun, NodeRecord, NodeStatus, RunStatus,
-    Store, Write, WriteBatch,
+    sqlite::lease_owner, ApprovalStatus, AttemptEnd, FenceToken, NewRun, NodeRecord, NodeStatus,
+    RunStatus, Store, Write, WriteBatch,
 };
 use crate::task_ctx::TaskCtx;
 
@@ -173,24 +173,25 @@ where
             NodeKind::Workflow(w) if !w.name.is_empty() => w.name.clone(),
             _ => "workflow".to_owned(),
         };
-        let owner = lease_owner();
-        self.store
+        let fence = self
+            .store
             .create_run(NewRun {
                 run_id: run_id.to_owned(),
                 workflow: workflow.clone(),
                 input: input_json,
-                owner: owner.clone(),
+                owner: lease_owner(),
                 lease_ttl: self.options.lease_ttl,
             })
             .await?;
-        let mut st = RunState::new(run_id, owner);
+        let mut st = RunState::new(run_id, String::new());
+        st.fence = fence;
         let mut b = WriteBatch::new(run_id);
         b.push(Write::Event(Event::run(
             run_id,
             EventKind::RunStarted { workflow },
         )));
         supervisor(&mut b, "running", "Run started");
-        self.commit(b).await?;
+        self.commit(&st, b).await?;
         self.drive_and_release(&mut st, input).await
     }
 
@@ -217,12 +218,13 @@ where
                 rec.run_id
             ))
         })?;
-        let owner = lease_owner();
-        self.store
-            .acquire_lease(&rec.run_id, &owner, self.options.lease_ttl)
+        let fence = self
+            .store
+            .acquire_lease(&rec.run_id, &lease_owner(), self.options.lease_ttl)
             .await?;
-        let abandoned = self.store.reset_for_resume(&rec.run_id).await?;
-        let mut st = self.load_state(&rec.run_id, owner).await?;
+        let abandoned = self.store.reset_for_resume(&rec.run_id, &fence).await?;
+        let mut st = self.load_state(&rec.run_id, String::new()).await?;
+        st.fence = fence;
         let mut b = WriteBatch::new(&rec.run_id);
         b.push(Write::Event(Event::run(
             &rec.run_id,
@@ -233,7 +235,7 @@ where
             "running",
             &format!("Run resumed ({abandoned} interrupted attempt(s) will be retried)"),
         );
-        self.commit(b).await?;
+        self.commit(&st, b).await?;
         self.drive_and_release(&mut st, Arc::new(input)).await
     }
 
@@ -300,22 +302,23 @@ where
     }
 
     async fn drive_and_release(&self, st: &mut RunState, input: Arc<I>) -> Result<RunReport> {
-        let (tx, writer) = self.spawn_progress_writer();
+        let (tx, writer) = self.spawn_progress_writer(st.fence.clone());
         st.progress_tx = Some(tx);
         let result = self.drive(st, input).await;
         // Every attempt has ended: the writer drains what is queued and stops.
         st.progress_tx = None;
         let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
         if let Err(e) = &result {
+            // A driver that lost its lease writes nothing more: the run is another's now.
             if !matches!(e, Error::LeaseLost { .. }) {
                 // An error of the store or the machinery: the run must not stay `running`.
                 let b = st.end_batch(RunStatus::Failed, Some(&e.to_string()));
-                if let Err(e2) = self.commit(b).await {
+                if let Err(e2) = self.commit(st, b).await {
                     tracing::error!(error = %e2, "could not record the run's failure");
                 }
             }
         }
-        if let Err(e) = self.store.release_lease(&st.run_id, &st.owner).await {
+        if let Err(e) = self.store.release_lease(&st.run_id, &st.fence).await {
             tracing::warn!(error = %e, "could not release the run lease");
         }
         result
@@ -334,6 +337,7 @@ where
     /// transaction, so a chatty agent costs few commits.
     fn spawn_progress_writer(
         &self,
+        fence: FenceToken,
     ) -> (
         tokio::sync::mpsc::UnboundedSender<Event>,
         tokio::task::JoinHandle<()>,
@@ -342,7 +346,7 @@ where
         let store = self.store.clone();
         let writer = tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
-                let mut b = WriteBatch::new(&first.run_id);
+                let mut b = WriteBatch::new(&first.run_id).fenced(&fence);
                 b.push(Write::Event(first));
                 while b.writes.len() < 512 {
                     match rx.try_recv() {
@@ -385,10 +389,13 @@ where
             // Carry out the decisions; when none is left, render again.
             while let Some(command) = commands.pop_front() {
                 let next = match command {
-                    Command::Commit(b) => {
-                        self.commit(b).await?;
-                        continue;
-                    }
+                    // A refused commit (another process took the run over) stops the drive
+                    // through `Input::LeaseLost`, which writes nothing more.
+                    Command::Commit(b) => match self.commit(st, b).await {
+                        Ok(()) => continue,
+                        Err(e @ Error::LeaseLost { .. }) => Input::LeaseLost(e),
+                        Err(e) => return Err(e),
+                    },
                     Command::Prepare(items) => Input::Prepared(self.prepare(st, items).await?),
                     Command::Start(s) => {
                         self.spawn_attempt(st, &mut join, &mut tokens, s);
@@ -401,7 +408,7 @@ where
                         continue;
                     }
                     Command::CancelAll(b) => {
-                        self.cancel_all(&mut join, &mut tokens, b).await;
+                        self.cancel_all(st, &mut join, &mut tokens, b).await;
                         continue;
                     }
                     Command::Finish { status, error } => {
@@ -436,7 +443,7 @@ where
                             }
                         },
                         _ = lease_tick.tick() => {
-                            match self.store.renew_lease(&st.run_id, &st.owner, self.options.lease_ttl).await {
+                            match self.store.renew_lease(&st.run_id, &st.fence, self.options.lease_ttl).await {
                                 Ok(()) => continue,
                                 Err(e) => Input::LeaseLost(e),
                             }

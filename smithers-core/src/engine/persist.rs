@@ -10,6 +10,7 @@ where
     /// end its processes; then what is left is aborted and `b` recorded as well as possible.
     pub(super) async fn cancel_all(
         &self,
+        st: &RunState,
         join: &mut JoinSet<AttemptResult>,
         tokens: &mut HashMap<NodeKey, CancellationToken>,
         b: WriteBatch,
@@ -22,7 +23,7 @@ where
         })
         .await;
         join.abort_all();
-        if let Err(e) = self.commit(b).await {
+        if let Err(e) = self.commit(st, b).await {
             tracing::error!(error = %e, "could not record cancelled attempts");
         }
     }
@@ -33,7 +34,8 @@ where
         status: RunStatus,
         error: Option<String>,
     ) -> Result<RunReport> {
-        self.commit(st.end_batch(status, error.as_deref())).await?;
+        self.commit(st, st.end_batch(status, error.as_deref()))
+            .await?;
         Ok(RunReport {
             run_id: st.run_id.clone(),
             status,
@@ -42,11 +44,13 @@ where
         })
     }
 
-    pub(super) async fn commit(&self, b: WriteBatch) -> Result<()> {
+    /// Commits `b` under the driver's fencing token: refused with `LeaseLost`, writing nothing,
+    /// once another process took the run over.
+    pub(super) async fn commit(&self, st: &RunState, b: WriteBatch) -> Result<()> {
         if b.is_empty() {
             return Ok(());
         }
-        self.store.write(b.clone()).await?;
+        self.store.write(b.clone().fenced(&st.fence)).await?;
         self.deliver(&b);
         Ok(())
     }

@@ -17,7 +17,9 @@ pub(super) struct RunState {
     pub(super) run_id: String,
     /// Workflow name, from the root `<Workflow name>` of the latest render.
     pub(super) workflow: String,
-    pub(super) owner: String,
+    /// This driver's lease: owner (recorded on its attempts) and epoch. Every batch it commits
+    /// carries it, so nothing is written once another process took the run over.
+    pub(super) fence: FenceToken,
     pub(super) snap: Arc<RunSnapshot>,
     pub(super) nodes: HashMap<String, HashMap<u32, NodeState>>,
     pub(super) running: HashMap<NodeKey, Running>,
@@ -48,7 +50,7 @@ impl RunState {
         RunState {
             run_id: run_id.to_owned(),
             workflow: String::new(),
-            owner,
+            fence: FenceToken::new(owner, 0),
             snap: Arc::new(RunSnapshot {
                 run_id: run_id.to_owned(),
                 ..RunSnapshot::default()

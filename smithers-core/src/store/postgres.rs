@@ -28,7 +28,7 @@ mod writes;
 
 use connect::{connect_error, describe, migrate, parse, pool_error};
 use output_rows::{ensure_output_table, read_outputs};
-use writes::apply;
+use writes::{apply, check_fence};
 
 /// Connections the pool keeps at most.
 const POOL_SIZE: usize = 16;
@@ -121,7 +121,7 @@ impl PostgresStore {
 }
 
 const RUN_COLUMNS: &str =
-    "run_id, workflow, status, input_json, error, created_at, updated_at, lease_owner, lease_expires_ms";
+    "run_id, workflow, status, input_json, error, created_at, updated_at, lease_owner, lease_expires_ms, lease_epoch";
 
 fn u32_at(r: &Row, i: usize) -> u32 {
     r.get::<_, i64>(i) as u32
@@ -138,6 +138,7 @@ fn run_from_row(r: &Row) -> RunRecord {
         updated_at: r.get(6),
         lease_owner: r.get(7),
         lease_expires_ms: r.get(8),
+        lease_epoch: r.get(9),
     }
 }
 
@@ -199,13 +200,13 @@ async fn query_approvals(c: &impl GenericClient, run_id: &str) -> Result<Vec<App
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn create_run(&self, run: NewRun) -> Result<()> {
+    async fn create_run(&self, run: NewRun) -> Result<FenceToken> {
         let c = self.client().await?;
         let st = c
             .prepare_cached(
                 "INSERT INTO _smithers_runs
-                   (run_id, workflow, status, input_json, created_at, updated_at, lease_owner, lease_expires_ms)
-                 VALUES ($1, $2, 'running', $3, $4, $4, $5, $6)",
+                   (run_id, workflow, status, input_json, created_at, updated_at, lease_owner, lease_expires_ms, lease_epoch)
+                 VALUES ($1, $2, 'running', $3, $4, $4, $5, $6, 1)",
             )
             .await?;
         let expires = now_ms() + run.lease_ttl.as_millis() as i64;
@@ -221,7 +222,7 @@ impl Store for PostgresStore {
             ],
         )
         .await?;
-        Ok(())
+        Ok(FenceToken::new(run.owner, 1))
     }
 
     async fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {
@@ -257,7 +258,7 @@ impl Store for PostgresStore {
         Ok(c.query(&st, &[]).await?.iter().map(run_from_row).collect())
     }
 
-    async fn acquire_lease(&self, run_id: &str, owner: &str, ttl: Duration) -> Result<()> {
+    async fn acquire_lease(&self, run_id: &str, owner: &str, ttl: Duration) -> Result<FenceToken> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let row = tx
@@ -280,50 +281,55 @@ impl Store for PostgresStore {
                 });
             }
         }
-        tx.execute(
-            "UPDATE _smithers_runs SET lease_owner = $2, lease_expires_ms = $3 WHERE run_id = $1",
-            &[&run_id, &owner, &(now + ttl.as_millis() as i64)],
-        )
-        .await?;
+        // A new term: whoever held the lease before now holds a stale token. The row lock taken
+        // above waits for fenced batches in flight (they hold FOR KEY SHARE) to commit first.
+        let epoch: i64 = tx
+            .query_one(
+                "UPDATE _smithers_runs SET lease_owner = $2, lease_expires_ms = $3, lease_epoch = lease_epoch + 1
+                 WHERE run_id = $1 RETURNING lease_epoch",
+                &[&run_id, &owner, &(now + ttl.as_millis() as i64)],
+            )
+            .await?
+            .get(0);
         tx.commit().await?;
-        Ok(())
+        Ok(FenceToken::new(owner, epoch))
     }
 
-    async fn renew_lease(&self, run_id: &str, owner: &str, ttl: Duration) -> Result<()> {
+    async fn renew_lease(&self, run_id: &str, fence: &FenceToken, ttl: Duration) -> Result<()> {
         let c = self.client().await?;
         let st = c
             .prepare_cached(
-                "UPDATE _smithers_runs SET lease_expires_ms = $3 WHERE run_id = $1 AND lease_owner = $2",
+                "UPDATE _smithers_runs SET lease_expires_ms = $4
+                 WHERE run_id = $1 AND lease_owner = $2 AND lease_epoch = $3",
             )
             .await?;
+        let expires = now_ms() + ttl.as_millis() as i64;
         let n = c
-            .execute(
-                &st,
-                &[&run_id, &owner, &(now_ms() + ttl.as_millis() as i64)],
-            )
+            .execute(&st, &[&run_id, &fence.owner, &fence.epoch, &expires])
             .await?;
         if n == 0 {
-            return Err(Error::LeaseLost {
-                run_id: run_id.to_owned(),
-            });
+            // Not ours any more: say who holds it now.
+            check_fence(&c, run_id, fence, "").await?;
         }
         Ok(())
     }
 
-    async fn release_lease(&self, run_id: &str, owner: &str) -> Result<()> {
+    async fn release_lease(&self, run_id: &str, fence: &FenceToken) -> Result<()> {
+        // Not ours any more: nothing to give up.
         let c = self.client().await?;
         c.execute(
             "UPDATE _smithers_runs SET lease_owner = NULL, lease_expires_ms = NULL
-             WHERE run_id = $1 AND lease_owner = $2",
-            &[&run_id, &owner],
+             WHERE run_id = $1 AND lease_owner = $2 AND lease_epoch = $3",
+            &[&run_id, &fence.owner, &fence.epoch],
         )
         .await?;
         Ok(())
     }
 
-    async fn reset_for_resume(&self, run_id: &str) -> Result<u32> {
+    async fn reset_for_resume(&self, run_id: &str, fence: &FenceToken) -> Result<u32> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
+        check_fence(&tx, run_id, fence, "FOR UPDATE").await?;
         let now = now_rfc3339();
         let args: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&run_id, &now];
         // Three statements, one round trip.

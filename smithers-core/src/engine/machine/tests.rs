@@ -468,6 +468,8 @@ fn a_table_error_fails_the_run_and_a_lost_lease_stops_everything() {
     prepared(&mut st, 1);
     assert_eq!(
         describe(&st.handle(Input::LeaseLost(Error::Other("lease".into())))),
-        ["cancel_all[attempt_cancelled:a]", "abort: lease"]
+        ["cancel_all[]", "abort: lease"],
+        "a driver that lost its lease stops its attempts and records nothing"
     );
+    assert!(st.running.is_empty());
 }

@@ -16,11 +16,18 @@ use crate::store::redact_url;
 use crate::time::now_rfc3339;
 
 /// The embedded PostgreSQL migrations: (version, name, SQL).
-pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../../migrations/postgres/0001_init.sql"),
-)];
+pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "lease_epoch",
+        include_str!("../../../migrations/postgres/0002_lease_epoch.sql"),
+    ),
+];
 
 /// Parses `url` into a config with smithers' defaults (user `postgres`, a 5 s connect timeout).
 pub(super) fn parse(url: &str) -> Result<Config> {

@@ -1,15 +1,15 @@
 //! Applying a [`WriteBatch`] on PostgreSQL: one prepared (cached) statement per [`Write`], sent
 //! pipelined so a batch costs one round trip between `BEGIN` and `COMMIT`.
 
-use deadpool_postgres::Transaction;
-use futures::future::try_join_all;
+use deadpool_postgres::{GenericClient, Transaction};
+use futures::future::join_all;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Statement;
 
 use super::output_rows::insert_output;
 use crate::error::Result;
 use crate::plan::GroupStatus;
-use crate::store::{Write, WriteBatch};
+use crate::store::{FenceToken, Write, WriteBatch};
 use crate::time::now_rfc3339;
 
 /// An owned statement parameter.
@@ -24,7 +24,39 @@ macro_rules! params {
 /// them in order without waiting for the client between statements.
 pub(super) struct Pipeline<'a, 't> {
     tx: &'a Transaction<'t>,
+    /// The fencing check sent ahead of the writes: its statement, the run, the writer's token.
+    fence: Option<(Statement, &'a str, &'a FenceToken)>,
     ops: Vec<(Statement, Vec<Param>)>,
+}
+
+/// The fencing check of the PostgreSQL store, the one place it is made: inside the caller's
+/// transaction, the run's current lease owner and epoch must be `fence`'s. `lock` is the row lock
+/// to take (`FOR KEY SHARE` for a batch, so a takeover waits for batches in flight; `FOR UPDATE`
+/// before changing the lease; empty to only read).
+pub(super) async fn check_fence(
+    c: &impl GenericClient,
+    run_id: &str,
+    fence: &FenceToken,
+    lock: &str,
+) -> Result<()> {
+    let st = c.prepare_cached(&fence_sql(lock)).await?;
+    let row = c.query_opt(&st, &[&run_id]).await?;
+    fence_outcome(run_id, fence, row.as_ref())
+}
+
+fn fence_sql(lock: &str) -> String {
+    format!("SELECT lease_owner, lease_epoch FROM _smithers_runs WHERE run_id = $1 {lock}")
+}
+
+fn fence_outcome(
+    run_id: &str,
+    fence: &FenceToken,
+    row: Option<&tokio_postgres::Row>,
+) -> Result<()> {
+    fence.check(
+        run_id,
+        row.map(|r| (r.get::<_, Option<&str>>(0), r.get::<_, i64>(1))),
+    )
 }
 
 /// At most this many statements in flight, so a large batch never buffers without bound.
@@ -34,8 +66,17 @@ impl<'a, 't> Pipeline<'a, 't> {
     pub(super) fn new(tx: &'a Transaction<'t>) -> Self {
         Pipeline {
             tx,
+            fence: None,
             ops: Vec::new(),
         }
+    }
+
+    /// Sends the fencing check of `run_id` ahead of the writes; [`Pipeline::run`] fails with
+    /// `LeaseLost` when it does not hold, whatever the writes did (they are never committed).
+    pub(super) async fn fence(&mut self, run_id: &'a str, token: &'a FenceToken) -> Result<()> {
+        let st = self.tx.prepare_cached(&fence_sql("FOR KEY SHARE")).await?;
+        self.fence = Some((st, run_id, token));
+        Ok(())
     }
 
     /// Queues `sql` (prepared once per connection, then cached).
@@ -45,23 +86,53 @@ impl<'a, 't> Pipeline<'a, 't> {
         Ok(())
     }
 
-    /// Executes the queued statements in order; the first failure is returned (the transaction
-    /// is then aborted and must be rolled back).
+    /// Executes the queued statements in order, the fencing check first; a stale token is
+    /// reported before any statement's failure, else the first failure (the transaction is then
+    /// aborted and must be rolled back).
     pub(super) async fn run(self) -> Result<()> {
         let tx = self.tx;
-        for chunk in self.ops.chunks(IN_FLIGHT) {
-            // `try_join_all` polls a short list in order on its first poll: the order we sent.
-            try_join_all(chunk.iter().map(|(st, params)| async move {
-                let refs: Vec<&(dyn ToSql + Sync)> = params
-                    .iter()
-                    .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-                    .collect();
-                tx.execute(st, &refs).await
-            }))
-            .await?;
+        let mut chunks = self.ops.chunks(IN_FLIGHT);
+        let first = chunks.next().unwrap_or_default();
+        let fence = self.fence;
+        let (fenced, results) = futures::join!(
+            async move {
+                match fence {
+                    Some((st, run_id, token)) => {
+                        let row = tx.query_opt(&st, &[&run_id]).await?;
+                        fence_outcome(run_id, token, row.as_ref())
+                    }
+                    None => Ok(()),
+                }
+            },
+            send(tx, first)
+        );
+        fenced?;
+        for r in results {
+            r?;
+        }
+        for chunk in chunks {
+            for r in send(tx, chunk).await {
+                r?;
+            }
         }
         Ok(())
     }
+}
+
+/// Executes `chunk` in `tx`, pipelined: `join_all` polls a list in order on its first poll, and
+/// tokio-postgres writes a request when its future is first polled, so they go in queue order.
+async fn send(
+    tx: &Transaction<'_>,
+    chunk: &[(Statement, Vec<Param>)],
+) -> Vec<std::result::Result<u64, tokio_postgres::Error>> {
+    join_all(chunk.iter().map(|(st, params)| async move {
+        let refs: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        tx.execute(st, &refs).await
+    }))
+    .await
 }
 
 /// Applies every write of `batch` inside `tx`. The one place batches are written.
@@ -69,6 +140,10 @@ pub(super) async fn apply(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<()
     let run_id = batch.run_id.as_str();
     let now = now_rfc3339();
     let mut p = Pipeline::new(tx);
+    // Fencing first: a stale writer's batch writes nothing (it is never committed).
+    if let Some(fence) = &batch.fence {
+        p.fence(run_id, fence).await?;
+    }
     if batch.writes.iter().any(|w| matches!(w, Write::Group(_))) {
         // A new step takes the run's next id: one batch of the run at a time computes it.
         p.push(

@@ -39,6 +39,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "steps",
         include_str!("../../../migrations/0006_steps.sql"),
     ),
+    (
+        7,
+        "lease_epoch",
+        include_str!("../../../migrations/0007_lease_epoch.sql"),
+    ),
 ];
 
 pub(super) type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;

@@ -2,6 +2,7 @@
 
 use rusqlite::{params, Connection};
 
+use super::lease::check_fence;
 use super::output_rows::insert_output;
 use crate::error::Result;
 use crate::plan::GroupStatus;
@@ -10,6 +11,10 @@ use crate::time::now_rfc3339;
 
 pub(super) fn apply(c: &Connection, batch: &WriteBatch) -> Result<()> {
     let run_id = batch.run_id.as_str();
+    // Fencing first: a stale writer's batch writes nothing (the caller's savepoint is undone).
+    if let Some(fence) = &batch.fence {
+        check_fence(c, run_id, fence)?;
+    }
     let now = now_rfc3339();
     for w in &batch.writes {
         match w {
