@@ -13,8 +13,8 @@ extern crate self as smithers;
 
 pub use smithers_core::{
     agent, ctx, error, node, output, Agent, AgentError, AgentRequest, AgentResponse, Ctx, Error,
-    IntoAgent, Node, NodeRef, OnMaxReached, Output, Ref, Result, SharedAgent, TaskCtx, TaskError,
-    Usage,
+    IntoAgent, ModelPrice, Node, NodeRef, OnMaxReached, Output, PriceCatalog, Ref, Result,
+    RetryPolicy, SharedAgent, TaskCtx, TaskError, Usage,
 };
 pub use smithers_macros::{component, workflow, Output};
 
@@ -26,7 +26,7 @@ pub use smithers_agents as agents;
 /// Everything a workflow file needs.
 pub mod prelude {
     pub use crate::{
-        component, workflow, Ctx, Node, OnMaxReached, Output, Ref, TaskCtx, TaskError,
+        component, workflow, Ctx, Node, OnMaxReached, Output, Ref, RetryPolicy, TaskCtx, TaskError,
     };
     pub use schemars::JsonSchema;
     pub use serde::{Deserialize, Serialize};
@@ -46,7 +46,22 @@ pub mod __private {
         Branch, IntoNodes, Node, OnMaxReached, Parallel, Phase, Ralph, Sequence, Step, Task,
         TaskId, Workflow,
     };
-    pub use smithers_core::output::{Column, ColumnKind, Output, OutputInfo};
+    pub use smithers_core::output::{Column, ColumnKind, ColumnType, Output, OutputInfo};
+
+    /// The column of a field whose kind its type decides (what `#[derive(Output)]` expands to,
+    /// spanned at the field's type, so a type without `ColumnType` is one error there).
+    pub const fn column<T: ColumnType + ?Sized>(
+        name: &'static str,
+        rust_type: &'static str,
+        maybe_absent: bool,
+    ) -> Column {
+        Column {
+            name,
+            kind: T::KIND,
+            nullable: T::NULLABLE || maybe_absent,
+            rust_type,
+        }
+    }
     pub use smithers_core::{Ctx, IntoAgent, Ref};
 
     /// Compile-time check that `T` implements `Output` (spanned at the user's type).

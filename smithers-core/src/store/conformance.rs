@@ -542,6 +542,7 @@ pub async fn attempts_frames_steps_and_cache_persist(s: Arc<dyn Store>) {
                 session_id: Some("sess".into()),
                 exit_code: Some(0),
                 model: Some("m".into()),
+                cost_source: Some(crate::price::CostSource::Estimated),
             },
         },
         Write::AttemptVcs {
@@ -581,8 +582,18 @@ pub async fn attempts_frames_steps_and_cache_persist(s: Arc<dyn Store>) {
         "an attempt's end is recorded"
     );
     assert_eq!(
-        (a.session_id.as_deref(), a.exit_code, a.model.as_deref()),
-        (Some("sess"), Some(0), Some("m"))
+        (
+            a.session_id.as_deref(),
+            a.exit_code,
+            a.model.as_deref(),
+            a.cost_source
+        ),
+        (
+            Some("sess"),
+            Some(0),
+            Some("m"),
+            Some(crate::price::CostSource::Estimated)
+        )
     );
     assert_eq!(
         (

@@ -446,7 +446,7 @@ impl Store for PostgresStore {
             .prepare_cached(
                 "SELECT node_id, iteration, attempt, status, agent, started_at, duration_ms, error,
                    input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, session_id,
-                   exit_code, model, vcs_repo, vcs_before, vcs_after
+                   exit_code, model, vcs_repo, vcs_before, vcs_after, cost_source
                  FROM _smithers_attempts WHERE run_id = $1 ORDER BY seq",
             )
             .await?;
@@ -476,6 +476,9 @@ impl Store for PostgresStore {
                 vcs_repo: r.get(16),
                 vcs_before: r.get(17),
                 vcs_after: r.get(18),
+                cost_source: r
+                    .get::<_, Option<&str>>(19)
+                    .and_then(crate::price::CostSource::parse),
             })
             .collect())
     }

@@ -27,6 +27,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "lease_epoch",
         include_str!("../../../migrations/postgres/0002_lease_epoch.sql"),
     ),
+    (
+        3,
+        "cost_source",
+        include_str!("../../../migrations/postgres/0003_cost_source.sql"),
+    ),
 ];
 
 /// Parses `url` into a config with smithers' defaults (user `postgres`, a 5 s connect timeout).

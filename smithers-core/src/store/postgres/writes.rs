@@ -226,7 +226,7 @@ pub(super) async fn apply(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<()
                 p.push(
                     "UPDATE _smithers_attempts SET status = $5, finished_at = $6, duration_ms = $7, error = $8,
                        input_tokens = $9, output_tokens = $10, cache_read_tokens = $11, cache_write_tokens = $12,
-                       cost_usd = $13, session_id = $14, exit_code = $15, model = $16
+                       cost_usd = $13, session_id = $14, exit_code = $15, model = $16, cost_source = $17
                      WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND attempt = $4",
                     params![
                         run_id.to_owned(),
@@ -244,7 +244,8 @@ pub(super) async fn apply(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<()
                         u.cost_usd,
                         end.session_id.clone(),
                         end.exit_code.map(i64::from),
-                        end.model.clone()
+                        end.model.clone(),
+                        end.cost_source.map(|c| c.as_str())
                     ],
                 )
                 .await?;
