@@ -23,6 +23,14 @@ pub(crate) fn check_ident(name: &str) -> Result<()> {
     }
 }
 
+/// Whether `table` is smithers' (`_smithers_*`, `state`) or SQLite's (`sqlite_*`). SQLite
+/// compares identifiers case-insensitively, so this does too: `_SMITHERS_EVENTS` is
+/// `_smithers_events`.
+pub(crate) fn is_reserved(table: &str) -> bool {
+    let t = table.to_ascii_lowercase();
+    t.starts_with("_smithers_") || t.starts_with("sqlite_") || t == "state"
+}
+
 /// Quotes a name checked by [`check_ident`].
 pub(crate) fn quote(name: &str) -> String {
     format!("\"{name}\"")
@@ -59,11 +67,8 @@ fn describe(kind: &str, rust_type: &str) -> String {
 /// Checks the table and column names of `info` before they are quoted into SQL (every backend).
 pub(crate) fn check_output_names(info: &OutputInfo) -> Result<()> {
     check_ident(info.table)?;
-    if info.table.starts_with("_smithers_") || info.table == "state" {
-        return Err(Error::InvalidIdentifier(format!(
-            "{} (reserved for smithers' own tables)",
-            info.table
-        )));
+    if is_reserved(info.table) {
+        return Err(Error::ReservedTable(info.table.to_owned()));
     }
     for col in info.columns {
         check_ident(col.name)?;
