@@ -120,8 +120,16 @@ impl PostgresStore {
     }
 }
 
+/// What the PostgreSQL store does not do yet: phase and step records (written by `<Phase>` and
+/// `<Step>`), the Steps API, rollback, rewind and fork. Said plainly instead of half-done.
+pub(super) fn steps_unsupported(run_id: &str, what: &str) -> Error {
+    Error::Other(format!(
+        "{what} of run `{run_id}`: phase and step records, the Steps API, rollback, rewind and fork are not implemented on PostgreSQL yet; use a SQLite database (`--db PATH`) for workflows that need them"
+    ))
+}
+
 const RUN_COLUMNS: &str =
-    "run_id, workflow, status, input_json, error, created_at, updated_at, lease_owner, lease_expires_ms, lease_epoch";
+    "run_id, workflow, status, input_json, error, created_at, updated_at, lease_owner, lease_expires_ms, lease_epoch, parent_run_id, parent_frame";
 
 fn u32_at(r: &Row, i: usize) -> u32 {
     r.get::<_, i64>(i) as u32
@@ -139,6 +147,8 @@ fn run_from_row(r: &Row) -> RunRecord {
         lease_owner: r.get(7),
         lease_expires_ms: r.get(8),
         lease_epoch: r.get(9),
+        parent_run_id: r.get(10),
+        parent_frame: r.get::<_, Option<i64>>(11).map(|f| f as u32),
     }
 }
 
@@ -375,7 +385,7 @@ impl Store for PostgresStore {
         let failures_st = tx
             .prepare_cached(
                 "SELECT node_id, iteration, COUNT(*) FROM _smithers_attempts
-                 WHERE run_id = $1 AND status = 'failed' GROUP BY node_id, iteration",
+                 WHERE run_id = $1 AND status = 'failed' AND NOT rolled_back GROUP BY node_id, iteration",
             )
             .await?;
         let (nodes, loops, state, frame, failures, approvals) = tokio::try_join!(
@@ -513,7 +523,10 @@ impl Store for PostgresStore {
         let c = self.client().await?;
         let st = c
             .prepare_cached(
-                "SELECT step_id, kind, name, phase, iteration, status, task_ids, started_at, completed_at, duration_ms
+                "SELECT run_id, step_id, parent_step_id, active, source, name, phase_id, phase,
+                   iteration, status, task_ids, started_at, completed_at, duration_ms, created_at, created_seq,
+                   started_seq, vcs_repo, vcs_backend, snapshot_before, snapshot_after, head_before, commit_created,
+                   agent_config_json, token_usage_json, exit_code
                  FROM _smithers_steps WHERE run_id = $1 ORDER BY step_id",
             )
             .await?;
@@ -521,18 +534,77 @@ impl Store for PostgresStore {
             .await?
             .iter()
             .map(|r| StepRecord {
-                step_id: r.get(0),
-                kind: r.get(1),
-                name: r.get(2),
-                phase: r.get(3),
-                iteration: u32_at(r, 4),
-                status: r.get(5),
-                task_ids: serde_json::from_value(r.get(6)).unwrap_or_default(),
-                started_at: r.get(7),
-                completed_at: r.get(8),
-                duration_ms: r.get(9),
+                run_id: r.get(0),
+                step_id: r.get(1),
+                parent_step_id: r.get(2),
+                active: r.get(3),
+                source: r.get(4),
+                name: r.get(5),
+                phase_id: r.get(6),
+                phase: r.get(7),
+                iteration: u32_at(r, 8),
+                status: r.get(9),
+                task_ids: serde_json::from_value(r.get(10)).unwrap_or_default(),
+                started_at: r.get(11),
+                completed_at: r.get(12),
+                duration_ms: r.get(13),
+                created_at: r.get(14),
+                created_seq: r.get(15),
+                started_seq: r.get(16),
+                vcs_repo: r.get(17),
+                vcs_backend: r.get(18),
+                snapshot_before: r.get(19),
+                snapshot_after: r.get(20),
+                head_before: r.get(21),
+                commit_created: r.get(22),
+                agent_config_json: r.get(23),
+                token_usage_json: r.get(24),
+                exit_code: r.get::<_, Option<i64>>(25).map(|v| v as i32),
             })
             .collect())
+    }
+
+    async fn phases(&self, run_id: &str) -> Result<Vec<PhaseRecord>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT run_id, phase_id, name, iteration, status, active, started_at, completed_at, duration_ms, created_at
+                 FROM _smithers_phases WHERE run_id = $1 ORDER BY phase_id",
+            )
+            .await?;
+        Ok(c.query(&st, &[&run_id])
+            .await?
+            .iter()
+            .map(|r| PhaseRecord {
+                run_id: r.get(0),
+                phase_id: r.get(1),
+                name: r.get(2),
+                iteration: u32_at(r, 3),
+                status: r.get(4),
+                active: r.get(5),
+                started_at: r.get(6),
+                completed_at: r.get(7),
+                duration_ms: r.get(8),
+                created_at: r.get(9),
+            })
+            .collect())
+    }
+
+    async fn start_step(&self, run_id: &str, _name: Option<&str>) -> Result<i64> {
+        Err(steps_unsupported(run_id, "the Steps API"))
+    }
+
+    async fn rewind(
+        &self,
+        run_id: &str,
+        _to: RewindTo,
+        _fence: &FenceToken,
+    ) -> Result<RewindReport> {
+        Err(steps_unsupported(run_id, "rollback and rewind"))
+    }
+
+    async fn fork_run(&self, fork: ForkRun) -> Result<RunRecord> {
+        Err(steps_unsupported(&fork.parent_run_id, "fork"))
     }
 
     async fn cache_get(&self, key: &str) -> Result<Option<Value>> {

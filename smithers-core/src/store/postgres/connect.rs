@@ -32,6 +32,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "cost_source",
         include_str!("../../../migrations/postgres/0003_cost_source.sql"),
     ),
+    (
+        4,
+        "step_records",
+        include_str!("../../../migrations/postgres/0004_step_records.sql"),
+    ),
 ];
 
 /// Parses `url` into a config with smithers' defaults (user `postgres`, a 5 s connect timeout).

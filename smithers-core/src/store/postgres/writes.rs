@@ -8,7 +8,6 @@ use tokio_postgres::Statement;
 
 use super::output_rows::insert_output;
 use crate::error::Result;
-use crate::plan::GroupStatus;
 use crate::store::{FenceToken, Write, WriteBatch};
 use crate::time::now_rfc3339;
 
@@ -295,6 +294,20 @@ pub(super) async fn apply(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<()
                     ],
                 )
                 .await?;
+                // The counter's history, so a rollback can put it back.
+                p.push(
+                    "INSERT INTO _smithers_ralph_history (run_id, loop_id, seq, iteration, pass_start, parent_iteration, done)
+                     VALUES ($1, $2, (SELECT COALESCE(MAX(seq), 0) FROM _smithers_events), $3, $4, $5, $6)",
+                    params![
+                        run_id.to_owned(),
+                        loop_id.clone(),
+                        i64::from(state.iteration),
+                        i64::from(state.pass_start),
+                        i64::from(state.parent_iteration),
+                        state.done
+                    ],
+                )
+                .await?;
             }
             Write::Frame {
                 frame_no,
@@ -324,31 +337,8 @@ pub(super) async fn apply(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<()
                 )
                 .await?;
             }
-            Write::Group(g) => {
-                let done = g.status != GroupStatus::Running;
-                p.push(
-                    "INSERT INTO _smithers_steps
-                       (run_id, step_id, kind, name, phase, iteration, status, task_ids, started_at, completed_at, duration_ms)
-                     VALUES ($1, (SELECT COALESCE(MAX(step_id), 0) + 1 FROM _smithers_steps WHERE run_id = $1),
-                             $2, $3, $4, $5, $6, $7, $8, CASE WHEN $9 THEN $8 END, CASE WHEN $9 THEN 0::BIGINT END)
-                     ON CONFLICT (run_id, kind, name, iteration) DO UPDATE SET
-                       status = EXCLUDED.status, task_ids = EXCLUDED.task_ids,
-                       completed_at = CASE WHEN $9 THEN $8 END,
-                       duration_ms = CASE WHEN $9 THEN (EXTRACT(EPOCH FROM
-                         (CAST($8::TEXT AS TIMESTAMPTZ) - CAST(_smithers_steps.started_at AS TIMESTAMPTZ))) * 1000)::BIGINT END",
-                    params![
-                        run_id.to_owned(),
-                        g.kind.as_str(),
-                        g.name.clone(),
-                        g.phase.clone(),
-                        i64::from(g.iteration),
-                        g.status.as_str(),
-                        serde_json::to_value(&g.tasks)?,
-                        now.clone(),
-                        done
-                    ],
-                )
-                .await?;
+            Write::Group(_) | Write::StepVcs(_) | Write::StepEnd { .. } => {
+                return Err(super::steps_unsupported(run_id, "a phase or step"));
             }
             Write::AttemptVcs {
                 node_id,
