@@ -323,3 +323,41 @@ async fn a_failed_migration_leaves_no_table_behind() {
     drop(client);
     schema.drop().await;
 }
+
+#[tokio::test]
+async fn budget_raises_persist_on_postgres_and_name_an_unknown_run() {
+    let Some(schema) = PgSchema::create("budget_raises_persist_on_postgres").await else {
+        return;
+    };
+    let store = PostgresStore::connect(&schema.url).await.unwrap();
+    store
+        .create_run(smithers_core::store::NewRun {
+            run_id: "r".into(),
+            workflow: "w".into(),
+            input: serde_json::json!({}),
+            owner: "me".into(),
+            lease_ttl: std::time::Duration::from_secs(60),
+        })
+        .await
+        .unwrap();
+    let raise = |node: Option<&str>, usd: f64, tokens: u64| smithers_core::budget::BudgetRaise {
+        node_id: node.map(str::to_owned),
+        add_usd: usd,
+        add_tokens: tokens,
+    };
+    store.raise_budget("r", raise(None, 5.0, 0)).await.unwrap();
+    store
+        .raise_budget("r", raise(Some("fix"), 0.5, 1000))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.budget_raises("r").await.unwrap(),
+        [raise(None, 5.0, 0), raise(Some("fix"), 0.5, 1000)]
+    );
+    assert!(matches!(
+        store.raise_budget("nope", raise(None, 1.0, 0)).await,
+        Err(Error::RunNotFound(r)) if r == "nope"
+    ));
+    drop(store);
+    schema.drop().await;
+}

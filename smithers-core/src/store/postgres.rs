@@ -777,6 +777,46 @@ impl Store for PostgresStore {
             .ok_or_else(|| Error::RunNotFound(run_id.to_owned()))
     }
 
+    async fn raise_budget(&self, run_id: &str, raise: crate::budget::BudgetRaise) -> Result<()> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "INSERT INTO _smithers_budget_raises (run_id, node_id, add_usd, add_tokens, raised_at)
+                 SELECT run_id, $2, $3, $4, $5 FROM _smithers_runs WHERE run_id = $1",
+                &[
+                    &run_id,
+                    &raise.node_id,
+                    &raise.add_usd,
+                    &(raise.add_tokens as i64),
+                    &now_rfc3339(),
+                ],
+            )
+            .await?;
+        if n == 0 {
+            return Err(Error::RunNotFound(run_id.to_owned()));
+        }
+        Ok(())
+    }
+
+    async fn budget_raises(&self, run_id: &str) -> Result<Vec<crate::budget::BudgetRaise>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT node_id, add_usd, add_tokens FROM _smithers_budget_raises
+                 WHERE run_id = $1 ORDER BY seq",
+            )
+            .await?;
+        Ok(c.query(&st, &[&run_id])
+            .await?
+            .iter()
+            .map(|r| crate::budget::BudgetRaise {
+                node_id: r.get(0),
+                add_usd: r.get(1),
+                add_tokens: r.get::<_, i64>(2).max(0) as u64,
+            })
+            .collect())
+    }
+
     async fn state_get(&self, key: &str) -> Result<Option<String>> {
         let c = self.client().await?;
         let st = c

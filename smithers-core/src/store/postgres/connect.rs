@@ -37,6 +37,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "step_records",
         include_str!("../../../migrations/postgres/0004_step_records.sql"),
     ),
+    (
+        5,
+        "budget_raises",
+        include_str!("../../../migrations/postgres/0005_budget_raises.sql"),
+    ),
 ];
 
 /// Parses `url` into a config with smithers' defaults (user `postgres`, a 5 s connect timeout).
