@@ -312,15 +312,15 @@ async fn run() -> ExitCode {
     {
         return init(dir, name, smithers_path);
     }
-    if !cli.db.db.exists() {
+    if !cli.db.exists() {
         eprintln!(
-            "error: no database at `{}`; pass --db or run a workflow first",
-            cli.db.db.display()
+            "error: no database at {}; pass --db or run a workflow first",
+            cli.db.describe()
         );
         return ExitCode::from(2);
     }
     let result = async {
-        let store = cli.db.open()?;
+        let store = cli.db.open().await?;
         let store = &*store;
         Ok(match cli.command {
             Command::Runs { json } => inspect::runs(store, json)
