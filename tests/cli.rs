@@ -148,6 +148,7 @@ async fn graph_annotates_only_the_mounted_arm_when_both_arms_share_an_id() {
         durability: smithers::cli::DurabilityArg::Normal,
     }
     .open()
+    .await
     .unwrap();
     let text = smithers::cli::run_graph(store, branchy, "r1")
         .await
