@@ -68,6 +68,9 @@ pub struct EngineOptions {
     /// Prices used to estimate the cost of an attempt whose agent reports none (default: the
     /// built-in catalog; see [`crate::price::PriceCatalog::load_toml`] to override it).
     pub prices: Arc<crate::price::PriceCatalog>,
+    /// After a failure of the store or the machinery (a full disk), how long to keep trying to
+    /// record the run as failed before giving up and leaving it `running` for a `resume`.
+    pub failure_retry: Duration,
 }
 
 impl Default for EngineOptions {
@@ -85,6 +88,7 @@ impl Default for EngineOptions {
             agent_retry_policy: crate::retry::RetryPolicy::exponential(Duration::from_secs(1))
                 .max_delay(Duration::from_secs(60)),
             prices: Arc::new(crate::price::PriceCatalog::builtin()),
+            failure_retry: Duration::from_secs(60),
         }
     }
 }
@@ -322,16 +326,35 @@ where
             // A driver that lost its lease writes nothing more: the run is another's now.
             if !matches!(e, Error::LeaseLost { .. }) {
                 // An error of the store or the machinery: the run must not stay `running`.
-                let b = st.end_batch(RunStatus::Failed, Some(&e.to_string()));
-                if let Err(e2) = self.commit(st, b).await {
-                    tracing::error!(error = %e2, "could not record the run's failure");
-                }
+                self.record_failure(st, e).await;
             }
         }
         if let Err(e) = self.store.release_lease(&st.run_id, &st.fence).await {
             tracing::warn!(error = %e, "could not release the run lease");
         }
         result
+    }
+
+    /// Records the run as failed with `error`, retrying (with backoff, for
+    /// `EngineOptions::failure_retry`) while the store cannot write, so a failure such as a full
+    /// disk is recorded as soon as there is room again.
+    async fn record_failure(&self, st: &RunState, error: &Error) {
+        let b = st.end_batch(RunStatus::Failed, Some(&error.to_string()));
+        let deadline = Instant::now() + self.options.failure_retry;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let e = match self.commit(st, b.clone()).await {
+                Ok(()) => return,
+                Err(e) => e,
+            };
+            if matches!(e, Error::LeaseLost { .. }) || Instant::now() >= deadline {
+                tracing::error!(error = %e, run_id = %st.run_id, "could not record the run's failure ({error}); it stays `running` and `resume` continues it");
+                return;
+            }
+            tracing::warn!(error = %e, "could not record the run's failure yet; retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
     }
 
     /// `smithers cancel` from another process sets a flag on the run: act on it as on Ctrl-C.

@@ -22,6 +22,7 @@ use crate::time::{now_ms, now_rfc3339};
 mod connection;
 mod lease;
 mod output_rows;
+mod reserve;
 mod writes;
 
 use connection::{configure, migrate, worker, Completion, Job};
@@ -95,6 +96,7 @@ impl SqliteStore {
         configure(&conn, durability)
             .and_then(|()| migrate(&mut conn, &path))
             .map_err(|e| name_the_file(&path, e))?;
+        reserve::ensure(&path);
         let (tx, rx) = mpsc::channel::<Job>();
         let worker = thread::Builder::new()
             .name("smithers-sqlite".into())
@@ -152,15 +154,28 @@ impl SqliteStore {
             .map_err(|_| Error::StoreClosed("the worker thread has exited".into()))?;
         rx.await
             .map_err(|_| Error::StoreClosed("the worker thread dropped a request".into()))?
-            .map_err(|e| self.named(e))
+            .map_err(|e| {
+                let e = self.named(e);
+                if matches!(e, Error::DiskFull { .. }) {
+                    // Make room for recording what happened (the next open restores it).
+                    reserve::release(&self.path);
+                }
+                e
+            })
     }
 }
 
 /// An SQLite error that means the file is not a database or is damaged becomes
 /// [`Error::DatabaseDamaged`] naming `path`; any other error is returned as it is.
 fn name_the_file(path: &Path, e: Error) -> Error {
-    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    use rusqlite::ErrorCode::{DatabaseCorrupt, DiskFull, NotADatabase};
     match e {
+        Error::Sqlite(rusqlite::Error::SqliteFailure(f, msg)) if f.code == DiskFull => {
+            Error::DiskFull {
+                path: path.to_owned(),
+                message: msg.unwrap_or_else(|| f.to_string()),
+            }
+        }
         Error::Sqlite(rusqlite::Error::SqliteFailure(f, msg))
             if matches!(f.code, DatabaseCorrupt | NotADatabase) =>
         {

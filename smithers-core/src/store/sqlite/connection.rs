@@ -185,6 +185,20 @@ pub(super) fn worker(mut conn: Connection, rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// One caller's copy of a failed `COMMIT`: SQLite's code is kept (a full disk stays a full disk).
+fn commit_error(e: &rusqlite::Error) -> Error {
+    match e {
+        rusqlite::Error::SqliteFailure(f, m) => Error::Sqlite(rusqlite::Error::SqliteFailure(
+            *f,
+            Some(format!(
+                "commit failed: {}",
+                m.clone().unwrap_or_else(|| f.to_string())
+            )),
+        )),
+        other => Error::Other(format!("commit failed: {other}")),
+    }
+}
+
 fn run_group(conn: &Connection, group: Vec<WriteJob>) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         // Dropping the jobs drops their reply channels: each caller gets `StoreClosed`.
@@ -208,14 +222,14 @@ fn run_group(conn: &Connection, group: Vec<WriteJob>) {
         }
         completions.push(completion);
     }
-    let commit_err = conn.execute_batch("COMMIT").err().map(|e| e.to_string());
+    let commit_err = conn.execute_batch("COMMIT").err();
     if commit_err.is_some() {
         let _ = conn.execute_batch("ROLLBACK");
     }
     for c in completions {
         c(match &commit_err {
             None => Ok(()),
-            Some(m) => Err(Error::Other(format!("commit failed: {m}"))),
+            Some(e) => Err(commit_error(e)),
         });
     }
 }
