@@ -50,6 +50,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "cost_source",
         include_str!("../../../migrations/0008_cost_source.sql"),
     ),
+    (
+        9,
+        "step_records",
+        include_str!("../../../migrations/0009_step_records.sql"),
+    ),
 ];
 
 pub(super) type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
