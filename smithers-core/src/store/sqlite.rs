@@ -4,7 +4,9 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
@@ -57,6 +59,7 @@ impl Durability {
 pub struct SqliteStore {
     tx: mpsc::Sender<Job>,
     path: PathBuf,
+    commits: Arc<AtomicU64>,
 }
 
 impl SqliteStore {
@@ -76,19 +79,27 @@ impl SqliteStore {
         configure(&conn, durability)?;
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel::<Job>();
+        let commits = Arc::new(AtomicU64::new(0));
+        let counter = commits.clone();
         thread::Builder::new()
             .name("smithers-sqlite".into())
-            .spawn(move || worker(conn, rx))
+            .spawn(move || worker(conn, rx, &counter))
             .map_err(|e| Error::OpenDb {
                 path: path.clone(),
                 message: e.to_string(),
             })?;
-        Ok(SqliteStore { tx, path })
+        Ok(SqliteStore { tx, path, commits })
     }
 
     /// The database path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How many write transactions this store has committed since it was opened (writes queued
+    /// together share one transaction). What benchmarks count to show commits per output.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     async fn read<T: Send + 'static>(
