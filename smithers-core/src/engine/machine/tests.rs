@@ -178,7 +178,7 @@ fn a_render_records_skips_and_phase_transitions_and_runs_hooks_once() {
             node_loop: &st.snap.node_loop,
         },
     );
-    let (b, decided) = st.on_render(&t, &p, Vec::new());
+    let (b, decided) = st.on_render(&t, true, &p, Vec::new());
     assert!(!decided, "nothing skipped yet: the phase is still running");
     assert_eq!(kinds(&b), ["frame_rendered", "step_changed"]);
     assert!(b
@@ -186,7 +186,7 @@ fn a_render_records_skips_and_phase_transitions_and_runs_hooks_once() {
         .iter()
         .any(|w| matches!(w, Write::State { key, .. } if key == "phase")));
     // The same render again: no new frame, no transition, no second hook call.
-    let (b, _) = st.on_render(&t, &p, Vec::new());
+    let (b, _) = st.on_render(&t, true, &p, Vec::new());
     assert!(b.is_empty(), "{:?}", kinds(&b));
     assert_eq!(started.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
@@ -244,6 +244,7 @@ fn render(st: &mut RunState, tree: Node) -> Vec<String> {
     describe(&st.handle(Input::Rendered {
         tree: Ok(tree),
         state_writes: Vec::new(),
+        reads: crate::ctx::Reads::default(),
     }))
 }
 
