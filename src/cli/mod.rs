@@ -68,6 +68,10 @@ struct WorkflowCli {
     /// stopping with status waiting-approval.
     #[arg(long, global = true)]
     wait_approval: bool,
+    /// The directory whose git or jj repository every step is snapshotted in (for `smithers
+    /// step rollback`); the current directory by default.
+    #[arg(long, global = true, env = "SMITHERS_WORKDIR")]
+    workdir: Option<PathBuf>,
     /// Lease period in milliseconds (`EngineOptions::lease_ttl`); for tests that pause a
     /// driver past its lease.
     #[arg(long, global = true, hide = true, value_parser = clap::value_parser!(u64).range(30..))]
@@ -95,6 +99,20 @@ enum WorkflowCommand {
         /// The run to resume.
         #[arg(long)]
         run_id: Option<String>,
+        /// Run-wide limit of tasks running at once.
+        #[arg(long, default_value_t = 16)]
+        max_concurrency: usize,
+    },
+    /// Start a new run whose history is another run's up to a frame, and run the rest.
+    Fork {
+        /// The run to fork.
+        run_id: String,
+        /// The frame to fork at (`smithers frames RUN --all` lists them).
+        #[arg(long)]
+        frame: u32,
+        /// A different input: JSON text, or @path to a JSON file (the parent's by default).
+        #[arg(long)]
+        input: Option<String>,
         /// Run-wide limit of tasks running at once.
         #[arg(long, default_value_t = 16)]
         max_concurrency: usize,
@@ -195,6 +213,15 @@ where
     }
 }
 
+/// The price catalog: the built-in one, overridden by the TOML file named by `SMITHERS_PRICES`
+/// (a file that cannot be read or parsed is an error naming it, never a silent zero).
+pub fn prices_from_env() -> smithers_core::Result<smithers_core::PriceCatalog> {
+    match std::env::var_os("SMITHERS_PRICES") {
+        Some(path) if !path.is_empty() => smithers_core::PriceCatalog::load_toml(path),
+        _ => Ok(smithers_core::PriceCatalog::builtin()),
+    }
+}
+
 /// Installs a `tracing` subscriber honouring `RUST_LOG` (errors only by default: progress lines
 /// already show every event).
 pub fn init_tracing() {
@@ -211,6 +238,8 @@ where
     I: Serialize + DeserializeOwned + Send + Sync + 'static,
     F: Fn(&Ctx<I>) -> Node + Send + Sync + 'static,
 {
+    // Prices for estimated costs: the built-in catalog, overridden by `SMITHERS_PRICES`.
+    let prices = Arc::new(prices_from_env().map_err(|e| e.to_string())?);
     // One line per event, or the live tree in a terminal, or nothing.
     let live = |store: &Arc<dyn Store>| {
         (!cli.quiet && live::stderr_is_terminal()).then(|| live::LiveProgress::start(store.clone()))
@@ -227,9 +256,11 @@ where
                 on_event,
                 cancel: tokio_util_cancel(),
                 wait_for_approval: cli.wait_approval,
+                workdir: cli.workdir.clone(),
                 lease_ttl: cli
                     .lease_ttl_ms
                     .map_or(defaults.lease_ttl, std::time::Duration::from_millis),
+                prices: prices.clone(),
                 ..defaults
             };
             Engine::new(store, workflow).with_options(opts)
@@ -261,6 +292,29 @@ where
             let view = live(&store);
             let engine = make_engine(store, workflow, *max_concurrency, view.as_ref());
             let report = engine.resume(run_id.as_deref()).await;
+            if let Some(v) = view {
+                v.finish().await;
+            }
+            Ok(report_exit(report))
+        }
+        WorkflowCommand::Fork {
+            run_id,
+            frame,
+            input,
+            max_concurrency,
+        } => {
+            // The input is checked against the workflow's type before anything is written.
+            let input = match input {
+                Some(raw) => {
+                    let typed: I = parse_input(Some(raw))?;
+                    Some(serde_json::to_value(typed).map_err(|e| e.to_string())?)
+                }
+                None => None,
+            };
+            let store = cli.db.open().map_err(|e| e.to_string())?;
+            let view = live(&store);
+            let engine = make_engine(store, workflow, *max_concurrency, view.as_ref());
+            let report = engine.fork(run_id, *frame, input).await;
             if let Some(v) = view {
                 v.finish().await;
             }

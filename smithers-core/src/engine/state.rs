@@ -53,6 +53,24 @@ pub(super) struct RunState {
     pub(super) stale: bool,
     /// The planner's memory of `tree` (cursors, ids checked); reset with every new render.
     pub(super) cursors: plan::Cursors,
+    /// Steps that started or ended in the last render: their working copy is recorded next.
+    pub(super) snapshots: Vec<super::machine::StepSnapshot>,
+    /// Why every running attempt is being stopped, while it is.
+    pub(super) stopping: Option<super::machine::Stopping>,
+    /// Attempts that ended while the run was being cancelled, recorded by the cancellation.
+    pub(super) stopped: Vec<AttemptResult>,
+    /// The workflow's default retry policy (from the latest render).
+    pub(super) workflow_retry_policy: Option<crate::retry::RetryPolicy>,
+    /// `EngineOptions::prices`.
+    pub(super) prices: Arc<crate::price::PriceCatalog>,
+    /// `EngineOptions::agent_retry_policy`.
+    pub(super) agent_retry_policy: crate::retry::RetryPolicy,
+    /// Tasks waiting out a backoff before their next attempt.
+    pub(super) backing_off: HashSet<NodeKey>,
+    /// Backoffs decided but not yet handed to the executor.
+    pub(super) new_backoffs: Vec<(NodeKey, Duration)>,
+    /// The last reply of a task that did not validate: quoted back in its next prompt.
+    pub(super) rejected: HashMap<NodeKey, crate::prompt::RejectedReply>,
 }
 
 impl RunState {
@@ -83,6 +101,15 @@ impl RunState {
             reads: Reads::default(),
             stale: true,
             cursors: plan::Cursors::default(),
+            snapshots: Vec::new(),
+            stopping: None,
+            stopped: Vec::new(),
+            workflow_retry_policy: None,
+            agent_retry_policy: EngineOptions::default().agent_retry_policy,
+            prices: Arc::new(crate::price::PriceCatalog::builtin()),
+            backing_off: HashSet::new(),
+            new_backoffs: Vec::new(),
+            rejected: HashMap::new(),
         }
     }
 
