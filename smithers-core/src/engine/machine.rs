@@ -405,7 +405,7 @@ impl RunState {
             // Static values have no side effects and take no time: every one the plan offers
             // starts and finishes in one shared transaction.
             if let TaskExec::Value(v) = &r.task.exec {
-                let v = v.clone();
+                let v = v.to_json();
                 self.complete_static(&mut statics, &r, v, Source::Static);
                 continue;
             }
