@@ -255,6 +255,29 @@ async fn bench_resume(n: usize) -> Duration {
     el
 }
 
+/// The floor next to a case: measured just before and just after it, averaged (fsync latency on a
+/// shared machine moves with everyone else's writes, so a floor taken once is not comparable).
+struct Floors(Vec<(String, Duration, Duration)>);
+
+impl Floors {
+    fn before() -> Duration {
+        commit_floor(300)
+    }
+
+    fn record(&mut self, case: String, per: Duration, before: Duration) {
+        let after = commit_floor(300);
+        let floor = (before + after) / 2;
+        println!(
+            "    floor around it {:>9.1} µs/commit ({:.1} before, {:.1} after): {:.2}x floor",
+            us(floor),
+            us(before),
+            us(after),
+            per.as_secs_f64() / floor.as_secs_f64()
+        );
+        self.0.push((case, per, floor));
+    }
+}
+
 fn main() {
     let sizes = env_sizes("SMITHERS_BENCH_N", &[100, 1000, 10_000, 100_000]);
     let ralph = env_size("SMITHERS_BENCH_RALPH", 10_000);
@@ -263,8 +286,7 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         println!("smithers engine overhead (durability FULL; floor = one SQLite insert per commit, WAL, synchronous=FULL)");
-        let floor_before = commit_floor(2000);
-        println!("commit floor (before)  {:>9.1} µs/commit", us(floor_before));
+        let mut floors = Floors(Vec::new());
         let mut seq = Vec::new();
         let mut peak = None;
         for &n in &sizes {
@@ -273,35 +295,38 @@ fn main() {
                 101..=1000 => 5,
                 _ => 1,
             };
+            let before = Floors::before();
             let t = Instant::now();
             let (per, commits) = bench_sequence(n, reps).await;
-            seq.push((n, per, commits));
+            seq.push((n, per));
             peak = peak_rss_mib();
             println!(
                 "sequence N={n:<7} {:>9.1} µs/node  {commits:.2} commits/node  ({reps} run(s), {:.1} s)",
                 us(per),
                 t.elapsed().as_secs_f64()
             );
+            floors.record(format!("sequence N={n}"), per, before);
         }
         if let (Some(n), Some(mib)) = (sizes.iter().max(), peak) {
             println!("peak RSS after sequence N={n}: {mib:.1} MiB (VmHWM)");
         }
-        let mut others: Vec<(String, Duration)> = Vec::new();
         if ralph > 0 {
+            let before = Floors::before();
             let (per, commits) = bench_ralph(ralph as u32).await;
-            others.push((format!("ralph {ralph} iterations"), per));
             println!(
                 "ralph {ralph} iterations {:>9.1} µs/iteration  {commits:.2} commits/iteration",
                 us(per)
             );
+            floors.record(format!("ralph {ralph} iterations"), per, before);
         }
         if parallel > 0 {
+            let before = Floors::before();
             let (per, commits) = bench_parallel(parallel).await;
-            others.push((format!("parallel {parallel} tasks"), per));
             println!(
                 "parallel {parallel} tasks (max_concurrency 64) {:>9.1} µs/task  {commits:.2} commits/task",
                 us(per)
             );
+            floors.record(format!("parallel {parallel} tasks"), per, before);
         }
         if resume > 0 {
             let el = bench_resume(resume).await;
@@ -310,22 +335,19 @@ fn main() {
                 el.as_secs_f64() * 1e3
             );
         }
-        let floor_after = commit_floor(2000);
-        println!("commit floor (after)   {:>9.1} µs/commit", us(floor_after));
-        let floor = (floor_before + floor_after) / 2;
-        println!("ratios against the mean floor {:.1} µs:", us(floor));
-        if let Some(&(n0, per0, _)) = seq.first() {
-            for &(n, per, _) in &seq {
-                println!(
-                    "  sequence N={n:<7} {:>5.2}x floor   {:>5.2}x N={n0}",
-                    per.as_secs_f64() / floor.as_secs_f64(),
+        println!("summary (per node / iteration / task, against the floor measured around each case):");
+        let first = seq.first().copied();
+        for (case, per, floor) in &floors.0 {
+            let vs_first = match (first, case.starts_with("sequence")) {
+                (Some((n0, per0)), true) => format!(
+                    "   {:.2}x sequence N={n0} per node",
                     per.as_secs_f64() / per0.as_secs_f64()
-                );
-            }
-        }
-        for (name, per) in &others {
+                ),
+                _ => String::new(),
+            };
             println!(
-                "  {name:<24} {:>5.2}x floor",
+                "  {case:<26} {:>9.1} µs  {:>5.2}x floor{vs_first}",
+                us(*per),
                 per.as_secs_f64() / floor.as_secs_f64()
             );
         }
