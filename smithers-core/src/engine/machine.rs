@@ -22,7 +22,7 @@ pub(super) enum Input {
     Rendered {
         tree: Result<Node>,
         state_writes: Vec<(String, String)>,
-        reads: Reads,
+        reads: Box<Reads>,
     },
     /// Nothing the last render read has changed: plan the kept tree again.
     Replan,
@@ -143,7 +143,7 @@ impl RunState {
                 state_writes,
                 reads,
             } => {
-                self.reads = reads;
+                self.reads = *reads;
                 self.stale = false;
                 self.cursors = plan::Cursors::default();
                 match tree {

@@ -460,7 +460,7 @@ where
                 let ctx = Ctx::new(input.clone(), st.snap.clone());
                 let tree = self.render_catching(&ctx);
                 let state_writes = ctx.take_state_writes();
-                let reads = ctx.take_reads();
+                let reads = Box::new(ctx.take_reads());
                 drop(ctx);
                 Input::Rendered {
                     tree,
@@ -478,6 +478,28 @@ where
                     }
                     continue;
                 }
+                // Attempts decided together start together, after one commit of all their rows.
+                let mut starts = Vec::new();
+                let command = match command {
+                    Command::Start(s) => {
+                        starts.push(s);
+                        while matches!(
+                            commands.front(),
+                            Some(Command::Commit(_) | Command::Start(_))
+                        ) {
+                            match commands.pop_front() {
+                                Some(Command::Commit(b)) => match &mut held {
+                                    Some(h) => h.writes.extend(b.writes),
+                                    None => held = Some(b),
+                                },
+                                Some(Command::Start(s)) => starts.push(s),
+                                _ => {}
+                            }
+                        }
+                        None
+                    }
+                    other => Some(other),
+                };
                 if let Some(b) = held.take() {
                     // A refused commit (another process took the run over) stops the drive
                     // through `Input::LeaseLost`, which writes nothing more.
@@ -491,13 +513,16 @@ where
                         Err(e) => return Err(e),
                     }
                 }
+                for s in starts {
+                    self.spawn_attempt(st, &mut join, &mut tokens, s);
+                }
+                let Some(command) = command else {
+                    continue;
+                };
                 let next = match command {
                     Command::Commit(_) => unreachable!("commits are held above"),
                     Command::Prepare(items) => Input::Prepared(self.prepare(st, items).await?),
-                    Command::Start(s) => {
-                        self.spawn_attempt(st, &mut join, &mut tokens, s);
-                        continue;
-                    }
+                    Command::Start(_) => unreachable!("starts are taken above"),
                     Command::Snapshot(steps) => {
                         self.snapshot_steps(st, &mut repo, steps).await?;
                         continue;

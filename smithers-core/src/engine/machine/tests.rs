@@ -266,7 +266,7 @@ fn render(st: &mut RunState, tree: Node) -> Vec<String> {
     describe(&st.handle(Input::Rendered {
         tree: Ok(tree),
         state_writes: Vec::new(),
-        reads: crate::ctx::Reads::default(),
+        reads: Box::default(),
     }))
 }
 
@@ -608,7 +608,7 @@ fn started(st: &mut RunState, tree: &dyn Fn() -> Node) -> StartAttempt {
     st.handle(Input::Rendered {
         tree: Ok(tree()),
         state_writes: Vec::new(),
-        reads: crate::ctx::Reads::default(),
+        reads: Box::default(),
     });
     let cmds = st.handle(Input::Prepared(vec![Prepared::Ready { cached: None }]));
     let start = cmds.into_iter().find_map(|c| match c {
