@@ -731,3 +731,172 @@ async fn in_a_jj_repository_steps_record_commit_ids_and_rollback_leaves_at_and_b
         "start\na\nb\nc\n"
     );
 }
+
+#[tokio::test]
+async fn rolling_back_into_an_earlier_loop_iteration_puts_the_counter_back() {
+    use smithers_core::node::Ralph;
+    let h = Harness::new();
+    let r = repo();
+    let dir = r.path().to_path_buf();
+    let c = counters();
+    let wf = {
+        let (dir, c) = (dir.clone(), c.clone());
+        move |ctx: &Ctx<()>| {
+            let it = ctx.iteration();
+            Workflow::new()
+                .child(
+                    Ralph::new()
+                        .max_iterations(3)
+                        .child(
+                            Step::new()
+                                .name("pass")
+                                .child(append("p", &dir, &format!("pass {it}"), &c[0]))
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+        }
+    };
+    let run = h
+        .engine_with(options(&dir), wf.clone())
+        .run(())
+        .await
+        .unwrap()
+        .run_id;
+    assert_eq!(runs(&c), [3, 0, 0]);
+    let rows = step_rows(&h, &run).await;
+    assert_eq!(rows.iter().map(|s| s.0).collect::<Vec<_>>(), [1, 2, 3]);
+    let iterations: Vec<u32> = h
+        .store
+        .steps(&run)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.iteration)
+        .collect();
+    assert_eq!(iterations, [0, 1, 2]);
+
+    // Back to before the second pass: the loop is at iteration 1 again, not done.
+    let done = timetravel::rollback(&*h.store, &run, 2, false)
+        .await
+        .unwrap();
+    assert_eq!(done.report.loops, ["ralph"]);
+    assert_eq!(
+        h.conn()
+            .query_row(
+                "SELECT iteration, done FROM _smithers_ralph WHERE run_id = ?1",
+                [&run],
+                |r| { Ok((r.get::<_, u32>(0)?, r.get::<_, bool>(1)?)) }
+            )
+            .unwrap(),
+        (1, false)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+        "start\npass 0\n"
+    );
+    let again = Engine::new(h.reopen(), wf)
+        .with_options(options(&dir))
+        .resume(Some(&run))
+        .await
+        .unwrap();
+    assert_eq!(again.status, RunStatus::Finished, "{again:?}");
+    assert_eq!(
+        runs(&c),
+        [5, 0, 0],
+        "passes 1 and 2 ran again, pass 0 did not"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+        "start\npass 0\npass 1\npass 2\n"
+    );
+    let rows = step_rows(&h, &run).await;
+    assert_eq!(
+        rows[3..],
+        [
+            row(4, Some(1), "pass", "completed", true),
+            row(5, Some(4), "pass", "completed", true)
+        ]
+    );
+}
+
+#[test]
+fn the_steps_api_works_from_plain_synchronous_code_on_stored_rows() {
+    use smithers_core::steps::{StepVcsInfo, Steps};
+    use smithers_core::store::NewRun;
+    let h = Harness::new();
+    futures::executor::block_on(h.store.create_run(NewRun {
+        run_id: "manual".into(),
+        workflow: "w".into(),
+        input: serde_json::Value::Null,
+        owner: "me".into(),
+        lease_ttl: std::time::Duration::from_secs(1),
+    }))
+    .unwrap();
+    let steps = Steps::new(h.store.clone(), "manual");
+    let a = steps.start(Some("implement-feature")).unwrap();
+    let b = steps.start(None).unwrap();
+    assert_eq!((a, b), (1, 2));
+    assert_eq!(steps.current().unwrap().map(|s| s.step_id), Some(2));
+    steps
+        .complete(
+            a,
+            StepVcsInfo {
+                snapshot_before: Some("abc123".into()),
+                snapshot_after: Some("def456".into()),
+                commit_created: Some("ghi789".into()),
+            },
+        )
+        .unwrap();
+    steps.fail(b).unwrap();
+    let rows = steps.by_run("manual").unwrap();
+    let got: Vec<_> = rows
+        .iter()
+        .map(|s| {
+            (
+                s.step_id,
+                s.parent_step_id,
+                s.name.as_str(),
+                s.status.as_str(),
+                s.source.as_str(),
+                s.snapshot_before.as_deref(),
+                s.commit_created.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                1,
+                None,
+                "implement-feature",
+                "completed",
+                "api",
+                Some("abc123"),
+                Some("ghi789")
+            ),
+            (2, Some(1), "step-2", "failed", "api", None, None),
+        ]
+    );
+    assert!(rows
+        .iter()
+        .all(|s| s.completed_at.is_some() && s.created_at.contains('T')));
+    assert_eq!(steps.current().unwrap(), None);
+    assert_eq!(steps.list(1).unwrap(), []);
+    // The seed's rows: snake_case fields in JSON.
+    let json = serde_json::to_value(&rows[0]).unwrap();
+    assert_eq!(json["snapshot_after"], "def456");
+    assert_eq!(
+        steps
+            .complete(9, StepVcsInfo::default())
+            .unwrap_err()
+            .to_string(),
+        "run `manual` has no step 9; `smithers steps manual` lists them"
+    );
+    assert_eq!(
+        steps.by_run("nope").unwrap_err().to_string(),
+        "run `nope` not found in this database; `smithers runs` lists the runs it has"
+    );
+}
