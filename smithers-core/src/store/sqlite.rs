@@ -35,7 +35,9 @@ use writes::apply;
 use lease::check_fence;
 pub(crate) use lease::holder_is_dead;
 pub use lease::lease_owner;
-pub(crate) use output_rows::{added_columns, check_ident, check_output_names, quote, StoredColumn};
+pub(crate) use output_rows::{
+    added_columns, check_ident, check_output_names, is_reserved, quote, StoredColumn,
+};
 
 /// How hard SQLite works to keep a commit on disk (`PRAGMA synchronous`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
