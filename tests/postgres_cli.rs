@@ -161,3 +161,111 @@ async fn a_missing_database_is_named_by_the_smithers_binary() {
         stderr(&o)
     );
 }
+
+/// Each line of `o`'s stdout as JSON (a listing, or one event per line).
+fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    assert!(o.status.success(), "{o:?}");
+    if let Ok(whole) = serde_json::from_slice(&o.stdout) {
+        return vec![whole];
+    }
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[tokio::test]
+async fn db_copy_moves_a_whole_sqlite_database_into_postgres() {
+    let Some(schema) = PgSchema::create("db_copy_moves_a_whole_sqlite_database").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let db = path.to_str().unwrap();
+    let code = main_from(
+        ["hello", "--quiet", "--db", db, "run", "--run-id", "r1"],
+        hello,
+    )
+    .await;
+    assert_eq!(code, ExitCode::SUCCESS);
+    assert!(smithers(&["--db", db, "state", "set", "k", "v"], None)
+        .status
+        .success());
+
+    let o = smithers(&["db", "copy", "--from", db, "--to", &schema.url], None);
+    assert!(o.status.success(), "{o:?}");
+    let report = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        report.contains("_smithers_runs")
+            && report.contains("greeting")
+            && report.contains("count"),
+        "{report}"
+    );
+
+    // Both databases now tell the same story, command by command.
+    let listings: [&[&str]; 4] = [
+        &["runs", "--json"],
+        &["status", "r1", "--json"],
+        &["attempts", "r1", "--json"],
+        &["events", "r1", "--json"],
+    ];
+    for args in listings {
+        let from = json_lines(&smithers(&[&["--db", db][..], args].concat(), None));
+        let to = json_lines(&smithers(
+            &[&["--db", &schema.url][..], args].concat(),
+            None,
+        ));
+        assert!(!from.is_empty(), "{args:?}");
+        assert_eq!(
+            from,
+            to,
+            "`smithers {}` differs after the copy",
+            args.join(" ")
+        );
+    }
+    let frames = |d: &str| smithers(&["--db", d, "frames", "r1", "--all"], None).stdout;
+    assert_eq!(frames(db), frames(&schema.url));
+    let v = smithers(&["--db", &schema.url, "state", "get", "k"], None);
+    assert_eq!(String::from_utf8_lossy(&v.stdout).trim(), "v");
+
+    // The outputs arrived in typed columns.
+    let (client, conn) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let row = client
+        .query_one(
+            "SELECT g.text, g.tags, c.n FROM greeting g JOIN count c USING (run_id) WHERE run_id = 'r1'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (text, tags, n): (String, serde_json::Value, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(
+        (text.as_str(), tags, n),
+        ("hello", serde_json::json!(["a"]), 3)
+    );
+
+    // A second copy would duplicate `r1`: refused by name, nothing written.
+    let events_before: i64 = client
+        .query_one("SELECT COUNT(*) FROM _smithers_events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let o = smithers(&["db", "copy", "--from", db, "--to", &schema.url], None);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("already has run(s) `r1`; nothing was copied"),
+        "{}",
+        stderr(&o)
+    );
+    let events_after: i64 = client
+        .query_one("SELECT COUNT(*) FROM _smithers_events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(events_before, events_after);
+    drop(client);
+    schema.drop().await;
+}

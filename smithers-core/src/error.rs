@@ -58,6 +58,15 @@ pub enum Error {
         message: String,
     },
 
+    /// The disk holding the database is full.
+    #[error("the disk holding database `{path}` is full ({message}); free some space, then `resume` continues the run")]
+    DiskFull {
+        /// The database path.
+        path: PathBuf,
+        /// SQLite's message.
+        message: String,
+    },
+
     /// An embedded migration was edited after it had been applied.
     #[error("migration {version} (`{name}`) was applied with checksum {applied} but the binary has {current}; migrations must never be edited once released: add a new one")]
     MigrationChanged {
@@ -273,6 +282,7 @@ impl Error {
             Error::SchemaNewer { .. } => "E_SCHEMA_NEWER",
             Error::OpenDb { .. } => "E_OPEN_DB",
             Error::DatabaseDamaged { .. } => "E_DB_DAMAGED",
+            Error::DiskFull { .. } => "E_DISK_FULL",
             Error::MigrationChanged { .. } => "E_MIGRATION_CHANGED",
             Error::SchemaChanged { .. } => "E_SCHEMA_CHANGED",
             Error::InvalidIdentifier(_) => "E_INVALID_IDENTIFIER",

@@ -180,6 +180,25 @@ enum Command {
         #[command(subcommand)]
         op: StateOp,
     },
+    /// Work on whole databases.
+    Db {
+        #[command(subcommand)]
+        op: DbOp,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DbOp {
+    /// Copy a whole SQLite database (runs, nodes, attempts, events, outputs, state...) into a
+    /// PostgreSQL database, in one transaction: all of it or nothing.
+    Copy {
+        /// The SQLite database file.
+        #[arg(long)]
+        from: std::path::PathBuf,
+        /// The PostgreSQL database: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 /// Which waiting task a decision is about.
@@ -311,6 +330,18 @@ async fn run() -> ExitCode {
     } = &cli.command
     {
         return init(dir, name, smithers_path);
+    }
+    if let Command::Db {
+        op: DbOp::Copy { from, to },
+    } = &cli.command
+    {
+        return match smithers::cli::db_copy(from, to).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error [{}]: {e}", e.code());
+                ExitCode::FAILURE
+            }
+        };
     }
     if !cli.db.exists() {
         eprintln!(
@@ -473,6 +504,7 @@ async fn run() -> ExitCode {
             }
             // Answered above, before any database is needed.
             Command::Init { .. } => ExitCode::SUCCESS,
+            Command::Db { .. } => unreachable!("handled before the database is opened"),
         })
     }
     .await;

@@ -87,6 +87,30 @@ async fn open_postgres(url: &str) -> smithers_core::Result<Arc<dyn Store>> {
     ))
 }
 
+/// `smithers db copy --from SQLITE --to postgres://...`: moves a whole database, printing what
+/// was copied per table.
+#[cfg(feature = "postgres")]
+pub async fn db_copy(from: &std::path::Path, to: &str) -> smithers_core::Result<()> {
+    if !is_postgres_url(to) {
+        return Err(Error::Other(format!(
+            "--to `{to}` is not a PostgreSQL URL; pass postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+        )));
+    }
+    let target = smithers_core::store::PostgresStore::connect(to).await?;
+    let report = target.copy_from_sqlite(from).await?;
+    println!("copied `{}` into {}:", from.display(), target.target());
+    for (table, rows) in &report.tables {
+        println!("  {table:<24} {rows:>8} rows");
+    }
+    Ok(())
+}
+
+/// `smithers db copy` without the `postgres` feature: says how to get it.
+#[cfg(not(feature = "postgres"))]
+pub async fn db_copy(_from: &std::path::Path, to: &str) -> smithers_core::Result<()> {
+    open_postgres(to).await.map(drop)
+}
+
 #[cfg(not(feature = "postgres"))]
 async fn open_postgres(url: &str) -> smithers_core::Result<Arc<dyn Store>> {
     Err(Error::Other(format!(

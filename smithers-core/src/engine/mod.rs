@@ -76,6 +76,9 @@ pub struct EngineOptions {
     /// Prices used to estimate the cost of an attempt whose agent reports none (default: the
     /// built-in catalog; see [`crate::price::PriceCatalog::load_toml`] to override it).
     pub prices: Arc<crate::price::PriceCatalog>,
+    /// After a failure of the store or the machinery (a full disk), how long to keep trying to
+    /// record the run as failed before giving up and leaving it `running` for a `resume`.
+    pub failure_retry: Duration,
 }
 
 impl Default for EngineOptions {
@@ -94,6 +97,7 @@ impl Default for EngineOptions {
             agent_retry_policy: crate::retry::RetryPolicy::exponential(Duration::from_secs(1))
                 .max_delay(Duration::from_secs(60)),
             prices: Arc::new(crate::price::PriceCatalog::builtin()),
+            failure_retry: Duration::from_secs(60),
         }
     }
 }
@@ -385,16 +389,35 @@ where
             // A driver that lost its lease writes nothing more: the run is another's now.
             if !matches!(e, Error::LeaseLost { .. }) {
                 // An error of the store or the machinery: the run must not stay `running`.
-                let b = st.end_batch(RunStatus::Failed, Some(&e.to_string()));
-                if let Err(e2) = self.commit(st, b).await {
-                    tracing::error!(error = %e2, "could not record the run's failure");
-                }
+                self.record_failure(st, e).await;
             }
         }
         if let Err(e) = self.store.release_lease(&st.run_id, &st.fence).await {
             tracing::warn!(error = %e, "could not release the run lease");
         }
         result
+    }
+
+    /// Records the run as failed with `error`, retrying (with backoff, for
+    /// `EngineOptions::failure_retry`) while the store cannot write, so a failure such as a full
+    /// disk is recorded as soon as there is room again.
+    async fn record_failure(&self, st: &RunState, error: &Error) {
+        let b = st.end_batch(RunStatus::Failed, Some(&error.to_string()));
+        let deadline = Instant::now() + self.options.failure_retry;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let e = match self.commit(st, b.clone()).await {
+                Ok(()) => return,
+                Err(e) => e,
+            };
+            if matches!(e, Error::LeaseLost { .. }) || Instant::now() >= deadline {
+                tracing::error!(error = %e, run_id = %st.run_id, "could not record the run's failure ({error}); it stays `running` and `resume` continues it");
+                return;
+            }
+            tracing::warn!(error = %e, "could not record the run's failure yet; retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
     }
 
     /// `smithers cancel` from another process sets a flag on the run: act on it as on Ctrl-C.
@@ -459,28 +482,84 @@ where
         let mut cancel_poll = tokio::time::interval(self.options.cancel_poll);
         cancel_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         cancel_poll.tick().await;
+        // Batches to commit, held until the next command that acts outside the run's memory
+        // (a lookup, an attempt, a wait, the end): what an output and the renders it causes
+        // decide (an output and its loop's advance) goes in one transaction.
+        let mut held: Option<WriteBatch> = None;
+        // Attempts found ended along with the one `Command::Wait` fed.
+        let mut ended_too: Vec<AttemptResult> = Vec::new();
         loop {
-            // Render over the persisted state.
-            let ctx = Ctx::new(input.clone(), st.snap.clone());
-            let tree = self.render_catching(&ctx);
-            let state_writes = ctx.take_state_writes();
-            drop(ctx);
-            let mut commands = st.handle(Input::Rendered { tree, state_writes });
+            // Render over the persisted state, unless nothing the last render read changed:
+            // then its tree still stands and is planned again.
+            let rendered = if st.tree_stands() {
+                Input::Replan
+            } else {
+                let ctx = Ctx::new(input.clone(), st.snap.clone());
+                let tree = self.render_catching(&ctx);
+                let state_writes = ctx.take_state_writes();
+                let reads = Box::new(ctx.take_reads());
+                drop(ctx);
+                Input::Rendered {
+                    tree,
+                    state_writes,
+                    reads,
+                }
+            };
+            let mut commands = st.handle(rendered);
             // Carry out the decisions; when none is left, render again.
             while let Some(command) = commands.pop_front() {
-                let next = match command {
+                if let Command::Commit(b) = command {
+                    match &mut held {
+                        Some(h) => h.writes.extend(b.writes),
+                        None => held = Some(b),
+                    }
+                    continue;
+                }
+                // Attempts decided together start together, after one commit of all their rows.
+                let mut starts = Vec::new();
+                let command = match command {
+                    Command::Start(s) => {
+                        starts.push(s);
+                        while matches!(
+                            commands.front(),
+                            Some(Command::Commit(_) | Command::Start(_))
+                        ) {
+                            match commands.pop_front() {
+                                Some(Command::Commit(b)) => match &mut held {
+                                    Some(h) => h.writes.extend(b.writes),
+                                    None => held = Some(b),
+                                },
+                                Some(Command::Start(s)) => starts.push(s),
+                                _ => {}
+                            }
+                        }
+                        None
+                    }
+                    other => Some(other),
+                };
+                if let Some(b) = held.take() {
                     // A refused commit (another process took the run over) stops the drive
                     // through `Input::LeaseLost`, which writes nothing more.
-                    Command::Commit(b) => match self.commit(st, b).await {
-                        Ok(()) => continue,
-                        Err(e @ Error::LeaseLost { .. }) => Input::LeaseLost(e),
+                    match self.commit(st, b).await {
+                        Ok(()) => {}
+                        Err(e @ Error::LeaseLost { .. }) => {
+                            commands.clear();
+                            commands.extend(st.handle(Input::LeaseLost(e)));
+                            continue;
+                        }
                         Err(e) => return Err(e),
-                    },
-                    Command::Prepare(items) => Input::Prepared(self.prepare(st, items).await?),
-                    Command::Start(s) => {
-                        self.spawn_attempt(st, &mut join, &mut tokens, s);
-                        continue;
                     }
+                }
+                for s in starts {
+                    self.spawn_attempt(st, &mut join, &mut tokens, s);
+                }
+                let Some(command) = command else {
+                    continue;
+                };
+                let next = match command {
+                    Command::Commit(_) => unreachable!("commits are held above"),
+                    Command::Prepare(items) => Input::Prepared(self.prepare(st, items).await?),
+                    Command::Start(_) => unreachable!("starts are taken above"),
                     Command::Snapshot(steps) => {
                         self.snapshot_steps(st, &mut repo, steps).await?;
                         continue;
@@ -522,6 +601,17 @@ where
                             Ok(result) => {
                                 tokens.remove(&result.key);
                                 let cancelling = self.options.cancel.is_cancelled();
+                                // Attempts that ended together are recorded together: one
+                                // commit, one render.
+                                while let Some(more) = join.try_join_next() {
+                                    match more {
+                                        Ok(r) => {
+                                            tokens.remove(&r.key);
+                                            ended_too.push(r);
+                                        }
+                                        Err(e) => tracing::error!(error = %e, "an attempt task panicked or was aborted"),
+                                    }
+                                }
                                 Input::AttemptEnded { result: Box::new(result), cancelling }
                             }
                             Err(e) => {
@@ -550,6 +640,13 @@ where
                     },
                 };
                 commands.extend(st.handle(next));
+                let cancelling = self.options.cancel.is_cancelled();
+                for result in ended_too.drain(..) {
+                    commands.extend(st.handle(Input::AttemptEnded {
+                        result: Box::new(result),
+                        cancelling,
+                    }));
+                }
             }
         }
     }

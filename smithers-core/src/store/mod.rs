@@ -22,7 +22,7 @@ pub mod conformance;
 pub mod postgres;
 pub mod sqlite;
 #[cfg(feature = "postgres")]
-pub use postgres::PostgresStore;
+pub use postgres::{CopyReport, PostgresStore};
 pub use sqlite::{Durability, SqliteStore};
 
 /// Whether `db` names a PostgreSQL database (`postgres://...` or `postgresql://...`) rather than

@@ -23,10 +23,12 @@ use crate::store::sqlite::{check_ident, holder_is_dead};
 use crate::time::{now_ms, now_rfc3339};
 
 mod connect;
+mod copy;
 mod output_rows;
 mod writes;
 
 use connect::{connect_error, describe, migrate, parse, pool_error};
+pub use copy::CopyReport;
 use output_rows::{ensure_output_table, read_outputs};
 use writes::{apply, check_fence};
 

@@ -4,7 +4,9 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
@@ -22,6 +24,7 @@ use crate::time::{now_ms, now_rfc3339};
 mod connection;
 mod lease;
 mod output_rows;
+mod reserve;
 mod steps;
 mod writes;
 
@@ -32,7 +35,9 @@ use writes::apply;
 use lease::check_fence;
 pub(crate) use lease::holder_is_dead;
 pub use lease::lease_owner;
-pub(crate) use output_rows::{added_columns, check_ident, check_output_names, quote, StoredColumn};
+pub(crate) use output_rows::{
+    added_columns, check_ident, check_output_names, is_reserved, quote, StoredColumn,
+};
 
 /// How hard SQLite works to keep a commit on disk (`PRAGMA synchronous`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -65,6 +70,7 @@ pub struct SqliteStore {
     tx: mpsc::Sender<Job>,
     worker: Option<thread::JoinHandle<()>>,
     path: PathBuf,
+    commits: Arc<AtomicU64>,
 }
 
 impl Drop for SqliteStore {
@@ -98,10 +104,13 @@ impl SqliteStore {
         configure(&conn, durability)
             .and_then(|()| migrate(&mut conn, &path))
             .map_err(|e| name_the_file(&path, e))?;
+        reserve::ensure(&path);
         let (tx, rx) = mpsc::channel::<Job>();
+        let commits = Arc::new(AtomicU64::new(0));
+        let counter = commits.clone();
         let worker = thread::Builder::new()
             .name("smithers-sqlite".into())
-            .spawn(move || worker(conn, rx))
+            .spawn(move || worker(conn, rx, &counter))
             .map_err(|e| Error::OpenDb {
                 path: path.clone(),
                 message: e.to_string(),
@@ -110,12 +119,19 @@ impl SqliteStore {
             tx,
             worker: Some(worker),
             path,
+            commits,
         })
     }
 
     /// The database path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How many write transactions this store has committed since it was opened (writes queued
+    /// together share one transaction). What benchmarks count to show commits per output.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// Names the database in an error that means its file is damaged.
@@ -155,15 +171,28 @@ impl SqliteStore {
             .map_err(|_| Error::StoreClosed("the worker thread has exited".into()))?;
         rx.await
             .map_err(|_| Error::StoreClosed("the worker thread dropped a request".into()))?
-            .map_err(|e| self.named(e))
+            .map_err(|e| {
+                let e = self.named(e);
+                if matches!(e, Error::DiskFull { .. }) {
+                    // Make room for recording what happened (the next open restores it).
+                    reserve::release(&self.path);
+                }
+                e
+            })
     }
 }
 
 /// An SQLite error that means the file is not a database or is damaged becomes
 /// [`Error::DatabaseDamaged`] naming `path`; any other error is returned as it is.
 fn name_the_file(path: &Path, e: Error) -> Error {
-    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    use rusqlite::ErrorCode::{DatabaseCorrupt, DiskFull, NotADatabase};
     match e {
+        Error::Sqlite(rusqlite::Error::SqliteFailure(f, msg)) if f.code == DiskFull => {
+            Error::DiskFull {
+                path: path.to_owned(),
+                message: msg.unwrap_or_else(|| f.to_string()),
+            }
+        }
         Error::Sqlite(rusqlite::Error::SqliteFailure(f, msg))
             if matches!(f.code, DatabaseCorrupt | NotADatabase) =>
         {

@@ -2,7 +2,7 @@
 //! TEXT, JSONB), created on first use under an advisory lock, registered in
 //! `_smithers_output_tables` like on SQLite, read back to JSON with the recorded kinds.
 
-use deadpool_postgres::{GenericClient, Object};
+use deadpool_postgres::{GenericClient, Object, Transaction};
 use serde_json::Value;
 use tokio_postgres::Row;
 
@@ -62,20 +62,7 @@ pub(super) async fn ensure_output_table(client: &mut Object, info: &OutputInfo) 
             .await?;
         }
         None => {
-            let mut ddl = format!(
-                "CREATE TABLE IF NOT EXISTS {} (run_id TEXT NOT NULL, node_id TEXT NOT NULL, iteration BIGINT NOT NULL",
-                quote(info.table)
-            );
-            for col in info.columns {
-                ddl.push_str(&format!(
-                    ", {} {}{}",
-                    quote(col.name),
-                    pg_type(col.kind),
-                    if col.nullable { "" } else { " NOT NULL" }
-                ));
-            }
-            ddl.push_str(", PRIMARY KEY (run_id, node_id, iteration))");
-            tx.batch_execute(&ddl).await?;
+            create_output_table(&tx, info.table, &StoredColumn::of(info)).await?;
             tx.execute(
                 "INSERT INTO _smithers_output_tables (table_name, type_name, columns_json, signature, created_at)
                  VALUES ($1, $2, $3, $4, $5)",
@@ -85,6 +72,29 @@ pub(super) async fn ensure_output_table(client: &mut Object, info: &OutputInfo) 
         }
     }
     tx.commit().await?;
+    Ok(())
+}
+
+/// Creates the output table `name` with `columns` (checked identifiers) inside `tx`.
+pub(super) async fn create_output_table(
+    tx: &Transaction<'_>,
+    name: &str,
+    columns: &[StoredColumn],
+) -> Result<()> {
+    let mut ddl = format!(
+        "CREATE TABLE IF NOT EXISTS {} (run_id TEXT NOT NULL, node_id TEXT NOT NULL, iteration BIGINT NOT NULL",
+        quote(name)
+    );
+    for col in columns {
+        ddl.push_str(&format!(
+            ", {} {}{}",
+            quote(&col.name),
+            pg_type(ColumnKind::parse(&col.kind).unwrap_or(ColumnKind::Json)),
+            if col.nullable { "" } else { " NOT NULL" }
+        ));
+    }
+    ddl.push_str(", PRIMARY KEY (run_id, node_id, iteration))");
+    tx.batch_execute(&ddl).await?;
     Ok(())
 }
 
