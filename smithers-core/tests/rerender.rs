@@ -9,7 +9,7 @@ use std::sync::Arc;
 use common::*;
 use smithers_core::node::{Phase, Ralph, Sequence, Task, Workflow};
 use smithers_core::store::RunStatus;
-use smithers_core::{Ctx, Node, Ref};
+use smithers_core::{Ctx, LoopRef, Node, Ref};
 
 const A: Ref<Num> = Ref::new("a");
 const B: Ref<Num> = Ref::new("b");
@@ -127,7 +127,7 @@ async fn a_loop_counter_that_moves_re_renders() {
     let counter = calls.clone();
     let engine = h.engine(move |ctx: &Ctx<()>| {
         counter.fetch_add(1, Ordering::SeqCst);
-        let it = i64::from(ctx.iteration());
+        let it = i64::from(ctx.iteration(LoopRef::DEFAULT));
         Workflow::new()
             .child(
                 Ralph::new()
