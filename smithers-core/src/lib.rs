@@ -9,8 +9,10 @@ pub mod ctx;
 pub mod error;
 pub mod node;
 pub mod output;
+pub mod price;
 pub mod prompt;
 pub mod reference;
+pub mod retry;
 pub mod task_ctx;
 pub mod text;
 
@@ -24,7 +26,9 @@ pub use node::{
     TaskExec, TaskId, TaskSpec, Workflow,
 };
 pub use output::{Column, ColumnKind, ColumnType, Output, OutputInfo};
+pub use price::{CostSource, ModelPrice, PriceCatalog};
 pub use reference::{NodeRef, Ref};
+pub use retry::RetryPolicy;
 pub use task_ctx::TaskCtx;
 pub mod engine;
 pub mod events;

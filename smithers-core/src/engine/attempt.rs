@@ -15,6 +15,14 @@ pub(super) struct AttemptResult {
         std::result::Result<AgentResponseOrValue, (TaskError, Option<AgentResponse>)>,
 }
 
+/// What the executor keeps of a running attempt: how to stop it, and what to record if it
+/// does not end when told to.
+pub(super) struct AttemptHandle {
+    pub(super) cancel: CancellationToken,
+    pub(super) attempt: u32,
+    pub(super) started: Instant,
+}
+
 pub(super) enum AgentResponseOrValue {
     Value(Value),
     Agent(AgentResponse),
@@ -65,18 +73,25 @@ where
         &self,
         st: &RunState,
         join: &mut JoinSet<AttemptResult>,
-        tokens: &mut HashMap<NodeKey, CancellationToken>,
+        tokens: &mut HashMap<NodeKey, AttemptHandle>,
         s: StartAttempt,
     ) {
         let StartAttempt {
             task: t,
             iteration,
             attempt,
-            last_error,
+            rejected,
         } = s;
         let cancel = self.options.cancel.child_token();
         let key = (t.id.clone(), iteration);
-        tokens.insert(key.clone(), cancel.clone());
+        tokens.insert(
+            key.clone(),
+            AttemptHandle {
+                cancel: cancel.clone(),
+                attempt,
+                started: Instant::now(),
+            },
+        );
         let progress = self.progress_sink(&st.run_id, &t.id, iteration, &st.progress_tx);
         let run_id = st.run_id.clone();
         let vcs = match &t.exec {
@@ -100,7 +115,7 @@ where
                 run_id,
                 iteration,
                 attempt,
-                last_error,
+                rejected,
                 cancel,
                 progress,
                 vcs,
@@ -201,8 +216,8 @@ pub(super) struct AttemptInput {
     pub(super) run_id: String,
     pub(super) iteration: u32,
     pub(super) attempt: u32,
-    /// The previous attempt's error, appended to an agent's prompt.
-    pub(super) last_error: Option<String>,
+    /// The previous attempt's rejected reply, quoted in an agent's prompt.
+    pub(super) rejected: Option<crate::prompt::RejectedReply>,
     pub(super) cancel: CancellationToken,
     pub(super) progress: ProgressSink,
     /// Working-copy snapshots around a file-editing agent.
@@ -217,7 +232,7 @@ pub(super) async fn run_attempt(
         run_id,
         iteration,
         attempt,
-        last_error,
+        rejected,
         cancel,
         progress,
         vcs,
@@ -241,7 +256,12 @@ pub(super) async fn run_attempt(
             TaskExec::Agent(agent) => {
                 let schema = (t.output.schema)();
                 let req = AgentRequest {
-                    prompt: crate::prompt::assemble(&t.prompt, &schema, last_error.as_deref()),
+                    prompt: match &rejected {
+                        Some(r) => {
+                            crate::prompt::assemble_after_invalid_reply(&t.prompt, &schema, r)
+                        }
+                        None => crate::prompt::assemble(&t.prompt, &schema, None),
+                    },
                     task_prompt: t.prompt.clone(),
                     output_schema: schema,
                     output_type: t.output.short_name().to_owned(),
@@ -265,6 +285,7 @@ pub(super) async fn run_attempt(
                         usage: e.usage,
                         transcript: e.transcript,
                         exit_code: e.exit_code,
+                        session_id: e.session_id,
                         ..AgentResponse::default()
                     };
                     (e.error, Some(resp))
@@ -283,23 +304,47 @@ pub(super) async fn run_attempt(
             )),
         }
     };
-    let cancelled = cancel.clone();
-    tokio::select! {
-        r = async {
-            match t.timeout {
-                Some(d) => match tokio::time::timeout(d, fut).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        cancel.cancel();
-                        Err((TaskError::retryable(format!("timed out after {d:?}")), None))
-                    }
-                },
-                None => fut.await,
-            }
-        } => r,
-        _ = cancelled.cancelled() => Err((TaskError::terminal("cancelled"), None)),
+    // The agent enforces the task's timeout itself and reports what the attempt produced (its
+    // transcript, session id, exit status, its own message): our deadline comes a grace period
+    // later, for agents that do not. A compute body is stopped at its timeout.
+    let deadline = t.timeout.map(|d| match &t.exec {
+        TaskExec::Agent(_) => (d, d + AGENT_DEADLINE_GRACE),
+        _ => (d, d),
+    });
+    let mut fut = std::pin::pin!(fut);
+    let timed_out = tokio::select! {
+        r = &mut fut => return r,
+        _ = tokio::time::sleep(deadline.map_or(Duration::MAX, |d| d.1)), if deadline.is_some() => true,
+        _ = cancel.cancelled() => false,
+    };
+    // Stopped. An agent sees the cancellation and gets a moment to return what it produced (its
+    // transcript, session id, exit status); a compute body is dropped, which is how a future is
+    // cancelled and loses nothing it could report.
+    cancel.cancel();
+    let limit = deadline.map_or(Duration::ZERO, |d| d.0);
+    let grace = match &t.exec {
+        TaskExec::Agent(_) => STOP_GRACE,
+        _ => Duration::ZERO,
+    };
+    match tokio::time::timeout(grace, fut).await {
+        Ok(Err((e, resp))) if timed_out => Err((
+            TaskError::retryable(format!("timed out after {limit:?}: {}", e.message)),
+            resp,
+        )),
+        Ok(r) => r,
+        Err(_) if timed_out => Err((
+            TaskError::retryable(format!("timed out after {limit:?}")),
+            None,
+        )),
+        Err(_) => Err((TaskError::terminal("cancelled"), None)),
     }
 }
+
+/// How long past a task's timeout the engine waits for an agent to enforce it itself.
+const AGENT_DEADLINE_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a stopped attempt (timed out, cancelled, unmounted) gets to return what it produced.
+pub(super) const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Progress lines are kept for `logs`, but a tool can print megabytes on one line: keep the head.
 const MAX_PROGRESS_LINE: usize = 4000;

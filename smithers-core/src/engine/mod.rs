@@ -61,6 +61,13 @@ pub struct EngineOptions {
     /// Snapshot the agent's git working copy before and after each agent attempt (commits under
     /// `refs/smithers/...`, recorded on the attempt) so `smithers revert` can undo it.
     pub vcs_snapshots: bool,
+    /// The wait between attempts of an agent task that sets no `retry_policy` (nor does its
+    /// workflow); default: 1 s doubling up to a minute, ± 20 %. Compute tasks without a policy
+    /// retry at once. A rate limit's `retry_after` is always waited.
+    pub agent_retry_policy: crate::retry::RetryPolicy,
+    /// Prices used to estimate the cost of an attempt whose agent reports none (default: the
+    /// built-in catalog; see [`crate::price::PriceCatalog::load_toml`] to override it).
+    pub prices: Arc<crate::price::PriceCatalog>,
 }
 
 impl Default for EngineOptions {
@@ -75,6 +82,9 @@ impl Default for EngineOptions {
             approval_poll: Duration::from_millis(500),
             vcs_snapshots: true,
             cancel_poll: Duration::from_secs(1),
+            agent_retry_policy: crate::retry::RetryPolicy::exponential(Duration::from_secs(1))
+                .max_delay(Duration::from_secs(60)),
+            prices: Arc::new(crate::price::PriceCatalog::builtin()),
         }
     }
 }
@@ -369,8 +379,12 @@ where
     async fn drive(&self, st: &mut RunState, input: Arc<I>) -> Result<RunReport> {
         st.max_concurrency = self.options.max_concurrency;
         st.wait_for_approval = self.options.wait_for_approval;
+        st.agent_retry_policy = self.options.agent_retry_policy.clone();
+        st.prices = self.options.prices.clone();
+        // Attempts waiting for their retry: when each is due.
+        let mut retries_due: Vec<(tokio::time::Instant, NodeKey)> = Vec::new();
         let mut join: JoinSet<AttemptResult> = JoinSet::new();
-        let mut tokens: HashMap<NodeKey, CancellationToken> = HashMap::new();
+        let mut tokens: HashMap<NodeKey, AttemptHandle> = HashMap::new();
         let mut lease_tick = tokio::time::interval(self.options.lease_ttl / 3);
         lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         lease_tick.tick().await;
@@ -402,13 +416,16 @@ where
                         continue;
                     }
                     Command::Stop(key) => {
-                        if let Some(t) = tokens.get(&key) {
-                            t.cancel();
+                        if let Some(h) = tokens.get(&key) {
+                            h.cancel.cancel();
                         }
                         continue;
                     }
-                    Command::CancelAll(b) => {
-                        self.cancel_all(st, &mut join, &mut tokens, b).await;
+                    Command::StopAll => {
+                        Input::AllStopped(self.stop_all(&mut join, &mut tokens).await)
+                    }
+                    Command::RetryAfter { key, delay } => {
+                        retries_due.push((tokio::time::Instant::now() + delay, key));
                         continue;
                     }
                     Command::Finish { status, error } => {
@@ -435,7 +452,7 @@ where
                             Ok(result) => {
                                 tokens.remove(&result.key);
                                 let cancelling = self.options.cancel.is_cancelled();
-                                Input::AttemptEnded { result, cancelling }
+                                Input::AttemptEnded { result: Box::new(result), cancelling }
                             }
                             Err(e) => {
                                 tracing::error!(error = %e, "an attempt task panicked or was aborted");
@@ -453,6 +470,12 @@ where
                             continue;
                         }
                         _ = heartbeat.tick() => Input::Heartbeat { now: crate::time::now_rfc3339() },
+                        _ = tokio::time::sleep_until(next_due(&retries_due)), if !retries_due.is_empty() => {
+                            let now = tokio::time::Instant::now();
+                            let due: Vec<NodeKey> = retries_due.iter().filter(|(at, _)| *at <= now).map(|(_, k)| k.clone()).collect();
+                            retries_due.retain(|(at, _)| *at > now);
+                            Input::RetriesDue(due)
+                        }
                     },
                 };
                 commands.extend(st.handle(next));
@@ -470,11 +493,19 @@ where
     }
 }
 
+/// The earliest time a retry is due.
+fn next_due(due: &[(tokio::time::Instant, NodeKey)]) -> tokio::time::Instant {
+    due.iter()
+        .map(|(at, _)| *at)
+        .min()
+        .unwrap_or_else(tokio::time::Instant::now)
+}
+
 mod attempt;
 mod machine;
 mod persist;
 mod state;
 
-use attempt::{cache_key, AttemptResult, Source};
+use attempt::{cache_key, AttemptHandle, AttemptResult, Source};
 use machine::{supervisor, Command, Input, Preparation, Prepared, StartAttempt};
 use state::{shape_hash, RunState, Running};

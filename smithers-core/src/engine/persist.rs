@@ -1,4 +1,4 @@
-//! Committing batches, cancelling every attempt (`Command::CancelAll`) and ending a run.
+//! Committing batches, stopping every attempt (`Command::StopAll`) and ending a run.
 
 use super::*;
 
@@ -6,26 +6,43 @@ impl<I> Engine<I>
 where
     I: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
-    /// Carries out `Command::CancelAll`: every attempt is told to stop and given a moment to
-    /// end its processes; then what is left is aborted and `b` recorded as well as possible.
-    pub(super) async fn cancel_all(
+    /// Carries out `Command::StopAll`: every attempt is told to stop and given a moment to end
+    /// its processes and return what it produced; what is left is aborted, with a result made
+    /// up from its real duration.
+    pub(super) async fn stop_all(
         &self,
-        st: &RunState,
         join: &mut JoinSet<AttemptResult>,
-        tokens: &mut HashMap<NodeKey, CancellationToken>,
-        b: WriteBatch,
-    ) {
-        for (_, t) in tokens.drain() {
-            t.cancel();
+        handles: &mut HashMap<NodeKey, AttemptHandle>,
+    ) -> Vec<AttemptResult> {
+        for h in handles.values() {
+            h.cancel.cancel();
         }
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            while join.join_next().await.is_some() {}
+        let mut results = Vec::new();
+        let _ = tokio::time::timeout(attempt::STOP_GRACE + Duration::from_secs(1), async {
+            while let Some(done) = join.join_next().await {
+                if let Ok(r) = done {
+                    handles.remove(&r.key);
+                    results.push(r);
+                }
+            }
         })
         .await;
         join.abort_all();
-        if let Err(e) = self.commit(st, b).await {
-            tracing::error!(error = %e, "could not record cancelled attempts");
+        for (key, h) in handles.drain() {
+            results.push(AttemptResult {
+                key,
+                attempt: h.attempt,
+                duration_ms: h.started.elapsed().as_millis() as i64,
+                outcome: Err((
+                    TaskError::terminal(format!(
+                        "did not stop within {:?} of being told to; its task was aborted",
+                        attempt::STOP_GRACE
+                    )),
+                    None,
+                )),
+            });
         }
+        results
     }
 
     pub(super) async fn finish(

@@ -43,6 +43,22 @@ pub(super) struct RunState {
     pub(super) wait_for_approval: bool,
     /// Runnable tasks waiting for their lookups (`Command::Prepare`).
     pub(super) pending: Option<super::machine::PendingStart>,
+    /// Why every running attempt is being stopped, while it is.
+    pub(super) stopping: Option<super::machine::Stopping>,
+    /// Attempts that ended while the run was being cancelled, recorded by the cancellation.
+    pub(super) stopped: Vec<AttemptResult>,
+    /// The workflow's default retry policy (from the latest render).
+    pub(super) workflow_retry_policy: Option<crate::retry::RetryPolicy>,
+    /// `EngineOptions::prices`.
+    pub(super) prices: Arc<crate::price::PriceCatalog>,
+    /// `EngineOptions::agent_retry_policy`.
+    pub(super) agent_retry_policy: crate::retry::RetryPolicy,
+    /// Tasks waiting out a backoff before their next attempt.
+    pub(super) backing_off: HashSet<NodeKey>,
+    /// Backoffs decided but not yet handed to the executor.
+    pub(super) new_backoffs: Vec<(NodeKey, Duration)>,
+    /// The last reply of a task that did not validate: quoted back in its next prompt.
+    pub(super) rejected: HashMap<NodeKey, crate::prompt::RejectedReply>,
 }
 
 impl RunState {
@@ -69,6 +85,14 @@ impl RunState {
             max_concurrency: EngineOptions::default().max_concurrency,
             wait_for_approval: false,
             pending: None,
+            stopping: None,
+            stopped: Vec::new(),
+            workflow_retry_policy: None,
+            agent_retry_policy: EngineOptions::default().agent_retry_policy,
+            prices: Arc::new(crate::price::PriceCatalog::builtin()),
+            backing_off: HashSet::new(),
+            new_backoffs: Vec::new(),
+            rejected: HashMap::new(),
         }
     }
 

@@ -44,6 +44,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "lease_epoch",
         include_str!("../../../migrations/0007_lease_epoch.sql"),
     ),
+    (
+        8,
+        "cost_source",
+        include_str!("../../../migrations/0008_cost_source.sql"),
+    ),
 ];
 
 pub(super) type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
