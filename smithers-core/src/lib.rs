@@ -33,6 +33,8 @@ pub use task_ctx::TaskCtx;
 pub mod engine;
 pub mod events;
 pub mod plan;
+pub mod steps;
 pub mod store;
 pub mod time;
+pub mod timetravel;
 pub mod vcs;

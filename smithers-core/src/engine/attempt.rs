@@ -53,7 +53,11 @@ where
         for item in items {
             match self.ensure_table(st, &item.task).await {
                 Ok(()) => {}
-                Err(e @ (Error::SchemaChanged { .. } | Error::InvalidIdentifier(_))) => {
+                Err(
+                    e @ (Error::SchemaChanged { .. }
+                    | Error::InvalidIdentifier(_)
+                    | Error::ReservedTable(_)),
+                ) => {
                     out.push(Prepared::TableError(e));
                     break;
                 }
@@ -109,6 +113,7 @@ where
                 }),
             _ => None,
         };
+        let steps = crate::steps::Steps::new(self.store.clone(), run_id.clone());
         join.spawn(async move {
             let started = Instant::now();
             let input = AttemptInput {
@@ -119,6 +124,7 @@ where
                 cancel,
                 progress,
                 vcs,
+                steps,
             };
             // A body that panics fails its attempt (terminally) instead of taking the task down
             // with it: the engine must always hear that an attempt ended.
@@ -222,6 +228,8 @@ pub(super) struct AttemptInput {
     pub(super) progress: ProgressSink,
     /// Working-copy snapshots around a file-editing agent.
     pub(super) vcs: Option<crate::vcs::AttemptSnapshots>,
+    /// The run's Steps API, for a compute task's body.
+    pub(super) steps: crate::steps::Steps,
 }
 
 pub(super) async fn run_attempt(
@@ -236,6 +244,7 @@ pub(super) async fn run_attempt(
         cancel,
         progress,
         vcs,
+        steps,
     } = input;
     let fut = async {
         match &t.exec {
@@ -247,6 +256,7 @@ pub(super) async fn run_attempt(
                     attempt,
                     cancel: cancel.clone(),
                     progress: progress.clone(),
+                    steps: Some(steps.clone()),
                 };
                 f(ctx)
                     .await

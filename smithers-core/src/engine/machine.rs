@@ -79,6 +79,8 @@ pub(super) enum Command {
     /// Ensure the output tables and look up the cache, in order, stopping at the first table
     /// error; then feed [`Input::Prepared`].
     Prepare(Vec<Preparation>),
+    /// Snapshot the working copy for these steps (one snapshot serves them all) and record it.
+    Snapshot(Vec<StepSnapshot>),
     /// Spawn an attempt's body.
     Start(StartAttempt),
     /// Tell a running attempt to stop (the tree no longer mounts its task).
@@ -101,6 +103,14 @@ pub(super) enum Command {
     },
     /// The drive ends with this error (the run's status is left to the caller).
     Abort(Error),
+}
+
+/// A step whose working copy is to be recorded: before it starts, or after it ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct StepSnapshot {
+    pub(super) name: String,
+    pub(super) iteration: u32,
+    pub(super) after: bool,
 }
 
 /// Why every running attempt is being stopped ([`Command::StopAll`]), and so what follows.
@@ -241,6 +251,9 @@ impl RunState {
         let (b, decided) = self.on_render(&tree, &plan, state_writes);
         if !b.is_empty() {
             cmds.push_back(Command::Commit(b));
+        }
+        if !self.snapshots.is_empty() {
+            cmds.push_back(Command::Snapshot(std::mem::take(&mut self.snapshots)));
         }
         if decided && self.failure.is_none() {
             return; // the tree may differ now: render again before starting anything

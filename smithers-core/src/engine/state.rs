@@ -43,6 +43,8 @@ pub(super) struct RunState {
     pub(super) wait_for_approval: bool,
     /// Runnable tasks waiting for their lookups (`Command::Prepare`).
     pub(super) pending: Option<super::machine::PendingStart>,
+    /// Steps that started or ended in the last render: their working copy is recorded next.
+    pub(super) snapshots: Vec<super::machine::StepSnapshot>,
     /// Why every running attempt is being stopped, while it is.
     pub(super) stopping: Option<super::machine::Stopping>,
     /// Attempts that ended while the run was being cancelled, recorded by the cancellation.
@@ -85,6 +87,7 @@ impl RunState {
             max_concurrency: EngineOptions::default().max_concurrency,
             wait_for_approval: false,
             pending: None,
+            snapshots: Vec::new(),
             stopping: None,
             stopped: Vec::new(),
             workflow_retry_policy: None,

@@ -22,6 +22,7 @@ use crate::time::{now_ms, now_rfc3339};
 mod connection;
 mod lease;
 mod output_rows;
+mod steps;
 mod writes;
 
 use connection::{configure, migrate, worker, Completion, Job};
@@ -54,9 +55,27 @@ impl Durability {
 }
 
 /// The SQLite [`Store`].
+///
+/// Dropping the last handle closes the database: the worker thread finishes what is queued and
+/// closes the connection, which checkpoints the WAL into the database file, so the `.db` alone
+/// holds every commit once the process is done with it.
 pub struct SqliteStore {
     tx: mpsc::Sender<Job>,
+    worker: Option<thread::JoinHandle<()>>,
     path: PathBuf,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Hang up: the worker drains the queue, closes the connection and exits.
+        let (closed, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.tx, closed));
+        if let Some(w) = self.worker.take() {
+            if w.thread().id() != thread::current().id() {
+                let _ = w.join();
+            }
+        }
+    }
 }
 
 impl SqliteStore {
@@ -73,22 +92,33 @@ impl SqliteStore {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        configure(&conn, durability)?;
-        migrate(&mut conn)?;
+        // The first statements read the file: a damaged one fails here, named.
+        configure(&conn, durability)
+            .and_then(|()| migrate(&mut conn, &path))
+            .map_err(|e| name_the_file(&path, e))?;
         let (tx, rx) = mpsc::channel::<Job>();
-        thread::Builder::new()
+        let worker = thread::Builder::new()
             .name("smithers-sqlite".into())
             .spawn(move || worker(conn, rx))
             .map_err(|e| Error::OpenDb {
                 path: path.clone(),
                 message: e.to_string(),
             })?;
-        Ok(SqliteStore { tx, path })
+        Ok(SqliteStore {
+            tx,
+            worker: Some(worker),
+            path,
+        })
     }
 
     /// The database path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Names the database in an error that means its file is damaged.
+    fn named(&self, e: Error) -> Error {
+        name_the_file(&self.path, e)
     }
 
     async fn read<T: Send + 'static>(
@@ -103,6 +133,7 @@ impl SqliteStore {
             .map_err(|_| Error::StoreClosed("the worker thread has exited".into()))?;
         rx.await
             .map_err(|_| Error::StoreClosed("the worker thread dropped a request".into()))?
+            .map_err(|e| self.named(e))
     }
 
     async fn write_with<T: Send + 'static>(
@@ -122,11 +153,29 @@ impl SqliteStore {
             .map_err(|_| Error::StoreClosed("the worker thread has exited".into()))?;
         rx.await
             .map_err(|_| Error::StoreClosed("the worker thread dropped a request".into()))?
+            .map_err(|e| self.named(e))
+    }
+}
+
+/// An SQLite error that means the file is not a database or is damaged becomes
+/// [`Error::DatabaseDamaged`] naming `path`; any other error is returned as it is.
+fn name_the_file(path: &Path, e: Error) -> Error {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    match e {
+        Error::Sqlite(rusqlite::Error::SqliteFailure(f, msg))
+            if matches!(f.code, DatabaseCorrupt | NotADatabase) =>
+        {
+            Error::DatabaseDamaged {
+                path: path.to_owned(),
+                message: msg.unwrap_or_else(|| f.to_string()),
+            }
+        }
+        other => other,
     }
 }
 
 const RUN_COLUMNS: &str =
-    "run_id, workflow, status, input_json, error, created_at, updated_at, lease_owner, lease_expires_ms, lease_epoch";
+    "run_id, workflow, status, input_json, error, created_at, updated_at, lease_owner, lease_expires_ms, lease_epoch, parent_run_id, parent_frame";
 
 fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
     let status: String = r.get(2)?;
@@ -142,6 +191,8 @@ fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         lease_owner: r.get(7)?,
         lease_expires_ms: r.get(8)?,
         lease_epoch: r.get(9)?,
+        parent_run_id: r.get(10)?,
+        parent_frame: r.get(11)?,
     })
 }
 
@@ -367,7 +418,7 @@ impl Store for SqliteStore {
                 c.query_row("SELECT MAX(frame_no) FROM _smithers_frames WHERE run_id = ?1", [&run_id], |r| r.get(0))?;
             let mut st = c.prepare_cached(
                 "SELECT node_id, iteration, COUNT(*) FROM _smithers_attempts
-                 WHERE run_id = ?1 AND status = 'failed' GROUP BY node_id, iteration",
+                 WHERE run_id = ?1 AND status = 'failed' AND rolled_back = 0 GROUP BY node_id, iteration",
             )?;
             let failures = st
                 .query_map([&run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
@@ -477,28 +528,71 @@ impl Store for SqliteStore {
 
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>> {
         let run_id = run_id.to_owned();
-        self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT step_id, kind, name, phase, iteration, status, task_ids, started_at, completed_at, duration_ms
-                 FROM _smithers_steps WHERE run_id = ?1 ORDER BY step_id",
+        self.read(move |c| steps::query_steps(c, &run_id)).await
+    }
+
+    async fn phases(&self, run_id: &str) -> Result<Vec<PhaseRecord>> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| steps::query_phases(c, &run_id)).await
+    }
+
+    async fn start_step(&self, run_id: &str, name: Option<&str>) -> Result<i64> {
+        let (run_id, name) = (run_id.to_owned(), name.map(str::to_owned));
+        self.write_with(move |c| steps::start_step(c, &run_id, name.as_deref(), &now_rfc3339()))
+            .await
+    }
+
+    async fn rewind(&self, run_id: &str, to: RewindTo, fence: &FenceToken) -> Result<RewindReport> {
+        let (run_id, fence) = (run_id.to_owned(), fence.clone());
+        self.write_with(move |c| {
+            let now = now_rfc3339();
+            let report = steps::rewind(c, &run_id, &to, &fence, &now)?;
+            let what = match &to {
+                RewindTo::Step(id) => format!("rolled back to before step {id}"),
+                RewindTo::Frame(f) => format!("rewound to frame {f}"),
+            };
+            c.execute(
+                "UPDATE _smithers_runs SET status = 'cancelled', error = ?2, finished_at = NULL,
+                   cancel_requested = 0, updated_at = ?3 WHERE run_id = ?1",
+                params![
+                    run_id,
+                    format!("{what}; `resume` re-runs what was cut"),
+                    now
+                ],
             )?;
-            let rows = st
-                .query_map([&run_id], |r| {
-                    Ok(StepRecord {
-                        step_id: r.get(0)?,
-                        kind: r.get(1)?,
-                        name: r.get(2)?,
-                        phase: r.get(3)?,
-                        iteration: r.get(4)?,
-                        status: r.get(5)?,
-                        task_ids: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default(),
-                        started_at: r.get(7)?,
-                        completed_at: r.get(8)?,
-                        duration_ms: r.get(9)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows)
+            let mut b = WriteBatch::new(&run_id);
+            b.push(Write::Event(crate::events::Event::run(
+                &run_id,
+                EventKind::RunRewound {
+                    to: what,
+                    seq: report.seq,
+                    steps: report.deactivated_steps.clone(),
+                    nodes: report.reset_nodes.len() as u32,
+                },
+            )));
+            apply(c, &b)?;
+            Ok(report)
+        })
+        .await
+    }
+
+    async fn fork_run(&self, fork: ForkRun) -> Result<RunRecord> {
+        self.write_with(move |c| {
+            steps::fork(c, &fork, &now_rfc3339())?;
+            let mut b = WriteBatch::new(&fork.run_id);
+            b.push(Write::Event(crate::events::Event::run(
+                &fork.run_id,
+                EventKind::RunForked {
+                    parent_run_id: fork.parent_run_id.clone(),
+                    frame: fork.frame,
+                },
+            )));
+            apply(c, &b)?;
+            Ok(c.query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM _smithers_runs WHERE run_id = ?1"),
+                [&fork.run_id],
+                run_from_row,
+            )?)
         })
         .await
     }
@@ -641,7 +735,25 @@ impl Store for SqliteStore {
                     return Ok(CancelOutcome::Requested { owner });
                 }
             }
-            // Nobody drives it: cancel it here, as the engine would have.
+            // Nobody drives it: cancel it here, as the engine would have, settling what its
+            // dead driver left: attempts in progress are abandoned, their nodes pending, and
+            // the lease is cleared (a driver that was only paused is fenced out by it).
+            let now = now_rfc3339();
+            c.execute(
+                "UPDATE _smithers_attempts SET status = 'abandoned', finished_at = ?2,
+                   error = COALESCE(error, 'the process driving this attempt stopped before it ended; the run was cancelled')
+                 WHERE run_id = ?1 AND status = 'in-progress'",
+                params![run_id, now],
+            )?;
+            c.execute(
+                "UPDATE _smithers_nodes SET status = 'pending', updated_at = ?2
+                 WHERE run_id = ?1 AND status = 'running'",
+                params![run_id, now],
+            )?;
+            c.execute(
+                "UPDATE _smithers_runs SET lease_owner = NULL, lease_expires_ms = NULL WHERE run_id = ?1",
+                [&run_id],
+            )?;
             let mut b = WriteBatch::new(&run_id);
             b.push(Write::RunStatus {
                 status: RunStatus::Cancelled,

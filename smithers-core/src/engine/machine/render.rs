@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::node::HookCtx;
-use crate::plan::GroupStatus;
+use crate::plan::{GroupKind, GroupStatus};
 
 impl RunState {
     /// What a render decided without running anything: state writes, skips, loop
@@ -151,7 +151,27 @@ impl RunState {
                         b.push(Write::State { key: k, value: v });
                     }
                 }
-                b.push(Write::Group(g.clone()));
+                b.push(Write::Group(g.update()));
+                // Every step inside a repository records the working copy before and after it.
+                if g.kind == GroupKind::Step {
+                    let started = g.status != GroupStatus::Pending
+                        && g.status != GroupStatus::Skipped
+                        && matches!(before, None | Some(GroupStatus::Pending));
+                    if started {
+                        self.snapshots.push(StepSnapshot {
+                            name: g.name.clone(),
+                            iteration: g.iteration,
+                            after: false,
+                        });
+                    }
+                    if g.is_terminal() && g.status != GroupStatus::Skipped {
+                        self.snapshots.push(StepSnapshot {
+                            name: g.name.clone(),
+                            iteration: g.iteration,
+                            after: true,
+                        });
+                    }
+                }
                 b.push(Write::Event(Event::run(
                     &self.run_id,
                     EventKind::StepChanged {
