@@ -5,6 +5,7 @@
 //! [`node`].
 
 pub mod agent;
+pub mod budget;
 pub mod ctx;
 pub mod error;
 pub mod node;
@@ -17,8 +18,10 @@ pub mod task_ctx;
 pub mod text;
 
 pub use agent::{
-    Agent, AgentError, AgentRequest, AgentResponse, IntoAgent, ProgressSink, SharedAgent, Usage,
+    Agent, AgentError, AgentRequest, AgentResponse, Fallback, IntoAgent, ProgressSink, SharedAgent,
+    Usage,
 };
+pub use budget::{Budget, OnBudget};
 pub use ctx::{Ctx, LoopState, StateView};
 pub use error::{Error, Result, TaskError};
 pub use node::{

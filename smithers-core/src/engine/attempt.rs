@@ -96,7 +96,13 @@ where
                 started: Instant::now(),
             },
         );
-        let progress = self.progress_sink(&st.run_id, &t.id, iteration, &st.progress_tx);
+        let progress = self.progress_sink(
+            &st.run_id,
+            &t.id,
+            iteration,
+            &st.progress_tx,
+            st.usage_tx.clone(),
+        );
         let run_id = st.run_id.clone();
         let vcs = match &t.exec {
             TaskExec::Agent(agent) if self.options.vcs_snapshots && agent.edits_files() => agent
@@ -153,11 +159,23 @@ where
         node_id: &str,
         it: u32,
         progress_tx: &Option<tokio::sync::mpsc::UnboundedSender<Event>>,
+        usage_tx: Option<super::state::UsageSender>,
     ) -> ProgressSink {
+        let key: NodeKey = (node_id.to_owned(), it);
         let (run_id, node_id) = (run_id.to_owned(), node_id.to_owned());
         let listener = self.options.on_event.clone();
         let persist = progress_tx.clone();
         ProgressSink::new(move |stream, line| {
+            if stream == crate::agent::USAGE_STREAM {
+                // Usage so far, for the budgets: to the machine, not to the output.
+                let v: Value = serde_json::from_str(line).unwrap_or_default();
+                let usage: Option<Usage> = serde_json::from_value(v["usage"].clone()).ok();
+                if let (Some(tx), Some(usage)) = (&usage_tx, usage) {
+                    let model = v["model"].as_str().map(str::to_owned);
+                    let _ = tx.send((key.clone(), usage, model));
+                }
+                return;
+            }
             let e = Event::node(
                 &run_id,
                 &node_id,

@@ -309,6 +309,18 @@ where
         let loaded = self.store.load(run_id).await?;
         let mut st = RunState::new(run_id, owner);
         st.frame_no = loaded.last_frame;
+        // What was spent so far, and the budgets raised since (`smithers budget`).
+        for a in self.store.attempts(run_id).await? {
+            st.spend(&a.node_id, &a.usage);
+        }
+        for r in self.store.budget_raises(run_id).await? {
+            let slot = match r.node_id {
+                Some(n) => st.task_raise.entry(n).or_default(),
+                None => &mut st.run_raise,
+            };
+            slot.0 += r.add_usd;
+            slot.1 += r.add_tokens;
+        }
         let failures: HashMap<(&str, u32), u32> = loaded
             .failures
             .iter()
@@ -432,6 +444,8 @@ where
         st.wait_for_approval = self.options.wait_for_approval;
         st.agent_retry_policy = self.options.agent_retry_policy.clone();
         st.prices = self.options.prices.clone();
+        let (usage_tx, mut usage_rx) = tokio::sync::mpsc::unbounded_channel();
+        st.usage_tx = Some(usage_tx);
         // Attempts waiting for their retry: when each is due.
         let mut retries_due: Vec<(tokio::time::Instant, NodeKey)> = Vec::new();
         let mut join: JoinSet<AttemptResult> = JoinSet::new();
@@ -526,6 +540,7 @@ where
                             continue;
                         }
                         _ = heartbeat.tick() => Input::Heartbeat { now: crate::time::now_rfc3339() },
+                        Some((key, usage, model)) = usage_rx.recv() => Input::UsageReported { key, usage, model },
                         _ = tokio::time::sleep_until(next_due(&retries_due)), if !retries_due.is_empty() => {
                             let now = tokio::time::Instant::now();
                             let due: Vec<NodeKey> = retries_due.iter().filter(|(at, _)| *at <= now).map(|(_, k)| k.clone()).collect();

@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// The sending end of the attempts' usage reports: (attempt, usage so far, model).
+pub(super) type UsageSender = tokio::sync::mpsc::UnboundedSender<(NodeKey, Usage, Option<String>)>;
+
 pub(super) struct Running {
     pub(super) task: Arc<TaskSpec>,
     pub(super) loop_id: Option<String>,
@@ -26,6 +29,8 @@ pub(super) struct RunState {
     pub(super) tables: HashSet<&'static str>,
     /// Where progress lines go to be persisted (in batches, off the engine's path).
     pub(super) progress_tx: Option<tokio::sync::mpsc::UnboundedSender<Event>>,
+    /// Where running attempts' usage reports go (to be fed as `Input::UsageReported`).
+    pub(super) usage_tx: Option<UsageSender>,
     /// Decisions on `needs_approval` tasks (pending ones included).
     pub(super) approvals: HashMap<NodeKey, ApprovalStatus>,
     /// The notes of decided approvals.
@@ -61,6 +66,22 @@ pub(super) struct RunState {
     pub(super) new_backoffs: Vec<(NodeKey, Duration)>,
     /// The last reply of a task that did not validate: quoted back in its next prompt.
     pub(super) rejected: HashMap<NodeKey, crate::prompt::RejectedReply>,
+    /// The run's budget and what exceeding a budget does (from the latest render).
+    pub(super) run_budget: crate::budget::Budget,
+    pub(super) on_budget: crate::budget::OnBudget,
+    /// What the run and each task (by node id) have spent in recorded attempts.
+    pub(super) run_spent: crate::budget::Spent,
+    pub(super) task_spent: HashMap<String, crate::budget::Spent>,
+    /// Allowances added with `smithers budget`: the run's, and each task's (USD, tokens).
+    pub(super) run_raise: (f64, u64),
+    pub(super) task_raise: HashMap<String, (f64, u64)>,
+    /// The usage (and model) running attempts reported so far.
+    pub(super) streamed: HashMap<NodeKey, (Usage, Option<String>)>,
+    /// Attempts stopped because they exceeded a budget, with the reason.
+    pub(super) budget_stops: HashMap<NodeKey, String>,
+    /// The run waits for a budget raise: nothing new starts, and once the running attempts end
+    /// it stops as `waiting-budget` with this reason.
+    pub(super) parked: Option<String>,
 }
 
 impl RunState {
@@ -77,6 +98,7 @@ impl RunState {
             running: HashMap::new(),
             tables: HashSet::new(),
             progress_tx: None,
+            usage_tx: None,
             approvals: HashMap::new(),
             approval_notes: HashMap::new(),
             groups: HashMap::new(),
@@ -96,6 +118,15 @@ impl RunState {
             backing_off: HashSet::new(),
             new_backoffs: Vec::new(),
             rejected: HashMap::new(),
+            run_budget: crate::budget::Budget::default(),
+            on_budget: crate::budget::OnBudget::default(),
+            run_spent: crate::budget::Spent::default(),
+            task_spent: HashMap::new(),
+            run_raise: (0.0, 0),
+            task_raise: HashMap::new(),
+            streamed: HashMap::new(),
+            budget_stops: HashMap::new(),
+            parked: None,
         }
     }
 

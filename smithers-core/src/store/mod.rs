@@ -36,6 +36,9 @@ pub enum RunStatus {
     Cancelled,
     /// Parked on a node that needs approval.
     WaitingApproval,
+    /// Parked on an exceeded budget (`<Workflow on_budget=Park>`): `smithers budget RUN --add ..`
+    /// then `resume`.
+    WaitingBudget,
 }
 
 impl RunStatus {
@@ -47,6 +50,7 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
             RunStatus::WaitingApproval => "waiting-approval",
+            RunStatus::WaitingBudget => "waiting-budget",
         }
     }
 
@@ -66,6 +70,7 @@ impl RunStatus {
             "failed" => RunStatus::Failed,
             "cancelled" => RunStatus::Cancelled,
             "waiting-approval" => RunStatus::WaitingApproval,
+            "waiting-budget" => RunStatus::WaitingBudget,
             _ => return None,
         })
     }
@@ -871,6 +876,19 @@ pub trait Store: Send + Sync + 'static {
     async fn request_cancel(&self, run_id: &str) -> Result<CancelOutcome>;
     /// Whether a cancellation was requested for the run (polled by the engine driving it).
     async fn cancel_requested(&self, run_id: &str) -> Result<bool>;
+    /// Adds an allowance to the budget of a run (`node_id` `None`) or of one of its tasks
+    /// (`smithers budget RUN --add 5`); an error names an unknown run.
+    async fn raise_budget(&self, run_id: &str, raise: crate::budget::BudgetRaise) -> Result<()> {
+        let _ = raise;
+        Err(crate::Error::Other(format!(
+            "this store cannot raise the budget of run `{run_id}` (it does not implement `raise_budget`)"
+        )))
+    }
+    /// The allowances added to a run's budgets, oldest first.
+    async fn budget_raises(&self, run_id: &str) -> Result<Vec<crate::budget::BudgetRaise>> {
+        let _ = run_id;
+        Ok(Vec::new())
+    }
     /// A `state` key.
     async fn state_get(&self, key: &str) -> Result<Option<String>>;
     /// Sets a `state` key.

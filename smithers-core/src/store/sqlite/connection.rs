@@ -55,6 +55,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "step_records",
         include_str!("../../../migrations/0009_step_records.sql"),
     ),
+    (
+        10,
+        "budget_raises",
+        include_str!("../../../migrations/0010_budget_raises.sql"),
+    ),
 ];
 
 pub(super) type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
