@@ -25,8 +25,8 @@ pub use budget::{Budget, OnBudget};
 pub use ctx::{Ctx, LoopState, StateView};
 pub use error::{Error, Result, TaskError};
 pub use node::{
-    Branch, IntoNodes, Node, NodeKind, OnMaxReached, Parallel, Phase, Ralph, Sequence, Step, Task,
-    TaskExec, TaskId, TaskSpec, Workflow,
+    Branch, IntoNodes, Node, NodeKind, OnMaxReached, Parallel, Phase, Ralph, Sequence, StaticValue,
+    Step, Task, TaskExec, TaskId, TaskSpec, Workflow,
 };
 pub use output::{Column, ColumnKind, ColumnType, Output, OutputInfo};
 pub use price::{CostSource, ModelPrice, PriceCatalog};

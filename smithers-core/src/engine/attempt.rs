@@ -320,7 +320,7 @@ pub(super) async fn run_attempt(
                 })
             }
             TaskExec::Value(v) => v
-                .clone()
+                .to_json()
                 .map(AgentResponseOrValue::Value)
                 .map_err(|e| (TaskError::terminal(e), None)),
             TaskExec::Missing => Err((

@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 
 use super::attempt::{extract_output, AgentResponseOrValue};
 use super::*;
+use crate::ctx::Reads;
 use crate::store::ApprovalRecord;
 
 /// What happened: everything that can move a run on.
@@ -21,7 +22,10 @@ pub(super) enum Input {
     Rendered {
         tree: Result<Node>,
         state_writes: Vec<(String, String)>,
+        reads: Box<Reads>,
     },
+    /// Nothing the last render read has changed: plan the kept tree again.
+    Replan,
     /// The answers to [`Command::Prepare`], in its order; the list stops at the first task whose
     /// output table cannot hold its type.
     Prepared(Vec<Prepared>),
@@ -140,7 +144,35 @@ impl RunState {
     pub(super) fn handle(&mut self, input: Input) -> VecDeque<Command> {
         let mut cmds = VecDeque::new();
         match input {
-            Input::Rendered { tree, state_writes } => self.rendered(tree, state_writes, &mut cmds),
+            Input::Rendered {
+                tree,
+                state_writes,
+                reads,
+            } => {
+                self.reads = *reads;
+                self.stale = false;
+                self.cursors = plan::Cursors::default();
+                match tree {
+                    Ok(tree) => {
+                        self.rendered(&tree, true, state_writes, &mut cmds);
+                        self.tree = Some(tree);
+                    }
+                    Err(e) => {
+                        self.failure.get_or_insert(e);
+                        self.tree = None;
+                        let empty = Node::fragment(None::<Node>);
+                        self.rendered(&empty, true, state_writes, &mut cmds);
+                    }
+                }
+            }
+            Input::Replan => match self.tree.take() {
+                Some(tree) => {
+                    self.rendered(&tree, false, Vec::new(), &mut cmds);
+                    self.tree = Some(tree);
+                }
+                // Nothing kept: the executor renders (it only replans a tree that stands).
+                None => self.stale = true,
+            },
             Input::Prepared(prepared) => self.prepared(prepared, &mut cmds),
             Input::AttemptEnded { result, cancelling } => {
                 if cancelling && result.outcome.is_err() {
@@ -151,7 +183,10 @@ impl RunState {
                     cmds.push_back(Command::Commit(b));
                 }
             }
-            Input::ApprovalsPolled(decided) => self.apply_approvals(decided),
+            Input::ApprovalsPolled(decided) => {
+                self.stale = true;
+                self.apply_approvals(decided);
+            }
             Input::RetriesDue(keys) => {
                 for k in keys {
                     self.backing_off.remove(&k);
@@ -211,24 +246,18 @@ impl RunState {
         cmds
     }
 
-    /// A render: plan it, stop what it unmounted, record what it decided on its own; then
-    /// render again, finish, or prepare the runnable tasks.
+    /// A render (`fresh`) or a kept tree: plan it, stop what it unmounted, record what it
+    /// decided on its own; then render again, finish, or prepare the runnable tasks.
     fn rendered(
         &mut self,
-        tree: Result<Node>,
+        tree: &Node,
+        fresh: bool,
         state_writes: Vec<(String, String)>,
         cmds: &mut VecDeque<Command>,
     ) {
-        let tree = match tree {
-            Ok(t) => t,
-            Err(e) => {
-                self.failure.get_or_insert(e);
-                Node::fragment(None::<Node>)
-            }
-        };
         let running: HashSet<NodeKey> = self.running.keys().cloned().collect();
-        let plan = plan::plan(
-            &tree,
+        let plan = plan::plan_with(
+            tree,
             &PlanInput {
                 nodes: &self.nodes,
                 loops: &self.snap.loops,
@@ -236,8 +265,11 @@ impl RunState {
                 approvals: &self.approvals,
                 node_loop: &self.snap.node_loop,
             },
+            &mut self.cursors,
         );
         if !plan.node_loop.is_empty() {
+            // Outputs are keyed by their loop's counter: what `output` reads may differ now.
+            self.stale = true;
             let snap = Arc::make_mut(&mut self.snap);
             for (id, lp) in &plan.node_loop {
                 match lp {
@@ -257,7 +289,7 @@ impl RunState {
 
         // What the render decided on its own: state writes, skips, loop moves, denied
         // approvals, approval requests, the frame.
-        let (b, decided) = self.on_render(&tree, &plan, state_writes);
+        let (b, decided) = self.on_render(tree, fresh, &plan, state_writes);
         if !b.is_empty() {
             cmds.push_back(Command::Commit(b));
         }
@@ -390,7 +422,7 @@ impl RunState {
             // Static values have no side effects and take no time: every one the plan offers
             // starts and finishes in one shared transaction.
             if let TaskExec::Value(v) = &r.task.exec {
-                let v = v.clone();
+                let v = v.to_json();
                 self.complete_static(&mut statics, &r, v, Source::Static);
                 continue;
             }

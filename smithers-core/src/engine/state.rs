@@ -1,6 +1,7 @@
 //! The in-memory state of the run being driven.
 
 use super::*;
+use crate::ctx::Reads;
 
 /// The sending end of the attempts' usage reports: (attempt, usage so far, model).
 pub(super) type UsageSender = tokio::sync::mpsc::UnboundedSender<(NodeKey, Usage, Option<String>)>;
@@ -48,6 +49,15 @@ pub(super) struct RunState {
     pub(super) wait_for_approval: bool,
     /// Runnable tasks waiting for their lookups (`Command::Prepare`).
     pub(super) pending: Option<super::machine::PendingStart>,
+    /// The last rendered tree, kept while nothing it read has changed: it is re-planned
+    /// without calling the workflow function.
+    pub(super) tree: Option<Node>,
+    /// What the render of `tree` read.
+    pub(super) reads: Reads,
+    /// Something `tree`'s render read has changed (or a loop counter moved): render again.
+    pub(super) stale: bool,
+    /// The planner's memory of `tree` (cursors, ids checked); reset with every new render.
+    pub(super) cursors: plan::Cursors,
     /// Steps that started or ended in the last render: their working copy is recorded next.
     pub(super) snapshots: Vec<super::machine::StepSnapshot>,
     /// Why every running attempt is being stopped, while it is.
@@ -109,6 +119,10 @@ impl RunState {
             max_concurrency: EngineOptions::default().max_concurrency,
             wait_for_approval: false,
             pending: None,
+            tree: None,
+            reads: Reads::default(),
+            stale: true,
+            cursors: plan::Cursors::default(),
             snapshots: Vec::new(),
             stopping: None,
             stopped: Vec::new(),
@@ -136,6 +150,11 @@ impl RunState {
             self.approval_notes.insert(key.clone(), a.note);
             self.approvals.insert(key, a.status);
         }
+    }
+
+    /// Whether the kept tree still stands: the next plan needs no render.
+    pub(super) fn tree_stands(&self) -> bool {
+        !self.stale && self.tree.is_some()
     }
 
     pub(super) fn node(&self, id: &str, it: u32) -> Option<&NodeState> {

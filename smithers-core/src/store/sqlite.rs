@@ -4,7 +4,9 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
@@ -29,8 +31,10 @@ use connection::{configure, migrate, worker, Completion, Job};
 use output_rows::{ensure_output_table, read_outputs};
 use writes::apply;
 
+use lease::check_fence;
+pub(crate) use lease::holder_is_dead;
 pub use lease::lease_owner;
-use lease::{check_fence, holder_is_dead};
+pub(crate) use output_rows::{added_columns, check_ident, check_output_names, quote, StoredColumn};
 
 /// How hard SQLite works to keep a commit on disk (`PRAGMA synchronous`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -63,6 +67,7 @@ pub struct SqliteStore {
     tx: mpsc::Sender<Job>,
     worker: Option<thread::JoinHandle<()>>,
     path: PathBuf,
+    commits: Arc<AtomicU64>,
 }
 
 impl Drop for SqliteStore {
@@ -97,9 +102,11 @@ impl SqliteStore {
             .and_then(|()| migrate(&mut conn, &path))
             .map_err(|e| name_the_file(&path, e))?;
         let (tx, rx) = mpsc::channel::<Job>();
+        let commits = Arc::new(AtomicU64::new(0));
+        let counter = commits.clone();
         let worker = thread::Builder::new()
             .name("smithers-sqlite".into())
-            .spawn(move || worker(conn, rx))
+            .spawn(move || worker(conn, rx, &counter))
             .map_err(|e| Error::OpenDb {
                 path: path.clone(),
                 message: e.to_string(),
@@ -108,12 +115,19 @@ impl SqliteStore {
             tx,
             worker: Some(worker),
             path,
+            commits,
         })
     }
 
     /// The database path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How many write transactions this store has committed since it was opened (writes queued
+    /// together share one transaction). What benchmarks count to show commits per output.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// Names the database in an error that means its file is damaged.

@@ -184,7 +184,7 @@ fn a_render_records_skips_and_phase_transitions_and_runs_hooks_once() {
             node_loop: &st.snap.node_loop,
         },
     );
-    let (b, decided) = st.on_render(&t, &p, Vec::new());
+    let (b, decided) = st.on_render(&t, true, &p, Vec::new());
     assert!(!decided, "nothing skipped yet: the phase is still running");
     assert_eq!(kinds(&b), ["frame_rendered", "step_changed"]);
     assert!(b
@@ -192,7 +192,7 @@ fn a_render_records_skips_and_phase_transitions_and_runs_hooks_once() {
         .iter()
         .any(|w| matches!(w, Write::State { key, .. } if key == "phase")));
     // The same render again: no new frame, no transition, no second hook call.
-    let (b, _) = st.on_render(&t, &p, Vec::new());
+    let (b, _) = st.on_render(&t, true, &p, Vec::new());
     assert!(b.is_empty(), "{:?}", kinds(&b));
     assert_eq!(started.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
@@ -266,6 +266,7 @@ fn render(st: &mut RunState, tree: Node) -> Vec<String> {
     describe(&st.handle(Input::Rendered {
         tree: Ok(tree),
         state_writes: Vec::new(),
+        reads: Box::default(),
     }))
 }
 
@@ -607,6 +608,7 @@ fn started(st: &mut RunState, tree: &dyn Fn() -> Node) -> StartAttempt {
     st.handle(Input::Rendered {
         tree: Ok(tree()),
         state_writes: Vec::new(),
+        reads: Box::default(),
     });
     let cmds = st.handle(Input::Prepared(vec![Prepared::Ready { cached: None }]));
     let start = cmds.into_iter().find_map(|c| match c {
