@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod ctx;
 pub mod error;
+pub mod model;
 pub mod node;
 pub mod output;
 pub mod prompt;
@@ -14,10 +15,14 @@ pub mod reference;
 pub mod task_ctx;
 
 pub use agent::{
-    Agent, AgentError, AgentRequest, AgentResponse, IntoAgent, ProgressSink, SharedAgent, Usage,
+    Agent, AgentError, AgentRequest, AgentResponse, IntoAgent, ProgressSink, SharedAgent,
 };
-pub use ctx::{Ctx, LoopState, StateView};
+pub use ctx::{Ctx, StateView};
 pub use error::{Error, Result, TaskError};
+pub use model::{
+    ApprovalStatus, GroupKind, GroupStatus, LoopState, NodeKey, NodeState, NodeStatus, RunStatus,
+    Timestamp, Usage,
+};
 pub use node::{
     Branch, IntoNodes, Node, NodeKind, OnMaxReached, Parallel, Phase, Ralph, Sequence, Step, Task,
     TaskExec, TaskId, TaskSpec, Workflow,
@@ -25,9 +30,10 @@ pub use node::{
 pub use output::{Column, ColumnKind, Output, OutputInfo};
 pub use reference::{NodeRef, Ref};
 pub use task_ctx::TaskCtx;
+pub mod clock;
 pub mod engine;
 pub mod events;
+pub(crate) mod machine;
 pub mod plan;
 pub mod store;
-pub mod time;
 pub mod vcs;

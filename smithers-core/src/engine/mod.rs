@@ -1,36 +1,34 @@
 //! The engine loop: render → plan → start tasks → persist each result in one transaction →
 //! render again, after EACH persisted output, while the other tasks keep running.
 //!
-//! The decisions are a sans-I/O state machine in `machine` (`RunState::handle`: an `Input` in,
-//! `Command`s out); `Engine::drive` is the executor that renders, feeds the machine and carries
-//! out its commands against the [`Store`], the agents and the clock. Planning is the pure
-//! [`crate::plan`]; writes go through the store as one [`WriteBatch`] per change. Preparing,
-//! spawning and running attempts is in `attempt`, committing and ending runs in `persist`, the
-//! in-memory run state in `state`.
+//! The decisions are the sealed core in [`crate::machine`] (`RunState::handle`: an `Input` and
+//! the time in, `Command`s out); `Engine::drive` is the executor that renders, feeds the machine
+//! and carries out its commands against the [`Store`], the agents, the clock and tokio. Writes go
+//! through the store as one [`WriteBatch`] per change. Preparing, spawning and running attempts
+//! is in `attempt`, committing and cancelling in `persist`.
 
-use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::Value;
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 pub use tokio_util::sync::CancellationToken;
 
-use crate::agent::{AgentRequest, AgentResponse, ProgressSink, Usage};
+use crate::clock::{Clock, SystemClock};
 use crate::ctx::{Ctx, RunSnapshot};
-use crate::error::{Error, Result, TaskError};
-use crate::events::{Event, EventKind};
-use crate::node::{Node, NodeKind, TaskExec, TaskSpec};
-use crate::plan::{self, LoopChange, NodeKey, NodeState, Outcome, PlanInput, Runnable};
-use crate::store::{
-    sqlite::lease_owner, ApprovalStatus, AttemptEnd, NewRun, NodeRecord, NodeStatus, RunStatus,
-    Store, Write, WriteBatch,
-};
-use crate::task_ctx::TaskCtx;
+use crate::error::{Error, Result};
+use crate::events::Event;
+use crate::machine::{AttemptResult, Command, HookCall, Input, RunState};
+use crate::model::{NodeKey, RunStatus};
+use crate::node::{HookCtx, Node, NodeKind};
+use crate::store::{lease_owner, NewRun, Store, Write, WriteBatch};
+
+mod attempt;
+mod persist;
 
 /// A callback receiving every event after it is persisted.
 pub type EventListener = Arc<dyn Fn(&Event) + Send + Sync>;
@@ -61,6 +59,9 @@ pub struct EngineOptions {
     /// Snapshot the agent's git working copy before and after each agent attempt (commits under
     /// `refs/smithers/...`, recorded on the attempt) so `smithers revert` can undo it.
     pub vcs_snapshots: bool,
+    /// Where the engine reads the time it stamps on events and state (the system clock; a
+    /// [`crate::clock::TestClock`] in tests).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for EngineOptions {
@@ -75,6 +76,7 @@ impl Default for EngineOptions {
             approval_poll: Duration::from_millis(500),
             vcs_snapshots: true,
             cancel_poll: Duration::from_secs(1),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -184,13 +186,8 @@ where
             })
             .await?;
         let mut st = RunState::new(run_id, owner);
-        let mut b = WriteBatch::new(run_id);
-        b.push(Write::Event(Event::run(
-            run_id,
-            EventKind::RunStarted { workflow },
-        )));
-        supervisor(&mut b, "running", "Run started");
-        self.commit(b).await?;
+        self.execute_all(&mut st, Input::Started { workflow })
+            .await?;
         self.drive_and_release(&mut st, input).await
     }
 
@@ -223,17 +220,8 @@ where
             .await?;
         let abandoned = self.store.reset_for_resume(&rec.run_id).await?;
         let mut st = self.load_state(&rec.run_id, owner).await?;
-        let mut b = WriteBatch::new(&rec.run_id);
-        b.push(Write::Event(Event::run(
-            &rec.run_id,
-            EventKind::RunResumed { abandoned },
-        )));
-        supervisor(
-            &mut b,
-            "running",
-            &format!("Run resumed ({abandoned} interrupted attempt(s) will be retried)"),
-        );
-        self.commit(b).await?;
+        self.execute_all(&mut st, Input::Resumed { abandoned })
+            .await?;
         self.drive_and_release(&mut st, Arc::new(input)).await
     }
 
@@ -253,65 +241,38 @@ where
     /// Loads a run's persisted state into memory.
     async fn load_state(&self, run_id: &str, owner: String) -> Result<RunState> {
         let loaded = self.store.load(run_id).await?;
-        let mut st = RunState::new(run_id, owner);
-        st.frame_no = loaded.last_frame;
-        let failures: HashMap<(&str, u32), u32> = loaded
-            .failures
-            .iter()
-            .map(|(n, it, f)| ((n.as_str(), *it), *f))
-            .collect();
-        let snap = Arc::make_mut(&mut st.snap);
-        for n in &loaded.nodes {
-            if n.status == NodeStatus::Finished {
-                st.finished += 1;
-            }
-            if let Some(l) = &n.loop_id {
-                snap.node_loop.insert(n.node_id.clone(), l.clone());
-            }
-            st.nodes.entry(n.node_id.clone()).or_default().insert(
-                n.iteration,
-                NodeState {
-                    status: n.status,
-                    attempts: n.attempts,
-                    failures: failures
-                        .get(&(n.node_id.as_str(), n.iteration))
-                        .copied()
-                        .unwrap_or(0),
-                    last_error: n.last_error.clone(),
-                },
-            );
-        }
-        for (node, it, v) in loaded.outputs {
-            snap.outputs.entry(node).or_default().insert(it, v);
-        }
-        snap.loops = loaded.loops.into_iter().collect();
-        snap.state = loaded.state.into_iter().collect();
-        st.apply_approvals(loaded.approvals);
-        // Transitions already recorded do not fire their hooks again.
-        for s in self.store.steps(run_id).await? {
-            if let (Some(kind), Some(status)) = (
-                plan::GroupKind::parse(&s.kind),
-                plan::GroupStatus::parse(&s.status),
-            ) {
-                st.groups.insert((kind, s.name, s.iteration), status);
+        let steps = self.store.steps(run_id).await?;
+        Ok(RunState::loaded(run_id, owner, loaded, steps))
+    }
+
+    /// Feeds `input` and carries out its commands, which must not wait or start anything (the
+    /// start and resume records).
+    async fn execute_all(&self, st: &mut RunState, input: Input) -> Result<()> {
+        for command in st.handle(input, self.options.clock.now()) {
+            match command {
+                Command::Commit(b) => self.commit(b).await?,
+                _ => unreachable!("starting or resuming a run only commits"),
             }
         }
-        Ok(st)
+        Ok(())
     }
 
     async fn drive_and_release(&self, st: &mut RunState, input: Arc<I>) -> Result<RunReport> {
         let (tx, writer) = self.spawn_progress_writer();
-        st.progress_tx = Some(tx);
-        let result = self.drive(st, input).await;
-        // Every attempt has ended: the writer drains what is queued and stops.
-        st.progress_tx = None;
+        let result = self.drive(st, input, tx).await;
+        // Every attempt has ended and `drive` dropped its sender: the writer drains what is
+        // queued and stops.
         let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
         if let Err(e) = &result {
             if !matches!(e, Error::LeaseLost { .. }) {
                 // An error of the store or the machinery: the run must not stay `running`.
-                let b = st.end_batch(RunStatus::Failed, Some(&e.to_string()));
-                if let Err(e2) = self.commit(b).await {
-                    tracing::error!(error = %e2, "could not record the run's failure");
+                let input = Input::DriveFailed(e.to_string());
+                for command in st.handle(input, self.options.clock.now()) {
+                    if let Command::Commit(b) = command {
+                        if let Err(e2) = self.commit(b).await {
+                            tracing::error!(error = %e2, "could not record the run's failure");
+                        }
+                    }
                 }
             }
         }
@@ -332,12 +293,7 @@ where
 
     /// Persists progress lines in batches: whatever is queued when the writer wakes goes in one
     /// transaction, so a chatty agent costs few commits.
-    fn spawn_progress_writer(
-        &self,
-    ) -> (
-        tokio::sync::mpsc::UnboundedSender<Event>,
-        tokio::task::JoinHandle<()>,
-    ) {
+    fn spawn_progress_writer(&self) -> (UnboundedSender<Event>, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
         let store = self.store.clone();
         let writer = tokio::spawn(async move {
@@ -362,11 +318,19 @@ where
     /// [`RunState::handle`], carry out the commands it returns (committing, preparing and
     /// starting attempts, waiting for the next input and feeding it), render again. Returns when
     /// the run finished, failed or was cancelled.
-    async fn drive(&self, st: &mut RunState, input: Arc<I>) -> Result<RunReport> {
+    async fn drive(
+        &self,
+        st: &mut RunState,
+        input: Arc<I>,
+        progress: UnboundedSender<Event>,
+    ) -> Result<RunReport> {
         st.max_concurrency = self.options.max_concurrency;
         st.wait_for_approval = self.options.wait_for_approval;
+        let clock = &self.options.clock;
         let mut join: JoinSet<AttemptResult> = JoinSet::new();
         let mut tokens: HashMap<NodeKey, CancellationToken> = HashMap::new();
+        // Output tables ensured by this drive.
+        let mut tables: HashSet<&'static str> = HashSet::new();
         let mut lease_tick = tokio::time::interval(self.options.lease_ttl / 3);
         lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         lease_tick.tick().await;
@@ -381,7 +345,8 @@ where
             let tree = self.render_catching(&ctx);
             let state_writes = ctx.take_state_writes();
             drop(ctx);
-            let mut commands = st.handle(Input::Rendered { tree, state_writes });
+            let mut commands: VecDeque<Command> =
+                st.handle(Input::Rendered { tree, state_writes }, clock.now());
             // Carry out the decisions; when none is left, render again.
             while let Some(command) = commands.pop_front() {
                 let next = match command {
@@ -389,11 +354,14 @@ where
                         self.commit(b).await?;
                         continue;
                     }
-                    Command::Prepare(items) => Input::Prepared(self.prepare(st, items).await?),
+                    Command::Prepare(items) => {
+                        Input::Prepared(self.prepare(&mut tables, items).await?)
+                    }
                     Command::Start(s) => {
-                        self.spawn_attempt(st, &mut join, &mut tokens, s);
+                        self.spawn_attempt(&st.run_id, &progress, &mut join, &mut tokens, s);
                         continue;
                     }
+                    Command::RunHooks(calls) => Input::HooksRan(run_hooks(&st.run_id, calls)),
                     Command::Stop(key) => {
                         if let Some(t) = tokens.get(&key) {
                             t.cancel();
@@ -404,8 +372,18 @@ where
                         self.cancel_all(&mut join, &mut tokens, b).await;
                         continue;
                     }
-                    Command::Finish { status, error } => {
-                        return self.finish(st, status, error).await;
+                    Command::Finish {
+                        status,
+                        error,
+                        batch,
+                    } => {
+                        self.commit(batch).await?;
+                        return Ok(RunReport {
+                            run_id: st.run_id.clone(),
+                            status,
+                            error,
+                            finished_nodes: st.finished,
+                        });
                     }
                     Command::Abort(e) => return Err(e),
                     Command::WaitForApprovals => {
@@ -445,10 +423,10 @@ where
                             self.poll_remote_cancel(st).await;
                             continue;
                         }
-                        _ = heartbeat.tick() => Input::Heartbeat { now: crate::time::now_rfc3339() },
+                        _ = heartbeat.tick() => Input::Heartbeat,
                     },
                 };
-                commands.extend(st.handle(next));
+                commands.extend(st.handle(next, clock.now()));
             }
         }
     }
@@ -457,17 +435,33 @@ where
         std::panic::catch_unwind(AssertUnwindSafe(|| (self.workflow)(ctx))).map_err(|p| {
             Error::Other(format!(
                 "the workflow function panicked while rendering: {}",
-                attempt::panic_message(&*p)
+                panic_message(&*p)
             ))
         })
     }
 }
 
-mod attempt;
-mod machine;
-mod persist;
-mod state;
+/// Carries out `Command::RunHooks`: each hook runs once, in order, and what it sets in `state`
+/// is handed back to the machine (which commits it with the transition that fired it).
+fn run_hooks(run_id: &str, calls: Vec<HookCall>) -> Vec<(String, String)> {
+    let mut state = Vec::new();
+    for call in calls {
+        let mut cx = HookCtx {
+            run_id,
+            name: &call.name,
+            state: Vec::new(),
+        };
+        (call.hook)(&mut cx);
+        state.append(&mut cx.state);
+    }
+    state
+}
 
-use attempt::{cache_key, AttemptResult, Source};
-use machine::{supervisor, Command, Input, Preparation, Prepared, StartAttempt};
-use state::{shape_hash, RunState, Running};
+/// The text of a panic payload.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}

@@ -1,6 +1,19 @@
-//! Committing batches, cancelling every attempt (`Command::CancelAll`) and ending a run.
+//! Committing batches and cancelling every attempt (`Command::CancelAll`).
 
-use super::*;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::Engine;
+use crate::error::Result;
+use crate::events::Event;
+use crate::machine::AttemptResult;
+use crate::model::NodeKey;
+use crate::store::WriteBatch;
 
 impl<I> Engine<I>
 where
@@ -27,36 +40,21 @@ where
         }
     }
 
-    pub(super) async fn finish(
-        &self,
-        st: &mut RunState,
-        status: RunStatus,
-        error: Option<String>,
-    ) -> Result<RunReport> {
-        self.commit(st.end_batch(status, error.as_deref())).await?;
-        Ok(RunReport {
-            run_id: st.run_id.clone(),
-            status,
-            error,
-            finished_nodes: st.finished,
-        })
-    }
-
+    /// Commits `b` in one transaction, then delivers its events. The batch moves to the store
+    /// whole (outputs and transcripts are never copied); only its events are kept back, and
+    /// only when someone listens.
     pub(super) async fn commit(&self, b: WriteBatch) -> Result<()> {
         if b.is_empty() {
             return Ok(());
         }
-        self.store.write(b.clone()).await?;
-        self.deliver(&b);
-        Ok(())
-    }
-
-    pub(super) fn deliver(&self, b: &WriteBatch) {
-        for e in b.events() {
+        let events: Vec<Event> = b.events().cloned().collect();
+        self.store.write(b).await?;
+        for e in &events {
             e.trace();
             if let Some(l) = &self.options.on_event {
                 l(e);
             }
         }
+        Ok(())
     }
 }

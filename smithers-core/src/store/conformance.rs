@@ -10,9 +10,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
-use crate::ctx::LoopState;
 use crate::error::Error;
 use crate::events::{Event, EventKind};
+use crate::model::{LoopState, Timestamp};
 use crate::output::{Column, ColumnKind, Output, OutputInfo};
 
 /// An output with one column of each kind.
@@ -99,6 +99,7 @@ fn finished(node: &str, value: serde_json::Value, info: OutputInfo) -> Vec<Write
             "r",
             node,
             0,
+            Timestamp::from_millis(0),
             EventKind::NodeFinished {
                 attempt: 1,
                 usage: None,
@@ -312,11 +313,16 @@ pub async fn loops_state_events_and_steps_persist(s: Arc<dyn Store>) {
         },
         Write::Event(Event::run(
             "r",
+            Timestamp::from_millis(0),
             EventKind::RunStarted {
                 workflow: "w".into(),
             },
         )),
-        Write::Event(Event::run("r", EventKind::RunFinished)),
+        Write::Event(Event::run(
+            "r",
+            Timestamp::from_millis(0),
+            EventKind::RunFinished,
+        )),
     ]))
     .await
     .unwrap();

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
 
@@ -14,13 +14,14 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::*;
+use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::events::EventKind;
+use crate::model::Timestamp;
+use crate::node::FrameNode;
 use crate::output::OutputInfo;
-use crate::time::{now_ms, now_rfc3339};
 
 mod connection;
-mod lease;
 mod output_rows;
 mod writes;
 
@@ -28,8 +29,7 @@ use connection::{configure, migrate, worker, Completion, Job};
 use output_rows::{ensure_output_table, read_outputs};
 use writes::apply;
 
-use lease::holder_is_dead;
-pub use lease::lease_owner;
+use super::owner::holder_is_dead;
 
 /// How hard SQLite works to keep a commit on disk (`PRAGMA synchronous`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -57,6 +57,8 @@ impl Durability {
 pub struct SqliteStore {
     tx: mpsc::Sender<Job>,
     path: PathBuf,
+    /// Stamps rows and decides lease expiry.
+    clock: Arc<dyn Clock>,
 }
 
 impl SqliteStore {
@@ -83,7 +85,19 @@ impl SqliteStore {
                 path: path.clone(),
                 message: e.to_string(),
             })?;
-        Ok(SqliteStore { tx, path })
+        Ok(SqliteStore {
+            tx,
+            path,
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// Reads the time from `clock` (a [`crate::clock::TestClock`] in tests) instead of the
+    /// system clock: row timestamps and lease expiry follow it.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The database path.
@@ -158,10 +172,18 @@ fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRecord> {
 }
 
 fn frame_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FrameRecord> {
+    let tree: String = r.get(2)?;
+    let structure: Option<String> = r.get(4)?;
+    // A frame recorded before frames were data (or whose JSON does not read) is read from its
+    // text, so older databases keep working.
+    let structure = structure
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_else(|| FrameNode::from_legacy_text(&tree));
     Ok(FrameRecord {
         frame_no: r.get(0)?,
         tree_hash: r.get(1)?,
-        tree: r.get(2)?,
+        tree,
+        structure,
         created_at: r.get(3)?,
     })
 }
@@ -201,8 +223,9 @@ fn query_approvals(c: &Connection, run_id: &str) -> Result<Vec<ApprovalRecord>> 
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_run(&self, run: NewRun) -> Result<()> {
+        let now: Timestamp = self.clock.now();
         self.write_with(move |c| {
-            let now = now_rfc3339();
+            let at = now.to_string();
             c.execute(
                 "INSERT INTO _smithers_runs
                    (run_id, workflow, status, input_json, created_at, updated_at, lease_owner, lease_expires_ms)
@@ -211,9 +234,9 @@ impl Store for SqliteStore {
                     run.run_id,
                     run.workflow,
                     serde_json::to_string(&run.input)?,
-                    now,
+                    at,
                     run.owner,
-                    now_ms() + run.lease_ttl.as_millis() as i64
+                    now.as_millis() + run.lease_ttl.as_millis() as i64
                 ],
             )?;
             Ok(())
@@ -261,6 +284,7 @@ impl Store for SqliteStore {
 
     async fn acquire_lease(&self, run_id: &str, owner: &str, ttl: Duration) -> Result<()> {
         let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
+        let now: Timestamp = self.clock.now();
         self.write_with(move |c| {
             let row: Option<(Option<String>, Option<i64>)> = c
                 .query_row("SELECT lease_owner, lease_expires_ms FROM _smithers_runs WHERE run_id = ?1", [&run_id], |r| {
@@ -268,10 +292,10 @@ impl Store for SqliteStore {
                 })
                 .optional()?;
             let Some((holder, expires)) = row else { return Err(Error::RunNotFound(run_id)) };
-            let now = now_ms();
+            let now = now.as_millis();
             if let (Some(holder), Some(expires)) = (holder, expires) {
                 if holder != owner && expires > now && !holder_is_dead(&holder) {
-                    return Err(Error::LeaseHeld { run_id, owner: holder, expires_at: crate::time::ms_to_rfc3339(expires) });
+                    return Err(Error::LeaseHeld { run_id, owner: holder, expires_at: Timestamp::from_millis(expires).to_string() });
                 }
             }
             c.execute(
@@ -285,10 +309,11 @@ impl Store for SqliteStore {
 
     async fn renew_lease(&self, run_id: &str, owner: &str, ttl: Duration) -> Result<()> {
         let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
+        let now: Timestamp = self.clock.now();
         self.write_with(move |c| {
             let n = c.execute(
                 "UPDATE _smithers_runs SET lease_expires_ms = ?3 WHERE run_id = ?1 AND lease_owner = ?2",
-                params![run_id, owner, now_ms() + ttl.as_millis() as i64],
+                params![run_id, owner, now.as_millis() + ttl.as_millis() as i64],
             )?;
             if n == 0 {
                 return Err(Error::LeaseLost { run_id });
@@ -312,8 +337,9 @@ impl Store for SqliteStore {
 
     async fn reset_for_resume(&self, run_id: &str) -> Result<u32> {
         let run_id = run_id.to_owned();
+        let now: Timestamp = self.clock.now();
         self.write_with(move |c| {
-            let now = now_rfc3339();
+            let now = now.to_string();
             let n = c.execute(
                 "UPDATE _smithers_attempts SET status = 'abandoned', finished_at = ?2,
                    error = COALESCE(error, 'the process driving this attempt stopped before it ended')
@@ -375,12 +401,14 @@ impl Store for SqliteStore {
     }
 
     async fn ensure_output_table(&self, info: OutputInfo) -> Result<()> {
-        self.write_with(move |c| ensure_output_table(c, &info))
+        let now = self.clock.now();
+        self.write_with(move |c| ensure_output_table(c, &info, now))
             .await
     }
 
     async fn write(&self, batch: WriteBatch) -> Result<()> {
-        self.write_with(move |c| apply(c, &batch)).await
+        let now = self.clock.now();
+        self.write_with(move |c| apply(c, &batch, now)).await
     }
 
     async fn nodes(&self, run_id: &str) -> Result<Vec<NodeRecord>> {
@@ -455,7 +483,11 @@ impl Store for SqliteStore {
                             run_id: run_id.clone(),
                             node_id,
                             iteration,
-                            at,
+                            at: Timestamp::parse(&at).ok_or_else(|| {
+                                Error::Other(format!(
+                                    "event {seq} of run `{run_id}` has the timestamp `{at}`, which is not RFC 3339 UTC; the database was edited or is damaged"
+                                ))
+                            })?,
                             kind: serde_json::from_str(&payload)?,
                         },
                     })
@@ -526,6 +558,7 @@ impl Store for SqliteStore {
             node_id.to_owned(),
             note.map(str::to_owned),
         );
+        let now: Timestamp = self.clock.now();
         self.write_with(move |c| {
             let pending: Vec<u32> = {
                 let mut st = c.prepare_cached(
@@ -551,25 +584,25 @@ impl Store for SqliteStore {
                 }
             };
             let status = if approve { ApprovalStatus::Approved } else { ApprovalStatus::Denied };
-            let now = now_rfc3339();
+            let at = now.to_string();
             c.execute(
                 "UPDATE _smithers_approvals SET status = ?4, decided_at = ?5, note = ?6
                  WHERE run_id = ?1 AND node_id = ?2 AND iteration = ?3",
-                params![run_id, node_id, iteration, status.as_str(), now, note],
+                params![run_id, node_id, iteration, status.as_str(), at, note],
             )?;
             let kind = EventKind::ApprovalDecided { approved: approve, note: note.clone() };
-            let e = Event::node(&run_id, &node_id, iteration, kind);
+            let e = Event::node(&run_id, &node_id, iteration, now, kind);
             c.execute(
                 "INSERT INTO _smithers_events (run_id, at, kind, node_id, iteration, payload)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![run_id, e.at, e.kind.name(), e.node_id, e.iteration, serde_json::to_string(&e.kind)?],
+                params![run_id, e.at.to_string(), e.kind.name(), e.node_id, e.iteration, serde_json::to_string(&e.kind)?],
             )?;
             Ok(ApprovalRecord {
                 node_id,
                 iteration,
                 status,
                 requested_at: String::new(),
-                decided_at: Some(now),
+                decided_at: Some(at),
                 note,
             })
         })
@@ -580,7 +613,7 @@ impl Store for SqliteStore {
         let run_id = run_id.to_owned();
         self.read(move |c| {
             let mut st = c.prepare_cached(
-                "SELECT frame_no, tree_hash, tree, created_at FROM _smithers_frames
+                "SELECT frame_no, tree_hash, tree, created_at, structure FROM _smithers_frames
                  WHERE run_id = ?1 ORDER BY frame_no",
             )?;
             let rows = st
@@ -595,7 +628,7 @@ impl Store for SqliteStore {
         let run_id = run_id.to_owned();
         self.read(move |c| {
             let mut st = c.prepare_cached(
-                "SELECT frame_no, tree_hash, tree, created_at FROM _smithers_frames
+                "SELECT frame_no, tree_hash, tree, created_at, structure FROM _smithers_frames
                  WHERE run_id = ?1 AND (?2 IS NULL OR frame_no = ?2) ORDER BY frame_no DESC LIMIT 1",
             )?;
             Ok(st
@@ -607,6 +640,7 @@ impl Store for SqliteStore {
 
     async fn request_cancel(&self, run_id: &str) -> Result<CancelOutcome> {
         let run_id = run_id.to_owned();
+        let now: Timestamp = self.clock.now();
         self.write_with(move |c| {
             let row: Option<(String, Option<String>, Option<i64>)> = c
                 .query_row(
@@ -623,10 +657,10 @@ impl Store for SqliteStore {
                 return Ok(CancelOutcome::AlreadyFinal(status));
             }
             if let (Some(owner), Some(expires)) = (holder, expires) {
-                if expires > now_ms() && !holder_is_dead(&owner) {
+                if expires > now.as_millis() && !holder_is_dead(&owner) {
                     c.execute(
                         "UPDATE _smithers_runs SET cancel_requested = 1, updated_at = ?2 WHERE run_id = ?1",
-                        params![run_id, now_rfc3339()],
+                        params![run_id, now.to_string()],
                     )?;
                     return Ok(CancelOutcome::Requested { owner });
                 }
@@ -637,8 +671,8 @@ impl Store for SqliteStore {
                 status: RunStatus::Cancelled,
                 error: None,
             });
-            b.push(Write::Event(Event::run(&run_id, crate::events::EventKind::RunCancelled)));
-            apply(c, &b)?;
+            b.push(Write::Event(Event::run(&run_id, now, crate::events::EventKind::RunCancelled)));
+            apply(c, &b, now)?;
             Ok(CancelOutcome::Cancelled)
         })
         .await

@@ -4,13 +4,14 @@ use rusqlite::{params, Connection};
 
 use super::output_rows::insert_output;
 use crate::error::Result;
-use crate::plan::GroupStatus;
+use crate::model::GroupStatus;
+use crate::model::Timestamp;
 use crate::store::{Write, WriteBatch};
-use crate::time::now_rfc3339;
 
-pub(super) fn apply(c: &Connection, batch: &WriteBatch) -> Result<()> {
+/// Applies `batch`, stamping its rows with `now`.
+pub(super) fn apply(c: &Connection, batch: &WriteBatch, now: Timestamp) -> Result<()> {
     let run_id = batch.run_id.as_str();
-    let now = now_rfc3339();
+    let now = now.to_string();
     for w in &batch.writes {
         match w {
             Write::RunStatus { status, error } => {
@@ -129,10 +130,10 @@ pub(super) fn apply(c: &Connection, batch: &WriteBatch) -> Result<()> {
                 tree,
             } => {
                 c.prepare_cached(
-                    "INSERT OR REPLACE INTO _smithers_frames (run_id, frame_no, tree_hash, tree, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT OR REPLACE INTO _smithers_frames (run_id, frame_no, tree_hash, tree, structure, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?
-                .execute(params![run_id, frame_no, hash, tree, now])?;
+                .execute(params![run_id, frame_no, hash, tree.to_text(), serde_json::to_string(tree)?, now])?;
             }
             Write::State { key, value } => {
                 c.prepare_cached(
@@ -217,7 +218,7 @@ pub(super) fn apply(c: &Connection, batch: &WriteBatch) -> Result<()> {
                 )?
                 .execute(params![
                     run_id,
-                    e.at,
+                    e.at.to_string(),
                     e.kind.name(),
                     e.node_id,
                     e.iteration,

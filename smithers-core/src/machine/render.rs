@@ -1,21 +1,28 @@
 //! What a render decides without running anything: state writes, skips, loop moves, denied
 //! approvals, approval requests, phase and step transitions (with their hooks), new frames.
 
-use super::*;
-use crate::node::HookCtx;
-use crate::plan::GroupStatus;
+use std::sync::Arc;
+
+use crate::events::{Event, EventKind};
+use crate::model::{ApprovalStatus, GroupStatus, NodeState, NodeStatus};
+use crate::node::{shape_hash, Node};
+use crate::plan::{LoopChange, Plan};
+use crate::store::{NodeRecord, Write, WriteBatch};
+
+use super::{HookCall, RunState};
 
 impl RunState {
     /// What a render decided without running anything: state writes, skips, loop
     /// moves, denied approvals, new approval requests and a new frame. Returns whether the tree
     /// may now differ (then it is rendered again before anything starts).
-    pub(in crate::engine) fn on_render(
+    pub(super) fn on_render(
         &mut self,
         tree: &Node,
-        plan: &plan::Plan,
+        plan: &Plan,
         state_writes: Vec<(String, String)>,
-    ) -> (WriteBatch, bool) {
+    ) -> (WriteBatch, bool, Vec<HookCall>) {
         let mut b = WriteBatch::new(&self.run_id);
+        let mut calls = Vec::new();
         for (k, v) in state_writes {
             Arc::make_mut(&mut self.snap)
                 .state
@@ -39,6 +46,7 @@ impl RunState {
                 &self.run_id,
                 &task.id,
                 *it,
+                self.now,
                 EventKind::NodeSkipped,
             )));
             self.set_node(
@@ -80,7 +88,7 @@ impl RunState {
                 loop_id: loop_id.clone(),
                 state: state.clone(),
             });
-            b.push(Write::Event(Event::run(&self.run_id, event)));
+            b.push(Write::Event(Event::run(&self.run_id, self.now, event)));
             Arc::make_mut(&mut self.snap)
                 .loops
                 .insert(loop_id.clone(), state.clone());
@@ -107,6 +115,7 @@ impl RunState {
                 &self.run_id,
                 &t.id,
                 r.iteration,
+                self.now,
                 EventKind::NodeFailed {
                     attempt: attempts,
                     error: error.clone(),
@@ -137,23 +146,14 @@ impl RunState {
                 if g.status == GroupStatus::Completed {
                     hooks.extend(g.hooks.on_complete.clone());
                 }
-                for hook in hooks {
-                    let mut cx = HookCtx {
-                        run_id: &self.run_id,
-                        name: &g.name,
-                        state: Vec::new(),
-                    };
-                    hook(&mut cx);
-                    for (k, v) in cx.state {
-                        Arc::make_mut(&mut self.snap)
-                            .state
-                            .insert(k.clone(), v.clone());
-                        b.push(Write::State { key: k, value: v });
-                    }
-                }
+                calls.extend(hooks.into_iter().map(|hook| HookCall {
+                    hook,
+                    name: g.name.clone(),
+                }));
                 b.push(Write::Group(g.clone()));
                 b.push(Write::Event(Event::run(
                     &self.run_id,
+                    self.now,
                     EventKind::StepChanged {
                         kind: g.kind,
                         name: g.name.clone(),
@@ -176,18 +176,17 @@ impl RunState {
                 &self.run_id,
                 &key.0,
                 key.1,
+                self.now,
                 EventKind::ApprovalRequested,
             )));
             self.approvals.insert(key, ApprovalStatus::Pending);
         }
-        (b, decided)
+        (b, decided, calls)
     }
 
     /// Records a frame when the tree's shape changed since the last one.
     fn record_frame(&mut self, tree: &Node, b: &mut WriteBatch) {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        shape_hash(tree, &mut h);
-        let hash = h.finish();
+        let hash = shape_hash(tree);
         if hash == self.frame_hash {
             return;
         }
@@ -196,10 +195,11 @@ impl RunState {
         b.push(Write::Frame {
             frame_no: self.frame_no,
             hash: format!("{hash:016x}"),
-            tree: tree.to_tree_string(),
+            tree: tree.frame(),
         });
         b.push(Write::Event(Event::run(
             &self.run_id,
+            self.now,
             EventKind::FrameRendered {
                 frame: self.frame_no,
             },

@@ -1,5 +1,6 @@
 //! Lease owners: `host:pid:nonce`, so a lease whose holder process died on this host can be
-//! taken over at once instead of after its expiry.
+//! taken over at once instead of after its expiry. Backend-neutral: every store names its
+//! lease holders this way.
 
 use std::path::Path;
 
@@ -22,7 +23,7 @@ pub fn lease_owner() -> String {
 
 /// Whether the holder of a lease is a process on this host that no longer exists: then its lease
 /// is stale whatever its expiry (a `kill -9` must not block resume for a lease period).
-pub(super) fn holder_is_dead(owner: &str) -> bool {
+pub(crate) fn holder_is_dead(owner: &str) -> bool {
     let mut parts = owner.split(':');
     let (Some(host), Some(pid)) = (parts.next(), parts.next()) else {
         return false;

@@ -1,11 +1,21 @@
 //! How an attempt ends: success (output, node, attempt, events), failure (retry within the
 //! budget of failed attempts, or fail), cancellation (node pending again, budget kept).
 
-use super::*;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::error::TaskError;
+use crate::events::{Event, EventKind};
+use crate::model::{NodeKey, NodeState, NodeStatus, RunStatus, Usage};
+use crate::node::TaskSpec;
+use crate::store::{AttemptEnd, NodeRecord, Write, WriteBatch};
+
+use super::{Command, RunState};
 
 impl RunState {
     #[allow(clippy::too_many_arguments)]
-    pub(in crate::engine) fn on_success(
+    pub(super) fn on_success(
         &mut self,
         b: &mut WriteBatch,
         t: &TaskSpec,
@@ -42,6 +52,7 @@ impl RunState {
             &self.run_id,
             &t.id,
             it,
+            self.now,
             EventKind::NodeFinished { attempt, usage },
         )));
         self.finished += 1;
@@ -68,7 +79,7 @@ impl RunState {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(in crate::engine) fn on_failure(
+    pub(super) fn on_failure(
         &mut self,
         b: &mut WriteBatch,
         t: &TaskSpec,
@@ -125,7 +136,13 @@ impl RunState {
                 error: e.message.clone(),
             }
         };
-        b.push(Write::Event(Event::node(&self.run_id, &t.id, it, kind)));
+        b.push(Write::Event(Event::node(
+            &self.run_id,
+            &t.id,
+            it,
+            self.now,
+            kind,
+        )));
         if !retry {
             b.push(Write::State {
                 key: "supervisor.last_error".into(),
@@ -146,7 +163,7 @@ impl RunState {
 
     /// Records a stopped attempt: the attempt `cancelled` with `reason`, its node pending again
     /// (a later render that mounts it starts a new attempt).
-    pub(in crate::engine) fn on_cancelled(
+    pub(super) fn on_cancelled(
         &mut self,
         b: &mut WriteBatch,
         (id, it): &NodeKey,
@@ -187,13 +204,18 @@ impl RunState {
         );
     }
 
+    /// The command that ends the run with `status`, carrying its writes.
+    pub(super) fn finish(&self, status: RunStatus, error: Option<String>) -> Command {
+        Command::Finish {
+            batch: self.end_batch(status, error.as_deref()),
+            status,
+            error,
+        }
+    }
+
     /// The writes that end the run with `status`: the run row, its event, the supervisor keys.
     /// For `waiting-approval`, `error` says what the run waits for and is not stored as an error.
-    pub(in crate::engine) fn end_batch(
-        &self,
-        status: RunStatus,
-        error: Option<&str>,
-    ) -> WriteBatch {
+    pub(super) fn end_batch(&self, status: RunStatus, error: Option<&str>) -> WriteBatch {
         let mut b = WriteBatch::new(&self.run_id);
         if status == RunStatus::WaitingApproval {
             // A run parked for approval is not in error: `error` carries what it waits for.
@@ -204,6 +226,7 @@ impl RunState {
             });
             b.push(Write::Event(Event::run(
                 &self.run_id,
+                self.now,
                 EventKind::RunWaiting {
                     reason: reason.clone(),
                 },
@@ -238,7 +261,7 @@ impl RunState {
                 format!("Run failed: {}", error.unwrap_or("")),
             ),
         };
-        b.push(Write::Event(Event::run(&self.run_id, kind)));
+        b.push(Write::Event(Event::run(&self.run_id, self.now, kind)));
         supervisor(&mut b, sup, &summary);
         if let Some(e) = error {
             b.push(Write::State {
@@ -251,7 +274,7 @@ impl RunState {
 }
 
 /// The `supervisor.status` and `supervisor.summary` state keys (seed 002's contract).
-pub(in crate::engine) fn supervisor(b: &mut WriteBatch, status: &str, summary: &str) {
+pub(super) fn supervisor(b: &mut WriteBatch, status: &str, summary: &str) {
     b.push(Write::State {
         key: "supervisor.status".into(),
         value: status.into(),

@@ -1,0 +1,175 @@
+//! The in-memory state of the run being driven, and how it is rebuilt from what the store
+//! loaded.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::ctx::RunSnapshot;
+use crate::error::Error;
+use crate::model::{
+    ApprovalStatus, GroupKind, GroupStatus, NodeKey, NodeState, NodeStatus, Timestamp,
+};
+use crate::node::TaskSpec;
+use crate::store::{ApprovalRecord, LoadedRun, StepRecord, WriteBatch};
+
+use super::PendingStart;
+
+/// An attempt in flight.
+pub(super) struct Running {
+    pub(super) task: Arc<TaskSpec>,
+    pub(super) loop_id: Option<String>,
+    /// A re-render no longer mounts the task: its attempt was told to stop and will be recorded
+    /// as cancelled, never as the node's output.
+    pub(super) unmounted: bool,
+    /// Where to keep the output for `<Workflow cache>`.
+    pub(super) cache_key: Option<String>,
+}
+
+/// In-memory state of the run being driven.
+pub(crate) struct RunState {
+    pub(crate) run_id: String,
+    /// Workflow name, from the root `<Workflow name>` of the latest render.
+    pub(super) workflow: String,
+    pub(crate) owner: String,
+    pub(crate) snap: Arc<RunSnapshot>,
+    pub(super) nodes: HashMap<String, HashMap<u32, NodeState>>,
+    pub(super) running: HashMap<NodeKey, Running>,
+    /// Decisions on `needs_approval` tasks (pending ones included).
+    pub(super) approvals: HashMap<NodeKey, ApprovalStatus>,
+    /// The notes of decided approvals.
+    pub(super) approval_notes: HashMap<NodeKey, Option<String>>,
+    /// The last recorded status of each phase and step.
+    pub(super) groups: HashMap<(GroupKind, String, u32), GroupStatus>,
+    pub(super) frame_no: u32,
+    pub(super) frame_hash: u64,
+    pub(crate) finished: usize,
+    /// Why the run fails, once the running attempts have ended.
+    pub(super) failure: Option<Error>,
+    /// Run-wide limit of tasks running at once (`EngineOptions::max_concurrency`).
+    pub(crate) max_concurrency: usize,
+    /// `EngineOptions::wait_for_approval`.
+    pub(crate) wait_for_approval: bool,
+    /// Runnable tasks waiting for their lookups (`Command::Prepare`).
+    pub(super) pending: Option<PendingStart>,
+    /// A render's decisions waiting for its hooks (`Command::RunHooks`).
+    pub(super) pending_hooks: Option<WriteBatch>,
+    /// When the input being handled happened.
+    pub(super) now: Timestamp,
+}
+
+/// `EngineOptions::max_concurrency`'s default, until the executor sets it.
+const DEFAULT_MAX_CONCURRENCY: usize = 16;
+
+impl RunState {
+    /// The state of a new run.
+    pub(crate) fn new(run_id: &str, owner: String) -> Self {
+        RunState {
+            run_id: run_id.to_owned(),
+            workflow: String::new(),
+            owner,
+            snap: Arc::new(RunSnapshot {
+                run_id: run_id.to_owned(),
+                ..RunSnapshot::default()
+            }),
+            nodes: HashMap::new(),
+            running: HashMap::new(),
+            approvals: HashMap::new(),
+            approval_notes: HashMap::new(),
+            groups: HashMap::new(),
+            frame_no: 0,
+            frame_hash: 0,
+            finished: 0,
+            failure: None,
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            wait_for_approval: false,
+            pending: None,
+            pending_hooks: None,
+            now: Timestamp::default(),
+        }
+    }
+
+    /// The state of a run rebuilt from what the store loaded: node states, outputs, loops,
+    /// `state`, approvals, and the phase and step transitions already recorded (whose hooks do
+    /// not fire again).
+    pub(crate) fn loaded(
+        run_id: &str,
+        owner: String,
+        loaded: LoadedRun,
+        steps: Vec<StepRecord>,
+    ) -> Self {
+        let mut st = RunState::new(run_id, owner);
+        st.frame_no = loaded.last_frame;
+        let failures: HashMap<(&str, u32), u32> = loaded
+            .failures
+            .iter()
+            .map(|(n, it, f)| ((n.as_str(), *it), *f))
+            .collect();
+        let snap = Arc::make_mut(&mut st.snap);
+        for n in &loaded.nodes {
+            if n.status == NodeStatus::Finished {
+                st.finished += 1;
+            }
+            if let Some(l) = &n.loop_id {
+                snap.node_loop.insert(n.node_id.clone(), l.clone());
+            }
+            st.nodes.entry(n.node_id.clone()).or_default().insert(
+                n.iteration,
+                NodeState {
+                    status: n.status,
+                    attempts: n.attempts,
+                    failures: failures
+                        .get(&(n.node_id.as_str(), n.iteration))
+                        .copied()
+                        .unwrap_or(0),
+                    last_error: n.last_error.clone(),
+                },
+            );
+        }
+        for (node, it, v) in loaded.outputs {
+            snap.outputs.entry(node).or_default().insert(it, v);
+        }
+        snap.loops = loaded.loops.into_iter().collect();
+        snap.state = loaded.state.into_iter().collect();
+        st.apply_approvals(loaded.approvals);
+        for s in steps {
+            if let (Some(kind), Some(status)) =
+                (GroupKind::parse(&s.kind), GroupStatus::parse(&s.status))
+            {
+                st.groups.insert((kind, s.name, s.iteration), status);
+            }
+        }
+        st
+    }
+
+    pub(super) fn apply_approvals(&mut self, approvals: Vec<ApprovalRecord>) {
+        for a in approvals {
+            let key = (a.node_id, a.iteration);
+            self.approval_notes.insert(key.clone(), a.note);
+            self.approvals.insert(key, a.status);
+        }
+    }
+
+    pub(super) fn node(&self, id: &str, it: u32) -> Option<&NodeState> {
+        self.nodes.get(id).and_then(|m| m.get(&it))
+    }
+
+    pub(super) fn attempts(&self, id: &str, it: u32) -> u32 {
+        self.node(id, it).map_or(0, |n| n.attempts)
+    }
+
+    pub(super) fn set_node(&mut self, id: &str, it: u32, s: NodeState) {
+        match self.nodes.get_mut(id) {
+            Some(m) => {
+                m.insert(it, s);
+            }
+            None => {
+                self.nodes.insert(id.to_owned(), HashMap::from([(it, s)]));
+            }
+        }
+    }
+
+    /// The keys of the attempts in flight.
+    pub(super) fn running_keys(&self) -> HashSet<NodeKey> {
+        self.running.keys().cloned().collect()
+    }
+}

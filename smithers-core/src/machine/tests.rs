@@ -1,0 +1,548 @@
+//! The decisions fed whole input sequences, with no store, processes or clock: every test
+//! drives the machine through `RunState::handle` and reads only the commands it returns.
+use std::collections::VecDeque;
+
+use super::{AttemptOutput, AttemptResult, Command, Input, Prepared, RunState};
+use crate::error::{Error, TaskError};
+use crate::model::{ApprovalStatus, Timestamp};
+use crate::node::{Node, Phase, Sequence, Task, Workflow};
+use crate::output::{Column, ColumnKind, Output};
+use crate::store::{Write, WriteBatch};
+
+/// The time every input happens at.
+const NOW: Timestamp = Timestamp::from_millis(1_795_586_883_123);
+
+#[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+struct N {
+    n: i64,
+}
+impl Output for N {
+    const TABLE: &'static str = "n";
+    const COLUMNS: &'static [Column] = &[Column {
+        name: "n",
+        kind: ColumnKind::Integer,
+        nullable: false,
+        rust_type: "i64",
+    }];
+}
+
+/// Event kinds of a batch, `kind:node` for node events.
+fn kinds(b: &WriteBatch) -> Vec<String> {
+    b.events()
+        .map(|e| match &e.node_id {
+            Some(n) => format!("{}:{n}", e.kind.name()),
+            None => e.kind.name().to_owned(),
+        })
+        .collect()
+}
+
+// ---- Whole sequences through `handle`: inputs in, commands out, no store. ----
+
+use crate::node::{Branch, Parallel};
+use crate::store::ApprovalRecord;
+
+/// The node records the commands wrote, as `id=status/attempts`.
+fn node_writes(cmds: &VecDeque<Command>) -> Vec<String> {
+    cmds.iter()
+        .flat_map(|c| match c {
+            Command::Commit(b) | Command::CancelAll(b) | Command::Finish { batch: b, .. } => {
+                b.writes.iter().collect::<Vec<_>>()
+            }
+            _ => Vec::new(),
+        })
+        .filter_map(|w| match w {
+            Write::Node(n) => Some(format!(
+                "{}={}/{}",
+                n.node_id,
+                n.status.as_str(),
+                n.attempts
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn compute(id: &str) -> Node {
+    Task::<N>::new()
+        .id(id)
+        .run(|_| async { Ok::<_, TaskError>(N { n: 1 }) })
+        .build()
+}
+
+/// One line per command: commits list their events and attempt ends.
+fn describe(cmds: &VecDeque<Command>) -> Vec<String> {
+    let batch = |b: &WriteBatch| {
+        let mut parts = kinds(b);
+        parts.extend(b.writes.iter().filter_map(|w| match w {
+            Write::AttemptEnd { node_id, end, .. } => {
+                Some(format!("attempt_{}:{node_id}", end.status))
+            }
+            _ => None,
+        }));
+        parts.join(",")
+    };
+    cmds.iter()
+        .map(|c| match c {
+            Command::Commit(b) => format!("commit[{}]", batch(b)),
+            Command::Prepare(items) => format!(
+                "prepare[{}]",
+                items
+                    .iter()
+                    .map(|p| p.task.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            Command::Start(s) => format!("start:{}#{}", s.task.id, s.attempt),
+            Command::Stop((id, _)) => format!("stop:{id}"),
+            Command::CancelAll(b) => format!("cancel_all[{}]", batch(b)),
+            Command::Wait => "wait".into(),
+            Command::WaitForApprovals => "wait_for_approvals".into(),
+            Command::RunHooks(calls) => format!(
+                "run_hooks[{}]",
+                calls
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            Command::Finish { status, error, .. } => match error {
+                Some(e) => format!("finish:{status}: {e}"),
+                None => format!("finish:{status}"),
+            },
+            Command::Abort(e) => format!("abort: {e}"),
+        })
+        .collect()
+}
+
+fn render(st: &mut RunState, tree: Node) -> Vec<String> {
+    describe(&st.handle(
+        Input::Rendered {
+            tree: Ok(tree),
+            state_writes: Vec::new(),
+        },
+        NOW,
+    ))
+}
+
+/// Every lookup answered: tables ready, nothing cached.
+fn prepared(st: &mut RunState, n: usize) -> Vec<String> {
+    let ready = (0..n).map(|_| Prepared::Ready { cached: None }).collect();
+    describe(&st.handle(Input::Prepared(ready), NOW))
+}
+
+/// The end of attempt `attempt` of `id` (iteration 0), fed as `Input::AttemptEnded`.
+fn end(
+    st: &mut RunState,
+    id: &str,
+    attempt: u32,
+    outcome: std::result::Result<(), TaskError>,
+    cancelling: bool,
+) -> VecDeque<Command> {
+    let result = AttemptResult {
+        key: (id.to_owned(), 0),
+        attempt,
+        duration_ms: 5,
+        outcome: outcome
+            .map(|()| AttemptOutput::Value(serde_json::json!({"n": 1})))
+            .map_err(|e| (e, None)),
+    };
+    st.handle(Input::AttemptEnded { result, cancelling }, NOW)
+}
+
+fn ended(
+    st: &mut RunState,
+    id: &str,
+    attempt: u32,
+    outcome: std::result::Result<(), TaskError>,
+    cancelling: bool,
+) -> Vec<String> {
+    describe(&end(st, id, attempt, outcome, cancelling))
+}
+
+fn compute_with_retries(id: &str, retries: u32) -> Node {
+    Task::<N>::new()
+        .id(id)
+        .retries(retries)
+        .run(|_| async { Ok::<_, TaskError>(N { n: 1 }) })
+        .build()
+}
+
+/// Renders `tree`, answers the lookups and returns the command lines of the start (the attempt
+/// number is in `start:id#n`).
+fn start_one(st: &mut RunState, tree: Node) -> Vec<String> {
+    let mut out = render(st, tree);
+    out.extend(prepared(st, 1));
+    out
+}
+
+#[test]
+fn retryable_failures_retry_until_the_budget_then_fail() {
+    let mut st = RunState::new("r", "me".into());
+    let tree = || Workflow::new().child(compute_with_retries("a", 2)).build();
+    let mut events = Vec::new();
+    let mut nodes = Vec::new();
+    for attempt in 1..=3 {
+        let started = start_one(&mut st, tree());
+        assert!(
+            started.contains(&format!("start:a#{attempt}")),
+            "{started:?}"
+        );
+        let cmds = end(
+            &mut st,
+            "a",
+            attempt,
+            Err(TaskError::retryable("boom")),
+            false,
+        );
+        events.push(describe(&cmds));
+        nodes.extend(node_writes(&cmds));
+    }
+    assert_eq!(
+        events,
+        [
+            ["commit[node_retrying:a,attempt_failed:a]"],
+            ["commit[node_retrying:a,attempt_failed:a]"],
+            ["commit[node_failed:a,attempt_failed:a]"]
+        ]
+    );
+    assert_eq!(nodes, ["a=pending/1", "a=pending/2", "a=failed/3"]);
+    let end = render(&mut st, tree());
+    assert!(end[0].starts_with("finish:failed: "), "{end:?}");
+}
+
+#[test]
+fn a_terminal_error_fails_at_once_and_success_records_the_output() {
+    let mut st = RunState::new("r", "me".into());
+    start_one(
+        &mut st,
+        Workflow::new().child(compute_with_retries("a", 5)).build(),
+    );
+    let cmds = end(&mut st, "a", 1, Err(TaskError::terminal("boom")), false);
+    assert_eq!(describe(&cmds), ["commit[node_failed:a,attempt_failed:a]"]);
+    assert_eq!(node_writes(&cmds), ["a=failed/1"]);
+
+    let mut st = RunState::new("r", "me".into());
+    let tree = || Workflow::new().child(compute_with_retries("b", 1)).build();
+    start_one(&mut st, tree());
+    assert_eq!(
+        ended(&mut st, "b", 1, Err(TaskError::retryable("boom")), false),
+        ["commit[node_retrying:b,attempt_failed:b]"]
+    );
+    assert!(start_one(&mut st, tree()).contains(&"start:b#2".to_owned()));
+    let cmds = end(&mut st, "b", 2, Ok(()), false);
+    assert_eq!(
+        describe(&cmds),
+        ["commit[node_finished:b,attempt_finished:b]"]
+    );
+    assert_eq!(node_writes(&cmds), ["b=finished/2"]);
+    let Command::Commit(b) = &cmds[0] else {
+        panic!("a commit")
+    };
+    assert!(b.writes.iter().any(|w| matches!(
+        w,
+        Write::Output { node_id, value, .. } if node_id == "b" && *value == serde_json::json!({"n": 1})
+    )));
+    assert!(b.writes.iter().any(|w| matches!(
+        w,
+        Write::State { key, value } if key == "supervisor.summary" && value == "1 node(s) finished; last: `b`"
+    )));
+}
+
+#[test]
+fn a_cancelled_attempt_keeps_the_retry_budget() {
+    // One retry: a failure, a cancellation (the run was cancelled), a resume-like restart and a
+    // second failure that is still within the budget of one failed attempt... then a third.
+    let mut st = RunState::new("r", "me".into());
+    let tree = || Workflow::new().child(compute_with_retries("a", 1)).build();
+    start_one(&mut st, tree());
+    let cmds = st.handle(Input::CancelRequested, NOW);
+    assert_eq!(
+        describe(&cmds),
+        ["cancel_all[attempt_cancelled:a]", "finish:cancelled"]
+    );
+    assert_eq!(node_writes(&cmds), ["a=pending/1"]);
+    assert!(start_one(&mut st, tree()).contains(&"start:a#2".to_owned()));
+    assert_eq!(
+        ended(&mut st, "a", 2, Err(TaskError::retryable("flaky")), false),
+        ["commit[node_retrying:a,attempt_failed:a]"],
+        "one failure of a budget of one retry"
+    );
+}
+
+#[test]
+fn a_render_records_skips_and_phase_transitions_and_hooks_run_once_on_the_executor() {
+    let tree = |done: bool| {
+        let phase = Phase::new()
+            .name("p")
+            .on_start(|h| h.set_state("phase", "p"))
+            .child(Task::<N>::new().id("a").value(N { n: 1 }).build());
+        Workflow::new()
+            .child(phase.build())
+            .child(
+                Sequence::new()
+                    .child(
+                        Task::<N>::new()
+                            .id("skipped")
+                            .skip_if(!done)
+                            .value(N { n: 2 })
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+    };
+    let mut st = RunState::new("r", "me".into());
+    assert_eq!(render(&mut st, tree(false)), ["run_hooks[p]"]);
+    // What the hooks wrote commits with the render's decisions: the frame and the transition.
+    let cmds = st.handle(Input::HooksRan(vec![("phase".into(), "p".into())]), NOW);
+    assert_eq!(describe(&cmds), ["commit[frame_rendered,step_changed]"]);
+    let Command::Commit(b) = &cmds[0] else {
+        panic!("a commit")
+    };
+    assert!(b
+        .writes
+        .iter()
+        .any(|w| matches!(w, Write::State { key, .. } if key == "phase")));
+    // The same render again: no new frame, no transition, no second hook call.
+    assert_eq!(render(&mut st, tree(false)), ["prepare[a]"]);
+}
+
+#[test]
+fn start_resume_and_heartbeat_are_stamped_with_the_time_they_happened() {
+    let mut st = RunState::new("r", "me".into());
+    let cmds = st.handle(
+        Input::Started {
+            workflow: "w".into(),
+        },
+        NOW,
+    );
+    assert_eq!(describe(&cmds), ["commit[run_started]"]);
+    let Command::Commit(b) = &cmds[0] else {
+        panic!("a commit")
+    };
+    assert_eq!(b.events().map(|e| e.at).collect::<Vec<_>>(), [NOW]);
+    assert_eq!(
+        describe(&st.handle(Input::Resumed { abandoned: 2 }, NOW)),
+        ["commit[run_resumed]"]
+    );
+    let later = Timestamp::from_millis(NOW.as_millis() + 30_000);
+    let cmds = st.handle(Input::Heartbeat, later);
+    let Command::Commit(b) = &cmds[0] else {
+        panic!("a commit")
+    };
+    assert!(b.writes.iter().any(|w| matches!(
+        w,
+        Write::State { key, value } if key == "supervisor.heartbeat" && value == "2026-11-25T06:08:33.123Z"
+    )));
+}
+
+#[test]
+fn an_attempt_starts_ends_and_the_run_finishes() {
+    let mut st = RunState::new("r", "me".into());
+    let tree = || Workflow::new().child(compute("a")).build();
+    assert_eq!(
+        render(&mut st, tree()),
+        ["commit[frame_rendered]", "prepare[a]"]
+    );
+    let cmds = st.handle(Input::Prepared(vec![Prepared::Ready { cached: None }]), NOW);
+    assert_eq!(
+        describe(&cmds),
+        ["commit[node_started:a]", "start:a#1", "wait"]
+    );
+    assert_eq!(node_writes(&cmds), ["a=running/1"]);
+    assert_eq!(
+        ended(&mut st, "a", 1, Ok(()), false),
+        ["commit[node_finished:a,attempt_finished:a]"]
+    );
+    assert_eq!(render(&mut st, tree()), ["finish:finished"]);
+}
+
+#[test]
+fn statics_complete_in_one_shared_batch_before_anything_starts() {
+    let mut st = RunState::new("r", "me".into());
+    let tree = || {
+        Workflow::new()
+            .child(
+                Parallel::new()
+                    .child(Task::<N>::new().id("a").value(N { n: 1 }).build())
+                    .child(compute("c"))
+                    .child(Task::<N>::new().id("b").value(N { n: 2 }).build())
+                    .build(),
+            )
+            .build()
+    };
+    assert_eq!(
+        render(&mut st, tree()),
+        ["commit[frame_rendered]", "prepare[a,c,b]"]
+    );
+    assert_eq!(
+        prepared(&mut st, 3),
+        ["commit[node_finished:a,node_finished:b,attempt_finished:a,attempt_finished:b]"],
+        "the tree renders again before `c` starts"
+    );
+    assert_eq!(render(&mut st, tree()), ["prepare[c]"]);
+    assert_eq!(
+        prepared(&mut st, 1),
+        ["commit[node_started:c]", "start:c#1", "wait"]
+    );
+}
+
+#[test]
+fn a_failure_waits_for_the_running_attempts_then_fails_the_run() {
+    let mut st = RunState::new("r", "me".into());
+    let tree = || {
+        Workflow::new()
+            .child(
+                Parallel::new()
+                    .child(compute("a"))
+                    .child(compute("b"))
+                    .build(),
+            )
+            .build()
+    };
+    render(&mut st, tree());
+    assert_eq!(
+        prepared(&mut st, 2),
+        [
+            "commit[node_started:a]",
+            "start:a#1",
+            "commit[node_started:b]",
+            "start:b#1",
+            "wait"
+        ]
+    );
+    assert_eq!(
+        ended(&mut st, "a", 1, Err(TaskError::terminal("boom")), false),
+        ["commit[node_failed:a,attempt_failed:a]"]
+    );
+    assert_eq!(render(&mut st, tree()), ["wait"], "`b` is still running");
+    ended(&mut st, "b", 1, Ok(()), false);
+    let end = render(&mut st, tree());
+    assert_eq!(end.len(), 1);
+    assert!(end[0].starts_with("finish:failed: "), "{end:?}");
+}
+
+#[test]
+fn cancellation_wins_over_the_attempts_it_ended() {
+    let mut st = RunState::new("r", "me".into());
+    render(&mut st, Workflow::new().child(compute("a")).build());
+    prepared(&mut st, 1);
+    assert!(
+        ended(&mut st, "a", 1, Err(TaskError::terminal("cancelled")), true).is_empty(),
+        "not recorded as a failure"
+    );
+    let cmds = st.handle(Input::CancelRequested, NOW);
+    assert_eq!(
+        describe(&cmds),
+        ["cancel_all[attempt_cancelled:a]", "finish:cancelled"]
+    );
+    assert_eq!(node_writes(&cmds), ["a=pending/1"]);
+    // Nothing is running any more: a later render starts `a` again.
+    assert_eq!(
+        render(&mut st, Workflow::new().child(compute("a")).build()),
+        ["prepare[a]"]
+    );
+}
+
+#[test]
+fn a_task_the_tree_unmounts_is_stopped_and_its_attempt_recorded_cancelled() {
+    let mut st = RunState::new("r", "me".into());
+    let tree = |first: bool| {
+        Workflow::new()
+            .child(
+                Branch::new()
+                    .cond(first)
+                    .then(compute("a"))
+                    .otherwise(compute("b"))
+                    .build(),
+            )
+            .build()
+    };
+    render(&mut st, tree(true));
+    prepared(&mut st, 1);
+    assert_eq!(
+        render(&mut st, tree(false)),
+        ["stop:a", "commit[frame_rendered]", "prepare[b]"]
+    );
+    assert_eq!(
+        prepared(&mut st, 1),
+        ["commit[node_started:b]", "start:b#1", "wait"]
+    );
+    let cmds = end(&mut st, "a", 1, Ok(()), false);
+    assert_eq!(
+        describe(&cmds),
+        ["commit[attempt_cancelled:a]"],
+        "its output is not kept"
+    );
+    assert_eq!(node_writes(&cmds), ["a=pending/1"]);
+    // Mounted again, `a` has no output: it starts anew.
+    let started = render(&mut st, tree(true));
+    assert!(started.contains(&"prepare[a]".to_owned()), "{started:?}");
+}
+
+#[test]
+fn approvals_park_the_run_or_wait_for_a_decision() {
+    let tree = || {
+        Workflow::new()
+            .child(
+                Task::<N>::new()
+                    .id("a")
+                    .needs_approval(true)
+                    .value(N { n: 1 })
+                    .build(),
+            )
+            .build()
+    };
+    let mut st = RunState::new("r", "me".into());
+    assert_eq!(
+        render(&mut st, tree()),
+        [
+            "commit[frame_rendered,approval_requested:a]",
+            "finish:waiting-approval: waiting for approval of `a`"
+        ]
+    );
+
+    let mut st = RunState::new("r", "me".into());
+    st.wait_for_approval = true;
+    assert_eq!(
+        render(&mut st, tree()),
+        [
+            "commit[frame_rendered,approval_requested:a]",
+            "wait_for_approvals"
+        ]
+    );
+    let approved = ApprovalRecord {
+        node_id: "a".into(),
+        iteration: 0,
+        status: ApprovalStatus::Approved,
+        requested_at: String::new(),
+        decided_at: None,
+        note: None,
+    };
+    assert!(describe(&st.handle(Input::ApprovalsPolled(vec![approved]), NOW)).is_empty());
+    assert_eq!(render(&mut st, tree()), ["prepare[a]"]);
+    assert_eq!(
+        prepared(&mut st, 1),
+        ["commit[node_finished:a,attempt_finished:a]"]
+    );
+    assert_eq!(render(&mut st, tree()), ["finish:finished"]);
+}
+
+#[test]
+fn a_table_error_fails_the_run_and_a_lost_lease_stops_everything() {
+    let mut st = RunState::new("r", "me".into());
+    let tree = || Workflow::new().child(compute("a")).build();
+    render(&mut st, tree());
+    let p = vec![Prepared::TableError(Error::InvalidIdentifier("n-1".into()))];
+    let end = describe(&st.handle(Input::Prepared(p), NOW));
+    assert_eq!(end.len(), 1);
+    assert!(end[0].starts_with("finish:failed: "), "{end:?}");
+
+    let mut st = RunState::new("r", "me".into());
+    render(&mut st, tree());
+    prepared(&mut st, 1);
+    assert_eq!(
+        describe(&st.handle(Input::LeaseLost(Error::Other("lease".into())), NOW)),
+        ["cancel_all[attempt_cancelled:a]", "abort: lease"]
+    );
+}
