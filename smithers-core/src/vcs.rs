@@ -1,26 +1,58 @@
-//! Working-copy snapshots around agent attempts, so any attempt can be reverted.
+//! Working-copy snapshots, so any step or attempt can be rolled back.
 //!
-//! In a git repository a snapshot is a commit of the whole working tree (tracked and untracked
-//! files, `.gitignore` respected) built with a throwaway index, parented on `HEAD` and kept
-//! under `refs/smithers/<run>/<node>/<iteration>/<attempt>-<when>`. The user's branch, index
-//! and working tree are never touched by a snapshot. [`restore`] puts the working tree back to a
-//! snapshot, again without touching `HEAD` or the index.
+//! A snapshot records the whole working copy of the repository containing a directory as a
+//! commit, without touching what the user works with:
+//! - in a **git** repository it is a commit of the working tree (tracked and untracked files,
+//!   `.gitignore` respected) built with a throwaway index and parented on `HEAD`;
+//! - in a **jj-colocated** repository (a `.jj` beside `.git`) jj snapshots the working copy into
+//!   the user's `@` (as any jj command does; `@` stays the same change and no bookmark moves) and
+//!   the snapshot is `@`'s *commit id* — never its change id, which follows later edits of the
+//!   working copy;
+//! - outside a repository there is none, and the log says so once per process.
+//!
+//! Either way the commit is kept reachable under `refs/smithers/<name>`, so neither `git gc` nor
+//! `jj util gc` drops it, and the user's branch, `HEAD`, index and stash are never touched.
+//! [`restore`] puts the working copy back to a snapshot byte for byte, again without moving
+//! `HEAD`, a branch or a bookmark. jj is found through `SMITHERS_JJ` or `PATH` ([`jj_program`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::process::Command;
 
-/// What a snapshot failure says: which command, in which directory, and git's message.
+/// What a snapshot failure says: which command, in which directory, and the tool's message.
 #[derive(Debug, thiserror::Error)]
-#[error("git {command} in `{dir}` failed: {message}")]
+#[error("{tool} {command} in `{dir}` failed: {message}")]
 pub struct VcsError {
-    /// The git subcommand.
+    /// `git` or `jj`.
+    pub tool: &'static str,
+    /// The subcommand.
     pub command: String,
     /// The working directory.
     pub dir: PathBuf,
-    /// stderr of git, or the spawn error.
+    /// stderr of the tool, or the spawn error.
     pub message: String,
+}
+
+/// Which tool a repository's snapshots are taken with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// A git repository: commits built with a throwaway index.
+    Git,
+    /// A jj-colocated repository: jj commit ids of the working-copy commit.
+    Jj,
+}
+
+impl Backend {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Git => "git",
+            Backend::Jj => "jj",
+        }
+    }
 }
 
 async fn git(dir: &Path, args: &[&str], index: Option<&Path>) -> Result<String, VcsError> {
@@ -38,13 +70,24 @@ async fn git(dir: &Path, args: &[&str], index: Option<&Path>) -> Result<String, 
         .env("GIT_AUTHOR_EMAIL", "smithers@localhost");
     cmd.env("GIT_COMMITTER_NAME", "smithers")
         .env("GIT_COMMITTER_EMAIL", "smithers@localhost");
+    run_tool("git", cmd, dir, args).await
+}
+
+async fn run_tool(
+    tool: &'static str,
+    mut cmd: Command,
+    dir: &Path,
+    args: &[&str],
+) -> Result<String, VcsError> {
     let out = cmd.output().await.map_err(|e| VcsError {
+        tool,
         command: args.first().copied().unwrap_or("").to_owned(),
         dir: dir.to_owned(),
         message: e.to_string(),
     })?;
     if !out.status.success() {
         return Err(VcsError {
+            tool,
             command: args.join(" "),
             dir: dir.to_owned(),
             message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
@@ -53,12 +96,274 @@ async fn git(dir: &Path, args: &[&str], index: Option<&Path>) -> Result<String, 
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// The top of the git work tree containing `dir`, if any.
-pub async fn repo_root(dir: &Path) -> Option<PathBuf> {
-    git(dir, &["rev-parse", "--show-toplevel"], None)
+/// The jj binary: `SMITHERS_JJ` when set, else `jj` found on `PATH`.
+pub fn jj_program() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("SMITHERS_JJ").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("jj"))
+        .find(|p| p.is_file())
+}
+
+/// One jj operation at a time per process: parallel tasks snapshotting the same working copy
+/// would otherwise race for jj's working-copy lock and fork its operation log.
+static JJ_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn jj(jj: &Path, root: &Path, args: &[&str]) -> Result<String, VcsError> {
+    let mut cmd = Command::new(jj);
+    cmd.arg("-R")
+        .arg(root)
+        .args(args)
+        .args(["--color", "never", "--no-pager"])
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    run_tool("jj", cmd, root, args).await
+}
+
+/// The git index of `root`, put back as it was when dropped: jj keeps the index of a colocated
+/// repository in step with the working copy (intent-to-add entries for new files), and a
+/// snapshot must leave the user's index exactly as it found it.
+struct KeepIndex {
+    path: PathBuf,
+    bytes: Option<Vec<u8>>,
+}
+
+impl KeepIndex {
+    async fn new(root: &Path) -> Result<Self, VcsError> {
+        let git_dir = git(root, &["rev-parse", "--absolute-git-dir"], None).await?;
+        let path = PathBuf::from(git_dir).join("index");
+        let bytes = std::fs::read(&path).ok();
+        Ok(KeepIndex { path, bytes })
+    }
+}
+
+impl Drop for KeepIndex {
+    fn drop(&mut self) {
+        let now = std::fs::read(&self.path).ok();
+        if now == self.bytes {
+            return;
+        }
+        match &self.bytes {
+            Some(b) => {
+                let tmp = self.path.with_extension("smithers-restore");
+                if std::fs::write(&tmp, b).is_ok() {
+                    let _ = std::fs::rename(&tmp, &self.path);
+                }
+            }
+            None => {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+/// A repository a snapshot can be taken of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Repo {
+    /// Root of the work tree.
+    pub root: PathBuf,
+    /// How its snapshots are taken.
+    pub backend: Backend,
+    jj: Option<PathBuf>,
+}
+
+static NO_REPO_LOGGED: AtomicBool = AtomicBool::new(false);
+static NO_JJ_LOGGED: AtomicBool = AtomicBool::new(false);
+
+impl Repo {
+    /// The repository containing `dir`: jj when it is jj-colocated and jj is installed, git
+    /// otherwise; `None` outside a repository.
+    pub async fn find(dir: &Path) -> Option<Repo> {
+        let root = PathBuf::from(
+            git(dir, &["rev-parse", "--show-toplevel"], None)
+                .await
+                .ok()?,
+        );
+        let mut backend = Backend::Git;
+        let mut jj = None;
+        if root.join(".jj").is_dir() {
+            match jj_program() {
+                Some(p) => {
+                    backend = Backend::Jj;
+                    jj = Some(p);
+                }
+                None => {
+                    if !NO_JJ_LOGGED.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(repo = %root.display(), "the repository is jj-colocated but jj is not installed (set SMITHERS_JJ or put jj on PATH); snapshots are git commits instead");
+                    }
+                }
+            }
+        }
+        Some(Repo { root, backend, jj })
+    }
+
+    /// Like [`Repo::find`], logging once per process that `dir` is outside any repository.
+    pub async fn find_or_log(dir: &Path) -> Option<Repo> {
+        let repo = Repo::find(dir).await;
+        if repo.is_none() && !NO_REPO_LOGGED.swap(true, Ordering::Relaxed) {
+            tracing::info!(dir = %dir.display(), "not inside a git or jj repository: no working-copy snapshots are taken, so steps cannot be rolled back");
+        }
+        repo
+    }
+
+    /// The commit `HEAD` points at, if any.
+    pub async fn head(&self) -> Option<String> {
+        git(
+            &self.root,
+            &["rev-parse", "--verify", "--quiet", "HEAD"],
+            None,
+        )
         .await
         .ok()
-        .map(PathBuf::from)
+        .filter(|s| !s.is_empty())
+    }
+
+    /// Snapshots the working copy and keeps the commit under `refs/smithers/<name>`.
+    pub async fn snapshot(&self, name: &str, message: &str) -> Result<Snapshot, VcsError> {
+        let head = self.head().await;
+        let commit = match self.backend {
+            Backend::Jj => self.jj_snapshot().await?,
+            Backend::Git => git_snapshot(&self.root, head.as_deref(), message).await?,
+        };
+        let refname = format!("refs/smithers/{name}");
+        git(&self.root, &["update-ref", &refname, &commit], None).await?;
+        Ok(Snapshot {
+            root: self.root.clone(),
+            commit,
+            backend: self.backend,
+            head,
+        })
+    }
+
+    /// Whether `commit` still exists in the repository.
+    pub async fn has_commit(&self, commit: &str) -> bool {
+        git(
+            &self.root,
+            &["cat-file", "-e", &format!("{commit}^{{commit}}")],
+            None,
+        )
+        .await
+        .is_ok()
+    }
+
+    /// The tree id of the working copy as it is now (with the same rules as a snapshot).
+    pub async fn working_tree(&self) -> Result<String, VcsError> {
+        let commit = match self.backend {
+            Backend::Jj => self.jj_snapshot().await?,
+            Backend::Git => {
+                let index = TempIndex::new(&self.root).await?;
+                if self.head().await.is_some() {
+                    git(&self.root, &["read-tree", "HEAD"], Some(&index.0)).await?;
+                }
+                git(&self.root, &["add", "--all", "--", "."], Some(&index.0)).await?;
+                return git(&self.root, &["write-tree"], Some(&index.0)).await;
+            }
+        };
+        self.tree_of(&commit).await
+    }
+
+    /// jj snapshots the working copy into `@` (same change, new commit id); returns that commit.
+    async fn jj_snapshot(&self) -> Result<String, VcsError> {
+        let jj_bin = self.jj.as_deref().unwrap_or(Path::new("jj"));
+        let _one = JJ_LOCK.lock().await;
+        let _index = KeepIndex::new(&self.root).await?;
+        jj(jj_bin, &self.root, &["util", "snapshot", "--quiet"]).await?;
+        jj(
+            jj_bin,
+            &self.root,
+            &[
+                "log",
+                "--ignore-working-copy",
+                "--no-graph",
+                "-r",
+                "@",
+                "-T",
+                "commit_id",
+            ],
+        )
+        .await
+    }
+
+    /// The tree id of `commit`.
+    pub async fn tree_of(&self, commit: &str) -> Result<String, VcsError> {
+        git(
+            &self.root,
+            &["rev-parse", "--verify", &format!("{commit}^{{tree}}")],
+            None,
+        )
+        .await
+    }
+
+    /// What changed from snapshot `from` to snapshot `to`: a stat summary and the patch.
+    pub async fn diff(&self, from: &str, to: &str) -> Result<String, VcsError> {
+        git(
+            &self.root,
+            &["diff", "--stat", "--patch", "--binary", from, to, "--"],
+            None,
+        )
+        .await
+    }
+
+    /// Puts the working copy back to `commit`: changed files are restored, files created since
+    /// are removed (ignored files are left alone); `HEAD`, branches, bookmarks and the index do
+    /// not move. In a jj repository the restore is a jj operation on `@` (so `jj op undo`
+    /// takes it back).
+    pub async fn restore(&self, commit: &str) -> Result<(), VcsError> {
+        if !self.has_commit(commit).await {
+            return Err(VcsError {
+                tool: "git",
+                command: "cat-file".into(),
+                dir: self.root.clone(),
+                message: format!(
+                    "snapshot commit {commit} no longer exists in this repository (was `refs/smithers/` deleted and the repository garbage-collected?); nothing was restored"
+                ),
+            });
+        }
+        if let (Backend::Jj, Some(jj_bin)) = (&self.backend, &self.jj) {
+            let _one = JJ_LOCK.lock().await;
+            let _index = KeepIndex::new(&self.root).await?;
+            jj(
+                jj_bin,
+                &self.root,
+                &["restore", "--quiet", "--from", commit],
+            )
+            .await?;
+            return Ok(());
+        }
+        let index = TempIndex::new(&self.root).await?;
+        // The index describes the working tree as it is now, so that `read-tree -u` knows which
+        // files to remove; then the tree moves to the snapshot's.
+        git(&self.root, &["add", "--all", "--", "."], Some(&index.0)).await?;
+        git(
+            &self.root,
+            &["read-tree", "-u", "--reset", commit],
+            Some(&index.0),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+async fn git_snapshot(root: &Path, head: Option<&str>, message: &str) -> Result<String, VcsError> {
+    let index = TempIndex::new(root).await?;
+    // Start from HEAD's tree so that `add --all` only has to hash what changed.
+    if head.is_some() {
+        git(root, &["read-tree", "HEAD"], Some(&index.0)).await?;
+    }
+    git(root, &["add", "--all", "--", "."], Some(&index.0)).await?;
+    let tree = git(root, &["write-tree"], Some(&index.0)).await?;
+    let mut args = vec!["commit-tree", tree.as_str(), "-m", message];
+    if let Some(h) = head {
+        args.extend(["-p", h]);
+    }
+    git(root, &args, None).await
+}
+
+/// The top of the git work tree containing `dir`, if any.
+pub async fn repo_root(dir: &Path) -> Option<PathBuf> {
+    Repo::find(dir).await.map(|r| r.root)
 }
 
 /// A throwaway index file inside `.git`, removed on drop.
@@ -80,69 +385,40 @@ impl Drop for TempIndex {
     }
 }
 
-/// A snapshot: the repository and the commit.
+/// A snapshot: the repository, the commit, and where `HEAD` was.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
     /// Root of the work tree.
     pub root: PathBuf,
-    /// The snapshot commit.
+    /// The snapshot commit (a jj commit id in a jj repository, never a change id).
     pub commit: String,
+    /// How it was taken.
+    pub backend: Backend,
+    /// The commit `HEAD` pointed at when it was taken.
+    pub head: Option<String>,
 }
 
 /// Snapshots the working copy of the repository containing `dir` under `refs/smithers/<name>`.
-/// Returns `None` when `dir` is not in a git repository.
+/// Returns `None` when `dir` is not in a repository.
 pub async fn snapshot(dir: &Path, name: &str, message: &str) -> Result<Option<Snapshot>, VcsError> {
-    let Some(root) = repo_root(dir).await else {
-        return Ok(None);
-    };
-    let index = TempIndex::new(&root).await?;
-    // Start from HEAD's tree so that `add --all` only has to hash what changed.
-    let head = git(&root, &["rev-parse", "--verify", "--quiet", "HEAD"], None)
-        .await
-        .ok();
-    if head.is_some() {
-        git(&root, &["read-tree", "HEAD"], Some(&index.0)).await?;
+    match Repo::find(dir).await {
+        Some(repo) => repo.snapshot(name, message).await.map(Some),
+        None => Ok(None),
     }
-    git(&root, &["add", "--all", "--", "."], Some(&index.0)).await?;
-    let tree = git(&root, &["write-tree"], Some(&index.0)).await?;
-    let mut args = vec!["commit-tree", tree.as_str(), "-m", message];
-    if let Some(h) = &head {
-        args.extend(["-p", h.as_str()]);
-    }
-    let commit = git(&root, &args, None).await?;
-    let refname = format!("refs/smithers/{name}");
-    git(&root, &["update-ref", &refname, &commit], None).await?;
-    Ok(Some(Snapshot { root, commit }))
 }
 
-/// Puts the working tree of the repository containing `dir` back to `snapshot`: changed files
-/// are restored, files created since are removed (ignored files are left alone). `HEAD`, the
-/// branch and the index are not touched. Returns the repository root.
+/// Puts the working copy of the repository containing `dir` back to `snapshot` (see
+/// [`Repo::restore`]). Returns the repository root.
 pub async fn restore(dir: &Path, snapshot: &str) -> Result<PathBuf, VcsError> {
-    let root = repo_root(dir).await.ok_or_else(|| VcsError {
+    let repo = Repo::find(dir).await.ok_or_else(|| VcsError {
+        tool: "git",
         command: "rev-parse".into(),
         dir: dir.to_owned(),
         message: "not inside a git repository".into(),
     })?;
-    git(
-        &root,
-        &["cat-file", "-e", &format!("{snapshot}^{{commit}}")],
-        None,
-    )
-    .await?;
-    let index = TempIndex::new(&root).await?;
-    // The index describes the working tree as it is now, so that `read-tree -u` knows which
-    // files to remove; then the tree moves to the snapshot's.
-    git(&root, &["add", "--all", "--", "."], Some(&index.0)).await?;
-    git(
-        &root,
-        &["read-tree", "-u", "--reset", snapshot],
-        Some(&index.0),
-    )
-    .await?;
-    Ok(root)
+    repo.restore(snapshot).await?;
+    Ok(repo.root)
 }
-
 /// A ref-name-safe form of a run or node id (ids may hold any text).
 fn ref_component(id: &str) -> String {
     let clean: String = id

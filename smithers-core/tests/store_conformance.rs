@@ -1,18 +1,30 @@
-//! The SQLite store passes the backend conformance suite (`store::conformance`).
+//! The SQLite store passes the backend conformance suite (`store::conformance`), one test per
+//! behaviour, each on a fresh database file.
 use std::sync::Arc;
 
-use smithers_core::store::{conformance, Durability, SqliteStore, Store};
+use smithers_core::store::{conformance::Backend, Durability, SqliteStore, Store};
 
-#[tokio::test]
-async fn sqlite_store_passes_the_conformance_suite() {
-    let dir = tempfile::tempdir().unwrap();
-    let counter = std::sync::atomic::AtomicUsize::new(0);
-    conformance::run_all(|| {
-        let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(dir.path().join(format!("c{n}.db")), Durability::Off).unwrap(),
-        );
-        store
-    })
-    .await;
+struct Sqlite {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn Store>,
 }
+
+impl Backend for Sqlite {
+    async fn open(_test: &'static str) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = SqliteStore::open(dir.path().join("conformance.db"), Durability::Off)
+            .expect("open a fresh SQLite store");
+        Some(Sqlite {
+            _dir: dir,
+            store: Arc::new(store),
+        })
+    }
+
+    fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    async fn close(self) {}
+}
+
+smithers_core::store_conformance_tests!(Sqlite);

@@ -1,9 +1,20 @@
-//! The behaviour every [`Store`] backend must have, as one suite: SQLite runs it in its tests,
-//! and a new backend (Postgres) runs the same functions against its own stores.
+//! The behaviour every [`Store`] backend must have, as one suite: each behaviour is a function
+//! here, and [`store_conformance_tests!`](crate::store_conformance_tests) expands one
+//! `#[tokio::test]` per behaviour for a backend, so SQLite and Postgres each run the whole list
+//! and a failure names the broken behaviour.
 //!
 //! Enabled with the `conformance` feature. Each check takes a fresh, empty store and panics with
 //! a message naming the broken rule.
+//!
+//! ```ignore
+//! struct Sqlite(tempfile::TempDir, Arc<dyn Store>);
+//! impl conformance::Backend for Sqlite { /* open a fresh store, hand it out, dispose of it */ }
+//! smithers_core::store_conformance_tests!(Sqlite);
+//! ```
 
+use std::future::Future;
+use std::io::Write as _;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -115,16 +126,80 @@ fn batch(writes: Vec<Write>) -> WriteBatch {
     }
 }
 
-/// Runs every check, each on a fresh store from `make`.
-pub async fn run_all<F: Fn() -> Arc<dyn Store>>(make: F) {
-    runs_round_trip(make()).await;
-    outputs_round_trip_every_column_kind(make()).await;
-    a_failing_batch_writes_nothing(make()).await;
-    concurrent_batches_commit_independently(make()).await;
-    leases_exclude_a_live_holder(make()).await;
-    resume_reset_abandons_in_progress_attempts(make()).await;
-    loops_state_events_and_steps_persist(make()).await;
-    approvals_and_cancel_requests(make()).await;
+/// A backend under test: how to open a fresh, empty store for one test and dispose of it.
+pub trait Backend: Sized {
+    /// Opens a fresh store for the test `test`; `None` when the test is skipped (after
+    /// [`external_missing`] said why).
+    fn open(test: &'static str) -> impl Future<Output = Option<Self>> + Send;
+    /// The store to check.
+    fn store(&self) -> Arc<dyn Store>;
+    /// Removes what [`Backend::open`] created (a schema, a file); runs even when the check failed.
+    fn close(self) -> impl Future<Output = ()> + Send;
+}
+
+/// Runs one behaviour `case` on a fresh store of `B`, disposing of it afterwards whatever the
+/// outcome, then re-raising the check's panic.
+pub async fn run_case<B, F, Fut>(test: &'static str, case: F)
+where
+    B: Backend,
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    use futures::FutureExt as _;
+    let Some(backend) = B::open(test).await else {
+        return;
+    };
+    let outcome = AssertUnwindSafe(case(backend.store())).catch_unwind().await;
+    backend.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Whether tests must fail instead of skipping when an external server or tool is missing
+/// (`SMITHERS_REQUIRE_EXTERNAL=1`, which CI sets).
+pub fn external_required() -> bool {
+    std::env::var("SMITHERS_REQUIRE_EXTERNAL").is_ok_and(|v| v == "1")
+}
+
+/// A test needs something this machine lacks (a PostgreSQL server, a tool): prints
+/// `skipped: <test>: <why>` straight to stderr (the harness does not capture it) so the skip is
+/// never silent, or panics when [`external_required`].
+pub fn external_missing(test: &str, why: &str) {
+    if external_required() {
+        panic!("{test}: {why} (SMITHERS_REQUIRE_EXTERNAL=1 turns this skip into a failure)");
+    }
+    let _ = writeln!(std::io::stderr(), "skipped: {test}: {why}");
+}
+
+/// Expands one `#[tokio::test]` per conformance behaviour for a [`Backend`] type: the whole
+/// suite, each behaviour its own test named after it. Add a behaviour here and to the module.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($backend:ty) => {
+        $crate::store_conformance_tests!(@cases $backend;
+            runs_round_trip,
+            outputs_round_trip_every_column_kind,
+            a_failing_batch_writes_nothing,
+            concurrent_batches_commit_independently,
+            leases_exclude_a_live_holder,
+            resume_reset_abandons_in_progress_attempts,
+            loops_state_events_and_steps_persist,
+            approvals_and_cancel_requests,
+        );
+    };
+    (@cases $backend:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                $crate::store::conformance::run_case::<$backend, _, _>(
+                    stringify!($case),
+                    $crate::store::conformance::$case,
+                )
+                .await;
+            }
+        )*
+    };
 }
 
 /// Created runs are read back, newest first.
