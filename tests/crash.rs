@@ -2,12 +2,14 @@
 //! after resume every node's output exists exactly once and no finished node's work ran again.
 //! A second process resuming a run that a live process drives is refused.
 //!
-//! The child is this test binary itself, re-executed with `SMITHERS_CRASH_CHILD` set.
+//! The child is this test binary itself, re-executed with `SMITHERS_CHILD_ARGS` set.
 
-use std::io::{BufRead, Write as _};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::child::{append, kill9, run_as_workflow_binary, ChildEnv};
 
 use serde::{Deserialize, Serialize};
 use smithers::__private::{Column, ColumnKind};
@@ -57,16 +59,6 @@ fn work(id: &str, n: i64, log: PathBuf, millis: u64) -> Node {
         .build()
 }
 
-fn append(path: &Path, line: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("open log");
-    writeln!(f, "{line}").expect("write log");
-    f.sync_data().expect("sync log");
-}
-
 fn crash_workflow(log: PathBuf, millis: u64) -> impl Fn(&Ctx<()>) -> Node + Send + Sync + 'static {
     move |ctx| {
         let loops_done = ctx.latest(LOOP_STEP).is_some_and(|w| w.n >= 2);
@@ -96,104 +88,19 @@ fn crash_workflow(log: PathBuf, millis: u64) -> impl Fn(&Ctx<()>) -> Node + Send
     }
 }
 
-/// Child entry point: when `SMITHERS_CRASH_CHILD` is set, behave as a workflow binary.
+/// Child entry point: when `SMITHERS_CHILD_ARGS` is set, behave as a workflow binary.
 #[test]
 fn crash_child() {
-    let Ok(args) = std::env::var("SMITHERS_CRASH_CHILD") else {
-        return;
-    };
-    let log = PathBuf::from(std::env::var("SMITHERS_CRASH_LOG").expect("log path"));
-    let millis: u64 =
-        std::env::var("SMITHERS_CRASH_MILLIS").map_or(40, |m| m.parse().expect("millis"));
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let argv = std::iter::once("crash".to_owned()).chain(args.split(' ').map(str::to_owned));
-    let code = rt.block_on(smithers::cli::main_from(argv, crash_workflow(log, millis)));
-    // `ExitCode` cannot be read back: map the codes the CLI uses.
-    let raw = [0u8, 2, 3, 130]
-        .into_iter()
-        .find(|c| code == std::process::ExitCode::from(*c))
-        .unwrap_or(1);
-    std::process::exit(i32::from(raw));
+    run_as_workflow_binary(crash_workflow);
 }
 
-struct Env {
-    _dir: tempfile::TempDir,
-    db: PathBuf,
-    log: PathBuf,
-}
-
-impl Env {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        Env {
-            db: dir.path().join("crash.db"),
-            log: dir.path().join("exec.log"),
-            _dir: dir,
-        }
-    }
-
-    fn spawn(&self, args: &str, millis: u64) -> Child {
-        Command::new(std::env::current_exe().expect("exe"))
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-            .env(
-                "SMITHERS_CRASH_CHILD",
-                format!("--quiet --db {} {args}", self.db.display()),
-            )
-            .env("SMITHERS_CRASH_LOG", &self.log)
-            .env("SMITHERS_CRASH_MILLIS", millis.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn child")
-    }
-
-    fn log_lines(&self) -> Vec<String> {
-        match std::fs::File::open(&self.log) {
-            Ok(f) => std::io::BufReader::new(f)
-                .lines()
-                .map(Result::unwrap)
-                .collect(),
-            Err(_) => Vec::new(),
-        }
-    }
-
-    /// Waits until the log has at least `n` lines starting with `prefix`.
-    fn wait_for(&self, prefix: &str, n: usize, child: &mut Child) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self
-            .log_lines()
-            .iter()
-            .filter(|l| l.starts_with(prefix))
-            .count()
-            < n
-        {
-            assert!(
-                child.try_wait().expect("try_wait").is_none(),
-                "child exited before {n} `{prefix}` lines"
-            );
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {n} `{prefix}` lines"
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    fn conn(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(&self.db).expect("open db")
-    }
-}
-
-fn kill9(child: &mut Child) {
-    // SAFETY: kill(2) with a pid we spawned and own.
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-    child.wait().expect("reap child");
+fn env() -> ChildEnv {
+    ChildEnv::new("crash_child")
 }
 
 #[test]
 fn sigkill_at_several_points_then_resume_runs_each_node_to_one_output() {
-    let env = Env::new();
+    let env = env();
     // Kill points: mid-task (after a start), between tasks (after an end), inside the parallel
     // group, inside the loop.
     let points: [(&str, usize); 5] = [
@@ -286,17 +193,11 @@ fn sigkill_at_several_points_then_resume_runs_each_node_to_one_output() {
 
 #[test]
 fn second_concurrent_resume_is_refused_naming_the_holder() {
-    let env = Env::new();
+    let env = env();
     let mut first = env.spawn("run --run-id busy", 400);
     env.wait_for("start", 1, &mut first);
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-        .env(
-            "SMITHERS_CRASH_CHILD",
-            format!("--quiet --db {} resume --run-id busy", env.db.display()),
-        )
-        .env("SMITHERS_CRASH_LOG", &env.log)
-        .stdin(Stdio::null())
+    let out = env
+        .command("resume --run-id busy", 40)
         .output()
         .expect("second resume");
     assert!(!out.status.success());
@@ -318,11 +219,10 @@ fn second_concurrent_resume_is_refused_naming_the_holder() {
 
 #[test]
 fn ctrl_c_cancels_cleanly_and_resume_finishes() {
-    let env = Env::new();
+    let env = env();
     let mut child = env.spawn("run --run-id interrupted", 200);
     env.wait_for("start", 1, &mut child);
-    // SAFETY: kill(2) with a pid we spawned and own.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    common::child::signal(&child, libc::SIGINT);
     let status = child.wait().expect("child");
     assert_eq!(status.code(), Some(130), "exit code of a cancelled run");
     let c = env.conn();

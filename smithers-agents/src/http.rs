@@ -143,6 +143,12 @@ pub(crate) struct OnceLockClient(std::sync::Arc<OnceLock<Result<reqwest::Client,
 impl OnceLockClient {
     fn get(&self) -> Result<&reqwest::Client, AgentError> {
         let built = self.0.get_or_init(|| {
+            // reqwest is built without its aws-lc-rs provider (a large C build); it takes the
+            // process-wide rustls provider, so install ring's unless the program chose one.
+            if rustls::crypto::CryptoProvider::get_default().is_none() {
+                // An `Err` means another thread installed one meanwhile: that one is used.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+            }
             reqwest::Client::builder()
                 .build()
                 .map_err(|e| e.to_string())

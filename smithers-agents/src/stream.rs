@@ -34,13 +34,7 @@ pub(crate) fn add(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     }
 }
 
-/// Cuts `s` to at most `max` characters, marking the cut.
-pub(crate) fn truncate(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
-    }
-}
+pub(crate) use smithers_core::text::truncate;
 
 /// Whether an HTTP status is worth another attempt: timeouts, rate limits, overload, 5xx.
 pub(crate) fn status_is_retryable(status: u16) -> bool {
@@ -128,11 +122,5 @@ mod tests {
         assert!(!looks_like_auth_error(
             "API Error: 500 fake server injected 500"
         ));
-    }
-
-    #[test]
-    fn truncates_on_char_boundaries() {
-        assert_eq!(truncate("héllo", 2), "hé…");
-        assert_eq!(truncate("hi", 5), "hi");
     }
 }

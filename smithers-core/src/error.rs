@@ -116,10 +116,12 @@ pub enum Error {
 
     /// This process lost the run's lease (it stalled past the lease period and another process
     /// took the run over).
-    #[error("lost the lease of run `{run_id}` to another process; stopping so two processes never drive one run")]
+    #[error("lost the lease of run `{run_id}`: {detail}; this process stops without writing anything more, so that two processes never drive one run")]
     LeaseLost {
         /// The run.
         run_id: String,
+        /// What happened to the lease (who holds it now, in which epoch).
+        detail: String,
     },
 
     /// The run already reached a final status.

@@ -13,6 +13,7 @@ pub mod output;
 pub mod prompt;
 pub mod reference;
 pub mod task_ctx;
+pub mod text;
 
 pub use agent::{
     Agent, AgentError, AgentRequest, AgentResponse, IntoAgent, ProgressSink, SharedAgent,

@@ -448,6 +448,8 @@ fn ref_component(id: &str) -> String {
 pub(crate) struct AttemptSnapshots {
     pub(crate) store: std::sync::Arc<dyn crate::store::Store>,
     pub(crate) run_id: String,
+    /// The driver's lease: a snapshot is recorded only while it holds the run.
+    pub(crate) fence: crate::store::FenceToken,
     pub(crate) node_id: String,
     pub(crate) iteration: u32,
     pub(crate) attempt: u32,
@@ -477,7 +479,7 @@ impl AttemptSnapshots {
                 return;
             }
         };
-        let mut b = crate::store::WriteBatch::new(&self.run_id);
+        let mut b = crate::store::WriteBatch::new(&self.run_id).fenced(&self.fence);
         b.push(crate::store::Write::AttemptVcs {
             node_id: self.node_id.clone(),
             iteration: self.iteration,

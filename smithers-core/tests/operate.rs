@@ -177,9 +177,9 @@ async fn cancel_request_sets_the_flag_until_the_run_is_final_or_resumed() {
     assert!(!h.store.cancel_requested("r1").await.unwrap());
 
     // A request left behind does not cancel the run's resume at once.
-    h.store.create_run(new_run("r2", LIVE)).await.unwrap();
+    let fence = h.store.create_run(new_run("r2", LIVE)).await.unwrap();
     other.request_cancel("r2").await.unwrap();
-    h.store.reset_for_resume("r2").await.unwrap();
+    h.store.reset_for_resume("r2", &fence).await.unwrap();
     assert!(!h.store.cancel_requested("r2").await.unwrap());
 }
 

@@ -66,11 +66,7 @@ pub(crate) fn component(attr: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 fn capitalise(s: &str) -> String {
-    let snake = crate::suggest::to_snake_case(s);
-    snake
-        .split('_')
-        .map(|w| w[..1.min(w.len())].to_uppercase() + &w[1.min(w.len())..])
-        .collect()
+    heck::ToUpperCamelCase::to_upper_camel_case(s)
 }
 
 fn params(func: &ItemFn, cx: &mut Ctxt) -> Vec<PropParam> {
@@ -305,7 +301,7 @@ impl VisitMut for Freshen {
         }
     }
     // Elided lifetimes in `fn(&str)` and `Fn(&str)` are higher-ranked: leave them.
-    fn visit_type_bare_fn_mut(&mut self, _: &mut syn::TypeBareFn) {}
+    fn visit_type_fn_ptr_mut(&mut self, _: &mut syn::TypeFnPtr) {}
     fn visit_parenthesized_generic_arguments_mut(
         &mut self,
         _: &mut syn::ParenthesizedGenericArguments,

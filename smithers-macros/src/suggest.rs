@@ -1,4 +1,4 @@
-//! Spelling help for error messages: edit distance, closest candidate, snake_case.
+//! Spelling help for error messages: edit distance, closest candidate, snake_case (by `heck`).
 
 /// Levenshtein distance between two strings (by chars).
 pub(crate) fn distance(a: &str, b: &str) -> usize {
@@ -41,28 +41,7 @@ pub(crate) fn closest<'a>(
 /// `maxIterations` → `max_iterations`, `AnalysisReport` → `analysis_report`, `HTTPCall` →
 /// `http_call`, `max-iterations` → `max_iterations`.
 pub(crate) fn to_snake_case(s: &str) -> String {
-    let chars: Vec<char> = s.chars().collect();
-    let mut out = String::with_capacity(s.len() + 4);
-    for (i, &c) in chars.iter().enumerate() {
-        if c == '-' {
-            out.push('_');
-        } else if c.is_uppercase() {
-            let prev = i.checked_sub(1).map(|p| chars[p]);
-            let next = chars.get(i + 1);
-            let boundary = match prev {
-                Some(p) if p.is_lowercase() || p.is_ascii_digit() => true,
-                Some(p) if p.is_uppercase() => next.is_some_and(|n| n.is_lowercase()),
-                _ => false,
-            };
-            if boundary && !out.ends_with('_') {
-                out.push('_');
-            }
-            out.extend(c.to_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    heck::ToSnakeCase::to_snake_case(s)
 }
 
 /// Whether `s` is a valid SQL identifier as smithers accepts them: `[A-Za-z_][A-Za-z0-9_]*`,
@@ -90,6 +69,7 @@ mod tests {
         check_snake("max-iterations", "max_iterations");
         check_snake("already_snake", "already_snake");
         check_snake("Review2Step", "review2_step");
+        check_snake("ÉtatFinal", "état_final");
     }
 
     fn check_closest(word: &str, expected: Option<&str>) {

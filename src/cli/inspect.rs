@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use smithers_core::store::{AttemptRecord, CancelOutcome, RunRecord, RunStatus, Store};
+use smithers_core::text::truncate;
 use smithers_core::{Error, Result, Usage};
 
 /// Usage summed over attempts.
@@ -256,16 +257,6 @@ fn compact(v: &serde_json::Value) -> String {
         }
     }
     v.to_string()
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_owned()
-    } else {
-        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
-        t.push('…');
-        t
-    }
 }
 
 /// Approves or denies a pending `needs_approval` task.

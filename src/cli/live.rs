@@ -294,7 +294,10 @@ impl Board {
             lines.truncate(height - 1);
             lines.push((Fold::Keep, format!("… {cut} more line(s)")));
         }
-        lines.into_iter().map(|(_, l)| fit(&l, width)).collect()
+        lines
+            .into_iter()
+            .map(|(_, l)| smithers_core::text::truncate(&l, width))
+            .collect()
     }
 
     fn fold(&self, id: &str) -> Fold {
@@ -326,32 +329,14 @@ fn clock(d: Duration) -> String {
     }
 }
 
-fn fit(line: &str, width: usize) -> String {
-    if line.chars().count() <= width {
-        return line.to_owned();
-    }
-    let mut s: String = line.chars().take(width.saturating_sub(1)).collect();
-    s.push('…');
-    s
-}
-
-/// Columns and rows of the terminal on stderr.
+/// Columns and rows of the terminal on stderr (100x40 when stderr is not a terminal).
 fn term_size() -> (usize, usize) {
-    #[cfg(unix)]
-    {
-        let mut ws = libc::winsize {
-            ws_row: 0,
-            ws_col: 0,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: TIOCGWINSZ writes a `winsize` into the valid, owned struct passed.
-        let ok = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
-        if ok && ws.ws_col > 0 && ws.ws_row > 0 {
-            return (ws.ws_col as usize, ws.ws_row as usize);
+    match terminal_size::terminal_size_of(std::io::stderr()) {
+        Some((terminal_size::Width(w), terminal_size::Height(h))) if w > 0 && h > 0 => {
+            (usize::from(w), usize::from(h))
         }
+        _ => (100, 40),
     }
-    (100, 40)
 }
 
 /// Whether stderr is a terminal that can be redrawn in place.

@@ -68,6 +68,10 @@ struct WorkflowCli {
     /// stopping with status waiting-approval.
     #[arg(long, global = true)]
     wait_approval: bool,
+    /// Lease period in milliseconds (`EngineOptions::lease_ttl`); for tests that pause a
+    /// driver past its lease.
+    #[arg(long, global = true, hide = true, value_parser = clap::value_parser!(u64).range(30..))]
+    lease_ttl_ms: Option<u64>,
     #[command(subcommand)]
     command: WorkflowCommand,
 }
@@ -217,12 +221,16 @@ where
                 Some(l) => Some(l.listener()),
                 None => (!cli.quiet).then(progress_printer),
             };
+            let defaults = EngineOptions::default();
             let opts = EngineOptions {
                 max_concurrency: max,
                 on_event,
                 cancel: tokio_util_cancel(),
                 wait_for_approval: cli.wait_approval,
-                ..EngineOptions::default()
+                lease_ttl: cli
+                    .lease_ttl_ms
+                    .map_or(defaults.lease_ttl, std::time::Duration::from_millis),
+                ..defaults
             };
             Engine::new(store, workflow).with_options(opts)
         };
@@ -364,7 +372,10 @@ fn report_exit(
                 std::process::ExitCode::FAILURE
             }
         },
-        Err(e @ Error::LeaseHeld { .. }) | Err(e @ Error::RunAlreadyDone { .. }) => {
+        // Another process drives the run (or took it over from this one).
+        Err(e @ Error::LeaseHeld { .. })
+        | Err(e @ Error::LeaseLost { .. })
+        | Err(e @ Error::RunAlreadyDone { .. }) => {
             eprintln!("error [{}]: {e}", e.code());
             std::process::ExitCode::from(3)
         }

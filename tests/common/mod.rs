@@ -3,6 +3,8 @@
 
 use std::sync::{Arc, Mutex};
 
+pub mod child;
+
 use smithers::{Agent, AgentError, AgentRequest, AgentResponse};
 
 /// An agent that is never asked anything: trees are only rendered in these tests.

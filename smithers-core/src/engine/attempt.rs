@@ -17,7 +17,7 @@ use super::{panic_message, Engine};
 use crate::agent::{AgentRequest, AgentResponse, ProgressSink};
 use crate::error::{Error, Result, TaskError};
 use crate::events::{Event, EventKind};
-use crate::machine::{AttemptOutput, AttemptResult, Preparation, Prepared, StartAttempt};
+use crate::machine::{AttemptOutput, AttemptResult, Preparation, Prepared, RunState, StartAttempt};
 use crate::model::NodeKey;
 use crate::node::{TaskExec, TaskSpec};
 use crate::task_ctx::TaskCtx;
@@ -69,7 +69,7 @@ where
     /// Carries out `Command::Start`: spawns the attempt's body, stoppable through its token.
     pub(super) fn spawn_attempt(
         &self,
-        run_id: &str,
+        st: &RunState,
         persist: &UnboundedSender<Event>,
         join: &mut JoinSet<AttemptResult>,
         tokens: &mut HashMap<NodeKey, CancellationToken>,
@@ -84,8 +84,8 @@ where
         let cancel = self.options.cancel.child_token();
         let key = (t.id.clone(), iteration);
         tokens.insert(key.clone(), cancel.clone());
-        let progress = self.progress_sink(run_id, &t.id, iteration, persist);
-        let run_id = run_id.to_owned();
+        let progress = self.progress_sink(&st.run_id, &t.id, iteration, persist);
+        let run_id = st.run_id.clone();
         let vcs = match &t.exec {
             TaskExec::Agent(agent) if self.options.vcs_snapshots && agent.edits_files() => agent
                 .cwd()
@@ -93,6 +93,7 @@ where
                 .map(|dir| crate::vcs::AttemptSnapshots {
                     store: self.store.clone(),
                     run_id: run_id.clone(),
+                    fence: st.fence.clone(),
                     node_id: t.id.clone(),
                     iteration,
                     attempt,

@@ -25,7 +25,7 @@ use crate::events::Event;
 use crate::machine::{AttemptResult, Command, HookCall, Input, RunState};
 use crate::model::{NodeKey, RunStatus};
 use crate::node::{HookCtx, Node, NodeKind};
-use crate::store::{lease_owner, NewRun, Store, Write, WriteBatch};
+use crate::store::{lease_owner, FenceToken, NewRun, Store, Write, WriteBatch};
 
 mod attempt;
 mod persist;
@@ -175,17 +175,17 @@ where
             NodeKind::Workflow(w) if !w.name.is_empty() => w.name.clone(),
             _ => "workflow".to_owned(),
         };
-        let owner = lease_owner();
-        self.store
+        let fence = self
+            .store
             .create_run(NewRun {
                 run_id: run_id.to_owned(),
                 workflow: workflow.clone(),
                 input: input_json,
-                owner: owner.clone(),
+                owner: lease_owner(),
                 lease_ttl: self.options.lease_ttl,
             })
             .await?;
-        let mut st = RunState::new(run_id, owner);
+        let mut st = RunState::new(run_id, fence);
         self.execute_all(&mut st, Input::Started { workflow })
             .await?;
         self.drive_and_release(&mut st, input).await
@@ -214,12 +214,12 @@ where
                 rec.run_id
             ))
         })?;
-        let owner = lease_owner();
-        self.store
-            .acquire_lease(&rec.run_id, &owner, self.options.lease_ttl)
+        let fence = self
+            .store
+            .acquire_lease(&rec.run_id, &lease_owner(), self.options.lease_ttl)
             .await?;
-        let abandoned = self.store.reset_for_resume(&rec.run_id).await?;
-        let mut st = self.load_state(&rec.run_id, owner).await?;
+        let abandoned = self.store.reset_for_resume(&rec.run_id, &fence).await?;
+        let mut st = self.load_state(&rec.run_id, fence).await?;
         self.execute_all(&mut st, Input::Resumed { abandoned })
             .await?;
         self.drive_and_release(&mut st, Arc::new(input)).await
@@ -234,15 +234,17 @@ where
             .ok_or_else(|| Error::RunNotFound(run_id.to_owned()))?;
         let input: I =
             serde_json::from_value(rec.input).map_err(|e| Error::InvalidInput(e.to_string()))?;
-        let st = self.load_state(run_id, String::new()).await?;
+        let st = self
+            .load_state(run_id, FenceToken::new(String::new(), 0))
+            .await?;
         self.render_catching(&Ctx::new(Arc::new(input), st.snap))
     }
 
     /// Loads a run's persisted state into memory.
-    async fn load_state(&self, run_id: &str, owner: String) -> Result<RunState> {
+    async fn load_state(&self, run_id: &str, fence: FenceToken) -> Result<RunState> {
         let loaded = self.store.load(run_id).await?;
         let steps = self.store.steps(run_id).await?;
-        Ok(RunState::loaded(run_id, owner, loaded, steps))
+        Ok(RunState::loaded(run_id, fence, loaded, steps))
     }
 
     /// Feeds `input` and carries out its commands, which must not wait or start anything (the
@@ -250,7 +252,7 @@ where
     async fn execute_all(&self, st: &mut RunState, input: Input) -> Result<()> {
         for command in st.handle(input, self.options.clock.now()) {
             match command {
-                Command::Commit(b) => self.commit(b).await?,
+                Command::Commit(b) => self.commit(&st.fence, b).await?,
                 _ => unreachable!("starting or resuming a run only commits"),
             }
         }
@@ -258,25 +260,26 @@ where
     }
 
     async fn drive_and_release(&self, st: &mut RunState, input: Arc<I>) -> Result<RunReport> {
-        let (tx, writer) = self.spawn_progress_writer();
+        let (tx, writer) = self.spawn_progress_writer(st.fence.clone());
         let result = self.drive(st, input, tx).await;
         // Every attempt has ended and `drive` dropped its sender: the writer drains what is
         // queued and stops.
         let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
         if let Err(e) = &result {
+            // A driver that lost its lease writes nothing more: the run is another's now.
             if !matches!(e, Error::LeaseLost { .. }) {
                 // An error of the store or the machinery: the run must not stay `running`.
                 let input = Input::DriveFailed(e.to_string());
                 for command in st.handle(input, self.options.clock.now()) {
                     if let Command::Commit(b) = command {
-                        if let Err(e2) = self.commit(b).await {
+                        if let Err(e2) = self.commit(&st.fence, b).await {
                             tracing::error!(error = %e2, "could not record the run's failure");
                         }
                     }
                 }
             }
         }
-        if let Err(e) = self.store.release_lease(&st.run_id, &st.owner).await {
+        if let Err(e) = self.store.release_lease(&st.run_id, &st.fence).await {
             tracing::warn!(error = %e, "could not release the run lease");
         }
         result
@@ -293,12 +296,15 @@ where
 
     /// Persists progress lines in batches: whatever is queued when the writer wakes goes in one
     /// transaction, so a chatty agent costs few commits.
-    fn spawn_progress_writer(&self) -> (UnboundedSender<Event>, tokio::task::JoinHandle<()>) {
+    fn spawn_progress_writer(
+        &self,
+        fence: FenceToken,
+    ) -> (UnboundedSender<Event>, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
         let store = self.store.clone();
         let writer = tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
-                let mut b = WriteBatch::new(&first.run_id);
+                let mut b = WriteBatch::new(&first.run_id).fenced(&fence);
                 b.push(Write::Event(first));
                 while b.writes.len() < 512 {
                     match rx.try_recv() {
@@ -350,15 +356,18 @@ where
             // Carry out the decisions; when none is left, render again.
             while let Some(command) = commands.pop_front() {
                 let next = match command {
-                    Command::Commit(b) => {
-                        self.commit(b).await?;
-                        continue;
-                    }
+                    // A refused commit (another process took the run over) stops the drive
+                    // through `Input::LeaseLost`, which writes nothing more.
+                    Command::Commit(b) => match self.commit(&st.fence, b).await {
+                        Ok(()) => continue,
+                        Err(e @ Error::LeaseLost { .. }) => Input::LeaseLost(e),
+                        Err(e) => return Err(e),
+                    },
                     Command::Prepare(items) => {
                         Input::Prepared(self.prepare(&mut tables, items).await?)
                     }
                     Command::Start(s) => {
-                        self.spawn_attempt(&st.run_id, &progress, &mut join, &mut tokens, s);
+                        self.spawn_attempt(st, &progress, &mut join, &mut tokens, s);
                         continue;
                     }
                     Command::RunHooks(calls) => Input::HooksRan(run_hooks(&st.run_id, calls)),
@@ -369,7 +378,7 @@ where
                         continue;
                     }
                     Command::CancelAll(b) => {
-                        self.cancel_all(&mut join, &mut tokens, b).await;
+                        self.cancel_all(&st.fence, &mut join, &mut tokens, b).await;
                         continue;
                     }
                     Command::Finish {
@@ -377,7 +386,7 @@ where
                         error,
                         batch,
                     } => {
-                        self.commit(batch).await?;
+                        self.commit(&st.fence, batch).await?;
                         return Ok(RunReport {
                             run_id: st.run_id.clone(),
                             status,
@@ -414,7 +423,7 @@ where
                             }
                         },
                         _ = lease_tick.tick() => {
-                            match self.store.renew_lease(&st.run_id, &st.owner, self.options.lease_ttl).await {
+                            match self.store.renew_lease(&st.run_id, &st.fence, self.options.lease_ttl).await {
                                 Ok(()) => continue,
                                 Err(e) => Input::LeaseLost(e),
                             }

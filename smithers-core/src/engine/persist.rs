@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::events::Event;
 use crate::machine::AttemptResult;
 use crate::model::NodeKey;
-use crate::store::WriteBatch;
+use crate::store::{FenceToken, WriteBatch};
 
 impl<I> Engine<I>
 where
@@ -23,6 +23,7 @@ where
     /// end its processes; then what is left is aborted and `b` recorded as well as possible.
     pub(super) async fn cancel_all(
         &self,
+        fence: &FenceToken,
         join: &mut JoinSet<AttemptResult>,
         tokens: &mut HashMap<NodeKey, CancellationToken>,
         b: WriteBatch,
@@ -35,20 +36,21 @@ where
         })
         .await;
         join.abort_all();
-        if let Err(e) = self.commit(b).await {
+        if let Err(e) = self.commit(fence, b).await {
             tracing::error!(error = %e, "could not record cancelled attempts");
         }
     }
 
-    /// Commits `b` in one transaction, then delivers its events. The batch moves to the store
-    /// whole (outputs and transcripts are never copied); only its events are kept back, and
-    /// only when someone listens.
-    pub(super) async fn commit(&self, b: WriteBatch) -> Result<()> {
+    /// Commits `b` in one transaction under the driver's fencing token (refused with
+    /// `LeaseLost`, writing nothing, once another process took the run over), then delivers its
+    /// events. The batch moves to the store whole (outputs and transcripts are never copied);
+    /// only its events are kept back for the listeners.
+    pub(super) async fn commit(&self, fence: &FenceToken, b: WriteBatch) -> Result<()> {
         if b.is_empty() {
             return Ok(());
         }
         let events: Vec<Event> = b.events().cloned().collect();
-        self.store.write(b).await?;
+        self.store.write(b.fenced(fence)).await?;
         for e in &events {
             e.trace();
             if let Some(l) = &self.options.on_event {

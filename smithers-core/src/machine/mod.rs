@@ -250,7 +250,10 @@ impl RunState {
                 cmds.push_back(self.finish(RunStatus::Cancelled, None));
             }
             Input::LeaseLost(e) => {
-                cmds.push_back(Command::CancelAll(self.cancel_running()));
+                // The run is another process's now: stop every attempt and write nothing, not
+                // even their cancellation (the new driver abandons and re-runs them).
+                self.running.clear();
+                cmds.push_back(Command::CancelAll(WriteBatch::new(&self.run_id)));
                 cmds.push_back(Command::Abort(e));
             }
         }
@@ -490,7 +493,7 @@ impl RunState {
                 Source::Static => None,
                 Source::Cache => Some("cache".to_owned()),
             },
-            owner: self.owner.clone(),
+            owner: self.fence.owner.clone(),
         });
         let validated = v.and_then(|v| {
             t.output.check(&v).map_err(|e| match source {
@@ -543,7 +546,7 @@ impl RunState {
             iteration: r.iteration,
             attempt,
             agent: agent_name,
-            owner: self.owner.clone(),
+            owner: self.fence.owner.clone(),
         });
         b.push(Write::Event(Event::node(
             &self.run_id,

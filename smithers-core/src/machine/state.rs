@@ -10,7 +10,7 @@ use crate::model::{
     ApprovalStatus, GroupKind, GroupStatus, NodeKey, NodeState, NodeStatus, Timestamp,
 };
 use crate::node::TaskSpec;
-use crate::store::{ApprovalRecord, LoadedRun, StepRecord, WriteBatch};
+use crate::store::{ApprovalRecord, FenceToken, LoadedRun, StepRecord, WriteBatch};
 
 use super::PendingStart;
 
@@ -30,7 +30,9 @@ pub(crate) struct RunState {
     pub(crate) run_id: String,
     /// Workflow name, from the root `<Workflow name>` of the latest render.
     pub(super) workflow: String,
-    pub(crate) owner: String,
+    /// This driver's lease: owner (recorded on its attempts) and epoch. Every batch it commits
+    /// carries it, so nothing is written once another process took the run over.
+    pub(crate) fence: FenceToken,
     pub(crate) snap: Arc<RunSnapshot>,
     pub(super) nodes: HashMap<String, HashMap<u32, NodeState>>,
     pub(super) running: HashMap<NodeKey, Running>,
@@ -62,11 +64,11 @@ const DEFAULT_MAX_CONCURRENCY: usize = 16;
 
 impl RunState {
     /// The state of a new run.
-    pub(crate) fn new(run_id: &str, owner: String) -> Self {
+    pub(crate) fn new(run_id: &str, fence: FenceToken) -> Self {
         RunState {
             run_id: run_id.to_owned(),
             workflow: String::new(),
-            owner,
+            fence,
             snap: Arc::new(RunSnapshot {
                 run_id: run_id.to_owned(),
                 ..RunSnapshot::default()
@@ -93,11 +95,11 @@ impl RunState {
     /// not fire again).
     pub(crate) fn loaded(
         run_id: &str,
-        owner: String,
+        fence: FenceToken,
         loaded: LoadedRun,
         steps: Vec<StepRecord>,
     ) -> Self {
-        let mut st = RunState::new(run_id, owner);
+        let mut st = RunState::new(run_id, fence);
         st.frame_no = loaded.last_frame;
         let failures: HashMap<(&str, u32), u32> = loaded
             .failures

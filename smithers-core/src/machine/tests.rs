@@ -7,7 +7,7 @@ use crate::error::{Error, TaskError};
 use crate::model::{ApprovalStatus, Timestamp};
 use crate::node::{Node, Phase, Sequence, Task, Workflow};
 use crate::output::{Column, ColumnKind, Output};
-use crate::store::{Write, WriteBatch};
+use crate::store::{FenceToken, Write, WriteBatch};
 
 /// The time every input happens at.
 const NOW: Timestamp = Timestamp::from_millis(1_795_586_883_123);
@@ -177,7 +177,7 @@ fn start_one(st: &mut RunState, tree: Node) -> Vec<String> {
 
 #[test]
 fn retryable_failures_retry_until_the_budget_then_fail() {
-    let mut st = RunState::new("r", "me".into());
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
     let tree = || Workflow::new().child(compute_with_retries("a", 2)).build();
     let mut events = Vec::new();
     let mut nodes = Vec::new();
@@ -212,7 +212,7 @@ fn retryable_failures_retry_until_the_budget_then_fail() {
 
 #[test]
 fn a_terminal_error_fails_at_once_and_success_records_the_output() {
-    let mut st = RunState::new("r", "me".into());
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
     start_one(
         &mut st,
         Workflow::new().child(compute_with_retries("a", 5)).build(),
@@ -221,7 +221,7 @@ fn a_terminal_error_fails_at_once_and_success_records_the_output() {
     assert_eq!(describe(&cmds), ["commit[node_failed:a,attempt_failed:a]"]);
     assert_eq!(node_writes(&cmds), ["a=failed/1"]);
 
-    let mut st = RunState::new("r", "me".into());
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
     let tree = || Workflow::new().child(compute_with_retries("b", 1)).build();
     start_one(&mut st, tree());
     assert_eq!(
@@ -252,7 +252,7 @@ fn a_terminal_error_fails_at_once_and_success_records_the_output() {
 fn a_cancelled_attempt_keeps_the_retry_budget() {
     // One retry: a failure, a cancellation (the run was cancelled), a resume-like restart and a
     // second failure that is still within the budget of one failed attempt... then a third.
-    let mut st = RunState::new("r", "me".into());
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
     let tree = || Workflow::new().child(compute_with_retries("a", 1)).build();
     start_one(&mut st, tree());
     let cmds = st.handle(Input::CancelRequested, NOW);
@@ -291,7 +291,7 @@ fn a_render_records_skips_and_phase_transitions_and_hooks_run_once_on_the_execut
             )
             .build()
     };
-    let mut st = RunState::new("r", "me".into());
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
     assert_eq!(render(&mut st, tree(false)), ["run_hooks[p]"]);
     // What the hooks wrote commits with the render's decisions: the frame and the transition.
     let cmds = st.handle(Input::HooksRan(vec![("phase".into(), "p".into())]), NOW);
@@ -309,7 +309,7 @@ fn a_render_records_skips_and_phase_transitions_and_hooks_run_once_on_the_execut
 
 #[test]
 fn start_resume_and_heartbeat_are_stamped_with_the_time_they_happened() {
-    let mut st = RunState::new("r", "me".into());
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
     let cmds = st.handle(
         Input::Started {
             workflow: "w".into(),
@@ -338,7 +338,7 @@ fn start_resume_and_heartbeat_are_stamped_with_the_time_they_happened() {
 
 #[test]
 fn an_attempt_starts_ends_and_the_run_finishes() {
-    let mut st = RunState::new("r", "me".into());
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
     let tree = || Workflow::new().child(compute("a")).build();
     assert_eq!(
         render(&mut st, tree()),
@@ -359,7 +359,7 @@ fn an_attempt_starts_ends_and_the_run_finishes() {
 
 #[test]
 fn statics_complete_in_one_shared_batch_before_anything_starts() {
-    let mut st = RunState::new("r", "me".into());
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
     let tree = || {
         Workflow::new()
             .child(
@@ -389,7 +389,7 @@ fn statics_complete_in_one_shared_batch_before_anything_starts() {
 
 #[test]
 fn a_failure_waits_for_the_running_attempts_then_fails_the_run() {
-    let mut st = RunState::new("r", "me".into());
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
     let tree = || {
         Workflow::new()
             .child(
@@ -424,7 +424,7 @@ fn a_failure_waits_for_the_running_attempts_then_fails_the_run() {
 
 #[test]
 fn cancellation_wins_over_the_attempts_it_ended() {
-    let mut st = RunState::new("r", "me".into());
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
     render(&mut st, Workflow::new().child(compute("a")).build());
     prepared(&mut st, 1);
     assert!(
@@ -446,7 +446,7 @@ fn cancellation_wins_over_the_attempts_it_ended() {
 
 #[test]
 fn a_task_the_tree_unmounts_is_stopped_and_its_attempt_recorded_cancelled() {
-    let mut st = RunState::new("r", "me".into());
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
     let tree = |first: bool| {
         Workflow::new()
             .child(
@@ -493,7 +493,7 @@ fn approvals_park_the_run_or_wait_for_a_decision() {
             )
             .build()
     };
-    let mut st = RunState::new("r", "me".into());
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
     assert_eq!(
         render(&mut st, tree()),
         [
@@ -502,7 +502,7 @@ fn approvals_park_the_run_or_wait_for_a_decision() {
         ]
     );
 
-    let mut st = RunState::new("r", "me".into());
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
     st.wait_for_approval = true;
     assert_eq!(
         render(&mut st, tree()),
@@ -530,7 +530,7 @@ fn approvals_park_the_run_or_wait_for_a_decision() {
 
 #[test]
 fn a_table_error_fails_the_run_and_a_lost_lease_stops_everything() {
-    let mut st = RunState::new("r", "me".into());
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
     let tree = || Workflow::new().child(compute("a")).build();
     render(&mut st, tree());
     let p = vec![Prepared::TableError(Error::InvalidIdentifier("n-1".into()))];
@@ -538,11 +538,14 @@ fn a_table_error_fails_the_run_and_a_lost_lease_stops_everything() {
     assert_eq!(end.len(), 1);
     assert!(end[0].starts_with("finish:failed: "), "{end:?}");
 
-    let mut st = RunState::new("r", "me".into());
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
     render(&mut st, tree());
     prepared(&mut st, 1);
+    let cmds = st.handle(Input::LeaseLost(Error::Other("lease".into())), NOW);
     assert_eq!(
-        describe(&st.handle(Input::LeaseLost(Error::Other("lease".into())), NOW)),
-        ["cancel_all[attempt_cancelled:a]", "abort: lease"]
+        describe(&cmds),
+        ["cancel_all[]", "abort: lease"],
+        "a driver that lost its lease stops its attempts and records nothing"
     );
+    assert!(node_writes(&cmds).is_empty());
 }

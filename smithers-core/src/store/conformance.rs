@@ -122,6 +122,7 @@ fn finished(node: &str, value: serde_json::Value, info: OutputInfo) -> Vec<Write
 fn batch(writes: Vec<Write>) -> WriteBatch {
     WriteBatch {
         run_id: "r".into(),
+        fence: None,
         writes,
     }
 }
@@ -183,6 +184,8 @@ macro_rules! store_conformance_tests {
             a_failing_batch_writes_nothing,
             concurrent_batches_commit_independently,
             leases_exclude_a_live_holder,
+            a_batch_with_a_stale_token_commits_nothing,
+            lease_calls_are_fenced,
             resume_reset_abandons_in_progress_attempts,
             loops_state_events_and_steps_persist,
             approvals_and_cancel_requests,
@@ -315,24 +318,38 @@ pub async fn concurrent_batches_commit_independently(s: Arc<dyn Store>) {
 
 /// A live lease keeps other owners out, names its holder, and can be renewed and released.
 pub async fn leases_exclude_a_live_holder(s: Arc<dyn Store>) {
-    s.create_run(new_run("r", "otherhost:1:live"))
+    let live = s
+        .create_run(new_run("r", "otherhost:1:live"))
         .await
         .unwrap();
+    assert_eq!(
+        live,
+        FenceToken::new("otherhost:1:live", 1),
+        "a new run's lease is in epoch 1"
+    );
     match s.acquire_lease("r", "me", Duration::from_secs(60)).await {
         Err(Error::LeaseHeld { owner, .. }) => assert_eq!(owner, "otherhost:1:live"),
         other => panic!("a live lease of another owner must refuse, got {other:?}"),
     }
-    s.renew_lease("r", "otherhost:1:live", Duration::from_secs(60))
+    s.renew_lease("r", &live, Duration::from_secs(60))
         .await
         .expect("the holder renews");
     assert!(matches!(
-        s.renew_lease("r", "me", Duration::from_secs(60)).await,
+        s.renew_lease("r", &FenceToken::new("me", 1), Duration::from_secs(60))
+            .await,
         Err(Error::LeaseLost { .. })
     ));
-    s.release_lease("r", "otherhost:1:live").await.unwrap();
-    s.acquire_lease("r", "me", Duration::from_secs(60))
+    s.release_lease("r", &live).await.unwrap();
+    let mine = s
+        .acquire_lease("r", "me", Duration::from_secs(60))
         .await
         .expect("a released lease is free");
+    assert_eq!(
+        mine,
+        FenceToken::new("me", 2),
+        "every acquisition increments the epoch"
+    );
+    assert_eq!(s.run("r").await.unwrap().unwrap().lease_epoch, 2);
     assert!(matches!(
         s.acquire_lease("nope", "me", Duration::from_secs(1)).await,
         Err(Error::RunNotFound(_))
@@ -341,7 +358,7 @@ pub async fn leases_exclude_a_live_holder(s: Arc<dyn Store>) {
 
 /// Resume turns in-progress attempts into abandoned ones and their nodes back to pending.
 pub async fn resume_reset_abandons_in_progress_attempts(s: Arc<dyn Store>) {
-    s.create_run(new_run("r", "me")).await.unwrap();
+    let fence = s.create_run(new_run("r", "me")).await.unwrap();
     s.write(batch(vec![
         Write::Node(NodeRecord {
             node_id: "a".into(),
@@ -362,7 +379,7 @@ pub async fn resume_reset_abandons_in_progress_attempts(s: Arc<dyn Store>) {
     ]))
     .await
     .unwrap();
-    assert_eq!(s.reset_for_resume("r").await.unwrap(), 1);
+    assert_eq!(s.reset_for_resume("r", &fence).await.unwrap(), 1);
     let attempts = s.attempts("r").await.unwrap();
     assert_eq!(attempts[0].status, "abandoned");
     assert_eq!(s.nodes("r").await.unwrap()[0].status, NodeStatus::Pending);
@@ -451,10 +468,11 @@ pub async fn approvals_and_cancel_requests(s: Arc<dyn Store>) {
         CancelOutcome::Requested { .. }
     ));
     assert!(s.cancel_requested("r").await.unwrap());
-    s.create_run(new_run("idle", "otherhost:1:gone"))
+    let gone = s
+        .create_run(new_run("idle", "otherhost:1:gone"))
         .await
         .unwrap();
-    s.release_lease("idle", "otherhost:1:gone").await.unwrap();
+    s.release_lease("idle", &gone).await.unwrap();
     assert!(matches!(
         s.request_cancel("idle").await.unwrap(),
         CancelOutcome::Cancelled
@@ -463,4 +481,156 @@ pub async fn approvals_and_cancel_requests(s: Arc<dyn Store>) {
         s.run("idle").await.unwrap().unwrap().status,
         RunStatus::Cancelled
     );
+}
+
+/// A run taken over by another owner: `old` is the first holder's token (epoch 1), `new` the
+/// taker's (epoch 2). The first lease is made to expire at once.
+async fn taken_over(s: &Arc<dyn Store>) -> (FenceToken, FenceToken) {
+    let old = s
+        .create_run(NewRun {
+            lease_ttl: Duration::ZERO,
+            ..new_run("r", "otherhost:1:paused")
+        })
+        .await
+        .unwrap();
+    let new = s
+        .acquire_lease("r", "otherhost:2:taker", Duration::from_secs(60))
+        .await
+        .expect("an expired lease is taken over");
+    assert_eq!(new.epoch, old.epoch + 1, "a takeover increments the epoch");
+    (old, new)
+}
+
+/// Fencing: a batch carrying the token of a writer that lost the lease commits nothing — no
+/// output, node state, attempt, event, state key or run status — and fails with `LeaseLost`
+/// naming the new holder; the holder's batches commit. Same owner, older epoch, is stale too.
+pub async fn a_batch_with_a_stale_token_commits_nothing(s: Arc<dyn Store>) {
+    let info = Every::info();
+    s.ensure_output_table(info).await.unwrap();
+    let (old, new) = taken_over(&s).await;
+    let v = json!({"i": 1, "b": false, "r": 0.0, "t": "", "j": [], "o": null});
+    let mut writes = finished("late", v.clone(), info);
+    writes.extend([
+        Write::AttemptStart {
+            node_id: "late".into(),
+            iteration: 0,
+            attempt: 1,
+            agent: None,
+            owner: old.owner.clone(),
+        },
+        Write::State {
+            key: "stale-key".into(),
+            value: "1".into(),
+        },
+        Write::RunStatus {
+            status: RunStatus::Failed,
+            error: Some("stale".into()),
+        },
+        Write::Event(Event::run(
+            "r",
+            Timestamp::from_millis(0),
+            EventKind::RunFailed {
+                error: "stale".into(),
+            },
+        )),
+    ]);
+    let stale = batch(writes.clone()).fenced(&old);
+    match s.write(stale).await {
+        Err(Error::LeaseLost { run_id, detail }) => {
+            assert_eq!(run_id, "r");
+            assert!(
+                detail.contains("`otherhost:2:taker` took the run over (lease epoch 2"),
+                "the error names the new holder and epoch: {detail}"
+            );
+        }
+        other => panic!("a stale token must be refused with LeaseLost, got {other:?}"),
+    }
+    let same_owner_old_epoch = FenceToken::new(new.owner.clone(), old.epoch);
+    assert!(
+        matches!(
+            s.write(batch(writes.clone()).fenced(&same_owner_old_epoch))
+                .await,
+            Err(Error::LeaseLost { .. })
+        ),
+        "the epoch is part of the token"
+    );
+    assert!(
+        s.load("r").await.unwrap().outputs.is_empty(),
+        "no output row"
+    );
+    assert!(s.nodes("r").await.unwrap().is_empty(), "no node state");
+    assert!(s.attempts("r").await.unwrap().is_empty(), "no attempt");
+    assert!(s.events("r", 0).await.unwrap().is_empty(), "no event");
+    assert_eq!(
+        s.state_get("stale-key").await.unwrap(),
+        None,
+        "no state key"
+    );
+    let run = s.run("r").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            run.status,
+            run.error,
+            run.lease_owner.as_deref(),
+            run.lease_epoch
+        ),
+        (RunStatus::Running, None, Some("otherhost:2:taker"), 2),
+        "the run row is untouched"
+    );
+    // The holder's own batch goes through.
+    s.write(batch(finished("late", v, info)).fenced(&new))
+        .await
+        .expect("the current holder writes");
+    assert_eq!(s.load("r").await.unwrap().outputs.len(), 1);
+}
+
+/// The lease calls of a driver are fenced as its batches: a stale holder can neither renew,
+/// nor release the new holder's lease, nor reset the run for a resume.
+pub async fn lease_calls_are_fenced(s: Arc<dyn Store>) {
+    let (old, new) = taken_over(&s).await;
+    s.write(batch(vec![Write::AttemptStart {
+        node_id: "a".into(),
+        iteration: 0,
+        attempt: 1,
+        agent: None,
+        owner: new.owner.clone(),
+    }]))
+    .await
+    .unwrap();
+    assert!(matches!(
+        s.renew_lease("r", &old, Duration::from_secs(60)).await,
+        Err(Error::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        s.reset_for_resume("r", &old).await,
+        Err(Error::LeaseLost { .. })
+    ));
+    assert_eq!(
+        s.attempts("r").await.unwrap()[0].status,
+        "in-progress",
+        "a stale reset abandons nothing of the new holder's"
+    );
+    s.release_lease("r", &old).await.unwrap();
+    let run = s.run("r").await.unwrap().unwrap();
+    assert_eq!(
+        (run.lease_owner.as_deref(), run.lease_epoch),
+        (Some("otherhost:2:taker"), 2),
+        "a stale release leaves the new holder's lease alone"
+    );
+    s.release_lease("r", &new).await.unwrap();
+    match s
+        .write(
+            batch(vec![Write::State {
+                key: "k".into(),
+                value: "v".into(),
+            }])
+            .fenced(&new),
+        )
+        .await
+    {
+        Err(Error::LeaseLost { detail, .. }) => {
+            assert!(detail.contains("the lease was released"), "{detail}")
+        }
+        other => panic!("a released lease fences its holder's writes, got {other:?}"),
+    }
 }

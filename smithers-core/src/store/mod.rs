@@ -45,6 +45,9 @@ pub struct RunRecord {
     pub lease_owner: Option<String>,
     /// Lease expiry, epoch milliseconds.
     pub lease_expires_ms: Option<i64>,
+    /// Lease epoch: incremented at every acquisition (see [`FenceToken`]).
+    #[serde(default)]
+    pub lease_epoch: i64,
 }
 
 /// A row of `_smithers_approvals`.
@@ -356,22 +359,84 @@ pub enum Write {
     Event(Event),
 }
 
+/// Who may write to a run: the holder of its lease, in the term it acquired.
+///
+/// `owner` is the lease owner (`host:pid:nonce`); `epoch` is the run's lease epoch, which the
+/// store increments at every acquisition ([`Store::create_run`] starts it at 1,
+/// [`Store::acquire_lease`] bumps it). A process that stalled past its lease while another took
+/// the run over still holds its old token, and every write it makes is refused with
+/// [`Error::LeaseLost`](crate::Error::LeaseLost) (DESIGN.md section 6, fencing).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FenceToken {
+    /// The lease owner.
+    pub owner: String,
+    /// The lease epoch of the owner's term.
+    pub epoch: i64,
+}
+
+impl FenceToken {
+    /// A token for `owner` in `epoch`.
+    pub fn new(owner: impl Into<String>, epoch: i64) -> Self {
+        FenceToken {
+            owner: owner.into(),
+            epoch,
+        }
+    }
+
+    /// The backend-neutral rule: the token is valid while the run's current lease holder and
+    /// epoch are the token's. `current` is what the store read inside the writing transaction
+    /// (`None` for a run that does not exist); a mismatch is `LeaseLost`, naming what changed.
+    pub fn check(&self, run_id: &str, current: Option<(Option<&str>, i64)>) -> Result<()> {
+        let detail = match current {
+            Some((Some(owner), epoch)) if owner == self.owner && epoch == self.epoch => {
+                return Ok(())
+            }
+            None => "the run no longer exists".to_owned(),
+            Some((None, epoch)) => format!(
+                "the lease was released (lease epoch {epoch}, this process held epoch {}): the run was cancelled or ended elsewhere",
+                self.epoch
+            ),
+            Some((Some(owner), epoch)) => format!(
+                "`{owner}` took the run over (lease epoch {epoch}, this process `{}` held epoch {})",
+                self.owner, self.epoch
+            ),
+        };
+        Err(crate::Error::LeaseLost {
+            run_id: run_id.to_owned(),
+            detail,
+        })
+    }
+}
+
 /// Changes to one run, applied atomically.
 #[derive(Clone, Debug, Default)]
 pub struct WriteBatch {
     /// The run.
     pub run_id: String,
+    /// The writer's token. The engine sets it on every batch it commits, and the store refuses
+    /// the whole batch when it no longer matches the run's lease (see [`Store::write`]). `None`
+    /// only for writes made outside any driver (an operator's `smithers state set`): those are
+    /// not fenced.
+    pub fence: Option<FenceToken>,
     /// The changes, in order.
     pub writes: Vec<Write>,
 }
 
 impl WriteBatch {
-    /// An empty batch for `run_id`.
+    /// An empty, unfenced batch for `run_id`.
     pub fn new(run_id: &str) -> Self {
         WriteBatch {
             run_id: run_id.to_owned(),
+            fence: None,
             writes: Vec::new(),
         }
+    }
+
+    /// The batch, to be committed only while `fence` holds the run's lease.
+    #[must_use]
+    pub fn fenced(mut self, fence: &FenceToken) -> Self {
+        self.fence = Some(fence.clone());
+        self
     }
 
     /// Adds a change.
@@ -408,31 +473,49 @@ pub struct NewRun {
     pub lease_ttl: Duration,
 }
 
-/// Durable storage of runs. One implementation per backend; all pass the same test suite.
+/// Durable storage of runs. One implementation per backend; all pass the same test suite
+/// (`store::conformance`).
+///
+/// **Fencing** (DESIGN.md section 6). A run's lease has an owner and an epoch; together they are
+/// the writer's [`FenceToken`]. [`Store::create_run`] and [`Store::acquire_lease`] return the
+/// token of the new term (acquiring always increments the epoch). Every write a driver makes
+/// carries its token — [`WriteBatch::fence`], and the token argument of
+/// [`Store::renew_lease`], [`Store::release_lease`] and [`Store::reset_for_resume`] — and the
+/// store checks it against the run's current owner and epoch *inside the same transaction* as
+/// the write ([`FenceToken::check`], in one function per backend). On a mismatch nothing of the
+/// write is committed and the call fails with [`Error::LeaseLost`](crate::Error::LeaseLost):
+/// a process paused past its lease while another took the run over writes nothing after the
+/// takeover.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Creates a run (status running) holding the lease.
-    async fn create_run(&self, run: NewRun) -> Result<()>;
+    /// Creates a run (status running) holding the lease for `run.owner` in epoch 1; returns
+    /// that token.
+    async fn create_run(&self, run: NewRun) -> Result<FenceToken>;
     /// A run by id.
     async fn run(&self, run_id: &str) -> Result<Option<RunRecord>>;
     /// The most recently created run.
     async fn latest_run(&self) -> Result<Option<RunRecord>>;
     /// All runs, newest first.
     async fn runs(&self) -> Result<Vec<RunRecord>>;
-    /// Takes the run's lease for `owner`, or fails with `LeaseHeld` naming the live holder.
-    async fn acquire_lease(&self, run_id: &str, owner: &str, ttl: Duration) -> Result<()>;
-    /// Extends the lease; fails if `owner` lost it.
-    async fn renew_lease(&self, run_id: &str, owner: &str, ttl: Duration) -> Result<()>;
-    /// Gives the lease up.
-    async fn release_lease(&self, run_id: &str, owner: &str) -> Result<()>;
+    /// Takes the run's lease for `owner` (free, expired, or held by a dead process on this
+    /// host), incrementing its epoch, and returns the new token; fails with `LeaseHeld` naming
+    /// a live holder.
+    async fn acquire_lease(&self, run_id: &str, owner: &str, ttl: Duration) -> Result<FenceToken>;
+    /// Extends the lease; fails with `LeaseLost` when `fence` no longer holds it.
+    async fn renew_lease(&self, run_id: &str, fence: &FenceToken, ttl: Duration) -> Result<()>;
+    /// Gives the lease up; does nothing when `fence` no longer holds it.
+    async fn release_lease(&self, run_id: &str, fence: &FenceToken) -> Result<()>;
     /// Marks attempts left in progress by a dead process as abandoned, their nodes pending, and
-    /// failed nodes pending again; returns how many attempts were abandoned.
-    async fn reset_for_resume(&self, run_id: &str) -> Result<u32>;
+    /// failed nodes pending again; returns how many attempts were abandoned. Fenced: fails with
+    /// `LeaseLost`, changing nothing, when `fence` no longer holds the lease.
+    async fn reset_for_resume(&self, run_id: &str, fence: &FenceToken) -> Result<u32>;
     /// Loads what the engine needs to continue the run.
     async fn load(&self, run_id: &str) -> Result<LoadedRun>;
     /// Creates or checks the output table of `info`.
     async fn ensure_output_table(&self, info: OutputInfo) -> Result<()>;
-    /// Applies a batch in one transaction.
+    /// Applies a batch in one transaction, all or nothing. A batch with a [`WriteBatch::fence`]
+    /// commits only while that token holds the run's lease, checked in the same transaction;
+    /// otherwise nothing of it is written and the call fails with `LeaseLost`.
     async fn write(&self, batch: WriteBatch) -> Result<()>;
     /// Node states of a run.
     async fn nodes(&self, run_id: &str) -> Result<Vec<NodeRecord>>;

@@ -22,6 +22,7 @@ use crate::node::FrameNode;
 use crate::output::OutputInfo;
 
 mod connection;
+mod fence;
 mod output_rows;
 mod writes;
 
@@ -30,6 +31,7 @@ use output_rows::{ensure_output_table, read_outputs};
 use writes::apply;
 
 use super::owner::holder_is_dead;
+use fence::check_fence;
 
 /// How hard SQLite works to keep a commit on disk (`PRAGMA synchronous`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -140,7 +142,7 @@ impl SqliteStore {
 }
 
 const RUN_COLUMNS: &str =
-    "run_id, workflow, status, input_json, error, created_at, updated_at, lease_owner, lease_expires_ms";
+    "run_id, workflow, status, input_json, error, created_at, updated_at, lease_owner, lease_expires_ms, lease_epoch";
 
 fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
     let status: String = r.get(2)?;
@@ -155,6 +157,7 @@ fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         updated_at: r.get(6)?,
         lease_owner: r.get(7)?,
         lease_expires_ms: r.get(8)?,
+        lease_epoch: r.get(9)?,
     })
 }
 
@@ -222,14 +225,14 @@ fn query_approvals(c: &Connection, run_id: &str) -> Result<Vec<ApprovalRecord>> 
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn create_run(&self, run: NewRun) -> Result<()> {
+    async fn create_run(&self, run: NewRun) -> Result<FenceToken> {
         let now: Timestamp = self.clock.now();
         self.write_with(move |c| {
             let at = now.to_string();
             c.execute(
                 "INSERT INTO _smithers_runs
-                   (run_id, workflow, status, input_json, created_at, updated_at, lease_owner, lease_expires_ms)
-                 VALUES (?1, ?2, 'running', ?3, ?4, ?4, ?5, ?6)",
+                   (run_id, workflow, status, input_json, created_at, updated_at, lease_owner, lease_expires_ms, lease_epoch)
+                 VALUES (?1, ?2, 'running', ?3, ?4, ?4, ?5, ?6, 1)",
                 params![
                     run.run_id,
                     run.workflow,
@@ -239,7 +242,7 @@ impl Store for SqliteStore {
                     now.as_millis() + run.lease_ttl.as_millis() as i64
                 ],
             )?;
-            Ok(())
+            Ok(FenceToken::new(run.owner, 1))
         })
         .await
     }
@@ -282,7 +285,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn acquire_lease(&self, run_id: &str, owner: &str, ttl: Duration) -> Result<()> {
+    async fn acquire_lease(&self, run_id: &str, owner: &str, ttl: Duration) -> Result<FenceToken> {
         let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
         let now: Timestamp = self.clock.now();
         self.write_with(move |c| {
@@ -298,47 +301,52 @@ impl Store for SqliteStore {
                     return Err(Error::LeaseHeld { run_id, owner: holder, expires_at: Timestamp::from_millis(expires).to_string() });
                 }
             }
-            c.execute(
-                "UPDATE _smithers_runs SET lease_owner = ?2, lease_expires_ms = ?3 WHERE run_id = ?1",
+            // A new term: whoever held the lease before now holds a stale token.
+            let epoch: i64 = c.query_row(
+                "UPDATE _smithers_runs SET lease_owner = ?2, lease_expires_ms = ?3, lease_epoch = lease_epoch + 1
+                 WHERE run_id = ?1 RETURNING lease_epoch",
                 params![run_id, owner, now + ttl.as_millis() as i64],
+                |r| r.get(0),
             )?;
-            Ok(())
+            Ok(FenceToken::new(owner, epoch))
         })
         .await
     }
 
-    async fn renew_lease(&self, run_id: &str, owner: &str, ttl: Duration) -> Result<()> {
-        let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
+    async fn renew_lease(&self, run_id: &str, fence: &FenceToken, ttl: Duration) -> Result<()> {
+        let (run_id, fence) = (run_id.to_owned(), fence.clone());
         let now: Timestamp = self.clock.now();
         self.write_with(move |c| {
-            let n = c.execute(
-                "UPDATE _smithers_runs SET lease_expires_ms = ?3 WHERE run_id = ?1 AND lease_owner = ?2",
-                params![run_id, owner, now.as_millis() + ttl.as_millis() as i64],
-            )?;
-            if n == 0 {
-                return Err(Error::LeaseLost { run_id });
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn release_lease(&self, run_id: &str, owner: &str) -> Result<()> {
-        let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
-        self.write_with(move |c| {
+            check_fence(c, &run_id, &fence)?;
             c.execute(
-                "UPDATE _smithers_runs SET lease_owner = NULL, lease_expires_ms = NULL WHERE run_id = ?1 AND lease_owner = ?2",
-                params![run_id, owner],
+                "UPDATE _smithers_runs SET lease_expires_ms = ?2 WHERE run_id = ?1",
+                params![run_id, now.as_millis() + ttl.as_millis() as i64],
             )?;
             Ok(())
         })
         .await
     }
 
-    async fn reset_for_resume(&self, run_id: &str) -> Result<u32> {
-        let run_id = run_id.to_owned();
+    async fn release_lease(&self, run_id: &str, fence: &FenceToken) -> Result<()> {
+        let (run_id, fence) = (run_id.to_owned(), fence.clone());
+        self.write_with(move |c| {
+            if check_fence(c, &run_id, &fence).is_err() {
+                return Ok(()); // not ours any more: nothing to give up
+            }
+            c.execute(
+                "UPDATE _smithers_runs SET lease_owner = NULL, lease_expires_ms = NULL WHERE run_id = ?1",
+                params![run_id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn reset_for_resume(&self, run_id: &str, fence: &FenceToken) -> Result<u32> {
+        let (run_id, fence) = (run_id.to_owned(), fence.clone());
         let now: Timestamp = self.clock.now();
         self.write_with(move |c| {
+            check_fence(c, &run_id, &fence)?;
             let now = now.to_string();
             let n = c.execute(
                 "UPDATE _smithers_attempts SET status = 'abandoned', finished_at = ?2,

@@ -41,8 +41,13 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (
         7,
+        "lease_epoch",
+        include_str!("../../../migrations/0007_lease_epoch.sql"),
+    ),
+    (
+        8,
         "frame_structure",
-        include_str!("../../../migrations/0007_frame_structure.sql"),
+        include_str!("../../../migrations/0008_frame_structure.sql"),
     ),
 ];
 

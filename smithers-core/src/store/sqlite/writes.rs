@@ -2,6 +2,7 @@
 
 use rusqlite::{params, Connection};
 
+use super::fence::check_fence;
 use super::output_rows::insert_output;
 use crate::error::Result;
 use crate::model::GroupStatus;
@@ -11,6 +12,10 @@ use crate::store::{Write, WriteBatch};
 /// Applies `batch`, stamping its rows with `now`.
 pub(super) fn apply(c: &Connection, batch: &WriteBatch, now: Timestamp) -> Result<()> {
     let run_id = batch.run_id.as_str();
+    // Fencing first: a stale writer's batch writes nothing (the caller's savepoint is undone).
+    if let Some(fence) = &batch.fence {
+        check_fence(c, run_id, fence)?;
+    }
     let now = now.to_string();
     for w in &batch.writes {
         match w {

@@ -1,0 +1,3 @@
+-- Fencing: the lease epoch, incremented at every acquisition of a run's lease. A writer's token
+-- is (lease_owner, lease_epoch); every fenced write checks it in its own transaction.
+ALTER TABLE _smithers_runs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
