@@ -46,7 +46,22 @@ pub mod __private {
         Branch, IntoNodes, Node, OnMaxReached, Parallel, Phase, Ralph, Sequence, Step, Task,
         TaskId, Workflow,
     };
-    pub use smithers_core::output::{Column, ColumnKind, Output, OutputInfo};
+    pub use smithers_core::output::{Column, ColumnKind, ColumnType, Output, OutputInfo};
+
+    /// The column of a field whose kind its type decides (what `#[derive(Output)]` expands to,
+    /// spanned at the field's type, so a type without `ColumnType` is one error there).
+    pub const fn column<T: ColumnType + ?Sized>(
+        name: &'static str,
+        rust_type: &'static str,
+        maybe_absent: bool,
+    ) -> Column {
+        Column {
+            name,
+            kind: T::KIND,
+            nullable: T::NULLABLE || maybe_absent,
+            rust_type,
+        }
+    }
     pub use smithers_core::{Ctx, IntoAgent, Ref};
 
     /// Compile-time check that `T` implements `Output` (spanned at the user's type).

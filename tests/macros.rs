@@ -14,6 +14,7 @@ struct Analysis {
     /// One-paragraph summary of the bug.
     summary: String,
     /// How bad it is.
+    #[output(json)]
     severity: Severity,
     files: Vec<String>,
     confidence: Option<f64>,
@@ -234,4 +235,175 @@ fn phase_hooks_are_props() {
         panic!("expected a phase")
     };
     assert!(p.hooks.on_start.is_some() && p.hooks.on_complete.is_some());
+}
+
+/// A row id: a type alias, stored as what it stands for.
+type RowId = i64;
+
+/// Kinds decided by the type checker: aliases, pointers, explicit JSON, fields serde may omit.
+#[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug)]
+struct TypedRow {
+    id: RowId,
+    parent: Option<RowId>,
+    label: Box<str>,
+    #[output(json)]
+    severity: Severity,
+    #[output(json)]
+    previous: Option<Severity>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    files: Vec<String>,
+}
+
+#[test]
+fn derive_output_takes_column_kinds_from_the_field_types() {
+    check_columns::<TypedRow>(
+        "typed_row",
+        &[
+            ("id", ColumnKind::Integer, false, "RowId"),
+            ("parent", ColumnKind::Integer, true, "Option<RowId>"),
+            ("label", ColumnKind::Text, false, "Box<str>"),
+            ("severity", ColumnKind::Json, false, "Severity"),
+            ("previous", ColumnKind::Json, true, "Option<Severity>"),
+            ("note", ColumnKind::Text, true, "Option<String>"),
+            ("files", ColumnKind::Json, true, "Vec<String>"),
+        ],
+    );
+}
+
+#[tokio::test]
+async fn an_aliased_integer_is_persisted_in_an_integer_column() {
+    use smithers_core::engine::{Engine, EngineOptions};
+    use smithers_core::store::{Durability, RunStatus, SqliteStore, Store};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db, Durability::Normal).unwrap());
+    let row = TypedRow {
+        id: 7,
+        parent: None,
+        label: "seven".into(),
+        severity: Severity::High,
+        previous: None,
+        note: None,
+        files: Vec::new(),
+    };
+    let engine = Engine::new(store, move |_ctx: &Ctx<()>| {
+        let row = row.clone();
+        workflow! {
+            <Workflow name="typed">
+                <Task id="row" output=TypedRow value={row} />
+            </Workflow>
+        }
+    })
+    .with_options(EngineOptions {
+        vcs_snapshots: false,
+        ..EngineOptions::default()
+    });
+    let report = engine.run(()).await.unwrap();
+    assert_eq!(report.status, RunStatus::Finished);
+
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let mut st = c
+        .prepare("SELECT name, type, \"notnull\" FROM pragma_table_info('typed_row') WHERE name NOT IN ('run_id', 'node_id', 'iteration') ORDER BY cid")
+        .unwrap();
+    let declared: Vec<(String, String, bool)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let declared: Vec<(&str, &str, bool)> = declared
+        .iter()
+        .map(|(n, t, nn)| (n.as_str(), t.as_str(), *nn))
+        .collect();
+    assert_eq!(
+        declared,
+        [
+            ("id", "INTEGER", true),
+            ("parent", "INTEGER", false),
+            ("label", "TEXT", true),
+            ("severity", "TEXT", true),
+            ("previous", "TEXT", false),
+            ("note", "TEXT", false),
+            ("files", "TEXT", false),
+        ]
+    );
+    let stored: (i64, String, String, String, Option<String>, Option<String>) = c
+        .query_row(
+            "SELECT id, typeof(id), label, severity, note, files FROM typed_row WHERE run_id = ?1",
+            [&report.run_id],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        stored,
+        (
+            7,
+            "integer".into(),
+            "seven".into(),
+            "\"High\"".into(),
+            None,
+            None
+        )
+    );
+}
+
+/// Column names must be the keys serde writes, for every `rename_all` rule whose names are
+/// column names (kebab-case ones are not: `error-count` is rejected by the derive).
+macro_rules! renamed_output {
+    ($($name:ident: $rule:literal),* $(,)?) => {$(
+        #[derive(Output, Serialize, Deserialize, JsonSchema, Default)]
+        #[serde(rename_all = $rule)]
+        struct $name {
+            error_count: u32,
+            _private_note: String,
+            #[serde(rename(serialize = "kept", deserialize = "kept_in"))]
+            kept_as_is: bool,
+        }
+    )*};
+}
+
+renamed_output!(
+    RenameLower: "lowercase",
+    RenameUpper: "UPPERCASE",
+    RenamePascal: "PascalCase",
+    RenameCamel: "camelCase",
+    RenameSnake: "snake_case",
+    RenameScreamingSnake: "SCREAMING_SNAKE_CASE",
+);
+
+fn check_names_are_serde_keys<T: Output + Default>(expected: &[&str]) {
+    let names: Vec<&str> = T::COLUMNS.iter().map(|c| c.name).collect();
+    let value = serde_json::to_value(T::default()).unwrap();
+    let keys: Vec<&str> = value
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, keys, "{}", std::any::type_name::<T>());
+    assert_eq!(names, expected, "{}", std::any::type_name::<T>());
+}
+
+#[test]
+fn derive_output_column_names_are_the_keys_serde_writes_for_every_rename_rule() {
+    check_names_are_serde_keys::<RenameLower>(&["error_count", "_private_note", "kept"]);
+    check_names_are_serde_keys::<RenameUpper>(&["ERROR_COUNT", "_PRIVATE_NOTE", "kept"]);
+    check_names_are_serde_keys::<RenamePascal>(&["ErrorCount", "PrivateNote", "kept"]);
+    check_names_are_serde_keys::<RenameCamel>(&["errorCount", "privateNote", "kept"]);
+    check_names_are_serde_keys::<RenameSnake>(&["error_count", "_private_note", "kept"]);
+    check_names_are_serde_keys::<RenameScreamingSnake>(&["ERROR_COUNT", "_PRIVATE_NOTE", "kept"]);
 }

@@ -28,7 +28,7 @@ pub use node::{
     Branch, IntoNodes, Node, NodeKind, OnMaxReached, Parallel, Phase, Ralph, Sequence, Step, Task,
     TaskExec, TaskId, TaskSpec, Workflow,
 };
-pub use output::{Column, ColumnKind, Output, OutputInfo};
+pub use output::{Column, ColumnKind, ColumnType, Output, OutputInfo};
 pub use reference::{NodeRef, Ref};
 pub use task_ctx::TaskCtx;
 pub mod clock;

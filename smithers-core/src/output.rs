@@ -20,7 +20,7 @@ pub enum ColumnKind {
     Real,
     /// `String`, stored as `TEXT`.
     Text,
-    /// Anything else (Vec, map, nested struct, enum), stored as `TEXT` holding JSON.
+    /// Collections, maps, nested structs, enums: stored as `TEXT` holding JSON.
     Json,
 }
 
@@ -57,6 +57,123 @@ impl ColumnKind {
         })
     }
 }
+
+/// How a field type is stored: its column kind and whether the column may hold `NULL`.
+///
+/// `#[derive(Output)]` reads a field's column from this trait, so the type checker decides it:
+/// `type Id = i64` is an `INTEGER` like `i64`. It is implemented for integers up to 64 bits,
+/// floats, `bool`, strings, `Option<T>` (nullable, `T`'s kind), the standard collections and
+/// `serde_json::Value` (JSON), and smart pointers (their content's kind). A field of any other
+/// type is stored as JSON once the field says so with `#[output(json)]`, or once its type
+/// implements this trait:
+///
+/// ```
+/// # use smithers_core::output::{ColumnKind, ColumnType};
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// enum Severity { Low, High }
+///
+/// impl ColumnType for Severity {
+///     const KIND: ColumnKind = ColumnKind::Json;
+/// }
+/// assert_eq!(<Option<Severity> as ColumnType>::KIND, ColumnKind::Json);
+/// assert!(<Option<Severity> as ColumnType>::NULLABLE);
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no column type: the derive cannot tell how to store it",
+    label = "no column type for `{Self}`",
+    note = "add `#[output(json)]` to the field to store it as JSON, or implement `smithers::output::ColumnType` for `{Self}`"
+)]
+pub trait ColumnType {
+    /// The storage class of the column.
+    const KIND: ColumnKind;
+    /// Whether the column may be `NULL` (the field is an `Option`).
+    const NULLABLE: bool = false;
+}
+
+macro_rules! column_types {
+    ($kind:ident: $($ty:ty),* $(,)?) => {
+        $(impl ColumnType for $ty {
+            const KIND: ColumnKind = ColumnKind::$kind;
+        })*
+    };
+}
+
+column_types!(Integer: i8, i16, i32, i64, isize, u8, u16, u32, u64, usize);
+column_types!(Real: f32, f64);
+column_types!(Bool: bool);
+column_types!(Text: String, str, char, std::path::PathBuf);
+column_types!(Json: Value, serde_json::Map<String, Value>);
+
+impl<T: ColumnType> ColumnType for Option<T> {
+    const KIND: ColumnKind = T::KIND;
+    const NULLABLE: bool = true;
+}
+
+impl<T: ColumnType + ?Sized> ColumnType for &T {
+    const KIND: ColumnKind = T::KIND;
+    const NULLABLE: bool = T::NULLABLE;
+}
+
+macro_rules! pointer_column_types {
+    ($($ptr:ident)::+) => {
+        impl<T: ColumnType + ?Sized> ColumnType for $($ptr)::+<T> {
+            const KIND: ColumnKind = T::KIND;
+            const NULLABLE: bool = T::NULLABLE;
+        }
+    };
+}
+
+pointer_column_types!(Box);
+pointer_column_types!(std::sync::Arc);
+pointer_column_types!(std::rc::Rc);
+
+impl<T: ?Sized + ToOwned> ColumnType for std::borrow::Cow<'_, T>
+where
+    T: ColumnType,
+{
+    const KIND: ColumnKind = T::KIND;
+    const NULLABLE: bool = T::NULLABLE;
+}
+
+macro_rules! json_column_types {
+    ($($ty:ident)::+ <$($p:ident),*>) => {
+        impl<$($p),*> ColumnType for $($ty)::+<$($p),*> {
+            const KIND: ColumnKind = ColumnKind::Json;
+        }
+    };
+}
+
+json_column_types!(Vec<T>);
+json_column_types!(std::collections::VecDeque<T>);
+json_column_types!(std::collections::BTreeSet<T>);
+json_column_types!(std::collections::BTreeMap<K, V>);
+json_column_types!(std::collections::HashSet<T, S>);
+json_column_types!(std::collections::HashMap<K, V, S>);
+
+impl<T> ColumnType for [T] {
+    const KIND: ColumnKind = ColumnKind::Json;
+}
+
+impl<T, const N: usize> ColumnType for [T; N] {
+    const KIND: ColumnKind = ColumnKind::Json;
+}
+
+macro_rules! tuple_column_types {
+    ($(($($t:ident),+)),*) => {
+        $(impl<$($t),+> ColumnType for ($($t,)+) {
+            const KIND: ColumnKind = ColumnKind::Json;
+        })*
+    };
+}
+
+tuple_column_types!(
+    (A),
+    (A, B),
+    (A, B, C),
+    (A, B, C, D),
+    (A, B, C, D, E),
+    (A, B, C, D, E, F)
+);
 
 /// One column of an output table (one field of the output struct).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -11,6 +11,7 @@ use proc_macro::TokenStream;
 mod component;
 mod ctxt;
 mod output;
+mod serde_attrs;
 mod suggest;
 mod workflow;
 
@@ -29,6 +30,14 @@ pub fn component(attr: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 /// Implements `Output` for a struct with named fields: its table and columns.
+///
+/// The table is the struct's name in snake_case, or `#[output(table = "...")]`. Each field is a
+/// column named as serde serializes it (`rename`, `rename_all`; `skip` and `skip_serializing`
+/// fields have none, `flatten` is refused). The column's kind and nullability come from the
+/// field type's `ColumnType` implementation (integers, floats, `bool`, strings, `Option<T>`,
+/// collections as JSON, ...), so a type alias is stored as the type it names. A field of another
+/// type is stored as JSON when marked `#[output(json)]`. A field with `skip_serializing_if` may be
+/// missing, so its column takes `NULL`.
 #[proc_macro_derive(Output, attributes(output))]
 pub fn derive_output(input: TokenStream) -> TokenStream {
     output::derive(input.into()).into()

@@ -1,22 +1,43 @@
 //! `#[derive(Output)]`: a struct's table name and columns, from its fields and serde attributes.
+//!
+//! The derive decides names, not kinds: each column's kind and nullability are
+//! `<FieldType as ColumnType>::{KIND, NULLABLE}`, resolved by the type checker (so a type alias
+//! of `i64` is an `INTEGER`), unless the field says `#[output(json)]`.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned, ToTokens};
-use syn::{Data, DeriveInput, Fields, GenericArgument, LitStr, PathArguments, Type};
+use syn::spanned::Spanned;
+use syn::visit_mut::VisitMut;
+use syn::{Data, DeriveInput, Fields, GenericArgument, Generics, LitStr, PathArguments, Type};
 
 use crate::ctxt::Ctxt;
+use crate::serde_attrs;
 use crate::suggest::{is_sql_identifier, to_snake_case};
 
 /// Columns every output table has; a field may not use these names.
 const RESERVED: [&str; 3] = ["run_id", "node_id", "iteration"];
 
 /// A column as the derive sees it.
-#[derive(Debug, PartialEq)]
 struct ColumnModel {
+    /// The serialized name of the field.
     name: String,
-    kind: &'static str,
-    nullable: bool,
+    /// The field's type, asked for its `ColumnType`.
+    ty: Type,
+    /// Where the kind comes from.
+    kind: KindSource,
+    /// `skip_serializing_if`: the value may be missing, so the column takes `NULL` whatever
+    /// the type.
+    maybe_absent: bool,
     rust_type: String,
+}
+
+/// How a column's kind is decided.
+#[derive(Debug, PartialEq)]
+enum KindSource {
+    /// `<T as ColumnType>`.
+    Type,
+    /// `#[output(json)]`: JSON, nullable when the type is written `Option<..>`.
+    Json { nullable: bool },
 }
 
 pub(crate) fn derive(input: TokenStream) -> TokenStream {
@@ -27,21 +48,39 @@ pub(crate) fn derive(input: TokenStream) -> TokenStream {
     };
     let (table, columns) = model(&input, &mut cx);
     let name = &input.ident;
-    let (impl_g, ty_g, where_g) = input.generics.split_for_impl();
+    let mut generics = input.generics.clone();
+    for c in &columns {
+        if c.kind == KindSource::Type && mentions_type_param(&c.ty, &input.generics) {
+            let ty = &c.ty;
+            generics.make_where_clause().predicates.push(
+                syn::parse_quote_spanned!(ty.span()=> #ty: ::smithers::__private::ColumnType),
+            );
+        }
+    }
+    let (impl_g, ty_g, where_g) = generics.split_for_impl();
     let cols = columns.iter().map(|c| {
         let ColumnModel {
             name,
+            ty,
             kind,
-            nullable,
+            maybe_absent,
             rust_type,
         } = c;
-        let kind = syn::Ident::new(kind, Span::call_site());
-        quote! {
-            ::smithers::__private::Column {
-                name: #name,
-                kind: ::smithers::__private::ColumnKind::#kind,
-                nullable: #nullable,
-                rust_type: #rust_type,
+        match kind {
+            // One use of `ty: ColumnType`, spanned at the type: one error if it has none.
+            KindSource::Type => quote_spanned! {ty.span()=>
+                ::smithers::__private::column::<#ty>(#name, #rust_type, #maybe_absent)
+            },
+            KindSource::Json { nullable } => {
+                let nullable = *nullable || *maybe_absent;
+                quote! {
+                    ::smithers::__private::Column {
+                        name: #name,
+                        kind: ::smithers::__private::ColumnKind::Json,
+                        nullable: #nullable,
+                        rust_type: #rust_type,
+                    }
+                }
             }
         }
     });
@@ -88,30 +127,26 @@ fn model(input: &DeriveInput, cx: &mut Ctxt) -> (String, Vec<ColumnModel>) {
             return (table, Vec::new());
         }
     };
-    let rename_all = serde_value(&input.attrs, "rename_all", cx);
+    let container = serde_attrs::Container::from_attrs(&input.attrs);
     let mut columns = Vec::new();
     for field in &fields.named {
         let Some(ident) = &field.ident else { continue };
-        if serde_flag(&field.attrs, "skip") || serde_flag(&field.attrs, "skip_serializing") {
+        let serde = serde_attrs::Field::from_attrs(&field.attrs);
+        let json = field_is_json(&field.attrs, cx);
+        if serde.skip {
             continue;
         }
-        if serde_flag(&field.attrs, "flatten") {
-            cx.error(ident.span(), "`#[serde(flatten)]` fields are not supported in outputs: each field must be one column");
+        if let Some(span) = serde.flatten {
+            cx.error(span, "`#[serde(flatten)]` fields are not supported in outputs: each field must be one column");
             continue;
         }
-        let (name, span) = match serde_value(&field.attrs, "rename", cx) {
+        let (name, span) = match &serde.rename {
             Some(lit) => (lit.value(), lit.span()),
             None => {
                 let raw = ident.to_string();
                 let raw = raw.strip_prefix("r#").unwrap_or(&raw).to_owned();
-                let name = match &rename_all {
-                    Some(rule) => apply_rename_all(&raw, &rule.value()).unwrap_or_else(|| {
-                        cx.error(
-                            rule.span(),
-                            format!("unknown `rename_all` rule {:?}", rule.value()),
-                        );
-                        raw.clone()
-                    }),
+                let name = match container.rename_all {
+                    Some(rule) => rule.apply_to_field(&raw),
                     None => raw,
                 };
                 (name, ident.span())
@@ -122,11 +157,21 @@ fn model(input: &DeriveInput, cx: &mut Ctxt) -> (String, Vec<ColumnModel>) {
         } else if !is_sql_identifier(&name) {
             cx.error(span, format!("`{name}` is not a valid column name: use letters, digits and `_` (not starting with a digit), at most 64 characters"));
         }
-        let (kind, nullable) = column_kind(&field.ty);
+        let kind = if json {
+            KindSource::Json {
+                nullable: option_inner(&field.ty).is_some(),
+            }
+        } else {
+            if let Some(span) = serde.serialize_with {
+                cx.error(span, format!("field `{name}` is serialized by a function, so its type does not say what its column holds; add `#[output(json)]` to store it as JSON"));
+            }
+            KindSource::Type
+        };
         columns.push(ColumnModel {
             name,
+            ty: field.ty.clone(),
             kind,
-            nullable,
+            maybe_absent: serde.maybe_absent,
             rust_type: type_string(&field.ty),
         });
     }
@@ -157,109 +202,28 @@ fn table_name(input: &DeriveInput, cx: &mut Ctxt) -> String {
     name
 }
 
-/// `#[serde(key = "value")]` on any of `attrs`; other serde keys are skipped.
-fn serde_value(attrs: &[syn::Attribute], key: &str, cx: &mut Ctxt) -> Option<LitStr> {
-    let mut found = None;
-    for attr in attrs.iter().filter(|a| a.path().is_ident("serde")) {
+/// Whether the field says `#[output(json)]`; anything else in `#[output(..)]` is an error.
+fn field_is_json(attrs: &[syn::Attribute], cx: &mut Ctxt) -> bool {
+    let mut json = false;
+    for attr in attrs.iter().filter(|a| a.path().is_ident("output")) {
         let res = attr.parse_nested_meta(|meta| {
-            if meta.path.is_ident(key) {
-                if let Ok(v) = meta.value() {
-                    match v.parse::<LitStr>() {
-                        Ok(lit) => found = Some(lit),
-                        // `rename(serialize = "..", deserialize = "..")` and the like: not simple.
-                        Err(_) => {
-                            return Err(meta
-                                .error(format!("only `{key} = \"...\"` is supported on outputs")))
-                        }
-                    }
-                } else {
-                    return Err(
-                        meta.error(format!("only `{key} = \"...\"` is supported on outputs"))
-                    );
-                }
-            } else if meta.input.peek(syn::Token![=]) {
-                let _: syn::Expr = meta.value()?.parse()?;
-            } else if meta.input.peek(syn::token::Paren) {
-                meta.parse_nested_meta(|_| Ok(()))?;
+            if meta.path.is_ident("json") {
+                json = true;
+                Ok(())
+            } else {
+                Err(meta.error(
+                    "unknown `output` attribute on a field; expected `#[output(json)]` (store the field as JSON)",
+                ))
             }
-            Ok(())
         });
         if let Err(e) = res {
             cx.push(e);
         }
     }
-    found
+    json
 }
 
-/// Whether `#[serde(flag)]` is present.
-fn serde_flag(attrs: &[syn::Attribute], flag: &str) -> bool {
-    attrs
-        .iter()
-        .filter(|a| a.path().is_ident("serde"))
-        .any(|a| {
-            let mut hit = false;
-            let _ = a.parse_nested_meta(|meta| {
-                if meta.path.is_ident(flag) && !meta.input.peek(syn::Token![=]) {
-                    hit = true;
-                } else if meta.input.peek(syn::Token![=]) {
-                    let _: syn::Expr = meta.value()?.parse()?;
-                } else if meta.input.peek(syn::token::Paren) {
-                    meta.parse_nested_meta(|_| Ok(()))?;
-                }
-                Ok(())
-            });
-            hit
-        })
-}
-
-/// serde's `rename_all` rules, applied to a snake_case field name.
-fn apply_rename_all(field: &str, rule: &str) -> Option<String> {
-    let pascal = || -> String {
-        field
-            .split('_')
-            .map(|w| w[..1.min(w.len())].to_uppercase() + &w[1.min(w.len())..])
-            .collect()
-    };
-    Some(match rule {
-        "lowercase" | "snake_case" => field.to_owned(),
-        "UPPERCASE" | "SCREAMING_SNAKE_CASE" => field.to_ascii_uppercase(),
-        "PascalCase" => pascal(),
-        "camelCase" => {
-            let p = pascal();
-            p[..1.min(p.len())].to_lowercase() + &p[1.min(p.len())..]
-        }
-        "kebab-case" => field.replace('_', "-"),
-        "SCREAMING-KEBAB-CASE" => field.replace('_', "-").to_ascii_uppercase(),
-        _ => return None,
-    })
-}
-
-/// The column kind of a field type, and whether it is nullable (`Option<T>`).
-fn column_kind(ty: &Type) -> (&'static str, bool) {
-    if let Some(inner) = option_inner(ty) {
-        return (column_kind(inner).0, true);
-    }
-    let kind = match ty {
-        Type::Reference(r) if matches!(&*r.elem, Type::Path(p) if p.path.is_ident("str")) => "Text",
-        Type::Path(p) if p.qself.is_none() => match p.path.segments.last() {
-            Some(seg) if seg.arguments.is_empty() => match seg.ident.to_string().as_str() {
-                "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" | "isize" | "usize" => {
-                    "Integer"
-                }
-                "bool" => "Bool",
-                "f32" | "f64" => "Real",
-                "String" => "Text",
-                _ => "Json",
-            },
-            _ => "Json",
-        },
-        Type::Group(g) => return column_kind(&g.elem),
-        Type::Paren(p) => return column_kind(&p.elem),
-        _ => "Json",
-    };
-    (kind, false)
-}
-
+/// `T` in a type written `Option<T>`.
 fn option_inner(ty: &Type) -> Option<&Type> {
     let Type::Path(p) = ty else { return None };
     let seg = p.path.segments.last()?;
@@ -273,6 +237,36 @@ fn option_inner(ty: &Type) -> Option<&Type> {
         GenericArgument::Type(t) if args.args.len() == 1 => Some(t),
         _ => None,
     }
+}
+
+/// Whether `ty` names one of the struct's type parameters (then the impl needs
+/// `ty: ColumnType`).
+fn mentions_type_param(ty: &Type, generics: &Generics) -> bool {
+    struct Finder<'a> {
+        params: Vec<&'a syn::Ident>,
+        found: bool,
+    }
+    impl VisitMut for Finder<'_> {
+        fn visit_path_mut(&mut self, p: &mut syn::Path) {
+            if let Some(first) = p.segments.first() {
+                if self.params.contains(&&first.ident) {
+                    self.found = true;
+                }
+            }
+            syn::visit_mut::visit_path_mut(self, p);
+        }
+    }
+    let params: Vec<_> = generics.type_params().map(|t| &t.ident).collect();
+    if params.is_empty() {
+        return false;
+    }
+    let mut f = Finder {
+        params,
+        found: false,
+    };
+    // `visit_mut` on a copy: syn is built with it already (the `visit` feature is not).
+    f.visit_type_mut(&mut ty.clone());
+    f.found
 }
 
 /// The type as written, without the spaces of token printing: `Vec<String>`.
@@ -299,6 +293,7 @@ pub(crate) fn type_string(ty: &Type) -> String {
 mod tests {
     use super::*;
 
+    /// `(name, source, maybe_absent, rust type)`; source is "type", "json" or "json?" (nullable).
     fn check(
         input: TokenStream,
         table: &str,
@@ -311,7 +306,19 @@ mod tests {
         assert_eq!(t, table);
         let got: Vec<_> = cols
             .iter()
-            .map(|c| (c.name.as_str(), c.kind, c.nullable, c.rust_type.as_str()))
+            .map(|c| {
+                let source = match c.kind {
+                    KindSource::Type => "type",
+                    KindSource::Json { nullable: false } => "json",
+                    KindSource::Json { nullable: true } => "json?",
+                };
+                (
+                    c.name.as_str(),
+                    source,
+                    c.maybe_absent,
+                    c.rust_type.as_str(),
+                )
+            })
             .collect();
         assert_eq!(got, columns);
         assert_eq!(cx.messages(), errors);
@@ -319,39 +326,36 @@ mod tests {
     }
 
     #[test]
-    fn field_types_map_to_column_kinds() {
+    fn kinds_are_left_to_the_type_unless_the_field_says_json() {
         check(
             quote!(
                 struct AnalysisReport {
-                    a: i64,
-                    b: bool,
-                    c: f32,
-                    d: String,
+                    a: Id,
+                    b: Option<Vec<(u8, String)>>,
+                    #[output(json)]
+                    c: Severity,
+                    #[output(json)]
+                    d: Option<Severity>,
+                    #[serde(skip_serializing_if = "Option::is_none")]
                     e: Option<u8>,
-                    f: Vec<String>,
                     g: &'static str,
-                    h: Option<Vec<(u8, String)>>,
-                    i: std::collections::HashMap<String, i32>,
                 }
             ),
             "analysis_report",
             &[
-                ("a", "Integer", false, "i64"),
-                ("b", "Bool", false, "bool"),
-                ("c", "Real", false, "f32"),
-                ("d", "Text", false, "String"),
-                ("e", "Integer", true, "Option<u8>"),
-                ("f", "Json", false, "Vec<String>"),
-                ("g", "Text", false, "&'static str"),
-                ("h", "Json", true, "Option<Vec<(u8, String)>>"),
-                ("i", "Json", false, "std::collections::HashMap<String, i32>"),
+                ("a", "type", false, "Id"),
+                ("b", "type", false, "Option<Vec<(u8, String)>>"),
+                ("c", "json", false, "Severity"),
+                ("d", "json?", false, "Option<Severity>"),
+                ("e", "type", true, "Option<u8>"),
+                ("g", "type", false, "&'static str"),
             ],
             &[],
         );
     }
 
     #[test]
-    fn serde_renames_and_table_override() {
+    fn serde_renames_skips_and_table_override() {
         check(
             quote!(
                 #[output(table = "reviews")]
@@ -362,12 +366,17 @@ mod tests {
                     feedback: String,
                     #[serde(skip)]
                     cache: u8,
+                    #[serde(default, skip_serializing)]
+                    scratch: u8,
+                    #[serde(rename(serialize = "outName", deserialize = "in_name"))]
+                    r#type: String,
                 }
             ),
             "reviews",
             &[
-                ("isOk", "Bool", false, "bool"),
-                ("fb", "Text", false, "String"),
+                ("isOk", "type", false, "bool"),
+                ("fb", "type", false, "String"),
+                ("outName", "type", false, "String"),
             ],
             &[],
         );
@@ -378,7 +387,7 @@ mod tests {
         check(
             quote!(#[output(table = "bad-table")] struct X { iteration: u32, #[serde(rename = "a b")] c: u8 }),
             "bad-table",
-            &[("iteration", "Integer", false, "u32"), ("a b", "Integer", false, "u8")],
+            &[("iteration", "type", false, "u32"), ("a b", "type", false, "u8")],
             &[
                 "`bad-table` is not a valid table name: use letters, digits and `_` (not starting with a digit), at most 64 characters",
                 "`iteration` is a reserved column of every output table (run_id, node_id, iteration); rename the field or add `#[serde(rename = \"...\")]`",
@@ -388,8 +397,54 @@ mod tests {
     }
 
     #[test]
+    fn non_ascii_identifiers_are_reported_not_panicked_on() {
+        check(
+            quote!(#[serde(rename_all = "camelCase")] struct Été { é_x: u8, données: u8 }),
+            "été",
+            &[("éX", "type", false, "u8"), ("données", "type", false, "u8")],
+            &[
+                "`été` is not a valid table name: use letters, digits and `_` (not starting with a digit), at most 64 characters",
+                "`éX` is not a valid column name: use letters, digits and `_` (not starting with a digit), at most 64 characters",
+                "`données` is not a valid column name: use letters, digits and `_` (not starting with a digit), at most 64 characters",
+            ],
+        );
+    }
+
+    #[test]
+    fn flatten_serialize_with_and_unknown_field_attributes_are_errors() {
+        check(
+            quote!(struct X {
+                #[serde(flatten)] inner: Inner,
+                #[serde(with = "humantime_serde")] wait: Duration,
+                #[serde(with = "humantime_serde")] #[output(json)] wait2: Duration,
+                #[output(jsn)] y: u8,
+            }),
+            "x",
+            &[("wait", "type", false, "Duration"), ("wait2", "json", false, "Duration"), ("y", "type", false, "u8")],
+            &[
+                "`#[serde(flatten)]` fields are not supported in outputs: each field must be one column",
+                "field `wait` is serialized by a function, so its type does not say what its column holds; add `#[output(json)]` to store it as JSON",
+                "unknown `output` attribute on a field; expected `#[output(json)]` (store the field as JSON)",
+            ],
+        );
+    }
+
+    #[test]
     fn enums_and_tuple_structs_are_rejected() {
         check(quote!(enum E { A }), "e", &[], &["`#[derive(Output)]` is for structs: an output is one table row; wrap the enum in a struct field (stored as JSON)"]);
         check(quote!(struct T(u8);), "t", &[], &["`#[derive(Output)]` needs named fields: each field is a column; a tuple struct has no column names"]);
+    }
+
+    #[test]
+    fn generic_fields_get_a_column_type_bound() {
+        let out = derive(quote!(
+            struct W<T> {
+                a: T,
+                b: Vec<T>,
+                c: u8,
+            }
+        ));
+        let s = out.to_string();
+        assert!(s.contains("where T : :: smithers :: __private :: ColumnType , Vec < T > : :: smithers :: __private :: ColumnType"), "{s}");
     }
 }
