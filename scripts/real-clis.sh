@@ -12,7 +12,13 @@
 #      repository as the working directory, then
 #        a. `smithers-agents/examples/cli_smoke.rs`: smithers' agent for that CLI runs it once and
 #           prints the text, JSON, usage and session id it parsed, and
-#        b. the bug-fix example (`examples/bugfix.rs`) with SMITHERS_AGENT=<cli>, if it exists.
+#        b. the bug-fix example (`examples/bugfix.rs`) with SMITHERS_AGENT=<cli>, if it exists,
+#        c. large reply: cli_smoke again with a ~5 MB varied reply; checks that every byte arrived
+#           (the CLIs exit without flushing a slow pipe: smithers captures stdout in a file),
+#        d. 429: the bug-fix example while the server answers HTTP 429 (retry-after: 1); once the
+#           first attempt has failed (the CLI's own retries spent) the server recovers, and the
+#           run must finish with attempt 1 failed on the rate limit and attempt 2 finished after
+#           the engine's backoff.
 #
 # The example's contract: it picks its agent from SMITHERS_AGENT (claude | codex | gemini), finds
 # the binary on PATH, works on the current directory, and takes `run --input JSON`.
@@ -33,6 +39,7 @@
 #                                    smoke schema and all three outputs of examples/bugfix.rs)
 #   HOST_NET=1                       do not enter a network namespace even as root
 #   KEEP=1                           keep the scratch directory
+#   CASES="smoke example large 429"  which cases to run (default: all)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -160,6 +167,32 @@ PY
 
 INPUT='{"description":"add() in src/lib.rs subtracts instead of adding"}'
 FAILED=()
+CASES=${CASES:-smoke example large 429}
+want_case() { [[ " $CASES " == *" $1 "* ]]; }
+
+control() { # $1 = JSON for the fake server's /__control, or @FILE holding it
+  python3 - "$BASE" "$1" <<'PY'
+import sys, urllib.request
+body = open(sys.argv[2][1:], "rb").read() if sys.argv[2].startswith("@") else sys.argv[2].encode()
+req = urllib.request.Request(sys.argv[1] + "/__control", data=body,
+                             headers={"content-type": "application/json"}, method="POST")
+urllib.request.urlopen(req, timeout=30).read()
+PY
+}
+
+# A ~5 MB reply of varied text, as one JSON object satisfying the smoke schema.
+BIG_REPLY="$SCRATCH/big-reply.json"
+python3 - "$BIG_REPLY" <<'PY'
+import json, sys
+words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
+lines, total, i = [], 0, 0
+while total < 5 * 1024 * 1024:
+    line = f"{i:07d} " + " ".join(words[(i * 7 + k) % 10] for k in range(i % 9 + 1))
+    lines.append(line); total += len(line) + 1; i += 1
+reply = json.dumps({"summary": "\n".join(lines), "severity": "low"})
+open(sys.argv[1], "w").write(reply)
+open(sys.argv[1] + ".control", "w").write(json.dumps({"reply": reply}))
+PY
 
 setup_case() { # $1 = cli; prints nothing, sets up $CASE with home, tmp and a git repo
   CASE="$SCRATCH/$1"
@@ -220,15 +253,17 @@ export PATH BASE
 for cli in "${CLIS[@]}"; do
   setup_case "$cli"
   export CASE
-  echo "== $cli: smoke run"
   model=; [ "$cli" = gemini ] && model=gemini-2.5-pro  # the default `auto` makes a routing call first
-  if (cd "$CASE/repo" && timeout 180 bash -c "env_$cli \"\$0\" $cli $model" "$SMOKE" </dev/null >"$CASE/smoke.jsonl" 2>"$CASE/smoke.err"); then
-    cut -c1-300 "$CASE/smoke.jsonl"
-    check_requests "$cli" || FAILED+=("$cli options")
-  else
-    echo "   FAILED (rc=$?); stderr tail:"; tail -n 5 "$CASE/smoke.err"; FAILED+=("$cli smoke")
+  if want_case smoke; then
+    echo "== $cli: smoke run"
+    if (cd "$CASE/repo" && timeout 180 bash -c "env_$cli \"\$0\" $cli $model" "$SMOKE" </dev/null >"$CASE/smoke.jsonl" 2>"$CASE/smoke.err"); then
+      cut -c1-300 "$CASE/smoke.jsonl"
+      check_requests "$cli" || FAILED+=("$cli options")
+    else
+      echo "   FAILED (rc=$?); stderr tail:"; tail -n 5 "$CASE/smoke.err"; FAILED+=("$cli smoke")
+    fi
   fi
-  if [ -n "$EXAMPLE" ]; then
+  if want_case example && [ -n "$EXAMPLE" ]; then
     echo "== $cli: examples/bugfix.rs"
     if (cd "$CASE/repo" && timeout 300 bash -c "env_$cli \"\$0\" run --input \"\$1\"" "$EXAMPLE" "$INPUT" </dev/null); then
       echo "   ok"
@@ -236,6 +271,61 @@ for cli in "${CLIS[@]}"; do
     else
       echo "   FAILED (rc=$?)"; FAILED+=("$cli example")
     fi
+  fi
+  if want_case large; then
+    echo "== $cli: large reply ($(wc -c <"$BIG_REPLY") bytes)"
+    control "@$BIG_REPLY.control"
+    if (cd "$CASE/repo" && timeout 300 bash -c "env_$cli \"\$0\" $cli $model" "$SMOKE" </dev/null >"$CASE/large.jsonl" 2>"$CASE/large.err"); then
+      if python3 - "$CASE/large.jsonl" "$BIG_REPLY" <<'PY'
+import json, sys
+got = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+want = json.load(open(sys.argv[2]))
+summary = (got.get("json") or {}).get("summary", "")
+print(f"   received {len(summary)} of {len(want['summary'])} characters of the summary; "
+      f"text {len(got.get('text', ''))} chars; usage {got.get('usage')}")
+sys.exit(0 if summary == want["summary"] else 1)
+PY
+      then echo "   ok: the whole reply arrived"
+      else echo "   FAILED: the reply arrived cut"; FAILED+=("$cli large"); fi
+    else
+      echo "   FAILED (rc=$?); stderr tail:"; tail -n 5 "$CASE/large.err" | cut -c1-300; FAILED+=("$cli large")
+    fi
+    control "$(python3 -c 'import json,sys; print(json.dumps({"reply": sys.argv[1]}))' "$FAKE_REPLY")"
+  fi
+  if want_case 429 && [ -n "$EXAMPLE" ]; then
+    echo "== $cli: HTTP 429 (retry-after: 1) until the first attempt has failed, then ok"
+    rm -rf "$CASE/repo/.smithers"
+    control '{"mode": "error429"}'
+    (cd "$CASE/repo" && timeout 300 bash -c "env_$cli \"\$0\" run --input \"\$1\"" "$EXAMPLE" "$INPUT" </dev/null >"$CASE/429.out" 2>"$CASE/429.err") &
+    RUN_PID=$!
+    # Recover once attempt 1 is recorded failed (the CLI's own retries are spent by then).
+    python3 - "$CASE/repo/.smithers/smithers.db" <<'PY'
+import sqlite3, sys, time
+for _ in range(1200):
+    try:
+        c = sqlite3.connect(sys.argv[1], timeout=1)
+        n = c.execute("SELECT count(*) FROM _smithers_attempts WHERE status = 'failed'").fetchone()[0]
+        if n:
+            break
+    except sqlite3.Error:
+        pass
+    time.sleep(0.1)
+PY
+    control '{"mode": "ok"}'
+    if wait "$RUN_PID"; then
+      echo "   ok"
+    else
+      echo "   FAILED (rc=$?)"; tail -n 5 "$CASE/429.err" | cut -c1-300; FAILED+=("$cli 429")
+    fi
+    python3 - "$CASE/repo/.smithers/smithers.db" <<'PY'
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+for node, attempt, status, error, ms in c.execute(
+        "SELECT node_id, attempt, status, error, duration_ms FROM _smithers_attempts ORDER BY started_at"):
+    print(f"   attempt {node}#{attempt} {status} {ms} ms {(error or '')[:160]}")
+for (payload,) in c.execute("SELECT payload FROM _smithers_events WHERE kind = 'node_retrying'"):
+    print(f"   retrying: {payload[:220]}")
+PY
   fi
 done
 

@@ -13,8 +13,8 @@ extern crate self as smithers;
 
 pub use smithers_core::{
     agent, ctx, error, node, output, Agent, AgentError, AgentRequest, AgentResponse, Ctx, Error,
-    IntoAgent, Node, NodeRef, OnMaxReached, Output, Ref, Result, SharedAgent, TaskCtx, TaskError,
-    Usage,
+    IntoAgent, ModelPrice, Node, NodeRef, OnMaxReached, Output, PriceCatalog, Ref, Result,
+    RetryPolicy, SharedAgent, TaskCtx, TaskError, Usage,
 };
 pub use smithers_macros::{component, workflow, Output};
 
@@ -26,7 +26,7 @@ pub use smithers_agents as agents;
 /// Everything a workflow file needs.
 pub mod prelude {
     pub use crate::{
-        component, workflow, Ctx, Node, OnMaxReached, Output, Ref, TaskCtx, TaskError,
+        component, workflow, Ctx, Node, OnMaxReached, Output, Ref, RetryPolicy, TaskCtx, TaskError,
     };
     pub use schemars::JsonSchema;
     pub use serde::{Deserialize, Serialize};

@@ -203,6 +203,9 @@ struct ClaudeStream {
     assistant_text: Vec<String>,
     result: Option<Value>,
     saw_json: bool,
+    /// Errors Claude printed before its result: `api_retry` events and synthetic assistant
+    /// messages carrying an `error`.
+    errors: Vec<String>,
 }
 
 fn read_stream(lines: &[String]) -> ClaudeStream {
@@ -216,8 +219,32 @@ fn read_stream(lines: &[String]) -> ClaudeStream {
             Some("system") if str_of(&event, "subtype") == Some("init") => {
                 s.model = str_of(&event, "model").map(str::to_owned);
             }
+            Some("system") if str_of(&event, "subtype") == Some("api_retry") => {
+                let status = u64_of(&event, "error_status")
+                    .map_or_else(String::new, |s| format!("HTTP {s} "));
+                s.errors.push(format!(
+                    "API retry {}/{}: {status}{}",
+                    u64_of(&event, "attempt").unwrap_or_default(),
+                    u64_of(&event, "max_retries").unwrap_or_default(),
+                    str_of(&event, "error").unwrap_or("error"),
+                ));
+            }
+            Some("error") => {
+                let message = str_of(&event, "message")
+                    .or_else(|| str_of(&event, "error"))
+                    .unwrap_or("error event");
+                s.errors.push(message.to_owned());
+            }
             Some("assistant") => {
                 let message = &event["message"];
+                if let Some(error) = str_of(&event, "error") {
+                    let text = message
+                        .get("content")
+                        .and_then(Value::as_array)
+                        .and_then(|c| c.iter().find_map(|b| str_of(b, "text")))
+                        .unwrap_or(error);
+                    s.errors.push(text.to_owned());
+                }
                 if let Some(model) = str_of(message, "model").filter(|m| *m != "<synthetic>") {
                     s.model = Some(model.to_owned());
                 }
@@ -258,11 +285,12 @@ fn usage_of(result: &Value) -> Usage {
 pub(crate) fn parse_run(run: &CliRun) -> Result<AgentResponse, AgentError> {
     let stream = read_stream(&run.stdout_lines);
     let usage = stream.result.as_ref().map(usage_of).unwrap_or_default();
-    if let Some(error) = run.interrupted(usage.clone()) {
+    let session = stream.session_id.clone();
+    if let Some(error) = run.interrupted(usage.clone(), session.clone(), &stream.errors) {
         return Err(error);
     }
     let Some(result) = &stream.result else {
-        return Err(run.error(no_result_error(run, &stream), usage));
+        return Err(run.error(no_result_error(run, &stream), usage, session));
     };
     let text = str_of(result, "result").unwrap_or_default().to_owned();
     let subtype = str_of(result, "subtype").unwrap_or("success");
@@ -275,7 +303,8 @@ pub(crate) fn parse_run(run: &CliRun) -> Result<AgentResponse, AgentError> {
             .get("api_error_status")
             .and_then(Value::as_u64)
             .and_then(|s| u16::try_from(s).ok());
-        return Err(run.error(result_error(&text, subtype, status), usage));
+        let error = crate::stream::with_retry_after(result_error(&text, subtype, status));
+        return Err(run.error(error, usage, session));
     }
     Ok(AgentResponse {
         text,
@@ -325,10 +354,7 @@ fn result_error(text: &str, subtype: &str, status: Option<u16>) -> TaskError {
 /// Classifies a run that printed no `result` event.
 fn no_result_error(run: &CliRun, stream: &ClaudeStream) -> TaskError {
     let stderr = run.stderr_summary();
-    let exit = run.exit_code.map_or_else(
-        || "killed by a signal".to_owned(),
-        |c| format!("exit code {c}"),
-    );
+    let exit = run.exit_description();
     if stderr.contains("cannot be used with root/sudo") {
         return TaskError::terminal(format!(
             "claude refused to skip permissions as root ({exit}): {stderr}. Use another permission mode, \
@@ -339,6 +365,12 @@ fn no_result_error(run: &CliRun, stream: &ClaudeStream) -> TaskError {
         return TaskError::terminal(format!("claude could not authenticate ({exit}): {stderr}"));
     }
     let mut message = format!("claude ended ({exit}) without a result event");
+    if !stream.errors.is_empty() {
+        message.push_str(&format!(
+            "; it reported: {}",
+            crate::process::errors_summary(&stream.errors)
+        ));
+    }
     if let Some(last) = stream.assistant_text.last() {
         message.push_str(&format!("; last assistant text: {}", truncate(last, 300)));
     }

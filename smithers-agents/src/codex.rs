@@ -197,6 +197,8 @@ struct CodexStream {
     completed: bool,
     failed: Option<String>,
     last_error: Option<String>,
+    /// Every `error` event and error item, in order.
+    errors: Vec<String>,
     saw_json: bool,
 }
 
@@ -210,7 +212,10 @@ fn read_stream(lines: &[String]) -> CodexStream {
                 let item = &event["item"];
                 match str_of(item, "type") {
                     Some("agent_message") => s.text = str_of(item, "text").map(str::to_owned),
-                    Some("error") => s.last_error = str_of(item, "message").map(str::to_owned),
+                    Some("error") => {
+                        s.last_error = str_of(item, "message").map(str::to_owned);
+                        s.errors.extend(s.last_error.clone());
+                    }
                     _ => {}
                 }
             }
@@ -233,7 +238,10 @@ fn read_stream(lines: &[String]) -> CodexStream {
                         .to_owned(),
                 );
             }
-            Some("error") => s.last_error = str_of(&event, "message").map(str::to_owned),
+            Some("error") => {
+                s.last_error = str_of(&event, "message").map(str::to_owned);
+                s.errors.extend(s.last_error.clone());
+            }
             // turn.started, item.started/updated, and kinds added later.
             _ => {}
         }
@@ -244,21 +252,23 @@ fn read_stream(lines: &[String]) -> CodexStream {
 /// Turns a finished run into a response or a classified error.
 pub(crate) fn parse_run(run: &CliRun, schema_passed: bool) -> Result<AgentResponse, AgentError> {
     let stream = read_stream(&run.stdout_lines);
-    if let Some(error) = run.interrupted(stream.usage.clone()) {
+    let session = stream.session_id.clone();
+    if let Some(error) = run.interrupted(stream.usage.clone(), session.clone(), &stream.errors) {
         return Err(error);
     }
     if let Some(message) = &stream.failed {
-        return Err(run.error(turn_failed_error(message), stream.usage));
+        let error = crate::stream::with_retry_after(turn_failed_error(message));
+        return Err(run.error(error, stream.usage, session));
     }
     if !stream.completed {
-        return Err(run.error(no_turn_error(run, &stream), stream.usage));
+        return Err(run.error(no_turn_error(run, &stream), stream.usage, session));
     }
     let Some(text) = stream.text else {
         let mut message = "codex completed the turn without an agent message".to_owned();
         if let Some(e) = &stream.last_error {
             message.push_str(&format!("; last error: {e}"));
         }
-        return Err(run.error(TaskError::retryable(message), stream.usage));
+        return Err(run.error(TaskError::retryable(message), stream.usage, session));
     };
     let json = if schema_passed {
         serde_json::from_str::<Value>(text.trim())
@@ -302,10 +312,7 @@ fn turn_failed_error(message: &str) -> TaskError {
 
 fn no_turn_error(run: &CliRun, stream: &CodexStream) -> TaskError {
     let stderr = run.stderr_summary();
-    let exit = run.exit_code.map_or_else(
-        || "killed by a signal".to_owned(),
-        |c| format!("exit code {c}"),
-    );
+    let exit = run.exit_description();
     let mut message = format!("codex ended ({exit}) without turn.completed");
     if let Some(e) = &stream.last_error {
         message.push_str(&format!("; last error: {e}"));

@@ -178,6 +178,8 @@ struct GeminiStream {
     model: Option<String>,
     text: String,
     result: Option<Value>,
+    /// Gemini's own `error` events (`Loop detected, stopping execution`, ...).
+    errors: Vec<String>,
 }
 
 fn read_stream(lines: &[String]) -> GeminiStream {
@@ -197,7 +199,13 @@ fn read_stream(lines: &[String]) -> GeminiStream {
                 s.text.push_str(content);
             }
             Some("result") => s.result = Some(event),
-            // user messages, tool_use, tool_result, non-fatal error events, kinds added later.
+            Some("error") => {
+                let message = str_of(&event, "message")
+                    .or_else(|| str_of(&event["error"], "message"))
+                    .unwrap_or("error event without a message");
+                s.errors.push(message.to_owned());
+            }
+            // user messages, tool_use, tool_result, kinds added later.
             _ => {}
         }
     }
@@ -219,10 +227,21 @@ fn usage_of(result: &Value) -> Usage {
 pub(crate) fn parse_run(run: &CliRun) -> Result<AgentResponse, AgentError> {
     let stream = read_stream(&run.stdout_lines);
     let usage = stream.result.as_ref().map(usage_of).unwrap_or_default();
-    if let Some(error) = run.interrupted(usage.clone()) {
+    let session = stream.session_id.clone();
+    if let Some(error) = run.interrupted(usage.clone(), session.clone(), &stream.errors) {
         return Err(error);
     }
     let status = stream.result.as_ref().and_then(|r| str_of(r, "status"));
+    // A "success" with no text after an error event is gemini giving up (`Loop detected,
+    // stopping execution`): the error is the attempt's, not an empty reply.
+    if status == Some("success") && stream.text.trim().is_empty() && !stream.errors.is_empty() {
+        let message = format!(
+            "gemini stopped with an error and no reply: {}",
+            crate::process::errors_summary(&stream.errors)
+        );
+        let error = crate::stream::with_retry_after(TaskError::retryable(message));
+        return Err(run.error(error, usage, session));
+    }
     match (status, run.exit_code) {
         (Some("success"), Some(0) | None) => Ok(AgentResponse {
             text: stream.text,
@@ -233,7 +252,11 @@ pub(crate) fn parse_run(run: &CliRun) -> Result<AgentResponse, AgentError> {
             transcript: Some(run.transcript()),
             model: stream.model,
         }),
-        _ => Err(run.error(failure(run, &stream), usage)),
+        _ => Err(run.error(
+            crate::stream::with_retry_after(failure(run, &stream)),
+            usage,
+            session,
+        )),
     }
 }
 
@@ -254,7 +277,10 @@ fn failure(run: &CliRun, stream: &GeminiStream) -> TaskError {
     let stderr_code = stderr_error
         .and_then(|e| u64_of(e, "code"))
         .and_then(|c| u16::try_from(c).ok());
-    let message = result_error.or(stderr_message).unwrap_or_else(|| {
+    let message = result_error.or(stderr_message).or_else(|| {
+        (!stream.errors.is_empty()).then(|| crate::process::errors_summary(&stream.errors))
+    });
+    let message = message.unwrap_or_else(|| {
         let stderr = run.stderr_summary();
         if stderr.is_empty() {
             "no result event and nothing on stderr".to_owned()
@@ -262,11 +288,14 @@ fn failure(run: &CliRun, stream: &GeminiStream) -> TaskError {
             stderr
         }
     });
-    let exit = run.exit_code.map_or_else(
-        || "killed by a signal".to_owned(),
-        |c| format!("exit code {c}"),
-    );
-    let detail = format!("gemini failed ({exit}): {}", truncate(&message, 2000));
+    let exit = run.exit_description();
+    let mut detail = format!("gemini failed ({exit}): {}", truncate(&message, 2000));
+    if !stream.errors.is_empty() && !message.contains(&stream.errors[stream.errors.len() - 1]) {
+        detail.push_str(&format!(
+            "; it reported: {}",
+            crate::process::errors_summary(&stream.errors)
+        ));
+    }
 
     // Gemini's own exit codes first, then an HTTP status from the message, the stderr JSON or
     // the exit code (which is the status truncated to 8 bits).

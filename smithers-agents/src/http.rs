@@ -202,6 +202,7 @@ pub(crate) async fn post(
     let deadline = request.timeout.map(|t| Instant::now() + t);
     let attempts = options.max_attempts.max(1);
     let mut last_error = String::new();
+    let mut last_retry_after = None;
     for attempt in 1..=attempts {
         let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if remaining == Some(Duration::ZERO) {
@@ -226,6 +227,7 @@ pub(crate) async fn post(
             Err(Failed::Terminal(e)) => return Err(e),
             Err(Failed::Retry(error, retry_after)) => {
                 last_error = error;
+                last_retry_after = retry_after;
                 retry_after
             }
         };
@@ -250,9 +252,14 @@ pub(crate) async fn post(
             }
         }
     }
-    Err(TaskError::retryable(format!(
+    let error = TaskError::retryable(format!(
         "{provider} API failed after {attempts} attempt(s): {last_error}"
-    ))
+    ));
+    // The server's own reset time, for the engine's next attempt.
+    Err(match last_retry_after {
+        Some(after) => error.with_retry_after(after),
+        None => error,
+    }
     .into())
 }
 

@@ -241,6 +241,7 @@ impl Agent for OpenAiAgent {
             usage: usage_of(&reply),
             transcript: Some(format!("{reply}\n")),
             exit_code: None,
+            session_id: None,
         })?;
         // A stream has already reported its text line by line.
         if !response.text.is_empty() && !self.http.stream {

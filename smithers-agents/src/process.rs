@@ -2,10 +2,16 @@
 //!
 //! The child gets `/dev/null` as stdin (codex hangs forever on an open stdin pipe), runs in its
 //! own process group, and is killed with its whole group (SIGKILL to `-pgid`) when our wall-clock
-//! or idle timeout fires, when the request is cancelled, when the leader exits while stragglers
-//! still hold its pipes, and when the future is dropped. The leader is always reaped. Every
-//! stdout and stderr line goes to the request's progress sink as it arrives; stdout is kept as the
-//! raw transcript and the tail of stderr is kept for error messages.
+//! or idle timeout fires, when the request is cancelled, when the leader exits (stragglers of its
+//! group are not waited for), and when the future is dropped. The leader is always reaped.
+//!
+//! **Stdout and stderr go to files, not pipes.** The Node and Bun CLIs write a slow pipe
+//! asynchronously and exit without flushing it: a 5 MB reply arrived cut at a multiple of 64 KiB
+//! while the same CLI writing to a file gave all of it. A write to a regular file never blocks or
+//! fails with `EAGAIN`, so everything the child wrote is in the file when it exits. We tail the
+//! files while the child runs (every line goes to the request's progress sink as it arrives) and
+//! read them to the end once it has exited; stdout is kept as the raw transcript and the tail of
+//! stderr for error messages.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -14,9 +20,9 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use smithers_core::{AgentError, AgentRequest, TaskError, Usage};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::sync::mpsc;
-use tokio::time::{sleep_until, Instant};
+use tokio::io::AsyncReadExt;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{sleep, sleep_until, Instant};
 
 use crate::cli::CliOptions;
 
@@ -24,8 +30,10 @@ use crate::cli::CliOptions;
 const MAX_TRANSCRIPT_BYTES: usize = 64 << 20;
 /// Most stderr bytes kept (the tail: errors come last).
 const MAX_STDERR_BYTES: usize = 64 << 10;
-/// How long to wait for the pipes to close once the process group is gone.
-const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// How long to wait for the output files to be read once the process group is gone.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+/// How often a tailed output file is read again while the child runs.
+const TAIL_POLL: Duration = Duration::from_millis(25);
 
 /// A command to run: the program and arguments built by one agent for one request.
 #[derive(Debug)]
@@ -54,7 +62,10 @@ pub(crate) struct CliRun {
     pub(crate) binary: String,
     pub(crate) stdout_lines: Vec<String>,
     pub(crate) stderr_tail: String,
+    /// The exit code, or 128 + the signal that killed the process (the shell's convention).
     pub(crate) exit_code: Option<i32>,
+    /// The signal that killed the process, if one did.
+    pub(crate) signal: Option<i32>,
     pub(crate) ending: Ending,
 }
 
@@ -68,13 +79,28 @@ impl CliRun {
         t
     }
 
-    /// An agent error carrying this run's transcript and exit code.
-    pub(crate) fn error(&self, error: TaskError, usage: Usage) -> AgentError {
+    /// An agent error carrying this run's transcript, exit code and the session id it printed.
+    pub(crate) fn error(
+        &self,
+        error: TaskError,
+        usage: Usage,
+        session_id: Option<String>,
+    ) -> AgentError {
         AgentError {
             error,
             usage,
             transcript: Some(self.transcript()),
             exit_code: self.exit_code,
+            session_id,
+        }
+    }
+
+    /// How the process ended, for messages: `exit code 1`, `killed by signal 9`.
+    pub(crate) fn exit_description(&self) -> String {
+        match (self.signal, self.exit_code) {
+            (Some(sig), _) => format!("killed by signal {sig}"),
+            (None, Some(code)) => format!("exit code {code}"),
+            (None, None) => "no exit status".to_owned(),
         }
     }
 
@@ -90,7 +116,13 @@ impl CliRun {
     }
 
     /// The error of a run we ended ourselves (timeout, idle, cancel), or `None` if it exited.
-    pub(crate) fn interrupted(&self, usage: Usage) -> Option<AgentError> {
+    /// `errors` are the error events the CLI printed before (its own view of what went wrong).
+    pub(crate) fn interrupted(
+        &self,
+        usage: Usage,
+        session_id: Option<String>,
+        errors: &[String],
+    ) -> Option<AgentError> {
         let what = match self.ending {
             Ending::Exited => return None,
             Ending::TimedOut(d) => {
@@ -106,6 +138,9 @@ impl CliRun {
             Ending::Cancelled => format!("`{}` was cancelled", self.binary),
         };
         let mut message = format!("{what}; its process group was killed");
+        if !errors.is_empty() {
+            message.push_str(&format!("; it reported: {}", errors_summary(errors)));
+        }
         if let Some(last) = self
             .stdout_lines
             .iter()
@@ -121,8 +156,31 @@ impl CliRun {
         if !stderr.is_empty() {
             message.push_str(&format!("; stderr: {stderr}"));
         }
-        Some(self.error(TaskError::retryable(message), usage))
+        let error = match self.ending {
+            // A cancel is a decision, not a failure of the agent: the engine records it as such.
+            Ending::Cancelled => TaskError::terminal(message),
+            _ => TaskError::retryable(message),
+        };
+        Some(self.error(error, usage, session_id))
     }
+}
+
+/// The error events a CLI printed, for a message: the last few, deduplicated, each cut short.
+pub(crate) fn errors_summary(errors: &[String]) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    for e in errors.iter().rev() {
+        if !seen.contains(&e.as_str()) {
+            seen.push(e);
+        }
+        if seen.len() == 3 {
+            break;
+        }
+    }
+    seen.reverse();
+    seen.iter()
+        .map(|e| crate::stream::truncate(e, 500))
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 /// Kills the process group when dropped (unless disarmed), so a dropped future leaves nothing.
@@ -151,7 +209,7 @@ fn kill_group(pgid: i32) {
     let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
 }
 
-/// Aborts a reader task when dropped: a process outside the group may hold the pipe open.
+/// Aborts a tailing task when dropped (the future of the run was dropped).
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -160,26 +218,86 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn spawn_reader(
-    pipe: impl AsyncRead + Unpin + Send + 'static,
+/// A scratch file the child writes one of its streams to, and our handle reading it.
+struct Capture {
+    /// Deletes the file when dropped (after the run).
+    _file: tempfile::NamedTempFile,
+    /// The child's end: same file, written from offset 0.
+    child: std::fs::File,
+    /// Our end: a separate open file description, so its offset is ours.
+    reader: std::fs::File,
+}
+
+fn capture(stream: &str, binary: &str) -> Result<Capture, AgentError> {
+    let io_error = |e: io::Error| {
+        AgentError::retryable(format!(
+            "cannot create the file capturing the {stream} of `{binary}` in {}: {e}",
+            std::env::temp_dir().display()
+        ))
+    };
+    let file = tempfile::Builder::new()
+        .prefix(&format!("smithers-{stream}-"))
+        .tempfile()
+        .map_err(io_error)?;
+    let child = file.as_file().try_clone().map_err(io_error)?;
+    let reader = file.reopen().map_err(io_error)?;
+    Ok(Capture {
+        _file: file,
+        child,
+        reader,
+    })
+}
+
+/// Tails `file` while the child runs, sending each complete line; once `finished` turns true it
+/// reads to the end (sending a last unterminated line too) and closes the channel.
+fn spawn_tailer(
+    file: std::fs::File,
     tx: mpsc::UnboundedSender<String>,
+    mut finished: watch::Receiver<bool>,
 ) -> AbortOnDrop {
     AbortOnDrop(tokio::spawn(async move {
-        let mut reader = BufReader::new(pipe);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    while matches!(buf.last(), Some(b'\n' | b'\r')) {
-                        buf.pop();
-                    }
-                    if tx.send(String::from_utf8_lossy(&buf).into_owned()).is_err() {
-                        break;
-                    }
-                }
+        let mut file = tokio::fs::File::from_std(file);
+        let mut pending: Vec<u8> = Vec::new();
+        let mut chunk = vec![0u8; 256 << 10];
+        let send = |bytes: &[u8]| {
+            let mut line = bytes;
+            while let [rest @ .., b'\n' | b'\r'] = line {
+                line = rest;
             }
+            tx.send(String::from_utf8_lossy(line).into_owned()).is_ok()
+        };
+        loop {
+            // Read before checking `finished`: what was written before the exit is all there.
+            let done = *finished.borrow_and_update();
+            let n = match file.read(&mut chunk).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read an agent CLI's output file");
+                    break;
+                }
+            };
+            if n > 0 {
+                pending.extend_from_slice(&chunk[..n]);
+                let mut start = 0;
+                while let Some(i) = pending[start..].iter().position(|&b| b == b'\n') {
+                    if !send(&pending[start..start + i]) {
+                        return;
+                    }
+                    start += i + 1;
+                }
+                pending.drain(..start);
+                continue;
+            }
+            if done {
+                break;
+            }
+            tokio::select! {
+                _ = sleep(TAIL_POLL) => {}
+                _ = finished.changed() => {}
+            }
+        }
+        if !pending.is_empty() {
+            send(&pending);
         }
     }))
 }
@@ -194,11 +312,13 @@ pub(crate) async fn run(
 ) -> Result<CliRun, AgentError> {
     let options = command.options;
     let binary = options.binary.display().to_string();
+    let stdout = capture("stdout", &binary)?;
+    let stderr = capture("stderr", &binary)?;
     let mut cmd = tokio::process::Command::new(&options.binary);
     cmd.args(&command.args)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::from(stdout.child))
+        .stderr(Stdio::from(stderr.child))
         .process_group(0)
         .kill_on_drop(true);
     for (k, v) in command.env.iter().chain(&options.env) {
@@ -214,11 +334,15 @@ pub(crate) async fn run(
         pgid: child.id().and_then(|id| i32::try_from(id).ok()),
     };
 
+    // Our copies of the child's ends were moved into the command: drop it so only the child
+    // holds them.
+    drop(cmd);
+    let (finished_tx, finished_rx) = watch::channel(false);
     let (out_tx, mut out_rx) = mpsc::unbounded_channel();
     let (err_tx, mut err_rx) = mpsc::unbounded_channel();
-    let _readers = (
-        child.stdout.take().map(|p| spawn_reader(p, out_tx)),
-        child.stderr.take().map(|p| spawn_reader(p, err_tx)),
+    let _tailers = (
+        spawn_tailer(stdout.reader, out_tx, finished_rx.clone()),
+        spawn_tailer(stderr.reader, err_tx, finished_rx),
     );
 
     let deadline = request
@@ -257,8 +381,10 @@ pub(crate) async fn run(
             },
             exit = child.wait(), if status.is_none() => {
                 status = Some(exit.map_err(|e| spawn_error(&binary, options, e))?);
-                // The leader is gone; whatever is left of its group would only hold the pipes.
+                // The leader is gone: what is left of its group is not waited for, and what it
+                // wrote is in the files, to be read to the end.
                 guard.kill();
+                let _ = finished_tx.send(true);
                 drain_deadline = Some(Instant::now() + DRAIN_GRACE);
             },
             _ = sleep_until(drain_deadline.unwrap_or(far)), if drain_deadline.is_some() => break Ending::Exited,
@@ -279,7 +405,8 @@ pub(crate) async fn run(
         if status.is_none() {
             status = child.wait().await.ok();
         }
-        // Keep what was already written to the pipes.
+        let _ = finished_tx.send(true);
+        // Keep what was already written to the files.
         let drain_until = Instant::now() + DRAIN_GRACE;
         while !(out_done && err_done) {
             tokio::select! {
@@ -300,7 +427,14 @@ pub(crate) async fn run(
         binary,
         stdout_lines: out.stdout,
         stderr_tail: out.stderr.into_iter().collect::<Vec<_>>().join("\n"),
-        exit_code: status.and_then(|s| s.code()),
+        exit_code: status.and_then(|s| {
+            use std::os::unix::process::ExitStatusExt;
+            s.code().or_else(|| s.signal().map(|sig| 128 + sig))
+        }),
+        signal: status.and_then(|s| {
+            use std::os::unix::process::ExitStatusExt;
+            s.signal()
+        }),
         ending,
     })
 }

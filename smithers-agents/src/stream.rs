@@ -66,6 +66,86 @@ pub(crate) fn http_status_in(text: &str) -> Option<u16> {
     })
 }
 
+/// How long a rate-limit message asks to wait: `retry after 30s`, `try again in 20s`,
+/// `"retryDelay": "17s"` (Google's RetryInfo), `retry-after: 5`, `reset in 1m30s`.
+pub(crate) fn retry_after_in(text: &str) -> Option<std::time::Duration> {
+    const MARKERS: [&str; 7] = [
+        "retry after ",
+        "retry-after: ",
+        "retry-after:",
+        "try again in ",
+        "\"retrydelay\":\"",
+        "\"retrydelay\": \"",
+        "reset in ",
+    ];
+    let lower = text.to_ascii_lowercase();
+    MARKERS.iter().find_map(|marker| {
+        lower
+            .match_indices(marker)
+            .find_map(|(i, m)| parse_delay(&lower[i + m.len()..]))
+    })
+}
+
+/// Parses a delay at the start of `s`: `30s`, `1.5s`, `250ms`, `2m`, `1m30s`, `30 seconds`, `5`.
+fn parse_delay(s: &str) -> Option<std::time::Duration> {
+    let mut total = 0.0f64;
+    let mut rest = s.trim_start();
+    let mut any = false;
+    loop {
+        let number: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        let Ok(value) = number.parse::<f64>() else {
+            break;
+        };
+        rest = rest[number.len()..].trim_start();
+        let (scale, unit_len) = if rest.starts_with("ms") {
+            (0.001, 2)
+        } else if rest.starts_with("min") {
+            (
+                60.0,
+                rest.find(|c: char| !c.is_ascii_alphabetic())
+                    .unwrap_or(rest.len()),
+            )
+        } else if rest.starts_with('m') {
+            (60.0, 1)
+        } else if rest.starts_with('h') {
+            (
+                3600.0,
+                rest.find(|c: char| !c.is_ascii_alphabetic())
+                    .unwrap_or(rest.len()),
+            )
+        } else if rest.starts_with('s') {
+            (
+                1.0,
+                rest.find(|c: char| !c.is_ascii_alphabetic())
+                    .unwrap_or(rest.len()),
+            )
+        } else {
+            (1.0, 0)
+        };
+        total += value * scale;
+        any = true;
+        rest = &rest[unit_len..];
+        if unit_len == 0 {
+            break;
+        }
+    }
+    (any && total.is_finite() && total > 0.0 && total < 86_400.0)
+        .then(|| std::time::Duration::from_secs_f64(total))
+}
+
+/// `error` with the wait its message asks for, when it is a rate limit that says how long.
+pub(crate) fn with_retry_after(error: smithers_core::TaskError) -> smithers_core::TaskError {
+    match retry_after_in(&error.message) {
+        Some(after) if error.retryable && error.retry_after.is_none() => {
+            error.with_retry_after(after)
+        }
+        _ => error,
+    }
+}
+
 /// Whether an error message says the credentials are missing or rejected.
 pub(crate) fn looks_like_auth_error(text: &str) -> bool {
     let lower = text.to_ascii_lowercase();
@@ -110,6 +190,28 @@ mod tests {
         );
         assert_eq!(http_status_in("Request timed out"), None);
         assert_eq!(http_status_in("status 2000"), None);
+    }
+
+    #[test]
+    fn finds_the_wait_a_rate_limit_asks_for() {
+        let check = |text: &str, secs: Option<f64>| {
+            assert_eq!(
+                retry_after_in(text).map(|d| d.as_secs_f64()),
+                secs,
+                "{text}"
+            );
+        };
+        check("Rate limit reached. Please try again in 20s.", Some(20.0));
+        check("rate limited; retry after 1.5s", Some(1.5));
+        check(
+            r#"{"error":{"code":429,"details":[{"retryDelay":"17s"}]}}"#,
+            Some(17.0),
+        );
+        check("Try again in 1m30s", Some(90.0));
+        check("try again in 250ms", Some(0.25));
+        check("retry-after: 5", Some(5.0));
+        check("API Error: 429 rate limited", None);
+        check("try again in a moment", None);
     }
 
     #[test]

@@ -193,6 +193,33 @@ async fn stall_past_timeout_is_killed_and_retryable() {
         .transcript
         .unwrap_or_default()
         .contains("\"subtype\":\"init\""));
+    // What the attempt produced is kept: the session id claude printed and how it ended.
+    assert_eq!(
+        e.session_id.as_deref(),
+        Some("70a1c709-a759-4725-b9f3-0182f290c4fc")
+    );
+    assert_eq!(e.exit_code, Some(137), "128 + SIGKILL");
+}
+
+#[tokio::test]
+async fn an_api_error_result_carries_claudes_retry_events_and_session() {
+    let e = err(&agent("error500")).await;
+    assert!(e.error.retryable);
+    assert_mentions(&e, "API Error: 500 fake server injected 500");
+    assert_eq!(
+        e.session_id.as_deref(),
+        Some("6fd71eff-f83c-4834-8961-463c6af29287")
+    );
+}
+
+#[tokio::test]
+async fn claudes_error_events_are_in_the_error_when_no_result_comes() {
+    let e = err(&agent("retries-then-exit")).await;
+    assert_mentions(
+        &e,
+        "it reported: API retry 1/2: HTTP 429 rate_limit_error | API retry 2/2: HTTP 429 rate_limit_error",
+    );
+    assert_mentions(&e, "claude ended (exit code 1) without a result event");
 }
 
 #[tokio::test]

@@ -108,6 +108,31 @@ async fn stall_past_idle_timeout_is_killed_and_retryable() {
 }
 
 #[tokio::test]
+async fn an_error_event_before_an_empty_success_is_the_attempts_error() {
+    let e = err(&agent("loop-detected")).await;
+    assert_eq!(
+        e.error.message,
+        "gemini stopped with an error and no reply: Loop detected, stopping execution"
+    );
+    assert!(e.error.retryable);
+    assert_eq!(
+        e.session_id.as_deref(),
+        Some("e6c682ea-d2c4-44ba-92a5-dc4bfd60d986")
+    );
+}
+
+#[tokio::test]
+async fn a_rate_limit_error_carries_the_delay_gemini_was_given() {
+    let e = err(&agent("error429")).await;
+    assert!(e.error.retryable);
+    assert_mentions(&e, "(HTTP 429)");
+    assert_eq!(
+        e.error.retry_after,
+        Some(std::time::Duration::from_secs(17))
+    );
+}
+
+#[tokio::test]
 async fn non_json_reply_is_returned_as_text() {
     let r = ok(&agent("not-json")).await;
     assert_eq!(r.text, "I could not review the change: the diff is empty.");

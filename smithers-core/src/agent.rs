@@ -100,6 +100,8 @@ pub struct AgentError {
     pub transcript: Option<String>,
     /// Exit status of a CLI process.
     pub exit_code: Option<i32>,
+    /// The tool's session id, when it printed one before failing (to resume or inspect it).
+    pub session_id: Option<String>,
 }
 
 impl AgentError {
@@ -121,6 +123,7 @@ impl From<TaskError> for AgentError {
             usage: Usage::default(),
             transcript: None,
             exit_code: None,
+            session_id: None,
         }
     }
 }

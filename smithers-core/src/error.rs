@@ -214,6 +214,9 @@ pub struct TaskError {
     pub message: String,
     /// Whether another attempt may succeed.
     pub retryable: bool,
+    /// When the error is a rate limit, how long the service asked us to wait before trying again
+    /// (`retry-after`, a reset time): the next attempt waits at least this long.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl TaskError {
@@ -222,6 +225,7 @@ impl TaskError {
         TaskError {
             message: message.into(),
             retryable: true,
+            retry_after: None,
         }
     }
 
@@ -230,7 +234,15 @@ impl TaskError {
         TaskError {
             message: message.into(),
             retryable: false,
+            retry_after: None,
         }
+    }
+
+    /// The same error, asking the next attempt to wait at least `after` (a rate limit's reset).
+    #[must_use]
+    pub fn with_retry_after(mut self, after: std::time::Duration) -> Self {
+        self.retry_after = Some(after);
+        self
     }
 }
 

@@ -10,8 +10,10 @@ pub mod error;
 pub mod model;
 pub mod node;
 pub mod output;
+pub mod price;
 pub mod prompt;
 pub mod reference;
+pub mod retry;
 pub mod task_ctx;
 pub mod text;
 
@@ -29,7 +31,9 @@ pub use node::{
     TaskExec, TaskId, TaskSpec, Workflow,
 };
 pub use output::{Column, ColumnKind, ColumnType, Output, OutputInfo};
+pub use price::{CostSource, ModelPrice, PriceCatalog};
 pub use reference::{NodeRef, Ref};
+pub use retry::RetryPolicy;
 pub use task_ctx::TaskCtx;
 pub mod clock;
 pub mod engine;

@@ -50,6 +50,65 @@ pub fn assemble(task_prompt: &str, schema: &Value, previous_error: Option<&str>)
     out
 }
 
+/// An agent's reply that did not validate, and why: what a retry quotes back to the agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RejectedReply {
+    /// The reply's text (its structured output, when it had no text).
+    pub reply: String,
+    /// The validation error.
+    pub error: String,
+}
+
+/// Most characters of a rejected reply quoted back in the retry prompt (its head and its tail).
+const MAX_QUOTED_REPLY: usize = 4000;
+
+/// Builds the prompt of an attempt after an invalid reply: like [`assemble`], then the previous
+/// reply quoted back (cut in the middle when long) with its validation error.
+///
+/// Only an invalid reply is fed back this way: after a transport error, a timeout or a cancel
+/// the retry sends the original prompt ([`assemble`] with no error), since the agent's reply was
+/// not at fault.
+///
+/// ```
+/// use serde_json::json;
+/// use smithers_core::prompt::{assemble_after_invalid_reply, RejectedReply};
+/// let schema = json!({"type": "object", "required": ["ok"]});
+/// let rejected = RejectedReply { reply: "{\"okay\": true}".into(), error: "missing field `ok`".into() };
+/// let prompt = assemble_after_invalid_reply("Check the build.", &schema, &rejected);
+/// assert!(prompt.contains("{\"okay\": true}"));
+/// assert!(prompt.contains("missing field `ok`"));
+/// ```
+pub fn assemble_after_invalid_reply(
+    task_prompt: &str,
+    schema: &Value,
+    rejected: &RejectedReply,
+) -> String {
+    let mut out = assemble(task_prompt, schema, None);
+    out.push('\n');
+    out.push_str(PREVIOUS_ERROR_HEADING);
+    out.push_str("\n\nYour previous reply was:\n\n````text\n");
+    out.push_str(&quote(rejected.reply.trim()));
+    out.push_str("\n````\n\nIt did not match the schema: ");
+    out.push_str(rejected.error.trim());
+    out.push_str("\n\nFix this and reply again with a JSON object that matches the schema.\n");
+    out
+}
+
+/// `text`, or its head and tail around a marker when longer than [`MAX_QUOTED_REPLY`].
+fn quote(text: &str) -> String {
+    let count = text.chars().count();
+    if count <= MAX_QUOTED_REPLY {
+        return text.to_owned();
+    }
+    let half = MAX_QUOTED_REPLY / 2;
+    let head: String = text.chars().take(half).collect();
+    let tail: String = text.chars().skip(count - half).collect();
+    format!(
+        "{head}\n[... {} characters left out ...]\n{tail}",
+        count - 2 * half
+    )
+}
+
 /// Extracts the last complete top-level JSON object from `text`.
 ///
 /// Handles a bare object, objects in ```` ```json ```` fences and objects surrounded by prose.
@@ -231,6 +290,32 @@ mod tests {
         assert!(!prompt.contains(PREVIOUS_ERROR_HEADING));
         // The schema printed in the prompt is itself extractable, so the reply must come after it.
         assert_eq!(extract_json(&prompt), Some(schema));
+    }
+
+    #[test]
+    fn an_invalid_reply_is_quoted_back_with_its_error_and_long_ones_are_cut() {
+        let schema = json!({"type": "object"});
+        let rejected = RejectedReply {
+            reply: "I think it is fine.".into(),
+            error: "no JSON object for `Verdict`".into(),
+        };
+        let prompt = assemble_after_invalid_reply("Review it.", &schema, &rejected);
+        assert!(prompt.starts_with(&assemble("Review it.", &schema, None)));
+        assert!(prompt.ends_with(
+            "## YOUR PREVIOUS REPLY WAS REJECTED\n\nYour previous reply was:\n\n````text\nI think it is fine.\n````\n\n\
+             It did not match the schema: no JSON object for `Verdict`\n\n\
+             Fix this and reply again with a JSON object that matches the schema.\n"
+        ), "{prompt}");
+        let long = RejectedReply {
+            reply: format!("{}{}", "a".repeat(5000), "z".repeat(5000)),
+            error: "e".into(),
+        };
+        let prompt = assemble_after_invalid_reply("Review it.", &schema, &long);
+        assert!(prompt.contains(&format!(
+            "{}\n[... 6000 characters left out ...]\n{}",
+            "a".repeat(2000),
+            "z".repeat(2000)
+        )));
     }
 
     #[test]

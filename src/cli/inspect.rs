@@ -3,9 +3,86 @@
 
 use std::collections::BTreeMap;
 
+use smithers_core::price::CostSource;
 use smithers_core::store::{AttemptRecord, CancelOutcome, RunRecord, RunStatus, Store};
 use smithers_core::text::truncate;
 use smithers_core::{Error, Result, Usage};
+
+/// Costs of some attempts, kept apart by where they come from.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CostSummary {
+    /// Sum of the costs the agents reported.
+    pub reported_usd: f64,
+    /// Sum of the costs estimated from the price catalog.
+    pub estimated_usd: f64,
+    /// Attempts that used tokens but have no cost (their model has no price).
+    pub unpriced: usize,
+    /// Whether any attempt had a reported cost.
+    pub any_reported: bool,
+    /// Whether any attempt had an estimated cost.
+    pub any_estimated: bool,
+}
+
+impl CostSummary {
+    /// The summary of `attempts`.
+    pub fn of<'a>(attempts: impl IntoIterator<Item = &'a AttemptRecord>) -> Self {
+        let mut s = CostSummary::default();
+        for a in attempts {
+            match (a.usage.cost_usd, a.cost_source) {
+                (Some(c), Some(CostSource::Estimated)) => {
+                    s.estimated_usd += c;
+                    s.any_estimated = true;
+                }
+                (Some(c), _) => {
+                    s.reported_usd += c;
+                    s.any_reported = true;
+                }
+                (None, _) if has_tokens(&a.usage) => s.unpriced += 1,
+                (None, _) => {}
+            }
+        }
+        s
+    }
+
+    /// The column form: `0.0123` reported, `~0.0123` estimated (in part), `no price`, `-`.
+    pub fn cell(&self) -> String {
+        let total = self.reported_usd + self.estimated_usd;
+        match (self.any_reported || self.any_estimated, self.unpriced) {
+            (false, 0) => "-".into(),
+            (false, _) => "no price".into(),
+            (true, _) if self.any_estimated => format!("~{total:.4}"),
+            (true, _) => format!("{total:.4}"),
+        }
+    }
+
+    /// The sentence form for totals: `$0.0229 (reported $0.0100, estimated $0.0129); 1 attempt
+    /// with no price`.
+    pub fn sentence(&self) -> String {
+        let mut out = match (self.any_reported, self.any_estimated) {
+            (false, false) => "not reported".to_owned(),
+            (true, false) => format!("${:.4} (reported)", self.reported_usd),
+            (false, true) => format!("${:.4} (estimated)", self.estimated_usd),
+            (true, true) => format!(
+                "${:.4} (reported ${:.4}, estimated ${:.4})",
+                self.reported_usd + self.estimated_usd,
+                self.reported_usd,
+                self.estimated_usd
+            ),
+        };
+        if self.unpriced > 0 {
+            out.push_str(&format!(
+                "; {} attempt(s) with no price (their model is not in the price catalog: add it \
+                 with a SMITHERS_PRICES file)",
+                self.unpriced
+            ));
+        }
+        out
+    }
+}
+
+fn has_tokens(u: &Usage) -> bool {
+    u.input_tokens.unwrap_or(0) + u.output_tokens.unwrap_or(0) > 0
+}
 
 /// Usage summed over attempts.
 pub fn total_usage<'a>(attempts: impl IntoIterator<Item = &'a AttemptRecord>) -> Usage {
@@ -61,11 +138,16 @@ pub async fn status(store: &dyn Store, run_id: Option<&str>, json: bool) -> Resu
         println!("lease     {o}");
     }
     let mut per_node: BTreeMap<(String, u32), Usage> = BTreeMap::new();
+    let mut per_node_attempts: BTreeMap<(String, u32), Vec<&AttemptRecord>> = BTreeMap::new();
     for a in &attempts {
         let u = per_node
             .entry((a.node_id.clone(), a.iteration))
             .or_default();
         u.add(&a.usage);
+        per_node_attempts
+            .entry((a.node_id.clone(), a.iteration))
+            .or_default()
+            .push(a);
     }
     println!(
         "\n{:<32} {:>4} {:<10} {:>8} {:>10} {:>10}",
@@ -77,6 +159,12 @@ pub async fn status(store: &dyn Store, run_id: Option<&str>, json: bool) -> Resu
             .cloned()
             .unwrap_or_default();
         let tokens = u.input_tokens.unwrap_or(0) + u.output_tokens.unwrap_or(0);
+        let cost = per_node_attempts
+            .get(&(n.node_id.clone(), n.iteration))
+            .map_or_else(
+                || "-".to_owned(),
+                |a| CostSummary::of(a.iter().copied()).cell(),
+            );
         println!(
             "{:<32} {:>4} {:<10} {:>8} {:>10} {:>10}",
             truncate(&n.node_id, 32),
@@ -88,7 +176,7 @@ pub async fn status(store: &dyn Store, run_id: Option<&str>, json: bool) -> Resu
             } else {
                 "-".into()
             },
-            u.cost_usd.map_or("-".into(), |c| format!("{c:.4}"))
+            cost
         );
         if let Some(e) = &n.last_error {
             println!("    last error: {}", truncate(e, 200));
@@ -100,7 +188,7 @@ pub async fn status(store: &dyn Store, run_id: Option<&str>, json: bool) -> Resu
         usage.output_tokens.unwrap_or(0),
         usage.cache_read_tokens.unwrap_or(0),
         usage.cache_write_tokens.unwrap_or(0),
-        cost(&usage)
+        CostSummary::of(&attempts).sentence()
     );
     Ok(())
 }
@@ -207,11 +295,16 @@ pub async fn attempts(store: &dyn Store, run_id: Option<&str>, json: bool) -> Re
             } else {
                 "-".into()
             },
-            a.usage.cost_usd.map_or("-".into(), |c| format!("{c:.4}"))
+            CostSummary::of([a]).cell()
         );
         if let Some(e) = &a.error {
             println!("    error: {}", truncate(e, 200));
         }
+    }
+    let summary = CostSummary::of(&attempts);
+    println!("\ncost: {}", summary.sentence());
+    if summary.any_estimated {
+        println!("      ~ = estimated from the tokens and the price catalog");
     }
     Ok(())
 }
@@ -239,13 +332,6 @@ pub async fn cancel(store: &dyn Store, run_id: &str) -> Result<Option<RunStatus>
             "unexpected cancellation outcome {other:?}"
         ))),
     }
-}
-
-/// `$0.0123`, or `not reported` when no attempt reported a cost (Codex and Gemini do not).
-fn cost(usage: &Usage) -> String {
-    usage
-        .cost_usd
-        .map_or_else(|| "not reported".to_owned(), |c| format!("${c:.4}"))
 }
 
 fn compact(v: &serde_json::Value) -> String {
@@ -397,7 +483,7 @@ pub async fn step_info(store: &dyn Store, run_id: &str, step_id: i64, json: bool
         "usage     {} input + {} output tokens, cost {}",
         usage.input_tokens.unwrap_or(0),
         usage.output_tokens.unwrap_or(0),
-        cost(&usage)
+        CostSummary::of(mine.iter().copied()).sentence()
     );
     Ok(())
 }

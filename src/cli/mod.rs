@@ -195,6 +195,15 @@ where
     }
 }
 
+/// The price catalog: the built-in one, overridden by the TOML file named by `SMITHERS_PRICES`
+/// (a file that cannot be read or parsed is an error naming it, never a silent zero).
+pub fn prices_from_env() -> smithers_core::Result<smithers_core::PriceCatalog> {
+    match std::env::var_os("SMITHERS_PRICES") {
+        Some(path) if !path.is_empty() => smithers_core::PriceCatalog::load_toml(path),
+        _ => Ok(smithers_core::PriceCatalog::builtin()),
+    }
+}
+
 /// Installs a `tracing` subscriber honouring `RUST_LOG` (errors only by default: progress lines
 /// already show every event).
 pub fn init_tracing() {
@@ -211,6 +220,8 @@ where
     I: Serialize + DeserializeOwned + Send + Sync + 'static,
     F: Fn(&Ctx<I>) -> Node + Send + Sync + 'static,
 {
+    // Prices for estimated costs: the built-in catalog, overridden by `SMITHERS_PRICES`.
+    let prices = Arc::new(prices_from_env().map_err(|e| e.to_string())?);
     // One line per event, or the live tree in a terminal, or nothing.
     let live = |store: &Arc<dyn Store>| {
         (!cli.quiet && live::stderr_is_terminal()).then(|| live::LiveProgress::start(store.clone()))
@@ -230,6 +241,7 @@ where
                 lease_ttl: cli
                     .lease_ttl_ms
                     .map_or(defaults.lease_ttl, std::time::Duration::from_millis),
+                prices: prices.clone(),
                 ..defaults
             };
             Engine::new(store, workflow).with_options(opts)

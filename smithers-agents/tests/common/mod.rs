@@ -395,3 +395,31 @@ async fn read_request(mut socket: TcpStream) -> Option<(TcpStream, Recorded)> {
         },
     ))
 }
+
+/// Whether an external tool the test needs is missing. When it is, prints
+/// `skipped: <test>: <why>` to stderr (not captured by the harness) and the test should return;
+/// with `SMITHERS_REQUIRE_EXTERNAL=1` (CI) a missing tool fails the test instead.
+pub fn missing_tool(test: &str, tool: &str) -> bool {
+    let found = std::process::Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return false;
+    }
+    let why = format!("`{tool}` is not on PATH");
+    if std::env::var("SMITHERS_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
+        panic!("{test}: {why} (SMITHERS_REQUIRE_EXTERNAL=1)");
+    }
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "skipped: {test}: {why}");
+    true
+}
+
+/// The fake CLI that writes a multi-megabyte reply non-blockingly and exits at once, as Node
+/// and Bun do (`tests/fixtures/hasty-writer.py`).
+pub fn hasty_writer() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hasty-writer.py")
+}

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use serde::de::DeserializeOwned;
@@ -15,6 +15,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::{panic_message, Engine};
 use crate::agent::{AgentRequest, AgentResponse, ProgressSink};
+/// What the executor keeps of a running attempt: how to stop it, and what to record if it
+/// does not end when told to.
+pub(super) struct AttemptHandle {
+    pub(super) cancel: CancellationToken,
+    pub(super) attempt: u32,
+    pub(super) started: Instant,
+}
+
 use crate::error::{Error, Result, TaskError};
 use crate::events::{Event, EventKind};
 use crate::machine::{AttemptOutput, AttemptResult, Preparation, Prepared, RunState, StartAttempt};
@@ -72,18 +80,25 @@ where
         st: &RunState,
         persist: &UnboundedSender<Event>,
         join: &mut JoinSet<AttemptResult>,
-        tokens: &mut HashMap<NodeKey, CancellationToken>,
+        tokens: &mut HashMap<NodeKey, AttemptHandle>,
         s: StartAttempt,
     ) {
         let StartAttempt {
             task: t,
             iteration,
             attempt,
-            last_error,
+            rejected,
         } = s;
         let cancel = self.options.cancel.child_token();
         let key = (t.id.clone(), iteration);
-        tokens.insert(key.clone(), cancel.clone());
+        tokens.insert(
+            key.clone(),
+            AttemptHandle {
+                cancel: cancel.clone(),
+                attempt,
+                started: Instant::now(),
+            },
+        );
         let progress = self.progress_sink(&st.run_id, &t.id, iteration, persist);
         let run_id = st.run_id.clone();
         let vcs = match &t.exec {
@@ -107,7 +122,7 @@ where
                 run_id,
                 iteration,
                 attempt,
-                last_error,
+                rejected,
                 cancel,
                 progress,
                 vcs,
@@ -169,8 +184,8 @@ struct AttemptInput {
     run_id: String,
     iteration: u32,
     attempt: u32,
-    /// The previous attempt's error, appended to an agent's prompt.
-    last_error: Option<String>,
+    /// The previous attempt's rejected reply, quoted in an agent's prompt.
+    rejected: Option<crate::prompt::RejectedReply>,
     cancel: CancellationToken,
     progress: ProgressSink,
     /// Working-copy snapshots around a file-editing agent.
@@ -185,7 +200,7 @@ async fn run_attempt(
         run_id,
         iteration,
         attempt,
-        last_error,
+        rejected,
         cancel,
         progress,
         vcs,
@@ -209,7 +224,12 @@ async fn run_attempt(
             TaskExec::Agent(agent) => {
                 let schema = (t.output.schema)();
                 let req = AgentRequest {
-                    prompt: crate::prompt::assemble(&t.prompt, &schema, last_error.as_deref()),
+                    prompt: match &rejected {
+                        Some(r) => {
+                            crate::prompt::assemble_after_invalid_reply(&t.prompt, &schema, r)
+                        }
+                        None => crate::prompt::assemble(&t.prompt, &schema, None),
+                    },
                     task_prompt: t.prompt.clone(),
                     output_schema: schema,
                     output_type: t.output.short_name().to_owned(),
@@ -233,6 +253,7 @@ async fn run_attempt(
                         usage: e.usage,
                         transcript: e.transcript,
                         exit_code: e.exit_code,
+                        session_id: e.session_id,
                         ..AgentResponse::default()
                     };
                     (e.error, Some(resp))
@@ -251,23 +272,47 @@ async fn run_attempt(
             )),
         }
     };
-    let cancelled = cancel.clone();
-    tokio::select! {
-        r = async {
-            match t.timeout {
-                Some(d) => match tokio::time::timeout(d, fut).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        cancel.cancel();
-                        Err((TaskError::retryable(format!("timed out after {d:?}")), None))
-                    }
-                },
-                None => fut.await,
-            }
-        } => r,
-        _ = cancelled.cancelled() => Err((TaskError::terminal("cancelled"), None)),
+    // The agent enforces the task's timeout itself and reports what the attempt produced (its
+    // transcript, session id, exit status, its own message): our deadline comes a grace period
+    // later, for agents that do not. A compute body is stopped at its timeout.
+    let deadline = t.timeout.map(|d| match &t.exec {
+        TaskExec::Agent(_) => (d, d + AGENT_DEADLINE_GRACE),
+        _ => (d, d),
+    });
+    let mut fut = std::pin::pin!(fut);
+    let timed_out = tokio::select! {
+        r = &mut fut => return r,
+        _ = tokio::time::sleep(deadline.map_or(Duration::MAX, |d| d.1)), if deadline.is_some() => true,
+        _ = cancel.cancelled() => false,
+    };
+    // Stopped. An agent sees the cancellation and gets a moment to return what it produced (its
+    // transcript, session id, exit status); a compute body is dropped, which is how a future is
+    // cancelled and loses nothing it could report.
+    cancel.cancel();
+    let limit = deadline.map_or(Duration::ZERO, |d| d.0);
+    let grace = match &t.exec {
+        TaskExec::Agent(_) => STOP_GRACE,
+        _ => Duration::ZERO,
+    };
+    match tokio::time::timeout(grace, fut).await {
+        Ok(Err((e, resp))) if timed_out => Err((
+            TaskError::retryable(format!("timed out after {limit:?}: {}", e.message)),
+            resp,
+        )),
+        Ok(r) => r,
+        Err(_) if timed_out => Err((
+            TaskError::retryable(format!("timed out after {limit:?}")),
+            None,
+        )),
+        Err(_) => Err((TaskError::terminal("cancelled"), None)),
     }
 }
+
+/// How long past a task's timeout the engine waits for an agent to enforce it itself.
+const AGENT_DEADLINE_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a stopped attempt (timed out, cancelled, unmounted) gets to return what it produced.
+pub(super) const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Progress lines are kept for `logs`, but a tool can print megabytes on one line: keep the head.
 const MAX_PROGRESS_LINE: usize = 4000;

@@ -30,6 +30,8 @@ use crate::store::{lease_owner, FenceToken, NewRun, Store, Write, WriteBatch};
 mod attempt;
 mod persist;
 
+use attempt::AttemptHandle;
+
 /// A callback receiving every event after it is persisted.
 pub type EventListener = Arc<dyn Fn(&Event) + Send + Sync>;
 
@@ -59,6 +61,13 @@ pub struct EngineOptions {
     /// Snapshot the agent's git working copy before and after each agent attempt (commits under
     /// `refs/smithers/...`, recorded on the attempt) so `smithers revert` can undo it.
     pub vcs_snapshots: bool,
+    /// The wait between attempts of an agent task that sets no `retry_policy` (nor does its
+    /// workflow); default: 1 s doubling up to a minute, ± 20 %. Compute tasks without a policy
+    /// retry at once. A rate limit's `retry_after` is always waited.
+    pub agent_retry_policy: crate::retry::RetryPolicy,
+    /// Prices used to estimate the cost of an attempt whose agent reports none (default: the
+    /// built-in catalog; see [`crate::price::PriceCatalog::load_toml`] to override it).
+    pub prices: Arc<crate::price::PriceCatalog>,
     /// Where the engine reads the time it stamps on events and state (the system clock; a
     /// [`crate::clock::TestClock`] in tests).
     pub clock: Arc<dyn Clock>,
@@ -75,6 +84,9 @@ impl Default for EngineOptions {
             wait_for_approval: false,
             approval_poll: Duration::from_millis(500),
             vcs_snapshots: true,
+            agent_retry_policy: crate::retry::RetryPolicy::exponential(Duration::from_secs(1))
+                .max_delay(Duration::from_secs(60)),
+            prices: Arc::new(crate::price::PriceCatalog::builtin()),
             cancel_poll: Duration::from_secs(1),
             clock: Arc::new(SystemClock),
         }
@@ -333,8 +345,12 @@ where
         st.max_concurrency = self.options.max_concurrency;
         st.wait_for_approval = self.options.wait_for_approval;
         let clock = &self.options.clock;
+        st.agent_retry_policy = self.options.agent_retry_policy.clone();
+        st.prices = self.options.prices.clone();
+        // Attempts waiting for their retry: when each is due.
+        let mut retries_due: Vec<(tokio::time::Instant, NodeKey)> = Vec::new();
         let mut join: JoinSet<AttemptResult> = JoinSet::new();
-        let mut tokens: HashMap<NodeKey, CancellationToken> = HashMap::new();
+        let mut tokens: HashMap<NodeKey, AttemptHandle> = HashMap::new();
         // Output tables ensured by this drive.
         let mut tables: HashSet<&'static str> = HashSet::new();
         let mut lease_tick = tokio::time::interval(self.options.lease_ttl / 3);
@@ -372,13 +388,16 @@ where
                     }
                     Command::RunHooks(calls) => Input::HooksRan(run_hooks(&st.run_id, calls)),
                     Command::Stop(key) => {
-                        if let Some(t) = tokens.get(&key) {
-                            t.cancel();
+                        if let Some(h) = tokens.get(&key) {
+                            h.cancel.cancel();
                         }
                         continue;
                     }
-                    Command::CancelAll(b) => {
-                        self.cancel_all(&st.fence, &mut join, &mut tokens, b).await;
+                    Command::StopAll => {
+                        Input::AllStopped(self.stop_all(&mut join, &mut tokens).await)
+                    }
+                    Command::RetryAfter { key, delay } => {
+                        retries_due.push((tokio::time::Instant::now() + delay, key));
                         continue;
                     }
                     Command::Finish {
@@ -415,7 +434,7 @@ where
                             Ok(result) => {
                                 tokens.remove(&result.key);
                                 let cancelling = self.options.cancel.is_cancelled();
-                                Input::AttemptEnded { result, cancelling }
+                                Input::AttemptEnded { result: Box::new(result), cancelling }
                             }
                             Err(e) => {
                                 tracing::error!(error = %e, "an attempt task panicked or was aborted");
@@ -433,6 +452,12 @@ where
                             continue;
                         }
                         _ = heartbeat.tick() => Input::Heartbeat,
+                        _ = tokio::time::sleep_until(next_due(&retries_due)), if !retries_due.is_empty() => {
+                            let now = tokio::time::Instant::now();
+                            let due: Vec<NodeKey> = retries_due.iter().filter(|(at, _)| *at <= now).map(|(_, k)| k.clone()).collect();
+                            retries_due.retain(|(at, _)| *at > now);
+                            Input::RetriesDue(due)
+                        }
                     },
                 };
                 commands.extend(st.handle(next, clock.now()));
@@ -448,6 +473,14 @@ where
             ))
         })
     }
+}
+
+/// The earliest time a retry is due.
+fn next_due(due: &[(tokio::time::Instant, NodeKey)]) -> tokio::time::Instant {
+    due.iter()
+        .map(|(at, _)| *at)
+        .min()
+        .unwrap_or_else(tokio::time::Instant::now)
 }
 
 /// Carries out `Command::RunHooks`: each hook runs once, in order, and what it sets in `state`

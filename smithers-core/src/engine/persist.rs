@@ -1,4 +1,4 @@
-//! Committing batches and cancelling every attempt (`Command::CancelAll`).
+//! Committing batches and stopping every attempt (`Command::StopAll`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -6,10 +6,10 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 
+use super::attempt::{self, AttemptHandle};
 use super::Engine;
-use crate::error::Result;
+use crate::error::{Result, TaskError};
 use crate::events::Event;
 use crate::machine::AttemptResult;
 use crate::model::NodeKey;
@@ -19,26 +19,43 @@ impl<I> Engine<I>
 where
     I: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
-    /// Carries out `Command::CancelAll`: every attempt is told to stop and given a moment to
-    /// end its processes; then what is left is aborted and `b` recorded as well as possible.
-    pub(super) async fn cancel_all(
+    /// Carries out `Command::StopAll`: every attempt is told to stop and given a moment to end
+    /// its processes and return what it produced; what is left is aborted, with a result made
+    /// up from its real duration.
+    pub(super) async fn stop_all(
         &self,
-        fence: &FenceToken,
         join: &mut JoinSet<AttemptResult>,
-        tokens: &mut HashMap<NodeKey, CancellationToken>,
-        b: WriteBatch,
-    ) {
-        for (_, t) in tokens.drain() {
-            t.cancel();
+        handles: &mut HashMap<NodeKey, AttemptHandle>,
+    ) -> Vec<AttemptResult> {
+        for h in handles.values() {
+            h.cancel.cancel();
         }
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            while join.join_next().await.is_some() {}
+        let mut results = Vec::new();
+        let _ = tokio::time::timeout(attempt::STOP_GRACE + Duration::from_secs(1), async {
+            while let Some(done) = join.join_next().await {
+                if let Ok(r) = done {
+                    handles.remove(&r.key);
+                    results.push(r);
+                }
+            }
         })
         .await;
         join.abort_all();
-        if let Err(e) = self.commit(fence, b).await {
-            tracing::error!(error = %e, "could not record cancelled attempts");
+        for (key, h) in handles.drain() {
+            results.push(AttemptResult {
+                key,
+                attempt: h.attempt,
+                duration_ms: h.started.elapsed().as_millis() as i64,
+                outcome: Err((
+                    TaskError::terminal(format!(
+                        "did not stop within {:?} of being told to; its task was aborted",
+                        attempt::STOP_GRACE
+                    )),
+                    None,
+                )),
+            });
         }
+        results
     }
 
     /// Commits `b` in one transaction under the driver's fencing token (refused with

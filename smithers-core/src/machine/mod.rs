@@ -14,8 +14,9 @@
 //! as the `now` of each input. `smithers-core/tests/architecture.rs` checks these imports. The
 //! tests in `tests.rs` feed input sequences only.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -25,6 +26,7 @@ use crate::events::{Event, EventKind};
 use crate::model::{NodeKey, NodeState, NodeStatus, RunStatus, Timestamp};
 use crate::node::{Hook, Node, NodeKind, TaskExec, TaskSpec};
 use crate::plan::{self, Outcome, PlanInput, Runnable};
+use crate::prompt::RejectedReply;
 use crate::store::{ApprovalRecord, AttemptEnd, NodeRecord, Write, WriteBatch};
 
 mod outcome;
@@ -60,7 +62,7 @@ pub(crate) enum Input {
     Prepared(Vec<Prepared>),
     /// An attempt's body returned. `cancelling`: the run was being cancelled by then.
     AttemptEnded {
-        result: AttemptResult,
+        result: Box<AttemptResult>,
         cancelling: bool,
     },
     /// Approval decisions read while waiting for them.
@@ -71,8 +73,13 @@ pub(crate) enum Input {
     Heartbeat,
     /// Ctrl-C or `smithers cancel`.
     CancelRequested,
+    /// The answer to [`Command::StopAll`]: how each running attempt ended once told to stop
+    /// (the executor makes up a result for one that did not end in time).
+    AllStopped(Vec<AttemptResult>),
     /// The lease could not be renewed: another process may be driving the run.
     LeaseLost(Error),
+    /// The backoffs of these tasks ([`Command::RetryAfter`]) are over.
+    RetriesDue(Vec<NodeKey>),
     /// The drive stopped with an error of the store or the machinery: the run must not stay
     /// `running`.
     DriveFailed(String),
@@ -132,8 +139,9 @@ pub(crate) struct StartAttempt {
     pub(crate) task: Arc<TaskSpec>,
     pub(crate) iteration: u32,
     pub(crate) attempt: u32,
-    /// The previous attempt's error, appended to an agent's prompt.
-    pub(crate) last_error: Option<String>,
+    /// The previous attempt's reply and why it was rejected, quoted in an agent's prompt (only
+    /// when that attempt failed because of its reply).
+    pub(crate) rejected: Option<RejectedReply>,
 }
 
 /// What the executor does next, in order. When the commands of an input are all done (none of
@@ -151,9 +159,12 @@ pub(crate) enum Command {
     RunHooks(Vec<HookCall>),
     /// Tell a running attempt to stop (the tree no longer mounts its task).
     Stop(NodeKey),
-    /// Stop every running attempt, give them a moment to end, then record this batch (their
-    /// attempts cancelled) as well as possible.
-    CancelAll(WriteBatch),
+    /// Feed [`Input::RetriesDue`] with `key` once `delay` has passed: the task's next attempt
+    /// waits out its backoff (the executor keeps the timer; decisions never sleep).
+    RetryAfter { key: NodeKey, delay: Duration },
+    /// Stop every running attempt, give them a moment to end with what they produced, abort the
+    /// rest, and feed [`Input::AllStopped`].
+    StopAll,
     /// Wait for the next attempt to end, a timer or a cancellation, and feed it.
     Wait,
     /// Only a human decision can move the run: wait a poll period, read the approvals and feed
@@ -168,6 +179,14 @@ pub(crate) enum Command {
     },
     /// The drive ends with this error (the run's status is left to the caller).
     Abort(Error),
+}
+
+/// Why every running attempt is being stopped ([`Command::StopAll`]), and so what follows.
+pub(crate) enum Stopping {
+    /// The run is cancelled: record the attempts, then finish `cancelled`.
+    Cancel,
+    /// The lease is lost: end the drive writing nothing (the run is another process's).
+    LeaseLost(Error),
 }
 
 /// Runnable tasks waiting for the answers to their [`Command::Prepare`].
@@ -230,11 +249,20 @@ impl RunState {
             Input::Rendered { tree, state_writes } => self.rendered(tree, state_writes, &mut cmds),
             Input::Prepared(prepared) => self.prepared(prepared, &mut cmds),
             Input::AttemptEnded { result, cancelling } => {
-                if let Some(b) = self.attempt_ended(result, cancelling) {
+                if cancelling && result.outcome.is_err() {
+                    // Ended because the run is being cancelled: the cancellation records it,
+                    // with what it produced.
+                    self.stopped.push(*result);
+                } else if let Some(b) = self.attempt_ended(*result) {
                     cmds.push_back(Command::Commit(b));
                 }
             }
             Input::ApprovalsPolled(decided) => self.apply_approvals(decided),
+            Input::RetriesDue(keys) => {
+                for k in keys {
+                    self.backing_off.remove(&k);
+                }
+            }
             Input::Heartbeat => {
                 let mut b = WriteBatch::new(&self.run_id);
                 b.push(Write::State {
@@ -244,18 +272,38 @@ impl RunState {
                 cmds.push_back(Command::Commit(b));
             }
             Input::CancelRequested => {
-                if !self.running.is_empty() {
-                    cmds.push_back(Command::CancelAll(self.cancel_running()));
+                if self.running.is_empty() {
+                    cmds.push_back(self.finish(RunStatus::Cancelled, None));
+                } else {
+                    self.stopping = Some(Stopping::Cancel);
+                    cmds.push_back(Command::StopAll);
                 }
-                cmds.push_back(self.finish(RunStatus::Cancelled, None));
             }
             Input::LeaseLost(e) => {
                 // The run is another process's now: stop every attempt and write nothing, not
                 // even their cancellation (the new driver abandons and re-runs them).
-                self.running.clear();
-                cmds.push_back(Command::CancelAll(WriteBatch::new(&self.run_id)));
-                cmds.push_back(Command::Abort(e));
+                if self.running.is_empty() {
+                    cmds.push_back(Command::Abort(e));
+                } else {
+                    self.stopping = Some(Stopping::LeaseLost(e));
+                    cmds.push_back(Command::StopAll);
+                }
             }
+            Input::AllStopped(results) => match self.stopping.take() {
+                Some(Stopping::LeaseLost(e)) => {
+                    self.running.clear();
+                    self.stopped.clear();
+                    cmds.push_back(Command::Abort(e));
+                }
+                Some(Stopping::Cancel) | None => {
+                    let b = self.cancel_running(results);
+                    cmds.push_back(Command::Commit(b));
+                    cmds.push_back(self.finish(RunStatus::Cancelled, None));
+                }
+            },
+        }
+        for (key, delay) in self.new_backoffs.drain(..) {
+            cmds.push_back(Command::RetryAfter { key, delay });
         }
         cmds
     }
@@ -359,11 +407,15 @@ impl RunState {
         };
         if let NodeKind::Workflow(w) = tree.kind() {
             self.workflow.clone_from(&w.name);
+            self.workflow_retry_policy.clone_from(&w.retry_policy);
         }
         let runnable: Vec<Runnable> = plan
             .runnable
             .into_iter()
-            .filter(|r| !self.running.contains_key(&(r.task.id.clone(), r.iteration)))
+            .filter(|r| {
+                let key = (r.task.id.clone(), r.iteration);
+                !self.running.contains_key(&key) && !self.backing_off.contains(&key)
+            })
             .collect();
         if runnable.is_empty() {
             self.idle(awaiting_approval, cmds);
@@ -449,6 +501,11 @@ impl RunState {
 
     /// Nothing more starts now: wait for approvals, for the running attempts, or stop.
     fn idle(&mut self, awaiting_approval: Vec<String>, cmds: &mut VecDeque<Command>) {
+        if self.running.is_empty() && self.failure.is_none() && !self.backing_off.is_empty() {
+            // A task waits out its backoff: its timer moves the run on.
+            cmds.push_back(Command::Wait);
+            return;
+        }
         if self.running.is_empty() && self.failure.is_none() && !awaiting_approval.is_empty() {
             // Only human decisions can move the run on.
             cmds.push_back(if self.wait_for_approval {
@@ -558,6 +615,7 @@ impl RunState {
         let (last_error, failures) = self
             .node(&t.id, r.iteration)
             .map_or((None, 0), |n| (n.last_error.clone(), n.failures));
+        let rejected = self.rejected.get(&(t.id.clone(), r.iteration)).cloned();
         self.set_node(
             &t.id,
             r.iteration,
@@ -581,25 +639,23 @@ impl RunState {
             task: t,
             iteration: r.iteration,
             attempt,
-            last_error,
+            rejected,
         };
         (b, start)
     }
 
     /// The end of an attempt: output + node + attempt + events in one batch.
-    fn attempt_ended(&mut self, res: AttemptResult, cancelling: bool) -> Option<WriteBatch> {
-        if cancelling && res.outcome.is_err() {
-            // Ended because the run is being cancelled: the cancellation records it.
-            return None;
-        }
+    fn attempt_ended(&mut self, res: AttemptResult) -> Option<WriteBatch> {
         let running = self.running.remove(&res.key)?;
         let mut b = WriteBatch::new(&self.run_id);
         if running.unmounted {
+            let key = res.key.clone();
             self.on_cancelled(
                 &mut b,
-                &res.key,
+                &key,
                 running.loop_id,
                 "a re-render no longer mounts this task (its branch or loop moved on)",
+                Some(res),
             );
             return Some(b);
         }
@@ -609,22 +665,29 @@ impl RunState {
             duration_ms: res.duration_ms,
             ..AttemptEnd::default()
         };
-        let (value, transcript) = match res.outcome {
-            Ok(AttemptOutput::Value(v)) => (Ok(v), None),
+        // `reply`: an agent's reply, quoted back if it does not validate.
+        let (value, transcript, reply) = match res.outcome {
+            Ok(AttemptOutput::Value(v)) => (Ok(v), None, None),
             Ok(AttemptOutput::Agent(resp)) => {
                 end.usage = resp.usage.clone();
                 end.session_id = resp.session_id.clone();
                 end.exit_code = resp.exit_code;
                 end.model = resp.model.clone();
                 let v = extract_output(&t, &resp);
-                (v, resp.transcript)
+                let reply = match (&resp.json, resp.text.trim().is_empty()) {
+                    (Some(json), true) => json.to_string(),
+                    _ => resp.text.clone(),
+                };
+                (v, resp.transcript, Some(reply))
             }
             Err((e, resp)) => {
                 if let Some(r) = &resp {
                     end.usage = r.usage.clone();
                     end.exit_code = r.exit_code;
+                    end.session_id = r.session_id.clone();
+                    end.model = r.model.clone();
                 }
-                (Err(e), resp.and_then(|r| r.transcript))
+                (Err(e), resp.and_then(|r| r.transcript), None)
             }
         };
         if let Some(text) = transcript {
@@ -643,6 +706,19 @@ impl RunState {
                 ))
             })
         });
+        match (&validated, reply) {
+            (Err(e), Some(reply)) => {
+                let rejected = RejectedReply {
+                    reply,
+                    error: e.message.clone(),
+                };
+                self.rejected.insert(res.key.clone(), rejected);
+            }
+            // Not the reply's fault (or a success): the next attempt sends the original prompt.
+            _ => {
+                self.rejected.remove(&res.key);
+            }
+        }
         match validated {
             Ok(v) => {
                 if let Some(key) = running.cache_key {
@@ -661,12 +737,26 @@ impl RunState {
         Some(b)
     }
 
-    /// Every running attempt recorded as cancelled.
-    fn cancel_running(&mut self) -> WriteBatch {
+    /// Every running attempt recorded as cancelled, with what it produced (`results`, and those
+    /// that ended while the cancellation was on its way); one that finished with its output in
+    /// the meantime is recorded as finished.
+    fn cancel_running(&mut self, results: Vec<AttemptResult>) -> WriteBatch {
         let mut b = WriteBatch::new(&self.run_id);
+        let mut ended: HashMap<NodeKey, AttemptResult> = HashMap::new();
+        let stopped = std::mem::take(&mut self.stopped);
+        for r in stopped.into_iter().chain(results) {
+            if r.outcome.is_ok() {
+                if let Some(done) = self.attempt_ended(r) {
+                    b.writes.extend(done.writes);
+                }
+            } else {
+                ended.insert(r.key.clone(), r);
+            }
+        }
         let running: Vec<_> = self.running.drain().collect();
         for (key, r) in running {
-            self.on_cancelled(&mut b, &key, r.loop_id, "the run was cancelled");
+            let result = ended.remove(&key);
+            self.on_cancelled(&mut b, &key, r.loop_id, "the run was cancelled", result);
         }
         b
     }

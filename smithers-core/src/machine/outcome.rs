@@ -2,16 +2,19 @@
 //! budget of failed attempts, or fail), cancellation (node pending again, budget kept).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::error::TaskError;
 use crate::events::{Event, EventKind};
 use crate::model::{NodeKey, NodeState, NodeStatus, RunStatus, Usage};
-use crate::node::TaskSpec;
+use crate::node::{TaskExec, TaskSpec};
+use crate::price::CostSource;
+use crate::retry::RetryPolicy;
 use crate::store::{AttemptEnd, NodeRecord, Write, WriteBatch};
 
-use super::{Command, RunState};
+use super::{AttemptOutput, AttemptResult, Command, RunState};
 
 impl RunState {
     #[allow(clippy::too_many_arguments)]
@@ -26,6 +29,7 @@ impl RunState {
         mut end: AttemptEnd,
     ) {
         end.status = "finished";
+        self.price(&mut end);
         let usage = (end.usage != Usage::default()).then(|| end.usage.clone());
         b.push(Write::Output {
             info: t.output,
@@ -93,9 +97,26 @@ impl RunState {
         // dead process does not use up a retry.
         let failures = self.node(&t.id, it).map_or(0, |n| n.failures) + 1;
         let retry = e.retryable && failures <= t.retries;
+        let delay = if retry {
+            let policy = self.retry_policy(t);
+            let seed = crate::retry::seed(&self.run_id, &t.id, it, failures);
+            policy.delay(failures, seed, e.retry_after)
+        } else {
+            Duration::ZERO
+        };
+        if !delay.is_zero() {
+            let key = (t.id.clone(), it);
+            self.backing_off.insert(key.clone());
+            self.new_backoffs.push((key, delay));
+        }
         let msg = if retry {
+            let when = if delay.is_zero() {
+                String::new()
+            } else {
+                format!(" in {:.1}s", delay.as_secs_f64())
+            };
             format!(
-                "{}; it will be tried again (attempt {} of {})",
+                "{}; it will be tried again{when} (attempt {} of {})",
                 e.message,
                 failures + 1,
                 t.retries + 1
@@ -105,6 +126,7 @@ impl RunState {
         };
         end.status = "failed";
         end.error = Some(e.message.clone());
+        self.price(&mut end);
         let status = if retry {
             NodeStatus::Pending
         } else {
@@ -161,14 +183,46 @@ impl RunState {
         );
     }
 
-    /// Records a stopped attempt: the attempt `cancelled` with `reason`, its node pending again
-    /// (a later render that mounts it starts a new attempt).
+    /// Marks where the attempt's cost comes from: reported by the agent, else estimated from its
+    /// tokens and model with the price catalog, else none (a model with no price).
+    pub(super) fn price(&self, end: &mut AttemptEnd) {
+        if end.usage.cost_usd.is_some() {
+            end.cost_source = Some(CostSource::Reported);
+            return;
+        }
+        let estimate = end
+            .model
+            .as_deref()
+            .and_then(|m| self.prices.estimate(m, &end.usage));
+        if let Some(cost) = estimate {
+            end.usage.cost_usd = Some(cost);
+            end.cost_source = Some(CostSource::Estimated);
+        }
+    }
+
+    /// The retry policy of `t`: its own, else the workflow's, else the engine's for agent tasks;
+    /// compute tasks retry at once by default.
+    pub(super) fn retry_policy(&self, t: &TaskSpec) -> RetryPolicy {
+        t.retry_policy
+            .clone()
+            .or_else(|| self.workflow_retry_policy.clone())
+            .unwrap_or_else(|| match t.exec {
+                TaskExec::Agent(_) => self.agent_retry_policy.clone(),
+                _ => RetryPolicy::immediate(),
+            })
+    }
+
+    /// Records a stopped attempt: the attempt `cancelled` with `reason` and what it produced
+    /// before it stopped (`result`: its real duration, transcript, session id, exit status and
+    /// usage, and its own account of the stop), its node pending again (a later render that
+    /// mounts it starts a new attempt).
     pub(super) fn on_cancelled(
         &mut self,
         b: &mut WriteBatch,
         (id, it): &NodeKey,
         loop_id: Option<String>,
         reason: &str,
+        result: Option<AttemptResult>,
     ) {
         let (attempts, failures) = self
             .node(id, *it)
@@ -182,15 +236,44 @@ impl RunState {
             loop_id,
             last_error: Some("cancelled".into()),
         }));
+        let mut end = AttemptEnd {
+            status: "cancelled",
+            error: Some(reason.to_owned()),
+            ..AttemptEnd::default()
+        };
+        let mut attempt = attempts;
+        if let Some(r) = result {
+            attempt = r.attempt;
+            end.duration_ms = r.duration_ms;
+            let (detail, resp) = match r.outcome {
+                Err((e, resp)) => (Some(e.message), resp),
+                Ok(AttemptOutput::Agent(resp)) => (None, Some(resp)),
+                Ok(AttemptOutput::Value(_)) => (None, None),
+            };
+            if let Some(detail) = detail.filter(|d| d != "cancelled" && !d.is_empty()) {
+                end.error = Some(format!("{reason}; {detail}"));
+            }
+            if let Some(resp) = resp {
+                end.usage = resp.usage;
+                end.session_id = resp.session_id;
+                end.exit_code = resp.exit_code;
+                end.model = resp.model;
+                if let Some(text) = resp.transcript {
+                    b.push(Write::Transcript {
+                        node_id: id.clone(),
+                        iteration: *it,
+                        attempt,
+                        text,
+                    });
+                }
+            }
+        }
+        self.price(&mut end);
         b.push(Write::AttemptEnd {
             node_id: id.clone(),
             iteration: *it,
-            attempt: attempts,
-            end: AttemptEnd {
-                status: "cancelled",
-                error: Some(reason.to_owned()),
-                ..AttemptEnd::default()
-            },
+            attempt,
+            end,
         });
         self.set_node(
             id,

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::ctx::RunSnapshot;
 use crate::error::Error;
@@ -10,9 +11,12 @@ use crate::model::{
     ApprovalStatus, GroupKind, GroupStatus, NodeKey, NodeState, NodeStatus, Timestamp,
 };
 use crate::node::TaskSpec;
+use crate::price::PriceCatalog;
+use crate::prompt::RejectedReply;
+use crate::retry::RetryPolicy;
 use crate::store::{ApprovalRecord, FenceToken, LoadedRun, StepRecord, WriteBatch};
 
-use super::PendingStart;
+use super::{AttemptResult, PendingStart, Stopping};
 
 /// An attempt in flight.
 pub(super) struct Running {
@@ -43,6 +47,22 @@ pub(crate) struct RunState {
     /// The last recorded status of each phase and step.
     pub(super) groups: HashMap<(GroupKind, String, u32), GroupStatus>,
     pub(super) frame_no: u32,
+    /// Why every running attempt is being stopped, while it is.
+    pub(super) stopping: Option<Stopping>,
+    /// Attempts that ended while the run was being cancelled, recorded by the cancellation.
+    pub(super) stopped: Vec<AttemptResult>,
+    /// The workflow's default retry policy (from the latest render).
+    pub(super) workflow_retry_policy: Option<RetryPolicy>,
+    /// `EngineOptions::prices`.
+    pub(crate) prices: Arc<PriceCatalog>,
+    /// `EngineOptions::agent_retry_policy`.
+    pub(crate) agent_retry_policy: RetryPolicy,
+    /// Tasks waiting out a backoff before their next attempt.
+    pub(super) backing_off: HashSet<NodeKey>,
+    /// Backoffs decided but not yet handed to the executor.
+    pub(super) new_backoffs: Vec<(NodeKey, Duration)>,
+    /// The last reply of a task that did not validate: quoted back in its next prompt.
+    pub(super) rejected: HashMap<NodeKey, RejectedReply>,
     pub(super) frame_hash: u64,
     pub(crate) finished: usize,
     /// Why the run fails, once the running attempts have ended.
@@ -69,6 +89,15 @@ impl RunState {
             run_id: run_id.to_owned(),
             workflow: String::new(),
             fence,
+            stopping: None,
+            stopped: Vec::new(),
+            workflow_retry_policy: None,
+            // The executor sets both from `EngineOptions`.
+            agent_retry_policy: RetryPolicy::immediate(),
+            prices: Arc::new(PriceCatalog::builtin()),
+            backing_off: HashSet::new(),
+            new_backoffs: Vec::new(),
+            rejected: HashMap::new(),
             snap: Arc::new(RunSnapshot {
                 run_id: run_id.to_owned(),
                 ..RunSnapshot::default()

@@ -2,11 +2,16 @@
 //! drives the machine through `RunState::handle` and reads only the commands it returns.
 use std::collections::VecDeque;
 
-use super::{AttemptOutput, AttemptResult, Command, Input, Prepared, RunState};
+use std::time::Duration;
+
+use super::{AttemptOutput, AttemptResult, Command, Input, Prepared, RunState, StartAttempt};
+use crate::agent::AgentResponse;
 use crate::error::{Error, TaskError};
+use crate::events::EventKind;
 use crate::model::{ApprovalStatus, Timestamp};
 use crate::node::{Node, Phase, Sequence, Task, Workflow};
 use crate::output::{Column, ColumnKind, Output};
+use crate::retry::RetryPolicy;
 use crate::store::{FenceToken, Write, WriteBatch};
 
 /// The time every input happens at.
@@ -45,7 +50,7 @@ use crate::store::ApprovalRecord;
 fn node_writes(cmds: &VecDeque<Command>) -> Vec<String> {
     cmds.iter()
         .flat_map(|c| match c {
-            Command::Commit(b) | Command::CancelAll(b) | Command::Finish { batch: b, .. } => {
+            Command::Commit(b) | Command::Finish { batch: b, .. } => {
                 b.writes.iter().collect::<Vec<_>>()
             }
             _ => Vec::new(),
@@ -94,7 +99,10 @@ fn describe(cmds: &VecDeque<Command>) -> Vec<String> {
             ),
             Command::Start(s) => format!("start:{}#{}", s.task.id, s.attempt),
             Command::Stop((id, _)) => format!("stop:{id}"),
-            Command::CancelAll(b) => format!("cancel_all[{}]", batch(b)),
+            Command::StopAll => "stop_all".into(),
+            Command::RetryAfter { key, delay } => {
+                format!("retry_after:{}:{}ms", key.0, delay.as_millis())
+            }
             Command::Wait => "wait".into(),
             Command::WaitForApprovals => "wait_for_approvals".into(),
             Command::RunHooks(calls) => format!(
@@ -146,7 +154,13 @@ fn end(
             .map(|()| AttemptOutput::Value(serde_json::json!({"n": 1})))
             .map_err(|e| (e, None)),
     };
-    st.handle(Input::AttemptEnded { result, cancelling }, NOW)
+    st.handle(
+        Input::AttemptEnded {
+            result: Box::new(result),
+            cancelling,
+        },
+        NOW,
+    )
 }
 
 fn ended(
@@ -255,10 +269,14 @@ fn a_cancelled_attempt_keeps_the_retry_budget() {
     let mut st = RunState::new("r", FenceToken::new("me", 1));
     let tree = || Workflow::new().child(compute_with_retries("a", 1)).build();
     start_one(&mut st, tree());
-    let cmds = st.handle(Input::CancelRequested, NOW);
+    assert_eq!(
+        describe(&st.handle(Input::CancelRequested, NOW)),
+        ["stop_all"]
+    );
+    let cmds = st.handle(Input::AllStopped(Vec::new()), NOW);
     assert_eq!(
         describe(&cmds),
-        ["cancel_all[attempt_cancelled:a]", "finish:cancelled"]
+        ["commit[attempt_cancelled:a]", "finish:cancelled"]
     );
     assert_eq!(node_writes(&cmds), ["a=pending/1"]);
     assert!(start_one(&mut st, tree()).contains(&"start:a#2".to_owned()));
@@ -427,15 +445,63 @@ fn cancellation_wins_over_the_attempts_it_ended() {
     let mut st = RunState::new("r", FenceToken::new("me", 1));
     render(&mut st, Workflow::new().child(compute("a")).build());
     prepared(&mut st, 1);
+    let stopped = AttemptResult {
+        key: ("a".to_owned(), 0),
+        attempt: 1,
+        duration_ms: 4700,
+        outcome: Err((
+            TaskError::terminal("`claude` was cancelled; its process group was killed"),
+            Some(AgentResponse {
+                session_id: Some("s-1".into()),
+                exit_code: Some(137),
+                transcript: Some("{\"type\":\"system\"}\n".into()),
+                ..AgentResponse::default()
+            }),
+        )),
+    };
     assert!(
-        ended(&mut st, "a", 1, Err(TaskError::terminal("cancelled")), true).is_empty(),
+        describe(&st.handle(
+            Input::AttemptEnded {
+                result: Box::new(stopped),
+                cancelling: true
+            },
+            NOW
+        ))
+        .is_empty(),
         "not recorded as a failure"
     );
-    let cmds = st.handle(Input::CancelRequested, NOW);
+    assert_eq!(
+        describe(&st.handle(Input::CancelRequested, NOW)),
+        ["stop_all"]
+    );
+    let cmds = st.handle(Input::AllStopped(Vec::new()), NOW);
     assert_eq!(
         describe(&cmds),
-        ["cancel_all[attempt_cancelled:a]", "finish:cancelled"]
+        ["commit[attempt_cancelled:a]", "finish:cancelled"]
     );
+    // The attempt's row keeps what it produced: real duration, session, exit status, its own
+    // account of the stop, and its transcript.
+    let Some(Command::Commit(b)) = cmds.front() else {
+        unreachable!()
+    };
+    let end = b.writes.iter().find_map(|w| match w {
+        Write::AttemptEnd {
+            end, attempt: 1, ..
+        } => Some(end),
+        _ => None,
+    });
+    let end = end.expect("attempt end");
+    assert_eq!(end.duration_ms, 4700);
+    assert_eq!(end.session_id.as_deref(), Some("s-1"));
+    assert_eq!(end.exit_code, Some(137));
+    assert_eq!(
+        end.error.as_deref(),
+        Some("the run was cancelled; `claude` was cancelled; its process group was killed")
+    );
+    assert!(b
+        .writes
+        .iter()
+        .any(|w| matches!(w, Write::Transcript { text, .. } if text.contains("system"))));
     assert_eq!(node_writes(&cmds), ["a=pending/1"]);
     // Nothing is running any more: a later render starts `a` again.
     assert_eq!(
@@ -541,11 +607,217 @@ fn a_table_error_fails_the_run_and_a_lost_lease_stops_everything() {
     let mut st = RunState::new("r", FenceToken::new("me", 1));
     render(&mut st, tree());
     prepared(&mut st, 1);
-    let cmds = st.handle(Input::LeaseLost(Error::Other("lease".into())), NOW);
+    assert_eq!(
+        describe(&st.handle(Input::LeaseLost(Error::Other("lease".into())), NOW)),
+        ["stop_all"]
+    );
+    let aborted = AttemptResult {
+        key: ("a".to_owned(), 0),
+        attempt: 1,
+        duration_ms: 6000,
+        outcome: Err((TaskError::terminal("did not stop"), None)),
+    };
+    let cmds = st.handle(Input::AllStopped(vec![aborted]), NOW);
     assert_eq!(
         describe(&cmds),
-        ["cancel_all[]", "abort: lease"],
+        ["abort: lease"],
         "a driver that lost its lease stops its attempts and records nothing"
     );
     assert!(node_writes(&cmds).is_empty());
+}
+
+/// An agent that is never called: the machine only needs its name.
+struct Silent;
+
+#[async_trait::async_trait]
+impl crate::agent::Agent for Silent {
+    fn name(&self) -> &str {
+        "silent"
+    }
+    async fn generate(
+        &self,
+        _: crate::agent::AgentRequest,
+    ) -> std::result::Result<AgentResponse, crate::agent::AgentError> {
+        Err(crate::agent::AgentError::terminal("never called"))
+    }
+}
+
+fn agent_task(id: &str, retries: u32, policy: Option<RetryPolicy>) -> Node {
+    let mut t = Task::<N>::new()
+        .id(id)
+        .agent(Silent)
+        .retries(retries)
+        .prompt("Count.");
+    if let Some(p) = policy {
+        t = t.retry_policy(p);
+    }
+    t.build()
+}
+
+/// The end of attempt `attempt` of an agent task: its reply, or an error.
+fn agent_ended(
+    st: &mut RunState,
+    id: &str,
+    attempt: u32,
+    outcome: std::result::Result<&str, TaskError>,
+) -> Vec<String> {
+    let result = AttemptResult {
+        key: (id.to_owned(), 0),
+        attempt,
+        duration_ms: 5,
+        outcome: match outcome {
+            Ok(text) => Ok(AttemptOutput::Agent(AgentResponse {
+                text: text.to_owned(),
+                ..AgentResponse::default()
+            })),
+            Err(e) => Err((e, None)),
+        },
+    };
+    describe(&st.handle(
+        Input::AttemptEnded {
+            result: Box::new(result),
+            cancelling: false,
+        },
+        NOW,
+    ))
+}
+
+/// Renders, answers the lookups and returns the attempt that starts.
+fn started(st: &mut RunState, tree: &dyn Fn() -> Node) -> StartAttempt {
+    st.handle(
+        Input::Rendered {
+            tree: Ok(tree()),
+            state_writes: Vec::new(),
+        },
+        NOW,
+    );
+    let cmds = st.handle(Input::Prepared(vec![Prepared::Ready { cached: None }]), NOW);
+    let start = cmds.into_iter().find_map(|c| match c {
+        Command::Start(s) => Some(s),
+        _ => None,
+    });
+    start.expect("an attempt starts")
+}
+
+#[test]
+fn only_an_invalid_reply_is_quoted_back_in_the_next_prompt() {
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
+    let policy = RetryPolicy::immediate();
+    let tree = || {
+        Workflow::new()
+            .child(agent_task("a", 3, Some(policy.clone())))
+            .build()
+    };
+    let s = started(&mut st, &tree);
+    assert_eq!(s.rejected, None);
+    agent_ended(
+        &mut st,
+        "a",
+        s.attempt,
+        Err(TaskError::retryable("HTTP 500: boom")),
+    );
+    let s = started(&mut st, &tree);
+    assert_eq!(
+        s.rejected, None,
+        "a transport error retries the original prompt"
+    );
+    agent_ended(&mut st, "a", s.attempt, Ok("I think it is fine."));
+    let s = started(&mut st, &tree);
+    let rejected = s.rejected.clone().expect("the reply is quoted");
+    assert_eq!(rejected.reply, "I think it is fine.");
+    assert!(
+        rejected
+            .error
+            .starts_with("node `a`: the agent's reply has no JSON object for `N`"),
+        "{}",
+        rejected.error
+    );
+    agent_ended(
+        &mut st,
+        "a",
+        s.attempt,
+        Err(TaskError::retryable("timed out after 1s")),
+    );
+    assert_eq!(
+        started(&mut st, &tree).rejected,
+        None,
+        "after a timeout, the original prompt again"
+    );
+}
+
+#[test]
+fn a_backoff_is_a_timer_the_executor_waits_on() {
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
+    let policy = RetryPolicy::exponential(Duration::from_millis(200)).jitter(0.0);
+    let tree = || {
+        Workflow::new()
+            .child(agent_task("a", 3, Some(policy.clone())))
+            .build()
+    };
+    started(&mut st, &tree);
+    assert_eq!(
+        agent_ended(&mut st, "a", 1, Err(TaskError::retryable("HTTP 500"))),
+        [
+            "commit[node_retrying:a,attempt_failed:a]",
+            "retry_after:a:200ms"
+        ]
+    );
+    // Until the timer fires nothing starts, and the run is not stuck: it waits.
+    assert_eq!(render(&mut st, tree()), ["wait"]);
+    assert!(describe(&st.handle(Input::RetriesDue(vec![("a".into(), 0)]), NOW)).is_empty());
+    assert_eq!(render(&mut st, tree()), ["prepare[a]"]);
+    assert_eq!(
+        prepared(&mut st, 1),
+        ["commit[node_started:a]", "start:a#2", "wait"]
+    );
+    // The second wait doubles; a rate limit's own wait is honoured when longer.
+    let limited = TaskError::retryable("HTTP 429").with_retry_after(Duration::from_secs(3));
+    assert_eq!(
+        agent_ended(&mut st, "a", 2, Err(limited))[1],
+        "retry_after:a:3000ms"
+    );
+    // A terminal error is never retried, whatever the policy.
+    st.handle(Input::RetriesDue(vec![("a".into(), 0)]), NOW);
+    let s = started(&mut st, &tree);
+    assert_eq!(
+        agent_ended(&mut st, "a", s.attempt, Err(TaskError::terminal("bad key"))),
+        ["commit[node_failed:a,attempt_failed:a]"]
+    );
+}
+
+#[test]
+fn the_retry_event_says_when_the_next_attempt_comes() {
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
+    let policy = RetryPolicy::exponential(Duration::from_millis(1500)).jitter(0.0);
+    let tree = || {
+        Workflow::new()
+            .retry_policy(policy.clone())
+            .child(agent_task("a", 1, None))
+            .build()
+    };
+    started(&mut st, &tree);
+    let cmds = st.handle(
+        Input::AttemptEnded {
+            result: Box::new(AttemptResult {
+                key: ("a".into(), 0),
+                attempt: 1,
+                duration_ms: 1,
+                outcome: Err((TaskError::retryable("HTTP 503"), None)),
+            }),
+            cancelling: false,
+        },
+        NOW,
+    );
+    let Some(Command::Commit(b)) = cmds.front() else {
+        unreachable!()
+    };
+    let retrying = b.events().find_map(|e| match &e.kind {
+        EventKind::NodeRetrying { error, .. } => Some(error.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        retrying.as_deref(),
+        Some("HTTP 503; it will be tried again in 1.5s (attempt 2 of 2)"),
+        "the workflow's default policy applies"
+    );
 }

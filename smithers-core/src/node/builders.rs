@@ -19,6 +19,7 @@ pub struct Task<T> {
     prompt: String,
     retries: u32,
     timeout: Option<Duration>,
+    retry_policy: Option<crate::retry::RetryPolicy>,
     skip_if: bool,
     continue_on_fail: bool,
     needs_approval: bool,
@@ -42,6 +43,7 @@ impl<T: Output> Task<T> {
             prompt: String::new(),
             retries: 0,
             timeout: None,
+            retry_policy: None,
             skip_if: false,
             continue_on_fail: false,
             needs_approval: false,
@@ -106,6 +108,13 @@ impl<T: Output> Task<T> {
         self
     }
 
+    /// How long to wait between attempts: exponential backoff with jitter, at least what a rate
+    /// limit asks for (default: the workflow's `retry_policy`, else the engine's).
+    pub fn retry_policy(mut self, policy: crate::retry::RetryPolicy) -> Self {
+        self.retry_policy = Some(policy);
+        self
+    }
+
     /// Skip the task (recorded as skipped).
     pub fn skip_if(mut self, skip: bool) -> Self {
         self.skip_if = skip;
@@ -147,6 +156,7 @@ impl<T: Output> Task<T> {
                 prompt: self.prompt,
                 retries: self.retries,
                 timeout: self.timeout,
+                retry_policy: self.retry_policy,
                 skip_if: self.skip_if,
                 continue_on_fail: self.continue_on_fail,
                 needs_approval: self.needs_approval,
@@ -194,6 +204,11 @@ impl Workflow {
     /// Run-wide limit of tasks running at once.
     pub fn max_concurrency(mut self, n: usize) -> Self {
         self.props.max_concurrency = Some(n);
+        self
+    }
+    /// The wait between attempts of the tasks that set no `retry_policy` of their own.
+    pub fn retry_policy(mut self, policy: crate::retry::RetryPolicy) -> Self {
+        self.props.retry_policy = Some(policy);
         self
     }
     child_methods!();

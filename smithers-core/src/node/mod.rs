@@ -57,6 +57,8 @@ pub struct WorkflowProps {
     pub cache: bool,
     /// Run-wide limit of tasks running at once.
     pub max_concurrency: Option<usize>,
+    /// How long tasks without their own `retry_policy` wait between attempts.
+    pub retry_policy: Option<crate::retry::RetryPolicy>,
 }
 
 /// Props of `<Sequence>` and `<Parallel>`.
@@ -190,6 +192,8 @@ pub struct TaskSpec {
     pub retries: u32,
     /// Per-attempt timeout.
     pub timeout: Option<Duration>,
+    /// How long to wait between attempts (else the workflow's, else the engine's default).
+    pub retry_policy: Option<crate::retry::RetryPolicy>,
     /// Skip it (recorded as skipped).
     pub skip_if: bool,
     /// A failure does not fail the run.

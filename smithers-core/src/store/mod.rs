@@ -145,6 +145,10 @@ pub struct AttemptRecord {
     pub exit_code: Option<i32>,
     /// Model.
     pub model: Option<String>,
+    /// Where `usage.cost_usd` comes from: `reported` by the agent or `estimated` from the price
+    /// catalog; `None` with no cost when the model has no price.
+    #[serde(default)]
+    pub cost_source: Option<crate::price::CostSource>,
     /// Repository of the working-copy snapshots.
     #[serde(default)]
     pub vcs_repo: Option<String>,
@@ -233,6 +237,8 @@ pub struct AttemptEnd {
     pub exit_code: Option<i32>,
     /// Model.
     pub model: Option<String>,
+    /// Where `usage.cost_usd` comes from.
+    pub cost_source: Option<crate::price::CostSource>,
 }
 
 /// One change, applied with the others of its batch in one transaction.

@@ -430,7 +430,7 @@ impl Store for SqliteStore {
             let mut st = c.prepare_cached(
                 "SELECT node_id, iteration, attempt, status, agent, started_at, duration_ms, error,
                    input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, session_id, exit_code, model,
-                   vcs_repo, vcs_before, vcs_after
+                   vcs_repo, vcs_before, vcs_after, cost_source
                  FROM _smithers_attempts WHERE run_id = ?1 ORDER BY rowid",
             )?;
             let rows = st
@@ -457,6 +457,10 @@ impl Store for SqliteStore {
                         vcs_repo: r.get(16)?,
                         vcs_before: r.get(17)?,
                         vcs_after: r.get(18)?,
+                        cost_source: r
+                            .get::<_, Option<String>>(19)?
+                            .as_deref()
+                            .and_then(crate::price::CostSource::parse),
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -63,7 +63,7 @@ impl Tag {
     /// The props the tag accepts, as written in `workflow!`.
     pub(crate) fn props(self) -> &'static [&'static str] {
         match self {
-            Tag::Workflow => &["name", "cache", "max_concurrency"],
+            Tag::Workflow => &["name", "cache", "max_concurrency", "retry_policy"],
             Tag::Task => &[
                 "id",
                 "output",
@@ -73,6 +73,7 @@ impl Tag {
                 "prompt",
                 "retries",
                 "timeout",
+                "retry_policy",
                 "skip_if",
                 "continue_on_fail",
                 "needs_approval",

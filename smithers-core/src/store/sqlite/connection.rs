@@ -46,8 +46,13 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (
         8,
+        "cost_source",
+        include_str!("../../../migrations/0008_cost_source.sql"),
+    ),
+    (
+        9,
         "frame_structure",
-        include_str!("../../../migrations/0008_frame_structure.sql"),
+        include_str!("../../../migrations/0009_frame_structure.sql"),
     ),
 ];
 

@@ -80,7 +80,7 @@ pub(super) fn apply(c: &Connection, batch: &WriteBatch, now: Timestamp) -> Resul
                 c.prepare_cached(
                     "UPDATE _smithers_attempts SET status = ?5, finished_at = ?6, duration_ms = ?7, error = ?8,
                        input_tokens = ?9, output_tokens = ?10, cache_read_tokens = ?11, cache_write_tokens = ?12,
-                       cost_usd = ?13, session_id = ?14, exit_code = ?15, model = ?16
+                       cost_usd = ?13, session_id = ?14, exit_code = ?15, model = ?16, cost_source = ?17
                      WHERE run_id = ?1 AND node_id = ?2 AND iteration = ?3 AND attempt = ?4",
                 )?
                 .execute(params![
@@ -99,7 +99,8 @@ pub(super) fn apply(c: &Connection, batch: &WriteBatch, now: Timestamp) -> Resul
                     u.cost_usd,
                     end.session_id,
                     end.exit_code,
-                    end.model
+                    end.model,
+                    end.cost_source.map(|c| c.as_str())
                 ])?;
             }
             Write::Output {
