@@ -225,6 +225,7 @@ fn ctrl_c_cancels_cleanly_and_resume_finishes() {
     common::child::signal(&child, libc::SIGINT);
     let status = child.wait().expect("child");
     assert_eq!(status.code(), Some(130), "exit code of a cancelled run");
+    assert_db_file_alone_holds(&env, "interrupted", "cancelled");
     let c = env.conn();
     let run: String = c
         .query_row(
@@ -260,4 +261,57 @@ fn ctrl_c_cancels_cleanly_and_resume_finishes() {
         )
         .unwrap();
     assert_eq!(run, "finished");
+}
+
+/// After the workflow binary exited, its connection was closed: no WAL is left beside the
+/// database, and a copy of the `.db` file alone shows the run with `status`.
+fn assert_db_file_alone_holds(env: &ChildEnv, run_id: &str, status: &str) {
+    let wal = env.db.with_file_name("child.db-wal");
+    assert!(
+        std::fs::metadata(&wal).map_or(true, |m| m.len() == 0),
+        "the WAL was checkpointed and removed: {} bytes left",
+        std::fs::metadata(&wal).map_or(0, |m| m.len())
+    );
+    let copy_dir = tempfile::tempdir().unwrap();
+    let copy = copy_dir.path().join("copy.db");
+    std::fs::copy(&env.db, &copy).unwrap();
+    let c = rusqlite::Connection::open(&copy).unwrap();
+    let integrity: String = c
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    let found: String = c
+        .query_row(
+            "SELECT status FROM _smithers_runs WHERE run_id = ?1",
+            [run_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(found, status, "the copied .db alone has the last commit");
+}
+
+#[test]
+fn a_finished_run_leaves_no_wal_and_the_db_file_alone_holds_it() {
+    let env = env();
+    let status = env.spawn("run --run-id whole", 1).wait().unwrap();
+    assert!(status.success());
+    assert_db_file_alone_holds(&env, "whole", "finished");
+    let c = rusqlite::Connection::open(&env.db).unwrap();
+    let outputs: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM work WHERE run_id = 'whole'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(outputs, 11);
+    drop(c);
+    // An exit with an error closes the store too.
+    let out = env.command("resume --run-id whole", 1).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).lines().last(),
+        Some("error [E_RUN_DONE]: run `whole` already finished; nothing to resume")
+    );
+    assert_db_file_alone_holds(&env, "whole", "finished");
 }

@@ -23,6 +23,15 @@ pub enum Error {
         message: String,
     },
 
+    /// The database file is not a SQLite database, or is damaged.
+    #[error("database `{path}` cannot be used: {message}. It is not a smithers database or it is damaged: pass the right --db, or restore the file from a copy (`sqlite3 <file> .recover` saves what is still readable)")]
+    DatabaseDamaged {
+        /// The database path.
+        path: PathBuf,
+        /// SQLite's message.
+        message: String,
+    },
+
     /// An embedded migration was edited after it had been applied.
     #[error("migration {version} (`{name}`) was applied with checksum {applied} but the binary has {current}; migrations must never be edited once released: add a new one")]
     MigrationChanged {
@@ -50,6 +59,21 @@ pub enum Error {
     /// A table or column name that is not a plain identifier.
     #[error("`{0}` is not a valid SQL identifier: use ASCII letters, digits and `_`, not starting with a digit, at most 64 characters")]
     InvalidIdentifier(String),
+
+    /// An output table named like smithers' own tables or SQLite's.
+    #[error("output table `{0}` is reserved: smithers keeps its own tables in `_smithers_*` and `state`, and SQLite in `sqlite_*` (names are compared case-insensitively); name the table otherwise with #[output(table = \"...\")]")]
+    ReservedTable(String),
+
+    /// The database was written by a newer schema than this binary knows.
+    #[error("database `{path}` has schema version {found}, newer than the {supported} this binary knows: it was written by a newer smithers; upgrade smithers (or the workflow binary) to use it. Nothing was changed")]
+    SchemaTooNew {
+        /// The database path.
+        path: PathBuf,
+        /// The schema version found in the database.
+        found: i64,
+        /// The newest schema version this binary knows.
+        supported: i64,
+    },
 
     /// Two nodes in one frame share an id.
     #[error(
@@ -182,9 +206,12 @@ impl Error {
         match self {
             Error::Sqlite(_) => "E_SQLITE",
             Error::OpenDb { .. } => "E_OPEN_DB",
+            Error::DatabaseDamaged { .. } => "E_DB_DAMAGED",
             Error::MigrationChanged { .. } => "E_MIGRATION_CHANGED",
             Error::SchemaChanged { .. } => "E_SCHEMA_CHANGED",
             Error::InvalidIdentifier(_) => "E_INVALID_IDENTIFIER",
+            Error::ReservedTable(_) => "E_RESERVED_NAME",
+            Error::SchemaTooNew { .. } => "E_SCHEMA_TOO_NEW",
             Error::DuplicateNodeId { .. } => "E_DUPLICATE_NODE_ID",
             Error::InvalidNodeId { .. } => "E_INVALID_NODE_ID",
             Error::MissingOutput { .. } => "E_MISSING_OUTPUT",

@@ -6,7 +6,9 @@ use std::time::Duration;
 use common::*;
 use smithers_core::node::{Branch, FrameNode, Sequence, Task, Workflow};
 use smithers_core::store::lease_owner;
-use smithers_core::store::{CancelOutcome, NewRun, RunStatus, Write, WriteBatch};
+use smithers_core::store::{
+    CancelOutcome, NewRun, NodeRecord, NodeStatus, RunStatus, Write, WriteBatch,
+};
 use smithers_core::{Ctx, Error};
 
 /// A run whose lease is held by a live process (this one) for `lease_ttl`.
@@ -301,4 +303,76 @@ async fn a_cancel_requested_from_another_handle_stops_the_driving_engine() {
         "a final status clears the flag"
     );
     assert_eq!(h.attempts(&report.run_id, "forever")[0].2, "cancelled");
+}
+
+#[tokio::test]
+async fn cancel_of_a_run_whose_driver_died_settles_its_attempts_and_clears_the_lease() {
+    let h = Harness::new();
+    // A driver started an attempt, then its lease ran out (it died, or hangs past its lease).
+    let dead = h
+        .store
+        .create_run(new_run("r1", Duration::ZERO))
+        .await
+        .unwrap();
+    let mut b = WriteBatch::new("r1");
+    b.push(Write::Node(NodeRecord {
+        node_id: "a".into(),
+        iteration: 0,
+        status: NodeStatus::Running,
+        attempts: 1,
+        output_table: None,
+        loop_id: None,
+        last_error: None,
+    }));
+    b.push(Write::AttemptStart {
+        node_id: "a".into(),
+        iteration: 0,
+        attempt: 1,
+        agent: None,
+        owner: dead.owner.clone(),
+    });
+    h.store.write(b.fenced(&dead)).await.unwrap();
+
+    assert_eq!(
+        h.store.request_cancel("r1").await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(h.run_status("r1"), ("cancelled".into(), None));
+    assert_eq!(
+        h.attempts("r1", "a"),
+        [(
+            0,
+            1,
+            "abandoned".into(),
+            Some(
+                "the process driving this attempt stopped before it ended; the run was cancelled"
+                    .into()
+            )
+        )]
+    );
+    let nodes = h.store.nodes("r1").await.unwrap();
+    assert_eq!(
+        (nodes[0].node_id.as_str(), nodes[0].status),
+        ("a", NodeStatus::Pending)
+    );
+    let run = h.store.run("r1").await.unwrap().unwrap();
+    assert_eq!((run.lease_owner, run.lease_expires_ms), (None, None));
+    assert_eq!(h.event_log("r1"), ["run_cancelled"]);
+    assert_eq!(
+        h.count("SELECT COUNT(*) FROM _smithers_attempts WHERE status = 'in-progress'"),
+        0
+    );
+    h.integrity_ok();
+    // The driver, had it only been paused, is fenced out by the cleared lease.
+    let mut late = WriteBatch::new("r1");
+    late.push(Write::RunStatus {
+        status: RunStatus::Failed,
+        error: Some("late".into()),
+    });
+    let e = h.store.write(late.fenced(&dead)).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "lost the lease of run `r1`: the lease was released: the run was cancelled, or another process drove it and let it go; this process stops without writing anything more, so that two processes never drive one run"
+    );
+    assert_eq!(h.run_status("r1"), ("cancelled".into(), None));
 }

@@ -59,7 +59,11 @@ where
         for item in items {
             match self.ensure_table(tables, &item.task).await {
                 Ok(()) => {}
-                Err(e @ (Error::SchemaChanged { .. } | Error::InvalidIdentifier(_))) => {
+                Err(
+                    e @ (Error::SchemaChanged { .. }
+                    | Error::InvalidIdentifier(_)
+                    | Error::ReservedTable(_)),
+                ) => {
                     out.push(Prepared::TableError(e));
                     break;
                 }

@@ -398,10 +398,9 @@ impl FenceToken {
                 return Ok(())
             }
             None => "the run no longer exists".to_owned(),
-            Some((None, epoch)) => format!(
-                "the lease was released (lease epoch {epoch}, this process held epoch {}): the run was cancelled or ended elsewhere",
-                self.epoch
-            ),
+            Some((None, _)) => {
+                "the lease was released: the run was cancelled, or another process drove it and let it go".to_owned()
+            }
             Some((Some(owner), epoch)) => format!(
                 "`{owner}` took the run over (lease epoch {epoch}, this process `{}` held epoch {})",
                 self.owner, self.epoch
@@ -565,7 +564,9 @@ pub trait Store: Send + Sync + 'static {
     /// Cancels a run from another process (`smithers cancel`). While a live process holds the
     /// run's lease, sets the run's `cancel_requested` flag for that process to act on; with no
     /// live holder (its process died, or the run is parked), marks the run cancelled at once with
-    /// a `run_cancelled` event. A final run is left alone. Fails with `RunNotFound` for an
+    /// a `run_cancelled` event, its in-progress attempts abandoned, their nodes pending, and its
+    /// lease cleared (so a paused holder's later writes are fenced out). A final run is left
+    /// alone. Fails with `RunNotFound` for an
     /// unknown run. The flag is cleared when the run reaches a final status and by
     /// [`Store::reset_for_resume`].
     async fn request_cancel(&self, run_id: &str) -> Result<CancelOutcome>;

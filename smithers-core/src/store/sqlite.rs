@@ -56,11 +56,29 @@ impl Durability {
 }
 
 /// The SQLite [`Store`].
+///
+/// Dropping the last handle closes the database: the worker thread finishes what is queued and
+/// closes the connection, which checkpoints the WAL into the database file, so the `.db` alone
+/// holds every commit once the process is done with it.
 pub struct SqliteStore {
     tx: mpsc::Sender<Job>,
+    worker: Option<thread::JoinHandle<()>>,
     path: PathBuf,
     /// Stamps rows and decides lease expiry.
     clock: Arc<dyn Clock>,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Hang up: the worker drains the queue, closes the connection and exits.
+        let (closed, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.tx, closed));
+        if let Some(w) = self.worker.take() {
+            if w.thread().id() != thread::current().id() {
+                let _ = w.join();
+            }
+        }
+    }
 }
 
 impl SqliteStore {
@@ -77,10 +95,12 @@ impl SqliteStore {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        configure(&conn, durability)?;
-        migrate(&mut conn)?;
+        // The first statements read the file: a damaged one fails here, named.
+        configure(&conn, durability)
+            .and_then(|()| migrate(&mut conn, &path))
+            .map_err(|e| name_the_file(&path, e))?;
         let (tx, rx) = mpsc::channel::<Job>();
-        thread::Builder::new()
+        let worker = thread::Builder::new()
             .name("smithers-sqlite".into())
             .spawn(move || worker(conn, rx))
             .map_err(|e| Error::OpenDb {
@@ -89,6 +109,7 @@ impl SqliteStore {
             })?;
         Ok(SqliteStore {
             tx,
+            worker: Some(worker),
             path,
             clock: Arc::new(SystemClock),
         })
@@ -107,6 +128,11 @@ impl SqliteStore {
         &self.path
     }
 
+    /// Names the database in an error that means its file is damaged.
+    fn named(&self, e: Error) -> Error {
+        name_the_file(&self.path, e)
+    }
+
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
@@ -119,6 +145,7 @@ impl SqliteStore {
             .map_err(|_| Error::StoreClosed("the worker thread has exited".into()))?;
         rx.await
             .map_err(|_| Error::StoreClosed("the worker thread dropped a request".into()))?
+            .map_err(|e| self.named(e))
     }
 
     async fn write_with<T: Send + 'static>(
@@ -138,6 +165,24 @@ impl SqliteStore {
             .map_err(|_| Error::StoreClosed("the worker thread has exited".into()))?;
         rx.await
             .map_err(|_| Error::StoreClosed("the worker thread dropped a request".into()))?
+            .map_err(|e| self.named(e))
+    }
+}
+
+/// An SQLite error that means the file is not a database or is damaged becomes
+/// [`Error::DatabaseDamaged`] naming `path`; any other error is returned as it is.
+fn name_the_file(path: &Path, e: Error) -> Error {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    match e {
+        Error::Sqlite(rusqlite::Error::SqliteFailure(f, msg))
+            if matches!(f.code, DatabaseCorrupt | NotADatabase) =>
+        {
+            Error::DatabaseDamaged {
+                path: path.to_owned(),
+                message: msg.unwrap_or_else(|| f.to_string()),
+            }
+        }
+        other => other,
     }
 }
 
@@ -677,7 +722,25 @@ impl Store for SqliteStore {
                     return Ok(CancelOutcome::Requested { owner });
                 }
             }
-            // Nobody drives it: cancel it here, as the engine would have.
+            // Nobody drives it: cancel it here, as the engine would have, settling what its
+            // dead driver left: attempts in progress are abandoned, their nodes pending, and
+            // the lease is cleared (a driver that was only paused is fenced out by it).
+            let at = now.to_string();
+            c.execute(
+                "UPDATE _smithers_attempts SET status = 'abandoned', finished_at = ?2,
+                   error = COALESCE(error, 'the process driving this attempt stopped before it ended; the run was cancelled')
+                 WHERE run_id = ?1 AND status = 'in-progress'",
+                params![run_id, at],
+            )?;
+            c.execute(
+                "UPDATE _smithers_nodes SET status = 'pending', updated_at = ?2
+                 WHERE run_id = ?1 AND status = 'running'",
+                params![run_id, at],
+            )?;
+            c.execute(
+                "UPDATE _smithers_runs SET lease_owner = NULL, lease_expires_ms = NULL WHERE run_id = ?1",
+                [&run_id],
+            )?;
             let mut b = WriteBatch::new(&run_id);
             b.push(Write::RunStatus {
                 status: RunStatus::Cancelled,

@@ -1,6 +1,7 @@
 //! The connection side of the SQLite store: pragmas, embedded migrations, and the worker thread
 //! that owns the connection and commits queued writes together (group commit).
 
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -78,7 +79,43 @@ fn checksum(sql: &str) -> String {
     hex::encode(&Sha256::digest(sql.as_bytes())[..16])
 }
 
-pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
+/// The schema version of this binary: its newest migration.
+pub(super) fn supported_version() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.0)
+}
+
+/// Refuses a database written by a newer schema than this binary knows, before anything is
+/// written to it: a migration recorded above ours, or a higher `user_version`.
+fn refuse_newer(conn: &Connection, path: &Path) -> Result<()> {
+    let supported = supported_version();
+    let user_version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let has_table: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_smithers_migrations')",
+        [],
+        |r| r.get(0),
+    )?;
+    let recorded: i64 = if has_table {
+        conn.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM _smithers_migrations",
+            [],
+            |r| r.get(0),
+        )?
+    } else {
+        0
+    };
+    let found = recorded.max(user_version);
+    if found > supported {
+        return Err(Error::SchemaTooNew {
+            path: path.to_owned(),
+            found,
+            supported,
+        });
+    }
+    Ok(())
+}
+
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
+    refuse_newer(conn, path)?;
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS _smithers_migrations (
             version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at TEXT NOT NULL)",
@@ -113,6 +150,8 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
         }
         tx.commit()?;
     }
+    // Mirrors the newest migration, so tools that read `user_version` see the schema too.
+    conn.pragma_update(None, "user_version", supported_version())?;
     Ok(())
 }
 
@@ -123,7 +162,7 @@ pub(super) fn worker(mut conn: Connection, rx: mpsc::Receiver<Job>) {
             Some(j) => j,
             None => match rx.recv() {
                 Ok(j) => j,
-                Err(_) => return,
+                Err(_) => break,
             },
         };
         match job {
@@ -143,6 +182,11 @@ pub(super) fn worker(mut conn: Connection, rx: mpsc::Receiver<Job>) {
                 run_group(&conn, group);
             }
         }
+    }
+    // Every handle is gone. Closing the last connection checkpoints the WAL into the database
+    // file and removes it.
+    if let Err((_, e)) = conn.close() {
+        tracing::warn!(error = %e, "could not close the database cleanly");
     }
 }
 

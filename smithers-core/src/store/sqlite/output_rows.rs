@@ -23,6 +23,14 @@ pub(crate) fn check_ident(name: &str) -> Result<()> {
     }
 }
 
+/// Whether `table` is smithers' (`_smithers_*`, `state`) or SQLite's (`sqlite_*`). SQLite
+/// compares identifiers case-insensitively, so this does too: `_SMITHERS_EVENTS` is
+/// `_smithers_events`.
+pub(crate) fn is_reserved(table: &str) -> bool {
+    let t = table.to_ascii_lowercase();
+    t.starts_with("_smithers_") || t.starts_with("sqlite_") || t == "state"
+}
+
 fn quote(name: &str) -> String {
     format!("\"{name}\"")
 }
@@ -41,11 +49,8 @@ fn describe(kind: &str, rust_type: &str) -> String {
 
 pub(super) fn ensure_output_table(c: &Connection, info: &OutputInfo, now: Timestamp) -> Result<()> {
     check_ident(info.table)?;
-    if info.table.starts_with("_smithers_") || info.table == "state" {
-        return Err(Error::InvalidIdentifier(format!(
-            "{} (reserved for smithers' own tables)",
-            info.table
-        )));
+    if is_reserved(info.table) {
+        return Err(Error::ReservedTable(info.table.to_owned()));
     }
     for col in info.columns {
         check_ident(col.name)?;
