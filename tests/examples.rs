@@ -24,6 +24,8 @@ fn run(name: &str, db: &std::path::Path, args: &[&str]) -> std::process::Output 
         .arg(db)
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
+        // Step snapshots go to a scratch directory, never to this repository.
+        .env("SMITHERS_WORKDIR", db.parent().unwrap())
         .output()
         .unwrap()
 }
@@ -241,5 +243,141 @@ async fn review_http_fans_out_one_review_per_file_then_sums_them() {
     assert!(
         prompts.iter().any(|p| p.contains("fn b() { panic!() }")),
         "the file text is in the prompt: {prompts:?}"
+    );
+}
+
+fn git_in(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "u")
+        .env("GIT_AUTHOR_EMAIL", "u@u")
+        .env("GIT_COMMITTER_NAME", "u")
+        .env("GIT_COMMITTER_EMAIL", "u@u")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn smithers_cli(db: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_smithers"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn feature_loops_back_to_implement_and_a_rollback_resumes_from_the_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("f.db");
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    git_in(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("README.md"), "# add\n").unwrap();
+    git_in(&repo, &["add", "-A"]);
+    git_in(&repo, &["commit", "-q", "-m", "init"]);
+    let head = git_in(&repo, &["rev-parse", "HEAD"]);
+    let feature = |args: &[&str]| {
+        Command::new(example("feature"))
+            .args(["--quiet", "--durability", "off", "--db"])
+            .arg(&db)
+            .arg("--workdir")
+            .arg(&repo)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let input = format!(r#"{{"repo": "{}"}}"#, repo.display());
+    let out = feature(&["run", "--run-id", "f1", "--input", &input]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let add = || std::fs::read_to_string(repo.join("add.sh")).unwrap();
+    assert!(add().contains("$1 + $2"), "{}", add());
+
+    let steps = |db: &std::path::Path| -> Vec<(i64, Option<i64>, String, u32, bool)> {
+        let out = smithers_cli(db, &["steps", "f1", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["step_id"].as_i64().unwrap(),
+                    s["parent_step_id"].as_i64(),
+                    s["name"].as_str().unwrap().to_owned(),
+                    s["iteration"].as_u64().unwrap() as u32,
+                    s["active"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let r = |id, parent, name: &str, it, active| (id, parent, name.to_owned(), it, active);
+    assert_eq!(
+        steps(&db),
+        [
+            r(1, None, "survey", 0, true),
+            r(2, Some(1), "implement", 0, true),
+            r(3, Some(2), "run-tests", 0, true),
+            r(4, Some(3), "implement", 1, true),
+            r(5, Some(4), "run-tests", 1, true),
+        ]
+    );
+    let diff = smithers_cli(&db, &["diff", "f1", "4"]);
+    let diff = String::from_utf8_lossy(&diff.stdout).into_owned();
+    assert!(
+        diff.contains("-echo $(( $1 - $2 ))") && diff.contains("+echo $(( $1 + $2 ))"),
+        "{diff}"
+    );
+
+    let back = smithers_cli(&db, &["step", "rollback", "f1", "4"]);
+    assert!(
+        back.status.success(),
+        "{}",
+        String::from_utf8_lossy(&back.stderr)
+    );
+    assert!(
+        add().contains("$1 - $2"),
+        "the working copy is back to before step 4: {}",
+        add()
+    );
+    assert_eq!(git_in(&repo, &["rev-parse", "HEAD"]), head);
+    assert_eq!(json_status("feature", &db)["run"]["status"], "cancelled");
+
+    let out = feature(&["resume", "--run-id", "f1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(add().contains("$1 + $2"));
+    let after = steps(&db);
+    assert_eq!(
+        after[3..],
+        [
+            r(4, Some(3), "implement", 1, false),
+            r(5, Some(4), "run-tests", 1, false),
+            r(6, Some(3), "implement", 1, true),
+            r(7, Some(6), "run-tests", 1, true),
+        ]
+    );
+    // Research ran once: the rollback kept it.
+    assert_eq!(
+        sqlite(&db, "SELECT CAST(COUNT(*) AS TEXT) FROM survey"),
+        "1"
     );
 }

@@ -348,8 +348,11 @@ fn gated(_ctx: &Ctx<()>) -> Node {
 }
 
 async fn gated_cli(db: &Path, args: &[&str]) -> std::process::ExitCode {
+    let workdir = db.parent().unwrap().to_str().unwrap();
     let mut argv = vec![
         "gated",
+        "--workdir",
+        workdir,
         "--quiet",
         "--durability",
         "off",
@@ -391,32 +394,42 @@ async fn approve_lets_a_parked_run_finish_and_steps_list_its_phases() {
     assert_eq!(status["run"]["status"], "finished");
 
     let steps = json(&smithers(&db, &["steps", "g1", "--json"]));
-    let names: Vec<(String, String)> = steps
+    let names: Vec<(i64, String, String, String, bool)> = steps
         .as_array()
         .unwrap()
         .iter()
         .map(|s| {
             (
-                s["step"]["name"].as_str().unwrap().to_owned(),
-                s["step"]["status"].as_str().unwrap().to_owned(),
+                s["step_id"].as_i64().unwrap(),
+                s["phase"].as_str().unwrap().to_owned(),
+                s["name"].as_str().unwrap().to_owned(),
+                s["status"].as_str().unwrap().to_owned(),
+                s["active"].as_bool().unwrap(),
             )
         })
         .collect();
     let expected = [
-        ("build", "completed"),
-        ("compile", "completed"),
-        ("ship", "completed"),
-        ("deploy", "completed"),
+        (1, "build", "compile", "completed", true),
+        (2, "ship", "deploy", "completed", true),
     ];
-    assert_eq!(names, expected.map(|(a, b)| (a.to_owned(), b.to_owned())));
-    let info = smithers(&db, &["step", "info", "g1", "4"]);
+    assert_eq!(
+        names,
+        expected.map(|(i, p, n, s, a)| (i, p.to_owned(), n.to_owned(), s.to_owned(), a))
+    );
+    assert!(steps[1]["created_at"].as_str().unwrap().contains('T'));
+    let info = smithers(&db, &["step", "info", "g1", "2", "--json"]);
+    assert_eq!(
+        json(&info)["step"]["task_ids"],
+        serde_json::json!(["deploy"])
+    );
+    let info = smithers(&db, &["step", "info", "g1", "2"]);
     assert!(
-        stdout(&info).contains("tasks     deploy"),
+        stdout(&info).contains("tasks           deploy"),
         "{}",
         stdout(&info)
     );
-    // No agent edited files: rolling back says so.
-    let rollback = smithers(&db, &["step", "rollback", "g1", "4"]);
+    // Outside a repository no step has a snapshot: rolling back says so.
+    let rollback = smithers(&db, &["step", "rollback", "g1", "2"]);
     assert!(!rollback.status.success());
     assert!(
         stderr(&rollback).contains("has no working-copy snapshot"),

@@ -166,6 +166,32 @@ pub trait Agent: Send + Sync + 'static {
     fn edits_files(&self) -> bool {
         false
     }
+
+    /// The model it asks for, when it names one (recorded in the step's agent config; the
+    /// model an attempt reports is on its attempt row).
+    fn model(&self) -> Option<String> {
+        None
+    }
+
+    /// Its system prompt, when it has one: the step's agent config records its SHA-256.
+    fn system_prompt(&self) -> Option<String> {
+        None
+    }
+}
+
+/// What a step records about the agent of one of its tasks: kind, model, flags (the agent's
+/// [`Agent::signature`]) and the SHA-256 of its system prompt.
+pub fn agent_config(node_id: &str, agent: &dyn Agent) -> serde_json::Value {
+    use sha2::Digest;
+    serde_json::json!({
+        "node_id": node_id,
+        "agent": agent.name(),
+        "model": agent.model(),
+        "flags": agent.signature(),
+        "system_prompt_sha256": agent
+            .system_prompt()
+            .map(|p| hex::encode(sha2::Sha256::digest(p.as_bytes()))),
+    })
 }
 
 /// A shared agent, as stored in a task.

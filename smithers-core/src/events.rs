@@ -96,6 +96,25 @@ pub enum EventKind {
         /// The new status.
         status: GroupStatus,
     },
+    /// `smithers step rollback` / `rewind` cut the run's history: later steps are inactive,
+    /// nodes that moved after the cut are pending again.
+    RunRewound {
+        /// To where, in words (`rolled back to before step 3`).
+        to: String,
+        /// The event sequence number of the cut.
+        seq: i64,
+        /// Steps made inactive.
+        steps: Vec<i64>,
+        /// How many nodes are pending again.
+        nodes: u32,
+    },
+    /// The run was forked from another run's history.
+    RunForked {
+        /// The run it was copied from.
+        parent_run_id: String,
+        /// The parent's frame it was copied up to.
+        frame: u32,
+    },
     /// A Ralph loop moved to a new iteration.
     LoopIterated {
         /// Loop id.
@@ -135,6 +154,8 @@ impl EventKind {
             EventKind::ApprovalDecided { .. } => "approval_decided",
             EventKind::StepChanged { .. } => "step_changed",
             EventKind::LoopIterated { .. } => "loop_iterated",
+            EventKind::RunRewound { .. } => "run_rewound",
+            EventKind::RunForked { .. } => "run_forked",
             EventKind::LoopFinished { .. } => "loop_finished",
         }
     }

@@ -40,5 +40,7 @@ pub mod engine;
 pub mod events;
 pub(crate) mod machine;
 pub mod plan;
+pub mod steps;
 pub mod store;
+pub mod timetravel;
 pub mod vcs;

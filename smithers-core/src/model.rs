@@ -176,6 +176,8 @@ impl GroupKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GroupStatus {
+    /// Mounted but not reached yet (a later step of the active phase).
+    Pending,
     /// Mounted with work left.
     Running,
     /// Every task in it is terminal.
@@ -190,6 +192,7 @@ impl GroupStatus {
     /// The stored name.
     pub fn as_str(self) -> &'static str {
         match self {
+            GroupStatus::Pending => "pending",
             GroupStatus::Running => "running",
             GroupStatus::Completed => "completed",
             GroupStatus::Failed => "failed",
@@ -200,6 +203,7 @@ impl GroupStatus {
     /// Parses [`GroupStatus::as_str`].
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
+            "pending" => GroupStatus::Pending,
             "running" => GroupStatus::Running,
             "completed" => GroupStatus::Completed,
             "failed" => GroupStatus::Failed,

@@ -13,6 +13,7 @@ pub struct TaskCtx {
     pub(crate) attempt: u32,
     pub(crate) cancel: CancellationToken,
     pub(crate) progress: ProgressSink,
+    pub(crate) steps: Option<crate::steps::Steps>,
 }
 
 impl TaskCtx {
@@ -30,6 +31,7 @@ impl TaskCtx {
             attempt,
             cancel: CancellationToken::new(),
             progress: ProgressSink::discard(),
+            steps: None,
         }
     }
     /// The run id.
@@ -51,6 +53,11 @@ impl TaskCtx {
     /// Cancelled when the run is cancelled or the attempt times out: long bodies should watch it.
     pub fn cancelled(&self) -> &CancellationToken {
         &self.cancel
+    }
+    /// The Steps API of this run (seed 000): start, complete and query steps from a task body.
+    /// `None` for a [`TaskCtx::detached`] context.
+    pub fn steps(&self) -> Option<&crate::steps::Steps> {
+        self.steps.as_ref()
     }
     /// Reports a progress line (a `NodeOutput` event).
     pub fn progress(&self, line: &str) {

@@ -237,6 +237,14 @@ impl Repo {
         })
     }
 
+    /// Keeps `commit` reachable under `refs/smithers/<name>`.
+    pub async fn keep(&self, name: &str, commit: &str) -> Result<(), VcsError> {
+        let refname = format!("refs/smithers/{name}");
+        git(&self.root, &["update-ref", &refname, commit], None)
+            .await
+            .map(drop)
+    }
+
     /// Whether `commit` still exists in the repository.
     pub async fn has_commit(&self, commit: &str) -> bool {
         git(
@@ -419,8 +427,19 @@ pub async fn restore(dir: &Path, snapshot: &str) -> Result<PathBuf, VcsError> {
     repo.restore(snapshot).await?;
     Ok(repo.root)
 }
+/// The ref name (under `refs/smithers/`) of a step's snapshot; unique per snapshot taken.
+pub(crate) fn step_ref(run_id: &str, step: &str, iteration: u32, after: bool) -> String {
+    format!(
+        "{}/steps/{}/{iteration}/{}-{}",
+        ref_component(run_id),
+        ref_component(step),
+        if after { "after" } else { "before" },
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
 /// A ref-name-safe form of a run or node id (ids may hold any text).
-fn ref_component(id: &str) -> String {
+pub(crate) fn ref_component(id: &str) -> String {
     let clean: String = id
         .chars()
         .map(|c| {
@@ -556,35 +575,6 @@ pub async fn revert(
         iteration: it,
         attempt: chosen.attempt,
     })
-}
-
-/// Undoes what a whole phase or step did to the working copy: restores the snapshot taken
-/// before the earliest agent attempt of its tasks (in its iteration).
-pub async fn revert_step(
-    store: &dyn crate::store::Store,
-    run_id: &str,
-    step_id: i64,
-) -> crate::Result<Reverted> {
-    let step = store.step(run_id, step_id).await?;
-    let attempts = store.attempts(run_id).await?;
-    let first = attempts
-        .iter()
-        .filter(|a| step.contains(a) && a.vcs_before.is_some())
-        .min_by(|a, b| a.started_at.cmp(&b.started_at))
-        .ok_or_else(|| {
-            crate::Error::Other(format!(
-                "{} `{}` (step {step_id}) of run `{run_id}` has no working-copy snapshot: none of its tasks is an agent that edits files",
-                step.kind, step.name
-            ))
-        })?;
-    revert(
-        store,
-        run_id,
-        &first.node_id,
-        Some(first.iteration),
-        Some(first.attempt),
-    )
-    .await
 }
 
 #[cfg(test)]

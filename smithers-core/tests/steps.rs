@@ -40,14 +40,23 @@ async fn phases_and_steps_get_sequential_ids_and_final_statuses() {
     let report = engine.run(()).await.unwrap();
     assert_eq!(report.status, RunStatus::Finished);
     let steps = h.store.steps(&report.run_id).await.unwrap();
-    let rows: Vec<(i64, &str, &str, Option<&str>, &str)> = steps
+    type Row<'a> = (
+        i64,
+        Option<i64>,
+        &'a str,
+        Option<&'a str>,
+        Option<i64>,
+        &'a str,
+    );
+    let rows: Vec<Row> = steps
         .iter()
         .map(|s| {
             (
                 s.step_id,
-                s.kind.as_str(),
+                s.parent_step_id,
                 s.name.as_str(),
                 s.phase.as_deref(),
+                s.phase_id,
                 s.status.as_str(),
             )
         })
@@ -55,15 +64,26 @@ async fn phases_and_steps_get_sequential_ids_and_final_statuses() {
     assert_eq!(
         rows,
         [
-            (1, "phase", "build", None, "completed"),
-            (2, "step", "compile", Some("build"), "completed"),
-            (3, "step", "test", Some("build"), "completed"),
-            (4, "phase", "ship", None, "completed"),
-            (5, "step", "deploy", Some("ship"), "completed"),
-            (6, "phase", "docs", None, "skipped"),
+            (1, None, "compile", Some("build"), Some(1), "completed"),
+            (2, Some(1), "test", Some("build"), Some(1), "completed"),
+            (3, Some(2), "deploy", Some("ship"), Some(2), "completed"),
         ]
     );
-    assert_eq!(steps[1].task_ids, ["a"]);
+    let phases = h.store.phases(&report.run_id).await.unwrap();
+    let rows: Vec<(i64, &str, &str)> = phases
+        .iter()
+        .map(|p| (p.phase_id, p.name.as_str(), p.status.as_str()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (1, "build", "completed"),
+            (2, "ship", "completed"),
+            (3, "docs", "skipped")
+        ]
+    );
+    assert!(steps.iter().all(|s| s.active && s.source == "tree"));
+    assert_eq!(steps[1].task_ids, ["b"]);
     assert!(steps
         .iter()
         .all(|s| s.completed_at.is_some() && s.duration_ms.is_some_and(|d| d >= 0)));
@@ -164,7 +184,7 @@ async fn a_step_waiting_for_room_in_a_parallel_starts_when_its_task_does() {
     let second = steps.iter().find(|s| s.name == "second").unwrap();
     let first = steps.iter().find(|s| s.name == "first").unwrap();
     assert!(
-        second.started_at >= first.completed_at.clone().unwrap(),
+        second.started_at >= first.completed_at,
         "the second step started when its task could: {first:?} {second:?}"
     );
 }

@@ -5,11 +5,13 @@
 //! (`SMITHERS_JJ`) or `PATH`; without it the jj tests say `skipped:` on stderr, and fail when
 //! `SMITHERS_REQUIRE_EXTERNAL=1`.
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use smithers_core::vcs::{jj_program, Backend, Repo};
+use smithers_core::vcs::{Backend, Repo};
+
+mod common;
+use common::jj_or_skip;
 
 fn run(program: &Path, dir: &Path, args: &[&str]) -> String {
     let out = Command::new(program)
@@ -34,20 +36,6 @@ fn run(program: &Path, dir: &Path, args: &[&str]) -> String {
 
 fn git(dir: &Path, args: &[&str]) -> String {
     run(Path::new("git"), dir, args)
-}
-
-/// jj, or `None` after saying `skipped:` (a failure under `SMITHERS_REQUIRE_EXTERNAL=1`).
-fn jj_or_skip(test: &str) -> Option<PathBuf> {
-    if let Some(p) = jj_program().filter(|p| Command::new(p).arg("--version").output().is_ok()) {
-        return Some(p);
-    }
-    let why =
-        "jj is not installed (run scripts/install-jj.sh and set SMITHERS_JJ, or put jj on PATH)";
-    if std::env::var("SMITHERS_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
-        panic!("{test}: {why}, and SMITHERS_REQUIRE_EXTERNAL=1");
-    }
-    let _ = writeln!(std::io::stderr(), "skipped: {test}: {why}");
-    None
 }
 
 /// Every file of the working copy (outside `.git` and `.jj`) with its bytes.

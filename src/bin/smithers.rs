@@ -103,7 +103,7 @@ enum Command {
         #[arg(long)]
         attempt: Option<u32>,
     },
-    /// List a run's phases and steps.
+    /// List a run's steps: ids, parents, status, active flag, usage, snapshots.
     Steps {
         /// The run (latest by default).
         run_id: Option<String>,
@@ -111,10 +111,42 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Inspect or roll back one phase or step.
+    /// Inspect or roll back one step.
     Step {
         #[command(subcommand)]
         op: StepOp,
+    },
+    /// Rewind a run to a frame: files back to before the first step after it, later steps
+    /// inactive, `resume` re-runs them.
+    Rewind {
+        /// The run.
+        run_id: String,
+        /// The frame (from `smithers frames RUN --all`).
+        #[arg(long)]
+        frame: u32,
+        /// Go ahead even though the working copy changed after the run (it is snapshotted
+        /// first).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Start a new run whose history is this run's up to a frame (the workflow binary's
+    /// `resume --run-id NEW` runs the rest).
+    Fork {
+        /// The run.
+        run_id: String,
+        /// The frame to fork at.
+        #[arg(long)]
+        frame: u32,
+        /// A different input for the new run (JSON).
+        #[arg(long)]
+        input: Option<String>,
+    },
+    /// Show what a step changed in the working copy (the diff of its two snapshots).
+    Diff {
+        /// The run.
+        run_id: String,
+        /// The step id.
+        step_id: i64,
     },
     /// Read or write the `state` table.
     State {
@@ -150,12 +182,17 @@ enum StepOp {
         #[arg(long)]
         json: bool,
     },
-    /// Restore the working copy to before the step.
+    /// Roll the run back to before the step: files restored, it and every later step
+    /// inactive, the run resumable (`resume` re-runs them).
     Rollback {
         /// The run.
         run_id: String,
         /// The step id.
         step_id: i64,
+        /// Go ahead even though the working copy changed after the run (it is snapshotted
+        /// first).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -313,9 +350,34 @@ async fn run() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Command::Step {
-                op: StepOp::Rollback { run_id, step_id },
+                op:
+                    StepOp::Rollback {
+                        run_id,
+                        step_id,
+                        force,
+                    },
             } => {
-                inspect::step_rollback(store, &run_id, step_id).await?;
+                inspect::step_rollback(store, &run_id, step_id, force).await?;
+                ExitCode::SUCCESS
+            }
+            Command::Rewind {
+                run_id,
+                frame,
+                force,
+            } => {
+                inspect::rewind(store, &run_id, frame, force).await?;
+                ExitCode::SUCCESS
+            }
+            Command::Fork {
+                run_id,
+                frame,
+                input,
+            } => {
+                inspect::fork(store, &run_id, frame, input.as_deref()).await?;
+                ExitCode::SUCCESS
+            }
+            Command::Diff { run_id, step_id } => {
+                inspect::diff(store, &run_id, step_id).await?;
                 ExitCode::SUCCESS
             }
             Command::State {

@@ -384,86 +384,115 @@ pub async fn revert(
     Ok(())
 }
 
-/// Usage of the attempts of a step's tasks in its iteration.
-fn step_attempts<'a>(
-    step: &smithers_core::store::StepRecord,
-    attempts: &'a [AttemptRecord],
-) -> Vec<&'a AttemptRecord> {
-    attempts.iter().filter(|a| step.contains(a)).collect()
-}
-
-/// Lists the phases and steps of a run.
+/// Lists the steps of a run (with `--json`, the stored rows: snake_case fields, ISO times).
 pub async fn steps(store: &dyn Store, run_id: Option<&str>, json: bool) -> Result<()> {
     let run = pick_run(store, run_id).await?;
     let steps = store.steps(&run.run_id).await?;
-    let attempts = store.attempts(&run.run_id).await?;
     if json {
-        let rows: Vec<serde_json::Value> = steps
-            .iter()
-            .map(|s| {
-                serde_json::json!({ "step": s, "usage": total_usage(step_attempts(s, &attempts)) })
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        println!("{}", serde_json::to_string_pretty(&steps)?);
         return Ok(());
     }
     println!(
-        "{:>4} {:<6} {:<28} {:<10} {:>9} {:>10}",
-        "ID", "KIND", "NAME", "STATUS", "SECONDS", "TOKENS"
+        "{:>4} {:>6} {:<32} {:<10} {:>8} {:>9} {:>10} {:<12}",
+        "ID", "PARENT", "PHASE / STEP", "STATUS", "ACTIVE", "SECONDS", "TOKENS", "BEFORE"
     );
     for s in &steps {
-        let u = total_usage(step_attempts(s, &attempts));
-        let tokens = u.input_tokens.unwrap_or(0) + u.output_tokens.unwrap_or(0);
-        let name = match (&s.phase, s.kind.as_str()) {
-            (Some(p), "step") => format!("{p} / {}", s.name),
-            _ => s.name.clone(),
+        let tokens = s
+            .token_usage_json
+            .as_ref()
+            .map(|u| {
+                u["input_tokens"].as_u64().unwrap_or(0) + u["output_tokens"].as_u64().unwrap_or(0)
+            })
+            .unwrap_or(0);
+        let name = match &s.phase {
+            Some(p) => format!("{p} / {}", s.name),
+            None => s.name.clone(),
+        };
+        let name = if s.iteration > 0 {
+            format!("{name} #{}", s.iteration)
+        } else {
+            name
         };
         println!(
-            "{:>4} {:<6} {:<28} {:<10} {:>9} {:>10}",
+            "{:>4} {:>6} {:<32} {:<10} {:>8} {:>9} {:>10} {:<12}",
             s.step_id,
-            s.kind,
-            truncate(&name, 28),
+            s.parent_step_id.map_or("-".into(), |p| p.to_string()),
+            truncate(&name, 32),
             s.status,
+            if s.active { "yes" } else { "no" },
             s.duration_ms
                 .map_or("-".into(), |d| format!("{:.1}", d as f64 / 1000.0)),
             if tokens > 0 {
                 tokens.to_string()
             } else {
                 "-".into()
-            }
+            },
+            s.snapshot_before
+                .as_deref()
+                .map_or("-", |c| &c[..12.min(c.len())])
         );
     }
     Ok(())
 }
 
-/// Shows one phase or step: its tasks, attempts, usage and snapshots.
+/// Shows one step: its row, and its tasks' attempts.
 pub async fn step_info(store: &dyn Store, run_id: &str, step_id: i64, json: bool) -> Result<()> {
     let step = &store.step(run_id, step_id).await?;
     let attempts = store.attempts(run_id).await?;
-    let mine = step_attempts(step, &attempts);
-    let usage = total_usage(mine.iter().copied());
+    let mine: Vec<&AttemptRecord> = attempts.iter().filter(|a| step.contains(a)).collect();
     if json {
-        let v = serde_json::json!({ "step": step, "attempts": mine, "usage": usage });
+        let v = serde_json::json!({ "step": step, "attempts": mine });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("step      {} ({} `{}`)", step.step_id, step.kind, step.name);
+    println!("step            {} `{}`", step.step_id, step.name);
     if let Some(p) = &step.phase {
-        println!("phase     {p}");
+        println!("phase           {p}");
     }
-    println!("status    {}", step.status);
-    println!("started   {}", step.started_at);
+    println!("iteration       {}", step.iteration);
+    println!(
+        "status          {}{}",
+        step.status,
+        if step.active {
+            ""
+        } else {
+            " (inactive: rolled back)"
+        }
+    );
+    if let Some(p) = step.parent_step_id {
+        println!("parent step     {p}");
+    }
+    println!("created         {}", step.created_at);
+    if let Some(s) = &step.started_at {
+        println!("started         {s}");
+    }
     if let Some(c) = &step.completed_at {
-        println!("completed {c}");
+        println!("completed       {c}");
     }
-    println!("tasks     {}", step.task_ids.join(", "));
-    let before = mine.iter().find_map(|a| a.vcs_before.clone());
-    let after = mine.iter().rev().find_map(|a| a.vcs_after.clone());
-    if let Some(b) = &before {
-        println!("snapshot before {b}");
+    println!("tasks           {}", step.task_ids.join(", "));
+    for (label, v) in [
+        ("snapshot before", &step.snapshot_before),
+        ("snapshot after ", &step.snapshot_after),
+        ("commit created ", &step.commit_created),
+    ] {
+        if let Some(v) = v {
+            println!("{label} {v}");
+        }
     }
-    if let Some(a) = &after {
-        println!("snapshot after  {a}");
+    if let Some(b) = &step.vcs_backend {
+        println!(
+            "repository      {} ({b})",
+            step.vcs_repo.as_deref().unwrap_or("?")
+        );
+    }
+    if let Some(c) = &step.agent_config_json {
+        println!("agents          {c}");
+    }
+    if let Some(u) = &step.token_usage_json {
+        println!("usage           {u}");
+    }
+    if let Some(x) = step.exit_code {
+        println!("exit code       {x}");
     }
     for a in &mine {
         println!(
@@ -480,21 +509,92 @@ pub async fn step_info(store: &dyn Store, run_id: &str, step_id: i64, json: bool
         );
     }
     println!(
-        "usage     {} input + {} output tokens, cost {}",
-        usage.input_tokens.unwrap_or(0),
-        usage.output_tokens.unwrap_or(0),
+        "cost            {}",
         CostSummary::of(mine.iter().copied()).sentence()
     );
     Ok(())
 }
 
-/// Restores the working copy to before a phase or step.
-pub async fn step_rollback(store: &dyn Store, run_id: &str, step_id: i64) -> Result<()> {
-    let r = smithers_core::vcs::revert_step(store, run_id, step_id).await?;
+fn print_rollback(run_id: &str, what: &str, r: &smithers_core::timetravel::Rollback) {
+    match &r.restored {
+        Some((repo, snap)) => println!(
+            "restored {} to snapshot {} ({what}); HEAD, branches and bookmarks are unchanged",
+            repo.display(),
+            &snap[..12.min(snap.len())]
+        ),
+        None => println!("no step had a snapshot to restore: the working copy is unchanged"),
+    }
+    if let Some(s) = &r.saved {
+        println!("the working copy as it was is kept as snapshot {s} (under refs/smithers/)");
+    }
     println!(
-        "restored {} to snapshot {} (before step {step_id}); HEAD and the index are unchanged",
-        r.repo.display(),
-        &r.snapshot[..12.min(r.snapshot.len())]
+        "steps now inactive: {}; nodes to re-run: {}; `resume --run-id {run_id}` re-runs them",
+        if r.report.deactivated_steps.is_empty() {
+            "none".to_owned()
+        } else {
+            r.report
+                .deactivated_steps
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+        r.report.reset_nodes.len()
     );
+}
+
+/// Rolls a run back to before a step: files restored, that step and later ones inactive.
+pub async fn step_rollback(
+    store: &dyn Store,
+    run_id: &str,
+    step_id: i64,
+    force: bool,
+) -> Result<()> {
+    let r = smithers_core::timetravel::rollback(store, run_id, step_id, force).await?;
+    print_rollback(run_id, &format!("before step {step_id}"), &r);
     Ok(())
+}
+
+/// Rewinds a run to a frame.
+pub async fn rewind(store: &dyn Store, run_id: &str, frame: u32, force: bool) -> Result<()> {
+    let r = smithers_core::timetravel::rewind(store, run_id, frame, force).await?;
+    print_rollback(run_id, &format!("frame {frame}"), &r);
+    Ok(())
+}
+
+/// Prints what a step changed in the working copy.
+pub async fn diff(store: &dyn Store, run_id: &str, step_id: i64) -> Result<()> {
+    let d = smithers_core::timetravel::diff(store, run_id, step_id).await?;
+    println!("{d}");
+    Ok(())
+}
+
+/// Forks a run from a frame into a new run (the workflow binary's `resume` continues it).
+pub async fn fork(
+    store: &dyn Store,
+    run_id: &str,
+    frame: u32,
+    input: Option<&str>,
+) -> Result<smithers_core::store::RunRecord> {
+    let input = match input {
+        Some(text) => Some(serde_json::from_str(text).map_err(|e| {
+            smithers_core::Error::InvalidInput(format!(
+                "--input is not JSON: {e}; nothing was created"
+            ))
+        })?),
+        None => None,
+    };
+    let rec = store
+        .fork_run(smithers_core::store::ForkRun {
+            parent_run_id: run_id.to_owned(),
+            frame,
+            run_id: smithers_core::engine::new_run_id(),
+            input,
+        })
+        .await?;
+    println!(
+        "run {} forked from run {run_id} at frame {frame}; the workflow binary's `resume --run-id {}` runs the rest (its `fork` checks the input against the workflow)",
+        rec.run_id, rec.run_id
+    );
+    Ok(rec)
 }

@@ -68,6 +68,10 @@ struct WorkflowCli {
     /// stopping with status waiting-approval.
     #[arg(long, global = true)]
     wait_approval: bool,
+    /// The directory whose git or jj repository every step is snapshotted in (for `smithers
+    /// step rollback`); the current directory by default.
+    #[arg(long, global = true, env = "SMITHERS_WORKDIR")]
+    workdir: Option<PathBuf>,
     /// Lease period in milliseconds (`EngineOptions::lease_ttl`); for tests that pause a
     /// driver past its lease.
     #[arg(long, global = true, hide = true, value_parser = clap::value_parser!(u64).range(30..))]
@@ -95,6 +99,20 @@ enum WorkflowCommand {
         /// The run to resume.
         #[arg(long)]
         run_id: Option<String>,
+        /// Run-wide limit of tasks running at once.
+        #[arg(long, default_value_t = 16)]
+        max_concurrency: usize,
+    },
+    /// Start a new run whose history is another run's up to a frame, and run the rest.
+    Fork {
+        /// The run to fork.
+        run_id: String,
+        /// The frame to fork at (`smithers frames RUN --all` lists them).
+        #[arg(long)]
+        frame: u32,
+        /// A different input: JSON text, or @path to a JSON file (the parent's by default).
+        #[arg(long)]
+        input: Option<String>,
         /// Run-wide limit of tasks running at once.
         #[arg(long, default_value_t = 16)]
         max_concurrency: usize,
@@ -238,6 +256,7 @@ where
                 on_event,
                 cancel: tokio_util_cancel(),
                 wait_for_approval: cli.wait_approval,
+                workdir: cli.workdir.clone(),
                 lease_ttl: cli
                     .lease_ttl_ms
                     .map_or(defaults.lease_ttl, std::time::Duration::from_millis),
@@ -273,6 +292,29 @@ where
             let view = live(&store);
             let engine = make_engine(store, workflow, *max_concurrency, view.as_ref());
             let report = engine.resume(run_id.as_deref()).await;
+            if let Some(v) = view {
+                v.finish().await;
+            }
+            Ok(report_exit(report))
+        }
+        WorkflowCommand::Fork {
+            run_id,
+            frame,
+            input,
+            max_concurrency,
+        } => {
+            // The input is checked against the workflow's type before anything is written.
+            let input = match input {
+                Some(raw) => {
+                    let typed: I = parse_input(Some(raw))?;
+                    Some(serde_json::to_value(typed).map_err(|e| e.to_string())?)
+                }
+                None => None,
+            };
+            let store = cli.db.open().map_err(|e| e.to_string())?;
+            let view = live(&store);
+            let engine = make_engine(store, workflow, *max_concurrency, view.as_ref());
+            let report = engine.fork(run_id, *frame, input).await;
             if let Some(v) = view {
                 v.finish().await;
             }

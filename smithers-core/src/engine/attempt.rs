@@ -120,6 +120,7 @@ where
                 }),
             _ => None,
         };
+        let steps = crate::steps::Steps::new(self.store.clone(), run_id.clone());
         join.spawn(async move {
             let started = Instant::now();
             let input = AttemptInput {
@@ -130,6 +131,7 @@ where
                 cancel,
                 progress,
                 vcs,
+                steps,
             };
             // A body that panics fails its attempt (terminally) instead of taking the task down
             // with it: the engine must always hear that an attempt ended.
@@ -194,6 +196,8 @@ struct AttemptInput {
     progress: ProgressSink,
     /// Working-copy snapshots around a file-editing agent.
     vcs: Option<crate::vcs::AttemptSnapshots>,
+    /// The run's Steps API, for a compute task's body.
+    steps: crate::steps::Steps,
 }
 
 async fn run_attempt(
@@ -208,6 +212,7 @@ async fn run_attempt(
         cancel,
         progress,
         vcs,
+        steps,
     } = input;
     let fut = async {
         match &t.exec {
@@ -219,6 +224,7 @@ async fn run_attempt(
                     attempt,
                     cancel: cancel.clone(),
                     progress: progress.clone(),
+                    steps: Some(steps.clone()),
                 };
                 f(ctx)
                     .await

@@ -22,7 +22,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::ctx::{Ctx, RunSnapshot};
 use crate::error::{Error, Result};
 use crate::events::Event;
-use crate::machine::{AttemptResult, Command, HookCall, Input, RunState};
+use crate::machine::{AttemptResult, Command, HookCall, Input, RunState, StepSnapshot};
 use crate::model::{NodeKey, RunStatus};
 use crate::node::{HookCtx, Node, NodeKind};
 use crate::store::{lease_owner, FenceToken, NewRun, Store, Write, WriteBatch};
@@ -37,6 +37,11 @@ pub type EventListener = Arc<dyn Fn(&Event) + Send + Sync>;
 
 /// The workflow function: renders the tree from the context.
 pub type WorkflowFn<I> = Arc<dyn Fn(&Ctx<I>) -> Node + Send + Sync>;
+
+/// A fresh run id (a UUID without dashes), as `run` and `fork` make.
+pub fn new_run_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
 
 /// How a run is driven.
 #[derive(Clone)]
@@ -61,6 +66,9 @@ pub struct EngineOptions {
     /// Snapshot the agent's git working copy before and after each agent attempt (commits under
     /// `refs/smithers/...`, recorded on the attempt) so `smithers revert` can undo it.
     pub vcs_snapshots: bool,
+    /// The directory whose repository step snapshots cover (every `<Step>`, compute tasks
+    /// included); the process's current directory when `None`.
+    pub workdir: Option<std::path::PathBuf>,
     /// The wait between attempts of an agent task that sets no `retry_policy` (nor does its
     /// workflow); default: 1 s doubling up to a minute, ± 20 %. Compute tasks without a policy
     /// retry at once. A rate limit's `retry_after` is always waited.
@@ -84,6 +92,7 @@ impl Default for EngineOptions {
             wait_for_approval: false,
             approval_poll: Duration::from_millis(500),
             vcs_snapshots: true,
+            workdir: None,
             agent_retry_policy: crate::retry::RetryPolicy::exponential(Duration::from_secs(1))
                 .max_delay(Duration::from_secs(60)),
             prices: Arc::new(crate::price::PriceCatalog::builtin()),
@@ -237,6 +246,39 @@ where
         self.drive_and_release(&mut st, Arc::new(input)).await
     }
 
+    /// Forks run `parent` at frame `frame` into a new run (with `input`, or the parent's) and
+    /// drives it: its history is the parent's up to that frame (outputs, loop counters, steps),
+    /// and it records its parent run and frame. An input that does not fit the workflow's
+    /// input type, an unknown run or an unknown frame is an error before anything is written.
+    pub async fn fork(
+        &self,
+        parent: &str,
+        frame: u32,
+        input: Option<serde_json::Value>,
+    ) -> Result<RunReport> {
+        let rec = self
+            .store
+            .run(parent)
+            .await?
+            .ok_or_else(|| Error::RunNotFound(parent.to_owned()))?;
+        let value = input.clone().unwrap_or_else(|| rec.input.clone());
+        serde_json::from_value::<I>(value).map_err(|e| {
+            Error::InvalidInput(format!(
+                "the fork's input does not fit this workflow's input type: {e}; no run was created"
+            ))
+        })?;
+        let run_id = new_run_id();
+        self.store
+            .fork_run(crate::store::ForkRun {
+                parent_run_id: parent.to_owned(),
+                frame,
+                run_id: run_id.clone(),
+                input,
+            })
+            .await?;
+        self.resume(Some(&run_id)).await
+    }
+
     /// Renders the tree over a run's persisted state without running anything.
     pub async fn render_run(&self, run_id: &str) -> Result<Node> {
         let rec = self
@@ -255,8 +297,9 @@ where
     /// Loads a run's persisted state into memory.
     async fn load_state(&self, run_id: &str, fence: FenceToken) -> Result<RunState> {
         let loaded = self.store.load(run_id).await?;
+        let phases = self.store.phases(run_id).await?;
         let steps = self.store.steps(run_id).await?;
-        Ok(RunState::loaded(run_id, fence, loaded, steps))
+        Ok(RunState::loaded(run_id, fence, loaded, phases, steps))
     }
 
     /// Feeds `input` and carries out its commands, which must not wait or start anything (the
@@ -358,6 +401,7 @@ where
         lease_tick.tick().await;
         let mut heartbeat = tokio::time::interval(self.options.heartbeat);
         heartbeat.tick().await;
+        let mut repo: Option<Option<crate::vcs::Repo>> = None;
         let mut cancel_poll = tokio::time::interval(self.options.cancel_poll);
         cancel_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         cancel_poll.tick().await;
@@ -387,6 +431,10 @@ where
                         continue;
                     }
                     Command::RunHooks(calls) => Input::HooksRan(run_hooks(&st.run_id, calls)),
+                    Command::Snapshot(steps) => {
+                        self.snapshot_steps(st, &mut repo, steps).await?;
+                        continue;
+                    }
                     Command::Stop(key) => {
                         if let Some(h) = tokens.get(&key) {
                             h.cancel.cancel();
@@ -463,6 +511,71 @@ where
                 commands.extend(st.handle(next, clock.now()));
             }
         }
+    }
+
+    /// Carries out `Command::Snapshot`: one snapshot of the working copy serves every step in
+    /// the list. A snapshot that fails is logged, never fatal: the step just cannot be rolled
+    /// back.
+    async fn snapshot_steps(
+        &self,
+        st: &RunState,
+        repo: &mut Option<Option<crate::vcs::Repo>>,
+        steps: Vec<StepSnapshot>,
+    ) -> Result<()> {
+        if !self.options.vcs_snapshots || steps.is_empty() {
+            return Ok(());
+        }
+        if repo.is_none() {
+            let dir = match &self.options.workdir {
+                Some(d) => Some(d.clone()),
+                None => std::env::current_dir().ok(),
+            };
+            *repo = Some(match dir {
+                Some(d) => crate::vcs::Repo::find_or_log(&d).await,
+                None => None,
+            });
+        }
+        let Some(Some(repo)) = repo.as_ref() else {
+            return Ok(());
+        };
+        let first = &steps[0];
+        let name = crate::vcs::step_ref(&st.run_id, &first.name, first.iteration, first.after);
+        let message = format!(
+            "smithers: {} step `{}` (iteration {}) of run {}",
+            if first.after { "after" } else { "before" },
+            first.name,
+            first.iteration,
+            st.run_id
+        );
+        let snap = match repo.snapshot(&name, &message).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, step = %first.name, "working-copy snapshot failed; this step cannot be rolled back");
+                return Ok(());
+            }
+        };
+        let mut b = WriteBatch::new(&st.run_id);
+        for (i, s) in steps.iter().enumerate() {
+            if i > 0 {
+                let name = crate::vcs::step_ref(&st.run_id, &s.name, s.iteration, s.after);
+                if let Err(e) = repo.keep(&name, &snap.commit).await {
+                    tracing::warn!(error = %e, "could not keep a snapshot reachable");
+                }
+            }
+            let taken = Some((snap.commit.clone(), snap.head.clone()));
+            b.push(Write::StepVcs(crate::store::StepVcs {
+                step: crate::store::StepKey::Named {
+                    name: s.name.clone(),
+                    iteration: s.iteration,
+                },
+                repo: snap.root.display().to_string(),
+                backend: snap.backend.as_str().to_owned(),
+                before: if s.after { None } else { taken.clone() },
+                after: if s.after { taken } else { None },
+                commit_created: None,
+            }));
+        }
+        self.commit(&st.fence, b).await
     }
 
     fn render_catching(&self, ctx: &Ctx<I>) -> Result<Node> {

@@ -152,6 +152,8 @@ pub(crate) enum Command {
     /// Ensure the output tables and look up the cache, in order, stopping at the first table
     /// error; then feed [`Input::Prepared`].
     Prepare(Vec<Preparation>),
+    /// Snapshot the working copy for these steps (one snapshot serves them all) and record it.
+    Snapshot(Vec<StepSnapshot>),
     /// Spawn an attempt's body.
     Start(StartAttempt),
     /// Run these hooks, in order, on the executor and feed [`Input::HooksRan`] with the state
@@ -179,6 +181,14 @@ pub(crate) enum Command {
     },
     /// The drive ends with this error (the run's status is left to the caller).
     Abort(Error),
+}
+
+/// A step whose working copy is to be recorded: before it starts, or after it ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StepSnapshot {
+    pub(crate) name: String,
+    pub(crate) iteration: u32,
+    pub(crate) after: bool,
 }
 
 /// Why every running attempt is being stopped ([`Command::StopAll`]), and so what follows.
@@ -240,6 +250,9 @@ impl RunState {
                     b.push(Write::State { key: k, value: v });
                 }
                 cmds.push_back(Command::Commit(b));
+                if !self.snapshots.is_empty() {
+                    cmds.push_back(Command::Snapshot(std::mem::take(&mut self.snapshots)));
+                }
             }
             Input::DriveFailed(error) => {
                 cmds.push_back(Command::Commit(
@@ -364,6 +377,9 @@ impl RunState {
         }
         if !b.is_empty() {
             cmds.push_back(Command::Commit(b));
+        }
+        if !self.snapshots.is_empty() {
+            cmds.push_back(Command::Snapshot(std::mem::take(&mut self.snapshots)));
         }
         if decided && self.failure.is_none() {
             return; // the tree may differ now: render again before starting anything

@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
+use crate::agent::agent_config;
 use crate::events::{Event, EventKind};
-use crate::model::{ApprovalStatus, GroupStatus, NodeState, NodeStatus};
+use crate::model::{ApprovalStatus, GroupKind, GroupStatus, NodeState, NodeStatus};
 use crate::node::{shape_hash, Node};
-use crate::plan::{LoopChange, Plan};
-use crate::store::{NodeRecord, Write, WriteBatch};
+use crate::plan::{GroupState, LoopChange, Plan};
+use crate::store::{GroupUpdate, NodeRecord, Write, WriteBatch};
 
-use super::{HookCall, RunState};
+use super::{HookCall, RunState, StepSnapshot};
 
 impl RunState {
     /// What a render decided without running anything: state writes, skips, loop
@@ -150,7 +151,27 @@ impl RunState {
                     hook,
                     name: g.name.clone(),
                 }));
-                b.push(Write::Group(g.clone()));
+                b.push(Write::Group(group_update(g)));
+                // Every step inside a repository records the working copy before and after it.
+                if g.kind == GroupKind::Step {
+                    let started = g.status != GroupStatus::Pending
+                        && g.status != GroupStatus::Skipped
+                        && matches!(before, None | Some(GroupStatus::Pending));
+                    if started {
+                        self.snapshots.push(StepSnapshot {
+                            name: g.name.clone(),
+                            iteration: g.iteration,
+                            after: false,
+                        });
+                    }
+                    if g.is_terminal() && g.status != GroupStatus::Skipped {
+                        self.snapshots.push(StepSnapshot {
+                            name: g.name.clone(),
+                            iteration: g.iteration,
+                            after: true,
+                        });
+                    }
+                }
                 b.push(Write::Event(Event::run(
                     &self.run_id,
                     self.now,
@@ -204,5 +225,24 @@ impl RunState {
                 frame: self.frame_no,
             },
         )));
+    }
+}
+
+/// The plain record a phase's or step's transition writes: kind, name, status, tasks and agent
+/// config.
+fn group_update(g: &GroupState) -> GroupUpdate {
+    let agents: Vec<serde_json::Value> = g
+        .agents
+        .iter()
+        .map(|(node, a)| agent_config(node, a.as_ref()))
+        .collect();
+    GroupUpdate {
+        kind: g.kind,
+        name: g.name.clone(),
+        phase: g.phase.clone(),
+        iteration: g.iteration,
+        status: g.status,
+        tasks: g.tasks.clone(),
+        agent_config: (!agents.is_empty()).then_some(serde_json::Value::Array(agents)),
     }
 }

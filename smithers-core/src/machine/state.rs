@@ -14,9 +14,9 @@ use crate::node::TaskSpec;
 use crate::price::PriceCatalog;
 use crate::prompt::RejectedReply;
 use crate::retry::RetryPolicy;
-use crate::store::{ApprovalRecord, FenceToken, LoadedRun, StepRecord, WriteBatch};
+use crate::store::{ApprovalRecord, FenceToken, LoadedRun, PhaseRecord, StepRecord, WriteBatch};
 
-use super::{AttemptResult, PendingStart, Stopping};
+use super::{AttemptResult, PendingStart, StepSnapshot, Stopping};
 
 /// An attempt in flight.
 pub(super) struct Running {
@@ -75,6 +75,8 @@ pub(crate) struct RunState {
     pub(super) pending: Option<PendingStart>,
     /// A render's decisions waiting for its hooks (`Command::RunHooks`).
     pub(super) pending_hooks: Option<WriteBatch>,
+    /// Steps that started or ended in the last render: their working copy is recorded next.
+    pub(super) snapshots: Vec<StepSnapshot>,
     /// When the input being handled happened.
     pub(super) now: Timestamp,
 }
@@ -115,6 +117,7 @@ impl RunState {
             wait_for_approval: false,
             pending: None,
             pending_hooks: None,
+            snapshots: Vec::new(),
             now: Timestamp::default(),
         }
     }
@@ -126,6 +129,7 @@ impl RunState {
         run_id: &str,
         fence: FenceToken,
         loaded: LoadedRun,
+        phases: Vec<PhaseRecord>,
         steps: Vec<StepRecord>,
     ) -> Self {
         let mut st = RunState::new(run_id, fence);
@@ -162,11 +166,20 @@ impl RunState {
         snap.loops = loaded.loops.into_iter().collect();
         snap.state = loaded.state.into_iter().collect();
         st.apply_approvals(loaded.approvals);
+        // Transitions already recorded do not fire their hooks again; rolled-back steps are
+        // not read, so they run (and are recorded) again.
+        for p in phases {
+            if let (true, Some(status)) = (p.active, GroupStatus::parse(&p.status)) {
+                st.groups
+                    .insert((GroupKind::Phase, p.name, p.iteration), status);
+            }
+        }
         for s in steps {
-            if let (Some(kind), Some(status)) =
-                (GroupKind::parse(&s.kind), GroupStatus::parse(&s.status))
+            if let (true, "tree", Some(status)) =
+                (s.active, s.source.as_str(), GroupStatus::parse(&s.status))
             {
-                st.groups.insert((kind, s.name, s.iteration), status);
+                st.groups
+                    .insert((GroupKind::Step, s.name, s.iteration), status);
             }
         }
         st

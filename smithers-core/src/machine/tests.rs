@@ -98,6 +98,19 @@ fn describe(cmds: &VecDeque<Command>) -> Vec<String> {
                     .join(",")
             ),
             Command::Start(s) => format!("start:{}#{}", s.task.id, s.attempt),
+            Command::Snapshot(steps) => format!(
+                "snapshot[{}]",
+                steps
+                    .iter()
+                    .map(|s| format!(
+                        "{}#{}:{}",
+                        s.name,
+                        s.iteration,
+                        if s.after { "after" } else { "before" }
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
             Command::Stop((id, _)) => format!("stop:{id}"),
             Command::StopAll => "stop_all".into(),
             Command::RetryAfter { key, delay } => {

@@ -3,7 +3,7 @@
 use crate::model::{GroupKind, GroupStatus};
 
 /// A `<Phase>` or `<Step>` the render mounted.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct GroupState {
     /// Phase or step.
     pub kind: GroupKind,
@@ -17,6 +17,35 @@ pub struct GroupState {
     pub status: GroupStatus,
     /// The ids of the tasks inside it.
     pub tasks: Vec<String>,
+    /// The agent tasks inside it, for the step's agent config.
+    pub agents: Vec<(String, crate::agent::SharedAgent)>,
     /// Its `on_start` / `on_complete` hooks.
     pub hooks: crate::node::GroupHooks,
+}
+
+impl std::fmt::Debug for GroupState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupState")
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .field("phase", &self.phase)
+            .field("iteration", &self.iteration)
+            .field("status", &self.status)
+            .field("tasks", &self.tasks)
+            .field(
+                "agents",
+                &self.agents.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl GroupState {
+    /// Whether it stopped for good: completed, failed or skipped.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self.status,
+            GroupStatus::Completed | GroupStatus::Failed | GroupStatus::Skipped
+        )
+    }
 }

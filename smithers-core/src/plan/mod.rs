@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::model::{
     ApprovalStatus, GroupKind, GroupStatus, LoopState, NodeKey, NodeState, NodeStatus,
 };
-use crate::node::{Node, NodeKind, OnMaxReached, TaskSpec};
+use crate::node::{Node, NodeKind, OnMaxReached, TaskExec, TaskSpec};
 
 /// What the planner reads.
 pub struct PlanInput<'a> {
@@ -172,6 +172,18 @@ fn task_ids(node: &Node, out: &mut Vec<String>) {
     }
 }
 
+/// The agent tasks under `node`.
+fn task_agents(node: &Node, out: &mut Vec<(String, crate::agent::SharedAgent)>) {
+    if let NodeKind::Task(t) = &node.kind {
+        if let TaskExec::Agent(a) = &t.exec {
+            out.push((t.id.clone(), a.clone()));
+        }
+    }
+    for c in &node.children {
+        task_agents(c, out);
+    }
+}
+
 /// How a duplicate-id error names a node.
 fn describe(node: &Node) -> String {
     match &node.kind {
@@ -258,6 +270,10 @@ impl<'a> Planner<'a> {
                 };
                 let mut tasks = Vec::new();
                 task_ids(node, &mut tasks);
+                let mut agents = Vec::new();
+                if kind == GroupKind::Step {
+                    task_agents(node, &mut agents);
+                }
                 let index = self.groups.len();
                 self.groups.push(GroupState {
                     kind,
@@ -270,6 +286,7 @@ impl<'a> Planner<'a> {
                     iteration: it,
                     status: GroupStatus::Skipped,
                     tasks,
+                    agents,
                     hooks: n.hooks.clone(),
                 });
                 if n.skip_if {
@@ -362,13 +379,59 @@ impl<'a> Planner<'a> {
     }
 
     fn sequence(&mut self, children: &[Node], it: u32, lp: Option<&str>) -> Status {
-        for c in children {
+        for (i, c) in children.iter().enumerate() {
             match self.walk(c, it, lp) {
                 Status::Complete => continue,
-                other => return other,
+                other => {
+                    // The active phase has mounted its later steps: they are pending.
+                    if self.phase.is_some() {
+                        for rest in &children[i + 1..] {
+                            self.pending_steps(rest, it);
+                        }
+                    }
+                    return other;
+                }
             }
         }
         Status::Complete
+    }
+
+    /// Reports the `<Step>`s under `node` (not past a nested phase or loop) as pending.
+    fn pending_steps(&mut self, node: &Node, it: u32) {
+        match &node.kind {
+            NodeKind::Step(n) => {
+                let mut tasks = Vec::new();
+                task_ids(node, &mut tasks);
+                let mut agents = Vec::new();
+                task_agents(node, &mut agents);
+                self.groups.push(GroupState {
+                    kind: GroupKind::Step,
+                    name: n.name.clone(),
+                    phase: self.phase.clone(),
+                    iteration: it,
+                    status: GroupStatus::Pending,
+                    tasks,
+                    agents,
+                    hooks: n.hooks.clone(),
+                });
+            }
+            NodeKind::Phase(_) | NodeKind::Ralph(_) | NodeKind::Task(_) => {}
+            NodeKind::Branch(b) => {
+                let chosen = if b.cond {
+                    node.children.first()
+                } else {
+                    node.children.get(1)
+                };
+                if let Some(c) = chosen {
+                    self.pending_steps(c, it);
+                }
+            }
+            _ => {
+                for c in &node.children {
+                    self.pending_steps(c, it);
+                }
+            }
+        }
     }
 
     fn parallel(

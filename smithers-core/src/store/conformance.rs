@@ -189,6 +189,7 @@ macro_rules! store_conformance_tests {
             resume_reset_abandons_in_progress_attempts,
             loops_state_events_and_steps_persist,
             approvals_and_cancel_requests,
+            steps_are_numbered_rewound_and_forked,
         );
     };
     (@cases $backend:ty; $($case:ident),* $(,)?) => {
@@ -633,4 +634,174 @@ pub async fn lease_calls_are_fenced(s: Arc<dyn Store>) {
         }
         other => panic!("a released lease fences its holder's writes, got {other:?}"),
     }
+}
+
+fn group(kind: crate::model::GroupKind, name: &str, status: crate::model::GroupStatus) -> Write {
+    Write::Group(GroupUpdate {
+        kind,
+        name: name.into(),
+        phase: (kind == crate::model::GroupKind::Step).then(|| "p".to_owned()),
+        iteration: 0,
+        status,
+        tasks: vec![if name == "one" { "a" } else { "b" }.to_owned()],
+        agent_config: None,
+    })
+}
+
+fn frame(n: u32) -> Vec<Write> {
+    vec![
+        Write::Frame {
+            frame_no: n,
+            hash: format!("h{n}"),
+            tree: crate::node::FrameNode::from_legacy_text(&format!(
+                "<Workflow name=\"tree {n}\" />\n"
+            )),
+        },
+        Write::Event(Event::run(
+            "r",
+            Timestamp::from_millis(0),
+            EventKind::FrameRendered { frame: n },
+        )),
+    ]
+}
+
+/// Steps get ids from 1 with their parents and a pending row; a rewind to a step deactivates it
+/// and later ones and makes their nodes pending, only for the lease holder; a fork copies the
+/// history up to a frame and records its parent.
+pub async fn steps_are_numbered_rewound_and_forked(s: Arc<dyn Store>) {
+    use crate::model::{GroupKind::*, GroupStatus::*};
+    let me = s.create_run(new_run("r", "me")).await.unwrap();
+    let info = Every::info();
+    s.ensure_output_table(info).await.unwrap();
+    let v = json!({"i": 1, "b": true, "r": 1.0, "t": "t", "j": [], "o": null});
+    let mut w = vec![
+        group(Phase, "p", Running),
+        group(Step, "one", Running),
+        group(Step, "two", Pending),
+    ];
+    w.extend(finished("a", v.clone(), info));
+    w.extend(frame(1));
+    w.extend([group(Step, "one", Completed), group(Step, "two", Running)]);
+    s.write(batch(w)).await.unwrap();
+    let mut w = finished("b", v.clone(), info);
+    w.push(group(Step, "two", Completed));
+    w.extend(frame(2));
+    s.write(batch(w)).await.unwrap();
+
+    let steps = s.steps("r").await.unwrap();
+    let rows: Vec<_> = steps
+        .iter()
+        .map(|x| {
+            (
+                x.step_id,
+                x.parent_step_id,
+                x.name.as_str(),
+                x.status.as_str(),
+                x.active,
+                x.phase_id,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (1, None, "one", "completed", true, Some(1)),
+            (2, Some(1), "two", "completed", true, Some(1))
+        ],
+        "steps are numbered from 1 with their parent and phase"
+    );
+    assert!(steps[1].created_seq <= steps[1].started_seq.unwrap());
+    assert_eq!(s.phases("r").await.unwrap()[0].name, "p");
+
+    let e = s
+        .rewind(
+            "r",
+            RewindTo::Step(2),
+            &FenceToken::new("someone-else", me.epoch),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::LeaseLost { .. }),
+        "a rewind is refused without the run's lease: {e}"
+    );
+    let e = s.rewind("r", RewindTo::Step(9), &me).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "run `r` has no step 9; `smithers steps r` lists them"
+    );
+    let r = s.rewind("r", RewindTo::Step(2), &me).await.unwrap();
+    assert_eq!(r.deactivated_steps, [2]);
+    assert_eq!(r.reset_nodes, [("b".to_owned(), 0)]);
+    let loaded = s.load("r").await.unwrap();
+    assert_eq!(
+        loaded
+            .outputs
+            .iter()
+            .map(|o| o.0.as_str())
+            .collect::<Vec<_>>(),
+        ["a"]
+    );
+    let steps = s.steps("r").await.unwrap();
+    assert_eq!(
+        steps.iter().map(|x| x.active).collect::<Vec<_>>(),
+        [true, false]
+    );
+    assert_eq!(
+        s.run("r").await.unwrap().unwrap().status,
+        RunStatus::Cancelled
+    );
+    // A step of the same name runs again as a new row whose parent is the last active step.
+    s.write(batch(vec![group(Step, "two", Running)]))
+        .await
+        .unwrap();
+    let again = s.steps("r").await.unwrap().pop().unwrap();
+    assert_eq!(
+        (again.step_id, again.parent_step_id, again.active),
+        (3, Some(1), true)
+    );
+
+    let id = s.start_step("r", Some("manual")).await.unwrap();
+    assert_eq!(id, 4);
+    let fork = s
+        .fork_run(ForkRun {
+            parent_run_id: "r".into(),
+            frame: 1,
+            run_id: "f".into(),
+            input: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (fork.parent_run_id.as_deref(), fork.parent_frame),
+        (Some("r"), Some(1))
+    );
+    assert_eq!(fork.status, RunStatus::Cancelled);
+    let loaded = s.load("f").await.unwrap();
+    assert_eq!(
+        loaded
+            .outputs
+            .iter()
+            .map(|o| o.0.as_str())
+            .collect::<Vec<_>>(),
+        ["a"]
+    );
+    assert_eq!(s.frames("f").await.unwrap().len(), 1);
+    let e = s
+        .fork_run(ForkRun {
+            parent_run_id: "r".into(),
+            frame: 5,
+            run_id: "g".into(),
+            input: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "run `r` has no frame 5; `smithers frames r --all` lists them"
+    );
+    assert!(
+        s.run("g").await.unwrap().is_none(),
+        "a refused fork creates nothing"
+    );
 }

@@ -45,6 +45,12 @@ pub struct RunRecord {
     pub lease_owner: Option<String>,
     /// Lease expiry, epoch milliseconds.
     pub lease_expires_ms: Option<i64>,
+    /// The run it was forked from.
+    #[serde(default)]
+    pub parent_run_id: Option<String>,
+    /// The parent's frame it was forked at.
+    #[serde(default)]
+    pub parent_frame: Option<u32>,
     /// Lease epoch: incremented at every acquisition (see [`FenceToken`]).
     #[serde(default)]
     pub lease_epoch: i64,
@@ -67,36 +73,180 @@ pub struct ApprovalRecord {
     pub note: Option<String>,
 }
 
-/// A row of `_smithers_steps`: a phase or step of a run.
+/// A row of `_smithers_steps`: a step of a run, as seeds 000 and 003 describe it. Field names are
+/// the columns' (snake_case in JSON too); times are RFC 3339 (ISO 8601) strings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
+    /// The run.
+    pub run_id: String,
     /// Sequential id within the run, from 1.
     pub step_id: i64,
-    /// `phase` or `step`.
-    pub kind: String,
+    /// The most recent active step before this one, when it was created.
+    pub parent_step_id: Option<i64>,
+    /// False once a rollback took the step back (kept for audit, no longer read by `Ctx`).
+    pub active: bool,
+    /// `tree` for a `<Step>` of the workflow, `api` for one started through [`crate::steps::Steps`].
+    pub source: String,
     /// Its name.
     pub name: String,
-    /// The phase a step belongs to.
+    /// The phase it belongs to (`_smithers_phases.phase_id`).
+    pub phase_id: Option<i64>,
+    /// The phase's name.
     pub phase: Option<String>,
     /// Loop iteration.
     pub iteration: u32,
-    /// `running`, `completed`, `failed`, `skipped`.
+    /// `pending`, `running`, `completed`, `failed`, `skipped`.
     pub status: String,
     /// Tasks inside it.
     pub task_ids: Vec<String>,
-    /// When it started.
-    pub started_at: String,
+    /// When it started running.
+    pub started_at: Option<String>,
     /// When it ended.
     pub completed_at: Option<String>,
-    /// How long it took.
+    /// How long it ran.
     pub duration_ms: Option<i64>,
+    /// When its row was created (a pending step's row exists before it starts).
+    pub created_at: String,
+    /// Event sequence number when the row was created.
+    pub created_seq: i64,
+    /// Event sequence number when it started: where a rollback to this step cuts the history.
+    pub started_seq: Option<i64>,
+    /// The repository of its snapshots.
+    pub vcs_repo: Option<String>,
+    /// `git` or `jj`.
+    pub vcs_backend: Option<String>,
+    /// The working copy before it: a git commit, or a jj commit id (never a change id).
+    pub snapshot_before: Option<String>,
+    /// The working copy after it.
+    pub snapshot_after: Option<String>,
+    /// `HEAD` when it started.
+    pub head_before: Option<String>,
+    /// The commit `HEAD` moved to during the step (an agent committed), if it moved.
+    pub commit_created: Option<String>,
+    /// The agents of its tasks: kind, model, flags, system prompt hash.
+    pub agent_config_json: Option<Value>,
+    /// Token usage summed over its attempts, cost included.
+    pub token_usage_json: Option<Value>,
+    /// Exit code of its last CLI agent attempt.
+    pub exit_code: Option<i32>,
 }
 
 impl StepRecord {
-    /// Whether `attempt` belongs to this phase or step: one of its tasks, in its iteration.
+    /// Whether `attempt` belongs to this step: one of its tasks, in its iteration.
     pub fn contains(&self, attempt: &AttemptRecord) -> bool {
         attempt.iteration == self.iteration && self.task_ids.contains(&attempt.node_id)
     }
+}
+
+/// A row of `_smithers_phases`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PhaseRecord {
+    /// The run.
+    pub run_id: String,
+    /// Sequential id within the run, from 1.
+    pub phase_id: i64,
+    /// Its name.
+    pub name: String,
+    /// Loop iteration.
+    pub iteration: u32,
+    /// `pending`, `running`, `completed`, `failed`, `skipped`.
+    pub status: String,
+    /// False once a rollback took it back.
+    pub active: bool,
+    /// When it started.
+    pub started_at: Option<String>,
+    /// When it ended.
+    pub completed_at: Option<String>,
+    /// How long it ran.
+    pub duration_ms: Option<i64>,
+    /// When its row was created.
+    pub created_at: String,
+}
+
+/// A phase or step as a render reports it: what [`Write::Group`] records.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupUpdate {
+    /// Phase or step.
+    pub kind: crate::model::GroupKind,
+    /// Its name.
+    pub name: String,
+    /// The enclosing phase of a step.
+    pub phase: Option<String>,
+    /// The iteration of its innermost loop.
+    pub iteration: u32,
+    /// Where it stands.
+    pub status: crate::model::GroupStatus,
+    /// The ids of the tasks inside it.
+    pub tasks: Vec<String>,
+    /// The agents of its tasks (a JSON array), when it has any.
+    pub agent_config: Option<Value>,
+}
+
+/// Working-copy snapshots of a step: which one, and what was taken.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepVcs {
+    /// The step: by id (Steps API), or by name and iteration (an active `<Step>`).
+    pub step: StepKey,
+    /// The repository root.
+    pub repo: String,
+    /// `git` or `jj`.
+    pub backend: String,
+    /// The snapshot before it and `HEAD` then.
+    pub before: Option<(String, Option<String>)>,
+    /// The snapshot after it and `HEAD` then (a moved `HEAD` is the commit it created).
+    pub after: Option<(String, Option<String>)>,
+    /// A commit named by the caller (Steps API `commit_created`).
+    pub commit_created: Option<String>,
+}
+
+/// How a write names a step.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StepKey {
+    /// By id.
+    Id(i64),
+    /// The active `<Step>` of this name and iteration.
+    Named {
+        /// Its name.
+        name: String,
+        /// Its iteration.
+        iteration: u32,
+    },
+}
+
+/// Where [`Store::rewind`] cuts a run's history.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RewindTo {
+    /// To just before this step started: it and every later step become inactive.
+    Step(i64),
+    /// To just after this frame was rendered.
+    Frame(u32),
+}
+
+/// What [`Store::rewind`] did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RewindReport {
+    /// The event sequence number the history was cut at (later events are kept, for audit).
+    pub seq: i64,
+    /// Steps made inactive.
+    pub deactivated_steps: Vec<i64>,
+    /// Nodes (id, iteration) made pending again; their outputs moved to
+    /// `_smithers_rolled_back_outputs`.
+    pub reset_nodes: Vec<(String, u32)>,
+    /// Loops whose counters were put back.
+    pub loops: Vec<String>,
+}
+
+/// A new run copied from another's history up to a frame ([`Store::fork_run`]).
+#[derive(Clone, Debug)]
+pub struct ForkRun {
+    /// The run to copy.
+    pub parent_run_id: String,
+    /// Its frame to copy up to.
+    pub frame: u32,
+    /// The new run's id.
+    pub run_id: String,
+    /// The new run's input (the parent's when `None`).
+    pub input: Option<Value>,
 }
 
 /// A row of `_smithers_nodes`.
@@ -324,8 +474,18 @@ pub enum Write {
         /// Value.
         value: String,
     },
-    /// Upsert a phase or step (a new one gets the next sequential id of the run).
-    Group(crate::plan::GroupState),
+    /// Upsert a phase or step (a new one gets the next sequential id of the run; a step
+    /// ending sums its attempts' usage into its row).
+    Group(GroupUpdate),
+    /// Record working-copy snapshots of a step.
+    StepVcs(StepVcs),
+    /// End a step started through the Steps API (`completed` or `failed`).
+    StepEnd {
+        /// The step.
+        step_id: i64,
+        /// `completed` or `failed`.
+        status: crate::model::GroupStatus,
+    },
     /// Record a working-copy snapshot of an attempt.
     AttemptVcs {
         /// Node id.
@@ -528,9 +688,24 @@ pub trait Store: Send + Sync + 'static {
     async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>>;
     /// Events of a run after `after_seq`.
     async fn events(&self, run_id: &str, after_seq: i64) -> Result<Vec<EventRecord>>;
-    /// Phases and steps of a run, by id.
+    /// Steps of a run, by id (inactive ones included).
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>>;
-    /// One phase or step by id; an error names the run and says how to list its steps.
+    /// Phases of a run, by id (inactive ones included).
+    async fn phases(&self, run_id: &str) -> Result<Vec<PhaseRecord>>;
+    /// Starts a step through the Steps API in the run's current phase: a `running` row with the
+    /// next id. Returns its id.
+    async fn start_step(&self, run_id: &str, name: Option<&str>) -> Result<i64>;
+    /// Cuts a run's history at a step or frame, in one transaction: later steps become
+    /// inactive, nodes that moved after the cut are pending again (their outputs kept aside for
+    /// audit), loop counters go back to what they were, and the run becomes `cancelled` so
+    /// `resume` re-runs what was cut. The caller holds the run's lease (`fence`): without it, it
+    /// fails with `LeaseLost` and changes nothing.
+    async fn rewind(&self, run_id: &str, to: RewindTo, fence: &FenceToken) -> Result<RewindReport>;
+    /// Creates a run whose history is another's up to a frame (outputs, node states, loop
+    /// counters, steps, phases, frames and events copied), status `cancelled` so `resume`
+    /// continues it, with its parent run and frame recorded.
+    async fn fork_run(&self, fork: ForkRun) -> Result<RunRecord>;
+    /// One step by id; an error names the run and says how to list its steps.
     async fn step(&self, run_id: &str, step_id: i64) -> Result<StepRecord> {
         self.steps(run_id)
             .await?

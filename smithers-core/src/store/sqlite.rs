@@ -24,6 +24,7 @@ use crate::output::OutputInfo;
 mod connection;
 mod fence;
 mod output_rows;
+mod steps;
 mod writes;
 
 use connection::{configure, migrate, worker, Completion, Job};
@@ -187,7 +188,7 @@ fn name_the_file(path: &Path, e: Error) -> Error {
 }
 
 const RUN_COLUMNS: &str =
-    "run_id, workflow, status, input_json, error, created_at, updated_at, lease_owner, lease_expires_ms, lease_epoch";
+    "run_id, workflow, status, input_json, error, created_at, updated_at, lease_owner, lease_expires_ms, lease_epoch, parent_run_id, parent_frame";
 
 fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
     let status: String = r.get(2)?;
@@ -203,6 +204,8 @@ fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         lease_owner: r.get(7)?,
         lease_expires_ms: r.get(8)?,
         lease_epoch: r.get(9)?,
+        parent_run_id: r.get(10)?,
+        parent_frame: r.get(11)?,
     })
 }
 
@@ -440,7 +443,7 @@ impl Store for SqliteStore {
                 c.query_row("SELECT MAX(frame_no) FROM _smithers_frames WHERE run_id = ?1", [&run_id], |r| r.get(0))?;
             let mut st = c.prepare_cached(
                 "SELECT node_id, iteration, COUNT(*) FROM _smithers_attempts
-                 WHERE run_id = ?1 AND status = 'failed' GROUP BY node_id, iteration",
+                 WHERE run_id = ?1 AND status = 'failed' AND rolled_back = 0 GROUP BY node_id, iteration",
             )?;
             let failures = st
                 .query_map([&run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
@@ -556,28 +559,76 @@ impl Store for SqliteStore {
 
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>> {
         let run_id = run_id.to_owned();
-        self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT step_id, kind, name, phase, iteration, status, task_ids, started_at, completed_at, duration_ms
-                 FROM _smithers_steps WHERE run_id = ?1 ORDER BY step_id",
+        self.read(move |c| steps::query_steps(c, &run_id)).await
+    }
+
+    async fn phases(&self, run_id: &str) -> Result<Vec<PhaseRecord>> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| steps::query_phases(c, &run_id)).await
+    }
+
+    async fn start_step(&self, run_id: &str, name: Option<&str>) -> Result<i64> {
+        let (run_id, name) = (run_id.to_owned(), name.map(str::to_owned));
+        let now = self.clock.now();
+        self.write_with(move |c| steps::start_step(c, &run_id, name.as_deref(), &now.to_string()))
+            .await
+    }
+
+    async fn rewind(&self, run_id: &str, to: RewindTo, fence: &FenceToken) -> Result<RewindReport> {
+        let (run_id, fence) = (run_id.to_owned(), fence.clone());
+        let at = self.clock.now();
+        self.write_with(move |c| {
+            let now = at.to_string();
+            let report = steps::rewind(c, &run_id, &to, &fence, &now)?;
+            let what = match &to {
+                RewindTo::Step(id) => format!("rolled back to before step {id}"),
+                RewindTo::Frame(f) => format!("rewound to frame {f}"),
+            };
+            c.execute(
+                "UPDATE _smithers_runs SET status = 'cancelled', error = ?2, finished_at = NULL,
+                   cancel_requested = 0, updated_at = ?3 WHERE run_id = ?1",
+                params![
+                    run_id,
+                    format!("{what}; `resume` re-runs what was cut"),
+                    now
+                ],
             )?;
-            let rows = st
-                .query_map([&run_id], |r| {
-                    Ok(StepRecord {
-                        step_id: r.get(0)?,
-                        kind: r.get(1)?,
-                        name: r.get(2)?,
-                        phase: r.get(3)?,
-                        iteration: r.get(4)?,
-                        status: r.get(5)?,
-                        task_ids: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default(),
-                        started_at: r.get(7)?,
-                        completed_at: r.get(8)?,
-                        duration_ms: r.get(9)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows)
+            let mut b = WriteBatch::new(&run_id);
+            b.push(Write::Event(crate::events::Event::run(
+                &run_id,
+                at,
+                EventKind::RunRewound {
+                    to: what,
+                    seq: report.seq,
+                    steps: report.deactivated_steps.clone(),
+                    nodes: report.reset_nodes.len() as u32,
+                },
+            )));
+            apply(c, &b, at)?;
+            Ok(report)
+        })
+        .await
+    }
+
+    async fn fork_run(&self, fork: ForkRun) -> Result<RunRecord> {
+        let at = self.clock.now();
+        self.write_with(move |c| {
+            steps::fork(c, &fork, &at.to_string())?;
+            let mut b = WriteBatch::new(&fork.run_id);
+            b.push(Write::Event(crate::events::Event::run(
+                &fork.run_id,
+                at,
+                EventKind::RunForked {
+                    parent_run_id: fork.parent_run_id.clone(),
+                    frame: fork.frame,
+                },
+            )));
+            apply(c, &b, at)?;
+            Ok(c.query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM _smithers_runs WHERE run_id = ?1"),
+                [&fork.run_id],
+                run_from_row,
+            )?)
         })
         .await
     }

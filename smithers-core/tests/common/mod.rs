@@ -91,7 +91,14 @@ impl Harness {
         I: Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
     {
         let events = self.events.clone();
+        // Step snapshots cover the test's scratch directory unless a test names a repository,
+        // never the repository the tests run in.
+        let workdir = options
+            .workdir
+            .clone()
+            .or_else(|| Some(self.dir.path().to_path_buf()));
         Engine::new(self.store.clone(), f).with_options(EngineOptions {
+            workdir,
             on_event: Some(Arc::new(move |e: &Event| {
                 events.lock().unwrap().push(e.clone())
             })),
@@ -291,4 +298,21 @@ impl Counter {
     pub fn get(&self) -> usize {
         self.0.load(Ordering::SeqCst)
     }
+}
+
+/// jj, or `None` after saying `skipped:` (a failure under `SMITHERS_REQUIRE_EXTERNAL=1`).
+pub fn jj_or_skip(test: &str) -> Option<std::path::PathBuf> {
+    if let Some(p) = smithers_core::vcs::jj_program().filter(|p| {
+        std::process::Command::new(p)
+            .arg("--version")
+            .output()
+            .is_ok()
+    }) {
+        return Some(p);
+    }
+    smithers_core::store::conformance::external_missing(
+        test,
+        "jj is not installed (run scripts/install-jj.sh and set SMITHERS_JJ, or put jj on PATH)",
+    );
+    None
 }

@@ -52,8 +52,13 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (
         9,
+        "step_records",
+        include_str!("../../../migrations/0009_step_records.sql"),
+    ),
+    (
+        10,
         "frame_structure",
-        include_str!("../../../migrations/0009_frame_structure.sql"),
+        include_str!("../../../migrations/0010_frame_structure.sql"),
     ),
 ];
 

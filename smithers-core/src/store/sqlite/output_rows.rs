@@ -31,7 +31,7 @@ pub(crate) fn is_reserved(table: &str) -> bool {
     t.starts_with("_smithers_") || t.starts_with("sqlite_") || t == "state"
 }
 
-fn quote(name: &str) -> String {
+pub(super) fn quote(name: &str) -> String {
     format!("\"{name}\"")
 }
 

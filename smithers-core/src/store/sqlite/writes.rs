@@ -5,7 +5,6 @@ use rusqlite::{params, Connection};
 use super::fence::check_fence;
 use super::output_rows::insert_output;
 use crate::error::Result;
-use crate::model::GroupStatus;
 use crate::model::Timestamp;
 use crate::store::{Write, WriteBatch};
 
@@ -129,6 +128,12 @@ pub(super) fn apply(c: &Connection, batch: &WriteBatch, now: Timestamp) -> Resul
                        pass_start = excluded.pass_start, parent_iteration = excluded.parent_iteration, done = excluded.done",
                 )?
                 .execute(params![run_id, loop_id, state.iteration, state.pass_start, state.parent_iteration, state.done])?;
+                // The counter's history, so a rollback can put it back.
+                c.prepare_cached(
+                    "INSERT INTO _smithers_ralph_history (run_id, loop_id, seq, iteration, pass_start, parent_iteration, done)
+                     VALUES (?1, ?2, (SELECT COALESCE(MAX(seq), 0) FROM _smithers_events), ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![run_id, loop_id, state.iteration, state.pass_start, state.parent_iteration, state.done])?;
             }
             Write::Frame {
                 frame_no,
@@ -148,30 +153,10 @@ pub(super) fn apply(c: &Connection, batch: &WriteBatch, now: Timestamp) -> Resul
                 )?
                 .execute(params![key, value, now])?;
             }
-            Write::Group(g) => {
-                let done = g.status != GroupStatus::Running;
-                c.prepare_cached(
-                    "INSERT INTO _smithers_steps
-                       (run_id, step_id, kind, name, phase, iteration, status, task_ids, started_at, completed_at, duration_ms)
-                     VALUES (?1, (SELECT COALESCE(MAX(step_id), 0) + 1 FROM _smithers_steps WHERE run_id = ?1),
-                             ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN ?9 THEN ?8 END, CASE WHEN ?9 THEN 0 END)
-                     ON CONFLICT (run_id, kind, name, iteration) DO UPDATE SET
-                       status = excluded.status, task_ids = excluded.task_ids,
-                       completed_at = CASE WHEN ?9 THEN ?8 END,
-                       duration_ms = CASE WHEN ?9
-                         THEN CAST((julianday(?8) - julianday(started_at)) * 86400000 AS INTEGER) END",
-                )?
-                .execute(params![
-                    run_id,
-                    g.kind.as_str(),
-                    g.name,
-                    g.phase,
-                    g.iteration,
-                    g.status.as_str(),
-                    serde_json::to_string(&g.tasks)?,
-                    now,
-                    done
-                ])?;
+            Write::Group(g) => super::steps::write_group(c, run_id, g, &now)?,
+            Write::StepVcs(v) => super::steps::write_step_vcs(c, run_id, v)?,
+            Write::StepEnd { step_id, status } => {
+                super::steps::end_step(c, run_id, *step_id, *status, &now)?
             }
             Write::AttemptVcs {
                 node_id,
