@@ -38,6 +38,7 @@ pub use task_ctx::TaskCtx;
 pub mod clock;
 pub mod engine;
 pub mod events;
+pub mod frame;
 pub(crate) mod machine;
 pub mod plan;
 pub mod steps;

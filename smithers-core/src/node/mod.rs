@@ -337,6 +337,6 @@ impl<T: Output> TaskId<T> for &String {
 mod builders;
 mod frame;
 
+pub use crate::frame::{FrameLine, FrameNode};
 pub use builders::{Branch, Parallel, Phase, Ralph, Sequence, Step, Task, Workflow};
 pub(crate) use frame::shape_hash;
-pub use frame::{FrameLine, FrameNode};

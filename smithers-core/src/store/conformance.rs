@@ -653,7 +653,7 @@ fn frame(n: u32) -> Vec<Write> {
         Write::Frame {
             frame_no: n,
             hash: format!("h{n}"),
-            tree: crate::node::FrameNode::from_legacy_text(&format!(
+            tree: crate::frame::FrameNode::from_legacy_text(&format!(
                 "<Workflow name=\"tree {n}\" />\n"
             )),
         },

@@ -12,9 +12,9 @@ use serde_json::Value;
 
 use crate::error::Result;
 use crate::events::Event;
+use crate::frame::FrameNode;
 pub use crate::model::{ApprovalStatus, NodeStatus, RunStatus};
 use crate::model::{LoopState, Usage};
-use crate::node::FrameNode;
 use crate::output::OutputInfo;
 
 #[cfg(feature = "conformance")]

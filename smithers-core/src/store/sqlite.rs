@@ -17,8 +17,8 @@ use super::*;
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::events::EventKind;
+use crate::frame::FrameNode;
 use crate::model::Timestamp;
-use crate::node::FrameNode;
 use crate::output::OutputInfo;
 
 mod connection;
