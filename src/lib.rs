@@ -12,9 +12,9 @@
 extern crate self as smithers;
 
 pub use smithers_core::{
-    agent, ctx, error, node, output, Agent, AgentError, AgentRequest, AgentResponse, Ctx, Error,
-    IntoAgent, ModelPrice, Node, NodeRef, OnMaxReached, Output, PriceCatalog, Ref, Result,
-    RetryPolicy, SharedAgent, TaskCtx, TaskError, Usage,
+    agent, ctx, error, node, output, Agent, AgentError, AgentRequest, AgentResponse, Budget, Ctx,
+    Error, IntoAgent, ModelPrice, Node, NodeRef, OnBudget, OnMaxReached, Output, PriceCatalog, Ref,
+    Result, RetryPolicy, SharedAgent, TaskCtx, TaskError, Usage,
 };
 pub use smithers_macros::{component, workflow, Output};
 
@@ -26,7 +26,8 @@ pub use smithers_agents as agents;
 /// Everything a workflow file needs.
 pub mod prelude {
     pub use crate::{
-        component, workflow, Ctx, Node, OnMaxReached, Output, Ref, RetryPolicy, TaskCtx, TaskError,
+        component, workflow, Ctx, Node, OnBudget, OnMaxReached, Output, Ref, RetryPolicy, TaskCtx,
+        TaskError,
     };
     pub use schemars::JsonSchema;
     pub use serde::{Deserialize, Serialize};

@@ -418,3 +418,59 @@ async fn backoff_grows_between_attempts_and_a_terminal_error_is_not_retried() {
         events[1]
     );
 }
+
+#[tokio::test]
+async fn a_fallback_chain_asks_the_next_agent_only_when_the_first_failed_for_its_own_reasons() {
+    use smithers::agents::GeminiAgent;
+    let scratch = tempfile::tempdir().unwrap();
+    let counter = scratch.path().join("gemini-runs");
+    let gemini: SharedAgent = Arc::new(
+        GeminiAgent::new()
+            .binary(fixtures().join("fake-cli.sh"))
+            .env("FAKE_SCENARIO", "gemini/ok")
+            .env("FAKE_COUNTER", &counter),
+    );
+    // A missing binary is not the reply's fault: the next agent answers.
+    let missing: SharedAgent = Arc::new(ClaudeCodeAgent::new().binary("/nonexistent/claude"));
+    let chain = smithers::IntoAgent::into_agent(vec![missing, gemini.clone()]);
+    let s = setup(chain, 0, None, CancellationToken::new());
+    let report = s.engine.run(()).await.unwrap();
+    assert_eq!(report.status, RunStatus::Finished, "{report:?}");
+    assert_eq!(std::fs::read_to_string(&counter).unwrap().trim(), "1");
+    let c = rusqlite::Connection::open(&s.db).unwrap();
+    let agent: String = c
+        .query_row("SELECT agent FROM _smithers_attempts", [], |x| x.get(0))
+        .unwrap();
+    assert_eq!(agent, "claude-code|gemini");
+    let said: String = c
+        .query_row(
+            "SELECT payload FROM _smithers_events WHERE kind = 'node_output' AND payload LIKE '%trying the next agent%'",
+            [],
+            |x| x.get(0),
+        )
+        .unwrap();
+    assert!(
+        said.contains("claude-code failed (agent CLI `/nonexistent/claude` was not found"),
+        "{said}"
+    );
+
+    // An invalid reply is the reply's fault: retried from the first agent, never passed on.
+    std::fs::remove_file(&counter).unwrap();
+    let prose: SharedAgent = Arc::new(
+        ClaudeCodeAgent::new()
+            .binary(fixtures().join("fake-cli.sh"))
+            .env("FAKE_SCENARIO", "claude/not-json"),
+    );
+    let chain = smithers::IntoAgent::into_agent(vec![prose, gemini]);
+    let s = setup_with(
+        chain,
+        1,
+        None,
+        CancellationToken::new(),
+        Some(RetryPolicy::immediate()),
+    );
+    let report = s.engine.run(()).await.unwrap();
+    assert_eq!(report.status, RunStatus::Failed);
+    assert_eq!(rows(&s.db).len(), 2);
+    assert!(!counter.exists(), "the second agent was never asked");
+}

@@ -10,7 +10,7 @@ use serde_json::Value;
 use smithers_core::{Agent, AgentError, AgentRequest, AgentResponse, TaskError, Usage};
 
 use crate::cli::{cli_builder_methods, CliOptions};
-use crate::process::{self, CliCommand, CliRun};
+use crate::process::{self, CliCommand, CliRun, LiveUsage, Watch};
 use crate::stream::{
     http_status_in, looks_like_auth_error, parse_line, status_is_retryable, str_of, truncate,
     u64_of,
@@ -61,7 +61,11 @@ pub struct ClaudeCodeAgent {
     append_system_prompt: Option<String>,
     permission_mode: Option<ClaudePermissionMode>,
     disallowed_tools: Vec<String>,
+    tools: Option<Vec<String>>,
     max_turns: Option<u32>,
+    resume: Option<String>,
+    fork_session: bool,
+    session_id: Option<String>,
 }
 
 impl Default for ClaudeCodeAgent {
@@ -81,7 +85,11 @@ impl ClaudeCodeAgent {
             append_system_prompt: None,
             permission_mode: None,
             disallowed_tools: Vec::new(),
+            tools: None,
             max_turns: None,
+            resume: None,
+            fork_session: false,
+            session_id: None,
         }
     }
 
@@ -114,6 +122,37 @@ impl ClaudeCodeAgent {
     {
         self.disallowed_tools
             .extend(tools.into_iter().map(Into::into));
+        self
+    }
+
+    /// The only tools Claude may use (`--tools`), from its built-in set: `["Read", "Grep"]`; an
+    /// empty list offers none. Unlike `allowed_tools`, which only pre-approves, the others are
+    /// not offered to the model at all.
+    pub fn tools<I, S>(mut self, tools: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.tools = Some(tools.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Continue an earlier session (`--resume <id>`; the id is the `session_id` of an attempt).
+    pub fn resume(mut self, session_id: impl Into<String>) -> Self {
+        self.resume = Some(session_id.into());
+        self
+    }
+
+    /// With `resume`, continue in a new session id, leaving the original as it was
+    /// (`--fork-session`).
+    pub fn fork_session(mut self, fork: bool) -> Self {
+        self.fork_session = fork;
+        self
+    }
+
+    /// Start the session with this UUID (`--session-id`).
+    pub fn session_id(mut self, uuid: impl Into<String>) -> Self {
+        self.session_id = Some(uuid.into());
         self
     }
 
@@ -151,8 +190,20 @@ impl ClaudeCodeAgent {
         if !self.disallowed_tools.is_empty() {
             push("--disallowedTools", &self.disallowed_tools.join(","));
         }
+        if let Some(tools) = &self.tools {
+            push("--tools", &tools.join(","));
+        }
         if let Some(turns) = self.max_turns {
             push("--max-turns", &turns.to_string());
+        }
+        if let Some(id) = &self.resume {
+            push("--resume", id);
+        }
+        if let Some(id) = &self.session_id {
+            push("--session-id", id);
+        }
+        if self.fork_session {
+            args.push("--fork-session".into());
         }
         args.extend(self.cli.extra_args.iter().cloned());
         args
@@ -169,6 +220,23 @@ impl Agent for ClaudeCodeAgent {
         format!("claude-code {:?}", self.base_args())
     }
 
+    fn model(&self) -> Option<String> {
+        self.cli.model.clone()
+    }
+
+    fn system_prompt(&self) -> Option<String> {
+        match (&self.cli.system_prompt, &self.append_system_prompt) {
+            (None, None) => None,
+            (a, b) => Some(
+                [a.as_deref(), b.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+        }
+    }
+
     async fn generate(&self, request: AgentRequest) -> Result<AgentResponse, AgentError> {
         let mut args = self.base_args();
         if let Some(schema) = self.cli.native_schema(&request.output_schema) {
@@ -181,6 +249,10 @@ impl Agent for ClaudeCodeAgent {
             options: &self.cli,
             args,
             env: Vec::new(),
+            watch: Watch {
+                summarize,
+                usage: live_usage,
+            },
         };
         let run = process::run(command, &request).await?;
         parse_run(&run)
@@ -266,6 +338,115 @@ fn read_stream(lines: &[String]) -> ClaudeStream {
         }
     }
     s
+}
+
+/// A line a person can read for one stream event: what Claude is doing.
+fn summarize(event: &Value) -> Option<String> {
+    match str_of(event, "type")? {
+        "system" => match str_of(event, "subtype")? {
+            "init" => Some(format!(
+                "claude started (model {}, session {})",
+                str_of(event, "model").unwrap_or("?"),
+                str_of(event, "session_id").unwrap_or("?")
+            )),
+            "api_retry" => Some(format!(
+                "API error {} ({}), retry {} of {}",
+                u64_of(event, "error_status").map_or_else(|| "?".to_owned(), |s| s.to_string()),
+                str_of(event, "error").unwrap_or("error"),
+                u64_of(event, "attempt").unwrap_or_default(),
+                u64_of(event, "max_retries").unwrap_or_default()
+            )),
+            _ => None,
+        },
+        "assistant" => {
+            let blocks = event["message"]["content"].as_array()?;
+            let parts: Vec<String> = blocks
+                .iter()
+                .filter_map(|b| match str_of(b, "type")? {
+                    "text" => Some(format!(
+                        "says: {}",
+                        crate::stream::first_line(str_of(b, "text")?)
+                    )),
+                    "tool_use" => Some(format!(
+                        "uses {}: {}",
+                        str_of(b, "name").unwrap_or("a tool"),
+                        crate::stream::tool_input(&b["input"])
+                    )),
+                    "thinking" => Some("thinks".to_owned()),
+                    _ => None,
+                })
+                .collect();
+            (!parts.is_empty()).then(|| parts.join("; "))
+        }
+        "user" => {
+            let blocks = event["message"]["content"].as_array()?;
+            let failed = blocks.iter().any(|b| {
+                str_of(b, "type") == Some("tool_result")
+                    && b.get("is_error").and_then(Value::as_bool) == Some(true)
+            });
+            failed.then(|| "a tool call failed".to_owned())
+        }
+        "result" => Some(if result_is_error(event) {
+            format!(
+                "claude failed: {}",
+                crate::stream::first_line(str_of(event, "result").unwrap_or_default())
+            )
+        } else {
+            format!(
+                "claude done: {} turn(s), cost ${:.4}",
+                u64_of(event, "num_turns").unwrap_or_default(),
+                event
+                    .get("total_cost_usd")
+                    .and_then(Value::as_f64)
+                    .unwrap_or_default()
+            )
+        }),
+        _ => None,
+    }
+}
+
+fn result_is_error(result: &Value) -> bool {
+    result
+        .get("is_error")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+        || str_of(result, "subtype").is_some_and(|s| s != "success")
+}
+
+/// The usage so far from a stream event: each model message's own usage (its output count is
+/// the one from `message_start`, a lower bound), replaced by the `result`'s totals at the end.
+fn live_usage(live: &mut LiveUsage, event: &Value) -> bool {
+    match str_of(event, "type") {
+        Some("system") if str_of(event, "subtype") == Some("init") => {
+            live.model = str_of(event, "model").map(str::to_owned);
+            false
+        }
+        Some("assistant") => {
+            let message = &event["message"];
+            let (Some(id), Some(u)) = (str_of(message, "id"), message.get("usage")) else {
+                return false;
+            };
+            if let Some(m) = str_of(message, "model").filter(|m| *m != "<synthetic>") {
+                live.model = Some(m.to_owned());
+            }
+            live.message(
+                id,
+                Usage {
+                    input_tokens: u64_of(u, "input_tokens"),
+                    output_tokens: u64_of(u, "output_tokens"),
+                    cache_read_tokens: u64_of(u, "cache_read_input_tokens"),
+                    cache_write_tokens: u64_of(u, "cache_creation_input_tokens"),
+                    cost_usd: None,
+                },
+            );
+            true
+        }
+        Some("result") => {
+            live.total = Some(usage_of(event));
+            true
+        }
+        _ => false,
+    }
 }
 
 /// The usage of a `result` event: `usage` holds the main loop's totals (the `assistant`

@@ -11,7 +11,7 @@ use serde_json::Value;
 use smithers_core::{Agent, AgentError, AgentRequest, AgentResponse, TaskError, Usage};
 
 use crate::cli::{cli_builder_methods, temp_file, CliOptions};
-use crate::process::{self, CliCommand, CliRun};
+use crate::process::{self, CliCommand, CliRun, LiveUsage, Watch};
 use crate::stream::{add, looks_like_auth_error, parse_line, str_of, truncate, u64_of};
 
 /// Codex's `--sandbox` policy for the commands the model runs.
@@ -54,6 +54,7 @@ pub struct CodexAgent {
     config: Vec<(String, String)>,
     skip_git_repo_check: bool,
     ephemeral: bool,
+    resume: Option<String>,
 }
 
 impl Default for CodexAgent {
@@ -71,6 +72,7 @@ impl CodexAgent {
             config: Vec::new(),
             skip_git_repo_check: true,
             ephemeral: false,
+            resume: None,
         }
     }
 
@@ -104,6 +106,13 @@ impl CodexAgent {
         self
     }
 
+    /// Continue an earlier session (`codex exec resume <id>`; the id is the `session_id` of an
+    /// attempt). The sandbox is passed as `-c sandbox_mode=..`, which `resume` accepts.
+    pub fn resume(mut self, session_id: impl Into<String>) -> Self {
+        self.resume = Some(session_id.into());
+        self
+    }
+
     /// Pass `--ephemeral`: do not write session files under `$CODEX_HOME`.
     pub fn ephemeral(mut self, ephemeral: bool) -> Self {
         self.ephemeral = ephemeral;
@@ -111,7 +120,11 @@ impl CodexAgent {
     }
 
     fn base_args(&self) -> Vec<OsString> {
-        let mut args: Vec<OsString> = vec!["exec".into(), "--json".into()];
+        let mut args: Vec<OsString> = vec!["exec".into()];
+        if self.resume.is_some() {
+            args.push("resume".into());
+        }
+        args.push("--json".into());
         if self.skip_git_repo_check {
             args.push("--skip-git-repo-check".into());
         }
@@ -121,8 +134,13 @@ impl CodexAgent {
         if let Some(model) = &self.cli.model {
             args.extend(["--model".into(), model.into()]);
         }
-        if let Some(sandbox) = self.sandbox {
-            args.extend(["--sandbox".into(), sandbox.as_str().into()]);
+        match (self.sandbox, &self.resume) {
+            (Some(sandbox), None) => args.extend(["--sandbox".into(), sandbox.as_str().into()]),
+            (Some(sandbox), Some(_)) => args.extend([
+                "-c".into(),
+                format!("sandbox_mode=\"{}\"", sandbox.as_str()).into(),
+            ]),
+            (None, _) => {}
         }
         if let Some(text) = &self.cli.system_prompt {
             // A JSON string is a valid TOML basic string.
@@ -150,6 +168,14 @@ impl Agent for CodexAgent {
         format!("codex {:?}", self.base_args())
     }
 
+    fn model(&self) -> Option<String> {
+        self.cli.model.clone()
+    }
+
+    fn system_prompt(&self) -> Option<String> {
+        self.cli.system_prompt.clone()
+    }
+
     async fn generate(&self, request: AgentRequest) -> Result<AgentResponse, AgentError> {
         let mut args = self.base_args();
         // Kept alive until codex has exited.
@@ -167,11 +193,18 @@ impl Agent for CodexAgent {
             None => None,
         };
         args.push("--".into());
+        if let Some(id) = &self.resume {
+            args.push(id.into());
+        }
         args.push(request.prompt.clone().into());
         let command = CliCommand {
             options: &self.cli,
             args,
             env: Vec::new(),
+            watch: Watch {
+                summarize,
+                usage: live_usage,
+            },
         };
         let run = process::run(command, &request).await?;
         drop(schema_file);
@@ -187,6 +220,92 @@ impl Agent for CodexAgent {
     fn cwd(&self) -> Option<PathBuf> {
         self.cli.cwd.clone()
     }
+}
+
+/// A line a person can read for one event: what Codex is doing.
+fn summarize(event: &Value) -> Option<String> {
+    match str_of(event, "type")? {
+        "thread.started" => Some(format!(
+            "codex started (session {})",
+            str_of(event, "thread_id").unwrap_or("?")
+        )),
+        "item.started" | "item.completed" => {
+            let item = &event["item"];
+            let done = str_of(event, "type") == Some("item.completed");
+            match str_of(item, "type")? {
+                "agent_message" if done => Some(format!(
+                    "says: {}",
+                    crate::stream::first_line(str_of(item, "text").unwrap_or_default())
+                )),
+                "reasoning" if done => Some("thinks".to_owned()),
+                "command_execution" => Some(
+                    match (done, item.get("exit_code").and_then(Value::as_i64)) {
+                        (true, Some(code)) => format!(
+                            "ran `{}` (exit {code})",
+                            truncate(str_of(item, "command").unwrap_or("?"), 160)
+                        ),
+                        _ => format!(
+                            "runs `{}`",
+                            truncate(str_of(item, "command").unwrap_or("?"), 160)
+                        ),
+                    },
+                ),
+                "file_change" if done => {
+                    let paths: Vec<&str> = item["changes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|c| str_of(c, "path"))
+                        .collect();
+                    Some(format!("edited {}", paths.join(", ")))
+                }
+                "mcp_tool_call" if done => Some(format!(
+                    "used {}.{}",
+                    str_of(item, "server").unwrap_or("?"),
+                    str_of(item, "tool").unwrap_or("?")
+                )),
+                "web_search" if done => Some(format!(
+                    "searched the web: {}",
+                    str_of(item, "query").unwrap_or("?")
+                )),
+                "error" => Some(format!(
+                    "warning: {}",
+                    str_of(item, "message").unwrap_or("?")
+                )),
+                _ => None,
+            }
+        }
+        "turn.completed" => Some("codex done".to_owned()),
+        "turn.failed" => Some(format!(
+            "codex failed: {}",
+            str_of(&event["error"], "message").unwrap_or("?")
+        )),
+        "error" => Some(format!(
+            "error: {}",
+            str_of(event, "message").unwrap_or("?")
+        )),
+        _ => None,
+    }
+}
+
+/// The usage so far: each `turn.completed` adds its turn's.
+fn live_usage(live: &mut LiveUsage, event: &Value) -> bool {
+    if str_of(event, "type") != Some("turn.completed") {
+        return false;
+    }
+    let u = &event["usage"];
+    let turn = live.per_message.len().to_string();
+    live.message(
+        &turn,
+        Usage {
+            input_tokens: u64_of(u, "input_tokens"),
+            output_tokens: u64_of(u, "output_tokens"),
+            cache_read_tokens: u64_of(u, "cached_input_tokens"),
+            cache_write_tokens: u64_of(u, "cache_write_input_tokens"),
+            cost_usd: None,
+        },
+    );
+    true
 }
 
 #[derive(Debug, Default)]

@@ -12,7 +12,7 @@ use smithers_core::prompt::extract_json_with;
 use smithers_core::{Agent, AgentError, AgentRequest, AgentResponse, TaskError, Usage};
 
 use crate::cli::{cli_builder_methods, temp_file, CliOptions};
-use crate::process::{self, CliCommand, CliRun};
+use crate::process::{self, CliCommand, CliRun, LiveUsage, Watch};
 use crate::stream::{
     http_status_in, looks_like_auth_error, parse_line, status_is_retryable, str_of, truncate,
     u64_of,
@@ -56,6 +56,8 @@ pub struct GeminiAgent {
     approval_mode: Option<GeminiApprovalMode>,
     sandbox: bool,
     skip_trust: bool,
+    resume: Option<String>,
+    policies: Vec<std::path::PathBuf>,
 }
 
 impl Default for GeminiAgent {
@@ -75,6 +77,8 @@ impl GeminiAgent {
             approval_mode: None,
             sandbox: false,
             skip_trust: true,
+            resume: None,
+            policies: Vec::new(),
         }
     }
 
@@ -88,6 +92,20 @@ impl GeminiAgent {
     /// The approval mode (`--approval-mode`).
     pub fn approval_mode(mut self, mode: GeminiApprovalMode) -> Self {
         self.approval_mode = Some(mode);
+        self
+    }
+
+    /// Continue an earlier session (`--resume <id>`, or `latest`).
+    pub fn resume(mut self, session: impl Into<String>) -> Self {
+        self.resume = Some(session.into());
+        self
+    }
+
+    /// A policy file of Gemini's policy engine (`--policy`): the way Gemini 0.61 restricts which
+    /// tools may run (`--allowed-tools` is deprecated). In non-interactive mode with the default
+    /// approval mode only read-only tools are offered.
+    pub fn policy(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.policies.push(path.into());
         self
     }
 
@@ -120,6 +138,12 @@ impl GeminiAgent {
         if self.sandbox {
             args.push("--sandbox".into());
         }
+        for p in &self.policies {
+            args.extend(["--policy".into(), p.into()]);
+        }
+        if let Some(id) = &self.resume {
+            args.extend(["--resume".into(), id.into()]);
+        }
         args.extend(self.cli.extra_args.iter().cloned());
         args
     }
@@ -137,6 +161,14 @@ impl Agent for GeminiAgent {
             self.base_args(),
             self.cli.system_prompt
         )
+    }
+
+    fn model(&self) -> Option<String> {
+        self.cli.model.clone()
+    }
+
+    fn system_prompt(&self) -> Option<String> {
+        self.cli.system_prompt.clone()
     }
 
     async fn generate(&self, request: AgentRequest) -> Result<AgentResponse, AgentError> {
@@ -157,6 +189,10 @@ impl Agent for GeminiAgent {
             options: &self.cli,
             args,
             env,
+            watch: Watch {
+                summarize,
+                usage: live_usage,
+            },
         };
         let run = process::run(command, &request).await?;
         drop(system_file);
@@ -169,6 +205,58 @@ impl Agent for GeminiAgent {
 
     fn cwd(&self) -> Option<PathBuf> {
         self.cli.cwd.clone()
+    }
+}
+
+/// A line a person can read for one event: what Gemini is doing (the reply's text deltas are
+/// not repeated line by line).
+fn summarize(event: &Value) -> Option<String> {
+    match str_of(event, "type")? {
+        "init" => Some(format!(
+            "gemini started (model {}, session {})",
+            str_of(event, "model").unwrap_or("?"),
+            str_of(event, "session_id").unwrap_or("?")
+        )),
+        "tool_use" => Some(format!(
+            "uses {}: {}",
+            str_of(event, "tool_name").unwrap_or("a tool"),
+            crate::stream::tool_input(&event["parameters"])
+        )),
+        "tool_result" if str_of(event, "status") == Some("error") => Some(format!(
+            "a tool call failed: {}",
+            str_of(&event["error"], "message").unwrap_or("?")
+        )),
+        "error" => Some(format!(
+            "error: {}",
+            str_of(event, "message").unwrap_or("?")
+        )),
+        "result" => Some(format!(
+            "gemini {}",
+            match str_of(event, "status") {
+                Some("success") => "done".to_owned(),
+                other => format!(
+                    "failed ({}): {}",
+                    other.unwrap_or("?"),
+                    str_of(&event["error"], "message").unwrap_or("?")
+                ),
+            }
+        )),
+        _ => None,
+    }
+}
+
+/// The usage, from the `result` event (the only one that carries it).
+fn live_usage(live: &mut LiveUsage, event: &Value) -> bool {
+    match str_of(event, "type") {
+        Some("init") => {
+            live.model = str_of(event, "model").map(str::to_owned);
+            false
+        }
+        Some("result") => {
+            live.total = Some(usage_of(event));
+            true
+        }
+        _ => false,
     }
 }
 

@@ -195,6 +195,14 @@ impl Agent for OpenAiAgent {
         )
     }
 
+    fn model(&self) -> Option<String> {
+        Some(self.model.clone())
+    }
+
+    fn system_prompt(&self) -> Option<String> {
+        self.system_prompt.clone()
+    }
+
     async fn generate(&self, request: AgentRequest) -> Result<AgentResponse, AgentError> {
         let key = self.http.api_key("OpenAI-compatible")?;
         let mut headers = HeaderMap::new();

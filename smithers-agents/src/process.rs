@@ -36,11 +36,54 @@ const DRAIN_GRACE: Duration = Duration::from_secs(10);
 const TAIL_POLL: Duration = Duration::from_millis(25);
 
 /// A command to run: the program and arguments built by one agent for one request.
-#[derive(Debug)]
 pub(crate) struct CliCommand<'a> {
     pub(crate) options: &'a CliOptions,
     pub(crate) args: Vec<OsString>,
     pub(crate) env: Vec<(OsString, OsString)>,
+    /// How to read the CLI's JSON events while it runs.
+    pub(crate) watch: Watch,
+}
+
+/// What an agent reads from each JSON event while its CLI runs: a line a person can read
+/// (reported on the `agent` progress stream instead of the raw line, which stays in the
+/// transcript) and the usage so far (reported for the budgets).
+#[derive(Clone, Copy)]
+pub(crate) struct Watch {
+    pub(crate) summarize: fn(&serde_json::Value) -> Option<String>,
+    /// Updates the usage so far from an event; true when it changed.
+    pub(crate) usage: fn(&mut LiveUsage, &serde_json::Value) -> bool,
+}
+
+/// The usage of a running CLI, as its events report it.
+#[derive(Debug, Default)]
+pub(crate) struct LiveUsage {
+    /// The latest usage of each model message (by id); summed for the total.
+    pub(crate) per_message: Vec<(String, Usage)>,
+    /// The final figure, once the CLI printed it (replaces the sum).
+    pub(crate) total: Option<Usage>,
+    pub(crate) model: Option<String>,
+}
+
+impl LiveUsage {
+    /// Sets the usage of message `id`.
+    pub(crate) fn message(&mut self, id: &str, usage: Usage) {
+        match self.per_message.iter_mut().find(|(m, _)| m == id) {
+            Some((_, u)) => *u = usage,
+            None => self.per_message.push((id.to_owned(), usage)),
+        }
+    }
+
+    /// The usage so far.
+    pub(crate) fn current(&self) -> Usage {
+        if let Some(t) = &self.total {
+            return t.clone();
+        }
+        let mut sum = Usage::default();
+        for (_, u) in &self.per_message {
+            sum.add(u);
+        }
+        sum
+    }
 }
 
 /// How a CLI run ended.
@@ -351,6 +394,7 @@ pub(crate) async fn run(
         .map(|t| (started + t, t));
     let idle = options.idle_timeout;
     let mut last_activity = Instant::now();
+    let mut live = LiveUsage::default();
     let mut out = Output::default();
     let mut status: Option<ExitStatus> = None;
     let (mut out_done, mut err_done) = (false, false);
@@ -367,7 +411,7 @@ pub(crate) async fn run(
             line = out_rx.recv(), if !out_done => match line {
                 Some(line) => {
                     last_activity = Instant::now();
-                    request.progress.line("stdout", &line);
+                    watch_line(&command.watch, &mut live, request, &line);
                     out.push_stdout(line);
                 }
                 None => out_done = true,
@@ -437,6 +481,25 @@ pub(crate) async fn run(
         }),
         ending,
     })
+}
+
+/// Reports one stdout line: a JSON event as its summary (if it has one) and the usage so far
+/// (if it changed); anything else as the raw line.
+fn watch_line(watch: &Watch, live: &mut LiveUsage, request: &AgentRequest, line: &str) {
+    let Some(event) = crate::stream::parse_line(line) else {
+        if !line.trim().is_empty() {
+            request.progress.line("stdout", line);
+        }
+        return;
+    };
+    if let Some(summary) = (watch.summarize)(&event) {
+        request.progress.line("agent", &summary);
+    }
+    if (watch.usage)(live, &event) {
+        request
+            .progress
+            .usage(&live.current(), live.model.as_deref());
+    }
 }
 
 #[derive(Default)]

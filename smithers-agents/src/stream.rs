@@ -36,6 +36,39 @@ pub(crate) fn add(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 
 pub(crate) use smithers_core::text::truncate;
 
+/// A one-line view of a tool's input for a progress line: the file, command, pattern or URL it
+/// acts on, else its JSON, cut short.
+pub(crate) fn tool_input(input: &Value) -> String {
+    for key in [
+        "file_path",
+        "path",
+        "command",
+        "pattern",
+        "url",
+        "query",
+        "description",
+    ] {
+        if let Some(v) = input.get(key).and_then(Value::as_str) {
+            return truncate(v, 160);
+        }
+    }
+    if input.is_null() {
+        return String::new();
+    }
+    truncate(&input.to_string(), 160)
+}
+
+/// The first line of `text`, cut short, for a progress line.
+pub(crate) fn first_line(text: &str) -> String {
+    let line = text.trim().lines().next().unwrap_or_default();
+    let more = text.trim().lines().nth(1).is_some();
+    let mut out = truncate(line, 200);
+    if more && !out.ends_with('…') {
+        out.push_str(" …");
+    }
+    out
+}
+
 /// Whether an HTTP status is worth another attempt: timeouts, rate limits, overload, 5xx.
 pub(crate) fn status_is_retryable(status: u16) -> bool {
     matches!(status, 408 | 409 | 425 | 429 | 500..=599)

@@ -49,10 +49,22 @@ async fn success_gives_text_usage_cost_and_session() {
     assert_eq!(r.model.as_deref(), Some("claude-opus-4-8"));
     assert_eq!(r.exit_code, Some(0));
     assert_eq!(r.transcript.as_deref().map(|t| t.lines().count()), Some(3));
+    // Progress a person can read; the raw lines are in the transcript.
     assert_eq!(
-        progress.lines("stdout").len(),
-        3,
-        "every stream line reaches the progress sink"
+        progress.lines("agent"),
+        [
+            "claude started (model claude-opus-4-8[1m], session 70a1c709-a759-4725-b9f3-0182f290c4fc)",
+            "says: {\"summary\":\"ok\",\"severity\":\"low\"}",
+            "claude done: 1 turn(s), cost $0.0076",
+        ]
+    );
+    assert!(progress.lines("stdout").is_empty());
+    let usage = progress.lines("usage");
+    assert!(
+        usage
+            .last()
+            .is_some_and(|u| u.contains("\"input_tokens\":1234")),
+        "the result's usage is reported: {usage:?}"
     );
 }
 
@@ -237,4 +249,23 @@ fn signature_reflects_the_configuration() {
     let b = ClaudeCodeAgent::new().model("sonnet");
     assert_ne!(a.signature(), b.signature());
     assert_eq!(a.name(), "claude-code");
+}
+
+#[tokio::test]
+async fn restricts_tools_and_resumes_or_forks_a_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let args_file = dir.path().join("args");
+    let agent = agent("ok")
+        .env("FAKE_ARGS_FILE", &args_file)
+        .tools(["Read", "Grep"])
+        .resume("70a1c709-a759-4725-b9f3-0182f290c4fc")
+        .fork_session(true);
+    ok(&agent).await;
+    let args = read_args(&args_file);
+    let joined = args.join(" ");
+    assert!(joined.contains("--tools Read,Grep"), "{joined}");
+    assert!(
+        joined.contains("--resume 70a1c709-a759-4725-b9f3-0182f290c4fc --fork-session"),
+        "{joined}"
+    );
 }

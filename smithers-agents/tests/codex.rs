@@ -148,3 +148,28 @@ async fn prose_around_json_yields_the_last_object() {
     let found = smithers_core::prompt::extract_json(&r.text);
     assert_eq!(found, Some(json!({"summary": "ok", "severity": "low"})));
 }
+
+#[tokio::test]
+async fn resume_runs_exec_resume_with_the_sandbox_as_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let args_file = dir.path().join("args");
+    let agent = smithers_agents::CodexAgent::new()
+        .binary(common::fake_cli())
+        .env("FAKE_SCENARIO", "codex/ok")
+        .env("FAKE_ARGS_FILE", &args_file)
+        .sandbox(smithers_agents::CodexSandbox::ReadOnly)
+        .resume("01a203d5-1111-7000-8000-000000000000");
+    common::ok(&agent).await;
+    let args = common::read_args(&args_file);
+    assert_eq!(&args[..3], ["exec", "resume", "--json"]);
+    assert!(
+        args.contains(&"sandbox_mode=\"read-only\"".to_owned()),
+        "{args:?}"
+    );
+    assert!(!args.contains(&"--sandbox".to_owned()), "{args:?}");
+    let n = args.len();
+    assert_eq!(
+        &args[n - 3..n - 1],
+        ["--", "01a203d5-1111-7000-8000-000000000000"]
+    );
+}

@@ -62,7 +62,20 @@ impl ProgressSink {
     pub fn line(&self, stream: &str, line: &str) {
         (self.0)(stream, line)
     }
+
+    /// Reports the usage of the attempt so far (cumulative), while the agent works: the engine
+    /// checks the task's and the run's budgets against it and stops an attempt that exceeds one.
+    /// `model` prices it when the agent reports no cost.
+    pub fn usage(&self, usage: &Usage, model: Option<&str>) {
+        let line = serde_json::json!({"usage": usage, "model": model}).to_string();
+        (self.0)(USAGE_STREAM, &line)
+    }
 }
+
+/// The progress stream that carries [`ProgressSink::usage`] reports (JSON), not shown as output.
+pub const USAGE_STREAM: &str = "usage";
+
+impl ProgressSink {}
 
 impl std::fmt::Debug for ProgressSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -223,5 +236,96 @@ impl<A: Agent> IntoAgent for Arc<A> {
 impl IntoAgent for Arc<dyn Agent> {
     fn into_agent(self) -> SharedAgent {
         self
+    }
+}
+
+/// A chain of agents: the first answers, and on a failure that is not its reply's fault (a
+/// missing binary, a rejected key, an outage, a timeout) the next one is asked the same prompt.
+/// An invalid reply is judged by the engine and retried as usual (from the first agent); a
+/// cancelled request does not fall through.
+///
+/// `agent={Fallback::new([claude, codex])}`, or `agent={vec![claude, codex]}` (any `Vec` or array
+/// of [`SharedAgent`]s).
+pub struct Fallback {
+    agents: Vec<SharedAgent>,
+    name: String,
+}
+
+impl Fallback {
+    /// The chain, first agent first.
+    pub fn new(agents: impl IntoIterator<Item = SharedAgent>) -> Self {
+        let agents: Vec<SharedAgent> = agents.into_iter().collect();
+        let name = agents
+            .iter()
+            .map(|a| a.name())
+            .collect::<Vec<_>>()
+            .join("|");
+        Fallback { agents, name }
+    }
+}
+
+#[async_trait::async_trait]
+impl Agent for Fallback {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> String {
+        let parts: Vec<String> = self.agents.iter().map(|a| a.signature()).collect();
+        format!("fallback[{}]", parts.join(", "))
+    }
+
+    async fn generate(&self, request: AgentRequest) -> Result<AgentResponse, AgentError> {
+        let Some((last, firsts)) = self.agents.split_last() else {
+            return Err(AgentError::terminal(
+                "a fallback chain needs at least one agent",
+            ));
+        };
+        let mut failures = Vec::new();
+        for agent in firsts {
+            match agent.generate(request.clone()).await {
+                Ok(r) => return Ok(r),
+                Err(e) if request.cancel.is_cancelled() => return Err(e),
+                Err(e) => {
+                    request.progress.line(
+                        "agent",
+                        &format!(
+                            "{} failed ({}); trying the next agent",
+                            agent.name(),
+                            e.error
+                        ),
+                    );
+                    failures.push(format!("{}: {}", agent.name(), e.error));
+                }
+            }
+        }
+        last.generate(request).await.map_err(|mut e| {
+            if !failures.is_empty() {
+                failures.push(format!("{}: {}", last.name(), e.error));
+                e.error.message =
+                    format!("every agent of the chain failed: {}", failures.join("; "));
+            }
+            e
+        })
+    }
+
+    fn cwd(&self) -> Option<PathBuf> {
+        self.agents.first().and_then(|a| a.cwd())
+    }
+
+    fn edits_files(&self) -> bool {
+        self.agents.iter().any(|a| a.edits_files())
+    }
+}
+
+impl IntoAgent for Vec<SharedAgent> {
+    fn into_agent(self) -> SharedAgent {
+        Arc::new(Fallback::new(self))
+    }
+}
+
+impl<const N: usize> IntoAgent for [SharedAgent; N] {
+    fn into_agent(self) -> SharedAgent {
+        Arc::new(Fallback::new(self))
     }
 }

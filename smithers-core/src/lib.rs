@@ -5,6 +5,7 @@
 //! [`node`].
 
 pub mod agent;
+pub mod budget;
 pub mod ctx;
 pub mod error;
 pub mod model;
@@ -18,8 +19,9 @@ pub mod task_ctx;
 pub mod text;
 
 pub use agent::{
-    Agent, AgentError, AgentRequest, AgentResponse, IntoAgent, ProgressSink, SharedAgent,
+    Agent, AgentError, AgentRequest, AgentResponse, Fallback, IntoAgent, ProgressSink, SharedAgent,
 };
+pub use budget::{Budget, OnBudget};
 pub use ctx::{Ctx, StateView};
 pub use error::{Error, Result, TaskError};
 pub use model::{

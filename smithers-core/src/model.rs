@@ -27,6 +27,9 @@ pub enum RunStatus {
     Cancelled,
     /// Parked on a node that needs approval.
     WaitingApproval,
+    /// Parked on an exceeded budget (`<Workflow on_budget=Park>`): `smithers budget RUN --add ..`
+    /// then `resume`.
+    WaitingBudget,
 }
 
 impl RunStatus {
@@ -38,6 +41,7 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
             RunStatus::WaitingApproval => "waiting-approval",
+            RunStatus::WaitingBudget => "waiting-budget",
         }
     }
 
@@ -57,6 +61,7 @@ impl RunStatus {
             "failed" => RunStatus::Failed,
             "cancelled" => RunStatus::Cancelled,
             "waiting-approval" => RunStatus::WaitingApproval,
+            "waiting-budget" => RunStatus::WaitingBudget,
             _ => return None,
         })
     }

@@ -86,6 +86,21 @@ enum Command {
         /// The run.
         run_id: String,
     },
+    /// Raise a run's budget (or one task's, with `--task`) so that `resume` can go on after a
+    /// budget stopped it.
+    Budget {
+        /// The run.
+        run_id: String,
+        /// US dollars to add to `max_cost_usd`.
+        #[arg(long, default_value_t = 0.0)]
+        add: f64,
+        /// Tokens to add to `max_tokens`.
+        #[arg(long, default_value_t = 0)]
+        add_tokens: u64,
+        /// The task whose budget to raise (default: the run's).
+        #[arg(long)]
+        task: Option<String>,
+    },
     /// Approve a task that waits for approval (`needs_approval`).
     Approve(Decision),
     /// Deny a task that waits for approval: it fails (or is passed over with continue_on_fail).
@@ -295,6 +310,15 @@ async fn run() -> ExitCode {
             }
             Command::Attempts { run_id, json } => {
                 inspect::attempts(store, run_id.as_deref(), json).await?;
+                ExitCode::SUCCESS
+            }
+            Command::Budget {
+                run_id,
+                add,
+                add_tokens,
+                task,
+            } => {
+                inspect::raise_budget(store, &run_id, task, add, add_tokens).await?;
                 ExitCode::SUCCESS
             }
             Command::Cancel { run_id } => match inspect::cancel(store, &run_id).await? {

@@ -309,6 +309,49 @@ pub async fn attempts(store: &dyn Store, run_id: Option<&str>, json: bool) -> Re
     Ok(())
 }
 
+/// Raises the budget of a run (or of its task `task`) by `usd` and `tokens`, for `resume`.
+pub async fn raise_budget(
+    store: &dyn Store,
+    run_id: &str,
+    task: Option<String>,
+    usd: f64,
+    tokens: u64,
+) -> Result<()> {
+    if !(usd.is_finite() && usd >= 0.0) || (usd == 0.0 && tokens == 0) {
+        return Err(Error::Other(
+            "say how much to add: `--add USD` (a positive number) and/or `--add-tokens N`".into(),
+        ));
+    }
+    let run = pick_run(store, Some(run_id)).await?;
+    let scope = task.as_deref().map_or_else(
+        || "the run's budget".to_owned(),
+        |t| format!("the budget of task `{t}`"),
+    );
+    store
+        .raise_budget(
+            &run.run_id,
+            smithers_core::budget::BudgetRaise {
+                node_id: task,
+                add_usd: usd,
+                add_tokens: tokens,
+            },
+        )
+        .await?;
+    let mut what = Vec::new();
+    if usd > 0.0 {
+        what.push(format!("${usd:.2}"));
+    }
+    if tokens > 0 {
+        what.push(format!("{tokens} tokens"));
+    }
+    println!(
+        "raised {scope} of run {} by {}; `resume` continues it",
+        run.run_id,
+        what.join(" and ")
+    );
+    Ok(())
+}
+
 /// Cancels a run from another process; returns the status the run had when it was already final.
 pub async fn cancel(store: &dyn Store, run_id: &str) -> Result<Option<RunStatus>> {
     match store.request_cancel(run_id).await? {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde_json::Value;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -27,8 +28,13 @@ use crate::error::{Error, Result, TaskError};
 use crate::events::{Event, EventKind};
 use crate::machine::{AttemptOutput, AttemptResult, Preparation, Prepared, RunState, StartAttempt};
 use crate::model::NodeKey;
+use crate::model::Usage;
 use crate::node::{TaskExec, TaskSpec};
 use crate::task_ctx::TaskCtx;
+
+/// The sending end of the attempts' usage reports: (attempt, usage so far, model), fed to the
+/// machine as `Input::UsageReported`.
+pub(super) type UsageSender = UnboundedSender<(NodeKey, Usage, Option<String>)>;
 
 impl<I> Engine<I>
 where
@@ -83,6 +89,7 @@ where
         &self,
         st: &RunState,
         persist: &UnboundedSender<Event>,
+        usage: &UsageSender,
         join: &mut JoinSet<AttemptResult>,
         tokens: &mut HashMap<NodeKey, AttemptHandle>,
         s: StartAttempt,
@@ -103,7 +110,7 @@ where
                 started: Instant::now(),
             },
         );
-        let progress = self.progress_sink(&st.run_id, &t.id, iteration, persist);
+        let progress = self.progress_sink(&st.run_id, &t.id, iteration, persist, usage.clone());
         let run_id = st.run_id.clone();
         let vcs = match &t.exec {
             TaskExec::Agent(agent) if self.options.vcs_snapshots && agent.edits_files() => agent
@@ -160,12 +167,24 @@ where
         node_id: &str,
         it: u32,
         persist: &UnboundedSender<Event>,
+        usage_tx: UsageSender,
     ) -> ProgressSink {
+        let key: NodeKey = (node_id.to_owned(), it);
         let (run_id, node_id) = (run_id.to_owned(), node_id.to_owned());
         let listener = self.options.on_event.clone();
         let clock = self.options.clock.clone();
         let persist = persist.clone();
         ProgressSink::new(move |stream, line| {
+            if stream == crate::agent::USAGE_STREAM {
+                // Usage so far, for the budgets: to the machine, not to the output.
+                let v: Value = serde_json::from_str(line).unwrap_or_default();
+                let usage: Option<Usage> = serde_json::from_value(v["usage"].clone()).ok();
+                if let Some(usage) = usage {
+                    let model = v["model"].as_str().map(str::to_owned);
+                    let _ = usage_tx.send((key.clone(), usage, model));
+                }
+                return;
+            }
             let e = Event::node(
                 &run_id,
                 &node_id,

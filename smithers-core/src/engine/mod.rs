@@ -299,7 +299,20 @@ where
         let loaded = self.store.load(run_id).await?;
         let phases = self.store.phases(run_id).await?;
         let steps = self.store.steps(run_id).await?;
-        Ok(RunState::loaded(run_id, fence, loaded, phases, steps))
+        let mut st = RunState::loaded(run_id, fence, loaded, phases, steps);
+        // What was spent so far, and the budgets raised since (`smithers budget`).
+        for a in self.store.attempts(run_id).await? {
+            st.spend(&a.node_id, &a.usage);
+        }
+        for r in self.store.budget_raises(run_id).await? {
+            let slot = match r.node_id {
+                Some(n) => st.task_raise.entry(n).or_default(),
+                None => &mut st.run_raise,
+            };
+            slot.0 += r.add_usd;
+            slot.1 += r.add_tokens;
+        }
+        Ok(st)
     }
 
     /// Feeds `input` and carries out its commands, which must not wait or start anything (the
@@ -390,6 +403,8 @@ where
         let clock = &self.options.clock;
         st.agent_retry_policy = self.options.agent_retry_policy.clone();
         st.prices = self.options.prices.clone();
+        // Usage the running attempts report, fed to the machine for the budgets.
+        let (usage_tx, mut usage_rx) = tokio::sync::mpsc::unbounded_channel();
         // Attempts waiting for their retry: when each is due.
         let mut retries_due: Vec<(tokio::time::Instant, NodeKey)> = Vec::new();
         let mut join: JoinSet<AttemptResult> = JoinSet::new();
@@ -427,7 +442,7 @@ where
                         Input::Prepared(self.prepare(&mut tables, items).await?)
                     }
                     Command::Start(s) => {
-                        self.spawn_attempt(st, &progress, &mut join, &mut tokens, s);
+                        self.spawn_attempt(st, &progress, &usage_tx, &mut join, &mut tokens, s);
                         continue;
                     }
                     Command::RunHooks(calls) => Input::HooksRan(run_hooks(&st.run_id, calls)),
@@ -499,6 +514,7 @@ where
                             self.poll_remote_cancel(st).await;
                             continue;
                         }
+                        Some((key, usage, model)) = usage_rx.recv() => Input::UsageReported { key, usage, model },
                         _ = heartbeat.tick() => Input::Heartbeat,
                         _ = tokio::time::sleep_until(next_due(&retries_due)), if !retries_due.is_empty() => {
                             let now = tokio::time::Instant::now();

@@ -23,7 +23,7 @@ use serde_json::Value;
 use crate::agent::AgentResponse;
 use crate::error::{Error, Result, TaskError};
 use crate::events::{Event, EventKind};
-use crate::model::{NodeKey, NodeState, NodeStatus, RunStatus, Timestamp};
+use crate::model::{NodeKey, NodeState, NodeStatus, RunStatus, Timestamp, Usage};
 use crate::node::{Hook, Node, NodeKind, TaskExec, TaskSpec};
 use crate::plan::{self, Outcome, PlanInput, Runnable};
 use crate::prompt::RejectedReply;
@@ -67,6 +67,12 @@ pub(crate) enum Input {
     },
     /// Approval decisions read while waiting for them.
     ApprovalsPolled(Vec<ApprovalRecord>),
+    /// A running attempt reported its usage so far (`ProgressSink::usage`).
+    UsageReported {
+        key: NodeKey,
+        usage: Usage,
+        model: Option<String>,
+    },
     /// The hooks of [`Command::RunHooks`] ran and wrote these `state` keys.
     HooksRan(Vec<(String, String)>),
     /// The heartbeat timer fired.
@@ -271,6 +277,9 @@ impl RunState {
                 }
             }
             Input::ApprovalsPolled(decided) => self.apply_approvals(decided),
+            Input::UsageReported { key, usage, model } => {
+                self.usage_reported(key, usage, model, &mut cmds)
+            }
             Input::RetriesDue(keys) => {
                 for k in keys {
                     self.backing_off.remove(&k);
@@ -424,6 +433,13 @@ impl RunState {
         if let NodeKind::Workflow(w) = tree.kind() {
             self.workflow.clone_from(&w.name);
             self.workflow_retry_policy.clone_from(&w.retry_policy);
+            self.run_budget.clone_from(&w.budget);
+            self.on_budget = w.on_budget;
+        }
+        if self.parked.is_some() {
+            // Waiting for a budget raise: nothing new starts.
+            self.idle(awaiting_approval, cmds);
+            return;
         }
         let runnable: Vec<Runnable> = plan
             .runnable
@@ -480,6 +496,7 @@ impl RunState {
             return;
         };
         let mut statics = WriteBatch::new(&self.run_id);
+        let mut over_budget = WriteBatch::new(&self.run_id);
         for ((r, key), p) in runnable.into_iter().zip(cache_keys).zip(prepared) {
             // An output type that does not fit its table is a definition error: the run fails
             // with it (after the running attempts end) instead of staying `running`.
@@ -504,9 +521,20 @@ impl RunState {
                 self.complete_static(&mut statics, &r, Ok(v), Source::Cache);
                 continue;
             }
+            // Checked before every attempt: a task or run past its budget does not start.
+            if self.parked.is_some() {
+                continue;
+            }
+            if let Some(reason) = self.over_budget(&r.task, None) {
+                self.budget_exceeded_before_start(&mut over_budget, &r, reason);
+                continue;
+            }
             let (b, start) = self.start(r, key);
             cmds.push_back(Command::Commit(b));
             cmds.push_back(Command::Start(start));
+        }
+        if !over_budget.is_empty() {
+            statics.writes.extend(over_budget.writes);
         }
         if !statics.is_empty() {
             cmds.push_back(Command::Commit(statics));
@@ -517,6 +545,14 @@ impl RunState {
 
     /// Nothing more starts now: wait for approvals, for the running attempts, or stop.
     fn idle(&mut self, awaiting_approval: Vec<String>, cmds: &mut VecDeque<Command>) {
+        if let Some(reason) = &self.parked {
+            cmds.push_back(if self.running.is_empty() {
+                self.finish(RunStatus::WaitingBudget, Some(reason.clone()))
+            } else {
+                Command::Wait
+            });
+            return;
+        }
         if self.running.is_empty() && self.failure.is_none() && !self.backing_off.is_empty() {
             // A task waits out its backoff: its timer moves the run on.
             cmds.push_back(Command::Wait);
@@ -677,6 +713,28 @@ impl RunState {
         }
         let t = running.task;
         let (id, it) = (res.key.0.clone(), res.key.1);
+        let streamed = self.streamed.remove(&res.key);
+        let budget_stop = self.budget_stops.remove(&res.key);
+        if let (Some(reason), Err(_)) = (&budget_stop, &res.outcome) {
+            if self.on_budget == crate::budget::OnBudget::Park {
+                // Stopped by the budget: the attempt is recorded stopped, the run parks.
+                self.parked = Some(reason.clone());
+                let key = res.key.clone();
+                let mut res = res;
+                if let (Err((e, resp)), Some((u, m))) = (&mut res.outcome, &streamed) {
+                    e.message = format!("stopped by the budget: {}", e.message);
+                    let r = resp.get_or_insert_with(AgentResponse::default);
+                    if r.usage == Usage::default() {
+                        r.usage = u.clone();
+                    }
+                    if r.model.is_none() {
+                        r.model.clone_from(m);
+                    }
+                }
+                self.on_cancelled(&mut b, &key, running.loop_id, reason, Some(res));
+                return Some(b);
+            }
+        }
         let mut end = AttemptEnd {
             duration_ms: res.duration_ms,
             ..AttemptEnd::default()
@@ -705,6 +763,19 @@ impl RunState {
                 }
                 (Err(e), resp.and_then(|r| r.transcript), None)
             }
+        };
+        // A killed agent may not have reported its usage at the end: what it streamed counts.
+        if let Some((u, m)) = streamed {
+            if end.usage == Usage::default() {
+                end.usage = u;
+            }
+            if end.model.is_none() {
+                end.model = m;
+            }
+        }
+        let value = match (budget_stop, value) {
+            (Some(reason), Err(_)) => Err(TaskError::terminal(reason)),
+            (_, v) => v,
         };
         if let Some(text) = transcript {
             b.push(Write::Transcript {
@@ -751,6 +822,112 @@ impl RunState {
             Err(e) => self.on_failure(&mut b, &t, it, running.loop_id, res.attempt, e, end),
         }
         Some(b)
+    }
+
+    /// A running attempt's usage so far: stop it when it takes its task or the run past a budget.
+    fn usage_reported(
+        &mut self,
+        key: NodeKey,
+        mut usage: Usage,
+        model: Option<String>,
+        cmds: &mut VecDeque<Command>,
+    ) {
+        let Some(task) = self.running.get(&key).map(|r| r.task.clone()) else {
+            return;
+        };
+        if self.budget_stops.contains_key(&key) {
+            return;
+        }
+        if usage.cost_usd.is_none() {
+            usage.cost_usd = model
+                .as_deref()
+                .and_then(|m| self.prices.estimate(m, &usage));
+        }
+        let reason = self.over_budget(&task, Some(&usage));
+        self.streamed.insert(key.clone(), (usage, model));
+        if let Some(reason) = reason {
+            self.budget_stops.insert(key.clone(), reason);
+            cmds.push_back(Command::Stop(key));
+        }
+    }
+
+    /// Why `t` may not spend more (its own budget, then the run's), counting `current`, the
+    /// usage of its running attempt, when given.
+    pub(super) fn over_budget(&self, t: &TaskSpec, current: Option<&Usage>) -> Option<String> {
+        let with = |s: crate::budget::Spent| match current {
+            Some(u) => s.with(u),
+            None => s,
+        };
+        let task = with(self.task_spent.get(&t.id).copied().unwrap_or_default());
+        let (usd, tokens) = self.task_raise.get(&t.id).copied().unwrap_or((0.0, 0));
+        let scope = format!("task `{}`", t.id);
+        crate::budget::exceeded(
+            &scope,
+            &t.budget,
+            usd,
+            tokens,
+            &task,
+            &self.run_id,
+            Some(&t.id),
+        )
+        .or_else(|| {
+            let (usd, tokens) = self.run_raise;
+            let run = with(self.run_spent);
+            crate::budget::exceeded(
+                "run",
+                &self.run_budget,
+                usd,
+                tokens,
+                &run,
+                &self.run_id,
+                None,
+            )
+        })
+    }
+
+    /// A task that may not start because a budget is spent: it fails (no attempt is made), or
+    /// the run parks.
+    fn budget_exceeded_before_start(&mut self, b: &mut WriteBatch, r: &Runnable, reason: String) {
+        if self.on_budget == crate::budget::OnBudget::Park {
+            self.parked = Some(reason);
+            return;
+        }
+        let t = &r.task;
+        let attempts = self.attempts(&t.id, r.iteration);
+        let failures = self.node(&t.id, r.iteration).map_or(0, |n| n.failures);
+        b.push(Write::Node(NodeRecord {
+            node_id: t.id.clone(),
+            iteration: r.iteration,
+            status: NodeStatus::Failed,
+            attempts,
+            output_table: None,
+            loop_id: r.loop_id.clone(),
+            last_error: Some(reason.clone()),
+        }));
+        b.push(Write::Event(Event::node(
+            &self.run_id,
+            &t.id,
+            r.iteration,
+            self.now,
+            EventKind::NodeFailed {
+                attempt: attempts,
+                error: reason.clone(),
+            },
+        )));
+        b.push(Write::State {
+            key: "supervisor.last_error".into(),
+            value: format!("node `{}`: {reason}", t.id),
+        });
+        self.set_node(
+            &t.id,
+            r.iteration,
+            NodeState {
+                status: NodeStatus::Failed,
+                attempts,
+                failures,
+                last_error: Some(reason),
+            },
+        );
     }
 
     /// Every running attempt recorded as cancelled, with what it produced (`results`, and those

@@ -30,6 +30,7 @@ impl RunState {
     ) {
         end.status = "finished";
         self.price(&mut end);
+        self.spend(&t.id, &end.usage);
         let usage = (end.usage != Usage::default()).then(|| end.usage.clone());
         b.push(Write::Output {
             info: t.output,
@@ -127,6 +128,7 @@ impl RunState {
         end.status = "failed";
         end.error = Some(e.message.clone());
         self.price(&mut end);
+        self.spend(&t.id, &end.usage);
         let status = if retry {
             NodeStatus::Pending
         } else {
@@ -200,6 +202,15 @@ impl RunState {
         }
     }
 
+    /// Counts a recorded attempt's usage toward its task's and the run's budgets.
+    pub(crate) fn spend(&mut self, node_id: &str, usage: &Usage) {
+        self.run_spent.add(usage);
+        self.task_spent
+            .entry(node_id.to_owned())
+            .or_default()
+            .add(usage);
+    }
+
     /// The retry policy of `t`: its own, else the workflow's, else the engine's for agent tasks;
     /// compute tasks retry at once by default.
     pub(super) fn retry_policy(&self, t: &TaskSpec) -> RetryPolicy {
@@ -269,6 +280,7 @@ impl RunState {
             }
         }
         self.price(&mut end);
+        self.spend(id, &end.usage);
         b.push(Write::AttemptEnd {
             node_id: id.clone(),
             iteration: *it,
@@ -300,12 +312,17 @@ impl RunState {
     /// For `waiting-approval`, `error` says what the run waits for and is not stored as an error.
     pub(super) fn end_batch(&self, status: RunStatus, error: Option<&str>) -> WriteBatch {
         let mut b = WriteBatch::new(&self.run_id);
-        if status == RunStatus::WaitingApproval {
-            // A run parked for approval is not in error: `error` carries what it waits for.
+        if matches!(
+            status,
+            RunStatus::WaitingApproval | RunStatus::WaitingBudget
+        ) {
+            // A run parked for approval or a budget is not in error: `error` carries what it
+            // waits for.
             let reason = error.unwrap_or_default().to_owned();
+            // A budget's reason stays on the run row for `smithers status`.
             b.push(Write::RunStatus {
                 status,
-                error: None,
+                error: (status == RunStatus::WaitingBudget).then(|| reason.clone()),
             });
             b.push(Write::Event(Event::run(
                 &self.run_id,
@@ -317,7 +334,11 @@ impl RunState {
             supervisor(
                 &mut b,
                 "idle",
-                &format!("Run {reason}; `resume` continues after a decision"),
+                &if status == RunStatus::WaitingBudget {
+                    format!("Run waiting for a budget raise: {reason}")
+                } else {
+                    format!("Run {reason}; `resume` continues after a decision")
+                },
             );
             return b;
         }

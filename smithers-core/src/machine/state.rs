@@ -5,10 +5,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::budget::{Budget, OnBudget, Spent};
 use crate::ctx::RunSnapshot;
 use crate::error::Error;
 use crate::model::{
-    ApprovalStatus, GroupKind, GroupStatus, NodeKey, NodeState, NodeStatus, Timestamp,
+    ApprovalStatus, GroupKind, GroupStatus, NodeKey, NodeState, NodeStatus, Timestamp, Usage,
 };
 use crate::node::TaskSpec;
 use crate::price::PriceCatalog;
@@ -61,6 +62,22 @@ pub(crate) struct RunState {
     pub(super) backing_off: HashSet<NodeKey>,
     /// Backoffs decided but not yet handed to the executor.
     pub(super) new_backoffs: Vec<(NodeKey, Duration)>,
+    /// The run's budget and what exceeding a budget does (from the latest render).
+    pub(super) run_budget: Budget,
+    pub(super) on_budget: OnBudget,
+    /// What the run and each task (by node id) have spent in recorded attempts.
+    pub(super) run_spent: Spent,
+    pub(super) task_spent: HashMap<String, Spent>,
+    /// Allowances added with `smithers budget`: the run's, and each task's (USD, tokens).
+    pub(crate) run_raise: (f64, u64),
+    pub(crate) task_raise: HashMap<String, (f64, u64)>,
+    /// The usage (and model) running attempts reported so far.
+    pub(super) streamed: HashMap<NodeKey, (Usage, Option<String>)>,
+    /// Attempts stopped because they exceeded a budget, with the reason.
+    pub(super) budget_stops: HashMap<NodeKey, String>,
+    /// The run waits for a budget raise: nothing new starts, and once the running attempts end
+    /// it stops as `waiting-budget` with this reason.
+    pub(super) parked: Option<String>,
     /// The last reply of a task that did not validate: quoted back in its next prompt.
     pub(super) rejected: HashMap<NodeKey, RejectedReply>,
     pub(super) frame_hash: u64,
@@ -96,6 +113,15 @@ impl RunState {
             workflow_retry_policy: None,
             // The executor sets both from `EngineOptions`.
             agent_retry_policy: RetryPolicy::immediate(),
+            run_budget: Budget::default(),
+            on_budget: OnBudget::default(),
+            run_spent: Spent::default(),
+            task_spent: HashMap::new(),
+            run_raise: (0.0, 0),
+            task_raise: HashMap::new(),
+            streamed: HashMap::new(),
+            budget_stops: HashMap::new(),
+            parked: None,
             prices: Arc::new(PriceCatalog::builtin()),
             backing_off: HashSet::new(),
             new_backoffs: Vec::new(),

@@ -20,6 +20,7 @@ pub struct Task<T> {
     retries: u32,
     timeout: Option<Duration>,
     retry_policy: Option<crate::retry::RetryPolicy>,
+    budget: crate::budget::Budget,
     skip_if: bool,
     continue_on_fail: bool,
     needs_approval: bool,
@@ -44,6 +45,7 @@ impl<T: Output> Task<T> {
             retries: 0,
             timeout: None,
             retry_policy: None,
+            budget: crate::budget::Budget::default(),
             skip_if: false,
             continue_on_fail: false,
             needs_approval: false,
@@ -115,6 +117,18 @@ impl<T: Output> Task<T> {
         self
     }
 
+    /// Most US dollars (reported or estimated) the task may spend over all its attempts.
+    pub fn max_cost_usd(mut self, usd: f64) -> Self {
+        self.budget.max_cost_usd = Some(usd);
+        self
+    }
+
+    /// Most input plus output tokens the task may spend over all its attempts.
+    pub fn max_tokens(mut self, tokens: u64) -> Self {
+        self.budget.max_tokens = Some(tokens);
+        self
+    }
+
     /// Skip the task (recorded as skipped).
     pub fn skip_if(mut self, skip: bool) -> Self {
         self.skip_if = skip;
@@ -157,6 +171,7 @@ impl<T: Output> Task<T> {
                 retries: self.retries,
                 timeout: self.timeout,
                 retry_policy: self.retry_policy,
+                budget: self.budget,
                 skip_if: self.skip_if,
                 continue_on_fail: self.continue_on_fail,
                 needs_approval: self.needs_approval,
@@ -204,6 +219,21 @@ impl Workflow {
     /// Run-wide limit of tasks running at once.
     pub fn max_concurrency(mut self, n: usize) -> Self {
         self.props.max_concurrency = Some(n);
+        self
+    }
+    /// Most US dollars (reported or estimated) the run may spend.
+    pub fn max_cost_usd(mut self, usd: f64) -> Self {
+        self.props.budget.max_cost_usd = Some(usd);
+        self
+    }
+    /// Most input plus output tokens the run may spend.
+    pub fn max_tokens(mut self, tokens: u64) -> Self {
+        self.props.budget.max_tokens = Some(tokens);
+        self
+    }
+    /// What an exceeded budget does: fail the task (default) or park the run.
+    pub fn on_budget(mut self, on: crate::budget::OnBudget) -> Self {
+        self.props.on_budget = on;
         self
     }
     /// The wait between attempts of the tasks that set no `retry_policy` of their own.

@@ -59,6 +59,10 @@ pub struct WorkflowProps {
     pub max_concurrency: Option<usize>,
     /// How long tasks without their own `retry_policy` wait between attempts.
     pub retry_policy: Option<crate::retry::RetryPolicy>,
+    /// What the whole run may spend.
+    pub budget: crate::budget::Budget,
+    /// What happens when a budget (the run's or a task's) is exceeded.
+    pub on_budget: crate::budget::OnBudget,
 }
 
 /// Props of `<Sequence>` and `<Parallel>`.
@@ -194,6 +198,8 @@ pub struct TaskSpec {
     pub timeout: Option<Duration>,
     /// How long to wait between attempts (else the workflow's, else the engine's default).
     pub retry_policy: Option<crate::retry::RetryPolicy>,
+    /// What the task may spend over all its attempts.
+    pub budget: crate::budget::Budget,
     /// Skip it (recorded as skipped).
     pub skip_if: bool,
     /// A failure does not fail the run.

@@ -747,6 +747,19 @@ pub trait Store: Send + Sync + 'static {
     async fn request_cancel(&self, run_id: &str) -> Result<CancelOutcome>;
     /// Whether a cancellation was requested for the run (polled by the engine driving it).
     async fn cancel_requested(&self, run_id: &str) -> Result<bool>;
+    /// Adds an allowance to the budget of a run (`node_id` `None`) or of one of its tasks
+    /// (`smithers budget RUN --add 5`); an error names an unknown run.
+    async fn raise_budget(&self, run_id: &str, raise: crate::budget::BudgetRaise) -> Result<()> {
+        let _ = raise;
+        Err(crate::Error::Other(format!(
+            "this store cannot raise the budget of run `{run_id}` (it does not implement `raise_budget`)"
+        )))
+    }
+    /// The allowances added to a run's budgets, oldest first.
+    async fn budget_raises(&self, run_id: &str) -> Result<Vec<crate::budget::BudgetRaise>> {
+        let _ = run_id;
+        Ok(Vec::new())
+    }
     /// A `state` key.
     async fn state_get(&self, key: &str) -> Result<Option<String>>;
     /// Sets a `state` key.

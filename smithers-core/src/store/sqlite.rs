@@ -816,6 +816,57 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn raise_budget(&self, run_id: &str, raise: crate::budget::BudgetRaise) -> Result<()> {
+        let run_id = run_id.to_owned();
+        let now = self.clock.now();
+        self.write_with(move |c| {
+            let exists: Option<i64> = c
+                .query_row(
+                    "SELECT 1 FROM _smithers_runs WHERE run_id = ?1",
+                    [&run_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if exists.is_none() {
+                return Err(Error::RunNotFound(run_id));
+            }
+            c.execute(
+                "INSERT INTO _smithers_budget_raises (run_id, node_id, add_usd, add_tokens, raised_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    run_id,
+                    raise.node_id,
+                    raise.add_usd,
+                    raise.add_tokens as i64,
+                    now.to_string()
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn budget_raises(&self, run_id: &str) -> Result<Vec<crate::budget::BudgetRaise>> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT node_id, add_usd, add_tokens FROM _smithers_budget_raises
+                 WHERE run_id = ?1 ORDER BY rowid",
+            )?;
+            let rows = st
+                .query_map([&run_id], |r| {
+                    Ok(crate::budget::BudgetRaise {
+                        node_id: r.get(0)?,
+                        add_usd: r.get(1)?,
+                        add_tokens: r.get::<_, i64>(2)?.max(0) as u64,
+                    })
+                })?
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     async fn state_get(&self, key: &str) -> Result<Option<String>> {
         let key = key.to_owned();
         self.read(move |c| {

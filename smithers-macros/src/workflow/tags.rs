@@ -63,7 +63,15 @@ impl Tag {
     /// The props the tag accepts, as written in `workflow!`.
     pub(crate) fn props(self) -> &'static [&'static str] {
         match self {
-            Tag::Workflow => &["name", "cache", "max_concurrency", "retry_policy"],
+            Tag::Workflow => &[
+                "name",
+                "cache",
+                "max_concurrency",
+                "retry_policy",
+                "max_cost_usd",
+                "max_tokens",
+                "on_budget",
+            ],
             Tag::Task => &[
                 "id",
                 "output",
@@ -74,6 +82,8 @@ impl Tag {
                 "retries",
                 "timeout",
                 "retry_policy",
+                "max_cost_usd",
+                "max_tokens",
                 "skip_if",
                 "continue_on_fail",
                 "needs_approval",

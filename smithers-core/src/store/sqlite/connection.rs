@@ -57,8 +57,13 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (
         10,
+        "budget_raises",
+        include_str!("../../../migrations/0010_budget_raises.sql"),
+    ),
+    (
+        11,
         "frame_structure",
-        include_str!("../../../migrations/0010_frame_structure.sql"),
+        include_str!("../../../migrations/0011_frame_structure.sql"),
     ),
 ];
 
