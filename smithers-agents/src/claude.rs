@@ -414,7 +414,9 @@ fn result_is_error(result: &Value) -> bool {
 }
 
 /// The usage so far from a stream event: each model message's own usage (its output count is
-/// the one from `message_start`, a lower bound), replaced by the `result`'s totals at the end.
+/// the one from `message_start`, a lower bound). The `result`'s totals are not reported live:
+/// they come with the answer, which the engine accounts for when the attempt ends (stopping an
+/// attempt that already answered would waste what it spent).
 fn live_usage(live: &mut LiveUsage, event: &Value) -> bool {
     match str_of(event, "type") {
         Some("system") if str_of(event, "subtype") == Some("init") => {
@@ -439,10 +441,6 @@ fn live_usage(live: &mut LiveUsage, event: &Value) -> bool {
                     cost_usd: None,
                 },
             );
-            true
-        }
-        Some("result") => {
-            live.total = Some(usage_of(event));
             true
         }
         _ => false,

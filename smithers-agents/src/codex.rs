@@ -288,24 +288,9 @@ fn summarize(event: &Value) -> Option<String> {
     }
 }
 
-/// The usage so far: each `turn.completed` adds its turn's.
-fn live_usage(live: &mut LiveUsage, event: &Value) -> bool {
-    if str_of(event, "type") != Some("turn.completed") {
-        return false;
-    }
-    let u = &event["usage"];
-    let turn = live.per_message.len().to_string();
-    live.message(
-        &turn,
-        Usage {
-            input_tokens: u64_of(u, "input_tokens"),
-            output_tokens: u64_of(u, "output_tokens"),
-            cache_read_tokens: u64_of(u, "cached_input_tokens"),
-            cache_write_tokens: u64_of(u, "cache_write_input_tokens"),
-            cost_usd: None,
-        },
-    );
-    true
+/// `codex exec` reports usage only in `turn.completed`, with the answer: nothing to report live.
+fn live_usage(_: &mut LiveUsage, _: &Value) -> bool {
+    false
 }
 
 #[derive(Debug, Default)]

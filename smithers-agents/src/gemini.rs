@@ -245,19 +245,9 @@ fn summarize(event: &Value) -> Option<String> {
     }
 }
 
-/// The usage, from the `result` event (the only one that carries it).
-fn live_usage(live: &mut LiveUsage, event: &Value) -> bool {
-    match str_of(event, "type") {
-        Some("init") => {
-            live.model = str_of(event, "model").map(str::to_owned);
-            false
-        }
-        Some("result") => {
-            live.total = Some(usage_of(event));
-            true
-        }
-        _ => false,
-    }
+/// Gemini reports usage only in its final `result`, with the answer: nothing to report live.
+fn live_usage(_: &mut LiveUsage, _: &Value) -> bool {
+    false
 }
 
 #[derive(Debug, Default)]

@@ -59,8 +59,6 @@ pub(crate) struct Watch {
 pub(crate) struct LiveUsage {
     /// The latest usage of each model message (by id); summed for the total.
     pub(crate) per_message: Vec<(String, Usage)>,
-    /// The final figure, once the CLI printed it (replaces the sum).
-    pub(crate) total: Option<Usage>,
     pub(crate) model: Option<String>,
 }
 
@@ -75,9 +73,6 @@ impl LiveUsage {
 
     /// The usage so far.
     pub(crate) fn current(&self) -> Usage {
-        if let Some(t) = &self.total {
-            return t.clone();
-        }
         let mut sum = Usage::default();
         for (_, u) in &self.per_message {
             sum.add(u);

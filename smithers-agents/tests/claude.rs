@@ -60,11 +60,10 @@ async fn success_gives_text_usage_cost_and_session() {
     );
     assert!(progress.lines("stdout").is_empty());
     let usage = progress.lines("usage");
+    assert_eq!(usage.len(), 1, "one model message: {usage:?}");
     assert!(
-        usage
-            .last()
-            .is_some_and(|u| u.contains("\"input_tokens\":1234")),
-        "the result's usage is reported: {usage:?}"
+        usage[0].contains("\"input_tokens\":1234"),
+        "the message's usage is reported while it works: {usage:?}"
     );
 }
 

@@ -834,3 +834,92 @@ fn the_retry_event_says_when_the_next_attempt_comes() {
         "the workflow's default policy applies"
     );
 }
+
+#[test]
+fn a_budget_stops_an_attempt_as_usage_streams_in_and_blocks_the_next() {
+    let mut st = RunState::new("r", "me".into());
+    let tree = || {
+        Workflow::new()
+            .child(
+                Task::<N>::new()
+                    .id("a")
+                    .agent(Silent)
+                    .retries(2)
+                    .retry_policy(crate::retry::RetryPolicy::immediate())
+                    .max_tokens(1000)
+                    .prompt("Count.")
+                    .build(),
+            )
+            .build()
+    };
+    started(&mut st, &tree);
+    let usage = |input: u64| Usage {
+        input_tokens: Some(input),
+        output_tokens: Some(100),
+        ..Usage::default()
+    };
+    let report = |st: &mut RunState, input: u64| {
+        describe(&st.handle(Input::UsageReported {
+            key: ("a".into(), 0),
+            usage: usage(input),
+            model: None,
+        }))
+    };
+    assert!(report(&mut st, 500).is_empty(), "600 of 1000 tokens");
+    assert_eq!(report(&mut st, 950), ["stop:a"], "1050 of 1000 tokens");
+    // The stopped attempt fails for good with the budget's reason and what it streamed.
+    let cmds = st.handle(Input::AttemptEnded {
+        result: Box::new(AttemptResult {
+            key: ("a".into(), 0),
+            attempt: 1,
+            duration_ms: 9,
+            outcome: Err((TaskError::terminal("`claude` was cancelled"), None)),
+        }),
+        cancelling: false,
+    });
+    assert_eq!(describe(&cmds), ["commit[node_failed:a,attempt_failed:a]"]);
+    let Some(Command::Commit(b)) = cmds.front() else {
+        unreachable!()
+    };
+    let end = b.writes.iter().find_map(|w| match w {
+        Write::AttemptEnd { end, .. } => Some(end),
+        _ => None,
+    });
+    let end = end.expect("attempt end");
+    assert_eq!(end.usage.input_tokens, Some(950));
+    assert_eq!(
+        end.error.as_deref(),
+        Some(
+            "task `a` budget exceeded: max_tokens 1000, spent 1050 tokens over 1 attempt(s); \
+             raise it with `smithers budget r --task a --add-tokens 1000`, then `resume`"
+        )
+    );
+    assert_eq!(node_status(&st, "a").0, NodeStatus::Failed);
+}
+
+#[test]
+fn a_spent_run_budget_parks_the_run_before_the_next_attempt() {
+    let mut st = RunState::new("r", "me".into());
+    st.run_spent.add(&Usage {
+        input_tokens: Some(10),
+        cost_usd: Some(2.5),
+        ..Usage::default()
+    });
+    let tree = || {
+        Workflow::new()
+            .max_cost_usd(2.0)
+            .on_budget(crate::budget::OnBudget::Park)
+            .child(agent_task("a", 0, None))
+            .build()
+    };
+    assert_eq!(
+        render(&mut st, tree()),
+        ["commit[frame_rendered]", "prepare[a]"]
+    );
+    assert_eq!(
+        prepared(&mut st, 1),
+        ["finish:waiting-budget: run budget exceeded: max_cost_usd $2.0000, spent $2.5000 over 1 \
+          attempt(s); raise it with `smithers budget r --add 5`, then `resume`"]
+    );
+    assert_eq!(st.attempts("a", 0), 0, "no attempt was started");
+}

@@ -85,7 +85,7 @@ pub(super) fn configure(conn: &Connection, durability: Durability) -> Result<()>
     Ok(())
 }
 
-fn checksum(sql: &str) -> String {
+pub(super) fn checksum(sql: &str) -> String {
     hex::encode(&Sha256::digest(sql.as_bytes())[..16])
 }
 

@@ -773,3 +773,94 @@ pub(super) fn fork(c: &Connection, f: &ForkRun, now: &str) -> Result<()> {
     c.execute_batch("DROP TABLE temp.smithers_fork_map")?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::{params, Connection};
+
+    use super::super::connection::{checksum, migrate, MIGRATIONS};
+    use super::{query_phases, query_steps};
+
+    /// A database made before the step records (migrations up to `steps`), with phase and step
+    /// rows in the old shared table, keeps them when it is opened: phases move to their own
+    /// table, steps get ids from 1 with their parents and phases.
+    #[test]
+    fn old_phase_and_step_rows_survive_the_step_records_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let mut c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE _smithers_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+               checksum TEXT NOT NULL, applied_at TEXT NOT NULL)",
+        )
+        .unwrap();
+        let step_records = MIGRATIONS
+            .iter()
+            .position(|m| m.1 == "step_records")
+            .unwrap();
+        for &(version, name, sql) in &MIGRATIONS[..step_records] {
+            c.execute_batch(sql).unwrap();
+            c.execute(
+                "INSERT INTO _smithers_migrations VALUES (?1, ?2, ?3, 'then')",
+                params![version, name, checksum(sql)],
+            )
+            .unwrap();
+        }
+        c.execute(
+            "INSERT INTO _smithers_runs (run_id, workflow, status, input_json, created_at, updated_at)
+             VALUES ('r', 'w', 'finished', 'null', 't0', 't0')",
+            [],
+        )
+        .unwrap();
+        for (id, kind, name, phase) in [
+            (1, "phase", "build", None),
+            (2, "step", "compile", Some("build")),
+            (3, "step", "test", Some("build")),
+            (4, "phase", "ship", None),
+            (5, "step", "deploy", Some("ship")),
+        ] {
+            c.execute(
+                "INSERT INTO _smithers_steps (run_id, step_id, kind, name, phase, iteration, status, task_ids,
+                   started_at, completed_at, duration_ms)
+                 VALUES ('r', ?1, ?2, ?3, ?4, 0, 'completed', '[\"t\"]', '2026-01-01T00:00:00Z', '2026-01-01T00:00:01Z', 1000)",
+                params![id, kind, name, phase],
+            )
+            .unwrap();
+        }
+        migrate(&mut c, &path).unwrap();
+        let steps: Vec<_> = query_steps(&c, "r")
+            .unwrap()
+            .into_iter()
+            .map(|s| {
+                (
+                    s.step_id,
+                    s.parent_step_id,
+                    s.name,
+                    s.phase_id,
+                    s.active,
+                    s.duration_ms,
+                )
+            })
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                (1, None, "compile".to_owned(), Some(1), true, Some(1000)),
+                (2, Some(1), "test".to_owned(), Some(1), true, Some(1000)),
+                (3, Some(2), "deploy".to_owned(), Some(2), true, Some(1000)),
+            ]
+        );
+        let phases: Vec<_> = query_phases(&c, "r")
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.phase_id, p.name, p.status))
+            .collect();
+        assert_eq!(
+            phases,
+            [
+                (1, "build".to_owned(), "completed".to_owned()),
+                (2, "ship".to_owned(), "completed".to_owned())
+            ]
+        );
+    }
+}
