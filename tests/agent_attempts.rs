@@ -474,3 +474,48 @@ async fn a_fallback_chain_asks_the_next_agent_only_when_the_first_failed_for_its
     assert_eq!(rows(&s.db).len(), 2);
     assert!(!counter.exists(), "the second agent was never asked");
 }
+
+#[tokio::test]
+async fn a_cli_rate_limited_then_ok_is_retried_after_the_default_backoff() {
+    use smithers::agents::CodexAgent;
+    let scratch = tempfile::tempdir().unwrap();
+    // The first run prints what Codex 0.169 printed on a 429 (captured by scripts/real-clis.sh).
+    let codex: SharedAgent = Arc::new(
+        CodexAgent::new()
+            .binary(fixtures().join("fake-cli.sh"))
+            .env("FAKE_SCENARIO", "codex/ok")
+            .env("FAKE_COUNTER", scratch.path().join("count"))
+            .env("FAKE_FAIL_FIRST", "1")
+            .env("FAKE_FAIL_SCENARIO", "codex/error429"),
+    );
+    // No policy on the task: the engine's default for agent tasks (1 s ± 20 %, doubling).
+    let s = setup(codex, 2, None, CancellationToken::new());
+    let started = std::time::Instant::now();
+    let report = s.engine.run(()).await.unwrap();
+    assert_eq!(report.status, RunStatus::Finished, "{report:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
+    let rows = rows(&s.db);
+    let statuses: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(statuses, ["failed", "finished"]);
+    assert_eq!(
+        rows[0].2.as_deref(),
+        Some("codex turn failed: exceeded retry limit, last status: 429 Too Many Requests")
+    );
+    let c = rusqlite::Connection::open(&s.db).unwrap();
+    let retrying: String = c
+        .query_row(
+            "SELECT payload FROM _smithers_events WHERE kind = 'node_retrying'",
+            [],
+            |x| x.get(0),
+        )
+        .unwrap();
+    assert!(
+        retrying.contains("; it will be tried again in "),
+        "{retrying}"
+    );
+    assert!(retrying.contains("s (attempt 2 of 3)"), "{retrying}");
+}
