@@ -14,6 +14,32 @@ pub enum Error {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
 
+    /// A PostgreSQL statement failed.
+    #[cfg(feature = "postgres")]
+    #[error("PostgreSQL error: {}", postgres_message(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+
+    /// A database server could not be used: it cannot be reached, refused the login, has no
+    /// such database, or its URL does not parse. `target` names host, port and database.
+    #[error("cannot use {target}: {message}")]
+    Connect {
+        /// What was being connected to (`PostgreSQL database `x` at host:port (user `u`)`).
+        target: String,
+        /// Why, and what to do.
+        message: String,
+    },
+
+    /// The database was migrated by a newer smithers than this binary: nothing is changed.
+    #[error("{database} has schema version {applied}, but this binary knows versions up to {known}; it was written by a newer smithers: upgrade this binary (the database was left unchanged)")]
+    SchemaNewer {
+        /// The database.
+        database: String,
+        /// The highest migration recorded in it.
+        applied: i64,
+        /// The highest migration this binary has.
+        known: i64,
+    },
+
     /// A database file could not be created.
     #[error("cannot open database `{path}`: {message}")]
     OpenDb {
@@ -200,11 +226,42 @@ pub enum Error {
     Other(String),
 }
 
+/// A tokio-postgres error with its causes: the server's message, detail and hint, or the I/O
+/// error under "error connecting to server".
+#[cfg(feature = "postgres")]
+pub(crate) fn postgres_message(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut m = format!("{} ({})", db.message(), db.code().code());
+        if let Some(d) = db.detail() {
+            m.push_str(&format!("; {d}"));
+        }
+        if let Some(h) = db.hint() {
+            m.push_str(&format!("; hint: {h}"));
+        }
+        return m;
+    }
+    let mut m = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !m.contains(&text) {
+            m.push_str(": ");
+            m.push_str(&text);
+        }
+        source = s.source();
+    }
+    m
+}
+
 impl Error {
     /// A stable, machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
             Error::Sqlite(_) => "E_SQLITE",
+            #[cfg(feature = "postgres")]
+            Error::Postgres(_) => "E_POSTGRES",
+            Error::Connect { .. } => "E_CONNECT",
+            Error::SchemaNewer { .. } => "E_SCHEMA_NEWER",
             Error::OpenDb { .. } => "E_OPEN_DB",
             Error::DatabaseDamaged { .. } => "E_DB_DAMAGED",
             Error::MigrationChanged { .. } => "E_MIGRATION_CHANGED",

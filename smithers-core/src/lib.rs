@@ -45,5 +45,6 @@ pub(crate) mod machine;
 pub mod plan;
 pub mod steps;
 pub mod store;
+pub(crate) mod time;
 pub mod timetravel;
 pub mod vcs;

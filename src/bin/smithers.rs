@@ -263,15 +263,15 @@ fn main() -> ExitCode {
 async fn run() -> ExitCode {
     smithers::cli::init_tracing();
     let cli = Cli::parse();
-    if !cli.db.db.exists() {
+    if !cli.db.exists() {
         eprintln!(
-            "error: no database at `{}`; pass --db or run a workflow first",
-            cli.db.db.display()
+            "error: no database at {}; pass --db or run a workflow first",
+            cli.db.describe()
         );
         return ExitCode::from(2);
     }
     let result = async {
-        let store = cli.db.open()?;
+        let store = cli.db.open().await?;
         let store = &*store;
         Ok(match cli.command {
             Command::Runs { json } => inspect::runs(store, json)

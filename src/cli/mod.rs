@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use smithers_core::engine::{Engine, EngineOptions};
 use smithers_core::events::Event;
-use smithers_core::store::{Durability, RunStatus, SqliteStore, Store};
+use smithers_core::store::{is_postgres_url, Durability, RunStatus, SqliteStore, Store};
 use smithers_core::{Ctx, Error, Node};
 
 pub mod inspect;
@@ -20,7 +20,8 @@ pub mod logs;
 /// Options shared by every command.
 #[derive(Args, Debug, Clone)]
 pub struct DbArgs {
-    /// The SQLite database.
+    /// The database: a SQLite file, or a PostgreSQL URL
+    /// (`postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`).
     #[arg(
         long,
         global = true,
@@ -28,7 +29,7 @@ pub struct DbArgs {
         env = "SMITHERS_DB"
     )]
     pub db: PathBuf,
-    /// How hard SQLite works to keep each commit on disk.
+    /// How hard SQLite works to keep each commit on disk (PostgreSQL: the server's settings).
     #[arg(long, global = true, value_enum, default_value_t = DurabilityArg::Full)]
     pub durability: DurabilityArg,
 }
@@ -45,8 +46,30 @@ pub enum DurabilityArg {
 }
 
 impl DbArgs {
-    /// Opens the store.
-    pub fn open(&self) -> smithers_core::Result<Arc<dyn Store>> {
+    /// The PostgreSQL URL, when `--db` names one.
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.db.to_str().filter(|s| is_postgres_url(s))
+    }
+
+    /// Whether there is a database to read: a SQLite file that exists, or a PostgreSQL URL (the
+    /// server says whether its database exists when it is opened).
+    pub fn exists(&self) -> bool {
+        self.postgres_url().is_some() || self.db.exists()
+    }
+
+    /// What `--db` names, for messages: the file, or the URL without its password.
+    pub fn describe(&self) -> String {
+        match self.postgres_url() {
+            Some(url) => smithers_core::store::redact_url(url),
+            None => format!("`{}`", self.db.display()),
+        }
+    }
+
+    /// Opens the store: PostgreSQL for a `postgres://` URL, SQLite otherwise.
+    pub async fn open(&self) -> smithers_core::Result<Arc<dyn Store>> {
+        if let Some(url) = self.postgres_url() {
+            return open_postgres(url).await;
+        }
         let d = match self.durability {
             DurabilityArg::Full => Durability::Full,
             DurabilityArg::Normal => Durability::Normal,
@@ -54,6 +77,21 @@ impl DbArgs {
         };
         Ok(Arc::new(SqliteStore::open(&self.db, d)?))
     }
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &str) -> smithers_core::Result<Arc<dyn Store>> {
+    Ok(Arc::new(
+        smithers_core::store::PostgresStore::connect(url).await?,
+    ))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(url: &str) -> smithers_core::Result<Arc<dyn Store>> {
+    Err(Error::Other(format!(
+        "`--db {}` names a PostgreSQL database, but this binary was built without the `postgres` feature of smithers-rs; enable it (it is on by default)",
+        smithers_core::store::redact_url(url)
+    )))
 }
 
 #[derive(Parser, Debug)]
@@ -272,7 +310,7 @@ where
             max_concurrency,
         } => {
             let input: I = parse_input(input.as_deref())?;
-            let store = cli.db.open().map_err(|e| e.to_string())?;
+            let store = cli.db.open().await.map_err(|e| e.to_string())?;
             let view = live(&store);
             let engine = make_engine(store, workflow, *max_concurrency, view.as_ref());
             let report = match run_id {
@@ -288,7 +326,7 @@ where
             run_id,
             max_concurrency,
         } => {
-            let store = cli.db.open().map_err(|e| e.to_string())?;
+            let store = cli.db.open().await.map_err(|e| e.to_string())?;
             let view = live(&store);
             let engine = make_engine(store, workflow, *max_concurrency, view.as_ref());
             let report = engine.resume(run_id.as_deref()).await;
@@ -311,7 +349,7 @@ where
                 }
                 None => None,
             };
-            let store = cli.db.open().map_err(|e| e.to_string())?;
+            let store = cli.db.open().await.map_err(|e| e.to_string())?;
             let view = live(&store);
             let engine = make_engine(store, workflow, *max_concurrency, view.as_ref());
             let report = engine.fork(run_id, *frame, input).await;
@@ -321,7 +359,7 @@ where
             Ok(report_exit(report))
         }
         WorkflowCommand::Status { run_id, json } => {
-            let store = cli.db.open().map_err(|e| e.to_string())?;
+            let store = cli.db.open().await.map_err(|e| e.to_string())?;
             inspect::status(&*store, run_id.as_deref(), *json)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -330,8 +368,8 @@ where
         WorkflowCommand::Graph { input, run_id } => {
             // Over a run: its tree as the persisted state renders it, each task annotated with
             // its latest state (`[finished#0]`). Otherwise: the tree for a fresh input.
-            if input.is_none() && cli.db.db.exists() {
-                let store = cli.db.open().map_err(|e| e.to_string())?;
+            if input.is_none() && cli.db.exists() {
+                let store = cli.db.open().await.map_err(|e| e.to_string())?;
                 let rec = match run_id {
                     Some(id) => store.run(id).await.map_err(|e| e.to_string())?,
                     None => store.latest_run().await.map_err(|e| e.to_string())?,

@@ -4,13 +4,10 @@
 //! and a failure names the broken behaviour.
 //!
 //! Enabled with the `conformance` feature. Each check takes a fresh, empty store and panics with
-//! a message naming the broken rule.
-//!
-//! ```ignore
-//! struct Sqlite(tempfile::TempDir, Arc<dyn Store>);
-//! impl conformance::Backend for Sqlite { /* open a fresh store, hand it out, dispose of it */ }
-//! smithers_core::store_conformance_tests!(Sqlite);
-//! ```
+//! a message naming the broken rule. A backend implements [`Backend`] (open a fresh store, hand
+//! it out, dispose of it) and invokes `smithers_core::store_conformance_tests!(ItsBackend);` in
+//! a test file: `smithers-core/tests/store_conformance.rs` does so for SQLite and for
+//! [`PostgresBackend`] (feature `postgres`).
 
 use std::future::Future;
 use std::io::Write as _;
@@ -136,6 +133,11 @@ pub trait Backend: Sized {
     fn store(&self) -> Arc<dyn Store>;
     /// Removes what [`Backend::open`] created (a schema, a file); runs even when the check failed.
     fn close(self) -> impl Future<Output = ()> + Send;
+    /// Why the backend does not have the behaviour `case` yet, if so: the test then prints
+    /// `skipped: <case>: <why>` instead of running. A gap said out loud, never a pass.
+    fn lacks(_case: &str) -> Option<&'static str> {
+        None
+    }
 }
 
 /// Runs one behaviour `case` on a fresh store of `B`, disposing of it afterwards whatever the
@@ -147,6 +149,10 @@ where
     Fut: Future<Output = ()>,
 {
     use futures::FutureExt as _;
+    if let Some(why) = B::lacks(test) {
+        let _ = writeln!(std::io::stderr(), "skipped: {test}: {why}");
+        return;
+    }
     let Some(backend) = B::open(test).await else {
         return;
     };
@@ -189,6 +195,7 @@ macro_rules! store_conformance_tests {
             resume_reset_abandons_in_progress_attempts,
             loops_state_events_and_steps_persist,
             approvals_and_cancel_requests,
+            attempts_frames_and_cache_persist,
             steps_are_numbered_rewound_and_forked,
         );
     };
@@ -482,6 +489,270 @@ pub async fn approvals_and_cancel_requests(s: Arc<dyn Store>) {
         s.run("idle").await.unwrap().unwrap().status,
         RunStatus::Cancelled
     );
+}
+
+/// An attempt's end (usage, exit code, model), its snapshots and transcript, frames and cached
+/// outputs all read back as written.
+pub async fn attempts_frames_and_cache_persist(s: Arc<dyn Store>) {
+    s.create_run(new_run("r", "me")).await.unwrap();
+    let usage = Usage {
+        input_tokens: Some(12),
+        output_tokens: Some(3),
+        cache_read_tokens: None,
+        cache_write_tokens: Some(1),
+        cost_usd: Some(0.25),
+    };
+    s.write(batch(vec![
+        Write::AttemptStart {
+            node_id: "a".into(),
+            iteration: 0,
+            attempt: 1,
+            agent: Some("claude".into()),
+            owner: "me".into(),
+        },
+        Write::AttemptVcs {
+            node_id: "a".into(),
+            iteration: 0,
+            attempt: 1,
+            repo: "/repo".into(),
+            before: Some("abc".into()),
+            after: None,
+        },
+        Write::Frame {
+            frame_no: 1,
+            hash: "h1".into(),
+            tree: crate::frame::FrameNode::from_legacy_text("<Workflow>"),
+        },
+        Write::Frame {
+            frame_no: 2,
+            hash: "h2".into(),
+            tree: crate::frame::FrameNode::from_legacy_text("<Workflow>\n  <Task a>"),
+        },
+    ]))
+    .await
+    .unwrap();
+    s.write(batch(vec![
+        Write::AttemptEnd {
+            node_id: "a".into(),
+            iteration: 0,
+            attempt: 1,
+            end: AttemptEnd {
+                status: "finished",
+                error: None,
+                duration_ms: 42,
+                usage: usage.clone(),
+                session_id: Some("sess".into()),
+                exit_code: Some(0),
+                model: Some("m".into()),
+                cost_source: Some(crate::price::CostSource::Estimated),
+            },
+        },
+        Write::AttemptVcs {
+            node_id: "a".into(),
+            iteration: 0,
+            attempt: 1,
+            repo: "/repo".into(),
+            before: None,
+            after: Some("def".into()),
+        },
+        Write::Transcript {
+            node_id: "a".into(),
+            iteration: 0,
+            attempt: 1,
+            text: "{\"type\":\"done\"}\n".into(),
+        },
+        Write::CachePut {
+            key: "k1".into(),
+            workflow: "conformance".into(),
+            node_id: "a".into(),
+            table: "t".into(),
+            value: json!({"answer": [1, 2]}),
+        },
+    ]))
+    .await
+    .unwrap();
+    let a = &s.attempts("r").await.unwrap()[0];
+    assert_eq!(
+        (
+            a.status.as_str(),
+            a.agent.as_deref(),
+            a.duration_ms,
+            &a.usage
+        ),
+        ("finished", Some("claude"), Some(42), &usage),
+        "an attempt's end is recorded"
+    );
+    assert_eq!(
+        (
+            a.session_id.as_deref(),
+            a.exit_code,
+            a.model.as_deref(),
+            a.cost_source
+        ),
+        (
+            Some("sess"),
+            Some(0),
+            Some("m"),
+            Some(crate::price::CostSource::Estimated)
+        )
+    );
+    assert_eq!(
+        (
+            a.vcs_repo.as_deref(),
+            a.vcs_before.as_deref(),
+            a.vcs_after.as_deref()
+        ),
+        (Some("/repo"), Some("abc"), Some("def")),
+        "a later snapshot keeps the earlier one"
+    );
+    let frames = s.frames("r").await.unwrap();
+    assert_eq!(
+        frames.iter().map(|f| f.frame_no).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(s.frame("r", None).await.unwrap().unwrap().tree_hash, "h2");
+    assert_eq!(
+        s.frame("r", Some(1)).await.unwrap().unwrap().tree,
+        "<Workflow>"
+    );
+    assert!(s.frame("r", Some(9)).await.unwrap().is_none());
+    assert_eq!(s.load("r").await.unwrap().last_frame, 2);
+    assert_eq!(
+        s.cache_get("k1").await.unwrap(),
+        Some(json!({"answer": [1, 2]}))
+    );
+    assert_eq!(s.cache_get("k2").await.unwrap(), None);
+}
+
+/// The PostgreSQL server tests use: `SMITHERS_TEST_POSTGRES`, by default the `test` database of
+/// the server every development and CI machine of this project runs.
+#[cfg(feature = "postgres")]
+pub fn test_postgres_url() -> String {
+    std::env::var("SMITHERS_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A fresh schema on the test server for one test, so tests run in parallel without seeing each
+/// other's tables; [`PgSchema::drop`] removes it with everything in it.
+#[cfg(feature = "postgres")]
+#[derive(Debug)]
+pub struct PgSchema {
+    /// A URL whose connections use the schema (`options=-csearch_path=...`).
+    pub url: String,
+    /// The schema's name.
+    pub schema: String,
+    server: String,
+}
+
+#[cfg(feature = "postgres")]
+impl PgSchema {
+    /// Creates the schema for test `test`, or returns `None` after [`external_missing`] when no
+    /// server can be reached (a failure under `SMITHERS_REQUIRE_EXTERNAL=1`).
+    pub async fn create(test: &str) -> Option<PgSchema> {
+        let server = test_postgres_url();
+        let suffix: String = test
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .take(30)
+            .collect();
+        let schema = format!(
+            "t_{suffix}_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        if let Err(why) = admin(&server, &format!("CREATE SCHEMA \"{schema}\"")).await {
+            external_missing(
+                test,
+                &format!("no PostgreSQL server to test against at {server} ({why})"),
+            );
+            return None;
+        }
+        let sep = if server.contains('?') { '&' } else { '?' };
+        Some(PgSchema {
+            url: format!("{server}{sep}options=-csearch_path%3D{schema}"),
+            schema,
+            server,
+        })
+    }
+
+    /// Drops the schema and everything in it.
+    pub async fn drop(self) {
+        if let Err(e) = admin(
+            &self.server,
+            &format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema),
+        )
+        .await
+        {
+            let _ = writeln!(
+                std::io::stderr(),
+                "warning: schema `{}` on {} was not dropped: {e}",
+                self.schema,
+                self.server
+            );
+        }
+    }
+}
+
+/// Runs `sql` on its own connection to `server`.
+#[cfg(feature = "postgres")]
+async fn admin(server: &str, sql: &str) -> Result<(), String> {
+    let mut config: tokio_postgres::Config = server.parse().map_err(|e| format!("{e}"))?;
+    config.connect_timeout(Duration::from_secs(5));
+    let (client, conn) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| crate::error::postgres_message(&e))?;
+    let task = tokio::spawn(conn);
+    let r = client
+        .batch_execute(sql)
+        .await
+        .map_err(|e| crate::error::postgres_message(&e));
+    drop(client);
+    let _ = task.await;
+    r
+}
+
+/// The PostgreSQL [`Backend`]: a [`PostgresStore`](crate::store::PostgresStore) in a fresh
+/// schema of the test server, dropped afterwards.
+#[cfg(feature = "postgres")]
+#[derive(Debug)]
+pub struct PostgresBackend {
+    schema: PgSchema,
+    store: Arc<crate::store::PostgresStore>,
+}
+
+#[cfg(feature = "postgres")]
+impl Backend for PostgresBackend {
+    async fn open(test: &'static str) -> Option<Self> {
+        let schema = PgSchema::create(test).await?;
+        let store = crate::store::PostgresStore::connect(&schema.url)
+            .await
+            .unwrap_or_else(|e| panic!("{test}: cannot open a PostgresStore: {e}"));
+        Some(PostgresBackend {
+            schema,
+            store: Arc::new(store),
+        })
+    }
+
+    fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    async fn close(self) {
+        drop(self.store);
+        self.schema.drop().await;
+    }
+
+    fn lacks(case: &str) -> Option<&'static str> {
+        (case == "steps_are_numbered_rewound_and_forked").then_some(
+            "phase and step records, rollback, rewind and fork are not implemented on PostgreSQL yet",
+        )
+    }
 }
 
 /// A run taken over by another owner: `old` is the first holder's token (epoch 1), `new` the

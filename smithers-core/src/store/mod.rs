@@ -20,9 +20,40 @@ use crate::output::OutputInfo;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod owner;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
 pub use owner::lease_owner;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
 pub use sqlite::{Durability, SqliteStore};
+
+/// Whether `db` names a PostgreSQL database (`postgres://...` or `postgresql://...`) rather than
+/// a SQLite file.
+pub fn is_postgres_url(db: &str) -> bool {
+    db.starts_with("postgres://") || db.starts_with("postgresql://")
+}
+
+/// A database URL with any password replaced by `***`, for messages.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].find(':') {
+            Some(colon) => format!(
+                "{}{}:***{}",
+                &url[..scheme_end],
+                &rest[..colon],
+                &rest[at..]
+            ),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
 
 /// A row of `_smithers_runs`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

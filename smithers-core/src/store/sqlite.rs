@@ -31,8 +31,9 @@ use connection::{configure, migrate, worker, Completion, Job};
 use output_rows::{ensure_output_table, read_outputs};
 use writes::apply;
 
-use super::owner::holder_is_dead;
+pub(crate) use super::owner::holder_is_dead;
 use fence::check_fence;
+pub(crate) use output_rows::{added_columns, check_ident, check_output_names, quote, StoredColumn};
 
 /// How hard SQLite works to keep a commit on disk (`PRAGMA synchronous`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

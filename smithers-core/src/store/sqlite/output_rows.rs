@@ -31,23 +31,41 @@ pub(crate) fn is_reserved(table: &str) -> bool {
     t.starts_with("_smithers_") || t.starts_with("sqlite_") || t == "state"
 }
 
-pub(super) fn quote(name: &str) -> String {
+/// Quotes a name checked by [`check_ident`].
+pub(crate) fn quote(name: &str) -> String {
     format!("\"{name}\"")
 }
 
+/// A column as recorded in `_smithers_output_tables.columns_json` (every backend).
 #[derive(serde::Serialize, serde::Deserialize)]
-struct StoredColumn {
-    name: String,
-    kind: String,
-    nullable: bool,
-    rust_type: String,
+pub(crate) struct StoredColumn {
+    pub(crate) name: String,
+    pub(crate) kind: String,
+    pub(crate) nullable: bool,
+    pub(crate) rust_type: String,
+}
+
+impl StoredColumn {
+    /// The recorded columns of `info`.
+    pub(crate) fn of(info: &OutputInfo) -> Vec<StoredColumn> {
+        info.columns
+            .iter()
+            .map(|c| StoredColumn {
+                name: c.name.into(),
+                kind: c.kind.as_str().into(),
+                nullable: c.nullable,
+                rust_type: c.rust_type.into(),
+            })
+            .collect()
+    }
 }
 
 fn describe(kind: &str, rust_type: &str) -> String {
     format!("`{rust_type}` ({kind})")
 }
 
-pub(super) fn ensure_output_table(c: &Connection, info: &OutputInfo, now: Timestamp) -> Result<()> {
+/// Checks the table and column names of `info` before they are quoted into SQL (every backend).
+pub(crate) fn check_output_names(info: &OutputInfo) -> Result<()> {
     check_ident(info.table)?;
     if is_reserved(info.table) {
         return Err(Error::ReservedTable(info.table.to_owned()));
@@ -55,6 +73,50 @@ pub(super) fn ensure_output_table(c: &Connection, info: &OutputInfo, now: Timest
     for col in info.columns {
         check_ident(col.name)?;
     }
+    Ok(())
+}
+
+/// The columns of `info` that a table recorded with `old` lacks, or a [`Error::SchemaChanged`]
+/// naming the field when one was removed or retyped (every backend).
+pub(crate) fn added_columns(
+    info: &OutputInfo,
+    old: &[StoredColumn],
+) -> Result<Vec<&'static Column>> {
+    let columns = StoredColumn::of(info);
+    let schema_err = |detail: String| Error::SchemaChanged {
+        table: info.table.into(),
+        type_name: info.short_name().into(),
+        detail,
+    };
+    for o in old {
+        match columns.iter().find(|n| n.name == o.name) {
+            None => {
+                return Err(schema_err(format!(
+                    "field `{}` of type {} was removed, but earlier rows hold it",
+                    o.name,
+                    describe(&o.kind, &o.rust_type)
+                )))
+            }
+            Some(n) if n.kind != o.kind || (n.nullable != o.nullable && !n.nullable) => {
+                return Err(schema_err(format!(
+                    "field `{}` changed type from {} to {}",
+                    o.name,
+                    describe(&o.kind, &o.rust_type),
+                    describe(&n.kind, &n.rust_type)
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(info
+        .columns
+        .iter()
+        .filter(|n| !old.iter().any(|o| o.name == n.name))
+        .collect())
+}
+
+pub(super) fn ensure_output_table(c: &Connection, info: &OutputInfo, now: Timestamp) -> Result<()> {
+    check_output_names(info)?;
     let signature = info.signature();
     let stored: Option<(String, String)> = c
         .query_row(
@@ -63,50 +125,12 @@ pub(super) fn ensure_output_table(c: &Connection, info: &OutputInfo, now: Timest
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    let columns: Vec<StoredColumn> = info
-        .columns
-        .iter()
-        .map(|c| StoredColumn {
-            name: c.name.into(),
-            kind: c.kind.as_str().into(),
-            nullable: c.nullable,
-            rust_type: c.rust_type.into(),
-        })
-        .collect();
+    let columns = StoredColumn::of(info);
     match stored {
         Some((sig, _)) if sig == signature => Ok(()),
         Some((_, old_json)) => {
             let old: Vec<StoredColumn> = serde_json::from_str(&old_json)?;
-            let schema_err = |detail: String| Error::SchemaChanged {
-                table: info.table.into(),
-                type_name: info.short_name().into(),
-                detail,
-            };
-            for o in &old {
-                match columns.iter().find(|n| n.name == o.name) {
-                    None => {
-                        return Err(schema_err(format!(
-                            "field `{}` of type {} was removed, but earlier rows hold it",
-                            o.name,
-                            describe(&o.kind, &o.rust_type)
-                        )))
-                    }
-                    Some(n) if n.kind != o.kind || (n.nullable != o.nullable && !n.nullable) => {
-                        return Err(schema_err(format!(
-                            "field `{}` changed type from {} to {}",
-                            o.name,
-                            describe(&o.kind, &o.rust_type),
-                            describe(&n.kind, &n.rust_type)
-                        )))
-                    }
-                    Some(_) => {}
-                }
-            }
-            for n in info
-                .columns
-                .iter()
-                .filter(|n| !old.iter().any(|o| o.name == n.name))
-            {
+            for n in added_columns(info, &old)? {
                 // Earlier rows have no value for an added field: the column is nullable.
                 c.execute_batch(&format!(
                     "ALTER TABLE {} ADD COLUMN {} {}",

@@ -1,0 +1,855 @@
+//! The PostgreSQL store, for runs that outgrow one machine: the same [`Store`] trait and the same
+//! conformance suite as SQLite, on tokio-postgres with a deadpool pool. Each batch is one
+//! transaction from the pool, its statements prepared once per connection and pipelined; several
+//! processes (drivers, `smithers` commands) share one database safely.
+//!
+//! Select it with `--db postgres://USER@HOST:PORT/DATABASE` (or `SMITHERS_DB`). Tables live in the
+//! connection's current schema (`public` unless the URL sets `options=-csearch_path=...`, or
+//! [`PostgresStore::connect_in_schema`] is used).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use serde_json::Value;
+use tokio_postgres::{IsolationLevel, NoTls, Row};
+
+use super::*;
+use crate::error::Error;
+use crate::events::EventKind;
+use crate::output::OutputInfo;
+use crate::store::sqlite::{check_ident, holder_is_dead};
+use crate::time::{now_ms, now_rfc3339};
+
+mod connect;
+mod output_rows;
+mod writes;
+
+use connect::{connect_error, describe, migrate, parse, pool_error};
+use output_rows::{ensure_output_table, read_outputs};
+use writes::{apply, check_fence};
+
+/// Connections the pool keeps at most.
+const POOL_SIZE: usize = 16;
+
+/// The PostgreSQL [`Store`].
+pub struct PostgresStore {
+    pool: Pool,
+    target: String,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`) and
+    /// applies pending migrations. Errors name host, port and database and say whether the server
+    /// could not be reached, refused the login, or has no such database; a schema written by a
+    /// newer smithers is refused. After any of them nothing was changed.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::open(url, None).await
+    }
+
+    /// Like [`PostgresStore::connect`], with every table in `schema` (created if missing): for
+    /// tests, or several independent smithers databases in one PostgreSQL database. `schema` is
+    /// a lowercase identifier.
+    pub async fn connect_in_schema(url: &str, schema: &str) -> Result<Self> {
+        Self::open(url, Some(schema)).await
+    }
+
+    async fn open(url: &str, schema: Option<&str>) -> Result<Self> {
+        let mut config = parse(url)?;
+        let mut target = describe(&config);
+        if let Some(schema) = schema {
+            check_ident(schema)?;
+            if schema.to_ascii_lowercase() != schema {
+                return Err(Error::InvalidIdentifier(format!(
+                    "{schema} (a schema name must be lowercase)"
+                )));
+            }
+            let options = match config.get_options() {
+                Some(o) => format!("{o} -csearch_path={schema}"),
+                None => format!("-csearch_path={schema}"),
+            };
+            config.options(&options);
+            target = format!("{target}, schema `{schema}`");
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .build()
+            .map_err(|e| Error::Connect {
+                target: target.clone(),
+                message: format!("cannot build the connection pool: {e}"),
+            })?;
+        let store = PostgresStore { pool, target };
+        let mut client = store.client().await?;
+        if let Some(schema) = schema {
+            client
+                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+                .await
+                .map_err(|e| connect_error(&store.target, &e))?;
+        }
+        migrate(&mut client, &store.target).await?;
+        drop(client);
+        Ok(store)
+    }
+
+    /// What this store is connected to: `PostgreSQL database `x` at host:port (user `u`)`.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    async fn client(&self) -> Result<Object> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| pool_error(&self.target, e))
+    }
+}
+
+/// What the PostgreSQL store does not do yet: phase and step records (written by `<Phase>` and
+/// `<Step>`), the Steps API, rollback, rewind and fork. Said plainly instead of half-done.
+pub(super) fn steps_unsupported(run_id: &str, what: &str) -> Error {
+    Error::Other(format!(
+        "{what} of run `{run_id}`: phase and step records, the Steps API, rollback, rewind and fork are not implemented on PostgreSQL yet; use a SQLite database (`--db PATH`) for workflows that need them"
+    ))
+}
+
+const RUN_COLUMNS: &str =
+    "run_id, workflow, status, input_json, error, created_at, updated_at, lease_owner, lease_expires_ms, lease_epoch, parent_run_id, parent_frame";
+
+fn u32_at(r: &Row, i: usize) -> u32 {
+    r.get::<_, i64>(i) as u32
+}
+
+fn run_from_row(r: &Row) -> RunRecord {
+    RunRecord {
+        run_id: r.get(0),
+        workflow: r.get(1),
+        status: RunStatus::parse(r.get(2)).unwrap_or(RunStatus::Failed),
+        input: r.get(3),
+        error: r.get(4),
+        created_at: r.get(5),
+        updated_at: r.get(6),
+        lease_owner: r.get(7),
+        lease_expires_ms: r.get(8),
+        lease_epoch: r.get(9),
+        parent_run_id: r.get(10),
+        parent_frame: r.get::<_, Option<i64>>(11).map(|f| f as u32),
+    }
+}
+
+fn node_from_row(r: &Row) -> NodeRecord {
+    NodeRecord {
+        node_id: r.get(0),
+        iteration: u32_at(r, 1),
+        status: NodeStatus::parse(r.get(2)).unwrap_or(NodeStatus::Pending),
+        attempts: u32_at(r, 3),
+        output_table: r.get(4),
+        loop_id: r.get(5),
+        last_error: r.get(6),
+    }
+}
+
+fn frame_from_row(r: &Row) -> FrameRecord {
+    let tree: String = r.get(2);
+    let structure: Option<String> = r.get(4);
+    // A frame recorded before frames were data is read from its text.
+    let structure = structure
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_else(|| crate::frame::FrameNode::from_legacy_text(&tree));
+    FrameRecord {
+        frame_no: u32_at(r, 0),
+        tree_hash: r.get(1),
+        tree,
+        structure,
+        created_at: r.get(3),
+    }
+}
+
+fn approval_from_row(r: &Row) -> ApprovalRecord {
+    ApprovalRecord {
+        node_id: r.get(0),
+        iteration: u32_at(r, 1),
+        status: ApprovalStatus::parse(r.get(2)).unwrap_or(ApprovalStatus::Pending),
+        requested_at: r.get(3),
+        decided_at: r.get(4),
+        note: r.get(5),
+    }
+}
+
+const NODES_SQL: &str =
+    "SELECT node_id, iteration, status, attempts, output_table, loop_id, last_error
+     FROM _smithers_nodes WHERE run_id = $1 ORDER BY seq";
+const APPROVALS_SQL: &str = "SELECT node_id, iteration, status, requested_at, decided_at, note
+     FROM _smithers_approvals WHERE run_id = $1 ORDER BY seq";
+
+async fn query_nodes(c: &impl GenericClient, run_id: &str) -> Result<Vec<NodeRecord>> {
+    let st = c.prepare_cached(NODES_SQL).await?;
+    Ok(c.query(&st, &[&run_id])
+        .await?
+        .iter()
+        .map(node_from_row)
+        .collect())
+}
+
+async fn query_approvals(c: &impl GenericClient, run_id: &str) -> Result<Vec<ApprovalRecord>> {
+    let st = c.prepare_cached(APPROVALS_SQL).await?;
+    Ok(c.query(&st, &[&run_id])
+        .await?
+        .iter()
+        .map(approval_from_row)
+        .collect())
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn create_run(&self, run: NewRun) -> Result<FenceToken> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "INSERT INTO _smithers_runs
+                   (run_id, workflow, status, input_json, created_at, updated_at, lease_owner, lease_expires_ms, lease_epoch)
+                 VALUES ($1, $2, 'running', $3, $4, $4, $5, $6, 1)",
+            )
+            .await?;
+        let expires = now_ms() + run.lease_ttl.as_millis() as i64;
+        c.execute(
+            &st,
+            &[
+                &run.run_id,
+                &run.workflow,
+                &run.input,
+                &now_rfc3339(),
+                &run.owner,
+                &expires,
+            ],
+        )
+        .await?;
+        Ok(FenceToken::new(run.owner, 1))
+    }
+
+    async fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM _smithers_runs WHERE run_id = $1"
+            ))
+            .await?;
+        Ok(c.query_opt(&st, &[&run_id])
+            .await?
+            .as_ref()
+            .map(run_from_row))
+    }
+
+    async fn latest_run(&self) -> Result<Option<RunRecord>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM _smithers_runs ORDER BY created_at DESC, seq DESC LIMIT 1"
+            ))
+            .await?;
+        Ok(c.query_opt(&st, &[]).await?.as_ref().map(run_from_row))
+    }
+
+    async fn runs(&self) -> Result<Vec<RunRecord>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM _smithers_runs ORDER BY created_at DESC, seq DESC"
+            ))
+            .await?;
+        Ok(c.query(&st, &[]).await?.iter().map(run_from_row).collect())
+    }
+
+    async fn acquire_lease(&self, run_id: &str, owner: &str, ttl: Duration) -> Result<FenceToken> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let row = tx
+            .query_opt(
+                "SELECT lease_owner, lease_expires_ms FROM _smithers_runs WHERE run_id = $1 FOR UPDATE",
+                &[&run_id],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Err(Error::RunNotFound(run_id.to_owned()));
+        };
+        let (holder, expires): (Option<String>, Option<i64>) = (row.get(0), row.get(1));
+        let now = now_ms();
+        if let (Some(holder), Some(expires)) = (holder, expires) {
+            if holder != owner && expires > now && !holder_is_dead(&holder) {
+                return Err(Error::LeaseHeld {
+                    run_id: run_id.to_owned(),
+                    owner: holder,
+                    expires_at: crate::time::ms_to_rfc3339(expires),
+                });
+            }
+        }
+        // A new term: whoever held the lease before now holds a stale token. The row lock taken
+        // above waits for fenced batches in flight (they hold FOR KEY SHARE) to commit first.
+        let epoch: i64 = tx
+            .query_one(
+                "UPDATE _smithers_runs SET lease_owner = $2, lease_expires_ms = $3, lease_epoch = lease_epoch + 1
+                 WHERE run_id = $1 RETURNING lease_epoch",
+                &[&run_id, &owner, &(now + ttl.as_millis() as i64)],
+            )
+            .await?
+            .get(0);
+        tx.commit().await?;
+        Ok(FenceToken::new(owner, epoch))
+    }
+
+    async fn renew_lease(&self, run_id: &str, fence: &FenceToken, ttl: Duration) -> Result<()> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "UPDATE _smithers_runs SET lease_expires_ms = $4
+                 WHERE run_id = $1 AND lease_owner = $2 AND lease_epoch = $3",
+            )
+            .await?;
+        let expires = now_ms() + ttl.as_millis() as i64;
+        let n = c
+            .execute(&st, &[&run_id, &fence.owner, &fence.epoch, &expires])
+            .await?;
+        if n == 0 {
+            // Not ours any more: say who holds it now.
+            check_fence(&c, run_id, fence, "").await?;
+        }
+        Ok(())
+    }
+
+    async fn release_lease(&self, run_id: &str, fence: &FenceToken) -> Result<()> {
+        // Not ours any more: nothing to give up.
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE _smithers_runs SET lease_owner = NULL, lease_expires_ms = NULL
+             WHERE run_id = $1 AND lease_owner = $2 AND lease_epoch = $3",
+            &[&run_id, &fence.owner, &fence.epoch],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn reset_for_resume(&self, run_id: &str, fence: &FenceToken) -> Result<u32> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        check_fence(&tx, run_id, fence, "FOR UPDATE").await?;
+        let now = now_rfc3339();
+        let args: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&run_id, &now];
+        // Three statements, one round trip.
+        let abandoned = tx.execute(
+            "UPDATE _smithers_attempts SET status = 'abandoned', finished_at = $2,
+               error = COALESCE(error, 'the process driving this attempt stopped before it ended')
+             WHERE run_id = $1 AND status = 'in-progress'",
+            &args,
+        );
+        let nodes = tx.execute(
+            "UPDATE _smithers_nodes SET status = 'pending', updated_at = $2
+             WHERE run_id = $1 AND status IN ('running', 'failed')",
+            &args,
+        );
+        let run = tx.execute(
+            "UPDATE _smithers_runs SET status = 'running', error = NULL, finished_at = NULL, updated_at = $2,
+               cancel_requested = FALSE WHERE run_id = $1",
+            &args,
+        );
+        let (n, _, _) = tokio::try_join!(abandoned, nodes, run)?;
+        tx.commit().await?;
+        Ok(n as u32)
+    }
+
+    async fn load(&self, run_id: &str) -> Result<LoadedRun> {
+        let mut c = self.client().await?;
+        // One snapshot, so a load never mixes two commits of a concurrent writer.
+        let tx = c
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let loops_st = tx
+            .prepare_cached(
+                "SELECT loop_id, iteration, pass_start, parent_iteration, done FROM _smithers_ralph WHERE run_id = $1",
+            )
+            .await?;
+        let state_st = tx.prepare_cached("SELECT key, value FROM state").await?;
+        let frame_st = tx
+            .prepare_cached("SELECT MAX(frame_no) FROM _smithers_frames WHERE run_id = $1")
+            .await?;
+        let failures_st = tx
+            .prepare_cached(
+                "SELECT node_id, iteration, COUNT(*) FROM _smithers_attempts
+                 WHERE run_id = $1 AND status = 'failed' AND NOT rolled_back GROUP BY node_id, iteration",
+            )
+            .await?;
+        let (nodes, loops, state, frame, failures, approvals) = tokio::try_join!(
+            query_nodes(&tx, run_id),
+            async { Ok::<_, Error>(tx.query(&loops_st, &[&run_id]).await?) },
+            async { Ok(tx.query(&state_st, &[]).await?) },
+            async { Ok(tx.query_one(&frame_st, &[&run_id]).await?) },
+            async { Ok(tx.query(&failures_st, &[&run_id]).await?) },
+            query_approvals(&tx, run_id),
+        )?;
+        let tables: HashSet<String> = nodes
+            .iter()
+            .filter_map(|n| n.output_table.clone())
+            .collect();
+        let mut outputs = Vec::new();
+        for t in tables {
+            read_outputs(&tx, &t, run_id, &nodes, &mut outputs).await?;
+        }
+        tx.commit().await?;
+        Ok(LoadedRun {
+            loops: loops
+                .iter()
+                .map(|r| {
+                    (
+                        r.get(0),
+                        LoopState {
+                            iteration: u32_at(r, 1),
+                            pass_start: u32_at(r, 2),
+                            parent_iteration: u32_at(r, 3),
+                            done: r.get(4),
+                        },
+                    )
+                })
+                .collect(),
+            state: state.iter().map(|r| (r.get(0), r.get(1))).collect(),
+            last_frame: frame.get::<_, Option<i64>>(0).unwrap_or(0) as u32,
+            failures: failures
+                .iter()
+                .map(|r| (r.get(0), u32_at(r, 1), u32_at(r, 2)))
+                .collect(),
+            approvals,
+            nodes,
+            outputs,
+        })
+    }
+
+    async fn ensure_output_table(&self, info: OutputInfo) -> Result<()> {
+        let mut c = self.client().await?;
+        ensure_output_table(&mut c, &info).await
+    }
+
+    async fn write(&self, batch: WriteBatch) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        apply(&tx, &batch).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn nodes(&self, run_id: &str) -> Result<Vec<NodeRecord>> {
+        let c = self.client().await?;
+        query_nodes(&c, run_id).await
+    }
+
+    async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT node_id, iteration, attempt, status, agent, started_at, duration_ms, error,
+                   input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, session_id,
+                   exit_code, model, vcs_repo, vcs_before, vcs_after, cost_source
+                 FROM _smithers_attempts WHERE run_id = $1 ORDER BY seq",
+            )
+            .await?;
+        let tokens = |r: &Row, i: usize| r.get::<_, Option<i64>>(i).map(|v| v as u64);
+        Ok(c.query(&st, &[&run_id])
+            .await?
+            .iter()
+            .map(|r| AttemptRecord {
+                node_id: r.get(0),
+                iteration: u32_at(r, 1),
+                attempt: u32_at(r, 2),
+                status: r.get(3),
+                agent: r.get(4),
+                started_at: r.get(5),
+                duration_ms: r.get(6),
+                error: r.get(7),
+                usage: Usage {
+                    input_tokens: tokens(r, 8),
+                    output_tokens: tokens(r, 9),
+                    cache_read_tokens: tokens(r, 10),
+                    cache_write_tokens: tokens(r, 11),
+                    cost_usd: r.get(12),
+                },
+                session_id: r.get(13),
+                exit_code: r.get::<_, Option<i64>>(14).map(|v| v as i32),
+                model: r.get(15),
+                vcs_repo: r.get(16),
+                vcs_before: r.get(17),
+                vcs_after: r.get(18),
+                cost_source: r
+                    .get::<_, Option<&str>>(19)
+                    .and_then(crate::price::CostSource::parse),
+            })
+            .collect())
+    }
+
+    async fn events(&self, run_id: &str, after_seq: i64) -> Result<Vec<EventRecord>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT seq, at, node_id, iteration, payload FROM _smithers_events
+                 WHERE run_id = $1 AND seq > $2 ORDER BY seq",
+            )
+            .await?;
+        c.query(&st, &[&run_id, &after_seq])
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(EventRecord {
+                    seq: r.get(0),
+                    event: Event {
+                        run_id: run_id.to_owned(),
+                        at: {
+                            let at: String = r.get(1);
+                            crate::model::Timestamp::parse(&at).ok_or_else(|| {
+                                crate::Error::Other(format!(
+                                    "an event of run `{run_id}` has the timestamp `{at}`, which is not RFC 3339 UTC; the database was edited or is damaged"
+                                ))
+                            })?
+                        },
+                        node_id: r.get(2),
+                        iteration: r.get::<_, Option<i64>>(3).map(|v| v as u32),
+                        kind: serde_json::from_value(r.get(4))?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT run_id, step_id, parent_step_id, active, source, name, phase_id, phase,
+                   iteration, status, task_ids, started_at, completed_at, duration_ms, created_at, created_seq,
+                   started_seq, vcs_repo, vcs_backend, snapshot_before, snapshot_after, head_before, commit_created,
+                   agent_config_json, token_usage_json, exit_code
+                 FROM _smithers_steps WHERE run_id = $1 ORDER BY step_id",
+            )
+            .await?;
+        Ok(c.query(&st, &[&run_id])
+            .await?
+            .iter()
+            .map(|r| StepRecord {
+                run_id: r.get(0),
+                step_id: r.get(1),
+                parent_step_id: r.get(2),
+                active: r.get(3),
+                source: r.get(4),
+                name: r.get(5),
+                phase_id: r.get(6),
+                phase: r.get(7),
+                iteration: u32_at(r, 8),
+                status: r.get(9),
+                task_ids: serde_json::from_value(r.get(10)).unwrap_or_default(),
+                started_at: r.get(11),
+                completed_at: r.get(12),
+                duration_ms: r.get(13),
+                created_at: r.get(14),
+                created_seq: r.get(15),
+                started_seq: r.get(16),
+                vcs_repo: r.get(17),
+                vcs_backend: r.get(18),
+                snapshot_before: r.get(19),
+                snapshot_after: r.get(20),
+                head_before: r.get(21),
+                commit_created: r.get(22),
+                agent_config_json: r.get(23),
+                token_usage_json: r.get(24),
+                exit_code: r.get::<_, Option<i64>>(25).map(|v| v as i32),
+            })
+            .collect())
+    }
+
+    async fn phases(&self, run_id: &str) -> Result<Vec<PhaseRecord>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT run_id, phase_id, name, iteration, status, active, started_at, completed_at, duration_ms, created_at
+                 FROM _smithers_phases WHERE run_id = $1 ORDER BY phase_id",
+            )
+            .await?;
+        Ok(c.query(&st, &[&run_id])
+            .await?
+            .iter()
+            .map(|r| PhaseRecord {
+                run_id: r.get(0),
+                phase_id: r.get(1),
+                name: r.get(2),
+                iteration: u32_at(r, 3),
+                status: r.get(4),
+                active: r.get(5),
+                started_at: r.get(6),
+                completed_at: r.get(7),
+                duration_ms: r.get(8),
+                created_at: r.get(9),
+            })
+            .collect())
+    }
+
+    async fn start_step(&self, run_id: &str, _name: Option<&str>) -> Result<i64> {
+        Err(steps_unsupported(run_id, "the Steps API"))
+    }
+
+    async fn rewind(
+        &self,
+        run_id: &str,
+        _to: RewindTo,
+        _fence: &FenceToken,
+    ) -> Result<RewindReport> {
+        Err(steps_unsupported(run_id, "rollback and rewind"))
+    }
+
+    async fn fork_run(&self, fork: ForkRun) -> Result<RunRecord> {
+        Err(steps_unsupported(&fork.parent_run_id, "fork"))
+    }
+
+    async fn cache_get(&self, key: &str) -> Result<Option<Value>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached("SELECT output_json FROM _smithers_cache WHERE cache_key = $1")
+            .await?;
+        Ok(c.query_opt(&st, &[&key]).await?.map(|r| r.get(0)))
+    }
+
+    async fn approvals(&self, run_id: &str) -> Result<Vec<ApprovalRecord>> {
+        let c = self.client().await?;
+        query_approvals(&c, run_id).await
+    }
+
+    async fn decide_approval(
+        &self,
+        run_id: &str,
+        node_id: &str,
+        iteration: Option<u32>,
+        approve: bool,
+        note: Option<&str>,
+    ) -> Result<ApprovalRecord> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let pending: Vec<u32> = tx
+            .query(
+                "SELECT iteration FROM _smithers_approvals
+                 WHERE run_id = $1 AND node_id = $2 AND status = 'pending' ORDER BY iteration FOR UPDATE",
+                &[&run_id, &node_id],
+            )
+            .await?
+            .iter()
+            .map(|r| u32_at(r, 0))
+            .collect();
+        let iteration = match (iteration, pending.as_slice()) {
+            (Some(it), p) if p.contains(&it) => it,
+            (None, [it]) => *it,
+            (None, []) | (Some(_), _) => {
+                return Err(Error::Other(format!(
+                    "node `{node_id}` of run `{run_id}` has no pending approval{}; `smithers status {run_id}` shows what the run waits for",
+                    iteration.map(|i| format!(" in iteration {i}")).unwrap_or_default()
+                )))
+            }
+            (None, many) => {
+                return Err(Error::Other(format!(
+                    "node `{node_id}` waits for approval in iterations {many:?}; pass --iteration"
+                )))
+            }
+        };
+        let status = if approve {
+            ApprovalStatus::Approved
+        } else {
+            ApprovalStatus::Denied
+        };
+        let now = now_rfc3339();
+        tx.execute(
+            "UPDATE _smithers_approvals SET status = $4, decided_at = $5, note = $6
+             WHERE run_id = $1 AND node_id = $2 AND iteration = $3",
+            &[
+                &run_id,
+                &node_id,
+                &i64::from(iteration),
+                &status.as_str(),
+                &now,
+                &note,
+            ],
+        )
+        .await?;
+        let mut b = WriteBatch::new(run_id);
+        b.push(Write::Event(Event::node(
+            run_id,
+            node_id,
+            iteration,
+            crate::clock::Clock::now(&crate::clock::SystemClock),
+            EventKind::ApprovalDecided {
+                approved: approve,
+                note: note.map(str::to_owned),
+            },
+        )));
+        apply(&tx, &b).await?;
+        tx.commit().await?;
+        Ok(ApprovalRecord {
+            node_id: node_id.to_owned(),
+            iteration,
+            status,
+            requested_at: String::new(),
+            decided_at: Some(now),
+            note: note.map(str::to_owned),
+        })
+    }
+
+    async fn frames(&self, run_id: &str) -> Result<Vec<FrameRecord>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT frame_no, tree_hash, tree, created_at, structure FROM _smithers_frames
+                 WHERE run_id = $1 ORDER BY frame_no",
+            )
+            .await?;
+        Ok(c.query(&st, &[&run_id])
+            .await?
+            .iter()
+            .map(frame_from_row)
+            .collect())
+    }
+
+    async fn frame(&self, run_id: &str, frame_no: Option<u32>) -> Result<Option<FrameRecord>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT frame_no, tree_hash, tree, created_at, structure FROM _smithers_frames
+                 WHERE run_id = $1 AND ($2::BIGINT IS NULL OR frame_no = $2) ORDER BY frame_no DESC LIMIT 1",
+            )
+            .await?;
+        let frame_no = frame_no.map(i64::from);
+        Ok(c.query_opt(&st, &[&run_id, &frame_no])
+            .await?
+            .as_ref()
+            .map(frame_from_row))
+    }
+
+    async fn request_cancel(&self, run_id: &str) -> Result<CancelOutcome> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let Some(row) = tx
+            .query_opt(
+                "SELECT status, lease_owner, lease_expires_ms FROM _smithers_runs WHERE run_id = $1 FOR UPDATE",
+                &[&run_id],
+            )
+            .await?
+        else {
+            return Err(Error::RunNotFound(run_id.to_owned()));
+        };
+        let status = RunStatus::parse(row.get(0)).unwrap_or(RunStatus::Failed);
+        if status.is_final() {
+            return Ok(CancelOutcome::AlreadyFinal(status));
+        }
+        let (holder, expires): (Option<String>, Option<i64>) = (row.get(1), row.get(2));
+        if let (Some(owner), Some(expires)) = (holder, expires) {
+            if expires > now_ms() && !holder_is_dead(&owner) {
+                tx.execute(
+                    "UPDATE _smithers_runs SET cancel_requested = TRUE, updated_at = $2 WHERE run_id = $1",
+                    &[&run_id, &now_rfc3339()],
+                )
+                .await?;
+                tx.commit().await?;
+                return Ok(CancelOutcome::Requested { owner });
+            }
+        }
+        // Nobody drives it: cancel it here, as the engine would have.
+        let mut b = WriteBatch::new(run_id);
+        b.push(Write::RunStatus {
+            status: RunStatus::Cancelled,
+            error: None,
+        });
+        b.push(Write::Event(Event::run(
+            run_id,
+            crate::clock::Clock::now(&crate::clock::SystemClock),
+            EventKind::RunCancelled,
+        )));
+        apply(&tx, &b).await?;
+        tx.commit().await?;
+        Ok(CancelOutcome::Cancelled)
+    }
+
+    async fn cancel_requested(&self, run_id: &str) -> Result<bool> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached("SELECT cancel_requested FROM _smithers_runs WHERE run_id = $1")
+            .await?;
+        c.query_opt(&st, &[&run_id])
+            .await?
+            .map(|r| r.get(0))
+            .ok_or_else(|| Error::RunNotFound(run_id.to_owned()))
+    }
+
+    async fn raise_budget(&self, run_id: &str, raise: crate::budget::BudgetRaise) -> Result<()> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "INSERT INTO _smithers_budget_raises (run_id, node_id, add_usd, add_tokens, raised_at)
+                 SELECT run_id, $2, $3, $4, $5 FROM _smithers_runs WHERE run_id = $1",
+                &[
+                    &run_id,
+                    &raise.node_id,
+                    &raise.add_usd,
+                    &(raise.add_tokens as i64),
+                    &now_rfc3339(),
+                ],
+            )
+            .await?;
+        if n == 0 {
+            return Err(Error::RunNotFound(run_id.to_owned()));
+        }
+        Ok(())
+    }
+
+    async fn budget_raises(&self, run_id: &str) -> Result<Vec<crate::budget::BudgetRaise>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT node_id, add_usd, add_tokens FROM _smithers_budget_raises
+                 WHERE run_id = $1 ORDER BY seq",
+            )
+            .await?;
+        Ok(c.query(&st, &[&run_id])
+            .await?
+            .iter()
+            .map(|r| crate::budget::BudgetRaise {
+                node_id: r.get(0),
+                add_usd: r.get(1),
+                add_tokens: r.get::<_, i64>(2).max(0) as u64,
+            })
+            .collect())
+    }
+
+    async fn state_get(&self, key: &str) -> Result<Option<String>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached("SELECT value FROM state WHERE key = $1")
+            .await?;
+        Ok(c.query_opt(&st, &[&key]).await?.map(|r| r.get(0)))
+    }
+
+    async fn state_set(&self, key: &str, value: &str) -> Result<()> {
+        let mut b = WriteBatch::new("");
+        b.push(Write::State {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        });
+        self.write(b).await
+    }
+}
