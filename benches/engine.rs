@@ -1,9 +1,19 @@
 //! Engine overhead benchmark: `cargo bench --bench engine`.
 //!
-//! Prints the median wall time per node (FULL durability, a real SQLite file in a temp dir) for:
-//! a sequence of N static tasks (N = 10, 100, 1000), a 1000-iteration Ralph loop, and the time to
-//! resume a run that has 10 000 finished nodes. Static tasks do no work, so what is measured is
-//! the engine: render, plan, one committed transaction per output, re-render.
+//! Everything runs with FULL durability against a real SQLite file in a temp dir, and is set
+//! against the bare SQLite commit floor measured in the same run (one insert per transaction,
+//! WAL, `synchronous=FULL`), so the ratios mean something on a loaded machine. It prints:
+//! - per-node cost of a sequence of N static tasks (N from `SMITHERS_BENCH_N`, default
+//!   `100,1000,10000,100000`) and its ratio to the floor and to the smallest N;
+//! - a Ralph loop (`SMITHERS_BENCH_RALPH` iterations, default 10 000): cost and commits per
+//!   iteration;
+//! - a Parallel of `SMITHERS_BENCH_PARALLEL` computed tasks (default 10 000) with
+//!   `max_concurrency` 64;
+//! - peak RSS (`VmHWM`) after the largest sequence;
+//! - resuming a run with `SMITHERS_BENCH_RESUME` finished nodes (default 100 000): load,
+//!   render, plan, run the one node left.
+//!
+//! A size of 0 skips that case. Static tasks do no work, so what is measured is the engine.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,13 +40,60 @@ impl Output for Step {
     }];
 }
 
-fn store(dir: &tempfile::TempDir, durability: Durability) -> Arc<dyn Store> {
-    Arc::new(SqliteStore::open(dir.path().join("bench.db"), durability).expect("open store"))
+fn open(dir: &tempfile::TempDir) -> Arc<SqliteStore> {
+    Arc::new(SqliteStore::open(dir.path().join("bench.db"), Durability::Full).expect("open store"))
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
+}
+
+fn env_sizes(name: &str, default: &[usize]) -> Vec<usize> {
+    match std::env::var(name) {
+        Ok(s) => s
+            .split(',')
+            .map(|p| {
+                p.trim().parse::<usize>().unwrap_or_else(|e| {
+                    panic!("{name}={s:?}: `{p}` is not a count ({e}); give e.g. 100,1000")
+                })
+            })
+            .filter(|&n| n > 0)
+            .collect(),
+        Err(_) => default.to_vec(),
+    }
+}
+
+fn env_size(name: &str, default: usize) -> usize {
+    env_sizes(name, &[default]).first().copied().unwrap_or(0)
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// Peak resident set of this process (`VmHWM`), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// The floor: one row inserted per transaction, WAL, `synchronous=FULL`, same file system.
+fn commit_floor(commits: usize) -> Duration {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = rusqlite::Connection::open(dir.path().join("floor.db")).expect("open floor db");
+    c.pragma_update(None, "journal_mode", "WAL").expect("WAL");
+    c.pragma_update(None, "synchronous", "FULL").expect("FULL");
+    c.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+        .expect("create");
+    let mut st = c.prepare("INSERT INTO t (v) VALUES (?1)").expect("prepare");
+    let t = Instant::now();
+    for i in 0..commits {
+        st.execute([format!("{{\"n\":{i}}}")]).expect("insert");
+    }
+    t.elapsed() / commits as u32
 }
 
 fn sequence(n: usize) -> impl Fn(&Ctx<()>) -> smithers_core::Node + Send + Sync + 'static {
@@ -58,137 +115,244 @@ fn sequence(n: usize) -> impl Fn(&Ctx<()>) -> smithers_core::Node + Send + Sync 
     }
 }
 
-async fn bench_sequence(n: usize, reps: usize) -> Duration {
+/// Per-node cost and commits per node.
+async fn bench_sequence(n: usize, reps: usize) -> (Duration, f64) {
     let mut samples = Vec::new();
+    let mut commits = 0.0;
     for _ in 0..reps {
         let dir = tempfile::tempdir().expect("tempdir");
-        let engine = Engine::new(store(&dir, Durability::Full), sequence(n));
+        let store = open(&dir);
+        let engine = Engine::new(store.clone() as Arc<dyn Store>, sequence(n));
+        let before = store.commits();
         let t = Instant::now();
         let r = engine.run(()).await.expect("run");
         let el = t.elapsed();
+        commits = (store.commits() - before) as f64 / n as f64;
         assert_eq!(r.finished_nodes, n);
         samples.push(el / n as u32);
     }
-    median(samples)
+    (median(samples), commits)
 }
 
-async fn bench_ralph(iterations: u32, reps: usize) -> Duration {
+/// Per-iteration cost and commits per iteration.
+async fn bench_ralph(iterations: u32) -> (Duration, f64) {
     const TICK: Ref<Step> = Ref::new("tick");
-    let mut samples = Vec::new();
-    for _ in 0..reps {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let engine = Engine::new(store(&dir, Durability::Full), move |ctx: &Ctx<()>| {
-            let done = ctx
-                .latest(TICK)
-                .is_some_and(|s| s.n + 1 >= iterations as i64);
-            let it = ctx.iteration();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    let engine = Engine::new(store.clone() as Arc<dyn Store>, move |ctx: &Ctx<()>| {
+        let done = ctx
+            .latest(TICK)
+            .is_some_and(|s| s.n + 1 >= iterations as i64);
+        let it = ctx.iteration();
+        Workflow::new()
+            .name("bench-ralph")
+            .child(
+                Ralph::new()
+                    .until(done)
+                    .max_iterations(iterations + 1)
+                    .child(
+                        Task::<Step>::new()
+                            .id(TICK)
+                            .value(Step { n: it as i64 })
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+    });
+    let before = store.commits();
+    let t = Instant::now();
+    let r = engine.run(()).await.expect("run");
+    let el = t.elapsed();
+    assert_eq!(r.finished_nodes, iterations as usize);
+    let commits = (store.commits() - before) as f64 / f64::from(iterations);
+    (el / iterations, commits)
+}
+
+/// Per-task cost of a Parallel of computed tasks, at most 64 running at once.
+async fn bench_parallel(n: usize) -> (Duration, f64) {
+    let ids: Vec<String> = (0..n).map(|i| format!("par-{i}")).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    let engine = Engine::new(store.clone() as Arc<dyn Store>, move |_ctx: &Ctx<()>| {
+        Workflow::new()
+            .name("bench-parallel")
+            .child(
+                Parallel::new()
+                    .max_concurrency(64)
+                    .child(ids.iter().enumerate().map(|(i, id)| {
+                        Task::<Step>::new()
+                            .id(id)
+                            .run(move |_t| async move {
+                                Ok::<_, smithers_core::TaskError>(Step { n: i as i64 })
+                            })
+                            .build()
+                    }))
+                    .build(),
+            )
+            .build()
+    });
+    let before = store.commits();
+    let t = Instant::now();
+    let r = engine.run(()).await.expect("run");
+    let el = t.elapsed();
+    assert_eq!(r.finished_nodes, n);
+    let commits = (store.commits() - before) as f64 / n as f64;
+    (el / n as u32, commits)
+}
+
+/// Resuming a run with `n` finished nodes and one left: load, render, plan, run the last one.
+async fn bench_resume(n: usize) -> Duration {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ids: Arc<Vec<String>> = Arc::new((0..n).map(|i| format!("done-{i}")).collect());
+    let gate = dir.path().join("gate");
+    let make = |ids: Arc<Vec<String>>, gate: std::path::PathBuf| {
+        move |_ctx: &Ctx<()>| {
+            let gate = gate.clone();
             Workflow::new()
-                .name("bench-ralph")
+                .name("bench-resume")
                 .child(
-                    Ralph::new()
-                        .until(done)
-                        .max_iterations(iterations + 1)
-                        .child(
+                    Parallel::new()
+                        .child(ids.iter().enumerate().map(|(i, id)| {
                             Task::<Step>::new()
-                                .id(TICK)
-                                .value(Step { n: it as i64 })
-                                .build(),
-                        )
+                                .id(id)
+                                .value(Step { n: i as i64 })
+                                .build()
+                        }))
+                        .build(),
+                )
+                .child(
+                    Task::<Step>::new()
+                        .id("last")
+                        .run(move |_t| {
+                            let open = gate.exists();
+                            async move {
+                                if open {
+                                    Ok(Step { n: -1 })
+                                } else {
+                                    Err(smithers_core::TaskError::terminal("gate closed"))
+                                }
+                            }
+                        })
                         .build(),
                 )
                 .build()
-        });
-        let t = Instant::now();
-        let r = engine.run(()).await.expect("run");
-        let el = t.elapsed();
-        assert_eq!(r.finished_nodes, iterations as usize);
-        samples.push(el / iterations);
-    }
-    median(samples)
+        }
+    };
+    let first = Engine::new(
+        open(&dir) as Arc<dyn Store>,
+        make(ids.clone(), gate.clone()),
+    );
+    let r = first.run(()).await.expect("first run");
+    assert_eq!(r.finished_nodes, n);
+    drop(first);
+    std::fs::write(&gate, b"open").expect("gate");
+    let engine = Engine::new(open(&dir) as Arc<dyn Store>, make(ids, gate));
+    let t = Instant::now();
+    let r = engine.resume(None).await.expect("resume");
+    let el = t.elapsed();
+    assert_eq!(r.finished_nodes, n + 1);
+    el
 }
 
-async fn bench_resume(n: usize, reps: usize) -> Duration {
-    let mut samples = Vec::new();
-    for _ in 0..reps {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ids: Arc<Vec<String>> = Arc::new((0..n).map(|i| format!("done-{i}")).collect());
-        let gate = dir.path().join("gate");
-        let make = |ids: Arc<Vec<String>>, gate: std::path::PathBuf| {
-            move |_ctx: &Ctx<()>| {
-                let gate = gate.clone();
-                Workflow::new()
-                    .name("bench-resume")
-                    .child(
-                        Parallel::new()
-                            .child(ids.iter().enumerate().map(|(i, id)| {
-                                Task::<Step>::new()
-                                    .id(id)
-                                    .value(Step { n: i as i64 })
-                                    .build()
-                            }))
-                            .build(),
-                    )
-                    .child(
-                        Task::<Step>::new()
-                            .id("last")
-                            .run(move |_t| {
-                                let open = gate.exists();
-                                async move {
-                                    if open {
-                                        Ok(Step { n: -1 })
-                                    } else {
-                                        Err(smithers_core::TaskError::terminal("gate closed"))
-                                    }
-                                }
-                            })
-                            .build(),
-                    )
-                    .build()
-            }
-        };
-        let first = Engine::new(
-            store(&dir, Durability::Full),
-            make(ids.clone(), gate.clone()),
-        );
-        let r = first.run(()).await.expect("first run");
-        assert_eq!(r.finished_nodes, n);
-        drop(first);
-        std::fs::write(&gate, b"open").expect("gate");
-        let engine = Engine::new(store(&dir, Durability::Full), make(ids, gate));
-        let t = Instant::now();
-        let r = engine.resume(None).await.expect("resume");
-        samples.push(t.elapsed());
-        assert_eq!(r.finished_nodes, n + 1);
+/// The floor next to a case: measured just before and just after it, averaged (fsync latency on a
+/// shared machine moves with everyone else's writes, so a floor taken once is not comparable).
+struct Floors(Vec<(String, Duration, Duration)>);
+
+impl Floors {
+    fn before() -> Duration {
+        commit_floor(300)
     }
-    median(samples)
+
+    fn record(&mut self, case: String, per: Duration, before: Duration) {
+        let after = commit_floor(300);
+        let floor = (before + after) / 2;
+        println!(
+            "    floor around it {:>9.1} µs/commit ({:.1} before, {:.1} after): {:.2}x floor",
+            us(floor),
+            us(before),
+            us(after),
+            per.as_secs_f64() / floor.as_secs_f64()
+        );
+        self.0.push((case, per, floor));
+    }
 }
 
 fn main() {
+    let sizes = env_sizes("SMITHERS_BENCH_N", &[100, 1000, 10_000, 100_000]);
+    let ralph = env_size("SMITHERS_BENCH_RALPH", 10_000);
+    let parallel = env_size("SMITHERS_BENCH_PARALLEL", 10_000);
+    let resume = env_size("SMITHERS_BENCH_RESUME", 100_000);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        println!("smithers engine overhead (durability FULL, median of runs)");
-        let s10 = bench_sequence(10, 31).await;
-        let s100 = bench_sequence(100, 11).await;
-        let s1000 = bench_sequence(1000, 5).await;
-        println!("sequence N=10     {:>9.1} µs/node", s10.as_secs_f64() * 1e6);
-        println!(
-            "sequence N=100    {:>9.1} µs/node",
-            s100.as_secs_f64() * 1e6
-        );
-        println!(
-            "sequence N=1000   {:>9.1} µs/node   (N=1000 / N=10 = {:.2}x)",
-            s1000.as_secs_f64() * 1e6,
-            s1000.as_secs_f64() / s10.as_secs_f64()
-        );
-        let r = bench_ralph(1000, 5).await;
-        println!(
-            "ralph 1000 iters  {:>9.1} µs/iteration",
-            r.as_secs_f64() * 1e6
-        );
-        let res = bench_resume(10_000, 5).await;
-        println!(
-            "resume 10000 finished nodes (load + render + last node): {:.1} ms",
-            res.as_secs_f64() * 1e3
-        );
+        println!("smithers engine overhead (durability FULL; floor = one SQLite insert per commit, WAL, synchronous=FULL)");
+        let mut floors = Floors(Vec::new());
+        let mut seq = Vec::new();
+        let mut peak = None;
+        for &n in &sizes {
+            let reps = match n {
+                0..=100 => 11,
+                101..=1000 => 5,
+                _ => 1,
+            };
+            let before = Floors::before();
+            let t = Instant::now();
+            let (per, commits) = bench_sequence(n, reps).await;
+            seq.push((n, per));
+            peak = peak_rss_mib();
+            println!(
+                "sequence N={n:<7} {:>9.1} µs/node  {commits:.2} commits/node  ({reps} run(s), {:.1} s)",
+                us(per),
+                t.elapsed().as_secs_f64()
+            );
+            floors.record(format!("sequence N={n}"), per, before);
+        }
+        if let (Some(n), Some(mib)) = (sizes.iter().max(), peak) {
+            println!("peak RSS after sequence N={n}: {mib:.1} MiB (VmHWM)");
+        }
+        if ralph > 0 {
+            let before = Floors::before();
+            let (per, commits) = bench_ralph(ralph as u32).await;
+            println!(
+                "ralph {ralph} iterations {:>9.1} µs/iteration  {commits:.2} commits/iteration",
+                us(per)
+            );
+            floors.record(format!("ralph {ralph} iterations"), per, before);
+        }
+        if parallel > 0 {
+            let before = Floors::before();
+            let (per, commits) = bench_parallel(parallel).await;
+            println!(
+                "parallel {parallel} tasks (max_concurrency 64) {:>9.1} µs/task  {commits:.2} commits/task",
+                us(per)
+            );
+            floors.record(format!("parallel {parallel} tasks"), per, before);
+        }
+        if resume > 0 {
+            let el = bench_resume(resume).await;
+            println!(
+                "resume of a run with {resume} finished nodes (load, render, plan, run the last): {:.1} ms",
+                el.as_secs_f64() * 1e3
+            );
+        }
+        println!("summary (per node / iteration / task, against the floor measured around each case):");
+        let first = seq.first().copied();
+        for (case, per, floor) in &floors.0 {
+            let vs_first = match (first, case.starts_with("sequence")) {
+                (Some((n0, per0)), true) => format!(
+                    "   {:.2}x sequence N={n0} per node",
+                    per.as_secs_f64() / per0.as_secs_f64()
+                ),
+                _ => String::new(),
+            };
+            println!(
+                "  {case:<26} {:>9.1} µs  {:>5.2}x floor{vs_first}",
+                us(*per),
+                per.as_secs_f64() / floor.as_secs_f64()
+            );
+        }
+        if let Some(mib) = peak_rss_mib() {
+            println!("peak RSS of the whole run: {mib:.1} MiB (VmHWM)");
+        }
     });
 }

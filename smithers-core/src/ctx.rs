@@ -1,7 +1,7 @@
 //! `Ctx`: what a workflow function reads while rendering. It is a read-only view of the run's
 //! persisted state; rendering never does I/O.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
@@ -36,11 +36,33 @@ impl RunSnapshot {
     }
 }
 
+/// What one render read, so the engine knows which changes can alter the tree: an output that
+/// lands where the render did not look leaves the tree as it was.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Reads {
+    /// `(node, iteration)` outputs read (present or not) through `output`/`output_maybe`.
+    pub(crate) outputs: HashSet<(String, u32)>,
+    /// Nodes read in every iteration: `latest`, `outputs`, `iteration_count`.
+    pub(crate) all_iterations: HashSet<String>,
+    /// Loop counters read.
+    pub(crate) loops: HashSet<String>,
+    /// `state` keys read.
+    pub(crate) state: HashSet<String>,
+}
+
+impl Reads {
+    /// Whether the output of `(node, iteration)` was read by the render.
+    pub(crate) fn read_output(&self, node: &str, iteration: u32) -> bool {
+        self.all_iterations.contains(node) || self.outputs.contains(&(node.to_owned(), iteration))
+    }
+}
+
 /// The context of a render: the workflow input and read access to persisted outputs.
 pub struct Ctx<I> {
     input: Arc<I>,
     snap: Arc<RunSnapshot>,
     state_writes: Arc<Mutex<Vec<(String, String)>>>,
+    reads: Mutex<Reads>,
 }
 
 impl<I> Ctx<I> {
@@ -49,6 +71,7 @@ impl<I> Ctx<I> {
             input,
             snap,
             state_writes: Arc::default(),
+            reads: Mutex::default(),
         }
     }
 
@@ -59,6 +82,35 @@ impl<I> Ctx<I> {
 
     pub(crate) fn take_state_writes(&self) -> Vec<(String, String)> {
         std::mem::take(&mut *self.state_writes.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// What the render read so far.
+    pub(crate) fn take_reads(&self) -> Reads {
+        std::mem::take(&mut *self.reads())
+    }
+
+    fn reads(&self) -> std::sync::MutexGuard<'_, Reads> {
+        self.reads.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a read of `(id, it)` and of the loop counter that decided `it`.
+    fn note_output(&self, id: &str, it: u32) {
+        let mut r = self.reads();
+        if let Some(l) = self.snap.node_loop.get(id) {
+            if !r.loops.contains(l) {
+                r.loops.insert(l.clone());
+            }
+        }
+        if !r.outputs.contains(&(id.to_owned(), it)) {
+            r.outputs.insert((id.to_owned(), it));
+        }
+    }
+
+    fn note_all(&self, id: &str) {
+        let mut r = self.reads();
+        if !r.all_iterations.contains(id) {
+            r.all_iterations.insert(id.to_owned());
+        }
     }
 
     /// The workflow input.
@@ -75,6 +127,7 @@ impl<I> Ctx<I> {
     pub fn output<T: Output>(&self, node: impl NodeRef<T>) -> Result<T> {
         let id = node.node_id();
         let it = self.snap.current_iteration(id);
+        self.note_output(id, it);
         self.read(id, it)?.ok_or_else(|| Error::MissingOutput {
             node: id.to_owned(),
             iteration: it,
@@ -86,12 +139,14 @@ impl<I> Ctx<I> {
     pub fn output_maybe<T: Output>(&self, node: impl NodeRef<T>) -> Option<T> {
         let id = node.node_id();
         let it = self.snap.current_iteration(id);
+        self.note_output(id, it);
         self.read_lenient(id, it)
     }
 
     /// The output of `node` in its highest iteration that has one.
     pub fn latest<T: Output>(&self, node: impl NodeRef<T>) -> Option<T> {
         let id = node.node_id();
+        self.note_all(id);
         let (&it, _) = self.snap.outputs.get(id)?.iter().next_back()?;
         self.read_lenient(id, it)
     }
@@ -99,6 +154,7 @@ impl<I> Ctx<I> {
     /// All outputs of `node`, by iteration, lowest first.
     pub fn outputs<T: Output>(&self, node: impl NodeRef<T>) -> Vec<T> {
         let id = node.node_id();
+        self.note_all(id);
         self.snap
             .outputs
             .get(id)
@@ -112,6 +168,7 @@ impl<I> Ctx<I> {
 
     /// How many iterations `node` has an output for.
     pub fn iteration_count<T: Output>(&self, node: impl NodeRef<T>) -> u32 {
+        self.note_all(node.node_id());
         self.snap
             .outputs
             .get(node.node_id())
@@ -125,6 +182,12 @@ impl<I> Ctx<I> {
 
     /// The current iteration of the loop with this id, or 0 before it started.
     pub fn loop_iteration(&self, loop_id: &str) -> u32 {
+        {
+            let mut r = self.reads();
+            if !r.loops.contains(loop_id) {
+                r.loops.insert(loop_id.to_owned());
+            }
+        }
         self.snap
             .loops
             .get(loop_id)
@@ -136,6 +199,7 @@ impl<I> Ctx<I> {
         StateView {
             snap: &self.snap,
             writes: &self.state_writes,
+            reads: &self.reads,
         }
     }
 
@@ -168,11 +232,18 @@ impl<I> Ctx<I> {
 pub struct StateView<'a> {
     snap: &'a RunSnapshot,
     writes: &'a Mutex<Vec<(String, String)>>,
+    reads: &'a Mutex<Reads>,
 }
 
 impl StateView<'_> {
     /// The value of `key`, as of the start of this render.
     pub fn get(&self, key: &str) -> Option<&str> {
+        {
+            let mut r = self.reads.lock().unwrap_or_else(|e| e.into_inner());
+            if !r.state.contains(key) {
+                r.state.insert(key.to_owned());
+            }
+        }
         self.snap.state.get(key).map(String::as_str)
     }
 

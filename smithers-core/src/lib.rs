@@ -29,8 +29,8 @@ pub use model::{
     Timestamp, Usage,
 };
 pub use node::{
-    Branch, IntoNodes, Node, NodeKind, OnMaxReached, Parallel, Phase, Ralph, Sequence, Step, Task,
-    TaskExec, TaskId, TaskSpec, Workflow,
+    Branch, IntoNodes, Node, NodeKind, OnMaxReached, Parallel, Phase, Ralph, Sequence, StaticValue,
+    Step, Task, TaskExec, TaskId, TaskSpec, Workflow,
 };
 pub use output::{Column, ColumnKind, ColumnType, Output, OutputInfo};
 pub use price::{CostSource, ModelPrice, PriceCatalog};

@@ -289,7 +289,7 @@ async fn run_attempt(
                 })
             }
             TaskExec::Value(v) => v
-                .clone()
+                .to_json()
                 .map(AttemptOutput::Value)
                 .map_err(|e| (TaskError::terminal(e), None)),
             TaskExec::Missing => Err((

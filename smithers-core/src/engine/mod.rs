@@ -7,7 +7,7 @@
 //! through the store as one [`WriteBatch`] per change. Preparing, spawning and running attempts
 //! is in `attempt`, committing and cancelling in `persist`.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -420,31 +420,86 @@ where
         let mut cancel_poll = tokio::time::interval(self.options.cancel_poll);
         cancel_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         cancel_poll.tick().await;
+        // Batches to commit, held until the next command that acts outside the run's memory
+        // (a lookup, an attempt, a wait, the end): what an output and the renders it causes
+        // decide (an output and its loop's advance) goes in one transaction.
+        let mut held: Option<WriteBatch> = None;
+        // Attempts found ended along with the one `Command::Wait` fed.
+        let mut ended_too: Vec<AttemptResult> = Vec::new();
         loop {
-            // Render over the persisted state.
-            let ctx = Ctx::new(input.clone(), st.snap.clone());
-            let tree = self.render_catching(&ctx);
-            let state_writes = ctx.take_state_writes();
-            drop(ctx);
-            let mut commands: VecDeque<Command> =
-                st.handle(Input::Rendered { tree, state_writes }, clock.now());
+            // Render over the persisted state, unless nothing the last render read changed:
+            // then its tree still stands and is planned again.
+            let rendered = if st.tree_stands() {
+                Input::Replan
+            } else {
+                let ctx = Ctx::new(input.clone(), st.snap.clone());
+                let tree = self.render_catching(&ctx);
+                let state_writes = ctx.take_state_writes();
+                let reads = Box::new(ctx.take_reads());
+                drop(ctx);
+                Input::Rendered {
+                    tree,
+                    state_writes,
+                    reads,
+                }
+            };
+            let mut commands = st.handle(rendered, clock.now());
             // Carry out the decisions; when none is left, render again.
             while let Some(command) = commands.pop_front() {
-                let next = match command {
+                if let Command::Commit(b) = command {
+                    match &mut held {
+                        Some(h) => h.writes.extend(b.writes),
+                        None => held = Some(b),
+                    }
+                    continue;
+                }
+                // Attempts decided together start together, after one commit of all their rows.
+                let mut starts = Vec::new();
+                let command = match command {
+                    Command::Start(s) => {
+                        starts.push(s);
+                        while matches!(
+                            commands.front(),
+                            Some(Command::Commit(_) | Command::Start(_))
+                        ) {
+                            match commands.pop_front() {
+                                Some(Command::Commit(b)) => match &mut held {
+                                    Some(h) => h.writes.extend(b.writes),
+                                    None => held = Some(b),
+                                },
+                                Some(Command::Start(s)) => starts.push(s),
+                                _ => {}
+                            }
+                        }
+                        None
+                    }
+                    other => Some(other),
+                };
+                if let Some(b) = held.take() {
                     // A refused commit (another process took the run over) stops the drive
                     // through `Input::LeaseLost`, which writes nothing more.
-                    Command::Commit(b) => match self.commit(&st.fence, b).await {
-                        Ok(()) => continue,
-                        Err(e @ Error::LeaseLost { .. }) => Input::LeaseLost(e),
+                    match self.commit(&st.fence, b).await {
+                        Ok(()) => {}
+                        Err(e @ Error::LeaseLost { .. }) => {
+                            commands.clear();
+                            commands.extend(st.handle(Input::LeaseLost(e), clock.now()));
+                            continue;
+                        }
                         Err(e) => return Err(e),
-                    },
+                    }
+                }
+                for s in starts {
+                    self.spawn_attempt(st, &progress, &usage_tx, &mut join, &mut tokens, s);
+                }
+                let Some(command) = command else {
+                    continue;
+                };
+                let next = match command {
+                    Command::Commit(_) => unreachable!("commits are held above"),
                     Command::Prepare(items) => {
                         Input::Prepared(self.prepare(&mut tables, items).await?)
                     }
-                    Command::Start(s) => {
-                        self.spawn_attempt(st, &progress, &usage_tx, &mut join, &mut tokens, s);
-                        continue;
-                    }
+                    Command::Start(_) => unreachable!("starts are taken above"),
                     Command::RunHooks(calls) => Input::HooksRan(run_hooks(&st.run_id, calls)),
                     Command::Snapshot(steps) => {
                         self.snapshot_steps(st, &mut repo, steps).await?;
@@ -497,6 +552,17 @@ where
                             Ok(result) => {
                                 tokens.remove(&result.key);
                                 let cancelling = self.options.cancel.is_cancelled();
+                                // Attempts that ended together are recorded together: one
+                                // commit, one render.
+                                while let Some(more) = join.try_join_next() {
+                                    match more {
+                                        Ok(r) => {
+                                            tokens.remove(&r.key);
+                                            ended_too.push(r);
+                                        }
+                                        Err(e) => tracing::error!(error = %e, "an attempt task panicked or was aborted"),
+                                    }
+                                }
                                 Input::AttemptEnded { result: Box::new(result), cancelling }
                             }
                             Err(e) => {
@@ -525,6 +591,16 @@ where
                     },
                 };
                 commands.extend(st.handle(next, clock.now()));
+                let cancelling = self.options.cancel.is_cancelled();
+                for result in ended_too.drain(..) {
+                    commands.extend(st.handle(
+                        Input::AttemptEnded {
+                            result: Box::new(result),
+                            cancelling,
+                        },
+                        clock.now(),
+                    ));
+                }
             }
         }
     }

@@ -21,6 +21,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::agent::AgentResponse;
+use crate::ctx::Reads;
 use crate::error::{Error, Result, TaskError};
 use crate::events::{Event, EventKind};
 use crate::model::{NodeKey, NodeState, NodeStatus, RunStatus, Timestamp, Usage};
@@ -56,7 +57,10 @@ pub(crate) enum Input {
     Rendered {
         tree: Result<Node>,
         state_writes: Vec<(String, String)>,
+        reads: Box<Reads>,
     },
+    /// Nothing the last render read has changed: plan the kept tree again.
+    Replan,
     /// The answers to [`Command::Prepare`], in its order; the list stops at the first task whose
     /// output table cannot hold its type.
     Prepared(Vec<Prepared>),
@@ -250,10 +254,7 @@ impl RunState {
                     .take()
                     .unwrap_or_else(|| WriteBatch::new(&self.run_id));
                 for (k, v) in state {
-                    Arc::make_mut(&mut self.snap)
-                        .state
-                        .insert(k.clone(), v.clone());
-                    b.push(Write::State { key: k, value: v });
+                    self.set_state(&mut b, k, v);
                 }
                 cmds.push_back(Command::Commit(b));
                 if !self.snapshots.is_empty() {
@@ -265,7 +266,35 @@ impl RunState {
                     self.end_batch(RunStatus::Failed, Some(&error)),
                 ));
             }
-            Input::Rendered { tree, state_writes } => self.rendered(tree, state_writes, &mut cmds),
+            Input::Rendered {
+                tree,
+                state_writes,
+                reads,
+            } => {
+                self.reads = *reads;
+                self.stale = false;
+                self.cursors = plan::Cursors::default();
+                match tree {
+                    Ok(tree) => {
+                        self.rendered(&tree, true, state_writes, &mut cmds);
+                        self.tree = Some(tree);
+                    }
+                    Err(e) => {
+                        self.failure.get_or_insert(e);
+                        self.tree = None;
+                        let empty = Node::fragment(None::<Node>);
+                        self.rendered(&empty, true, state_writes, &mut cmds);
+                    }
+                }
+            }
+            Input::Replan => match self.tree.take() {
+                Some(tree) => {
+                    self.rendered(&tree, false, Vec::new(), &mut cmds);
+                    self.tree = Some(tree);
+                }
+                // Nothing kept: the executor renders (it only replans a tree that stands).
+                None => self.stale = true,
+            },
             Input::Prepared(prepared) => self.prepared(prepared, &mut cmds),
             Input::AttemptEnded { result, cancelling } => {
                 if cancelling && result.outcome.is_err() {
@@ -276,7 +305,10 @@ impl RunState {
                     cmds.push_back(Command::Commit(b));
                 }
             }
-            Input::ApprovalsPolled(decided) => self.apply_approvals(decided),
+            Input::ApprovalsPolled(decided) => {
+                self.stale = true;
+                self.apply_approvals(decided);
+            }
             Input::UsageReported { key, usage, model } => {
                 self.usage_reported(key, usage, model, &mut cmds)
             }
@@ -330,24 +362,18 @@ impl RunState {
         cmds
     }
 
-    /// A render: plan it, stop what it unmounted, record what it decided on its own; then
-    /// render again, finish, or prepare the runnable tasks.
+    /// A render (`fresh`) or a kept tree: plan it, stop what it unmounted, record what it
+    /// decided on its own; then render again, finish, or prepare the runnable tasks.
     fn rendered(
         &mut self,
-        tree: Result<Node>,
+        tree: &Node,
+        fresh: bool,
         state_writes: Vec<(String, String)>,
         cmds: &mut VecDeque<Command>,
     ) {
-        let tree = match tree {
-            Ok(t) => t,
-            Err(e) => {
-                self.failure.get_or_insert(e);
-                Node::fragment(None::<Node>)
-            }
-        };
         let running = self.running_keys();
-        let plan = plan::plan(
-            &tree,
+        let plan = plan::plan_with(
+            tree,
             &PlanInput {
                 nodes: &self.nodes,
                 loops: &self.snap.loops,
@@ -355,8 +381,11 @@ impl RunState {
                 approvals: &self.approvals,
                 node_loop: &self.snap.node_loop,
             },
+            &mut self.cursors,
         );
         if !plan.node_loop.is_empty() {
+            // Outputs are keyed by their loop's counter: what `output` reads may differ now.
+            self.stale = true;
             let snap = Arc::make_mut(&mut self.snap);
             for (id, lp) in &plan.node_loop {
                 match lp {
@@ -376,7 +405,7 @@ impl RunState {
 
         // What the render decided on its own: state writes, skips, loop moves, denied
         // approvals, approval requests, the frame.
-        let (b, decided, hooks) = self.on_render(&tree, &plan, state_writes);
+        let (b, decided, hooks) = self.on_render(tree, fresh, &plan, state_writes);
         if !hooks.is_empty() {
             // The hooks run on the executor; what they write commits with this render's
             // decisions, then the tree is rendered again over it.
@@ -510,7 +539,7 @@ impl RunState {
             // Static values have no side effects and take no time: every one the plan offers
             // starts and finishes in one shared transaction.
             if let TaskExec::Value(v) = &r.task.exec {
-                let v = v.clone();
+                let v = v.to_json();
                 self.complete_static(&mut statics, &r, v, Source::Static);
                 continue;
             }

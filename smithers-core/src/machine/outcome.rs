@@ -76,6 +76,10 @@ impl RunState {
                 last_error: None,
             },
         );
+        if self.reads.read_output(&t.id, it) {
+            // The last render looked here: it sees the output at once.
+            self.stale = true;
+        }
         Arc::make_mut(&mut self.snap)
             .outputs
             .entry(t.id.clone())

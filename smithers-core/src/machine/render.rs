@@ -14,23 +14,29 @@ use super::{HookCall, RunState, StepSnapshot};
 
 impl RunState {
     /// What a render decided without running anything: state writes, skips, loop
-    /// moves, denied approvals, new approval requests and a new frame. Returns whether the tree
-    /// may now differ (then it is rendered again before anything starts).
+    /// moves, denied approvals, new approval requests and a new frame (`fresh`: the tree was
+    /// rendered, not kept). Returns whether the tree may now differ (then it is planned again,
+    /// and rendered again when what changed was read, before anything starts).
     pub(super) fn on_render(
         &mut self,
         tree: &Node,
+        fresh: bool,
         plan: &Plan,
         state_writes: Vec<(String, String)>,
     ) -> (WriteBatch, bool, Vec<HookCall>) {
         let mut b = WriteBatch::new(&self.run_id);
         let mut calls = Vec::new();
         for (k, v) in state_writes {
-            Arc::make_mut(&mut self.snap)
-                .state
-                .insert(k.clone(), v.clone());
-            b.push(Write::State { key: k, value: v });
+            self.set_state(&mut b, k, v);
         }
-        self.record_frame(tree, &mut b);
+        if fresh {
+            // A kept tree has the shape of the last frame.
+            self.record_frame(tree, &mut b);
+        }
+        if !plan.loop_changes.is_empty() {
+            // A loop counter moved: the iteration every output in the loop is keyed by.
+            self.stale = true;
+        }
         let decided =
             !plan.skipped.is_empty() || !plan.loop_changes.is_empty() || !plan.denied.is_empty();
         for (task, it, lp) in &plan.skipped {
@@ -203,6 +209,17 @@ impl RunState {
             self.approvals.insert(key, ApprovalStatus::Pending);
         }
         (b, decided, calls)
+    }
+
+    /// A `state` write, visible to the next render (which happens when the last one read `k`).
+    pub(super) fn set_state(&mut self, b: &mut WriteBatch, k: String, v: String) {
+        if self.reads.state.contains(&k) {
+            self.stale = true;
+        }
+        Arc::make_mut(&mut self.snap)
+            .state
+            .insert(k.clone(), v.clone());
+        b.push(Write::State { key: k, value: v });
     }
 
     /// Records a frame when the tree's shape changed since the last one.

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::budget::{Budget, OnBudget, Spent};
-use crate::ctx::RunSnapshot;
+use crate::ctx::{Reads, RunSnapshot};
 use crate::error::Error;
 use crate::model::{
     ApprovalStatus, GroupKind, GroupStatus, NodeKey, NodeState, NodeStatus, Timestamp, Usage,
 };
-use crate::node::TaskSpec;
+use crate::node::{Node, TaskSpec};
+use crate::plan;
 use crate::price::PriceCatalog;
 use crate::prompt::RejectedReply;
 use crate::retry::RetryPolicy;
@@ -92,6 +93,15 @@ pub(crate) struct RunState {
     pub(super) pending: Option<PendingStart>,
     /// A render's decisions waiting for its hooks (`Command::RunHooks`).
     pub(super) pending_hooks: Option<WriteBatch>,
+    /// The last rendered tree, kept while nothing it read has changed: it is re-planned
+    /// without calling the workflow function.
+    pub(super) tree: Option<Node>,
+    /// What the render of `tree` read.
+    pub(super) reads: Reads,
+    /// Something `tree`'s render read has changed (or a loop counter moved): render again.
+    pub(super) stale: bool,
+    /// The planner's memory of `tree` (cursors, ids checked); reset with every new render.
+    pub(super) cursors: plan::Cursors,
     /// Steps that started or ended in the last render: their working copy is recorded next.
     pub(super) snapshots: Vec<StepSnapshot>,
     /// When the input being handled happened.
@@ -143,6 +153,10 @@ impl RunState {
             wait_for_approval: false,
             pending: None,
             pending_hooks: None,
+            tree: None,
+            reads: Reads::default(),
+            stale: true,
+            cursors: plan::Cursors::default(),
             snapshots: Vec::new(),
             now: Timestamp::default(),
         }
@@ -217,6 +231,11 @@ impl RunState {
             self.approval_notes.insert(key.clone(), a.note);
             self.approvals.insert(key, a.status);
         }
+    }
+
+    /// Whether the kept tree still stands: the next plan needs no render.
+    pub(crate) fn tree_stands(&self) -> bool {
+        !self.stale && self.tree.is_some()
     }
 
     pub(super) fn node(&self, id: &str, it: u32) -> Option<&NodeState> {

@@ -140,6 +140,7 @@ fn render(st: &mut RunState, tree: Node) -> Vec<String> {
         Input::Rendered {
             tree: Ok(tree),
             state_writes: Vec::new(),
+            reads: Box::default(),
         },
         NOW,
     ))
@@ -701,6 +702,7 @@ fn started(st: &mut RunState, tree: &dyn Fn() -> Node) -> StartAttempt {
         Input::Rendered {
             tree: Ok(tree()),
             state_writes: Vec::new(),
+            reads: Box::default(),
         },
         NOW,
     );

@@ -88,7 +88,7 @@ impl<T: Output> Task<T> {
 
     /// A static output value.
     pub fn value(mut self, value: T) -> Self {
-        self.exec = TaskExec::Value(serde_json::to_value(&value).map_err(|e| e.to_string()));
+        self.exec = TaskExec::Value(StaticValue::new(value));
         self
     }
 

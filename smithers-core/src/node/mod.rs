@@ -168,6 +168,24 @@ impl fmt::Debug for GroupHooks {
 pub type ComputeFn =
     Arc<dyn Fn(TaskCtx) -> BoxFuture<'static, Result<Value, TaskError>> + Send + Sync>;
 
+/// A static output value, serialised when its task runs (not at every render).
+#[derive(Clone)]
+pub struct StaticValue(Arc<dyn Fn() -> Result<Value, String> + Send + Sync>);
+
+impl StaticValue {
+    /// A value of any serialisable type.
+    pub fn new<T: serde::Serialize + Send + Sync + 'static>(value: T) -> Self {
+        StaticValue(Arc::new(move || {
+            serde_json::to_value(&value).map_err(|e| e.to_string())
+        }))
+    }
+
+    /// The value as JSON, or why it cannot be serialised.
+    pub fn to_json(&self) -> Result<Value, String> {
+        (self.0)()
+    }
+}
+
 /// How a task produces its output.
 #[derive(Clone)]
 pub enum TaskExec {
@@ -175,8 +193,8 @@ pub enum TaskExec {
     Agent(SharedAgent),
     /// A Rust closure computes the output.
     Compute(ComputeFn),
-    /// A static value (serialised output, or why it could not be serialised).
-    Value(Result<Value, String>),
+    /// A static value, serialised when the task runs.
+    Value(StaticValue),
     /// Nothing given: an error at run time naming the task.
     Missing,
 }

@@ -120,10 +120,31 @@ struct Planner<'a> {
     /// Mounted tasks found running so far in the walk (a `Parallel` counts its subtree's).
     running_seen: usize,
     error: Option<Error>,
+    /// See [`Cursors::complete`].
+    complete: HashMap<(usize, u32), usize>,
+}
+
+/// What the planner remembers of one rendered tree between plans of it: that its ids were
+/// checked, and how many leading children of each `Sequence` and `Parallel` (per iteration) are
+/// complete, so planning again after one output walks only what can still change.
+///
+/// Only valid for the tree it was built on, while no loop counter moved (completion is then
+/// monotone: a finished or skipped task stays so); a new render starts a new one.
+#[derive(Debug, Default)]
+pub struct Cursors {
+    ids_checked: bool,
+    /// (address of a children slice of the tree, iteration) → leading children complete.
+    complete: HashMap<(usize, u32), usize>,
 }
 
 /// Plans the next step for `tree`.
 pub fn plan(tree: &Node, input: &PlanInput<'_>) -> Plan {
+    plan_with(tree, input, &mut Cursors::default())
+}
+
+/// Plans the next step for `tree`, skipping what `cursors` (built by earlier plans of this very
+/// tree) knows to be complete.
+pub fn plan_with(tree: &Node, input: &PlanInput<'_>, cursors: &mut Cursors) -> Plan {
     let mut p = Planner {
         input,
         runnable: Vec::new(),
@@ -137,8 +158,12 @@ pub fn plan(tree: &Node, input: &PlanInput<'_>) -> Plan {
         phase: None,
         running_seen: 0,
         error: None,
+        complete: std::mem::take(&mut cursors.complete),
     };
-    p.check_ids(tree, &mut HashMap::new());
+    if !cursors.ids_checked {
+        p.check_ids(tree, &mut HashMap::new());
+        cursors.ids_checked = p.error.is_none();
+    }
     // An invalid tree (duplicate or bad ids) is not walked: nothing in it may start.
     let outcome = match p.error.take() {
         Some(e) => Outcome::Failed(e),
@@ -149,6 +174,7 @@ pub fn plan(tree: &Node, input: &PlanInput<'_>) -> Plan {
             (Status::Failed, None) => Outcome::Failed(Error::Other("a node failed".into())),
         },
     };
+    cursors.complete = std::mem::take(&mut p.complete);
     Plan {
         runnable: p.runnable,
         skipped: p.skipped,
@@ -378,11 +404,33 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Where the leading complete children of `children` in iteration `it` end, as far as
+    /// earlier plans of this tree know.
+    fn cursor(&self, children: &[Node], it: u32) -> ((usize, u32), usize) {
+        let key = (children.as_ptr() as usize, it);
+        (key, self.complete.get(&key).copied().unwrap_or(0))
+    }
+
+    fn advance(&mut self, key: (usize, u32), from: usize, to: usize) {
+        if to > from {
+            self.complete.insert(key, to);
+        }
+    }
+
     fn sequence(&mut self, children: &[Node], it: u32, lp: Option<&str>) -> Status {
-        for (i, c) in children.iter().enumerate() {
+        let (key, start) = self.cursor(children, it);
+        let mut done = start;
+        for (i, c) in children.iter().enumerate().skip(start) {
+            let changes = self.loop_changes.len();
             match self.walk(c, it, lp) {
-                Status::Complete => continue,
+                Status::Complete => {
+                    // Complete without deciding anything: it stays complete in this tree.
+                    if done == i && self.loop_changes.len() == changes {
+                        done = i + 1;
+                    }
+                }
                 other => {
+                    self.advance(key, start, done);
                     // The active phase has mounted its later steps: they are pending.
                     if self.phase.is_some() {
                         for rest in &children[i + 1..] {
@@ -393,6 +441,7 @@ impl<'a> Planner<'a> {
                 }
             }
         }
+        self.advance(key, start, done);
         Status::Complete
     }
 
@@ -449,9 +498,15 @@ impl<'a> Planner<'a> {
         // Per child: where its runnable, skipped, loop changes and groups start.
         let mut marks = Vec::with_capacity(children.len());
         let mut result = Status::Complete;
-        for c in children {
+        let (key, start) = self.cursor(children, it);
+        let mut done = start;
+        for (i, c) in children.iter().enumerate().skip(start) {
             marks.push(self.marks());
+            let changes = self.loop_changes.len();
             let s = self.walk(c, it, lp);
+            if s == Status::Complete && done == i && self.loop_changes.len() == changes {
+                done = i + 1;
+            }
             result = match (result, s) {
                 (Status::Failed, _) | (_, Status::Failed) => Status::Failed,
                 (Status::Pending { active: a }, Status::Pending { active: b }) => {
@@ -464,6 +519,7 @@ impl<'a> Planner<'a> {
                 (Status::Complete, Status::Complete) => Status::Complete,
             };
         }
+        self.advance(key, start, done);
         self.trim_to_limit(limit, self.running_seen - running_before, base, &marks);
         result
     }

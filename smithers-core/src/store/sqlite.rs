@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
@@ -68,6 +69,8 @@ pub struct SqliteStore {
     path: PathBuf,
     /// Stamps rows and decides lease expiry.
     clock: Arc<dyn Clock>,
+    /// Transactions committed so far (`SqliteStore::commits`).
+    commits: Arc<AtomicU64>,
 }
 
 impl Drop for SqliteStore {
@@ -102,9 +105,11 @@ impl SqliteStore {
             .and_then(|()| migrate(&mut conn, &path))
             .map_err(|e| name_the_file(&path, e))?;
         let (tx, rx) = mpsc::channel::<Job>();
+        let commits = Arc::new(AtomicU64::new(0));
+        let counter = commits.clone();
         let worker = thread::Builder::new()
             .name("smithers-sqlite".into())
-            .spawn(move || worker(conn, rx))
+            .spawn(move || worker(conn, rx, &counter))
             .map_err(|e| Error::OpenDb {
                 path: path.clone(),
                 message: e.to_string(),
@@ -114,6 +119,7 @@ impl SqliteStore {
             worker: Some(worker),
             path,
             clock: Arc::new(SystemClock),
+            commits,
         })
     }
 
@@ -128,6 +134,12 @@ impl SqliteStore {
     /// The database path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How many write transactions this store has committed since it was opened (writes queued
+    /// together share one transaction). What benchmarks count to show commits per output.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// Names the database in an error that means its file is damaged.

@@ -2,6 +2,7 @@
 //! that owns the connection and commits queued writes together (group commit).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -165,7 +166,7 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn worker(mut conn: Connection, rx: mpsc::Receiver<Job>) {
+pub(super) fn worker(mut conn: Connection, rx: mpsc::Receiver<Job>, commits: &AtomicU64) {
     let mut pending: Option<Job> = None;
     loop {
         let job = match pending.take() {
@@ -189,7 +190,9 @@ pub(super) fn worker(mut conn: Connection, rx: mpsc::Receiver<Job>) {
                         }
                     }
                 }
-                run_group(&conn, group);
+                if run_group(&conn, group) {
+                    commits.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -200,11 +203,12 @@ pub(super) fn worker(mut conn: Connection, rx: mpsc::Receiver<Job>) {
     }
 }
 
-fn run_group(conn: &Connection, group: Vec<WriteJob>) {
+/// Runs the jobs in one transaction; returns whether it committed.
+fn run_group(conn: &Connection, group: Vec<WriteJob>) -> bool {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         // Dropping the jobs drops their reply channels: each caller gets `StoreClosed`.
         tracing::error!(error = %e, "cannot begin a write transaction; {} write(s) dropped", group.len());
-        return;
+        return false;
     }
     let mut completions = Vec::with_capacity(group.len());
     for job in group {
@@ -227,10 +231,12 @@ fn run_group(conn: &Connection, group: Vec<WriteJob>) {
     if commit_err.is_some() {
         let _ = conn.execute_batch("ROLLBACK");
     }
+    let committed = commit_err.is_none();
     for c in completions {
         c(match &commit_err {
             None => Ok(()),
             Some(m) => Err(Error::Other(format!("commit failed: {m}"))),
         });
     }
+    committed
 }
