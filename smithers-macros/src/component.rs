@@ -1,5 +1,5 @@
 //! `#[component]`: keeps the function as written and adds a typestate props builder, so
-//! `<Name a=1 b={x} />` in `workflow!` becomes `Name::__component_props().a(1).b(x).__call(Name)`.
+//! `<Name a=1 b={x} />` in `workflow!` becomes `Name::__component_props().a(1).b(x).__call(PhantomData)`.
 //!
 //! Next to `fn Name` (value namespace) the macro declares `struct Name {}` (type namespace), whose
 //! `__component_props()` starts a builder `__NameProps<S0, S1, ..>`: each `Si` is
@@ -131,17 +131,46 @@ fn expand(func: &ItemFn, props: &[PropParam]) -> TokenStream {
         .iter()
         .enumerate()
         .map(|(i, p)| setter(func, &builder, &states, i, p));
-    let args: Vec<Ident> = (0..props.len())
-        .map(|i| format_ident!("__A{}", i, span = Span::mixed_site()))
+    // `__call` names the function itself, so `workflow!` names only the type `Name`: a tag that
+    // resolves to nothing (a misspelled built-in) is one error, not one per namespace. Its
+    // generics are the function's, with the props' elided lifetimes named and `impl Trait`
+    // made type parameters; rustc infers them from the props set. The `PhantomData` of the
+    // parameter types gives `__call` the bounds the function's signature implies (`I: 'a` for
+    // `&'a Ctx<I>`).
+    let mut fresh = Freshen::default();
+    let arg_tys: Vec<Type> = props
+        .iter()
+        .map(|p| {
+            let mut ty = p.ty.clone();
+            fresh.visit_type_mut(&mut ty);
+            ty
+        })
         .collect();
+    let fn_generics = &func.sig.generics;
+    let fn_lifetimes = fn_generics
+        .params
+        .iter()
+        .filter(|g| matches!(g, GenericParam::Lifetime(_)));
+    let fn_others = fn_generics
+        .params
+        .iter()
+        .filter(|g| !matches!(g, GenericParam::Lifetime(_)));
+    let fresh_lifetimes = &fresh.lifetimes;
+    let impls = fresh.impls.iter().map(|(id, bounds)| quote!(#id: #bounds));
+    let fn_preds = where_predicates(fn_generics);
+    let output = &func.sig.output;
     let call = quote_spanned! {span=>
         impl<#(#states),*> #builder<#(#states),*> {
             /// Calls the component with the props given.
             #[doc(hidden)]
-            #vis fn __call<#(#args,)* __R>(self, f: impl ::core::ops::FnOnce(#(#args),*) -> __R) -> __R
-            where #(#states: #traits<#args>),*
+            #[allow(clippy::type_complexity)]
+            #vis fn __call<#(#fresh_lifetimes,)* #(#fn_lifetimes,)* #(#fn_others,)* #(#impls),*>(
+                self,
+                _implied_bounds: ::core::marker::PhantomData<(#(#arg_tys,)*)>,
+            ) #output
+            where #(#states: #traits<#arg_tys>,)* #(#fn_preds),*
             {
-                f(#(self.#field_ix.__get()),*)
+                #name(#(self.#field_ix.__get()),*)
             }
         }
     };
@@ -377,6 +406,10 @@ mod tests {
         check_errors(
             quote!(fn review(glob: &str) -> Node { todo!() }),
             &["component names start with a capital letter (`Review`), so `workflow!` can tell them from built-in tags"],
+        );
+        check_errors(
+            quote!(fn étape_finale(glob: &str) -> Node { todo!() }),
+            &["component names start with a capital letter (`ÉtapeFinale`), so `workflow!` can tell them from built-in tags"],
         );
         check_errors(
             quote!(

@@ -153,7 +153,8 @@ fn prompt_parts(children: &[Child]) -> Vec<TokenStream> {
 }
 
 /// `<Comp a=1 b={x}>children</Comp>` →
-/// `Comp::__component_props().a(1).b(x).children(fragment).__call(Comp)`.
+/// `Comp::__component_props().a(1).b(x).children(fragment).__call(PhantomData)`: only the type namespace
+/// is named, so a tag that resolves to nothing is one error.
 fn expand_component(el: &Element) -> TokenStream {
     let span = el.span();
     let path = &el.name;
@@ -173,7 +174,7 @@ fn expand_component(el: &Element) -> TokenStream {
         let frag = fragment(&el.children, span);
         quote_spanned!(span=> .children(#frag))
     };
-    quote_spanned!(span=> #path::__component_props() #(#props)* #children .__call(#path))
+    quote_spanned!(span=> #path::__component_props() #(#props)* #children .__call(::core::marker::PhantomData))
 }
 
 #[cfg(test)]
@@ -241,7 +242,7 @@ mod tests {
             quote!(<my::Review ctx={ctx} glob="src"><Sequence /></my::Review>),
             "my :: Review :: __component_props () . ctx (ctx) . glob (\"src\") \
              . children (:: smithers :: __private :: Fragment :: new () . child (:: smithers :: __private :: Sequence :: new () . build ()) . build ()) \
-             . __call (my :: Review)",
+             . __call (:: core :: marker :: PhantomData)",
         );
     }
 

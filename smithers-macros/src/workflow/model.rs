@@ -19,6 +19,8 @@ pub(crate) struct Element {
     pub(crate) name_str: String,
     /// The closing tag's name, if the element was not self-closed.
     pub(crate) close: Option<(String, Span)>,
+    /// `<Name ... />`: no closing tag expected.
+    pub(crate) self_closed: bool,
     pub(crate) props: Vec<Prop>,
     pub(crate) children: Vec<Child>,
 }
@@ -95,6 +97,9 @@ pub(crate) enum Child {
     RawText(Span, String),
 }
 
+/// rstml's message for an element that reaches the end of the input without a closing tag.
+const RSTML_UNCLOSED: &str = "open tag has no corresponding close tag";
+
 /// Parses the macro input into top-level children, recording rstml's syntax errors.
 pub(crate) fn parse(input: TokenStream, cx: &mut Ctxt) -> Vec<Child> {
     let config = rstml::ParserConfig::new()
@@ -105,7 +110,12 @@ pub(crate) fn parse(input: TokenStream, cx: &mut Ctxt) -> Vec<Child> {
         .parse_recoverable(input)
         .split_vec();
     for d in diagnostics {
-        cx.push(d.into());
+        let err: syn::Error = d.into();
+        // An unclosed tag is reported by `validate`, at the tag that is not closed: rstml
+        // reports it at the outer tag whose closing tag the inner one took, with a note per child.
+        if err.to_string() != RSTML_UNCLOSED {
+            cx.push(err);
+        }
     }
     nodes.into_iter().filter_map(|n| convert(n, cx)).collect()
 }
@@ -114,6 +124,7 @@ fn convert(node: Node, cx: &mut Ctxt) -> Option<Child> {
     Some(match node {
         Node::Element(el) => {
             let (name, name_str) = tag_path(&el.open_tag.name, cx)?;
+            let self_closed = el.open_tag.is_self_closed();
             let close = el
                 .close_tag
                 .as_ref()
@@ -133,6 +144,7 @@ fn convert(node: Node, cx: &mut Ctxt) -> Option<Child> {
                 name,
                 name_str,
                 close,
+                self_closed,
                 props,
                 children,
             })
@@ -343,6 +355,15 @@ mod tests {
         check(
             quote!(<Sequence></Parallel>),
             "<Sequence>[]</Parallel>",
+            &[],
+        );
+    }
+
+    #[test]
+    fn unclosed_tag_is_left_to_validation_without_rstml_errors() {
+        check(
+            quote!(<Workflow><Branch if={c}><Task id=A /></Workflow>),
+            "<Workflow>[<Branch if=c>[<Task id=A>[]]</Workflow>]",
             &[],
         );
     }

@@ -18,7 +18,65 @@ pub(crate) fn validate_root(children: &[Child], cx: &mut Ctxt) {
     if children.is_empty() {
         cx.error(Span::call_site(), "`workflow!` needs a root tag, e.g. `workflow! { <Workflow name=\"x\"> ... </Workflow> }`");
     }
+    validate_closing(children, &mut Vec::new(), &mut HashSet::new(), cx);
     validate_children(children, None, cx);
+}
+
+/// Closing tags. The parser gives each closing tag to the innermost open tag, so a missing
+/// `</Branch>` in `<Workflow><Branch>..</Workflow>` reads as `<Branch>` closed by `</Workflow>`
+/// and `<Workflow>` never closed: the error belongs to `<Branch>` alone. `open` holds the
+/// enclosing tags; `taken` those whose closing tag an unclosed descendant took.
+fn validate_closing<'a>(
+    children: &'a [Child],
+    open: &mut Vec<&'a Element>,
+    taken: &mut HashSet<*const Element>,
+    cx: &mut Ctxt,
+) {
+    for child in children {
+        let el = match child {
+            Child::Element(el) => el,
+            Child::Fragment(cs) => {
+                validate_closing(cs, open, taken, cx);
+                continue;
+            }
+            _ => continue,
+        };
+        if let Some((close, span)) = &el.close {
+            if *close != el.name_str {
+                match open.iter().rev().find(|a| a.name_str == *close) {
+                    Some(owner) => {
+                        taken.insert(std::ptr::from_ref(*owner));
+                        cx.error(
+                            el.span(),
+                            format!(
+                                "<{0}> is not closed: add </{0}> before </{close}>",
+                                el.name_str
+                            ),
+                        );
+                    }
+                    None => cx.error(
+                        *span,
+                        format!(
+                            "mismatched closing tag: expected </{}>, found </{close}>",
+                            el.name_str
+                        ),
+                    ),
+                }
+            }
+        }
+        open.push(el);
+        validate_closing(&el.children, open, taken, cx);
+        open.pop();
+        if el.close.is_none() && !el.self_closed && !taken.contains(&std::ptr::from_ref(el)) {
+            cx.error(
+                el.span(),
+                format!(
+                    "<{0}> is not closed: add </{0}> after its last child, or end the tag with `/>` if it has none",
+                    el.name_str
+                ),
+            );
+        }
+    }
 }
 
 fn validate_children(children: &[Child], parent: Option<Tag>, cx: &mut Ctxt) {
@@ -50,17 +108,6 @@ fn validate_children(children: &[Child], parent: Option<Tag>, cx: &mut Ctxt) {
 }
 
 fn validate_element(el: &Element, cx: &mut Ctxt) {
-    if let Some((close, span)) = &el.close {
-        if *close != el.name_str {
-            cx.error(
-                *span,
-                format!(
-                    "mismatched closing tag: expected </{}>, found </{close}>",
-                    el.name_str
-                ),
-            );
-        }
-    }
     let tag = match Tag::classify(&el.name_str) {
         TagKind::Builtin(tag) => Some(tag),
         TagKind::Component => None,
@@ -261,6 +308,29 @@ mod tests {
         check(
             quote!(<Sequence></Parallel>),
             &["mismatched closing tag: expected </Sequence>, found </Parallel>"],
+        );
+    }
+
+    #[test]
+    fn unclosed_tag_is_reported_once_at_itself() {
+        check(
+            quote!(<Workflow name="w"><Branch if={c}><Task id=A agent={a} /></Workflow>),
+            &["<Branch> is not closed: add </Branch> before </Workflow>"],
+        );
+        check(
+            quote!(<Workflow name="w"><Sequence><Parallel><Task id=A agent={a} /></Workflow>),
+            &[
+                "<Parallel> is not closed: add </Parallel> before </Workflow>",
+                "<Sequence> is not closed: add </Sequence> after its last child, or end the tag with `/>` if it has none",
+            ],
+        );
+        check(
+            quote!(<Workflow name="w"><Task id=A agent={a} />),
+            &["<Workflow> is not closed: add </Workflow> after its last child, or end the tag with `/>` if it has none"],
+        );
+        check(
+            quote!(<Workflow name="w"><Sequence></Sequence></Workflow>),
+            &[],
         );
     }
 
