@@ -420,8 +420,7 @@ where
                                     .iter()
                                     .find(|a| {
                                         a.node_id == id
-                                            && a.status
-                                                == smithers_core::store::ApprovalStatus::Pending
+                                            && a.status == smithers_core::ApprovalStatus::Pending
                                     })
                                     .map(|a| format!("waiting-approval#{}", a.iteration))
                             })
