@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use smithers::cli::main_from;
 use smithers::prelude::*;
+use smithers_core::clock::{Clock, SystemClock};
 use smithers_core::events::{Event, EventKind};
-use smithers_core::store::sqlite::lease_owner;
+use smithers_core::store::lease_owner;
 use smithers_core::store::{Durability, NewRun, RunStatus, SqliteStore, Store, Write, WriteBatch};
 
 #[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug)]
@@ -241,26 +242,31 @@ async fn follow_prints_until_the_run_stops_and_exits_with_its_status() {
     })
     .await
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_smithers"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_smithers"))
         .arg("--db")
         .arg(&db)
         .args(["logs", "r", "--follow"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut b = WriteBatch::new("r");
     b.push(Write::Event(Event::node(
         "r",
         "fix",
         0,
+        SystemClock.now(),
         EventKind::NodeOutput {
             stream: "stdout".into(),
             line: "editing main.rs".into(),
         },
     )));
     s.write(b).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // No sleeping: the follower's first line says it has read the event; only then does the
+    // run end.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut text = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut text).unwrap();
+    assert!(text.contains("editing main.rs"), "{text:?}");
     let mut b = WriteBatch::new("r");
     b.push(Write::RunStatus {
         status: RunStatus::Failed,
@@ -268,14 +274,15 @@ async fn follow_prints_until_the_run_stops_and_exits_with_its_status() {
     });
     b.push(Write::Event(Event::run(
         "r",
+        SystemClock.now(),
         EventKind::RunFailed {
             error: "boom".into(),
         },
     )));
     s.write(b).await.unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let text = String::from_utf8(out.stdout).unwrap();
+    std::io::Read::read_to_string(&mut stdout, &mut text).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{status:?} {text:?}");
     assert_eq!(
         redact(&text),
         "[time]     │ fix: editing main.rs\n[time] run r failed: boom"

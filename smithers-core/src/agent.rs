@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::TaskError;
+use crate::model::Usage;
 
 /// A request to an agent for one attempt of one task.
 #[derive(Clone, Debug)]
@@ -80,39 +80,6 @@ impl ProgressSink {}
 impl std::fmt::Debug for ProgressSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ProgressSink")
-    }
-}
-
-/// Token usage and cost of one attempt, as reported by the tool.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Usage {
-    /// Input tokens.
-    pub input_tokens: Option<u64>,
-    /// Output tokens.
-    pub output_tokens: Option<u64>,
-    /// Tokens read from the prompt cache.
-    pub cache_read_tokens: Option<u64>,
-    /// Tokens written to the prompt cache.
-    pub cache_write_tokens: Option<u64>,
-    /// Cost in US dollars, when the tool reports it.
-    pub cost_usd: Option<f64>,
-}
-
-impl Usage {
-    /// Adds `other` into `self`; a figure stays `None` until some attempt reports it.
-    pub fn add(&mut self, other: &Usage) {
-        fn sum(a: &mut Option<u64>, b: Option<u64>) {
-            if let Some(b) = b {
-                *a = Some(a.unwrap_or(0) + b);
-            }
-        }
-        sum(&mut self.input_tokens, other.input_tokens);
-        sum(&mut self.output_tokens, other.output_tokens);
-        sum(&mut self.cache_read_tokens, other.cache_read_tokens);
-        sum(&mut self.cache_write_tokens, other.cache_write_tokens);
-        if let Some(c) = other.cost_usd {
-            self.cost_usd = Some(self.cost_usd.unwrap_or(0.0) + c);
-        }
     }
 }
 

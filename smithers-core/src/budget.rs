@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::agent::Usage;
+use crate::model::Usage;
 
 /// Limits on what a task or a run may spend.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

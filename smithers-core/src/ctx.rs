@@ -7,22 +7,10 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::model::LoopState;
 use crate::node::{Node, NodeKind};
 use crate::output::Output;
 use crate::reference::{LoopId, NodeRef};
-
-/// Persisted state of one Ralph loop.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LoopState {
-    /// The current iteration (monotone over the run, also across passes of a nested loop).
-    pub iteration: u32,
-    /// The iteration at which the current pass started.
-    pub pass_start: u32,
-    /// The enclosing loop's iteration this pass belongs to.
-    pub parent_iteration: u32,
-    /// The current pass has completed.
-    pub done: bool,
-}
 
 /// The run state a render reads. Shared with the engine, which updates it after each persisted
 /// output.

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::agent::Usage;
+use crate::model::{GroupKind, GroupStatus, Timestamp, Usage};
 
 /// What happened.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -88,13 +88,13 @@ pub enum EventKind {
     /// A phase or step started, completed, failed or was skipped.
     StepChanged {
         /// Phase or step.
-        kind: crate::plan::GroupKind,
+        kind: GroupKind,
         /// Its name.
         name: String,
         /// Its iteration.
         iteration: u32,
         /// The new status.
-        status: crate::plan::GroupStatus,
+        status: GroupStatus,
     },
     /// `smithers step rollback` / `rewind` cut the run's history: later steps are inactive,
     /// nodes that moved after the cut are pending again.
@@ -170,31 +170,37 @@ pub struct Event {
     pub node_id: Option<String>,
     /// The node's iteration, for node events.
     pub iteration: Option<u32>,
-    /// RFC 3339 timestamp.
-    pub at: String,
+    /// When it happened (RFC 3339 in JSON and in the database).
+    pub at: Timestamp,
     /// What happened.
     pub kind: EventKind,
 }
 
 impl Event {
-    /// A run-level event now.
-    pub fn run(run_id: &str, kind: EventKind) -> Self {
+    /// A run-level event that happened `at`.
+    pub fn run(run_id: &str, at: Timestamp, kind: EventKind) -> Self {
         Event {
             run_id: run_id.to_owned(),
             node_id: None,
             iteration: None,
-            at: crate::time::now_rfc3339(),
+            at,
             kind,
         }
     }
 
-    /// A node-level event now.
-    pub fn node(run_id: &str, node_id: &str, iteration: u32, kind: EventKind) -> Self {
+    /// A node-level event that happened `at`.
+    pub fn node(
+        run_id: &str,
+        node_id: &str,
+        iteration: u32,
+        at: Timestamp,
+        kind: EventKind,
+    ) -> Self {
         Event {
             run_id: run_id.to_owned(),
             node_id: Some(node_id.to_owned()),
             iteration: Some(iteration),
-            at: crate::time::now_rfc3339(),
+            at,
             kind,
         }
     }

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod budget;
 pub mod ctx;
 pub mod error;
+pub mod model;
 pub mod node;
 pub mod output;
 pub mod price;
@@ -19,11 +20,14 @@ pub mod text;
 
 pub use agent::{
     Agent, AgentError, AgentRequest, AgentResponse, Fallback, IntoAgent, ProgressSink, SharedAgent,
-    Usage,
 };
 pub use budget::{Budget, OnBudget};
-pub use ctx::{Ctx, LoopState, StateView};
+pub use ctx::{Ctx, StateView};
 pub use error::{Error, Result, TaskError};
+pub use model::{
+    ApprovalStatus, GroupKind, GroupStatus, LoopState, NodeKey, NodeState, NodeStatus, RunStatus,
+    Timestamp, Usage,
+};
 pub use node::{
     Branch, IntoNodes, Node, NodeKind, OnMaxReached, Parallel, Phase, Ralph, Sequence, StaticValue,
     Step, Task, TaskExec, TaskId, TaskSpec, Workflow,
@@ -33,11 +37,14 @@ pub use price::{CostSource, ModelPrice, PriceCatalog};
 pub use reference::{LoopId, LoopRef, NodeRef, Ref};
 pub use retry::RetryPolicy;
 pub use task_ctx::TaskCtx;
+pub mod clock;
 pub mod engine;
 pub mod events;
+pub mod frame;
+pub(crate) mod machine;
 pub mod plan;
 pub mod steps;
 pub mod store;
-pub mod time;
+pub(crate) mod time;
 pub mod timetravel;
 pub mod vcs;

@@ -24,7 +24,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::agent::Usage;
+use crate::model::Usage;
 
 /// The date the built-in prices were taken from the providers' pricing pages.
 pub const BUILTIN_PRICES_AS_OF: &str = "2025-11-24";

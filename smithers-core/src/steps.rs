@@ -22,7 +22,7 @@
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::plan::GroupStatus;
+use crate::model::GroupStatus;
 use crate::store::{StepKey, StepRecord, StepVcs, Store, Write, WriteBatch};
 
 /// What [`Steps::complete`] records about the working copy (seed 000's `vcsInfo`). In a jj

@@ -77,7 +77,7 @@ async fn travel(
 ) -> Result<Rollback> {
     // Holding the run's lease keeps a driver off it while the files and the history change; a
     // live driver holding it refuses the rollback before anything changes.
-    let owner = crate::store::sqlite::lease_owner();
+    let owner = crate::store::lease_owner();
     let fence = store
         .acquire_lease(run_id, &owner, std::time::Duration::from_secs(120))
         .await?;

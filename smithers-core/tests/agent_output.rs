@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use smithers_core::node::{Task, Workflow};
-use smithers_core::store::RunStatus;
+use smithers_core::RunStatus;
 use smithers_core::{Agent, AgentError, AgentRequest, AgentResponse, Ctx};
 
 /// Answers with the scripted replies in order (the last one repeats) and keeps every request.

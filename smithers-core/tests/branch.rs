@@ -2,7 +2,7 @@
 mod common;
 use common::*;
 use smithers_core::node::{Branch, Ralph, Sequence, Task, Workflow};
-use smithers_core::store::RunStatus;
+use smithers_core::RunStatus;
 use smithers_core::{Ctx, LoopRef};
 
 fn value(id: &str, n: i64) -> smithers_core::Node {

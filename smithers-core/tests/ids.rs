@@ -3,8 +3,8 @@
 mod common;
 use common::*;
 use smithers_core::node::{Parallel, Ralph, Sequence, Task, Workflow};
-use smithers_core::store::RunStatus;
 use smithers_core::Ctx;
+use smithers_core::RunStatus;
 
 #[tokio::test]
 async fn duplicate_node_id_fails_the_run_naming_the_id() {

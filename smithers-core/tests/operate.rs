@@ -4,8 +4,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use smithers_core::node::{Sequence, Task, Workflow};
-use smithers_core::store::sqlite::lease_owner;
+use smithers_core::node::{Branch, FrameNode, Sequence, Task, Workflow};
+use smithers_core::store::lease_owner;
 use smithers_core::store::{
     CancelOutcome, NewRun, NodeRecord, NodeStatus, RunStatus, Write, WriteBatch,
 };
@@ -59,6 +59,94 @@ async fn frames_are_read_back_in_order_and_the_latest_by_default() {
     assert_eq!(first, frames[0]);
     assert_eq!(h.store.frame("r1", Some(9)).await.unwrap(), None);
     assert!(h.store.frames("nope").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn frames_are_stored_as_data_and_their_text_is_rendered_from_it() {
+    let h = Harness::new();
+    let engine = h.engine(|_: &Ctx<()>| {
+        Workflow::new()
+            .name("shapes")
+            .child(
+                Branch::new()
+                    .cond(false)
+                    .then(Task::<Num>::new().id("yes").value(num(1)).build())
+                    .otherwise(Task::<Num>::new().id("no").value(num(2)).build())
+                    .build(),
+            )
+            .build()
+    });
+    engine.run_with_id("r1", ()).await.unwrap();
+    let (text, json): (String, String) = h
+        .conn()
+        .query_row(
+            "SELECT tree, structure FROM _smithers_frames WHERE run_id = 'r1' AND frame_no = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let structure: FrameNode = serde_json::from_str(&json).unwrap();
+    assert_eq!(structure.to_text(), text);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["tag"], "Workflow");
+    assert_eq!(v["label"], "shapes");
+    let branch = &v["children"][0];
+    assert_eq!(branch["tag"], "Branch");
+    assert_eq!(
+        (
+            branch["children"][0]["tag"].as_str(),
+            branch["children"][0]["mounted"].as_bool()
+        ),
+        (Some("then"), Some(false))
+    );
+    assert_eq!(branch["children"][0]["children"][0]["id"], "yes");
+    assert_eq!(branch["children"][0]["children"][0]["mounted"], false);
+    assert_eq!(branch["children"][1]["children"][0]["id"], "no");
+    assert_eq!(branch["children"][1]["children"][0]["mounted"], true);
+    let frame = h.store.frame("r1", Some(1)).await.unwrap().unwrap();
+    assert_eq!(frame.structure, structure);
+    assert_eq!(frame.tree, text);
+}
+
+#[tokio::test]
+async fn a_frame_recorded_as_text_by_an_older_version_is_read_from_its_text() {
+    let h = Harness::new();
+    h.store.create_run(new_run("old", LIVE)).await.unwrap();
+    let text = "<Workflow name=\"w\">\n  <Task id=\"a\" output=Num agent=claude />\n</Workflow>\n";
+    h.conn()
+        .execute(
+            "INSERT INTO _smithers_frames (run_id, frame_no, tree_hash, tree, created_at)
+             VALUES ('old', 1, '00000000000000aa', ?1, '2026-11-25T06:08:03.123Z')",
+            [text],
+        )
+        .unwrap();
+    let frame = h.store.frame("old", None).await.unwrap().unwrap();
+    assert_eq!(frame.tree, text);
+    let lines: Vec<_> = frame
+        .structure
+        .lines()
+        .iter()
+        .map(|l| {
+            (
+                l.depth,
+                l.node.tag.clone(),
+                l.node.display_label().map(str::to_owned),
+                l.node.agent.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (0, "Workflow".to_owned(), Some("w".to_owned()), None),
+            (
+                1,
+                "Task".to_owned(),
+                Some("a".to_owned()),
+                Some("claude".to_owned())
+            ),
+        ]
+    );
 }
 
 #[tokio::test]

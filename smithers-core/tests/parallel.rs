@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::*;
 use smithers_core::engine::EngineOptions;
 use smithers_core::node::{Parallel, Sequence, Task, Workflow};
-use smithers_core::store::RunStatus;
+use smithers_core::RunStatus;
 use smithers_core::{Ctx, Node};
 use tokio::sync::Notify;
 

@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 use smithers_core::node::{OnMaxReached, Ralph, Sequence, Task, Workflow};
-use smithers_core::store::RunStatus;
+use smithers_core::RunStatus;
 use smithers_core::{Ctx, LoopRef, Node};
 
 fn value(id: &str, n: i64) -> Node {

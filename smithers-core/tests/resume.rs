@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use smithers_core::clock::TestClock;
 use smithers_core::engine::{Engine, EngineOptions};
 use smithers_core::node::{Sequence, Task, Workflow};
-use smithers_core::store::RunStatus;
+use smithers_core::RunStatus;
 use smithers_core::{Ctx, Error, Node};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -123,7 +124,10 @@ async fn cancelled_run_resumes_without_rerunning_finished_nodes() {
 
     // A new process: a new store on the same file, a new engine.
     script.block.store(false, Ordering::SeqCst);
-    let engine2 = Engine::new(h.reopen(), script.tree());
+    let engine2 = Engine::new(h.reopen(), script.tree()).with_options(EngineOptions {
+        clock: h.clock.clone(),
+        ..EngineOptions::default()
+    });
     let report = engine2.resume(Some(&run)).await.unwrap();
     assert_eq!(report.status, RunStatus::Finished, "{report:?}");
     assert_eq!((script.a.get(), script.b.get(), script.c.get()), (1, 2, 1));
@@ -150,7 +154,9 @@ async fn cancelled_run_resumes_without_rerunning_finished_nodes() {
 
 #[tokio::test]
 async fn crashed_run_abandons_the_in_progress_attempt_and_retries_it_on_resume() {
-    let h = Harness::new();
+    // The store reads a test clock: the dead driver's lease expires when the test says so.
+    let clock = TestClock::starting_now();
+    let h = Harness::with_clock(Arc::new(clock.clone()));
     let script = Script::default();
     script.block.store(true, Ordering::SeqCst);
     let ttl = Duration::from_millis(300);
@@ -181,7 +187,7 @@ async fn crashed_run_abandons_the_in_progress_attempt_and_retries_it_on_resume()
         Err(Error::LeaseHeld { run_id, .. }) => assert_eq!(run_id, run),
         other => panic!("expected LeaseHeld, got {other:?}"),
     }
-    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    clock.advance(ttl + Duration::from_millis(100));
     let report = engine2.resume(Some(&run)).await.unwrap();
     assert_eq!(report.status, RunStatus::Finished, "{report:?}");
     assert_eq!((script.a.get(), script.b.get(), script.c.get()), (1, 2, 1));

@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 use smithers_core::node::{Task, Workflow};
-use smithers_core::store::RunStatus;
+use smithers_core::RunStatus;
 use smithers_core::{Ctx, TaskError};
 
 /// A task failing with `boom N` on its first `fails` attempts.

@@ -5,8 +5,8 @@ use common::*;
 use serde::{Deserialize, Serialize};
 use smithers_core::node::{Task, Workflow};
 use smithers_core::output::{Column, ColumnKind, Output};
-use smithers_core::store::RunStatus;
 use smithers_core::Ctx;
+use smithers_core::RunStatus;
 
 /// `Num` with `n` retyped to text.
 #[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]

@@ -2,7 +2,7 @@
 mod common;
 use common::*;
 use smithers_core::node::{Sequence, Task, Workflow};
-use smithers_core::store::RunStatus;
+use smithers_core::RunStatus;
 
 #[tokio::test]
 async fn sequence_runs_children_in_order_and_every_task_static_or_not_emits_started_and_finished() {

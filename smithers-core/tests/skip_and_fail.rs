@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 use smithers_core::node::{Parallel, Sequence, Task, Workflow};
-use smithers_core::store::RunStatus;
+use smithers_core::RunStatus;
 use smithers_core::{Ctx, TaskError};
 
 fn failing(id: &str) -> Task<Num> {

@@ -3,8 +3,8 @@
 mod common;
 use common::*;
 use smithers_core::node::{Phase, Step, Task, Workflow};
-use smithers_core::store::RunStatus;
 use smithers_core::Ctx;
+use smithers_core::RunStatus;
 
 fn value(id: &str, n: i64) -> smithers_core::Node {
     Task::<Num>::new().id(id).value(num(n)).build()

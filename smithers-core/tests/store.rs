@@ -7,8 +7,8 @@ use common::*;
 use smithers_core::engine::EngineOptions;
 use smithers_core::events::EventKind;
 use smithers_core::node::{Parallel, Task, Workflow};
-use smithers_core::store::RunStatus;
 use smithers_core::Ctx;
+use smithers_core::RunStatus;
 
 #[tokio::test]
 async fn supervisor_keys_are_written_by_the_engine() {

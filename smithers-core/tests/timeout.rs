@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use common::*;
 use smithers_core::node::{Task, Workflow};
-use smithers_core::store::RunStatus;
 use smithers_core::Ctx;
+use smithers_core::RunStatus;
 
 /// A task that hangs on its first `hangs` attempts.
 fn hanging(counter: &Counter, hangs: u32, retries: u32) -> smithers_core::Node {

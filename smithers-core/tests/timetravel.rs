@@ -409,7 +409,7 @@ async fn rollback_is_refused_while_a_driver_holds_the_run_and_changes_nothing() 
         .unwrap();
     let run = report.run_id;
     // A live process (this one, under another owner) drives the run.
-    let owner = smithers_core::store::sqlite::lease_owner();
+    let owner = smithers_core::store::lease_owner();
     h.store
         .acquire_lease(&run, &owner, std::time::Duration::from_secs(60))
         .await

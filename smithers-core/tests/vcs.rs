@@ -7,7 +7,7 @@ use std::process::Command;
 
 use common::*;
 use smithers_core::node::{Task, Workflow};
-use smithers_core::store::RunStatus;
+use smithers_core::RunStatus;
 use smithers_core::{Agent, AgentError, AgentRequest, AgentResponse, Ctx};
 
 /// An agent that rewrites `src.txt` and creates `added.txt` in its repository.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use smithers::cli::logs::{Level, LogOptions};
 use smithers::cli::{inspect, logs, DbArgs};
-use smithers_core::store::RunStatus;
+use smithers_core::RunStatus;
 
 #[derive(Parser, Debug)]
 #[command(

@@ -127,7 +127,7 @@ pub async fn status(store: &dyn Store, run_id: Option<&str>, json: bool) -> Resu
     println!("created   {}", run.created_at);
     for a in approvals
         .iter()
-        .filter(|a| a.status == smithers_core::store::ApprovalStatus::Pending)
+        .filter(|a| a.status == smithers_core::ApprovalStatus::Pending)
     {
         println!(
             "waiting   approval of `{}` (iteration {}): `smithers approve {} {}` or `deny`",

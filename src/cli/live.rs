@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use smithers_core::engine::EventListener;
 use smithers_core::events::{Event, EventKind};
+use smithers_core::node::FrameNode;
 use smithers_core::store::{NodeStatus, Store};
 use tokio::sync::mpsc;
 
@@ -65,7 +66,7 @@ struct Task {
     last_line: Option<String>,
 }
 
-/// One line of a frame's tree text: `<Task id="fix" output=Patch agent=codex />`.
+/// One shown line of a frame: a mounted node at its depth (see `FrameNode::lines`).
 #[derive(Clone, Debug, PartialEq)]
 struct TreeLine {
     depth: usize,
@@ -75,62 +76,18 @@ struct TreeLine {
     agent: Option<String>,
 }
 
-/// Parses the indented text of a frame (see `Node::to_tree_string`); closing tags are dropped.
-fn parse_tree(text: &str) -> Vec<TreeLine> {
-    // Lines under an `<else unmounted>` (or `<then unmounted>`) arm are not part of the run.
-    let mut skip_below: Option<usize> = None;
-    text.lines()
-        .filter(|l| {
-            let depth = (l.len() - l.trim_start().len()) / 2;
-            if skip_below.is_some_and(|d| depth > d) {
-                return false;
-            }
-            skip_below = None;
-            let t = l.trim_start();
-            if t.starts_with("<then unmounted>") || t.starts_with("<else unmounted>") {
-                skip_below = Some(depth);
-                return false;
-            }
-            true
-        })
-        .filter_map(|l| {
-            let trimmed = l.trim_start();
-            let rest = trimmed.strip_prefix('<')?;
-            if rest.starts_with('/') {
-                return None;
-            }
-            let tag: String = rest
-                .chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                .collect();
-            let label = quoted_attr(rest, " id=\"").or_else(|| quoted_attr(rest, " name=\""));
-            let agent = rest.split_once(" agent=").map(|(_, a)| {
-                a.chars()
-                    .take_while(|c| !c.is_whitespace() && *c != '/' && *c != '>')
-                    .collect()
-            });
-            Some(TreeLine {
-                depth: (l.len() - trimmed.len()) / 2,
-                tag,
-                label,
-                agent,
-            })
+/// The lines of a frame's structure; what the render did not mount is left out.
+fn tree_lines(frame: &FrameNode) -> Vec<TreeLine> {
+    frame
+        .lines()
+        .into_iter()
+        .map(|l| TreeLine {
+            depth: l.depth,
+            tag: l.node.tag.clone(),
+            label: l.node.display_label().map(str::to_owned),
+            agent: l.node.agent.clone(),
         })
         .collect()
-}
-
-fn quoted_attr(s: &str, key: &str) -> Option<String> {
-    let start = s.find(key)? + key.len();
-    let mut out = String::new();
-    let mut chars = s[start..].chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => out.extend(chars.next()),
-            '"' => return Some(out),
-            c => out.push(c),
-        }
-    }
-    None
 }
 
 /// The live view's model: fed events, rendered to lines.
@@ -150,9 +107,9 @@ impl Board {
         Self::default()
     }
 
-    /// Shows this frame's tree (its text as stored).
-    pub fn set_frame(&mut self, tree: &str) {
-        self.tree = parse_tree(tree);
+    /// Shows this frame's tree.
+    pub fn set_frame(&mut self, frame: &FrameNode) {
+        self.tree = tree_lines(frame);
     }
 
     /// Seeds task states from the store (a resumed run's finished nodes).
@@ -442,12 +399,12 @@ async fn drive(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Msg>) {
                             }
                         }
                         if let Ok(Some(f)) = store.frame(&e.run_id, None).await {
-                            board.set_frame(&f.tree);
+                            board.set_frame(&f.structure);
                         }
                     }
                     EventKind::FrameRendered { frame } => {
                         if let Ok(Some(f)) = store.frame(&e.run_id, Some(*frame)).await {
-                            board.set_frame(&f.tree);
+                            board.set_frame(&f.structure);
                         }
                     }
                     _ => {}
@@ -512,11 +469,39 @@ impl Screen {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use smithers_core::Timestamp;
+
+    #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+    struct N {
+        n: i64,
+    }
+    impl smithers_core::Output for N {
+        const TABLE: &'static str = "n";
+        const COLUMNS: &'static [smithers_core::output::Column] = &[];
+    }
+
+    fn value_task(id: &str) -> smithers_core::Node {
+        smithers_core::node::Task::<N>::new()
+            .id(id)
+            .value(N { n: 1 })
+            .build()
+    }
 
     #[test]
     fn the_unmounted_arm_of_a_branch_is_not_shown() {
-        let text = "<Workflow name=\"w\">\n  <Branch if=true>\n    <then>\n      <Task id=\"yes\" output=N run />\n    </then>\n    <else unmounted>\n      <Task id=\"no\" output=N run />\n    </else>\n  </Branch>\n  <Task id=\"after\" output=N run />\n</Workflow>\n";
-        let labels: Vec<Option<String>> = parse_tree(text)
+        use smithers_core::node::{Branch, Workflow};
+        let tree = Workflow::new()
+            .name("w")
+            .child(
+                Branch::new()
+                    .cond(true)
+                    .then(value_task("yes"))
+                    .otherwise(value_task("no"))
+                    .build(),
+            )
+            .child(value_task("after"))
+            .build();
+        let labels: Vec<Option<String>> = tree_lines(&tree.frame())
             .into_iter()
             .filter(|l| l.tag == "Task")
             .map(|l| l.label)
@@ -534,12 +519,12 @@ mod tests {
 "#;
 
     fn node(id: &str, it: u32, kind: EventKind) -> Event {
-        Event::node("r", id, it, kind)
+        Event::node("r", id, it, Timestamp::default(), kind)
     }
 
     fn check(events: &[Event], height: usize, expect: &str) {
         let mut b = Board::new();
-        b.set_frame(TREE);
+        b.set_frame(&FrameNode::from_legacy_text(TREE));
         let now = Instant::now();
         let mut lasting = Vec::new();
         for e in events {
@@ -557,6 +542,7 @@ mod tests {
             &[
                 Event::run(
                     "r",
+                    Timestamp::default(),
                     EventKind::RunStarted {
                         workflow: "bugfix".into(),
                     },
@@ -572,6 +558,7 @@ mod tests {
                 ),
                 Event::run(
                     "r",
+                    Timestamp::default(),
                     EventKind::LoopIterated {
                         loop_id: "ralph".into(),
                         iteration: 1,
@@ -625,6 +612,7 @@ Workflow bugfix
                 ),
                 Event::run(
                     "r",
+                    Timestamp::default(),
                     EventKind::RunFailed {
                         error: "node `fix` failed".into(),
                     },
@@ -667,8 +655,8 @@ Workflow bugfix
     }
 
     #[test]
-    fn frame_text_parses_to_tags_labels_and_agents() {
-        let lines = parse_tree(TREE);
+    fn a_frame_recorded_as_text_reads_to_tags_labels_and_agents() {
+        let lines = tree_lines(&FrameNode::from_legacy_text(TREE));
         let got: Vec<_> = lines
             .iter()
             .map(|l| {
@@ -689,10 +677,6 @@ Workflow bugfix
                 (2, "Task", Some("fix"), Some("codex")),
                 (2, "Task", Some("review"), Some("claude")),
             ]
-        );
-        assert_eq!(
-            quoted_attr(r#" id="a\"b" x"#, " id=\""),
-            Some("a\"b".into())
         );
     }
 }

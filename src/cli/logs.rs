@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use clap::ValueEnum;
+use smithers_core::clock::{Clock, SystemClock};
 use smithers_core::events::{Event, EventKind};
 use smithers_core::store::{RunStatus, Store};
-use smithers_core::Result;
+use smithers_core::{Result, Timestamp};
 
 use super::inspect::pick_run;
 
@@ -94,8 +95,10 @@ pub fn describe(e: &Event) -> String {
 }
 
 /// `HH:MM:SS` of an RFC 3339 timestamp (the whole text when it is not one).
-fn clock(at: &str) -> &str {
-    at.get(11..19).unwrap_or(at)
+/// The time of day of `at` (`06:08:03`).
+fn clock(at: &Timestamp) -> String {
+    let text = at.to_string();
+    text.get(11..19).map_or_else(|| text.clone(), str::to_owned)
 }
 
 /// What `logs` prints.
@@ -124,7 +127,7 @@ pub async fn logs(store: &dyn Store, run_id: Option<&str>, opts: LogOptions) -> 
         let driverless = now.as_ref().is_some_and(|r| {
             r.status == RunStatus::Running
                 && r.lease_expires_ms
-                    .is_none_or(|e| e < smithers_core::time::now_ms())
+                    .is_none_or(|e| e < SystemClock.now().as_millis())
         });
         for rec in store.events(&run.run_id, after).await? {
             after = rec.seq;

@@ -2,19 +2,20 @@
 //! the cache, spawning attempts and running their bodies (compute or agent) with timeout and
 //! cancellation. What a result means is decided in `machine`.
 
-use super::*;
+use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
 use futures::FutureExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
-/// What an attempt produced.
-pub(super) struct AttemptResult {
-    pub(super) key: NodeKey,
-    pub(super) attempt: u32,
-    /// How long the body ran.
-    pub(super) duration_ms: i64,
-    pub(super) outcome:
-        std::result::Result<AgentResponseOrValue, (TaskError, Option<AgentResponse>)>,
-}
-
+use super::{panic_message, Engine};
+use crate::agent::{AgentRequest, AgentResponse, ProgressSink};
 /// What the executor keeps of a running attempt: how to stop it, and what to record if it
 /// does not end when told to.
 pub(super) struct AttemptHandle {
@@ -23,19 +24,30 @@ pub(super) struct AttemptHandle {
     pub(super) started: Instant,
 }
 
-pub(super) enum AgentResponseOrValue {
-    Value(Value),
-    Agent(AgentResponse),
-}
+use crate::error::{Error, Result, TaskError};
+use crate::events::{Event, EventKind};
+use crate::machine::{AttemptOutput, AttemptResult, Preparation, Prepared, RunState, StartAttempt};
+use crate::model::NodeKey;
+use crate::model::Usage;
+use crate::node::{TaskExec, TaskSpec};
+use crate::task_ctx::TaskCtx;
+
+/// The sending end of the attempts' usage reports: (attempt, usage so far, model), fed to the
+/// machine as `Input::UsageReported`.
+pub(super) type UsageSender = UnboundedSender<(NodeKey, Usage, Option<String>)>;
 
 impl<I> Engine<I>
 where
     I: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
-    pub(super) async fn ensure_table(&self, st: &mut RunState, task: &TaskSpec) -> Result<()> {
-        if st.tables.insert(task.output.table) {
+    async fn ensure_table(
+        &self,
+        tables: &mut HashSet<&'static str>,
+        task: &TaskSpec,
+    ) -> Result<()> {
+        if tables.insert(task.output.table) {
             if let Err(e) = self.store.ensure_output_table(task.output).await {
-                st.tables.remove(task.output.table);
+                tables.remove(task.output.table);
                 return Err(e);
             }
         }
@@ -46,12 +58,12 @@ where
     /// at the first one its type does not fit), then the cache is looked up.
     pub(super) async fn prepare(
         &self,
-        st: &mut RunState,
+        tables: &mut HashSet<&'static str>,
         items: Vec<Preparation>,
     ) -> Result<Vec<Prepared>> {
         let mut out = Vec::with_capacity(items.len());
         for item in items {
-            match self.ensure_table(st, &item.task).await {
+            match self.ensure_table(tables, &item.task).await {
                 Ok(()) => {}
                 Err(
                     e @ (Error::SchemaChanged { .. }
@@ -76,6 +88,8 @@ where
     pub(super) fn spawn_attempt(
         &self,
         st: &RunState,
+        persist: &UnboundedSender<Event>,
+        usage: &UsageSender,
         join: &mut JoinSet<AttemptResult>,
         tokens: &mut HashMap<NodeKey, AttemptHandle>,
         s: StartAttempt,
@@ -96,13 +110,7 @@ where
                 started: Instant::now(),
             },
         );
-        let progress = self.progress_sink(
-            &st.run_id,
-            &t.id,
-            iteration,
-            &st.progress_tx,
-            st.usage_tx.clone(),
-        );
+        let progress = self.progress_sink(&st.run_id, &t.id, iteration, persist, usage.clone());
         let run_id = st.run_id.clone();
         let vcs = match &t.exec {
             TaskExec::Agent(agent) if self.options.vcs_snapshots && agent.edits_files() => agent
@@ -153,26 +161,27 @@ where
         });
     }
 
-    pub(super) fn progress_sink(
+    fn progress_sink(
         &self,
         run_id: &str,
         node_id: &str,
         it: u32,
-        progress_tx: &Option<tokio::sync::mpsc::UnboundedSender<Event>>,
-        usage_tx: Option<super::state::UsageSender>,
+        persist: &UnboundedSender<Event>,
+        usage_tx: UsageSender,
     ) -> ProgressSink {
         let key: NodeKey = (node_id.to_owned(), it);
         let (run_id, node_id) = (run_id.to_owned(), node_id.to_owned());
         let listener = self.options.on_event.clone();
-        let persist = progress_tx.clone();
+        let clock = self.options.clock.clone();
+        let persist = persist.clone();
         ProgressSink::new(move |stream, line| {
             if stream == crate::agent::USAGE_STREAM {
                 // Usage so far, for the budgets: to the machine, not to the output.
                 let v: Value = serde_json::from_str(line).unwrap_or_default();
                 let usage: Option<Usage> = serde_json::from_value(v["usage"].clone()).ok();
-                if let (Some(tx), Some(usage)) = (&usage_tx, usage) {
+                if let Some(usage) = usage {
                     let model = v["model"].as_str().map(str::to_owned);
-                    let _ = tx.send((key.clone(), usage, model));
+                    let _ = usage_tx.send((key.clone(), usage, model));
                 }
                 return;
             }
@@ -180,6 +189,7 @@ where
                 &run_id,
                 &node_id,
                 it,
+                clock.now(),
                 EventKind::NodeOutput {
                     stream: stream.into(),
                     line: trim_line(line),
@@ -189,71 +199,30 @@ where
             if let Some(l) = &listener {
                 l(&e);
             }
-            if let Some(tx) = &persist {
-                let _ = tx.send(e);
-            }
+            let _ = persist.send(e);
         })
     }
 }
 
-/// Picks the output out of an agent's reply: its native structured output if it validates,
-/// else the last JSON object in the text that validates, else the last one at all.
-pub(super) fn extract_output(
-    t: &TaskSpec,
-    resp: &AgentResponse,
-) -> std::result::Result<Value, TaskError> {
-    if let Some(v) = &resp.json {
-        if (t.output.validate)(v).is_ok() {
-            return Ok(v.clone());
-        }
-    }
-    let validate = t.output.validate;
-    if let Some(v) = crate::prompt::extract_json_with(&resp.text, |v| validate(v).is_ok()) {
-        return Ok(v);
-    }
-    match resp
-        .json
-        .clone()
-        .or_else(|| crate::prompt::extract_json(&resp.text))
-    {
-        Some(v) => Ok(v),
-        None => Err(TaskError::retryable(format!(
-            "node `{}`: the agent's reply has no JSON object for `{}` (reply began: {:?})",
-            t.id,
-            t.output.short_name(),
-            resp.text.chars().take(200).collect::<String>()
-        ))),
-    }
-}
-
-/// The text of a panic payload.
-pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
-}
-
 /// Everything one attempt's body needs besides its task.
-pub(super) struct AttemptInput {
-    pub(super) run_id: String,
-    pub(super) iteration: u32,
-    pub(super) attempt: u32,
+struct AttemptInput {
+    run_id: String,
+    iteration: u32,
+    attempt: u32,
     /// The previous attempt's rejected reply, quoted in an agent's prompt.
-    pub(super) rejected: Option<crate::prompt::RejectedReply>,
-    pub(super) cancel: CancellationToken,
-    pub(super) progress: ProgressSink,
+    rejected: Option<crate::prompt::RejectedReply>,
+    cancel: CancellationToken,
+    progress: ProgressSink,
     /// Working-copy snapshots around a file-editing agent.
-    pub(super) vcs: Option<crate::vcs::AttemptSnapshots>,
+    vcs: Option<crate::vcs::AttemptSnapshots>,
     /// The run's Steps API, for a compute task's body.
-    pub(super) steps: crate::steps::Steps,
+    steps: crate::steps::Steps,
 }
 
-pub(super) async fn run_attempt(
+async fn run_attempt(
     t: &TaskSpec,
     input: AttemptInput,
-) -> std::result::Result<AgentResponseOrValue, (TaskError, Option<AgentResponse>)> {
+) -> std::result::Result<AttemptOutput, (TaskError, Option<AgentResponse>)> {
     let AttemptInput {
         run_id,
         iteration,
@@ -278,7 +247,7 @@ pub(super) async fn run_attempt(
                 };
                 f(ctx)
                     .await
-                    .map(AgentResponseOrValue::Value)
+                    .map(AttemptOutput::Value)
                     .map_err(|e| (e, None))
             }
             TaskExec::Agent(agent) => {
@@ -308,7 +277,7 @@ pub(super) async fn run_attempt(
                 if let Some(v) = &vcs {
                     v.take(false).await;
                 }
-                result.map(AgentResponseOrValue::Agent).map_err(|e| {
+                result.map(AttemptOutput::Agent).map_err(|e| {
                     let resp = AgentResponse {
                         usage: e.usage,
                         transcript: e.transcript,
@@ -321,7 +290,7 @@ pub(super) async fn run_attempt(
             }
             TaskExec::Value(v) => v
                 .to_json()
-                .map(AgentResponseOrValue::Value)
+                .map(AttemptOutput::Value)
                 .map_err(|e| (TaskError::terminal(e), None)),
             TaskExec::Missing => Err((
                 TaskError::terminal(format!(
@@ -386,30 +355,4 @@ fn trim_line(line: &str) -> String {
         end -= 1;
     }
     format!("{}… ({} bytes)", &line[..end], line.len())
-}
-
-/// Where an output that needs no attempt body comes from.
-#[derive(Clone, Copy)]
-pub(super) enum Source {
-    /// A `value={..}` task.
-    Static,
-    /// A `<Workflow cache>` hit.
-    Cache,
-}
-
-/// The cache key of an agent task: what must match for an earlier output to be reused.
-pub(super) fn cache_key(workflow: &str, t: &TaskSpec, agent: &dyn crate::agent::Agent) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for part in [
-        workflow,
-        &t.id,
-        &t.prompt,
-        &t.output.signature(),
-        &agent.signature(),
-    ] {
-        h.update(part.len().to_le_bytes());
-        h.update(part.as_bytes());
-    }
-    hex::encode(h.finalize())
 }

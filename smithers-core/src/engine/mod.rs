@@ -1,36 +1,36 @@
 //! The engine loop: render → plan → start tasks → persist each result in one transaction →
 //! render again, after EACH persisted output, while the other tasks keep running.
 //!
-//! The decisions are a sans-I/O state machine in `machine` (`RunState::handle`: an `Input` in,
-//! `Command`s out); `Engine::drive` is the executor that renders, feeds the machine and carries
-//! out its commands against the [`Store`], the agents and the clock. Planning is the pure
-//! [`crate::plan`]; writes go through the store as one [`WriteBatch`] per change. Preparing,
-//! spawning and running attempts is in `attempt`, committing and ending runs in `persist`, the
-//! in-memory run state in `state`.
+//! The decisions are the sealed core in [`crate::machine`] (`RunState::handle`: an `Input` and
+//! the time in, `Command`s out); `Engine::drive` is the executor that renders, feeds the machine
+//! and carries out its commands against the [`Store`], the agents, the clock and tokio. Writes go
+//! through the store as one [`WriteBatch`] per change. Preparing, spawning and running attempts
+//! is in `attempt`, committing and cancelling in `persist`.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::Value;
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 pub use tokio_util::sync::CancellationToken;
 
-use crate::agent::{AgentRequest, AgentResponse, ProgressSink, Usage};
+use crate::clock::{Clock, SystemClock};
 use crate::ctx::{Ctx, RunSnapshot};
-use crate::error::{Error, Result, TaskError};
-use crate::events::{Event, EventKind};
-use crate::node::{Node, NodeKind, TaskExec, TaskSpec};
-use crate::plan::{self, LoopChange, NodeKey, NodeState, Outcome, PlanInput, Runnable};
-use crate::store::{
-    sqlite::lease_owner, ApprovalStatus, AttemptEnd, FenceToken, NewRun, NodeRecord, NodeStatus,
-    RunStatus, Store, Write, WriteBatch,
-};
-use crate::task_ctx::TaskCtx;
+use crate::error::{Error, Result};
+use crate::events::Event;
+use crate::machine::{AttemptResult, Command, HookCall, Input, RunState, StepSnapshot};
+use crate::model::{NodeKey, RunStatus};
+use crate::node::{HookCtx, Node, NodeKind};
+use crate::store::{lease_owner, FenceToken, NewRun, Store, Write, WriteBatch};
+
+mod attempt;
+mod persist;
+
+use attempt::AttemptHandle;
 
 /// A callback receiving every event after it is persisted.
 pub type EventListener = Arc<dyn Fn(&Event) + Send + Sync>;
@@ -79,6 +79,9 @@ pub struct EngineOptions {
     /// After a failure of the store or the machinery (a full disk), how long to keep trying to
     /// record the run as failed before giving up and leaving it `running` for a `resume`.
     pub failure_retry: Duration,
+    /// Where the engine reads the time it stamps on events and state (the system clock; a
+    /// [`crate::clock::TestClock`] in tests).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for EngineOptions {
@@ -93,11 +96,12 @@ impl Default for EngineOptions {
             approval_poll: Duration::from_millis(500),
             vcs_snapshots: true,
             workdir: None,
-            cancel_poll: Duration::from_secs(1),
             agent_retry_policy: crate::retry::RetryPolicy::exponential(Duration::from_secs(1))
                 .max_delay(Duration::from_secs(60)),
             prices: Arc::new(crate::price::PriceCatalog::builtin()),
+            cancel_poll: Duration::from_secs(1),
             failure_retry: Duration::from_secs(60),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -206,15 +210,9 @@ where
                 lease_ttl: self.options.lease_ttl,
             })
             .await?;
-        let mut st = RunState::new(run_id, String::new());
-        st.fence = fence;
-        let mut b = WriteBatch::new(run_id);
-        b.push(Write::Event(Event::run(
-            run_id,
-            EventKind::RunStarted { workflow },
-        )));
-        supervisor(&mut b, "running", "Run started");
-        self.commit(&st, b).await?;
+        let mut st = RunState::new(run_id, fence);
+        self.execute_all(&mut st, Input::Started { workflow })
+            .await?;
         self.drive_and_release(&mut st, input).await
     }
 
@@ -246,19 +244,9 @@ where
             .acquire_lease(&rec.run_id, &lease_owner(), self.options.lease_ttl)
             .await?;
         let abandoned = self.store.reset_for_resume(&rec.run_id, &fence).await?;
-        let mut st = self.load_state(&rec.run_id, String::new()).await?;
-        st.fence = fence;
-        let mut b = WriteBatch::new(&rec.run_id);
-        b.push(Write::Event(Event::run(
-            &rec.run_id,
-            EventKind::RunResumed { abandoned },
-        )));
-        supervisor(
-            &mut b,
-            "running",
-            &format!("Run resumed ({abandoned} interrupted attempt(s) will be retried)"),
-        );
-        self.commit(&st, b).await?;
+        let mut st = self.load_state(&rec.run_id, fence).await?;
+        self.execute_all(&mut st, Input::Resumed { abandoned })
+            .await?;
         self.drive_and_release(&mut st, Arc::new(input)).await
     }
 
@@ -304,15 +292,18 @@ where
             .ok_or_else(|| Error::RunNotFound(run_id.to_owned()))?;
         let input: I =
             serde_json::from_value(rec.input).map_err(|e| Error::InvalidInput(e.to_string()))?;
-        let st = self.load_state(run_id, String::new()).await?;
+        let st = self
+            .load_state(run_id, FenceToken::new(String::new(), 0))
+            .await?;
         self.render_catching(&Ctx::new(Arc::new(input), st.snap))
     }
 
     /// Loads a run's persisted state into memory.
-    async fn load_state(&self, run_id: &str, owner: String) -> Result<RunState> {
+    async fn load_state(&self, run_id: &str, fence: FenceToken) -> Result<RunState> {
         let loaded = self.store.load(run_id).await?;
-        let mut st = RunState::new(run_id, owner);
-        st.frame_no = loaded.last_frame;
+        let phases = self.store.phases(run_id).await?;
+        let steps = self.store.steps(run_id).await?;
+        let mut st = RunState::loaded(run_id, fence, loaded, phases, steps);
         // What was spent so far, and the budgets raised since (`smithers budget`).
         for a in self.store.attempts(run_id).await? {
             st.spend(&a.node_id, &a.usage);
@@ -325,65 +316,26 @@ where
             slot.0 += r.add_usd;
             slot.1 += r.add_tokens;
         }
-        let failures: HashMap<(&str, u32), u32> = loaded
-            .failures
-            .iter()
-            .map(|(n, it, f)| ((n.as_str(), *it), *f))
-            .collect();
-        let snap = Arc::make_mut(&mut st.snap);
-        for n in &loaded.nodes {
-            if n.status == NodeStatus::Finished {
-                st.finished += 1;
-            }
-            if let Some(l) = &n.loop_id {
-                snap.node_loop.insert(n.node_id.clone(), l.clone());
-            }
-            st.nodes.entry(n.node_id.clone()).or_default().insert(
-                n.iteration,
-                NodeState {
-                    status: n.status,
-                    attempts: n.attempts,
-                    failures: failures
-                        .get(&(n.node_id.as_str(), n.iteration))
-                        .copied()
-                        .unwrap_or(0),
-                    last_error: n.last_error.clone(),
-                },
-            );
-        }
-        for (node, it, v) in loaded.outputs {
-            snap.outputs.entry(node).or_default().insert(it, v);
-        }
-        snap.loops = loaded.loops.into_iter().collect();
-        snap.state = loaded.state.into_iter().collect();
-        st.apply_approvals(loaded.approvals);
-        // Transitions already recorded do not fire their hooks again; rolled-back steps are
-        // not read, so they run (and are recorded) again.
-        for p in self.store.phases(run_id).await? {
-            if let (true, Some(status)) = (p.active, plan::GroupStatus::parse(&p.status)) {
-                st.groups
-                    .insert((plan::GroupKind::Phase, p.name, p.iteration), status);
-            }
-        }
-        for s in self.store.steps(run_id).await? {
-            if let (true, "tree", Some(status)) = (
-                s.active,
-                s.source.as_str(),
-                plan::GroupStatus::parse(&s.status),
-            ) {
-                st.groups
-                    .insert((plan::GroupKind::Step, s.name, s.iteration), status);
-            }
-        }
         Ok(st)
+    }
+
+    /// Feeds `input` and carries out its commands, which must not wait or start anything (the
+    /// start and resume records).
+    async fn execute_all(&self, st: &mut RunState, input: Input) -> Result<()> {
+        for command in st.handle(input, self.options.clock.now()) {
+            match command {
+                Command::Commit(b) => self.commit(&st.fence, b).await?,
+                _ => unreachable!("starting or resuming a run only commits"),
+            }
+        }
+        Ok(())
     }
 
     async fn drive_and_release(&self, st: &mut RunState, input: Arc<I>) -> Result<RunReport> {
         let (tx, writer) = self.spawn_progress_writer(st.fence.clone());
-        st.progress_tx = Some(tx);
-        let result = self.drive(st, input).await;
-        // Every attempt has ended: the writer drains what is queued and stops.
-        st.progress_tx = None;
+        let result = self.drive(st, input, tx).await;
+        // Every attempt has ended and `drive` dropped its sender: the writer drains what is
+        // queued and stops.
         let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
         if let Err(e) = &result {
             // A driver that lost its lease writes nothing more: the run is another's now.
@@ -401,22 +353,34 @@ where
     /// Records the run as failed with `error`, retrying (with backoff, for
     /// `EngineOptions::failure_retry`) while the store cannot write, so a failure such as a full
     /// disk is recorded as soon as there is room again.
-    async fn record_failure(&self, st: &RunState, error: &Error) {
-        let b = st.end_batch(RunStatus::Failed, Some(&error.to_string()));
-        let deadline = Instant::now() + self.options.failure_retry;
-        let mut pause = Duration::from_millis(50);
-        loop {
-            let e = match self.commit(st, b.clone()).await {
-                Ok(()) => return,
-                Err(e) => e,
-            };
-            if matches!(e, Error::LeaseLost { .. }) || Instant::now() >= deadline {
-                tracing::error!(error = %e, run_id = %st.run_id, "could not record the run's failure ({error}); it stays `running` and `resume` continues it");
-                return;
+    async fn record_failure(&self, st: &mut RunState, error: &Error) {
+        let batches: Vec<WriteBatch> = st
+            .handle(
+                Input::DriveFailed(error.to_string()),
+                self.options.clock.now(),
+            )
+            .into_iter()
+            .filter_map(|command| match command {
+                Command::Commit(b) => Some(b),
+                _ => None,
+            })
+            .collect();
+        let deadline = tokio::time::Instant::now() + self.options.failure_retry;
+        for b in batches {
+            let mut pause = Duration::from_millis(50);
+            loop {
+                let e = match self.commit(&st.fence, b.clone()).await {
+                    Ok(()) => break,
+                    Err(e) => e,
+                };
+                if matches!(e, Error::LeaseLost { .. }) || tokio::time::Instant::now() >= deadline {
+                    tracing::error!(error = %e, run_id = %st.run_id, "could not record the run's failure ({error}); it stays `running` and `resume` continues it");
+                    return;
+                }
+                tracing::warn!(error = %e, "could not record the run's failure yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
             }
-            tracing::warn!(error = %e, "could not record the run's failure yet; retrying");
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(1));
         }
     }
 
@@ -434,10 +398,7 @@ where
     fn spawn_progress_writer(
         &self,
         fence: FenceToken,
-    ) -> (
-        tokio::sync::mpsc::UnboundedSender<Event>,
-        tokio::task::JoinHandle<()>,
-    ) {
+    ) -> (UnboundedSender<Event>, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
         let store = self.store.clone();
         let writer = tokio::spawn(async move {
@@ -462,17 +423,25 @@ where
     /// [`RunState::handle`], carry out the commands it returns (committing, preparing and
     /// starting attempts, waiting for the next input and feeding it), render again. Returns when
     /// the run finished, failed or was cancelled.
-    async fn drive(&self, st: &mut RunState, input: Arc<I>) -> Result<RunReport> {
+    async fn drive(
+        &self,
+        st: &mut RunState,
+        input: Arc<I>,
+        progress: UnboundedSender<Event>,
+    ) -> Result<RunReport> {
         st.max_concurrency = self.options.max_concurrency;
         st.wait_for_approval = self.options.wait_for_approval;
+        let clock = &self.options.clock;
         st.agent_retry_policy = self.options.agent_retry_policy.clone();
         st.prices = self.options.prices.clone();
+        // Usage the running attempts report, fed to the machine for the budgets.
         let (usage_tx, mut usage_rx) = tokio::sync::mpsc::unbounded_channel();
-        st.usage_tx = Some(usage_tx);
         // Attempts waiting for their retry: when each is due.
         let mut retries_due: Vec<(tokio::time::Instant, NodeKey)> = Vec::new();
         let mut join: JoinSet<AttemptResult> = JoinSet::new();
         let mut tokens: HashMap<NodeKey, AttemptHandle> = HashMap::new();
+        // Output tables ensured by this drive.
+        let mut tables: HashSet<&'static str> = HashSet::new();
         let mut lease_tick = tokio::time::interval(self.options.lease_ttl / 3);
         lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         lease_tick.tick().await;
@@ -505,7 +474,7 @@ where
                     reads,
                 }
             };
-            let mut commands = st.handle(rendered);
+            let mut commands = st.handle(rendered, clock.now());
             // Carry out the decisions; when none is left, render again.
             while let Some(command) = commands.pop_front() {
                 if let Command::Commit(b) = command {
@@ -540,26 +509,29 @@ where
                 if let Some(b) = held.take() {
                     // A refused commit (another process took the run over) stops the drive
                     // through `Input::LeaseLost`, which writes nothing more.
-                    match self.commit(st, b).await {
+                    match self.commit(&st.fence, b).await {
                         Ok(()) => {}
                         Err(e @ Error::LeaseLost { .. }) => {
                             commands.clear();
-                            commands.extend(st.handle(Input::LeaseLost(e)));
+                            commands.extend(st.handle(Input::LeaseLost(e), clock.now()));
                             continue;
                         }
                         Err(e) => return Err(e),
                     }
                 }
                 for s in starts {
-                    self.spawn_attempt(st, &mut join, &mut tokens, s);
+                    self.spawn_attempt(st, &progress, &usage_tx, &mut join, &mut tokens, s);
                 }
                 let Some(command) = command else {
                     continue;
                 };
                 let next = match command {
                     Command::Commit(_) => unreachable!("commits are held above"),
-                    Command::Prepare(items) => Input::Prepared(self.prepare(st, items).await?),
+                    Command::Prepare(items) => {
+                        Input::Prepared(self.prepare(&mut tables, items).await?)
+                    }
                     Command::Start(_) => unreachable!("starts are taken above"),
+                    Command::RunHooks(calls) => Input::HooksRan(run_hooks(&st.run_id, calls)),
                     Command::Snapshot(steps) => {
                         self.snapshot_steps(st, &mut repo, steps).await?;
                         continue;
@@ -577,8 +549,18 @@ where
                         retries_due.push((tokio::time::Instant::now() + delay, key));
                         continue;
                     }
-                    Command::Finish { status, error } => {
-                        return self.finish(st, status, error).await;
+                    Command::Finish {
+                        status,
+                        error,
+                        batch,
+                    } => {
+                        self.commit(&st.fence, batch).await?;
+                        return Ok(RunReport {
+                            run_id: st.run_id.clone(),
+                            status,
+                            error,
+                            finished_nodes: st.finished,
+                        });
                     }
                     Command::Abort(e) => return Err(e),
                     Command::WaitForApprovals => {
@@ -629,8 +611,8 @@ where
                             self.poll_remote_cancel(st).await;
                             continue;
                         }
-                        _ = heartbeat.tick() => Input::Heartbeat { now: crate::time::now_rfc3339() },
                         Some((key, usage, model)) = usage_rx.recv() => Input::UsageReported { key, usage, model },
+                        _ = heartbeat.tick() => Input::Heartbeat,
                         _ = tokio::time::sleep_until(next_due(&retries_due)), if !retries_due.is_empty() => {
                             let now = tokio::time::Instant::now();
                             let due: Vec<NodeKey> = retries_due.iter().filter(|(at, _)| *at <= now).map(|(_, k)| k.clone()).collect();
@@ -639,13 +621,16 @@ where
                         }
                     },
                 };
-                commands.extend(st.handle(next));
+                commands.extend(st.handle(next, clock.now()));
                 let cancelling = self.options.cancel.is_cancelled();
                 for result in ended_too.drain(..) {
-                    commands.extend(st.handle(Input::AttemptEnded {
-                        result: Box::new(result),
-                        cancelling,
-                    }));
+                    commands.extend(st.handle(
+                        Input::AttemptEnded {
+                            result: Box::new(result),
+                            cancelling,
+                        },
+                        clock.now(),
+                    ));
                 }
             }
         }
@@ -658,7 +643,7 @@ where
         &self,
         st: &RunState,
         repo: &mut Option<Option<crate::vcs::Repo>>,
-        steps: Vec<machine::StepSnapshot>,
+        steps: Vec<StepSnapshot>,
     ) -> Result<()> {
         if !self.options.vcs_snapshots || steps.is_empty() {
             return Ok(());
@@ -713,7 +698,7 @@ where
                 commit_created: None,
             }));
         }
-        self.commit(st, b).await
+        self.commit(&st.fence, b).await
     }
 
     fn render_catching(&self, ctx: &Ctx<I>) -> Result<Node> {
@@ -721,7 +706,7 @@ where
             std::panic::catch_unwind(AssertUnwindSafe(|| (self.workflow)(ctx))).map_err(|p| {
                 Error::Other(format!(
                     "the workflow function panicked while rendering: {}",
-                    attempt::panic_message(&*p)
+                    panic_message(&*p)
                 ))
             })?;
         ctx.check_loop_reads(&tree)?;
@@ -737,11 +722,27 @@ fn next_due(due: &[(tokio::time::Instant, NodeKey)]) -> tokio::time::Instant {
         .unwrap_or_else(tokio::time::Instant::now)
 }
 
-mod attempt;
-mod machine;
-mod persist;
-mod state;
+/// Carries out `Command::RunHooks`: each hook runs once, in order, and what it sets in `state`
+/// is handed back to the machine (which commits it with the transition that fired it).
+fn run_hooks(run_id: &str, calls: Vec<HookCall>) -> Vec<(String, String)> {
+    let mut state = Vec::new();
+    for call in calls {
+        let mut cx = HookCtx {
+            run_id,
+            name: &call.name,
+            state: Vec::new(),
+        };
+        (call.hook)(&mut cx);
+        state.append(&mut cx.state);
+    }
+    state
+}
 
-use attempt::{cache_key, AttemptHandle, AttemptResult, Source};
-use machine::{supervisor, Command, Input, Preparation, Prepared, StartAttempt};
-use state::{shape_hash, RunState, Running};
+/// The text of a panic payload.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}

@@ -1,6 +1,19 @@
-//! Committing batches, stopping every attempt (`Command::StopAll`) and ending a run.
+//! Committing batches and stopping every attempt (`Command::StopAll`).
 
-use super::*;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+use super::attempt::{self, AttemptHandle};
+use super::Engine;
+use crate::error::{Result, TaskError};
+use crate::events::Event;
+use crate::machine::AttemptResult;
+use crate::model::NodeKey;
+use crate::store::{FenceToken, WriteBatch};
 
 impl<I> Engine<I>
 where
@@ -45,39 +58,22 @@ where
         results
     }
 
-    pub(super) async fn finish(
-        &self,
-        st: &mut RunState,
-        status: RunStatus,
-        error: Option<String>,
-    ) -> Result<RunReport> {
-        self.commit(st, st.end_batch(status, error.as_deref()))
-            .await?;
-        Ok(RunReport {
-            run_id: st.run_id.clone(),
-            status,
-            error,
-            finished_nodes: st.finished,
-        })
-    }
-
-    /// Commits `b` under the driver's fencing token: refused with `LeaseLost`, writing nothing,
-    /// once another process took the run over.
-    pub(super) async fn commit(&self, st: &RunState, b: WriteBatch) -> Result<()> {
+    /// Commits `b` in one transaction under the driver's fencing token (refused with
+    /// `LeaseLost`, writing nothing, once another process took the run over), then delivers its
+    /// events. The batch moves to the store whole (outputs and transcripts are never copied);
+    /// only its events are kept back for the listeners.
+    pub(super) async fn commit(&self, fence: &FenceToken, b: WriteBatch) -> Result<()> {
         if b.is_empty() {
             return Ok(());
         }
-        self.store.write(b.clone().fenced(&st.fence)).await?;
-        self.deliver(&b);
-        Ok(())
-    }
-
-    pub(super) fn deliver(&self, b: &WriteBatch) {
-        for e in b.events() {
+        let events: Vec<Event> = b.events().cloned().collect();
+        self.store.write(b.fenced(fence)).await?;
+        for e in &events {
             e.trace();
             if let Some(l) = &self.options.on_event {
                 l(e);
             }
         }
+        Ok(())
     }
 }

@@ -4,7 +4,7 @@
 //! `Task::<_>::new().id(A).retries(2).prompt("...").build()`. Rendering builds a fresh tree each
 //! time; the tree is plain data with no I/O.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -266,9 +266,28 @@ impl Node {
         }
     }
 
-    /// Renders the tree as indented text, one node per line (what `graph` prints).
+    /// The children the render mounts: a `Branch` holds both arms but mounts only the chosen
+    /// one (`then` when its condition is true, `else` otherwise); every other node mounts all.
+    /// The one place this rule lives: the planner, the id check and frames all ask here.
+    pub fn mounted_children(&self) -> &[Node] {
+        match &self.kind {
+            NodeKind::Branch(b) => {
+                let i = usize::from(!b.cond);
+                self.children.get(i..=i).unwrap_or(&[])
+            }
+            _ => &self.children,
+        }
+    }
+
+    /// The tree as a frame: its structure as data.
+    pub fn frame(&self) -> FrameNode {
+        FrameNode::of(self)
+    }
+
+    /// Renders the tree as indented text, one node per line (what `graph` prints), from its
+    /// [`FrameNode`].
     pub fn to_tree_string(&self) -> String {
-        self.to_tree_string_with(&|_| None)
+        self.frame().to_text()
     }
 
     /// Like [`Node::to_tree_string`], with a state annotation per task (`[finished]`).
@@ -276,136 +295,8 @@ impl Node {
     /// A task in an unmounted branch arm is annotated only when no mounted task shares its id:
     /// the state recorded under a shared id belongs to the mounted one.
     pub fn to_tree_string_with(&self, state: &dyn Fn(&TaskSpec) -> Option<String>) -> String {
-        let mut mounted = std::collections::HashSet::new();
-        self.mounted_task_ids(&mut mounted);
-        let w = TreeWriter {
-            state,
-            mounted_ids: &mounted,
-        };
-        let mut s = String::new();
-        self.write_tree(&mut s, 0, true, &w);
-        s
+        self.frame().to_text_with(&frame::task_state(self, state))
     }
-
-    /// The ids of the tasks a Branch mounts (every task outside an unchosen arm).
-    fn mounted_task_ids<'a>(&'a self, out: &mut std::collections::HashSet<&'a str>) {
-        match &self.kind {
-            NodeKind::Task(t) => {
-                out.insert(&t.id);
-            }
-            NodeKind::Branch(b) => {
-                let arm = if b.cond { 0 } else { 1 };
-                if let Some(c) = self.children.get(arm) {
-                    c.mounted_task_ids(out);
-                }
-            }
-            _ => self.children.iter().for_each(|c| c.mounted_task_ids(out)),
-        }
-    }
-
-    fn write_tree(&self, s: &mut String, depth: usize, mounted: bool, w: &TreeWriter<'_>) {
-        if let NodeKind::Fragment = self.kind {
-            for c in &self.children {
-                c.write_tree(s, depth, mounted, w);
-            }
-            return;
-        }
-        let _ = write!(s, "{:indent$}<{}", "", self.tag(), indent = depth * 2);
-        match &self.kind {
-            NodeKind::Workflow(p) => {
-                let _ = write!(s, " name={:?}", p.name);
-                if p.cache {
-                    s.push_str(" cache");
-                }
-                if let Some(m) = p.max_concurrency {
-                    let _ = write!(s, " max_concurrency={m}");
-                }
-            }
-            NodeKind::Sequence(p) | NodeKind::Parallel(p) => {
-                if let Some(m) = p.max_concurrency {
-                    let _ = write!(s, " max_concurrency={m}");
-                }
-                if p.skip_if {
-                    s.push_str(" skip_if");
-                }
-            }
-            NodeKind::Ralph(p) => {
-                let _ = write!(
-                    s,
-                    " id={:?} until={} max_iterations={} on_max_reached={:?}",
-                    p.id, p.until, p.max_iterations, p.on_max_reached
-                );
-            }
-            NodeKind::Branch(p) => {
-                let _ = write!(s, " if={}", p.cond);
-            }
-            NodeKind::Phase(p) | NodeKind::Step(p) => {
-                let _ = write!(s, " name={:?}", p.name);
-                if p.skip_if {
-                    s.push_str(" skip_if");
-                }
-            }
-            NodeKind::Task(t) => {
-                let kind = match &t.exec {
-                    TaskExec::Agent(a) => format!("agent={}", a.name()),
-                    TaskExec::Compute(_) => "run".to_owned(),
-                    TaskExec::Value(_) => "value".to_owned(),
-                    TaskExec::Missing => "no-exec".to_owned(),
-                };
-                let _ = write!(s, " id={:?} output={} {kind}", t.id, t.output.short_name());
-                if t.retries > 0 {
-                    let _ = write!(s, " retries={}", t.retries);
-                }
-                if let Some(d) = t.timeout {
-                    let _ = write!(s, " timeout={d:?}");
-                }
-                if t.skip_if {
-                    s.push_str(" skip_if");
-                }
-                if t.continue_on_fail {
-                    s.push_str(" continue_on_fail");
-                }
-                if t.needs_approval {
-                    s.push_str(" needs_approval");
-                }
-                let shadowed = !mounted && w.mounted_ids.contains(t.id.as_str());
-                if let Some(st) = (!shadowed).then(|| (w.state)(t)).flatten() {
-                    let _ = write!(s, " [{st}]");
-                }
-            }
-            NodeKind::Fragment => {}
-        }
-        if self.children.is_empty() {
-            s.push_str(" />\n");
-            return;
-        }
-        s.push_str(">\n");
-        if let NodeKind::Branch(b) = &self.kind {
-            // Both arms, marked, so a reader (and the live view) can tell which one is mounted.
-            for (arm, c) in ["then", "else"].iter().zip(&self.children) {
-                if matches!(c.kind, NodeKind::Fragment) && c.children.is_empty() {
-                    continue;
-                }
-                let arm_mounted = (*arm == "then") == b.cond;
-                let mark = if arm_mounted { "" } else { " unmounted" };
-                let _ = writeln!(s, "{:indent$}<{arm}{mark}>", "", indent = (depth + 1) * 2);
-                c.write_tree(s, depth + 2, mounted && arm_mounted, w);
-                let _ = writeln!(s, "{:indent$}</{arm}>", "", indent = (depth + 1) * 2);
-            }
-        } else {
-            for c in &self.children {
-                c.write_tree(s, depth + 1, mounted, w);
-            }
-        }
-        let _ = writeln!(s, "{:indent$}</{}>", "", self.tag(), indent = depth * 2);
-    }
-}
-
-/// What [`Node::write_tree`] annotates tasks with.
-struct TreeWriter<'a> {
-    state: &'a dyn Fn(&TaskSpec) -> Option<String>,
-    /// Ids of the tasks outside unchosen branch arms.
-    mounted_ids: &'a std::collections::HashSet<&'a str>,
 }
 
 impl fmt::Debug for Node {
@@ -471,5 +362,8 @@ impl<T: Output> TaskId<T> for &String {
 }
 
 mod builders;
+mod frame;
 
+pub use crate::frame::{FrameLine, FrameNode};
 pub use builders::{Branch, Parallel, Phase, Ralph, Sequence, Step, Task, Workflow};
+pub(crate) use frame::shape_hash;

@@ -8,26 +8,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::ctx::LoopState;
 use crate::error::Error;
+use crate::model::{
+    ApprovalStatus, GroupKind, GroupStatus, LoopState, NodeKey, NodeState, NodeStatus,
+};
 use crate::node::{Node, NodeKind, OnMaxReached, TaskExec, TaskSpec};
-use crate::store::{ApprovalStatus, NodeStatus};
-
-/// The state of a node in one iteration, as the planner sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeState {
-    /// Status.
-    pub status: NodeStatus,
-    /// Attempts started (including ones cancelled or abandoned by a dead process).
-    pub attempts: u32,
-    /// Attempts that failed: what `retries` is counted against.
-    pub failures: u32,
-    /// Error of the last failed attempt.
-    pub last_error: Option<String>,
-}
-
-/// `(node id, iteration)`.
-pub type NodeKey = (String, u32);
 
 /// What the planner reads.
 pub struct PlanInput<'a> {
@@ -255,14 +240,9 @@ impl<'a> Planner<'a> {
         let id = match &node.kind {
             NodeKind::Task(t) => Some(t.id.as_str()),
             NodeKind::Ralph(r) => Some(r.id.as_str()),
-            NodeKind::Branch(b) => {
+            NodeKind::Branch(_) => {
                 // Ids are unique per frame: only the mounted arm of a branch counts.
-                let chosen = if b.cond {
-                    node.children.first()
-                } else {
-                    node.children.get(1)
-                };
-                if let Some(c) = chosen {
+                for c in node.mounted_children() {
                     self.check_ids(c, seen);
                 }
                 return;
@@ -360,17 +340,10 @@ impl<'a> Planner<'a> {
                 }
                 self.parallel(&node.children, g.max_concurrency, it, lp)
             }
-            NodeKind::Branch(b) => {
-                let chosen = if b.cond {
-                    node.children.first()
-                } else {
-                    node.children.get(1)
-                };
-                match chosen {
-                    Some(c) => self.walk(c, it, lp),
-                    None => Status::Complete,
-                }
-            }
+            NodeKind::Branch(_) => match node.mounted_children().first() {
+                Some(c) => self.walk(c, it, lp),
+                None => Status::Complete,
+            },
             NodeKind::Ralph(r) => self.ralph(node, r, it),
         }
     }
@@ -703,4 +676,4 @@ mod groups;
 #[cfg(test)]
 mod tests;
 
-pub use groups::{GroupKind, GroupState, GroupStatus};
+pub use groups::GroupState;

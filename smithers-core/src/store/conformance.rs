@@ -18,9 +18,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
-use crate::ctx::LoopState;
 use crate::error::Error;
 use crate::events::{Event, EventKind};
+use crate::model::{LoopState, Timestamp};
 use crate::output::{Column, ColumnKind, Output, OutputInfo};
 
 /// An output with one column of each kind.
@@ -107,6 +107,7 @@ fn finished(node: &str, value: serde_json::Value, info: OutputInfo) -> Vec<Write
             "r",
             node,
             0,
+            Timestamp::from_millis(0),
             EventKind::NodeFinished {
                 attempt: 1,
                 usage: None,
@@ -412,11 +413,16 @@ pub async fn loops_state_events_and_steps_persist(s: Arc<dyn Store>) {
         },
         Write::Event(Event::run(
             "r",
+            Timestamp::from_millis(0),
             EventKind::RunStarted {
                 workflow: "w".into(),
             },
         )),
-        Write::Event(Event::run("r", EventKind::RunFinished)),
+        Write::Event(Event::run(
+            "r",
+            Timestamp::from_millis(0),
+            EventKind::RunFinished,
+        )),
     ]))
     .await
     .unwrap();
@@ -515,12 +521,12 @@ pub async fn attempts_frames_and_cache_persist(s: Arc<dyn Store>) {
         Write::Frame {
             frame_no: 1,
             hash: "h1".into(),
-            tree: "<Workflow>".into(),
+            tree: crate::frame::FrameNode::from_legacy_text("<Workflow>"),
         },
         Write::Frame {
             frame_no: 2,
             hash: "h2".into(),
-            tree: "<Workflow>\n  <Task a>".into(),
+            tree: crate::frame::FrameNode::from_legacy_text("<Workflow>\n  <Task a>"),
         },
     ]))
     .await
@@ -605,9 +611,10 @@ pub async fn attempts_frames_and_cache_persist(s: Arc<dyn Store>) {
         [1, 2]
     );
     assert_eq!(s.frame("r", None).await.unwrap().unwrap().tree_hash, "h2");
+    // The text view is rendered from the structure that was written.
     assert_eq!(
         s.frame("r", Some(1)).await.unwrap().unwrap().tree,
-        "<Workflow>"
+        crate::frame::FrameNode::from_legacy_text("<Workflow>").to_text()
     );
     assert!(s.frame("r", Some(9)).await.unwrap().is_none());
     assert_eq!(s.load("r").await.unwrap().last_frame, 2);
@@ -794,6 +801,7 @@ pub async fn a_batch_with_a_stale_token_commits_nothing(s: Arc<dyn Store>) {
         },
         Write::Event(Event::run(
             "r",
+            Timestamp::from_millis(0),
             EventKind::RunFailed {
                 error: "stale".into(),
             },
@@ -900,11 +908,11 @@ pub async fn lease_calls_are_fenced(s: Arc<dyn Store>) {
     }
 }
 
-fn group(kind: crate::plan::GroupKind, name: &str, status: crate::plan::GroupStatus) -> Write {
+fn group(kind: crate::model::GroupKind, name: &str, status: crate::model::GroupStatus) -> Write {
     Write::Group(GroupUpdate {
         kind,
         name: name.into(),
-        phase: (kind == crate::plan::GroupKind::Step).then(|| "p".to_owned()),
+        phase: (kind == crate::model::GroupKind::Step).then(|| "p".to_owned()),
         iteration: 0,
         status,
         tasks: vec![if name == "one" { "a" } else { "b" }.to_owned()],
@@ -917,9 +925,15 @@ fn frame(n: u32) -> Vec<Write> {
         Write::Frame {
             frame_no: n,
             hash: format!("h{n}"),
-            tree: format!("tree {n}"),
+            tree: crate::frame::FrameNode::from_legacy_text(&format!(
+                "<Workflow name=\"tree {n}\" />\n"
+            )),
         },
-        Write::Event(Event::run("r", EventKind::FrameRendered { frame: n })),
+        Write::Event(Event::run(
+            "r",
+            Timestamp::from_millis(0),
+            EventKind::FrameRendered { frame: n },
+        )),
     ]
 }
 
@@ -927,7 +941,7 @@ fn frame(n: u32) -> Vec<Write> {
 /// and later ones and makes their nodes pending, only for the lease holder; a fork copies the
 /// history up to a frame and records its parent.
 pub async fn steps_are_numbered_rewound_and_forked(s: Arc<dyn Store>) {
-    use crate::plan::{GroupKind::*, GroupStatus::*};
+    use crate::model::{GroupKind::*, GroupStatus::*};
     let me = s.create_run(new_run("r", "me")).await.unwrap();
     let info = Every::info();
     s.ensure_output_table(info).await.unwrap();

@@ -10,17 +10,20 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::agent::Usage;
-use crate::ctx::LoopState;
 use crate::error::Result;
 use crate::events::Event;
+use crate::frame::FrameNode;
+pub use crate::model::{ApprovalStatus, NodeStatus, RunStatus};
+use crate::model::{LoopState, Usage};
 use crate::output::OutputInfo;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+mod owner;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;
+pub use owner::lease_owner;
 #[cfg(feature = "postgres")]
 pub use postgres::{CopyReport, PostgresStore};
 pub use sqlite::{Durability, SqliteStore};
@@ -49,109 +52,6 @@ pub fn redact_url(url: &str) -> String {
             None => url.to_owned(),
         },
         None => url.to_owned(),
-    }
-}
-
-/// Status of a run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-#[non_exhaustive]
-pub enum RunStatus {
-    /// Being driven (or its driver died: see the lease).
-    Running,
-    /// Every node is terminal.
-    Finished,
-    /// A node failed.
-    Failed,
-    /// Stopped by the user; `resume` continues.
-    Cancelled,
-    /// Parked on a node that needs approval.
-    WaitingApproval,
-    /// Parked on an exceeded budget (`<Workflow on_budget=Park>`): `smithers budget RUN --add ..`
-    /// then `resume`.
-    WaitingBudget,
-}
-
-impl RunStatus {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Running => "running",
-            RunStatus::Finished => "finished",
-            RunStatus::Failed => "failed",
-            RunStatus::Cancelled => "cancelled",
-            RunStatus::WaitingApproval => "waiting-approval",
-            RunStatus::WaitingBudget => "waiting-budget",
-        }
-    }
-
-    /// Whether the run stopped for good or until a `resume`: finished, failed or cancelled.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            RunStatus::Finished | RunStatus::Failed | RunStatus::Cancelled
-        )
-    }
-
-    /// Parses [`RunStatus::as_str`].
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "running" => RunStatus::Running,
-            "finished" => RunStatus::Finished,
-            "failed" => RunStatus::Failed,
-            "cancelled" => RunStatus::Cancelled,
-            "waiting-approval" => RunStatus::WaitingApproval,
-            "waiting-budget" => RunStatus::WaitingBudget,
-            _ => return None,
-        })
-    }
-}
-
-impl std::fmt::Display for RunStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// State of one node in one iteration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-#[non_exhaustive]
-pub enum NodeStatus {
-    /// Not started, or waiting for its next attempt.
-    Pending,
-    /// An attempt is in progress.
-    Running,
-    /// Has its output.
-    Finished,
-    /// Skipped by `skip_if`.
-    Skipped,
-    /// Failed for good.
-    Failed,
-}
-
-impl NodeStatus {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodeStatus::Pending => "pending",
-            NodeStatus::Running => "running",
-            NodeStatus::Finished => "finished",
-            NodeStatus::Skipped => "skipped",
-            NodeStatus::Failed => "failed",
-        }
-    }
-
-    /// Parses [`NodeStatus::as_str`].
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "pending" => NodeStatus::Pending,
-            "running" => NodeStatus::Running,
-            "finished" => NodeStatus::Finished,
-            "skipped" => NodeStatus::Skipped,
-            "failed" => NodeStatus::Failed,
-            _ => return None,
-        })
     }
 }
 
@@ -185,39 +85,6 @@ pub struct RunRecord {
     /// Lease epoch: incremented at every acquisition (see [`FenceToken`]).
     #[serde(default)]
     pub lease_epoch: i64,
-}
-
-/// The state of an approval request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ApprovalStatus {
-    /// Waiting for a decision.
-    Pending,
-    /// The task may run.
-    Approved,
-    /// The task fails (or is passed over with `continue_on_fail`).
-    Denied,
-}
-
-impl ApprovalStatus {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ApprovalStatus::Pending => "pending",
-            ApprovalStatus::Approved => "approved",
-            ApprovalStatus::Denied => "denied",
-        }
-    }
-
-    /// Parses [`ApprovalStatus::as_str`].
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "pending" => ApprovalStatus::Pending,
-            "approved" => ApprovalStatus::Approved,
-            "denied" => ApprovalStatus::Denied,
-            _ => return None,
-        })
-    }
 }
 
 /// A row of `_smithers_approvals`.
@@ -331,7 +198,7 @@ pub struct PhaseRecord {
 #[derive(Clone, Debug, PartialEq)]
 pub struct GroupUpdate {
     /// Phase or step.
-    pub kind: crate::plan::GroupKind,
+    pub kind: crate::model::GroupKind,
     /// Its name.
     pub name: String,
     /// The enclosing phase of a step.
@@ -339,7 +206,7 @@ pub struct GroupUpdate {
     /// The iteration of its innermost loop.
     pub iteration: u32,
     /// Where it stands.
-    pub status: crate::plan::GroupStatus,
+    pub status: crate::model::GroupStatus,
     /// The ids of the tasks inside it.
     pub tasks: Vec<String>,
     /// The agents of its tasks (a JSON array), when it has any.
@@ -506,8 +373,11 @@ pub struct FrameRecord {
     pub frame_no: u32,
     /// Structural hash of the tree.
     pub tree_hash: String,
-    /// The tree as indented text (what `graph` prints).
+    /// The tree as indented text (what `graph` prints), rendered from `structure`.
     pub tree: String,
+    /// The tree as data. A frame recorded before frames were stored as data is read back from
+    /// its text (props not recovered).
+    pub structure: FrameNode,
     /// When it was recorded (RFC 3339).
     pub created_at: String,
 }
@@ -618,14 +488,15 @@ pub enum Write {
         /// New state.
         state: LoopState,
     },
-    /// Record a new frame (the tree changed shape).
+    /// Record a new frame (the tree changed shape): its structure, and the text view rendered
+    /// from it.
     Frame {
         /// Frame number.
         frame_no: u32,
         /// Structural hash.
         hash: String,
-        /// The tree as text.
-        tree: String,
+        /// The tree as data.
+        tree: FrameNode,
     },
     /// Set a `state` key.
     State {
@@ -644,7 +515,7 @@ pub enum Write {
         /// The step.
         step_id: i64,
         /// `completed` or `failed`.
-        status: crate::plan::GroupStatus,
+        status: crate::model::GroupStatus,
     },
     /// Record a working-copy snapshot of an attempt.
     AttemptVcs {

@@ -167,10 +167,17 @@ fn node_from_row(r: &Row) -> NodeRecord {
 }
 
 fn frame_from_row(r: &Row) -> FrameRecord {
+    let tree: String = r.get(2);
+    let structure: Option<String> = r.get(4);
+    // A frame recorded before frames were data is read from its text.
+    let structure = structure
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_else(|| crate::frame::FrameNode::from_legacy_text(&tree));
     FrameRecord {
         frame_no: u32_at(r, 0),
         tree_hash: r.get(1),
-        tree: r.get(2),
+        tree,
+        structure,
         created_at: r.get(3),
     }
 }
@@ -511,7 +518,14 @@ impl Store for PostgresStore {
                     seq: r.get(0),
                     event: Event {
                         run_id: run_id.to_owned(),
-                        at: r.get(1),
+                        at: {
+                            let at: String = r.get(1);
+                            crate::model::Timestamp::parse(&at).ok_or_else(|| {
+                                crate::Error::Other(format!(
+                                    "an event of run `{run_id}` has the timestamp `{at}`, which is not RFC 3339 UTC; the database was edited or is damaged"
+                                ))
+                            })?
+                        },
                         node_id: r.get(2),
                         iteration: r.get::<_, Option<i64>>(3).map(|v| v as u32),
                         kind: serde_json::from_value(r.get(4))?,
@@ -681,6 +695,7 @@ impl Store for PostgresStore {
             run_id,
             node_id,
             iteration,
+            crate::clock::Clock::now(&crate::clock::SystemClock),
             EventKind::ApprovalDecided {
                 approved: approve,
                 note: note.map(str::to_owned),
@@ -702,7 +717,7 @@ impl Store for PostgresStore {
         let c = self.client().await?;
         let st = c
             .prepare_cached(
-                "SELECT frame_no, tree_hash, tree, created_at FROM _smithers_frames
+                "SELECT frame_no, tree_hash, tree, created_at, structure FROM _smithers_frames
                  WHERE run_id = $1 ORDER BY frame_no",
             )
             .await?;
@@ -717,7 +732,7 @@ impl Store for PostgresStore {
         let c = self.client().await?;
         let st = c
             .prepare_cached(
-                "SELECT frame_no, tree_hash, tree, created_at FROM _smithers_frames
+                "SELECT frame_no, tree_hash, tree, created_at, structure FROM _smithers_frames
                  WHERE run_id = $1 AND ($2::BIGINT IS NULL OR frame_no = $2) ORDER BY frame_no DESC LIMIT 1",
             )
             .await?;
@@ -762,7 +777,11 @@ impl Store for PostgresStore {
             status: RunStatus::Cancelled,
             error: None,
         });
-        b.push(Write::Event(Event::run(run_id, EventKind::RunCancelled)));
+        b.push(Write::Event(Event::run(
+            run_id,
+            crate::clock::Clock::now(&crate::clock::SystemClock),
+            EventKind::RunCancelled,
+        )));
         apply(&tx, &b).await?;
         tx.commit().await?;
         Ok(CancelOutcome::Cancelled)

@@ -5,8 +5,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
 
@@ -16,13 +15,15 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::*;
+use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::events::EventKind;
+use crate::frame::FrameNode;
+use crate::model::Timestamp;
 use crate::output::OutputInfo;
-use crate::time::{now_ms, now_rfc3339};
 
 mod connection;
-mod lease;
+mod fence;
 mod output_rows;
 mod reserve;
 mod steps;
@@ -32,9 +33,8 @@ use connection::{configure, migrate, worker, Completion, Job};
 use output_rows::{ensure_output_table, read_outputs};
 use writes::apply;
 
-use lease::check_fence;
-pub(crate) use lease::holder_is_dead;
-pub use lease::lease_owner;
+pub(crate) use super::owner::holder_is_dead;
+use fence::check_fence;
 pub(crate) use output_rows::{
     added_columns, check_ident, check_output_names, is_reserved, quote, StoredColumn,
 };
@@ -70,6 +70,9 @@ pub struct SqliteStore {
     tx: mpsc::Sender<Job>,
     worker: Option<thread::JoinHandle<()>>,
     path: PathBuf,
+    /// Stamps rows and decides lease expiry.
+    clock: Arc<dyn Clock>,
+    /// Transactions committed so far (`SqliteStore::commits`).
     commits: Arc<AtomicU64>,
 }
 
@@ -119,8 +122,17 @@ impl SqliteStore {
             tx,
             worker: Some(worker),
             path,
+            clock: Arc::new(SystemClock),
             commits,
         })
+    }
+
+    /// Reads the time from `clock` (a [`crate::clock::TestClock`] in tests) instead of the
+    /// system clock: row timestamps and lease expiry follow it.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The database path.
@@ -241,10 +253,18 @@ fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRecord> {
 }
 
 fn frame_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FrameRecord> {
+    let tree: String = r.get(2)?;
+    let structure: Option<String> = r.get(4)?;
+    // A frame recorded before frames were data (or whose JSON does not read) is read from its
+    // text, so older databases keep working.
+    let structure = structure
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_else(|| FrameNode::from_legacy_text(&tree));
     Ok(FrameRecord {
         frame_no: r.get(0)?,
         tree_hash: r.get(1)?,
-        tree: r.get(2)?,
+        tree,
+        structure,
         created_at: r.get(3)?,
     })
 }
@@ -284,8 +304,9 @@ fn query_approvals(c: &Connection, run_id: &str) -> Result<Vec<ApprovalRecord>> 
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_run(&self, run: NewRun) -> Result<FenceToken> {
+        let now: Timestamp = self.clock.now();
         self.write_with(move |c| {
-            let now = now_rfc3339();
+            let at = now.to_string();
             c.execute(
                 "INSERT INTO _smithers_runs
                    (run_id, workflow, status, input_json, created_at, updated_at, lease_owner, lease_expires_ms, lease_epoch)
@@ -294,9 +315,9 @@ impl Store for SqliteStore {
                     run.run_id,
                     run.workflow,
                     serde_json::to_string(&run.input)?,
-                    now,
+                    at,
                     run.owner,
-                    now_ms() + run.lease_ttl.as_millis() as i64
+                    now.as_millis() + run.lease_ttl.as_millis() as i64
                 ],
             )?;
             Ok(FenceToken::new(run.owner, 1))
@@ -344,6 +365,7 @@ impl Store for SqliteStore {
 
     async fn acquire_lease(&self, run_id: &str, owner: &str, ttl: Duration) -> Result<FenceToken> {
         let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
+        let now: Timestamp = self.clock.now();
         self.write_with(move |c| {
             let row: Option<(Option<String>, Option<i64>)> = c
                 .query_row("SELECT lease_owner, lease_expires_ms FROM _smithers_runs WHERE run_id = ?1", [&run_id], |r| {
@@ -351,10 +373,10 @@ impl Store for SqliteStore {
                 })
                 .optional()?;
             let Some((holder, expires)) = row else { return Err(Error::RunNotFound(run_id)) };
-            let now = now_ms();
+            let now = now.as_millis();
             if let (Some(holder), Some(expires)) = (holder, expires) {
                 if holder != owner && expires > now && !holder_is_dead(&holder) {
-                    return Err(Error::LeaseHeld { run_id, owner: holder, expires_at: crate::time::ms_to_rfc3339(expires) });
+                    return Err(Error::LeaseHeld { run_id, owner: holder, expires_at: Timestamp::from_millis(expires).to_string() });
                 }
             }
             // A new term: whoever held the lease before now holds a stale token.
@@ -371,11 +393,12 @@ impl Store for SqliteStore {
 
     async fn renew_lease(&self, run_id: &str, fence: &FenceToken, ttl: Duration) -> Result<()> {
         let (run_id, fence) = (run_id.to_owned(), fence.clone());
+        let now: Timestamp = self.clock.now();
         self.write_with(move |c| {
             check_fence(c, &run_id, &fence)?;
             c.execute(
                 "UPDATE _smithers_runs SET lease_expires_ms = ?2 WHERE run_id = ?1",
-                params![run_id, now_ms() + ttl.as_millis() as i64],
+                params![run_id, now.as_millis() + ttl.as_millis() as i64],
             )?;
             Ok(())
         })
@@ -399,9 +422,10 @@ impl Store for SqliteStore {
 
     async fn reset_for_resume(&self, run_id: &str, fence: &FenceToken) -> Result<u32> {
         let (run_id, fence) = (run_id.to_owned(), fence.clone());
+        let now: Timestamp = self.clock.now();
         self.write_with(move |c| {
             check_fence(c, &run_id, &fence)?;
-            let now = now_rfc3339();
+            let now = now.to_string();
             let n = c.execute(
                 "UPDATE _smithers_attempts SET status = 'abandoned', finished_at = ?2,
                    error = COALESCE(error, 'the process driving this attempt stopped before it ended')
@@ -463,12 +487,14 @@ impl Store for SqliteStore {
     }
 
     async fn ensure_output_table(&self, info: OutputInfo) -> Result<()> {
-        self.write_with(move |c| ensure_output_table(c, &info))
+        let now = self.clock.now();
+        self.write_with(move |c| ensure_output_table(c, &info, now))
             .await
     }
 
     async fn write(&self, batch: WriteBatch) -> Result<()> {
-        self.write_with(move |c| apply(c, &batch)).await
+        let now = self.clock.now();
+        self.write_with(move |c| apply(c, &batch, now)).await
     }
 
     async fn nodes(&self, run_id: &str) -> Result<Vec<NodeRecord>> {
@@ -547,7 +573,11 @@ impl Store for SqliteStore {
                             run_id: run_id.clone(),
                             node_id,
                             iteration,
-                            at,
+                            at: Timestamp::parse(&at).ok_or_else(|| {
+                                Error::Other(format!(
+                                    "event {seq} of run `{run_id}` has the timestamp `{at}`, which is not RFC 3339 UTC; the database was edited or is damaged"
+                                ))
+                            })?,
                             kind: serde_json::from_str(&payload)?,
                         },
                     })
@@ -569,14 +599,16 @@ impl Store for SqliteStore {
 
     async fn start_step(&self, run_id: &str, name: Option<&str>) -> Result<i64> {
         let (run_id, name) = (run_id.to_owned(), name.map(str::to_owned));
-        self.write_with(move |c| steps::start_step(c, &run_id, name.as_deref(), &now_rfc3339()))
+        let now = self.clock.now();
+        self.write_with(move |c| steps::start_step(c, &run_id, name.as_deref(), &now.to_string()))
             .await
     }
 
     async fn rewind(&self, run_id: &str, to: RewindTo, fence: &FenceToken) -> Result<RewindReport> {
         let (run_id, fence) = (run_id.to_owned(), fence.clone());
+        let at = self.clock.now();
         self.write_with(move |c| {
-            let now = now_rfc3339();
+            let now = at.to_string();
             let report = steps::rewind(c, &run_id, &to, &fence, &now)?;
             let what = match &to {
                 RewindTo::Step(id) => format!("rolled back to before step {id}"),
@@ -594,6 +626,7 @@ impl Store for SqliteStore {
             let mut b = WriteBatch::new(&run_id);
             b.push(Write::Event(crate::events::Event::run(
                 &run_id,
+                at,
                 EventKind::RunRewound {
                     to: what,
                     seq: report.seq,
@@ -601,24 +634,26 @@ impl Store for SqliteStore {
                     nodes: report.reset_nodes.len() as u32,
                 },
             )));
-            apply(c, &b)?;
+            apply(c, &b, at)?;
             Ok(report)
         })
         .await
     }
 
     async fn fork_run(&self, fork: ForkRun) -> Result<RunRecord> {
+        let at = self.clock.now();
         self.write_with(move |c| {
-            steps::fork(c, &fork, &now_rfc3339())?;
+            steps::fork(c, &fork, &at.to_string())?;
             let mut b = WriteBatch::new(&fork.run_id);
             b.push(Write::Event(crate::events::Event::run(
                 &fork.run_id,
+                at,
                 EventKind::RunForked {
                     parent_run_id: fork.parent_run_id.clone(),
                     frame: fork.frame,
                 },
             )));
-            apply(c, &b)?;
+            apply(c, &b, at)?;
             Ok(c.query_row(
                 &format!("SELECT {RUN_COLUMNS} FROM _smithers_runs WHERE run_id = ?1"),
                 [&fork.run_id],
@@ -661,6 +696,7 @@ impl Store for SqliteStore {
             node_id.to_owned(),
             note.map(str::to_owned),
         );
+        let now: Timestamp = self.clock.now();
         self.write_with(move |c| {
             let pending: Vec<u32> = {
                 let mut st = c.prepare_cached(
@@ -686,25 +722,25 @@ impl Store for SqliteStore {
                 }
             };
             let status = if approve { ApprovalStatus::Approved } else { ApprovalStatus::Denied };
-            let now = now_rfc3339();
+            let at = now.to_string();
             c.execute(
                 "UPDATE _smithers_approvals SET status = ?4, decided_at = ?5, note = ?6
                  WHERE run_id = ?1 AND node_id = ?2 AND iteration = ?3",
-                params![run_id, node_id, iteration, status.as_str(), now, note],
+                params![run_id, node_id, iteration, status.as_str(), at, note],
             )?;
             let kind = EventKind::ApprovalDecided { approved: approve, note: note.clone() };
-            let e = Event::node(&run_id, &node_id, iteration, kind);
+            let e = Event::node(&run_id, &node_id, iteration, now, kind);
             c.execute(
                 "INSERT INTO _smithers_events (run_id, at, kind, node_id, iteration, payload)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![run_id, e.at, e.kind.name(), e.node_id, e.iteration, serde_json::to_string(&e.kind)?],
+                params![run_id, e.at.to_string(), e.kind.name(), e.node_id, e.iteration, serde_json::to_string(&e.kind)?],
             )?;
             Ok(ApprovalRecord {
                 node_id,
                 iteration,
                 status,
                 requested_at: String::new(),
-                decided_at: Some(now),
+                decided_at: Some(at),
                 note,
             })
         })
@@ -715,7 +751,7 @@ impl Store for SqliteStore {
         let run_id = run_id.to_owned();
         self.read(move |c| {
             let mut st = c.prepare_cached(
-                "SELECT frame_no, tree_hash, tree, created_at FROM _smithers_frames
+                "SELECT frame_no, tree_hash, tree, created_at, structure FROM _smithers_frames
                  WHERE run_id = ?1 ORDER BY frame_no",
             )?;
             let rows = st
@@ -730,7 +766,7 @@ impl Store for SqliteStore {
         let run_id = run_id.to_owned();
         self.read(move |c| {
             let mut st = c.prepare_cached(
-                "SELECT frame_no, tree_hash, tree, created_at FROM _smithers_frames
+                "SELECT frame_no, tree_hash, tree, created_at, structure FROM _smithers_frames
                  WHERE run_id = ?1 AND (?2 IS NULL OR frame_no = ?2) ORDER BY frame_no DESC LIMIT 1",
             )?;
             Ok(st
@@ -742,6 +778,7 @@ impl Store for SqliteStore {
 
     async fn request_cancel(&self, run_id: &str) -> Result<CancelOutcome> {
         let run_id = run_id.to_owned();
+        let now: Timestamp = self.clock.now();
         self.write_with(move |c| {
             let row: Option<(String, Option<String>, Option<i64>)> = c
                 .query_row(
@@ -758,10 +795,10 @@ impl Store for SqliteStore {
                 return Ok(CancelOutcome::AlreadyFinal(status));
             }
             if let (Some(owner), Some(expires)) = (holder, expires) {
-                if expires > now_ms() && !holder_is_dead(&owner) {
+                if expires > now.as_millis() && !holder_is_dead(&owner) {
                     c.execute(
                         "UPDATE _smithers_runs SET cancel_requested = 1, updated_at = ?2 WHERE run_id = ?1",
-                        params![run_id, now_rfc3339()],
+                        params![run_id, now.to_string()],
                     )?;
                     return Ok(CancelOutcome::Requested { owner });
                 }
@@ -769,17 +806,17 @@ impl Store for SqliteStore {
             // Nobody drives it: cancel it here, as the engine would have, settling what its
             // dead driver left: attempts in progress are abandoned, their nodes pending, and
             // the lease is cleared (a driver that was only paused is fenced out by it).
-            let now = now_rfc3339();
+            let at = now.to_string();
             c.execute(
                 "UPDATE _smithers_attempts SET status = 'abandoned', finished_at = ?2,
                    error = COALESCE(error, 'the process driving this attempt stopped before it ended; the run was cancelled')
                  WHERE run_id = ?1 AND status = 'in-progress'",
-                params![run_id, now],
+                params![run_id, at],
             )?;
             c.execute(
                 "UPDATE _smithers_nodes SET status = 'pending', updated_at = ?2
                  WHERE run_id = ?1 AND status = 'running'",
-                params![run_id, now],
+                params![run_id, at],
             )?;
             c.execute(
                 "UPDATE _smithers_runs SET lease_owner = NULL, lease_expires_ms = NULL WHERE run_id = ?1",
@@ -790,8 +827,8 @@ impl Store for SqliteStore {
                 status: RunStatus::Cancelled,
                 error: None,
             });
-            b.push(Write::Event(Event::run(&run_id, crate::events::EventKind::RunCancelled)));
-            apply(c, &b)?;
+            b.push(Write::Event(Event::run(&run_id, now, crate::events::EventKind::RunCancelled)));
+            apply(c, &b, now)?;
             Ok(CancelOutcome::Cancelled)
         })
         .await
@@ -811,6 +848,7 @@ impl Store for SqliteStore {
 
     async fn raise_budget(&self, run_id: &str, raise: crate::budget::BudgetRaise) -> Result<()> {
         let run_id = run_id.to_owned();
+        let now = self.clock.now();
         self.write_with(move |c| {
             let exists: Option<i64> = c
                 .query_row(
@@ -830,7 +868,7 @@ impl Store for SqliteStore {
                     raise.node_id,
                     raise.add_usd,
                     raise.add_tokens as i64,
-                    now_rfc3339()
+                    now.to_string()
                 ],
             )?;
             Ok(())

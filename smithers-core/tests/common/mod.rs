@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+use smithers_core::clock::{Clock, SystemClock};
 use smithers_core::engine::{Engine, EngineOptions};
 use smithers_core::events::Event;
 use smithers_core::output::{Column, ColumnKind, Output};
@@ -46,18 +47,30 @@ pub struct Harness {
     pub db: std::path::PathBuf,
     pub store: Arc<dyn Store>,
     pub events: Arc<Mutex<Vec<Event>>>,
+    /// The clock of the stores and engines this harness makes.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Harness {
     pub fn new() -> Self {
+        Self::with_clock(Arc::new(SystemClock))
+    }
+
+    /// A harness whose stores and engines read `clock` (a `TestClock` to move time by hand).
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("smithers.db");
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db, Durability::Normal).unwrap());
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&db, Durability::Normal)
+                .unwrap()
+                .with_clock(clock.clone()),
+        );
         Harness {
             dir,
             db,
             store,
             events: Arc::default(),
+            clock,
         }
     }
 
@@ -89,13 +102,18 @@ impl Harness {
             on_event: Some(Arc::new(move |e: &Event| {
                 events.lock().unwrap().push(e.clone())
             })),
+            clock: self.clock.clone(),
             ..options
         })
     }
 
     /// A second store on the same database file, as a new process would open it.
     pub fn reopen(&self) -> Arc<dyn Store> {
-        Arc::new(SqliteStore::open(&self.db, Durability::Normal).unwrap())
+        Arc::new(
+            SqliteStore::open(&self.db, Durability::Normal)
+                .unwrap()
+                .with_clock(self.clock.clone()),
+        )
     }
 
     /// Node events only (`node_started:a@0`...), from the database.

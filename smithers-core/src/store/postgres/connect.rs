@@ -42,6 +42,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "budget_raises",
         include_str!("../../../migrations/postgres/0005_budget_raises.sql"),
     ),
+    (
+        6,
+        "frame_structure",
+        include_str!("../../../migrations/postgres/0006_frame_structure.sql"),
+    ),
 ];
 
 /// Parses `url` into a config with smithers' defaults (user `postgres`, a 5 s connect timeout).

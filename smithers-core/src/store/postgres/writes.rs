@@ -315,15 +315,17 @@ pub(super) async fn apply(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<()
                 tree,
             } => {
                 p.push(
-                    "INSERT INTO _smithers_frames (run_id, frame_no, tree_hash, tree, created_at)
-                     VALUES ($1, $2, $3, $4, $5)
+                    "INSERT INTO _smithers_frames (run_id, frame_no, tree_hash, tree, structure, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)
                      ON CONFLICT (run_id, frame_no) DO UPDATE SET
-                       tree_hash = EXCLUDED.tree_hash, tree = EXCLUDED.tree, created_at = EXCLUDED.created_at",
+                       tree_hash = EXCLUDED.tree_hash, tree = EXCLUDED.tree,
+                       structure = EXCLUDED.structure, created_at = EXCLUDED.created_at",
                     params![
                         run_id.to_owned(),
                         i64::from(*frame_no),
                         hash.clone(),
-                        tree.clone(),
+                        tree.to_text(),
+                        serde_json::to_string(tree)?,
                         now.clone()
                     ],
                 )
@@ -410,7 +412,7 @@ pub(super) async fn apply(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<()
                      VALUES ($1, $2, $3, $4, $5, $6)",
                     params![
                         run_id.to_owned(),
-                        e.at.clone(),
+                        e.at.to_string(),
                         e.kind.name(),
                         e.node_id.clone(),
                         e.iteration.map(i64::from),

@@ -10,8 +10,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
 use super::Durability;
+use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
-use crate::time::now_rfc3339;
 
 /// The embedded migrations: (version, name, SQL).
 pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -60,6 +60,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         10,
         "budget_raises",
         include_str!("../../../migrations/0010_budget_raises.sql"),
+    ),
+    (
+        11,
+        "frame_structure",
+        include_str!("../../../migrations/0011_frame_structure.sql"),
     ),
 ];
 
@@ -150,7 +155,7 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
                 tx.execute_batch(sql)?;
                 tx.execute(
                     "INSERT INTO _smithers_migrations (version, name, checksum, applied_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![version, name, current, now_rfc3339()],
+                    params![version, name, current, SystemClock.now().to_string()],
                 )?;
             }
         }

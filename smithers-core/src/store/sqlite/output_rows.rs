@@ -6,9 +6,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::model::Timestamp;
 use crate::output::{Column, ColumnKind, OutputInfo};
 use crate::store::NodeRecord;
-use crate::time::now_rfc3339;
 
 /// Validates an identifier before it is quoted into SQL.
 pub(crate) fn check_ident(name: &str) -> Result<()> {
@@ -115,7 +115,7 @@ pub(crate) fn added_columns(
         .collect())
 }
 
-pub(super) fn ensure_output_table(c: &Connection, info: &OutputInfo) -> Result<()> {
+pub(super) fn ensure_output_table(c: &Connection, info: &OutputInfo, now: Timestamp) -> Result<()> {
     check_output_names(info)?;
     let signature = info.signature();
     let stored: Option<(String, String)> = c
@@ -163,7 +163,7 @@ pub(super) fn ensure_output_table(c: &Connection, info: &OutputInfo) -> Result<(
             c.execute(
                 "INSERT INTO _smithers_output_tables (table_name, type_name, columns_json, signature, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![info.table, info.type_name, serde_json::to_string(&columns)?, signature, now_rfc3339()],
+                params![info.table, info.type_name, serde_json::to_string(&columns)?, signature, now.to_string()],
             )?;
             Ok(())
         }

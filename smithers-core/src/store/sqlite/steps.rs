@@ -9,9 +9,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
 use super::output_rows::{quote, read_outputs};
-use crate::agent::Usage;
 use crate::error::{Error, Result};
-use crate::plan::{GroupKind, GroupStatus};
+use crate::model::Usage;
+use crate::model::{GroupKind, GroupStatus};
 use crate::store::{
     FenceToken, ForkRun, GroupUpdate, NodeRecord, PhaseRecord, RewindReport, RewindTo, StepKey,
     StepRecord, StepVcs,

@@ -2,19 +2,20 @@
 
 use rusqlite::{params, Connection};
 
-use super::lease::check_fence;
+use super::fence::check_fence;
 use super::output_rows::insert_output;
 use crate::error::Result;
+use crate::model::Timestamp;
 use crate::store::{Write, WriteBatch};
-use crate::time::now_rfc3339;
 
-pub(super) fn apply(c: &Connection, batch: &WriteBatch) -> Result<()> {
+/// Applies `batch`, stamping its rows with `now`.
+pub(super) fn apply(c: &Connection, batch: &WriteBatch, now: Timestamp) -> Result<()> {
     let run_id = batch.run_id.as_str();
     // Fencing first: a stale writer's batch writes nothing (the caller's savepoint is undone).
     if let Some(fence) = &batch.fence {
         check_fence(c, run_id, fence)?;
     }
-    let now = now_rfc3339();
+    let now = now.to_string();
     for w in &batch.writes {
         match w {
             Write::RunStatus { status, error } => {
@@ -140,10 +141,10 @@ pub(super) fn apply(c: &Connection, batch: &WriteBatch) -> Result<()> {
                 tree,
             } => {
                 c.prepare_cached(
-                    "INSERT OR REPLACE INTO _smithers_frames (run_id, frame_no, tree_hash, tree, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT OR REPLACE INTO _smithers_frames (run_id, frame_no, tree_hash, tree, structure, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?
-                .execute(params![run_id, frame_no, hash, tree, now])?;
+                .execute(params![run_id, frame_no, hash, tree.to_text(), serde_json::to_string(tree)?, now])?;
             }
             Write::State { key, value } => {
                 c.prepare_cached(
@@ -208,7 +209,7 @@ pub(super) fn apply(c: &Connection, batch: &WriteBatch) -> Result<()> {
                 )?
                 .execute(params![
                     run_id,
-                    e.at,
+                    e.at.to_string(),
                     e.kind.name(),
                     e.node_id,
                     e.iteration,

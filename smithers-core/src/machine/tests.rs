@@ -1,8 +1,21 @@
-//! The decisions fed whole event sequences, with no store, processes or clock.
-use super::*;
-use crate::node::{Phase, Sequence, Task, Workflow};
+//! The decisions fed whole input sequences, with no store, processes or clock: every test
+//! drives the machine through `RunState::handle` and reads only the commands it returns.
+use std::collections::VecDeque;
+
+use std::time::Duration;
+
+use super::{AttemptOutput, AttemptResult, Command, Input, Prepared, RunState, StartAttempt};
+use crate::agent::AgentResponse;
+use crate::error::{Error, TaskError};
+use crate::events::EventKind;
+use crate::model::{ApprovalStatus, Timestamp, Usage};
+use crate::node::{Node, Phase, Sequence, Task, Workflow};
 use crate::output::{Column, ColumnKind, Output};
-use crate::store::AttemptEnd;
+use crate::retry::RetryPolicy;
+use crate::store::{FenceToken, Write, WriteBatch};
+
+/// The time every input happens at.
+const NOW: Timestamp = Timestamp::from_millis(1_795_586_883_123);
 
 #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 struct N {
@@ -18,19 +31,6 @@ impl Output for N {
     }];
 }
 
-fn task(id: &str, retries: u32) -> Arc<TaskSpec> {
-    match Task::<N>::new()
-        .id(id)
-        .retries(retries)
-        .value(N { n: 1 })
-        .build()
-        .kind
-    {
-        NodeKind::Task(t) => t,
-        _ => unreachable!(),
-    }
-}
-
 /// Event kinds of a batch, `kind:node` for node events.
 fn kinds(b: &WriteBatch) -> Vec<String> {
     b.events()
@@ -41,166 +41,31 @@ fn kinds(b: &WriteBatch) -> Vec<String> {
         .collect()
 }
 
-fn node_status(st: &RunState, id: &str) -> (NodeStatus, u32, u32) {
-    let n = st.node(id, 0).expect("node state");
-    (n.status, n.attempts, n.failures)
-}
-
-/// Feeds `outcomes` (Err(retryable?) or Ok) as successive attempt ends.
-fn feed(st: &mut RunState, t: &TaskSpec, outcomes: &[Result<(), bool>]) -> Vec<Vec<String>> {
-    let mut out = Vec::new();
-    for (i, o) in outcomes.iter().enumerate() {
-        let attempt = i as u32 + 1;
-        let mut b = WriteBatch::new("r");
-        match o {
-            Ok(()) => st.on_success(
-                &mut b,
-                t,
-                0,
-                None,
-                attempt,
-                serde_json::json!({"n": 1}),
-                AttemptEnd::default(),
-            ),
-            Err(retryable) => {
-                let e = if *retryable {
-                    TaskError::retryable("boom")
-                } else {
-                    TaskError::terminal("boom")
-                };
-                st.on_failure(&mut b, t, 0, None, attempt, e, AttemptEnd::default())
-            }
-        }
-        out.push(kinds(&b));
-    }
-    out
-}
-
-#[test]
-fn retryable_failures_retry_until_the_budget_then_fail() {
-    let mut st = RunState::new("r", "me".into());
-    let t = task("a", 2);
-    let events = feed(&mut st, &t, &[Err(true), Err(true), Err(true)]);
-    assert_eq!(
-        events,
-        [["node_retrying:a"], ["node_retrying:a"], ["node_failed:a"]]
-    );
-    assert_eq!(node_status(&st, "a"), (NodeStatus::Failed, 3, 3));
-}
-
-#[test]
-fn a_terminal_error_fails_at_once_and_success_records_the_output() {
-    let mut st = RunState::new("r", "me".into());
-    assert_eq!(
-        feed(&mut st, &task("a", 5), &[Err(false)]),
-        [["node_failed:a"]]
-    );
-    assert_eq!(node_status(&st, "a").0, NodeStatus::Failed);
-    let mut st = RunState::new("r", "me".into());
-    assert_eq!(
-        feed(&mut st, &task("b", 1), &[Err(true), Ok(())]),
-        [vec!["node_retrying:b"], vec!["node_finished:b"]]
-    );
-    assert_eq!(node_status(&st, "b"), (NodeStatus::Finished, 2, 1));
-    assert_eq!(st.snap.outputs["b"][&0], serde_json::json!({"n": 1}));
-    assert_eq!(st.finished, 1);
-}
-
-#[test]
-fn a_cancelled_attempt_keeps_the_retry_budget() {
-    let mut st = RunState::new("r", "me".into());
-    let t = task("a", 1);
-    st.set_node(
-        "a",
-        0,
-        NodeState {
-            status: NodeStatus::Running,
-            attempts: 1,
-            failures: 0,
-            last_error: None,
-        },
-    );
-    let mut b = WriteBatch::new("r");
-    st.on_cancelled(
-        &mut b,
-        &("a".into(), 0),
-        None,
-        "the run was cancelled",
-        None,
-    );
-    assert_eq!(node_status(&st, "a"), (NodeStatus::Pending, 1, 0));
-    let mut b = WriteBatch::new("r");
-    st.on_failure(
-        &mut b,
-        &t,
-        0,
-        None,
-        2,
-        TaskError::retryable("flaky"),
-        AttemptEnd::default(),
-    );
-    assert_eq!(
-        kinds(&b),
-        ["node_retrying:a"],
-        "one failure of a budget of one retry"
-    );
-}
-
-#[test]
-fn a_render_records_skips_and_phase_transitions_and_runs_hooks_once() {
-    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let s = started.clone();
-    let tree = |done: bool| {
-        let s = s.clone();
-        let mut phase = Phase::new().name("p").on_start(move |h| {
-            s.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            h.set_state("phase", "p");
-        });
-        phase = phase.child(Task::<N>::new().id("a").value(N { n: 1 }).build());
-        Workflow::new()
-            .child(phase.build())
-            .child(
-                Sequence::new()
-                    .child(
-                        Task::<N>::new()
-                            .id("skipped")
-                            .skip_if(!done)
-                            .value(N { n: 2 })
-                            .build(),
-                    )
-                    .build(),
-            )
-            .build()
-    };
-    let mut st = RunState::new("r", "me".into());
-    let t = tree(false);
-    let p = plan::plan(
-        &t,
-        &PlanInput {
-            nodes: &st.nodes,
-            loops: &st.snap.loops,
-            running: &HashSet::new(),
-            approvals: &st.approvals,
-            node_loop: &st.snap.node_loop,
-        },
-    );
-    let (b, decided) = st.on_render(&t, true, &p, Vec::new());
-    assert!(!decided, "nothing skipped yet: the phase is still running");
-    assert_eq!(kinds(&b), ["frame_rendered", "step_changed"]);
-    assert!(b
-        .writes
-        .iter()
-        .any(|w| matches!(w, Write::State { key, .. } if key == "phase")));
-    // The same render again: no new frame, no transition, no second hook call.
-    let (b, _) = st.on_render(&t, true, &p, Vec::new());
-    assert!(b.is_empty(), "{:?}", kinds(&b));
-    assert_eq!(started.load(std::sync::atomic::Ordering::SeqCst), 1);
-}
-
 // ---- Whole sequences through `handle`: inputs in, commands out, no store. ----
 
 use crate::node::{Branch, Parallel};
 use crate::store::ApprovalRecord;
+
+/// The node records the commands wrote, as `id=status/attempts`.
+fn node_writes(cmds: &VecDeque<Command>) -> Vec<String> {
+    cmds.iter()
+        .flat_map(|c| match c {
+            Command::Commit(b) | Command::Finish { batch: b, .. } => {
+                b.writes.iter().collect::<Vec<_>>()
+            }
+            _ => Vec::new(),
+        })
+        .filter_map(|w| match w {
+            Write::Node(n) => Some(format!(
+                "{}={}/{}",
+                n.node_id,
+                n.status.as_str(),
+                n.attempts
+            )),
+            _ => None,
+        })
+        .collect()
+}
 
 fn compute(id: &str) -> Node {
     Task::<N>::new()
@@ -253,7 +118,15 @@ fn describe(cmds: &VecDeque<Command>) -> Vec<String> {
             }
             Command::Wait => "wait".into(),
             Command::WaitForApprovals => "wait_for_approvals".into(),
-            Command::Finish { status, error } => match error {
+            Command::RunHooks(calls) => format!(
+                "run_hooks[{}]",
+                calls
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            Command::Finish { status, error, .. } => match error {
                 Some(e) => format!("finish:{status}: {e}"),
                 None => format!("finish:{status}"),
             },
@@ -263,54 +136,254 @@ fn describe(cmds: &VecDeque<Command>) -> Vec<String> {
 }
 
 fn render(st: &mut RunState, tree: Node) -> Vec<String> {
-    describe(&st.handle(Input::Rendered {
-        tree: Ok(tree),
-        state_writes: Vec::new(),
-        reads: Box::default(),
-    }))
+    describe(&st.handle(
+        Input::Rendered {
+            tree: Ok(tree),
+            state_writes: Vec::new(),
+            reads: Box::default(),
+        },
+        NOW,
+    ))
 }
 
 /// Every lookup answered: tables ready, nothing cached.
 fn prepared(st: &mut RunState, n: usize) -> Vec<String> {
     let ready = (0..n).map(|_| Prepared::Ready { cached: None }).collect();
-    describe(&st.handle(Input::Prepared(ready)))
+    describe(&st.handle(Input::Prepared(ready), NOW))
+}
+
+/// The end of attempt `attempt` of `id` (iteration 0), fed as `Input::AttemptEnded`.
+fn end(
+    st: &mut RunState,
+    id: &str,
+    attempt: u32,
+    outcome: std::result::Result<(), TaskError>,
+    cancelling: bool,
+) -> VecDeque<Command> {
+    let result = AttemptResult {
+        key: (id.to_owned(), 0),
+        attempt,
+        duration_ms: 5,
+        outcome: outcome
+            .map(|()| AttemptOutput::Value(serde_json::json!({"n": 1})))
+            .map_err(|e| (e, None)),
+    };
+    st.handle(
+        Input::AttemptEnded {
+            result: Box::new(result),
+            cancelling,
+        },
+        NOW,
+    )
 }
 
 fn ended(
     st: &mut RunState,
     id: &str,
+    attempt: u32,
     outcome: std::result::Result<(), TaskError>,
     cancelling: bool,
 ) -> Vec<String> {
-    let result = AttemptResult {
-        key: (id.to_owned(), 0),
-        attempt: st.attempts(id, 0),
-        duration_ms: 5,
-        outcome: outcome
-            .map(|()| AgentResponseOrValue::Value(serde_json::json!({"n": 1})))
-            .map_err(|e| (e, None)),
+    describe(&end(st, id, attempt, outcome, cancelling))
+}
+
+fn compute_with_retries(id: &str, retries: u32) -> Node {
+    Task::<N>::new()
+        .id(id)
+        .retries(retries)
+        .run(|_| async { Ok::<_, TaskError>(N { n: 1 }) })
+        .build()
+}
+
+/// Renders `tree`, answers the lookups and returns the command lines of the start (the attempt
+/// number is in `start:id#n`).
+fn start_one(st: &mut RunState, tree: Node) -> Vec<String> {
+    let mut out = render(st, tree);
+    out.extend(prepared(st, 1));
+    out
+}
+
+#[test]
+fn retryable_failures_retry_until_the_budget_then_fail() {
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
+    let tree = || Workflow::new().child(compute_with_retries("a", 2)).build();
+    let mut events = Vec::new();
+    let mut nodes = Vec::new();
+    for attempt in 1..=3 {
+        let started = start_one(&mut st, tree());
+        assert!(
+            started.contains(&format!("start:a#{attempt}")),
+            "{started:?}"
+        );
+        let cmds = end(
+            &mut st,
+            "a",
+            attempt,
+            Err(TaskError::retryable("boom")),
+            false,
+        );
+        events.push(describe(&cmds));
+        nodes.extend(node_writes(&cmds));
+    }
+    assert_eq!(
+        events,
+        [
+            ["commit[node_retrying:a,attempt_failed:a]"],
+            ["commit[node_retrying:a,attempt_failed:a]"],
+            ["commit[node_failed:a,attempt_failed:a]"]
+        ]
+    );
+    assert_eq!(nodes, ["a=pending/1", "a=pending/2", "a=failed/3"]);
+    let end = render(&mut st, tree());
+    assert!(end[0].starts_with("finish:failed: "), "{end:?}");
+}
+
+#[test]
+fn a_terminal_error_fails_at_once_and_success_records_the_output() {
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
+    start_one(
+        &mut st,
+        Workflow::new().child(compute_with_retries("a", 5)).build(),
+    );
+    let cmds = end(&mut st, "a", 1, Err(TaskError::terminal("boom")), false);
+    assert_eq!(describe(&cmds), ["commit[node_failed:a,attempt_failed:a]"]);
+    assert_eq!(node_writes(&cmds), ["a=failed/1"]);
+
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
+    let tree = || Workflow::new().child(compute_with_retries("b", 1)).build();
+    start_one(&mut st, tree());
+    assert_eq!(
+        ended(&mut st, "b", 1, Err(TaskError::retryable("boom")), false),
+        ["commit[node_retrying:b,attempt_failed:b]"]
+    );
+    assert!(start_one(&mut st, tree()).contains(&"start:b#2".to_owned()));
+    let cmds = end(&mut st, "b", 2, Ok(()), false);
+    assert_eq!(
+        describe(&cmds),
+        ["commit[node_finished:b,attempt_finished:b]"]
+    );
+    assert_eq!(node_writes(&cmds), ["b=finished/2"]);
+    let Command::Commit(b) = &cmds[0] else {
+        panic!("a commit")
     };
-    describe(&st.handle(Input::AttemptEnded {
-        result: Box::new(result),
-        cancelling,
-    }))
+    assert!(b.writes.iter().any(|w| matches!(
+        w,
+        Write::Output { node_id, value, .. } if node_id == "b" && *value == serde_json::json!({"n": 1})
+    )));
+    assert!(b.writes.iter().any(|w| matches!(
+        w,
+        Write::State { key, value } if key == "supervisor.summary" && value == "1 node(s) finished; last: `b`"
+    )));
+}
+
+#[test]
+fn a_cancelled_attempt_keeps_the_retry_budget() {
+    // One retry: a failure, a cancellation (the run was cancelled), a resume-like restart and a
+    // second failure that is still within the budget of one failed attempt... then a third.
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
+    let tree = || Workflow::new().child(compute_with_retries("a", 1)).build();
+    start_one(&mut st, tree());
+    assert_eq!(
+        describe(&st.handle(Input::CancelRequested, NOW)),
+        ["stop_all"]
+    );
+    let cmds = st.handle(Input::AllStopped(Vec::new()), NOW);
+    assert_eq!(
+        describe(&cmds),
+        ["commit[attempt_cancelled:a]", "finish:cancelled"]
+    );
+    assert_eq!(node_writes(&cmds), ["a=pending/1"]);
+    assert!(start_one(&mut st, tree()).contains(&"start:a#2".to_owned()));
+    assert_eq!(
+        ended(&mut st, "a", 2, Err(TaskError::retryable("flaky")), false),
+        ["commit[node_retrying:a,attempt_failed:a]"],
+        "one failure of a budget of one retry"
+    );
+}
+
+#[test]
+fn a_render_records_skips_and_phase_transitions_and_hooks_run_once_on_the_executor() {
+    let tree = |done: bool| {
+        let phase = Phase::new()
+            .name("p")
+            .on_start(|h| h.set_state("phase", "p"))
+            .child(Task::<N>::new().id("a").value(N { n: 1 }).build());
+        Workflow::new()
+            .child(phase.build())
+            .child(
+                Sequence::new()
+                    .child(
+                        Task::<N>::new()
+                            .id("skipped")
+                            .skip_if(!done)
+                            .value(N { n: 2 })
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+    };
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
+    assert_eq!(render(&mut st, tree(false)), ["run_hooks[p]"]);
+    // What the hooks wrote commits with the render's decisions: the frame and the transition.
+    let cmds = st.handle(Input::HooksRan(vec![("phase".into(), "p".into())]), NOW);
+    assert_eq!(describe(&cmds), ["commit[frame_rendered,step_changed]"]);
+    let Command::Commit(b) = &cmds[0] else {
+        panic!("a commit")
+    };
+    assert!(b
+        .writes
+        .iter()
+        .any(|w| matches!(w, Write::State { key, .. } if key == "phase")));
+    // The same render again: no new frame, no transition, no second hook call.
+    assert_eq!(render(&mut st, tree(false)), ["prepare[a]"]);
+}
+
+#[test]
+fn start_resume_and_heartbeat_are_stamped_with_the_time_they_happened() {
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
+    let cmds = st.handle(
+        Input::Started {
+            workflow: "w".into(),
+        },
+        NOW,
+    );
+    assert_eq!(describe(&cmds), ["commit[run_started]"]);
+    let Command::Commit(b) = &cmds[0] else {
+        panic!("a commit")
+    };
+    assert_eq!(b.events().map(|e| e.at).collect::<Vec<_>>(), [NOW]);
+    assert_eq!(
+        describe(&st.handle(Input::Resumed { abandoned: 2 }, NOW)),
+        ["commit[run_resumed]"]
+    );
+    let later = Timestamp::from_millis(NOW.as_millis() + 30_000);
+    let cmds = st.handle(Input::Heartbeat, later);
+    let Command::Commit(b) = &cmds[0] else {
+        panic!("a commit")
+    };
+    assert!(b.writes.iter().any(|w| matches!(
+        w,
+        Write::State { key, value } if key == "supervisor.heartbeat" && value == "2026-11-25T06:08:33.123Z"
+    )));
 }
 
 #[test]
 fn an_attempt_starts_ends_and_the_run_finishes() {
-    let mut st = RunState::new("r", "me".into());
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
     let tree = || Workflow::new().child(compute("a")).build();
     assert_eq!(
         render(&mut st, tree()),
         ["commit[frame_rendered]", "prepare[a]"]
     );
+    let cmds = st.handle(Input::Prepared(vec![Prepared::Ready { cached: None }]), NOW);
     assert_eq!(
-        prepared(&mut st, 1),
+        describe(&cmds),
         ["commit[node_started:a]", "start:a#1", "wait"]
     );
-    assert_eq!(node_status(&st, "a"), (NodeStatus::Running, 1, 0));
+    assert_eq!(node_writes(&cmds), ["a=running/1"]);
     assert_eq!(
-        ended(&mut st, "a", Ok(()), false),
+        ended(&mut st, "a", 1, Ok(()), false),
         ["commit[node_finished:a,attempt_finished:a]"]
     );
     assert_eq!(render(&mut st, tree()), ["finish:finished"]);
@@ -318,7 +391,7 @@ fn an_attempt_starts_ends_and_the_run_finishes() {
 
 #[test]
 fn statics_complete_in_one_shared_batch_before_anything_starts() {
-    let mut st = RunState::new("r", "me".into());
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
     let tree = || {
         Workflow::new()
             .child(
@@ -348,7 +421,7 @@ fn statics_complete_in_one_shared_batch_before_anything_starts() {
 
 #[test]
 fn a_failure_waits_for_the_running_attempts_then_fails_the_run() {
-    let mut st = RunState::new("r", "me".into());
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
     let tree = || {
         Workflow::new()
             .child(
@@ -371,11 +444,11 @@ fn a_failure_waits_for_the_running_attempts_then_fails_the_run() {
         ]
     );
     assert_eq!(
-        ended(&mut st, "a", Err(TaskError::terminal("boom")), false),
+        ended(&mut st, "a", 1, Err(TaskError::terminal("boom")), false),
         ["commit[node_failed:a,attempt_failed:a]"]
     );
     assert_eq!(render(&mut st, tree()), ["wait"], "`b` is still running");
-    ended(&mut st, "b", Ok(()), false);
+    ended(&mut st, "b", 1, Ok(()), false);
     let end = render(&mut st, tree());
     assert_eq!(end.len(), 1);
     assert!(end[0].starts_with("finish:failed: "), "{end:?}");
@@ -383,7 +456,7 @@ fn a_failure_waits_for_the_running_attempts_then_fails_the_run() {
 
 #[test]
 fn cancellation_wins_over_the_attempts_it_ended() {
-    let mut st = RunState::new("r", "me".into());
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
     render(&mut st, Workflow::new().child(compute("a")).build());
     prepared(&mut st, 1);
     let stopped = AttemptResult {
@@ -401,15 +474,21 @@ fn cancellation_wins_over_the_attempts_it_ended() {
         )),
     };
     assert!(
-        describe(&st.handle(Input::AttemptEnded {
-            result: Box::new(stopped),
-            cancelling: true
-        }))
+        describe(&st.handle(
+            Input::AttemptEnded {
+                result: Box::new(stopped),
+                cancelling: true
+            },
+            NOW
+        ))
         .is_empty(),
         "not recorded as a failure"
     );
-    assert_eq!(describe(&st.handle(Input::CancelRequested)), ["stop_all"]);
-    let cmds = st.handle(Input::AllStopped(Vec::new()));
+    assert_eq!(
+        describe(&st.handle(Input::CancelRequested, NOW)),
+        ["stop_all"]
+    );
+    let cmds = st.handle(Input::AllStopped(Vec::new()), NOW);
     assert_eq!(
         describe(&cmds),
         ["commit[attempt_cancelled:a]", "finish:cancelled"]
@@ -437,13 +516,17 @@ fn cancellation_wins_over_the_attempts_it_ended() {
         .writes
         .iter()
         .any(|w| matches!(w, Write::Transcript { text, .. } if text.contains("system"))));
-    assert_eq!(node_status(&st, "a"), (NodeStatus::Pending, 1, 0));
-    assert!(st.running.is_empty());
+    assert_eq!(node_writes(&cmds), ["a=pending/1"]);
+    // Nothing is running any more: a later render starts `a` again.
+    assert_eq!(
+        render(&mut st, Workflow::new().child(compute("a")).build()),
+        ["prepare[a]"]
+    );
 }
 
 #[test]
 fn a_task_the_tree_unmounts_is_stopped_and_its_attempt_recorded_cancelled() {
-    let mut st = RunState::new("r", "me".into());
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
     let tree = |first: bool| {
         Workflow::new()
             .child(
@@ -465,13 +548,16 @@ fn a_task_the_tree_unmounts_is_stopped_and_its_attempt_recorded_cancelled() {
         prepared(&mut st, 1),
         ["commit[node_started:b]", "start:b#1", "wait"]
     );
+    let cmds = end(&mut st, "a", 1, Ok(()), false);
     assert_eq!(
-        ended(&mut st, "a", Ok(()), false),
+        describe(&cmds),
         ["commit[attempt_cancelled:a]"],
         "its output is not kept"
     );
-    assert_eq!(node_status(&st, "a").0, NodeStatus::Pending);
-    assert!(!st.snap.outputs.contains_key("a"));
+    assert_eq!(node_writes(&cmds), ["a=pending/1"]);
+    // Mounted again, `a` has no output: it starts anew.
+    let started = render(&mut st, tree(true));
+    assert!(started.contains(&"prepare[a]".to_owned()), "{started:?}");
 }
 
 #[test]
@@ -487,7 +573,7 @@ fn approvals_park_the_run_or_wait_for_a_decision() {
             )
             .build()
     };
-    let mut st = RunState::new("r", "me".into());
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
     assert_eq!(
         render(&mut st, tree()),
         [
@@ -496,7 +582,7 @@ fn approvals_park_the_run_or_wait_for_a_decision() {
         ]
     );
 
-    let mut st = RunState::new("r", "me".into());
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
     st.wait_for_approval = true;
     assert_eq!(
         render(&mut st, tree()),
@@ -513,7 +599,7 @@ fn approvals_park_the_run_or_wait_for_a_decision() {
         decided_at: None,
         note: None,
     };
-    assert!(describe(&st.handle(Input::ApprovalsPolled(vec![approved]))).is_empty());
+    assert!(describe(&st.handle(Input::ApprovalsPolled(vec![approved]), NOW)).is_empty());
     assert_eq!(render(&mut st, tree()), ["prepare[a]"]);
     assert_eq!(
         prepared(&mut st, 1),
@@ -524,19 +610,19 @@ fn approvals_park_the_run_or_wait_for_a_decision() {
 
 #[test]
 fn a_table_error_fails_the_run_and_a_lost_lease_stops_everything() {
-    let mut st = RunState::new("r", "me".into());
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
     let tree = || Workflow::new().child(compute("a")).build();
     render(&mut st, tree());
     let p = vec![Prepared::TableError(Error::InvalidIdentifier("n-1".into()))];
-    let end = describe(&st.handle(Input::Prepared(p)));
+    let end = describe(&st.handle(Input::Prepared(p), NOW));
     assert_eq!(end.len(), 1);
     assert!(end[0].starts_with("finish:failed: "), "{end:?}");
 
-    let mut st = RunState::new("r", "me".into());
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
     render(&mut st, tree());
     prepared(&mut st, 1);
     assert_eq!(
-        describe(&st.handle(Input::LeaseLost(Error::Other("lease".into())))),
+        describe(&st.handle(Input::LeaseLost(Error::Other("lease".into())), NOW)),
         ["stop_all"]
     );
     let aborted = AttemptResult {
@@ -545,12 +631,13 @@ fn a_table_error_fails_the_run_and_a_lost_lease_stops_everything() {
         duration_ms: 6000,
         outcome: Err((TaskError::terminal("did not stop"), None)),
     };
+    let cmds = st.handle(Input::AllStopped(vec![aborted]), NOW);
     assert_eq!(
-        describe(&st.handle(Input::AllStopped(vec![aborted]))),
+        describe(&cmds),
         ["abort: lease"],
         "a driver that lost its lease stops its attempts and records nothing"
     );
-    assert!(st.running.is_empty());
+    assert!(node_writes(&cmds).is_empty());
 }
 
 /// An agent that is never called: the machine only needs its name.
@@ -569,7 +656,7 @@ impl crate::agent::Agent for Silent {
     }
 }
 
-fn agent_task(id: &str, retries: u32, policy: Option<crate::retry::RetryPolicy>) -> Node {
+fn agent_task(id: &str, retries: u32, policy: Option<RetryPolicy>) -> Node {
     let mut t = Task::<N>::new()
         .id(id)
         .agent(Silent)
@@ -581,36 +668,45 @@ fn agent_task(id: &str, retries: u32, policy: Option<crate::retry::RetryPolicy>)
     t.build()
 }
 
+/// The end of attempt `attempt` of an agent task: its reply, or an error.
 fn agent_ended(
     st: &mut RunState,
     id: &str,
+    attempt: u32,
     outcome: std::result::Result<&str, TaskError>,
 ) -> Vec<String> {
     let result = AttemptResult {
         key: (id.to_owned(), 0),
-        attempt: st.attempts(id, 0),
+        attempt,
         duration_ms: 5,
         outcome: match outcome {
-            Ok(text) => Ok(AgentResponseOrValue::Agent(AgentResponse {
+            Ok(text) => Ok(AttemptOutput::Agent(AgentResponse {
                 text: text.to_owned(),
                 ..AgentResponse::default()
             })),
             Err(e) => Err((e, None)),
         },
     };
-    describe(&st.handle(Input::AttemptEnded {
-        result: Box::new(result),
-        cancelling: false,
-    }))
+    describe(&st.handle(
+        Input::AttemptEnded {
+            result: Box::new(result),
+            cancelling: false,
+        },
+        NOW,
+    ))
 }
 
+/// Renders, answers the lookups and returns the attempt that starts.
 fn started(st: &mut RunState, tree: &dyn Fn() -> Node) -> StartAttempt {
-    st.handle(Input::Rendered {
-        tree: Ok(tree()),
-        state_writes: Vec::new(),
-        reads: Box::default(),
-    });
-    let cmds = st.handle(Input::Prepared(vec![Prepared::Ready { cached: None }]));
+    st.handle(
+        Input::Rendered {
+            tree: Ok(tree()),
+            state_writes: Vec::new(),
+            reads: Box::default(),
+        },
+        NOW,
+    );
+    let cmds = st.handle(Input::Prepared(vec![Prepared::Ready { cached: None }]), NOW);
     let start = cmds.into_iter().find_map(|c| match c {
         Command::Start(s) => Some(s),
         _ => None,
@@ -620,24 +716,29 @@ fn started(st: &mut RunState, tree: &dyn Fn() -> Node) -> StartAttempt {
 
 #[test]
 fn only_an_invalid_reply_is_quoted_back_in_the_next_prompt() {
-    let mut st = RunState::new("r", "me".into());
-    let policy = crate::retry::RetryPolicy::immediate();
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
+    let policy = RetryPolicy::immediate();
     let tree = || {
         Workflow::new()
             .child(agent_task("a", 3, Some(policy.clone())))
             .build()
     };
-    assert_eq!(started(&mut st, &tree).rejected, None);
-    agent_ended(&mut st, "a", Err(TaskError::retryable("HTTP 500: boom")));
+    let s = started(&mut st, &tree);
+    assert_eq!(s.rejected, None);
+    agent_ended(
+        &mut st,
+        "a",
+        s.attempt,
+        Err(TaskError::retryable("HTTP 500: boom")),
+    );
+    let s = started(&mut st, &tree);
     assert_eq!(
-        started(&mut st, &tree).rejected,
-        None,
+        s.rejected, None,
         "a transport error retries the original prompt"
     );
-    agent_ended(&mut st, "a", Ok("I think it is fine."));
-    let rejected = started(&mut st, &tree)
-        .rejected
-        .expect("the reply is quoted");
+    agent_ended(&mut st, "a", s.attempt, Ok("I think it is fine."));
+    let s = started(&mut st, &tree);
+    let rejected = s.rejected.clone().expect("the reply is quoted");
     assert_eq!(rejected.reply, "I think it is fine.");
     assert!(
         rejected
@@ -649,6 +750,7 @@ fn only_an_invalid_reply_is_quoted_back_in_the_next_prompt() {
     agent_ended(
         &mut st,
         "a",
+        s.attempt,
         Err(TaskError::retryable("timed out after 1s")),
     );
     assert_eq!(
@@ -660,8 +762,8 @@ fn only_an_invalid_reply_is_quoted_back_in_the_next_prompt() {
 
 #[test]
 fn a_backoff_is_a_timer_the_executor_waits_on() {
-    let mut st = RunState::new("r", "me".into());
-    let policy = crate::retry::RetryPolicy::exponential(Duration::from_millis(200)).jitter(0.0);
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
+    let policy = RetryPolicy::exponential(Duration::from_millis(200)).jitter(0.0);
     let tree = || {
         Workflow::new()
             .child(agent_task("a", 3, Some(policy.clone())))
@@ -669,7 +771,7 @@ fn a_backoff_is_a_timer_the_executor_waits_on() {
     };
     started(&mut st, &tree);
     assert_eq!(
-        agent_ended(&mut st, "a", Err(TaskError::retryable("HTTP 500"))),
+        agent_ended(&mut st, "a", 1, Err(TaskError::retryable("HTTP 500"))),
         [
             "commit[node_retrying:a,attempt_failed:a]",
             "retry_after:a:200ms"
@@ -677,7 +779,7 @@ fn a_backoff_is_a_timer_the_executor_waits_on() {
     );
     // Until the timer fires nothing starts, and the run is not stuck: it waits.
     assert_eq!(render(&mut st, tree()), ["wait"]);
-    assert!(describe(&st.handle(Input::RetriesDue(vec![("a".into(), 0)]))).is_empty());
+    assert!(describe(&st.handle(Input::RetriesDue(vec![("a".into(), 0)]), NOW)).is_empty());
     assert_eq!(render(&mut st, tree()), ["prepare[a]"]);
     assert_eq!(
         prepared(&mut st, 1),
@@ -686,22 +788,22 @@ fn a_backoff_is_a_timer_the_executor_waits_on() {
     // The second wait doubles; a rate limit's own wait is honoured when longer.
     let limited = TaskError::retryable("HTTP 429").with_retry_after(Duration::from_secs(3));
     assert_eq!(
-        agent_ended(&mut st, "a", Err(limited))[1],
+        agent_ended(&mut st, "a", 2, Err(limited))[1],
         "retry_after:a:3000ms"
     );
     // A terminal error is never retried, whatever the policy.
-    st.handle(Input::RetriesDue(vec![("a".into(), 0)]));
-    started(&mut st, &tree);
+    st.handle(Input::RetriesDue(vec![("a".into(), 0)]), NOW);
+    let s = started(&mut st, &tree);
     assert_eq!(
-        agent_ended(&mut st, "a", Err(TaskError::terminal("bad key"))),
+        agent_ended(&mut st, "a", s.attempt, Err(TaskError::terminal("bad key"))),
         ["commit[node_failed:a,attempt_failed:a]"]
     );
 }
 
 #[test]
 fn the_retry_event_says_when_the_next_attempt_comes() {
-    let mut st = RunState::new("r", "me".into());
-    let policy = crate::retry::RetryPolicy::exponential(Duration::from_millis(1500)).jitter(0.0);
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
+    let policy = RetryPolicy::exponential(Duration::from_millis(1500)).jitter(0.0);
     let tree = || {
         Workflow::new()
             .retry_policy(policy.clone())
@@ -709,15 +811,18 @@ fn the_retry_event_says_when_the_next_attempt_comes() {
             .build()
     };
     started(&mut st, &tree);
-    let cmds = st.handle(Input::AttemptEnded {
-        result: Box::new(AttemptResult {
-            key: ("a".into(), 0),
-            attempt: 1,
-            duration_ms: 1,
-            outcome: Err((TaskError::retryable("HTTP 503"), None)),
-        }),
-        cancelling: false,
-    });
+    let cmds = st.handle(
+        Input::AttemptEnded {
+            result: Box::new(AttemptResult {
+                key: ("a".into(), 0),
+                attempt: 1,
+                duration_ms: 1,
+                outcome: Err((TaskError::retryable("HTTP 503"), None)),
+            }),
+            cancelling: false,
+        },
+        NOW,
+    );
     let Some(Command::Commit(b)) = cmds.front() else {
         unreachable!()
     };
@@ -734,7 +839,7 @@ fn the_retry_event_says_when_the_next_attempt_comes() {
 
 #[test]
 fn a_budget_stops_an_attempt_as_usage_streams_in_and_blocks_the_next() {
-    let mut st = RunState::new("r", "me".into());
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
     let tree = || {
         Workflow::new()
             .child(
@@ -756,24 +861,30 @@ fn a_budget_stops_an_attempt_as_usage_streams_in_and_blocks_the_next() {
         ..Usage::default()
     };
     let report = |st: &mut RunState, input: u64| {
-        describe(&st.handle(Input::UsageReported {
-            key: ("a".into(), 0),
-            usage: usage(input),
-            model: None,
-        }))
+        describe(&st.handle(
+            Input::UsageReported {
+                key: ("a".into(), 0),
+                usage: usage(input),
+                model: None,
+            },
+            NOW,
+        ))
     };
     assert!(report(&mut st, 500).is_empty(), "600 of 1000 tokens");
     assert_eq!(report(&mut st, 950), ["stop:a"], "1050 of 1000 tokens");
     // The stopped attempt fails for good with the budget's reason and what it streamed.
-    let cmds = st.handle(Input::AttemptEnded {
-        result: Box::new(AttemptResult {
-            key: ("a".into(), 0),
-            attempt: 1,
-            duration_ms: 9,
-            outcome: Err((TaskError::terminal("`claude` was cancelled"), None)),
-        }),
-        cancelling: false,
-    });
+    let cmds = st.handle(
+        Input::AttemptEnded {
+            result: Box::new(AttemptResult {
+                key: ("a".into(), 0),
+                attempt: 1,
+                duration_ms: 9,
+                outcome: Err((TaskError::terminal("`claude` was cancelled"), None)),
+            }),
+            cancelling: false,
+        },
+        NOW,
+    );
     assert_eq!(describe(&cmds), ["commit[node_failed:a,attempt_failed:a]"]);
     let Some(Command::Commit(b)) = cmds.front() else {
         unreachable!()
@@ -791,17 +902,21 @@ fn a_budget_stops_an_attempt_as_usage_streams_in_and_blocks_the_next() {
              raise it with `smithers budget r --task a --add-tokens 1000`, then `resume`"
         )
     );
-    assert_eq!(node_status(&st, "a").0, NodeStatus::Failed);
+    assert_eq!(node_writes(&cmds), ["a=failed/1"]);
 }
 
 #[test]
 fn a_spent_run_budget_parks_the_run_before_the_next_attempt() {
-    let mut st = RunState::new("r", "me".into());
-    st.run_spent.add(&Usage {
-        input_tokens: Some(10),
-        cost_usd: Some(2.5),
-        ..Usage::default()
-    });
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
+    // What recorded attempts spent, as `Engine::resume` hands it over.
+    st.spend(
+        "earlier",
+        &Usage {
+            input_tokens: Some(10),
+            cost_usd: Some(2.5),
+            ..Usage::default()
+        },
+    );
     let tree = || {
         Workflow::new()
             .max_cost_usd(2.0)
@@ -818,5 +933,4 @@ fn a_spent_run_budget_parks_the_run_before_the_next_attempt() {
         ["finish:waiting-budget: run budget exceeded: max_cost_usd $2.0000, spent $2.5000 over 1 \
           attempt(s); raise it with `smithers budget r --add 5`, then `resume`"]
     );
-    assert_eq!(st.attempts("a", 0), 0, "no attempt was started");
 }

@@ -1,11 +1,24 @@
 //! How an attempt ends: success (output, node, attempt, events), failure (retry within the
 //! budget of failed attempts, or fail), cancellation (node pending again, budget kept).
 
-use super::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::error::TaskError;
+use crate::events::{Event, EventKind};
+use crate::model::{NodeKey, NodeState, NodeStatus, RunStatus, Usage};
+use crate::node::{TaskExec, TaskSpec};
+use crate::price::CostSource;
+use crate::retry::RetryPolicy;
+use crate::store::{AttemptEnd, NodeRecord, Write, WriteBatch};
+
+use super::{AttemptOutput, AttemptResult, Command, RunState};
 
 impl RunState {
     #[allow(clippy::too_many_arguments)]
-    pub(in crate::engine) fn on_success(
+    pub(super) fn on_success(
         &mut self,
         b: &mut WriteBatch,
         t: &TaskSpec,
@@ -44,6 +57,7 @@ impl RunState {
             &self.run_id,
             &t.id,
             it,
+            self.now,
             EventKind::NodeFinished { attempt, usage },
         )));
         self.finished += 1;
@@ -74,7 +88,7 @@ impl RunState {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(in crate::engine) fn on_failure(
+    pub(super) fn on_failure(
         &mut self,
         b: &mut WriteBatch,
         t: &TaskSpec,
@@ -150,7 +164,13 @@ impl RunState {
                 error: e.message.clone(),
             }
         };
-        b.push(Write::Event(Event::node(&self.run_id, &t.id, it, kind)));
+        b.push(Write::Event(Event::node(
+            &self.run_id,
+            &t.id,
+            it,
+            self.now,
+            kind,
+        )));
         if !retry {
             b.push(Write::State {
                 key: "supervisor.last_error".into(),
@@ -171,9 +191,9 @@ impl RunState {
 
     /// Marks where the attempt's cost comes from: reported by the agent, else estimated from its
     /// tokens and model with the price catalog, else none (a model with no price).
-    pub(in crate::engine) fn price(&self, end: &mut AttemptEnd) {
+    pub(super) fn price(&self, end: &mut AttemptEnd) {
         if end.usage.cost_usd.is_some() {
-            end.cost_source = Some(crate::price::CostSource::Reported);
+            end.cost_source = Some(CostSource::Reported);
             return;
         }
         let estimate = end
@@ -182,12 +202,12 @@ impl RunState {
             .and_then(|m| self.prices.estimate(m, &end.usage));
         if let Some(cost) = estimate {
             end.usage.cost_usd = Some(cost);
-            end.cost_source = Some(crate::price::CostSource::Estimated);
+            end.cost_source = Some(CostSource::Estimated);
         }
     }
 
     /// Counts a recorded attempt's usage toward its task's and the run's budgets.
-    pub(in crate::engine) fn spend(&mut self, node_id: &str, usage: &Usage) {
+    pub(crate) fn spend(&mut self, node_id: &str, usage: &Usage) {
         self.run_spent.add(usage);
         self.task_spent
             .entry(node_id.to_owned())
@@ -197,13 +217,13 @@ impl RunState {
 
     /// The retry policy of `t`: its own, else the workflow's, else the engine's for agent tasks;
     /// compute tasks retry at once by default.
-    pub(in crate::engine) fn retry_policy(&self, t: &TaskSpec) -> crate::retry::RetryPolicy {
+    pub(super) fn retry_policy(&self, t: &TaskSpec) -> RetryPolicy {
         t.retry_policy
             .clone()
             .or_else(|| self.workflow_retry_policy.clone())
             .unwrap_or_else(|| match t.exec {
                 TaskExec::Agent(_) => self.agent_retry_policy.clone(),
-                _ => crate::retry::RetryPolicy::immediate(),
+                _ => RetryPolicy::immediate(),
             })
     }
 
@@ -211,7 +231,7 @@ impl RunState {
     /// before it stopped (`result`: its real duration, transcript, session id, exit status and
     /// usage, and its own account of the stop), its node pending again (a later render that
     /// mounts it starts a new attempt).
-    pub(in crate::engine) fn on_cancelled(
+    pub(super) fn on_cancelled(
         &mut self,
         b: &mut WriteBatch,
         (id, it): &NodeKey,
@@ -242,8 +262,8 @@ impl RunState {
             end.duration_ms = r.duration_ms;
             let (detail, resp) = match r.outcome {
                 Err((e, resp)) => (Some(e.message), resp),
-                Ok(super::AgentResponseOrValue::Agent(resp)) => (None, Some(resp)),
-                Ok(super::AgentResponseOrValue::Value(_)) => (None, None),
+                Ok(AttemptOutput::Agent(resp)) => (None, Some(resp)),
+                Ok(AttemptOutput::Value(_)) => (None, None),
             };
             if let Some(detail) = detail.filter(|d| d != "cancelled" && !d.is_empty()) {
                 end.error = Some(format!("{reason}; {detail}"));
@@ -283,13 +303,18 @@ impl RunState {
         );
     }
 
+    /// The command that ends the run with `status`, carrying its writes.
+    pub(super) fn finish(&self, status: RunStatus, error: Option<String>) -> Command {
+        Command::Finish {
+            batch: self.end_batch(status, error.as_deref()),
+            status,
+            error,
+        }
+    }
+
     /// The writes that end the run with `status`: the run row, its event, the supervisor keys.
     /// For `waiting-approval`, `error` says what the run waits for and is not stored as an error.
-    pub(in crate::engine) fn end_batch(
-        &self,
-        status: RunStatus,
-        error: Option<&str>,
-    ) -> WriteBatch {
+    pub(super) fn end_batch(&self, status: RunStatus, error: Option<&str>) -> WriteBatch {
         let mut b = WriteBatch::new(&self.run_id);
         if matches!(
             status,
@@ -305,6 +330,7 @@ impl RunState {
             });
             b.push(Write::Event(Event::run(
                 &self.run_id,
+                self.now,
                 EventKind::RunWaiting {
                     reason: reason.clone(),
                 },
@@ -343,7 +369,7 @@ impl RunState {
                 format!("Run failed: {}", error.unwrap_or("")),
             ),
         };
-        b.push(Write::Event(Event::run(&self.run_id, kind)));
+        b.push(Write::Event(Event::run(&self.run_id, self.now, kind)));
         supervisor(&mut b, sup, &summary);
         if let Some(e) = error {
             b.push(Write::State {
@@ -356,7 +382,7 @@ impl RunState {
 }
 
 /// The `supervisor.status` and `supervisor.summary` state keys (seed 002's contract).
-pub(in crate::engine) fn supervisor(b: &mut WriteBatch, status: &str, summary: &str) {
+pub(super) fn supervisor(b: &mut WriteBatch, status: &str, summary: &str) {
     b.push(Write::State {
         key: "supervisor.status".into(),
         value: status.into(),

@@ -1,22 +1,57 @@
-//! The engine's decisions as a sans-I/O state machine over the in-memory run.
+//! The decision core: the engine's decisions as a sans-I/O state machine over the in-memory run.
 //!
-//! [`RunState::handle`] takes one [`Input`] — what happened: a render, the lookups it asked
-//! for, an attempt's end, approval decisions, a timer, a cancellation — updates the state and
-//! returns the [`Command`]s that follow from it: writes to commit, attempts to start or stop,
-//! lookups to make, whether to wait, how the run finishes. Nothing here does I/O: the executor
-//! in `mod.rs` (`Engine::drive`) carries out the commands with the store, the agents and the
-//! clock, and renders again when a batch of commands is done. The tests below feed event
-//! sequences with no disk and no processes.
+//! [`RunState::handle`] takes one [`Input`] — what happened: the run started or resumed, a
+//! render, the lookups it asked for, hooks that ran, an attempt's end, approval decisions, a
+//! timer, a cancellation — and the time it happened, updates the state and returns the
+//! [`Command`]s that follow from it: writes to commit, attempts to start or stop, lookups to make,
+//! hooks to run, whether to wait, how the run finishes. The executor (`crate::engine`) carries
+//! them out with the store, the agents, the clock and tokio, and renders again when a batch of
+//! commands is done.
+//!
+//! **Architecture Invariant:** nothing here can do I/O. The core's imports are the domain model,
+//! the tree, the planner, events and the store's *records* (write batches, loaded runs) — never
+//! the `Store` trait, a backend, tokio, a clock, files, processes or the network; time comes in
+//! as the `now` of each input. `smithers-core/tests/architecture.rs` checks these imports. The
+//! tests in `tests.rs` feed input sequences only.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
 
-use super::attempt::{extract_output, AgentResponseOrValue};
-use super::*;
+use serde_json::Value;
+
+use crate::agent::AgentResponse;
 use crate::ctx::Reads;
-use crate::store::ApprovalRecord;
+use crate::error::{Error, Result, TaskError};
+use crate::events::{Event, EventKind};
+use crate::model::{NodeKey, NodeState, NodeStatus, RunStatus, Timestamp, Usage};
+use crate::node::{Hook, Node, NodeKind, TaskExec, TaskSpec};
+use crate::plan::{self, Outcome, PlanInput, Runnable};
+use crate::prompt::RejectedReply;
+use crate::store::{ApprovalRecord, AttemptEnd, NodeRecord, Write, WriteBatch};
+
+mod outcome;
+mod output;
+mod render;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use outcome::supervisor;
+use output::{cache_key, extract_output};
+pub(crate) use state::RunState;
+use state::Running;
 
 /// What happened: everything that can move a run on.
-pub(super) enum Input {
+pub(crate) enum Input {
+    /// A new run's row was created (holding its lease): record that it started.
+    Started {
+        /// The workflow's name.
+        workflow: String,
+    },
+    /// A run's lease was taken again and its state loaded (see [`RunState::loaded`]);
+    /// `abandoned` attempts of a dead process were reset.
+    Resumed { abandoned: u32 },
     /// The workflow function rendered over the current state (or panicked: `Err`), with the
     /// state it wrote while rendering.
     Rendered {
@@ -36,8 +71,16 @@ pub(super) enum Input {
     },
     /// Approval decisions read while waiting for them.
     ApprovalsPolled(Vec<ApprovalRecord>),
-    /// The heartbeat timer fired at `now` (RFC 3339).
-    Heartbeat { now: String },
+    /// A running attempt reported its usage so far (`ProgressSink::usage`).
+    UsageReported {
+        key: NodeKey,
+        usage: Usage,
+        model: Option<String>,
+    },
+    /// The hooks of [`Command::RunHooks`] ran and wrote these `state` keys.
+    HooksRan(Vec<(String, String)>),
+    /// The heartbeat timer fired.
+    Heartbeat,
     /// Ctrl-C or `smithers cancel`.
     CancelRequested,
     /// The answer to [`Command::StopAll`]: how each running attempt ended once told to stop
@@ -47,16 +90,46 @@ pub(super) enum Input {
     LeaseLost(Error),
     /// The backoffs of these tasks ([`Command::RetryAfter`]) are over.
     RetriesDue(Vec<NodeKey>),
-    /// A running attempt reported its usage so far (`ProgressSink::usage`).
-    UsageReported {
-        key: NodeKey,
-        usage: Usage,
-        model: Option<String>,
-    },
+    /// The drive stopped with an error of the store or the machinery: the run must not stay
+    /// `running`.
+    DriveFailed(String),
+}
+
+/// What an attempt's body produced.
+pub(crate) struct AttemptResult {
+    pub(crate) key: NodeKey,
+    pub(crate) attempt: u32,
+    /// How long the body ran.
+    pub(crate) duration_ms: i64,
+    pub(crate) outcome: std::result::Result<AttemptOutput, (TaskError, Option<AgentResponse>)>,
+}
+
+/// A successful body's result.
+pub(crate) enum AttemptOutput {
+    /// A compute task's (or static) value.
+    Value(Value),
+    /// An agent's reply, from which the output is extracted.
+    Agent(AgentResponse),
+}
+
+/// A `<Phase>`/`<Step>` hook to run, with what it may read.
+pub(crate) struct HookCall {
+    pub(crate) hook: Hook,
+    /// The phase or step's name.
+    pub(crate) name: String,
+}
+
+/// Where an output that needs no attempt body comes from.
+#[derive(Clone, Copy)]
+enum Source {
+    /// A `value={..}` task.
+    Static,
+    /// A `<Workflow cache>` hit.
+    Cache,
 }
 
 /// The answer to one [`Preparation`].
-pub(super) enum Prepared {
+pub(crate) enum Prepared {
     /// The output table is ready; `cached` is the output stored under the cache key, if any.
     Ready { cached: Option<Value> },
     /// The output type does not fit its table (a definition error).
@@ -65,25 +138,25 @@ pub(super) enum Prepared {
 
 /// A lookup a runnable task needs before it can start: its output table must exist, and under
 /// `<Workflow cache>` an agent task may find its output under `cache_key`.
-pub(super) struct Preparation {
-    pub(super) task: Arc<TaskSpec>,
-    pub(super) cache_key: Option<String>,
+pub(crate) struct Preparation {
+    pub(crate) task: Arc<TaskSpec>,
+    pub(crate) cache_key: Option<String>,
 }
 
 /// An attempt to run: its row is committed (by the [`Command::Commit`] before it) and its body
 /// is to be spawned.
-pub(super) struct StartAttempt {
-    pub(super) task: Arc<TaskSpec>,
-    pub(super) iteration: u32,
-    pub(super) attempt: u32,
+pub(crate) struct StartAttempt {
+    pub(crate) task: Arc<TaskSpec>,
+    pub(crate) iteration: u32,
+    pub(crate) attempt: u32,
     /// The previous attempt's reply and why it was rejected, quoted in an agent's prompt (only
     /// when that attempt failed because of its reply).
-    pub(super) rejected: Option<crate::prompt::RejectedReply>,
+    pub(crate) rejected: Option<RejectedReply>,
 }
 
 /// What the executor does next, in order. When the commands of an input are all done (none of
 /// them waits, finishes or feeds another input), the tree is rendered again.
-pub(super) enum Command {
+pub(crate) enum Command {
     /// Commit the batch in one transaction; an error ends the drive.
     Commit(WriteBatch),
     /// Ensure the output tables and look up the cache, in order, stopping at the first table
@@ -93,6 +166,9 @@ pub(super) enum Command {
     Snapshot(Vec<StepSnapshot>),
     /// Spawn an attempt's body.
     Start(StartAttempt),
+    /// Run these hooks, in order, on the executor and feed [`Input::HooksRan`] with the state
+    /// they wrote.
+    RunHooks(Vec<HookCall>),
     /// Tell a running attempt to stop (the tree no longer mounts its task).
     Stop(NodeKey),
     /// Feed [`Input::RetriesDue`] with `key` once `delay` has passed: the task's next attempt
@@ -106,10 +182,12 @@ pub(super) enum Command {
     /// Only a human decision can move the run: wait a poll period, read the approvals and feed
     /// [`Input::ApprovalsPolled`] (or [`Input::CancelRequested`]).
     WaitForApprovals,
-    /// The run is over with this status.
+    /// The run is over with this status: commit `batch` (its row, event and supervisor keys),
+    /// then report.
     Finish {
         status: RunStatus,
         error: Option<String>,
+        batch: WriteBatch,
     },
     /// The drive ends with this error (the run's status is left to the caller).
     Abort(Error),
@@ -117,14 +195,14 @@ pub(super) enum Command {
 
 /// A step whose working copy is to be recorded: before it starts, or after it ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct StepSnapshot {
-    pub(super) name: String,
-    pub(super) iteration: u32,
-    pub(super) after: bool,
+pub(crate) struct StepSnapshot {
+    pub(crate) name: String,
+    pub(crate) iteration: u32,
+    pub(crate) after: bool,
 }
 
 /// Why every running attempt is being stopped ([`Command::StopAll`]), and so what follows.
-pub(super) enum Stopping {
+pub(crate) enum Stopping {
     /// The run is cancelled: record the attempts, then finish `cancelled`.
     Cancel,
     /// The lease is lost: end the drive writing nothing (the run is another process's).
@@ -132,7 +210,7 @@ pub(super) enum Stopping {
 }
 
 /// Runnable tasks waiting for the answers to their [`Command::Prepare`].
-pub(super) struct PendingStart {
+pub(crate) struct PendingStart {
     runnable: Vec<Runnable>,
     cache_keys: Vec<Option<String>>,
     limit: usize,
@@ -140,10 +218,54 @@ pub(super) struct PendingStart {
 }
 
 impl RunState {
-    /// Takes what happened and returns what to do: the engine's decisions, with no I/O.
-    pub(super) fn handle(&mut self, input: Input) -> VecDeque<Command> {
+    /// Takes what happened at `now` and returns what to do: the engine's decisions, with no
+    /// I/O.
+    pub(crate) fn handle(&mut self, input: Input, now: Timestamp) -> VecDeque<Command> {
+        self.now = now;
         let mut cmds = VecDeque::new();
         match input {
+            Input::Started { workflow } => {
+                let mut b = WriteBatch::new(&self.run_id);
+                b.push(Write::Event(Event::run(
+                    &self.run_id,
+                    now,
+                    EventKind::RunStarted { workflow },
+                )));
+                supervisor(&mut b, "running", "Run started");
+                cmds.push_back(Command::Commit(b));
+            }
+            Input::Resumed { abandoned } => {
+                let mut b = WriteBatch::new(&self.run_id);
+                b.push(Write::Event(Event::run(
+                    &self.run_id,
+                    now,
+                    EventKind::RunResumed { abandoned },
+                )));
+                supervisor(
+                    &mut b,
+                    "running",
+                    &format!("Run resumed ({abandoned} interrupted attempt(s) will be retried)"),
+                );
+                cmds.push_back(Command::Commit(b));
+            }
+            Input::HooksRan(state) => {
+                let mut b = self
+                    .pending_hooks
+                    .take()
+                    .unwrap_or_else(|| WriteBatch::new(&self.run_id));
+                for (k, v) in state {
+                    self.set_state(&mut b, k, v);
+                }
+                cmds.push_back(Command::Commit(b));
+                if !self.snapshots.is_empty() {
+                    cmds.push_back(Command::Snapshot(std::mem::take(&mut self.snapshots)));
+                }
+            }
+            Input::DriveFailed(error) => {
+                cmds.push_back(Command::Commit(
+                    self.end_batch(RunStatus::Failed, Some(&error)),
+                ));
+            }
             Input::Rendered {
                 tree,
                 state_writes,
@@ -187,28 +309,25 @@ impl RunState {
                 self.stale = true;
                 self.apply_approvals(decided);
             }
+            Input::UsageReported { key, usage, model } => {
+                self.usage_reported(key, usage, model, &mut cmds)
+            }
             Input::RetriesDue(keys) => {
                 for k in keys {
                     self.backing_off.remove(&k);
                 }
             }
-            Input::UsageReported { key, usage, model } => {
-                self.usage_reported(key, usage, model, &mut cmds)
-            }
-            Input::Heartbeat { now } => {
+            Input::Heartbeat => {
                 let mut b = WriteBatch::new(&self.run_id);
                 b.push(Write::State {
                     key: "supervisor.heartbeat".into(),
-                    value: now,
+                    value: now.to_string(),
                 });
                 cmds.push_back(Command::Commit(b));
             }
             Input::CancelRequested => {
                 if self.running.is_empty() {
-                    cmds.push_back(Command::Finish {
-                        status: RunStatus::Cancelled,
-                        error: None,
-                    });
+                    cmds.push_back(self.finish(RunStatus::Cancelled, None));
                 } else {
                     self.stopping = Some(Stopping::Cancel);
                     cmds.push_back(Command::StopAll);
@@ -233,10 +352,7 @@ impl RunState {
                 Some(Stopping::Cancel) | None => {
                     let b = self.cancel_running(results);
                     cmds.push_back(Command::Commit(b));
-                    cmds.push_back(Command::Finish {
-                        status: RunStatus::Cancelled,
-                        error: None,
-                    });
+                    cmds.push_back(self.finish(RunStatus::Cancelled, None));
                 }
             },
         }
@@ -255,7 +371,7 @@ impl RunState {
         state_writes: Vec<(String, String)>,
         cmds: &mut VecDeque<Command>,
     ) {
-        let running: HashSet<NodeKey> = self.running.keys().cloned().collect();
+        let running = self.running_keys();
         let plan = plan::plan_with(
             tree,
             &PlanInput {
@@ -289,7 +405,14 @@ impl RunState {
 
         // What the render decided on its own: state writes, skips, loop moves, denied
         // approvals, approval requests, the frame.
-        let (b, decided) = self.on_render(tree, fresh, &plan, state_writes);
+        let (b, decided, hooks) = self.on_render(tree, fresh, &plan, state_writes);
+        if !hooks.is_empty() {
+            // The hooks run on the executor; what they write commits with this render's
+            // decisions, then the tree is rendered again over it.
+            self.pending_hooks = Some(b);
+            cmds.push_back(Command::RunHooks(hooks));
+            return;
+        }
         if !b.is_empty() {
             cmds.push_back(Command::Commit(b));
         }
@@ -307,17 +430,11 @@ impl RunState {
         }
         if self.running.is_empty() {
             if let Some(e) = self.failure.take() {
-                cmds.push_back(Command::Finish {
-                    status: RunStatus::Failed,
-                    error: Some(e.to_string()),
-                });
+                cmds.push_back(self.finish(RunStatus::Failed, Some(e.to_string())));
                 return;
             }
             if complete {
-                cmds.push_back(Command::Finish {
-                    status: RunStatus::Finished,
-                    error: None,
-                });
+                cmds.push_back(self.finish(RunStatus::Finished, None));
                 return;
             }
         }
@@ -459,10 +576,7 @@ impl RunState {
     fn idle(&mut self, awaiting_approval: Vec<String>, cmds: &mut VecDeque<Command>) {
         if let Some(reason) = &self.parked {
             cmds.push_back(if self.running.is_empty() {
-                Command::Finish {
-                    status: RunStatus::WaitingBudget,
-                    error: Some(reason.clone()),
-                }
+                self.finish(RunStatus::WaitingBudget, Some(reason.clone()))
             } else {
                 Command::Wait
             });
@@ -478,13 +592,13 @@ impl RunState {
             cmds.push_back(if self.wait_for_approval {
                 Command::WaitForApprovals
             } else {
-                Command::Finish {
-                    status: RunStatus::WaitingApproval,
-                    error: Some(format!(
+                self.finish(
+                    RunStatus::WaitingApproval,
+                    Some(format!(
                         "waiting for approval of {}",
                         awaiting_approval.join(", ")
                     )),
-                }
+                )
             });
             return;
         }
@@ -492,10 +606,7 @@ impl RunState {
             let e = self.failure.take().unwrap_or_else(|| {
                 Error::Other("no task can start and none is running; the workflow is stuck".into())
             });
-            cmds.push_back(Command::Finish {
-                status: RunStatus::Failed,
-                error: Some(e.to_string()),
-            });
+            cmds.push_back(self.finish(RunStatus::Failed, Some(e.to_string())));
             return;
         }
         // A failure waits for the running attempts to end.
@@ -527,6 +638,7 @@ impl RunState {
             &self.run_id,
             &t.id,
             r.iteration,
+            self.now,
             EventKind::NodeStarted { attempt },
         )));
         let validated = v.and_then(|v| {
@@ -586,6 +698,7 @@ impl RunState {
             &self.run_id,
             &t.id,
             r.iteration,
+            self.now,
             EventKind::NodeStarted { attempt },
         )));
         let (last_error, failures) = self
@@ -665,8 +778,8 @@ impl RunState {
         };
         // `reply`: an agent's reply, quoted back if it does not validate.
         let (value, transcript, reply) = match res.outcome {
-            Ok(AgentResponseOrValue::Value(v)) => (Ok(v), None, None),
-            Ok(AgentResponseOrValue::Agent(resp)) => {
+            Ok(AttemptOutput::Value(v)) => (Ok(v), None, None),
+            Ok(AttemptOutput::Agent(resp)) => {
                 end.usage = resp.usage.clone();
                 end.session_id = resp.session_id.clone();
                 end.exit_code = resp.exit_code;
@@ -719,7 +832,7 @@ impl RunState {
         });
         match (&validated, reply) {
             (Err(e), Some(reply)) => {
-                let rejected = crate::prompt::RejectedReply {
+                let rejected = RejectedReply {
                     reply,
                     error: e.message.clone(),
                 };
@@ -832,6 +945,7 @@ impl RunState {
             &self.run_id,
             &t.id,
             r.iteration,
+            self.now,
             EventKind::NodeFailed {
                 attempt: attempts,
                 error: reason.clone(),
@@ -877,10 +991,3 @@ impl RunState {
         b
     }
 }
-
-mod outcome;
-mod render;
-#[cfg(test)]
-mod tests;
-
-pub(super) use outcome::supervisor;

@@ -1,23 +1,31 @@
 //! What a render decides without running anything: state writes, skips, loop moves, denied
 //! approvals, approval requests, phase and step transitions (with their hooks), new frames.
 
-use super::*;
-use crate::node::HookCtx;
-use crate::plan::{GroupKind, GroupStatus};
+use std::sync::Arc;
+
+use crate::agent::agent_config;
+use crate::events::{Event, EventKind};
+use crate::model::{ApprovalStatus, GroupKind, GroupStatus, NodeState, NodeStatus};
+use crate::node::{shape_hash, Node};
+use crate::plan::{GroupState, LoopChange, Plan};
+use crate::store::{GroupUpdate, NodeRecord, Write, WriteBatch};
+
+use super::{HookCall, RunState, StepSnapshot};
 
 impl RunState {
     /// What a render decided without running anything: state writes, skips, loop
     /// moves, denied approvals, new approval requests and a new frame (`fresh`: the tree was
     /// rendered, not kept). Returns whether the tree may now differ (then it is planned again,
     /// and rendered again when what changed was read, before anything starts).
-    pub(in crate::engine) fn on_render(
+    pub(super) fn on_render(
         &mut self,
         tree: &Node,
         fresh: bool,
-        plan: &plan::Plan,
+        plan: &Plan,
         state_writes: Vec<(String, String)>,
-    ) -> (WriteBatch, bool) {
+    ) -> (WriteBatch, bool, Vec<HookCall>) {
         let mut b = WriteBatch::new(&self.run_id);
+        let mut calls = Vec::new();
         for (k, v) in state_writes {
             self.set_state(&mut b, k, v);
         }
@@ -45,6 +53,7 @@ impl RunState {
                 &self.run_id,
                 &task.id,
                 *it,
+                self.now,
                 EventKind::NodeSkipped,
             )));
             self.set_node(
@@ -86,7 +95,7 @@ impl RunState {
                 loop_id: loop_id.clone(),
                 state: state.clone(),
             });
-            b.push(Write::Event(Event::run(&self.run_id, event)));
+            b.push(Write::Event(Event::run(&self.run_id, self.now, event)));
             Arc::make_mut(&mut self.snap)
                 .loops
                 .insert(loop_id.clone(), state.clone());
@@ -113,6 +122,7 @@ impl RunState {
                 &self.run_id,
                 &t.id,
                 r.iteration,
+                self.now,
                 EventKind::NodeFailed {
                     attempt: attempts,
                     error: error.clone(),
@@ -143,18 +153,11 @@ impl RunState {
                 if g.status == GroupStatus::Completed {
                     hooks.extend(g.hooks.on_complete.clone());
                 }
-                for hook in hooks {
-                    let mut cx = HookCtx {
-                        run_id: &self.run_id,
-                        name: &g.name,
-                        state: Vec::new(),
-                    };
-                    hook(&mut cx);
-                    for (k, v) in cx.state {
-                        self.set_state(&mut b, k, v);
-                    }
-                }
-                b.push(Write::Group(g.update()));
+                calls.extend(hooks.into_iter().map(|hook| HookCall {
+                    hook,
+                    name: g.name.clone(),
+                }));
+                b.push(Write::Group(group_update(g)));
                 // Every step inside a repository records the working copy before and after it.
                 if g.kind == GroupKind::Step {
                     let started = g.status != GroupStatus::Pending
@@ -177,6 +180,7 @@ impl RunState {
                 }
                 b.push(Write::Event(Event::run(
                     &self.run_id,
+                    self.now,
                     EventKind::StepChanged {
                         kind: g.kind,
                         name: g.name.clone(),
@@ -199,15 +203,16 @@ impl RunState {
                 &self.run_id,
                 &key.0,
                 key.1,
+                self.now,
                 EventKind::ApprovalRequested,
             )));
             self.approvals.insert(key, ApprovalStatus::Pending);
         }
-        (b, decided)
+        (b, decided, calls)
     }
 
     /// A `state` write, visible to the next render (which happens when the last one read `k`).
-    fn set_state(&mut self, b: &mut WriteBatch, k: String, v: String) {
+    pub(super) fn set_state(&mut self, b: &mut WriteBatch, k: String, v: String) {
         if self.reads.state.contains(&k) {
             self.stale = true;
         }
@@ -219,9 +224,7 @@ impl RunState {
 
     /// Records a frame when the tree's shape changed since the last one.
     fn record_frame(&mut self, tree: &Node, b: &mut WriteBatch) {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        shape_hash(tree, &mut h);
-        let hash = h.finish();
+        let hash = shape_hash(tree);
         if hash == self.frame_hash {
             return;
         }
@@ -230,13 +233,33 @@ impl RunState {
         b.push(Write::Frame {
             frame_no: self.frame_no,
             hash: format!("{hash:016x}"),
-            tree: tree.to_tree_string(),
+            tree: tree.frame(),
         });
         b.push(Write::Event(Event::run(
             &self.run_id,
+            self.now,
             EventKind::FrameRendered {
                 frame: self.frame_no,
             },
         )));
+    }
+}
+
+/// The plain record a phase's or step's transition writes: kind, name, status, tasks and agent
+/// config.
+fn group_update(g: &GroupState) -> GroupUpdate {
+    let agents: Vec<serde_json::Value> = g
+        .agents
+        .iter()
+        .map(|(node, a)| agent_config(node, a.as_ref()))
+        .collect();
+    GroupUpdate {
+        kind: g.kind,
+        name: g.name.clone(),
+        phase: g.phase.clone(),
+        iteration: g.iteration,
+        status: g.status,
+        tasks: g.tasks.clone(),
+        agent_config: (!agents.is_empty()).then_some(serde_json::Value::Array(agents)),
     }
 }
