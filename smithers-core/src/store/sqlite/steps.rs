@@ -372,16 +372,10 @@ pub(super) fn query_phases(c: &Connection, run_id: &str) -> Result<Vec<PhaseReco
     Ok(rows)
 }
 
-/// The caller must hold the run's lease: its token is checked like a fenced batch's.
+/// The caller must hold the run's lease: its token is checked like a fenced batch's, except
+/// that an unknown run is `RunNotFound`.
 fn check_fence(c: &Connection, run_id: &str, fence: &FenceToken) -> Result<()> {
-    let row: Option<(Option<String>, i64)> = c
-        .query_row(
-            "SELECT lease_owner, lease_epoch FROM _smithers_runs WHERE run_id = ?1",
-            [run_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    let Some((owner, epoch)) = row else {
+    let Some((owner, epoch)) = super::fence::current_lease(c, run_id)? else {
         return Err(Error::RunNotFound(run_id.to_owned()));
     };
     fence.check(run_id, Some((owner.as_deref(), epoch)))
