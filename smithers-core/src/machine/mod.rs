@@ -930,8 +930,26 @@ impl RunState {
             return;
         }
         let t = &r.task;
-        let attempts = self.attempts(&t.id, r.iteration);
         let failures = self.node(&t.id, r.iteration).map_or(0, |n| n.failures);
+        let last_error = format!("node `{}`: {reason}", t.id);
+        self.fail_without_attempt(b, r, reason, failures);
+        b.push(Write::State {
+            key: "supervisor.last_error".into(),
+            value: last_error,
+        });
+    }
+
+    /// A task that fails before any attempt starts (a spent budget, a denied approval): its node
+    /// failed with `error`, and the `node_failed` event.
+    fn fail_without_attempt(
+        &mut self,
+        b: &mut WriteBatch,
+        r: &Runnable,
+        error: String,
+        failures: u32,
+    ) {
+        let t = &r.task;
+        let attempts = self.attempts(&t.id, r.iteration);
         b.push(Write::Node(NodeRecord {
             node_id: t.id.clone(),
             iteration: r.iteration,
@@ -939,7 +957,7 @@ impl RunState {
             attempts,
             output_table: None,
             loop_id: r.loop_id.clone(),
-            last_error: Some(reason.clone()),
+            last_error: Some(error.clone()),
         }));
         b.push(Write::Event(Event::node(
             &self.run_id,
@@ -948,13 +966,9 @@ impl RunState {
             self.now,
             EventKind::NodeFailed {
                 attempt: attempts,
-                error: reason.clone(),
+                error: error.clone(),
             },
         )));
-        b.push(Write::State {
-            key: "supervisor.last_error".into(),
-            value: format!("node `{}`: {reason}", t.id),
-        });
         self.set_node(
             &t.id,
             r.iteration,
@@ -962,7 +976,7 @@ impl RunState {
                 status: NodeStatus::Failed,
                 attempts,
                 failures,
-                last_error: Some(reason),
+                last_error: Some(error),
             },
         );
     }

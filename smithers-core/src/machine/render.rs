@@ -108,36 +108,7 @@ impl RunState {
                 Some(n) => format!("approval denied: {n}"),
                 None => "approval denied".to_owned(),
             };
-            let attempts = self.attempts(&t.id, r.iteration);
-            b.push(Write::Node(NodeRecord {
-                node_id: t.id.clone(),
-                iteration: r.iteration,
-                status: NodeStatus::Failed,
-                attempts,
-                output_table: None,
-                loop_id: r.loop_id.clone(),
-                last_error: Some(error.clone()),
-            }));
-            b.push(Write::Event(Event::node(
-                &self.run_id,
-                &t.id,
-                r.iteration,
-                self.now,
-                EventKind::NodeFailed {
-                    attempt: attempts,
-                    error: error.clone(),
-                },
-            )));
-            self.set_node(
-                &t.id,
-                r.iteration,
-                NodeState {
-                    status: NodeStatus::Failed,
-                    attempts,
-                    failures: 0,
-                    last_error: Some(error),
-                },
-            );
+            self.fail_without_attempt(&mut b, r, error, 0);
         }
         for g in &plan.groups {
             let key = (g.kind, g.name.clone(), g.iteration);
