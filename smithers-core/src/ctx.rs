@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::model::LoopState;
+use crate::model::{FastMap, LoopState};
 use crate::node::{Node, NodeKind};
 use crate::output::Output;
 use crate::reference::{LoopId, NodeRef};
@@ -18,11 +18,11 @@ use crate::reference::{LoopId, NodeRef};
 pub struct RunSnapshot {
     pub(crate) run_id: String,
     /// node id → iteration → output JSON.
-    pub(crate) outputs: HashMap<String, BTreeMap<u32, Value>>,
+    pub(crate) outputs: FastMap<String, BTreeMap<u32, Value>>,
     /// loop id → loop state.
     pub(crate) loops: HashMap<String, LoopState>,
     /// node id → innermost enclosing loop id, as of the last render.
-    pub(crate) node_loop: HashMap<String, String>,
+    pub(crate) node_loop: FastMap<String, String>,
     /// The `state` table.
     pub(crate) state: HashMap<String, String>,
 }

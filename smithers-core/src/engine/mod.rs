@@ -213,7 +213,9 @@ where
         let mut st = RunState::new(run_id, fence);
         self.execute_all(&mut st, Input::Started { workflow })
             .await?;
-        self.drive_and_release(&mut st, input).await
+        let report = self.drive_and_release(&mut st, input).await;
+        free(st);
+        report
     }
 
     /// Resumes a run (the latest one when `run_id` is `None`): attempts a dead process left in
@@ -247,7 +249,9 @@ where
         let mut st = self.load_state(&rec.run_id, fence).await?;
         self.execute_all(&mut st, Input::Resumed { abandoned })
             .await?;
-        self.drive_and_release(&mut st, Arc::new(input)).await
+        let report = self.drive_and_release(&mut st, Arc::new(input)).await;
+        free(st);
+        report
     }
 
     /// Forks run `parent` at frame `frame` into a new run (with `input`, or the parent's) and
@@ -305,8 +309,8 @@ where
         let steps = self.store.steps(run_id).await?;
         let mut st = RunState::loaded(run_id, fence, loaded, phases, steps);
         // What was spent so far, and the budgets raised since (`smithers budget`).
-        for a in self.store.attempts(run_id).await? {
-            st.spend(&a.node_id, &a.usage);
+        for (node, usage) in self.store.attempt_usage(run_id).await? {
+            st.spend(&node, &usage);
         }
         for r in self.store.budget_raises(run_id).await? {
             let slot = match r.node_id {
@@ -711,6 +715,20 @@ where
             })?;
         ctx.check_loop_reads(&tree)?;
         Ok(tree)
+    }
+}
+
+/// Frees the in-memory state of a run that stopped. A large one (the tree, node states and
+/// outputs of tens of thousands of nodes take a noticeable part of a second to free) is freed
+/// on a thread of its own, so the caller has its report without waiting for the allocator.
+fn free(st: RunState) {
+    /// Node states from which freeing is worth a thread.
+    const LARGE: usize = 10_000;
+    if st.node_count() >= LARGE {
+        // If no thread can be made, the state comes back in the error and is freed here.
+        let _ = std::thread::Builder::new()
+            .name("smithers-free".into())
+            .spawn(move || drop(st));
     }
 }
 

@@ -208,6 +208,10 @@ impl RunState {
 
     /// Counts a recorded attempt's usage toward its task's and the run's budgets.
     pub(crate) fn spend(&mut self, node_id: &str, usage: &Usage) {
+        // An attempt that used nothing counts for nothing (`Spent::add`): no entry for it.
+        if *usage == Usage::default() {
+            return;
+        }
         self.run_spent.add(usage);
         self.task_spent
             .entry(node_id.to_owned())

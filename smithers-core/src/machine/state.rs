@@ -9,7 +9,8 @@ use crate::budget::{Budget, OnBudget, Spent};
 use crate::ctx::{Reads, RunSnapshot};
 use crate::error::Error;
 use crate::model::{
-    ApprovalStatus, GroupKind, GroupStatus, NodeKey, NodeState, NodeStatus, Timestamp, Usage,
+    ApprovalStatus, FastMap, GroupKind, GroupStatus, NodeKey, NodeState, NodeStates, NodeStatus,
+    Timestamp, Usage,
 };
 use crate::node::{Node, TaskSpec};
 use crate::plan;
@@ -40,7 +41,7 @@ pub(crate) struct RunState {
     /// carries it, so nothing is written once another process took the run over.
     pub(crate) fence: FenceToken,
     pub(crate) snap: Arc<RunSnapshot>,
-    pub(super) nodes: HashMap<String, HashMap<u32, NodeState>>,
+    pub(super) nodes: NodeStates,
     pub(super) running: HashMap<NodeKey, Running>,
     /// Decisions on `needs_approval` tasks (pending ones included).
     pub(super) approvals: HashMap<NodeKey, ApprovalStatus>,
@@ -140,7 +141,7 @@ impl RunState {
                 run_id: run_id.to_owned(),
                 ..RunSnapshot::default()
             }),
-            nodes: HashMap::new(),
+            nodes: NodeStates::default(),
             running: HashMap::new(),
             approvals: HashMap::new(),
             approval_notes: HashMap::new(),
@@ -174,7 +175,13 @@ impl RunState {
     ) -> Self {
         let mut st = RunState::new(run_id, fence);
         st.frame_no = loaded.last_frame;
-        let failures: HashMap<(&str, u32), u32> = loaded
+        // The last frame's shape: a render of the same shape records no new frame.
+        st.frame_hash = loaded
+            .last_frame_hash
+            .as_deref()
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
+        let failures: FastMap<(&str, u32), u32> = loaded
             .failures
             .iter()
             .map(|(n, it, f)| ((n.as_str(), *it), *f))
@@ -233,6 +240,11 @@ impl RunState {
         }
     }
 
+    /// How many (node, iteration) states the run holds.
+    pub(crate) fn node_count(&self) -> usize {
+        self.nodes.values().map(FastMap::len).sum()
+    }
+
     /// Whether the kept tree still stands: the next plan needs no render.
     pub(crate) fn tree_stands(&self) -> bool {
         !self.stale && self.tree.is_some()
@@ -252,7 +264,9 @@ impl RunState {
                 m.insert(it, s);
             }
             None => {
-                self.nodes.insert(id.to_owned(), HashMap::from([(it, s)]));
+                let mut m = FastMap::default();
+                m.insert(it, s);
+                self.nodes.insert(id.to_owned(), m);
             }
         }
     }

@@ -10,14 +10,15 @@ use std::sync::Arc;
 
 use crate::error::Error;
 use crate::model::{
-    ApprovalStatus, GroupKind, GroupStatus, LoopState, NodeKey, NodeState, NodeStatus,
+    ApprovalStatus, FastMap, GroupKind, GroupStatus, LoopState, NodeKey, NodeState, NodeStates,
+    NodeStatus,
 };
 use crate::node::{Node, NodeKind, OnMaxReached, TaskExec, TaskSpec};
 
 /// What the planner reads.
 pub struct PlanInput<'a> {
     /// Node states by id, then iteration.
-    pub nodes: &'a HashMap<String, HashMap<u32, NodeState>>,
+    pub nodes: &'a NodeStates,
     /// Loop states.
     pub loops: &'a HashMap<String, LoopState>,
     /// Attempts in flight.
@@ -25,7 +26,7 @@ pub struct PlanInput<'a> {
     /// Decisions on `needs_approval` tasks.
     pub approvals: &'a HashMap<NodeKey, ApprovalStatus>,
     /// Node id → innermost loop id, as the last render left it.
-    pub node_loop: &'a HashMap<String, String>,
+    pub node_loop: &'a FastMap<String, String>,
 }
 
 /// A loop decision.
@@ -122,19 +123,70 @@ struct Planner<'a> {
     error: Option<Error>,
     /// See [`Cursors::complete`].
     complete: HashMap<(usize, u32), usize>,
+    /// See [`Cursors::parallels`].
+    parallels: HashMap<(usize, u32), ParallelCursor>,
+    /// See [`Cursors::loops_started`].
+    loops_started: HashSet<(usize, u32)>,
+}
+
+/// One plan's walk of a `Parallel`'s children.
+struct ParallelWalk {
+    /// Per walked child: where its runnable, skipped, loop changes and groups start.
+    marks: Vec<(usize, usize, usize, usize)>,
+    /// Per walked child: its index.
+    walked: Vec<usize>,
+    /// The walked children that are not complete (or decided something), in order.
+    open: Vec<usize>,
+    /// The group's status so far.
+    result: Status,
+}
+
+/// The status of a group from its children's: failed if one failed, else pending if one is
+/// (active if one is), else complete.
+fn merge(a: Status, b: Status) -> Status {
+    match (a, b) {
+        (Status::Failed, _) | (_, Status::Failed) => Status::Failed,
+        (Status::Pending { active: a }, Status::Pending { active: b }) => {
+            Status::Pending { active: a || b }
+        }
+        (Status::Pending { active }, Status::Complete)
+        | (Status::Complete, Status::Pending { active }) => Status::Pending { active },
+        (Status::Complete, Status::Complete) => Status::Complete,
+    }
 }
 
 /// What the planner remembers of one rendered tree between plans of it: that its ids were
-/// checked, and how many leading children of each `Sequence` and `Parallel` (per iteration) are
-/// complete, so planning again after one output walks only what can still change.
+/// checked, how many leading children of each `Sequence` (per iteration) are complete, which
+/// children of each `Parallel` can still change, and which loop iterations have started, so
+/// planning again after one output walks only what can still change.
 ///
 /// Only valid for the tree it was built on, while no loop counter moved (completion is then
 /// monotone: a finished or skipped task stays so); a new render starts a new one.
 #[derive(Debug, Default)]
 pub struct Cursors {
     ids_checked: bool,
-    /// (address of a children slice of the tree, iteration) → leading children complete.
+    /// (address of a `Sequence`'s children slice in the tree, iteration) → leading children
+    /// complete.
     complete: HashMap<(usize, u32), usize>,
+    /// (address of a `Parallel`'s children slice, iteration) → which children can still change.
+    parallels: HashMap<(usize, u32), ParallelCursor>,
+    /// (address of a `Ralph`'s children slice, iteration) of loop iterations known to have
+    /// started (a task in them has state or runs): that stays so while the tree is kept.
+    loops_started: HashSet<(usize, u32)>,
+}
+
+/// What the planner knows of one `Parallel` (in one iteration) of a kept tree, so that planning
+/// it again costs what can still change, not its size: the children not yet complete, and where
+/// the children that no plan has offered to start begin.
+#[derive(Debug, Default)]
+struct ParallelCursor {
+    /// Children before `fresh` that were not complete at the last plan, in order.
+    open: Vec<usize>,
+    /// From here on every child is a plain task (no `skip_if`, no approval) that has no state,
+    /// is not running and was never kept runnable: planned, each would only ask to start, and
+    /// the ones past the group's free room would be trimmed. They are walked only while the
+    /// group has room.
+    fresh: usize,
 }
 
 /// Plans the next step for `tree`.
@@ -159,9 +211,11 @@ pub fn plan_with(tree: &Node, input: &PlanInput<'_>, cursors: &mut Cursors) -> P
         running_seen: 0,
         error: None,
         complete: std::mem::take(&mut cursors.complete),
+        parallels: std::mem::take(&mut cursors.parallels),
+        loops_started: std::mem::take(&mut cursors.loops_started),
     };
     if !cursors.ids_checked {
-        p.check_ids(tree, &mut HashMap::new());
+        p.check_ids(tree, &mut FastMap::default());
         cursors.ids_checked = p.error.is_none();
     }
     // An invalid tree (duplicate or bad ids) is not walked: nothing in it may start.
@@ -175,6 +229,8 @@ pub fn plan_with(tree: &Node, input: &PlanInput<'_>, cursors: &mut Cursors) -> P
         },
     };
     cursors.complete = std::mem::take(&mut p.complete);
+    cursors.parallels = std::mem::take(&mut p.parallels);
+    cursors.loops_started = std::mem::take(&mut p.loops_started);
     Plan {
         runnable: p.runnable,
         skipped: p.skipped,
@@ -236,7 +292,7 @@ fn check_node_id(id: &str) -> Result<(), String> {
 
 impl<'a> Planner<'a> {
     /// Every mounted task and loop id must be valid and unique (ids are unique per frame).
-    fn check_ids<'t>(&mut self, node: &'t Node, seen: &mut HashMap<&'t str, &'t Node>) {
+    fn check_ids<'t>(&mut self, node: &'t Node, seen: &mut FastMap<&'t str, &'t Node>) {
         let id = match &node.kind {
             NodeKind::Task(t) => Some(t.id.as_str()),
             NodeKind::Ralph(r) => Some(r.id.as_str()),
@@ -495,33 +551,103 @@ impl<'a> Planner<'a> {
         let limit = limit.unwrap_or(usize::MAX).max(1);
         let base = self.marks();
         let running_before = self.running_seen;
-        // Per child: where its runnable, skipped, loop changes and groups start.
-        let mut marks = Vec::with_capacity(children.len());
-        let mut result = Status::Complete;
-        let (key, start) = self.cursor(children, it);
-        let mut done = start;
-        for (i, c) in children.iter().enumerate().skip(start) {
-            marks.push(self.marks());
-            let changes = self.loop_changes.len();
-            let s = self.walk(c, it, lp);
-            if s == Status::Complete && done == i && self.loop_changes.len() == changes {
-                done = i + 1;
+        let key = (children.as_ptr() as usize, it);
+        let mut walk = ParallelWalk {
+            marks: Vec::new(),
+            walked: Vec::new(),
+            open: Vec::new(),
+            result: Status::Complete,
+        };
+        let fresh = match self.parallels.remove(&key) {
+            // The first plan of this group in this tree walks every child, and finds where the
+            // trailing run of fresh plain tasks begins.
+            None => {
+                let mut fresh = children.len();
+                for (i, c) in children.iter().enumerate() {
+                    if !self.plain_fresh(c, it, lp) {
+                        fresh = children.len();
+                    } else if fresh == children.len() {
+                        fresh = i;
+                    }
+                    self.parallel_child(&mut walk, children, i, it, lp);
+                }
+                fresh
             }
-            result = match (result, s) {
-                (Status::Failed, _) | (_, Status::Failed) => Status::Failed,
-                (Status::Pending { active: a }, Status::Pending { active: b }) => {
-                    Status::Pending { active: a || b }
+            // Later plans walk the open children, then as many fresh ones as there is room
+            // for once the running tasks and the open children's new ones are counted; the
+            // others would be trimmed (they start nothing and decide nothing), so they are
+            // not walked.
+            Some(ParallelCursor { open, fresh }) => {
+                for i in open {
+                    self.parallel_child(&mut walk, children, i, it, lp);
                 }
-                (Status::Pending { active: a }, Status::Complete)
-                | (Status::Complete, Status::Pending { active: a }) => {
-                    Status::Pending { active: a }
+                let running = self.running_seen - running_before;
+                let asked = self.runnable.len() - base.0;
+                let room = limit.saturating_sub(running).saturating_sub(asked);
+                let end = fresh.saturating_add(room).min(children.len());
+                for i in fresh..end {
+                    self.parallel_child(&mut walk, children, i, it, lp);
                 }
-                (Status::Complete, Status::Complete) => Status::Complete,
-            };
+                if end < children.len() {
+                    // Waiting for room: pending, and each can start once there is.
+                    walk.result = merge(walk.result, Status::Pending { active: true });
+                }
+                fresh
+            }
+        };
+        let kept = self.trim_to_limit(limit, self.running_seen - running_before, base, &walk.marks);
+        // A fresh child whose task was kept runnable may start now: it is no longer fresh (the
+        // fresh ones kept are the first of their run, as each asks for one slot).
+        let fresh = kept
+            .iter()
+            .map(|&w| walk.walked[w] + 1)
+            .fold(fresh, usize::max);
+        walk.open.retain(|&i| i < fresh);
+        self.parallels.insert(
+            key,
+            ParallelCursor {
+                open: walk.open,
+                fresh,
+            },
+        );
+        walk.result
+    }
+
+    /// Walks child `i` of a `Parallel`, recording where its decisions start and whether it can
+    /// still change.
+    fn parallel_child(
+        &mut self,
+        walk: &mut ParallelWalk,
+        children: &[Node],
+        i: usize,
+        it: u32,
+        lp: Option<&str>,
+    ) {
+        walk.marks.push(self.marks());
+        walk.walked.push(i);
+        let changes = self.loop_changes.len();
+        let s = self.walk(&children[i], it, lp);
+        // Complete without deciding anything: it stays complete in this tree.
+        if !(s == Status::Complete && self.loop_changes.len() == changes) {
+            walk.open.push(i);
         }
-        self.advance(key, start, done);
-        self.trim_to_limit(limit, self.running_seen - running_before, base, &marks);
-        result
+        walk.result = merge(walk.result, s);
+    }
+
+    /// Whether planning `node` now would only ask to start its one task, and go on doing so
+    /// until a plan keeps it runnable: a task without `skip_if` or approval, in the loop the
+    /// run knows it in, with no state that ends it, not running.
+    fn plain_fresh(&self, node: &Node, it: u32, lp: Option<&str>) -> bool {
+        let NodeKind::Task(t) = &node.kind else {
+            return false;
+        };
+        !t.skip_if
+            && !t.needs_approval
+            && self.input.node_loop.get(&t.id).map(String::as_str) == lp
+            && self
+                .state(&t.id, it)
+                .is_none_or(|s| s.status == NodeStatus::Pending)
+            && (self.input.running.is_empty() || !self.input.running.contains(&(t.id.clone(), it)))
     }
 
     /// Where the planner's outputs end now: runnable, skipped, loop changes, groups.
@@ -536,24 +662,29 @@ impl<'a> Planner<'a> {
 
     /// Keeps the runnable tasks of a `Parallel`'s children, in tree order, while fewer than
     /// `limit` tasks would run; a child left without room starts nothing and decides nothing
-    /// (its phases and steps have not started either).
+    /// (its phases and steps have not started either). Returns the positions in `marks` of the
+    /// children whose tasks were kept.
     fn trim_to_limit(
         &mut self,
         limit: usize,
         running: usize,
         base: (usize, usize, usize, usize),
         marks: &[(usize, usize, usize, usize)],
-    ) {
+    ) -> Vec<usize> {
         let mut room = limit.saturating_sub(running);
+        let mut kept = Vec::new();
         let ends = marks.iter().skip(1).copied().chain([self.marks()]);
         let (mut runnable, mut skipped, mut loop_changes, mut groups) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (&(r0, s0, l0, g0), (r1, s1, l1, g1)) in marks.iter().zip(ends) {
+        for (w, (&(r0, s0, l0, g0), (r1, s1, l1, g1))) in marks.iter().zip(ends).enumerate() {
             let new = r1 - r0;
             if new > 0 && room == 0 {
                 continue;
             }
             let keep = new.min(room);
+            if keep > 0 {
+                kept.push(w);
+            }
             room -= keep;
             runnable.extend_from_slice(&self.runnable[r0..r0 + keep]);
             skipped.extend_from_slice(&self.skipped[s0..s1]);
@@ -568,6 +699,7 @@ impl<'a> Planner<'a> {
         self.loop_changes.extend(loop_changes);
         self.groups.truncate(base.3);
         self.groups.extend(groups);
+        kept
     }
 
     /// Whether any task under `node` has state (or is running) in iteration `it`.
@@ -612,7 +744,13 @@ impl<'a> Planner<'a> {
         if st.done {
             return Status::Complete;
         }
-        let fresh = !node.children.iter().any(|c| self.started(c, st.iteration));
+        // Once an iteration has started it stays started in this tree.
+        let key = (node.children.as_ptr() as usize, st.iteration);
+        let fresh = !self.loops_started.contains(&key)
+            && !node.children.iter().any(|c| self.started(c, st.iteration));
+        if !fresh {
+            self.loops_started.insert(key);
+        }
         if r.until && fresh {
             // `until` is checked at iteration boundaries: before an iteration starts or after it ends.
             let state = LoopState {

@@ -24,7 +24,7 @@ fn task(id: &str) -> Node {
 /// The run state the planner reads, built fluently.
 #[derive(Default)]
 struct State {
-    nodes: HashMap<String, HashMap<u32, NodeState>>,
+    nodes: NodeStates,
     loops: HashMap<String, LoopState>,
     running: HashSet<NodeKey>,
 }
@@ -120,7 +120,7 @@ fn check(tree: Node, state: State, expect: &str) {
             loops: &state.loops,
             running: &state.running,
             approvals: &HashMap::new(),
-            node_loop: &HashMap::new(),
+            node_loop: &FastMap::default(),
         },
     );
     assert_eq!(describe(&p), expect, "tree:\n{tree:?}");
@@ -339,4 +339,88 @@ fn duplicate_ids_fail_before_anything_runs() {
         State::default(),
         "run -; skip -; loops -; failed: duplicate node id `a`: used by a <Task output=N> and by a <Task output=N>; give each node a unique id",
     );
+}
+
+/// What a plan decided, in full, for comparing two plans.
+fn decided(p: &Plan) -> String {
+    let mut running: Vec<String> = p
+        .mounted_running
+        .iter()
+        .map(|(id, it)| format!("{id}@{it}"))
+        .collect();
+    running.sort();
+    let waiting: Vec<String> = p
+        .awaiting_approval
+        .iter()
+        .map(|r| r.task.id.clone())
+        .collect();
+    format!("{}; running {running:?}; waiting {waiting:?}", describe(p))
+}
+
+#[test]
+fn a_kept_tree_is_planned_as_a_fresh_walk_would_plan_it() {
+    // A Parallel with room for 3: plain tasks, a skipped one, a nested sequence and a task that
+    // needs approval among them, then a long run of plain tasks, and a task after the group.
+    let mut children: Vec<Node> = vec![
+        task("p0"),
+        t("skipped").skip_if(true).build(),
+        seq(&["s0", "s1"]),
+        task("p1"),
+        t("approve").needs_approval(true).build(),
+    ];
+    children.extend((0..40).map(|i| task(&format!("f{i}"))));
+    let tree = wf(Sequence::new()
+        .child(Parallel::new().max_concurrency(3).child(children).build())
+        .child(task("after"))
+        .build());
+    let mut state = State::default();
+    let approvals = HashMap::new();
+    let node_loop = FastMap::default();
+    let mut cursors = Cursors::default();
+    let mut step = 0;
+    loop {
+        let input = PlanInput {
+            nodes: &state.nodes,
+            loops: &state.loops,
+            running: &state.running,
+            approvals: &approvals,
+            node_loop: &node_loop,
+        };
+        let kept = plan_with(&tree, &input, &mut cursors);
+        let fresh = plan(&tree, &input);
+        assert_eq!(decided(&kept), decided(&fresh), "step {step}");
+        if !matches!(kept.outcome, Outcome::Pending) || step > 200 {
+            break;
+        }
+        for (t, it, _) in &kept.skipped {
+            state = state.node(&t.id, *it, NodeStatus::Skipped);
+        }
+        for r in &kept.runnable {
+            state = state.running(&r.task.id, r.iteration);
+        }
+        // Attempts end out of order: every third step the newest, else the oldest by id.
+        let mut running: Vec<NodeKey> = state.running.iter().cloned().collect();
+        running.sort();
+        let ended = if step % 3 == 0 {
+            running.pop()
+        } else {
+            running.first().cloned()
+        };
+        match ended {
+            Some(key) => {
+                state.running.remove(&key);
+                state = state.done(&key.0, key.1);
+            }
+            None => break,
+        }
+        step += 1;
+    }
+    // Everything but the task waiting for its approval ran; the group never completed.
+    assert!(step > 40, "{step} steps");
+    assert!(state.running.is_empty());
+    assert_eq!(
+        state.nodes.get("f39").map(|m| m[&0].status),
+        Some(NodeStatus::Finished)
+    );
+    assert!(!state.nodes.contains_key("after"));
 }

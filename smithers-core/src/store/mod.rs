@@ -395,6 +395,9 @@ pub struct LoadedRun {
     pub state: Vec<(String, String)>,
     /// Highest frame number recorded.
     pub last_frame: u32,
+    /// The shape hash of that frame, as stored (`None` without frames): a resumed run whose
+    /// tree has the same shape records no new frame.
+    pub last_frame_hash: Option<String>,
     /// Approval requests and decisions.
     pub approvals: Vec<ApprovalRecord>,
     /// Failed attempts per node and iteration (what `retries` counts).
@@ -717,6 +720,19 @@ pub trait Store: Send + Sync + 'static {
     async fn nodes(&self, run_id: &str) -> Result<Vec<NodeRecord>>;
     /// Attempts of a run.
     async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>>;
+    /// The usage of every attempt of a run that used something (node id and usage, oldest
+    /// first): what a resumed run has spent against its budgets. Attempts that used nothing
+    /// (static values, compute tasks) are left out, so a run of many such tasks loads nothing
+    /// here.
+    async fn attempt_usage(&self, run_id: &str) -> Result<Vec<(String, Usage)>> {
+        Ok(self
+            .attempts(run_id)
+            .await?
+            .into_iter()
+            .filter(|a| a.usage != Usage::default())
+            .map(|a| (a.node_id, a.usage))
+            .collect())
+    }
     /// Events of a run after `after_seq`.
     async fn events(&self, run_id: &str, after_seq: i64) -> Result<Vec<EventRecord>>;
     /// Steps of a run, by id (inactive ones included).

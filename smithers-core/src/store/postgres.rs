@@ -389,7 +389,9 @@ impl Store for PostgresStore {
             .await?;
         let state_st = tx.prepare_cached("SELECT key, value FROM state").await?;
         let frame_st = tx
-            .prepare_cached("SELECT MAX(frame_no) FROM _smithers_frames WHERE run_id = $1")
+            .prepare_cached(
+                "SELECT frame_no, tree_hash FROM _smithers_frames WHERE run_id = $1 ORDER BY frame_no DESC LIMIT 1",
+            )
             .await?;
         let failures_st = tx
             .prepare_cached(
@@ -401,7 +403,7 @@ impl Store for PostgresStore {
             query_nodes(&tx, run_id),
             async { Ok::<_, Error>(tx.query(&loops_st, &[&run_id]).await?) },
             async { Ok(tx.query(&state_st, &[]).await?) },
-            async { Ok(tx.query_one(&frame_st, &[&run_id]).await?) },
+            async { Ok(tx.query_opt(&frame_st, &[&run_id]).await?) },
             async { Ok(tx.query(&failures_st, &[&run_id]).await?) },
             query_approvals(&tx, run_id),
         )?;
@@ -430,7 +432,8 @@ impl Store for PostgresStore {
                 })
                 .collect(),
             state: state.iter().map(|r| (r.get(0), r.get(1))).collect(),
-            last_frame: frame.get::<_, Option<i64>>(0).unwrap_or(0) as u32,
+            last_frame: frame.as_ref().map_or(0, |r| u32_at(r, 0)),
+            last_frame_hash: frame.as_ref().map(|r| r.get(1)),
             failures: failures
                 .iter()
                 .map(|r| (r.get(0), u32_at(r, 1), u32_at(r, 2)))

@@ -280,6 +280,34 @@ fn query_nodes(c: &Connection, run_id: &str) -> Result<Vec<NodeRecord>> {
     Ok(rows)
 }
 
+/// The node states of a run in no particular order (what a resume needs; the order is the
+/// index's, so no sort), reading each status without allocating it.
+fn load_nodes(c: &Connection, run_id: &str) -> Result<Vec<NodeRecord>> {
+    let mut st = c.prepare_cached(
+        "SELECT node_id, iteration, status, attempts, output_table, loop_id, last_error
+         FROM _smithers_nodes WHERE run_id = ?1",
+    )?;
+    let mut rows = st.query([run_id])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(NodeRecord {
+            node_id: r.get(0)?,
+            iteration: r.get(1)?,
+            status: r
+                .get_ref(2)?
+                .as_str()
+                .ok()
+                .and_then(NodeStatus::parse)
+                .unwrap_or(NodeStatus::Pending),
+            attempts: r.get(3)?,
+            output_table: r.get(4)?,
+            loop_id: r.get(5)?,
+            last_error: r.get(6)?,
+        });
+    }
+    Ok(out)
+}
+
 fn query_approvals(c: &Connection, run_id: &str) -> Result<Vec<ApprovalRecord>> {
     let mut st = c.prepare_cached(
         "SELECT node_id, iteration, status, requested_at, decided_at, note
@@ -450,7 +478,7 @@ impl Store for SqliteStore {
     async fn load(&self, run_id: &str) -> Result<LoadedRun> {
         let run_id = run_id.to_owned();
         self.read(move |c| {
-            let nodes = query_nodes(c, &run_id)?;
+            let nodes = load_nodes(c, &run_id)?;
             let tables: HashSet<String> = nodes.iter().filter_map(|n| n.output_table.clone()).collect();
             let mut outputs = Vec::new();
             for t in tables {
@@ -469,8 +497,12 @@ impl Store for SqliteStore {
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let mut st = c.prepare_cached("SELECT key, value FROM state")?;
             let state = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
-            let last_frame: Option<u32> =
-                c.query_row("SELECT MAX(frame_no) FROM _smithers_frames WHERE run_id = ?1", [&run_id], |r| r.get(0))?;
+            let last: Option<(u32, String)> = c
+                .prepare_cached(
+                    "SELECT frame_no, tree_hash FROM _smithers_frames WHERE run_id = ?1 ORDER BY frame_no DESC LIMIT 1",
+                )?
+                .query_row([&run_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
             let mut st = c.prepare_cached(
                 "SELECT node_id, iteration, COUNT(*) FROM _smithers_attempts
                  WHERE run_id = ?1 AND status = 'failed' AND rolled_back = 0 GROUP BY node_id, iteration",
@@ -479,9 +511,11 @@ impl Store for SqliteStore {
                 .query_map([&run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let approvals = query_approvals(c, &run_id)?;
-            Ok(LoadedRun {
-                approvals,
-                failures, nodes, outputs, loops, state, last_frame: last_frame.unwrap_or(0) })
+            let (last_frame, last_frame_hash) = match last {
+                Some((no, hash)) => (no, Some(hash)),
+                None => (0, None),
+            };
+            Ok(LoadedRun { approvals, failures, nodes, outputs, loops, state, last_frame, last_frame_hash })
         })
         .await
     }
@@ -540,6 +574,36 @@ impl Store for SqliteStore {
                             .as_deref()
                             .and_then(crate::price::CostSource::parse),
                     })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn attempt_usage(&self, run_id: &str) -> Result<Vec<(String, Usage)>> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT node_id, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd
+                 FROM _smithers_attempts
+                 WHERE run_id = ?1 AND (input_tokens IS NOT NULL OR output_tokens IS NOT NULL
+                   OR cache_read_tokens IS NOT NULL OR cache_write_tokens IS NOT NULL OR cost_usd IS NOT NULL)
+                 ORDER BY rowid",
+            )?;
+            let rows = st
+                .query_map([&run_id], |r| {
+                    let tokens = |i| r.get::<_, Option<i64>>(i).map(|v| v.map(|v| v as u64));
+                    Ok((
+                        r.get(0)?,
+                        Usage {
+                            input_tokens: tokens(1)?,
+                            output_tokens: tokens(2)?,
+                            cache_read_tokens: tokens(3)?,
+                            cache_write_tokens: tokens(4)?,
+                            cost_usd: r.get(5)?,
+                        },
+                    ))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)

@@ -225,7 +225,7 @@ pub(super) async fn read_outputs(
         select.push_str(&quote(name));
     }
     select.push_str(&format!(" FROM {} WHERE run_id = $1", quote(table)));
-    let finished: std::collections::HashSet<(&str, u32)> = nodes
+    let finished: std::collections::HashSet<(&str, u32), crate::model::FastHash> = nodes
         .iter()
         .filter(|n| n.output_table.as_deref() == Some(table))
         .map(|n| (n.node_id.as_str(), n.iteration))

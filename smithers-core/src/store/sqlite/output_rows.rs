@@ -294,7 +294,7 @@ pub(super) fn read_outputs(
     select.push_str(&format!(" FROM {} WHERE run_id = ?1", quote(table)));
     let mut st = c.prepare(&select)?;
     let mut rows = st.query([run_id])?;
-    let finished: std::collections::HashSet<(&str, u32)> = nodes
+    let finished: std::collections::HashSet<(&str, u32), crate::model::FastHash> = nodes
         .iter()
         .filter(|n| n.output_table.as_deref() == Some(table))
         .map(|n| (n.node_id.as_str(), n.iteration))
