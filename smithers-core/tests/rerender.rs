@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::*;
-use smithers_core::node::{Phase, Ralph, Sequence, Task, Workflow};
-use smithers_core::store::RunStatus;
-use smithers_core::{Ctx, LoopRef, Node, Ref};
+use smithers_core::engine::Engine;
+use smithers_core::node::{Parallel, Phase, Ralph, Sequence, Task, Workflow};
+use smithers_core::store::{Durability, RunStatus, SqliteStore, Store};
+use smithers_core::{Ctx, LoopRef, Node, Ref, TaskError};
 
 const A: Ref<Num> = Ref::new("a");
 const B: Ref<Num> = Ref::new("b");
@@ -201,4 +202,70 @@ async fn a_state_key_not_read_does_not_re_render() {
     assert_eq!(report.status, RunStatus::Finished, "{report:?}");
     assert_eq!(h.state("k").as_deref(), Some("7"));
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+/// A Parallel of `k` compute tasks whose bodies all return at the same moment (they wait on one
+/// barrier), then a task whose value sums what the render read of each. Returns the commits of
+/// the whole run, the calls of the workflow function, and the sum.
+async fn ended_together(k: usize) -> (u64, usize, i64) {
+    let h = Harness::new();
+    let store = Arc::new(
+        // A second handle on the harness's database, for its commit count.
+        SqliteStore::open(&h.db, Durability::Normal).unwrap(),
+    );
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let gate = Arc::new(tokio::sync::Barrier::new(k));
+    let ids: Vec<String> = (0..k).map(|i| format!("p{i}")).collect();
+    let engine = Engine::new(store.clone() as Arc<dyn Store>, move |ctx: &Ctx<()>| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        // Every output of the Parallel is read: each one landing alone would re-render.
+        let seen: i64 = ids
+            .iter()
+            .map(|id| ctx.output_maybe::<Num>(id.as_str()).map_or(0, |o| o.n))
+            .sum();
+        let tasks = ids.iter().enumerate().map(|(i, id)| {
+            let gate = gate.clone();
+            Task::<Num>::new()
+                .id(id)
+                .run(move |_t| {
+                    let gate = gate.clone();
+                    async move {
+                        gate.wait().await;
+                        Ok::<_, TaskError>(num(i as i64 + 1))
+                    }
+                })
+                .build()
+        });
+        Workflow::new()
+            .child(Parallel::new().child(tasks).build())
+            .child(value("sum", seen))
+            .build()
+    });
+    let before = store.commits();
+    let report = engine.run(()).await.unwrap();
+    assert_eq!(report.status, RunStatus::Finished, "{report:?}");
+    assert_eq!(report.finished_nodes, k + 1);
+    let commits = store.commits() - before;
+    let sum = n_of(&h, &report.run_id, "sum");
+    (commits, calls.load(Ordering::SeqCst), sum)
+}
+
+#[tokio::test]
+async fn completions_ready_together_persist_in_one_commit_and_cause_one_render() {
+    let (commits_one, renders_one, sum_one) = ended_together(1).await;
+    let (commits, renders, sum) = ended_together(6).await;
+    // The render after the outputs read every one of them.
+    assert_eq!(sum_one, 1);
+    assert_eq!(sum, 21);
+    // Six outputs that landed together cost what one does: their rows in one transaction,
+    // followed by one render (each landing alone would add a commit and a render).
+    assert_eq!(
+        (commits, renders),
+        (commits_one, renders_one),
+        "6 completions at once: {commits} commits and {renders} renders; one alone: \
+         {commits_one} commits and {renders_one} renders"
+    );
+    // `run` names the run, the drive's first render starts the tasks, one more sees them all.
+    assert_eq!(renders, 3);
 }
