@@ -25,6 +25,7 @@ use crate::time::{now_ms, now_rfc3339};
 mod connect;
 mod copy;
 mod output_rows;
+mod workers;
 mod writes;
 
 use connect::{connect_error, describe, migrate, parse, pool_error};
@@ -836,6 +837,30 @@ impl Store for PostgresStore {
                 add_tokens: r.get::<_, i64>(2).max(0) as u64,
             })
             .collect())
+    }
+
+    async fn active_runs(&self) -> Result<Vec<RunRecord>> {
+        workers::active_runs(&self.client().await?).await
+    }
+
+    async fn put_worker(&self, worker: &WorkerRecord) -> Result<()> {
+        workers::put_worker(&self.client().await?, worker).await
+    }
+
+    async fn remove_worker(&self, worker_id: &str) -> Result<()> {
+        workers::remove_worker(&self.client().await?, worker_id).await
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerRecord>> {
+        workers::workers(&self.client().await?).await
+    }
+
+    async fn restarts(&self, run_id: &str) -> Result<Option<RestartRecord>> {
+        workers::restarts(&self.client().await?, run_id).await
+    }
+
+    async fn put_restarts(&self, record: &RestartRecord) -> Result<()> {
+        workers::put_restarts(&self.client().await?, record).await
     }
 
     async fn state_get(&self, key: &str) -> Result<Option<String>> {
