@@ -418,6 +418,10 @@ fn a_run_whose_driver_dies_every_time_is_failed_after_the_restart_limit() {
         assert!(crashed_workers <= 2, "restarted more than the limit");
     };
     assert_eq!(crashed_workers, 2, "two restarts, each dying in n1");
+    let mut last = last;
+    wait_until("the lease of the failed run released", &mut last, || {
+        c.run("doomed").is_some_and(|r| r.2.is_none())
+    });
     let (status, error, lease) = c.run("doomed").unwrap();
     assert_eq!((status.as_str(), lease), ("failed", None));
     let error = error.unwrap();
