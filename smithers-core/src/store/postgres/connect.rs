@@ -49,8 +49,13 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (
         7,
+        "attempt_queue",
+        include_str!("../../../migrations/postgres/0007_attempt_queue.sql"),
+    ),
+    (
+        8,
         "workers",
-        include_str!("../../../migrations/postgres/0007_workers.sql"),
+        include_str!("../../../migrations/postgres/0008_workers.sql"),
     ),
 ];
 
