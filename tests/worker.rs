@@ -171,6 +171,21 @@ fn one_output_per_node() -> Vec<(String, i64)> {
     NODES.iter().map(|n| (n.to_string(), 1)).collect()
 }
 
+/// `smithers ARGS --db DB`: its stdout, after checking it succeeded.
+fn smithers(db: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_smithers"))
+        .args(["--db", db])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "smithers {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Stops a worker with SIGTERM and checks that it exits 0 after saying it stops.
 fn stop_worker(worker: Child) -> String {
     signal(&worker, libc::SIGTERM);
@@ -249,6 +264,13 @@ fn killed_driver_is_taken_over(env: &ChildEnv, db: &str, read: &dyn Db) {
         );
     }
     assert_eq!(read.restarts(RUN), Some(1), "one restart recorded");
+    let status = smithers(db, &["status", RUN]);
+    assert!(
+        status.contains("restarts  1 since its last progress; last ")
+            && status.contains(&format!("by `{}`: its driver `", read.workers()[0]))
+            && status.contains(&format!(":{pid_a}:")),
+        "status names the restart and the dead driver: {status}"
+    );
     stop_worker(worker);
     assert_eq!(
         read.workers(),
@@ -320,6 +342,22 @@ fn sigterm_hands_the_run_back_queued_and_the_next_worker_finishes_it() {
     let mut first = env.spawn("worker --poll-ms 20", 60_000);
     let pid_1 = first.id();
     env.wait_for(&format!("start n0 {pid_1}"), 1, &mut first);
+    // Who drives what, from the database alone.
+    let db = env.db.display().to_string();
+    let workers = smithers(&db, &["workers"]);
+    let line = workers
+        .lines()
+        .find(|l| l.contains(&format!(":{pid_1}:")))
+        .unwrap_or_else(|| panic!("the worker is listed: {workers}"));
+    assert!(
+        line.contains("supervised") && line.ends_with(" handed") && line.contains("s ago"),
+        "its workflow, the run it drives, its heartbeat: {workers}"
+    );
+    let status = smithers(&db, &["status", "handed"]);
+    assert!(
+        status.contains("driver    worker `") && status.contains(&format!(":{pid_1}:")),
+        "status names the worker driving the run: {status}"
+    );
     let stopped_at = Instant::now();
     stop_worker(first);
     assert!(
@@ -355,6 +393,9 @@ fn sigterm_hands_the_run_back_queued_and_the_next_worker_finishes_it() {
         Vec::<String>::new(),
         "the stopped worker deregistered"
     );
+    assert_eq!(smithers(&db, &["workers"]), "no live worker\n");
+    assert!(smithers(&db, &["status", "handed"])
+        .contains("driver    none yet: a `worker` of this workflow takes the run"));
     let event: String = c
         .query_row(
             "SELECT json_extract(payload, '$.reason') FROM _smithers_events WHERE run_id = 'handed' AND kind = 'run_queued' ORDER BY seq DESC LIMIT 1",

@@ -17,6 +17,7 @@ pub mod init;
 pub mod inspect;
 pub mod live;
 pub mod logs;
+pub mod workers;
 
 /// Options shared by every command.
 #[derive(Args, Debug, Clone)]

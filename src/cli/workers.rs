@@ -96,9 +96,7 @@ pub async fn workers(store: &dyn Store, all: bool, json: bool) -> Result<()> {
 /// alive, or that nobody does.
 pub fn driver_line(run: &RunRecord, workers: &[WorkerRecord], now: Timestamp) -> Option<String> {
     let owner = run.lease_owner.as_deref()?;
-    let expired = run
-        .lease_expires_ms
-        .is_some_and(|e| e < now.as_millis());
+    let expired = run.lease_expires_ms.is_some_and(|e| e < now.as_millis());
     let holder = match worker_of(workers, owner) {
         Some(w) if w.is_stale(now.as_millis()) => format!(
             "worker `{}` (stale: last heartbeat {})",
@@ -145,7 +143,9 @@ mod tests {
             driving: vec!["r".into()],
             started_at: "2026-12-01T00:00:00Z".into(),
             heartbeat_at: "2026-12-01T00:00:10Z".into(),
-            expires_ms: Timestamp::parse("2026-12-01T00:00:25Z").unwrap().as_millis(),
+            expires_ms: Timestamp::parse("2026-12-01T00:00:25Z")
+                .unwrap()
+                .as_millis(),
         };
         let now = Timestamp::parse("2026-12-01T00:00:13Z").unwrap();
         let mut run = RunRecord {
