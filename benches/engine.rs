@@ -9,6 +9,7 @@
 //!   iteration;
 //! - a Parallel of `SMITHERS_BENCH_PARALLEL` computed tasks (default 10 000) with
 //!   `max_concurrency` 64;
+//! - WAL pages written per output commit (frames a sequence adds to the WAL, per commit);
 //! - peak RSS (`VmHWM`) after the largest sequence;
 //! - resuming a run with `SMITHERS_BENCH_RESUME` finished nodes (default 100 000): load,
 //!   render, plan, run the one node left.
@@ -132,6 +133,35 @@ async fn bench_sequence(n: usize, reps: usize) -> (Duration, f64) {
         samples.push(el / n as u32);
     }
     (median(samples), commits)
+}
+
+/// Frames in the WAL of the database at `db` (its size: a 32-byte header, then per frame a
+/// 24-byte header and one page).
+fn wal_frames(db: &std::path::Path) -> u64 {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    let size = std::fs::metadata(wal).map_or(0, |m| m.len());
+    size.saturating_sub(32) / (24 + 4096)
+}
+
+/// WAL pages written per output commit: the frames a sequence of `n` static tasks adds to the
+/// WAL, against one of `base` tasks, per commit added. Both stay under the auto-checkpoint
+/// (1 000 frames), so the WAL only grows while they run.
+async fn pages_per_commit(base: usize, n: usize) -> Option<f64> {
+    let mut frames = Vec::new();
+    let mut commits = Vec::new();
+    for size in [base, n] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(&dir);
+        let engine = Engine::new(store.clone() as Arc<dyn Store>, sequence(size));
+        engine.run(()).await.expect("run");
+        frames.push(wal_frames(store.path()));
+        commits.push(store.commits());
+    }
+    if frames[1] >= 1000 || commits[1] <= commits[0] {
+        return None;
+    }
+    Some((frames[1] - frames[0]) as f64 / (commits[1] - commits[0]) as f64)
 }
 
 /// Per-iteration cost and commits per iteration.
@@ -286,6 +316,10 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         println!("smithers engine overhead (durability FULL; floor = one SQLite insert per commit, WAL, synchronous=FULL)");
+        match pages_per_commit(10, 40).await {
+            Some(p) => println!("WAL pages per output commit (sequence of 40 against 10 static tasks): {p:.1} (the floor's insert: 1)"),
+            None => println!("WAL pages per output commit: not measured (the WAL was checkpointed)"),
+        }
         let mut floors = Floors(Vec::new());
         let mut seq = Vec::new();
         let mut peak = None;
