@@ -259,12 +259,16 @@ async fn completions_ready_together_persist_in_one_commit_and_cause_one_render()
     assert_eq!(sum_one, 1);
     assert_eq!(sum, 21);
     // Six outputs that landed together cost what one does: their rows in one transaction,
-    // followed by one render (each landing alone would add a commit and a render).
+    // followed by one render. Each landing alone would add a commit and a render (five more of
+    // each); the store's other writes (the progress writer's events, the lease's release)
+    // share transactions as they happen to queue, which moves the count by one either way.
     assert_eq!(
-        (commits, renders),
-        (commits_one, renders_one),
-        "6 completions at once: {commits} commits and {renders} renders; one alone: \
-         {commits_one} commits and {renders_one} renders"
+        renders, renders_one,
+        "6 completions at once: {renders} renders; one alone: {renders_one}"
+    );
+    assert!(
+        commits <= commits_one + 1,
+        "6 completions at once: {commits} commits; one alone: {commits_one}"
     );
     // `run` names the run, the drive's first render starts the tasks, one more sees them all.
     assert_eq!(renders, 3);
