@@ -467,6 +467,18 @@ fn a_detached_run_is_queued_and_a_worker_finishes_it() {
         "the worker learned its workflow: {workers}"
     );
     assert_eq!(c.outputs("detached"), one_output_per_node());
+    let run_events: Vec<String> = c
+        .prepare("SELECT kind FROM _smithers_events WHERE run_id = 'detached' AND kind LIKE 'run_%' ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        run_events,
+        ["run_queued", "run_started", "run_finished"],
+        "queued, then started by the worker"
+    );
     assert_eq!(
         c.restarts("detached"),
         None,
