@@ -358,7 +358,7 @@ fn a_hung_driver_is_taken_over_once_its_lease_expires_and_then_commits_nothing()
         )
         .unwrap();
     assert!(
-        restart_reason.starts_with(&format!("the lease of its driver `"))
+        restart_reason.starts_with("the lease of its driver `")
             && restart_reason.contains(&format!(":{pid_a}:"))
             && restart_reason.contains("` expired at "),
         "{restart_reason}"
