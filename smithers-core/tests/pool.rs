@@ -87,9 +87,9 @@ async fn workers_execute_a_pool_run_and_its_driver_decides_the_retry() {
         options.concurrency = 3;
         options.poll = Duration::from_millis(100);
         let stop = stop.clone();
-        workers.push(tokio::spawn(
-            async move { engine.serve_attempts(options, stop).await },
-        ));
+        workers.push(tokio::spawn(async move {
+            engine.serve_attempts(options, stop).await
+        }));
     }
     let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&schema.url).await.unwrap());
     let driver =
@@ -105,8 +105,16 @@ async fn workers_execute_a_pool_run_and_its_driver_decides_the_retry() {
         recorded.push(w.await.unwrap().unwrap().recorded);
     }
     assert_eq!(hits.get(), 30, "each task ran once");
-    assert_eq!(flaky.get(), 2, "the retry was decided by the driver and run by a worker");
-    assert_eq!(recorded.iter().sum::<u64>(), 32, "every attempt was a worker's");
+    assert_eq!(
+        flaky.get(),
+        2,
+        "the retry was decided by the driver and run by a worker"
+    );
+    assert_eq!(
+        recorded.iter().sum::<u64>(),
+        32,
+        "every attempt was a worker's"
+    );
     assert!(
         recorded.iter().all(|&r| r > 0),
         "both workers executed some: {recorded:?}"
@@ -132,10 +140,11 @@ async fn a_cancelled_pool_run_stops_its_queued_attempts() {
     let (hits, flaky) = (Counter::default(), Counter::default());
     let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&schema.url).await.unwrap());
     let cancel = CancellationToken::new();
-    let driver = Engine::new(store.clone(), fan_out(3, &hits, &flaky)).with_options(EngineOptions {
-        cancel: cancel.clone(),
-        ..pool_options()
-    });
+    let driver =
+        Engine::new(store.clone(), fan_out(3, &hits, &flaky)).with_options(EngineOptions {
+            cancel: cancel.clone(),
+            ..pool_options()
+        });
     let run = tokio::spawn(async move { driver.run_with_id("c", ()).await });
     // No worker: the attempts stay queued until the cancellation stops them.
     let probe: Arc<dyn Store> = Arc::new(PostgresStore::connect(&schema.url).await.unwrap());

@@ -139,6 +139,10 @@ struct WorkflowCli {
     /// driver past its lease.
     #[arg(long, global = true, hide = true, value_parser = clap::value_parser!(u64).range(30..))]
     lease_ttl_ms: Option<u64>,
+    /// Pool mode (PostgreSQL): queue the run's attempts for the `worker`s of this workflow
+    /// instead of running them in this process; this process still drives the run.
+    #[arg(long, global = true)]
+    pool: bool,
     #[command(subcommand)]
     command: WorkflowCommand,
 }
@@ -358,6 +362,7 @@ where
                     .lease_ttl_ms
                     .map_or(defaults.lease_ttl, std::time::Duration::from_millis),
                 prices: prices.clone(),
+                pool: cli.pool,
                 ..defaults
             };
             Engine::new(store, workflow).with_options(opts)

@@ -6,6 +6,7 @@
 //! and progress lines too, so a worker whose claim expired or was taken commits nothing. What the
 //! outcome means (validation, retries, budgets, cache) is decided by the run's driver.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,10 +21,13 @@ use super::attempt::{run_attempt, AttemptInput};
 use super::remote::to_remote;
 use super::{panic_message, Engine};
 use crate::agent::ProgressSink;
+use crate::ctx::Ctx;
 use crate::error::{Error, Result, TaskError};
 use crate::events::{Event, EventKind};
 use crate::machine::AttemptResult;
+use crate::machine::RunState;
 use crate::node::{Node, TaskSpec};
+use crate::store::FenceToken;
 use crate::store::{queue_channel, Claim, RemoteError, RemoteOutcome};
 
 /// How a worker executes queued attempts.
@@ -112,6 +116,7 @@ where
         }
         let engine = self.handle();
         let counters = Arc::new(Counters::default());
+        let renders = Arc::new(Renders::default());
         let mut wake = self
             .store
             .listen(&queue_channel(&options.workflow))
@@ -143,6 +148,7 @@ where
                                 options.claim_ttl,
                                 release.clone(),
                                 counters.clone(),
+                                renders.clone(),
                             ));
                         }
                     }
@@ -183,6 +189,75 @@ where
     }
 }
 
+/// The trees a worker rendered, by run, each with the run's queue position read before its
+/// snapshot was loaded: it serves every claimed attempt at or before that position (what the
+/// driver saw when it queued them is in it), and a later attempt renders again.
+#[derive(Default)]
+struct Renders(std::sync::Mutex<HashMap<String, (i64, Arc<Node>)>>);
+
+/// Runs whose trees a worker keeps at most.
+const RENDERS_KEPT: usize = 64;
+
+impl Renders {
+    fn get(&self, claim: &Claim) -> Option<Arc<Node>> {
+        let m = self.0.lock().ok()?;
+        m.get(&claim.run_id)
+            .filter(|(position, _)| claim.position <= *position)
+            .map(|(_, tree)| tree.clone())
+    }
+
+    fn put(&self, run_id: &str, position: i64, tree: Arc<Node>) {
+        let Ok(mut m) = self.0.lock() else {
+            return;
+        };
+        if m.len() >= RENDERS_KEPT && !m.contains_key(run_id) {
+            m.clear();
+        }
+        match m.get(run_id) {
+            Some((p, _)) if *p >= position => {}
+            _ => {
+                m.insert(run_id.to_owned(), (position, tree));
+            }
+        }
+    }
+}
+
+impl<I> Engine<I>
+where
+    I: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    /// The run's tree as its persisted state renders it, recent enough for `claim`.
+    async fn tree_for(&self, claim: &Claim, renders: &Renders) -> Result<Arc<Node>> {
+        if let Some(tree) = renders.get(claim) {
+            return Ok(tree);
+        }
+        let position = self.store.queue_position(&claim.run_id).await?;
+        let rec = self
+            .store
+            .run(&claim.run_id)
+            .await?
+            .ok_or_else(|| Error::RunNotFound(claim.run_id.clone()))?;
+        let input: I = serde_json::from_value(rec.input).map_err(|e| {
+            Error::InvalidInput(format!(
+                "the stored input of run `{}` does not fit this workflow's input type: {e}",
+                claim.run_id
+            ))
+        })?;
+        // What a render reads: outputs, loop counters, `state` (no attempts, steps or phases).
+        let loaded = self.store.load(&claim.run_id).await?;
+        let st = RunState::loaded(
+            &claim.run_id,
+            FenceToken::new(String::new(), 0),
+            loaded,
+            Vec::new(),
+            Vec::new(),
+        );
+        let tree = Arc::new(self.render_catching(&Ctx::new(Arc::new(input), st.snap))?);
+        renders.put(&claim.run_id, position, tree.clone());
+        Ok(tree)
+    }
+}
+
 /// The task `id` among the mounted nodes of `tree`.
 fn find_task(tree: &Node, id: &str) -> Option<Arc<TaskSpec>> {
     if let crate::node::NodeKind::Task(t) = tree.kind() {
@@ -190,7 +265,9 @@ fn find_task(tree: &Node, id: &str) -> Option<Arc<TaskSpec>> {
             return Some(t.clone());
         }
     }
-    tree.mounted_children().iter().find_map(|c| find_task(c, id))
+    tree.mounted_children()
+        .iter()
+        .find_map(|c| find_task(c, id))
 }
 
 /// A failure the worker records without running the body (the driver decides what it means).
@@ -216,11 +293,12 @@ async fn execute_claim<I>(
     ttl: Duration,
     release: CancellationToken,
     counters: Arc<Counters>,
+    renders: Arc<Renders>,
 ) where
     I: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     let store = engine.store.clone();
-    let task = match engine.render_run(&claim.run_id).await {
+    let task = match engine.tree_for(&claim, &renders).await {
         Ok(tree) => find_task(&tree, &claim.node_id).ok_or_else(|| {
             format!(
                 "worker `{}` renders run `{}` without task `{}`: is it running another version of the workflow binary?",
@@ -258,7 +336,9 @@ async fn execute_claim<I>(
             counters.lost.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "an outcome was not recorded");
         }
-        Err(e) => tracing::warn!(error = %e, node = %claim.node_id, "could not record an outcome; the claim expires and the attempt runs again"),
+        Err(e) => {
+            tracing::warn!(error = %e, node = %claim.node_id, "could not record an outcome; the claim expires and the attempt runs again")
+        }
     }
 }
 

@@ -408,7 +408,12 @@ fn an_attempt_queued_by_the_previous_driver_is_adopted_not_started_again() {
     assert_eq!(describe(&cmds), ["commit[run_resumed]"]);
     let tree = || {
         Workflow::new()
-            .child(Parallel::new().child(compute("a")).child(compute("b")).build())
+            .child(
+                Parallel::new()
+                    .child(compute("a"))
+                    .child(compute("b"))
+                    .build(),
+            )
             .build()
     };
     render(&mut st, tree());
@@ -422,7 +427,13 @@ fn an_attempt_queued_by_the_previous_driver_is_adopted_not_started_again() {
     // `a` keeps its attempt (no new row, no second node_started); `b` starts as usual.
     assert_eq!(
         describe(&cmds),
-        ["commit[]", "start:a#3", "commit[node_started:b]", "start:b#1", "wait"]
+        [
+            "commit[]",
+            "start:a#3",
+            "commit[node_started:b]",
+            "start:b#1",
+            "wait"
+        ]
     );
     let adopted: Vec<bool> = cmds
         .iter()
