@@ -107,7 +107,10 @@ pub struct Worker<I> {
     drives: JoinSet<DriveEnd>,
     report: WorkerReport,
     /// The loop executing queued attempts (pool mode), once started, and how to stop it.
-    serving: Option<(CancellationToken, tokio::task::JoinHandle<Result<crate::engine::PoolReport>>)>,
+    serving: Option<(
+        CancellationToken,
+        tokio::task::JoinHandle<Result<crate::engine::PoolReport>>,
+    )>,
 }
 
 impl<I> Worker<I>
@@ -197,8 +200,7 @@ where
         let Some(workflow) = &self.workflow else {
             return;
         };
-        if self.serving.is_some() || self.options.attempts == 0 || !self.store().supports_pool()
-        {
+        if self.serving.is_some() || self.options.attempts == 0 || !self.store().supports_pool() {
             return;
         }
         let mut options = crate::engine::PoolOptions::new(workflow.clone(), self.id.clone());
@@ -432,8 +434,12 @@ where
             stop.cancel();
             match serving.await {
                 Ok(Ok(report)) => self.report.attempts = report,
-                Ok(Err(e)) => tracing::warn!(worker = %self.id, error = %e, "executing queued attempts failed"),
-                Err(e) => tracing::error!(worker = %self.id, error = %e, "the attempt loop ended abnormally"),
+                Ok(Err(e)) => {
+                    tracing::warn!(worker = %self.id, error = %e, "executing queued attempts failed")
+                }
+                Err(e) => {
+                    tracing::error!(worker = %self.id, error = %e, "the attempt loop ended abnormally")
+                }
             }
         }
         if let Err(e) = self.store().remove_worker(&self.id).await {
