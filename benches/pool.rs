@@ -41,6 +41,9 @@ const TASKS: usize = 200;
 const SLEEP: Duration = Duration::from_millis(50);
 const WORKFLOW: &str = "bench-pool";
 
+/// When the last task body ended (of the run being measured).
+static LAST_BODY_END: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+
 fn fan_out(ctx: &Ctx<()>) -> smithers_core::Node {
     let _ = ctx;
     Workflow::new()
@@ -53,6 +56,9 @@ fn fan_out(ctx: &Ctx<()>) -> smithers_core::Node {
                         .id(format!("t{i:03}"))
                         .run(move |_t| async move {
                             tokio::time::sleep(SLEEP).await;
+                            if let Ok(mut last) = LAST_BODY_END.lock() {
+                                *last = Some(Instant::now());
+                            }
                             Ok::<_, String>(Slept { n: i as i64 })
                         })
                         .build()
@@ -62,8 +68,9 @@ fn fan_out(ctx: &Ctx<()>) -> smithers_core::Node {
         .build()
 }
 
-/// Drives one run with `workers` workers; returns its wall time.
-async fn once(url: &str, workers: usize) -> Duration {
+/// Drives one run with `workers` workers; returns its wall time, and how long before its end
+/// the last task body ended (the time the driver took to consume the last outcomes).
+async fn once(url: &str, workers: usize) -> (Duration, Duration) {
     let driver_store: Arc<dyn Store> =
         Arc::new(PostgresStore::connect(url).await.expect("connect"));
     let stop = CancellationToken::new();
@@ -87,6 +94,12 @@ async fn once(url: &str, workers: usize) -> Duration {
     let started = Instant::now();
     let report = engine.run(()).await.expect("the run");
     let took = started.elapsed();
+    let ended = Instant::now();
+    let lag = LAST_BODY_END
+        .lock()
+        .ok()
+        .and_then(|l| *l)
+        .map_or(Duration::ZERO, |l| ended.saturating_duration_since(l));
     assert_eq!(report.finished_nodes, TASKS, "{report:?}");
     stop.cancel();
     let mut executed = 0;
@@ -96,7 +109,7 @@ async fn once(url: &str, workers: usize) -> Duration {
         executed += r.recorded;
     }
     assert_eq!(executed, TASKS as u64, "every task executed once");
-    took
+    (took, lag)
 }
 
 fn uptime() -> String {
@@ -117,16 +130,17 @@ fn main() {
                 println!("no PostgreSQL server reachable: nothing measured");
                 return;
             };
-            let took = once(&schema.url, workers).await;
+            let (took, lag) = once(&schema.url, workers).await;
             schema.drop().await;
             let per_sec = TASKS as f64 / took.as_secs_f64();
             let base = *one.get_or_insert(per_sec);
             println!(
-                "{workers} worker(s): {:>7.1} ms for {TASKS} tasks, {per_sec:>6.1} tasks/s, {:.2}x one worker (ideal {}x; floor {} ms)",
+                "{workers} worker(s): {:>7.1} ms for {TASKS} tasks, {per_sec:>6.1} tasks/s, {:.2}x one worker (ideal {}x; floor {} ms); the run ended {:.1} ms after the last task body",
                 took.as_secs_f64() * 1e3,
                 per_sec / base,
                 workers,
                 (TASKS / workers) as u128 * SLEEP.as_millis(),
+                lag.as_secs_f64() * 1e3,
             );
         }
         println!("load after: {}", uptime());
