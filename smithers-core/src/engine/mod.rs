@@ -311,6 +311,9 @@ where
             .store
             .acquire_lease(&rec.run_id, &lease_owner(), self.options.lease_ttl)
             .await?;
+        // A queued run nothing ran of yet (`run --detach`) starts here; any other resumes.
+        let fresh =
+            rec.status == RunStatus::Queued && self.store.nodes(&rec.run_id).await?.is_empty();
         let abandoned = self.store.reset_for_resume(&rec.run_id, &fence).await?;
         // Attempts the previous driver queued for workers carry on: adopted, not re-run.
         let adopted = self
@@ -321,8 +324,14 @@ where
             .map(|q| ((q.node_id, q.iteration), q.attempt))
             .collect();
         let mut st = self.load_state(&rec.run_id, fence).await?;
-        self.execute_all(&mut st, Input::Resumed { abandoned, adopted })
-            .await?;
+        let first = if fresh {
+            Input::Started {
+                workflow: rec.workflow.clone(),
+            }
+        } else {
+            Input::Resumed { abandoned, adopted }
+        };
+        self.execute_all(&mut st, first).await?;
         self.drive_and_release(&mut st, Arc::new(input)).await
     }
 
