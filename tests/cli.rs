@@ -169,3 +169,96 @@ async fn graph_annotates_only_the_mounted_arm_when_both_arms_share_an_id() {
 "
     );
 }
+
+const FIX_LOOP: LoopRef = LoopRef::new("fix");
+
+/// Reads the counter of a loop it never renders (the `<Ralph>` has no `id`).
+fn wrong_loop(ctx: &Ctx<()>) -> Node {
+    let it = ctx.iteration(FIX_LOOP);
+    workflow! {
+        <Workflow name="wrong-loop">
+            <Ralph max_iterations=2>
+                <Task id="fix" output=Greeting value={Greeting { text: format!("fix {it}") }} />
+            </Ralph>
+        </Workflow>
+    }
+}
+
+fn twice(_ctx: &Ctx<()>) -> Node {
+    workflow! {
+        <Workflow name="twice">
+            <Parallel>
+                <Task id="review" output=Greeting value={Greeting { text: "a".into() }} />
+                <Task id="review" output=Greeting value={Greeting { text: "b".into() }} />
+            </Parallel>
+        </Workflow>
+    }
+}
+
+#[tokio::test]
+async fn graph_reports_the_mistakes_a_run_would_fail_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = smithers::cli::DbArgs {
+        db: dir.path().join("s.db"),
+        durability: smithers::cli::DurabilityArg::Off,
+    };
+    // `ctx.iteration(FIX_LOOP)` of a loop the tree does not have: the run's error, not a tree
+    // whose counter reads 0 forever.
+    let e = smithers::cli::graph(&db, wrong_loop, None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e,
+        "`ctx.iteration(\"fix\")` reads a loop that this workflow does not have (the tree's loops are `ralph`); give the loop's `LoopRef` to both `<Ralph id=..>` and `ctx.iteration(..)` (a `<Ralph>` without `id` is `LoopRef::DEFAULT`)"
+    );
+    let e = smithers::cli::graph(&db, twice, Some("null"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e,
+        "duplicate node id `review`: used by a <Task output=Greeting> and by a <Task output=Greeting>; give each node a unique id"
+    );
+    // The same checks over a run: the workflow may have changed since the run started.
+    let code = main_from(
+        [
+            "branchy",
+            "--quiet",
+            "--db",
+            db.db.to_str().unwrap(),
+            "run",
+            "--run-id",
+            "r1",
+        ],
+        branchy,
+    )
+    .await;
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+    let e = smithers::cli::graph(&db, twice, None, Some("r1"))
+        .await
+        .unwrap_err();
+    assert!(e.starts_with("duplicate node id `review`"), "{e}");
+    let e = smithers::cli::graph(&db, branchy, None, Some("nope"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e,
+        "run `nope` not found in this database; `smithers runs` lists the runs it has"
+    );
+    // A correct workflow still prints its tree, and the exit code says which happened.
+    let tree = smithers::cli::graph(&db, branchy, None, Some("r1"))
+        .await
+        .unwrap();
+    assert!(tree.contains("[finished#0]"), "{tree}");
+    let args = [
+        "wrong-loop",
+        "--db",
+        db.db.to_str().unwrap(),
+        "graph",
+        "--input",
+        "null",
+    ];
+    assert_eq!(
+        main_from(args, wrong_loop).await,
+        std::process::ExitCode::from(2)
+    );
+}

@@ -425,30 +425,58 @@ where
             Ok(std::process::ExitCode::SUCCESS)
         }
         WorkflowCommand::Graph { input, run_id } => {
-            // Over a run: its tree as the persisted state renders it, each task annotated with
-            // its latest state (`[finished#0]`). Otherwise: the tree for a fresh input.
-            if input.is_none() && cli.db.exists() {
-                let store = cli.db.open().await.map_err(|e| e.to_string())?;
-                let rec = match run_id {
-                    Some(id) => store.run(id).await.map_err(|e| e.to_string())?,
-                    None => store.latest_run().await.map_err(|e| e.to_string())?,
-                };
-                if let Some(rec) = rec {
-                    let text = run_graph(store, workflow, &rec.run_id)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    print!("{text}");
-                    return Ok(std::process::ExitCode::SUCCESS);
-                }
-                let tree = Engine::new(store, workflow).render(parse_input(None)?);
-                print!("{}", tree.to_tree_string());
-                return Ok(std::process::ExitCode::SUCCESS);
-            }
-            let input: I = parse_input(input.as_deref())?;
-            print!("{}", workflow(&Ctx::empty(input)).to_tree_string());
+            let text = graph(&cli.db, workflow, input.as_deref(), run_id.as_deref()).await?;
+            print!("{text}");
             Ok(std::process::ExitCode::SUCCESS)
         }
     }
+}
+
+/// What a workflow binary's `graph` prints. Over a run (`run_id`, else the latest run, when the
+/// database exists and no `input` is given): the tree its persisted state renders, each task
+/// annotated with its latest state (`[finished#0]`). Otherwise: the tree a new run with `input`
+/// renders first. Either way the tree is checked as a run checks it before anything starts, and
+/// a mistake is the error the run would fail with (`ctx.iteration(L)` of a loop the tree does
+/// not have, a duplicate or invalid id, a panic while rendering), not a tree that looks fine.
+pub async fn graph<I, F>(
+    db: &DbArgs,
+    workflow: F,
+    input: Option<&str>,
+    run_id: Option<&str>,
+) -> Result<String, String>
+where
+    I: Serialize + DeserializeOwned + Send + Sync + 'static,
+    F: Fn(&Ctx<I>) -> Node + Send + Sync + 'static,
+{
+    if let (None, Some(id), false) = (input, run_id, db.exists()) {
+        return Err(format!(
+            "{} (the database {} does not exist)",
+            Error::RunNotFound(id.to_owned()),
+            db.describe()
+        ));
+    }
+    if input.is_none() && db.exists() {
+        let store = db.open().await.map_err(|e| e.to_string())?;
+        let rec = match run_id {
+            Some(id) => Some(
+                store
+                    .run(id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| Error::RunNotFound(id.to_owned()).to_string())?,
+            ),
+            None => store.latest_run().await.map_err(|e| e.to_string())?,
+        };
+        if let Some(rec) = rec {
+            return run_graph(store, workflow, &rec.run_id)
+                .await
+                .map_err(|e| e.to_string());
+        }
+    }
+    let input: I = parse_input(input)?;
+    smithers_core::engine::render_checked(&workflow, input)
+        .map(|tree| tree.to_tree_string())
+        .map_err(|e| e.to_string())
 }
 
 /// A cancellation token cancelled by the first Ctrl-C (a second one exits at once).

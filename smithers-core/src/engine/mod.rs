@@ -175,9 +175,19 @@ where
         &self.store
     }
 
-    /// Renders the tree for `input` without running anything (what `graph` prints).
+    /// Renders the tree for `input` without running anything and without checking it.
     pub fn render(&self, input: I) -> Node {
         (self.workflow)(&Ctx::empty(input))
+    }
+
+    /// Renders the tree for `input` as a new run's first render sees it, without running
+    /// anything (what `graph` prints), with the checks a run makes before anything starts: a
+    /// panic in the workflow function, `ctx.iteration(L)` of a loop the tree does not have
+    /// ([`Error::UnknownLoop`]), and mounted ids that are invalid or not unique
+    /// ([`Error::InvalidNodeId`], [`Error::DuplicateNodeId`]) are the errors the run would
+    /// fail with.
+    pub fn render_checked(&self, input: I) -> Result<Node> {
+        render_checked(&*self.workflow, input)
     }
 
     /// Starts a new run with a fresh id and drives it until it stops.
@@ -283,7 +293,8 @@ where
         self.resume(Some(&run_id)).await
     }
 
-    /// Renders the tree over a run's persisted state without running anything.
+    /// Renders the tree over a run's persisted state without running anything, with the checks
+    /// of [`Engine::render_checked`] (the workflow may have changed since the run started).
     pub async fn render_run(&self, run_id: &str) -> Result<Node> {
         let rec = self
             .store
@@ -295,7 +306,9 @@ where
         let st = self
             .load_state(run_id, FenceToken::new(String::new(), 0))
             .await?;
-        self.render_catching(&Ctx::new(Arc::new(input), st.snap))
+        let tree = self.render_catching(&Ctx::new(Arc::new(input), st.snap))?;
+        crate::plan::check_ids(&tree)?;
+        Ok(tree)
     }
 
     /// Loads a run's persisted state into memory.
@@ -702,16 +715,30 @@ where
     }
 
     fn render_catching(&self, ctx: &Ctx<I>) -> Result<Node> {
-        let tree =
-            std::panic::catch_unwind(AssertUnwindSafe(|| (self.workflow)(ctx))).map_err(|p| {
-                Error::Other(format!(
-                    "the workflow function panicked while rendering: {}",
-                    panic_message(&*p)
-                ))
-            })?;
-        ctx.check_loop_reads(&tree)?;
-        Ok(tree)
+        render_catching(&*self.workflow, ctx)
     }
+}
+
+/// Calls the workflow function: a panic becomes an error, and so does a read of a loop the
+/// tree does not have.
+fn render_catching<I>(workflow: &dyn Fn(&Ctx<I>) -> Node, ctx: &Ctx<I>) -> Result<Node> {
+    let tree = std::panic::catch_unwind(AssertUnwindSafe(|| workflow(ctx))).map_err(|p| {
+        Error::Other(format!(
+            "the workflow function panicked while rendering: {}",
+            panic_message(&*p)
+        ))
+    })?;
+    ctx.check_loop_reads(&tree)?;
+    Ok(tree)
+}
+
+/// [`Engine::render_checked`] without an engine: the tree a new run with `input` renders first,
+/// or the error the run would fail with before anything starts (a panic while rendering, an
+/// unknown loop, an invalid or duplicate id). What `graph --input` prints.
+pub fn render_checked<I>(workflow: &dyn Fn(&Ctx<I>) -> Node, input: I) -> Result<Node> {
+    let tree = render_catching(workflow, &Ctx::empty(input))?;
+    crate::plan::check_ids(&tree)?;
+    Ok(tree)
 }
 
 /// The earliest time a retry is due.

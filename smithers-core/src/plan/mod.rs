@@ -188,6 +188,30 @@ pub fn plan_with(tree: &Node, input: &PlanInput<'_>, cursors: &mut Cursors) -> P
     }
 }
 
+/// The id rules a run enforces before anything starts, for what renders without running
+/// (`graph`): every mounted task and loop id is valid (not empty, at most 256 bytes, no control
+/// characters) and unique. The error is the one the run would fail with.
+pub fn check_ids(tree: &Node) -> Result<(), Error> {
+    let nodes = HashMap::new();
+    let loops = HashMap::new();
+    let running = HashSet::new();
+    let approvals = HashMap::new();
+    let node_loop = HashMap::new();
+    let input = PlanInput {
+        nodes: &nodes,
+        loops: &loops,
+        running: &running,
+        approvals: &approvals,
+        node_loop: &node_loop,
+    };
+    match plan(tree, &input).outcome {
+        Outcome::Failed(e @ (Error::DuplicateNodeId { .. } | Error::InvalidNodeId { .. })) => {
+            Err(e)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The ids of every task under `node`.
 fn task_ids(node: &Node, out: &mut Vec<String>) {
     if let NodeKind::Task(t) = &node.kind {
