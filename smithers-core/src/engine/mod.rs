@@ -1,7 +1,7 @@
 //! The engine loop: render → plan → start tasks → persist each result in one transaction →
 //! render again, after EACH persisted output, while the other tasks keep running.
 //!
-//! The decisions are the sealed core in [`crate::machine`] (`RunState::handle`: an `Input` and
+//! The decisions are the sealed core in the private `machine` module (`RunState::handle`: an `Input` and
 //! the time in, `Command`s out); `Engine::drive` is the executor that renders, feeds the machine
 //! and carries out its commands against the [`Store`], the agents, the clock and tokio. Writes go
 //! through the store as one [`WriteBatch`] per change. Preparing, spawning and running attempts
