@@ -297,31 +297,48 @@ pub mod phases {
     //! a step's agent attempts. `on_start` / `on_complete` hooks run once per transition and
     //! may set `state` keys, persisted with the transition.
     //!
+    //! **Skipping by name** (seed 004's `SKIP_PHASES`). A workflow binary started with
+    //! `--skip-phase NAME` (repeatable, or `--skip-phase a,b`), or with
+    //! `SMITHERS_SKIP_PHASES=a,b` in its environment, skips every `<Phase>` and `<Step>` of
+    //! those names as if it had `skip_if` (its row says `skipped`, nothing inside runs), and
+    //! the workflow reads the names with [`ctx.skips(name)`](crate::Ctx::skips) to skip other
+    //! things by name, such as a task. `graph` takes the flag too. It is a setting of the
+    //! process, as the environment variable is in Smithers, not of the run: give it again to
+    //! `resume` (the environment variable does that by itself), or a skipped phase that has not
+    //! been passed yet runs. In code and tests it is
+    //! [`EngineOptions::skip_phases`](smithers_core::engine::EngineOptions::skip_phases).
+    //!
     //! ```
     //! use smithers::prelude::*;
     //! use smithers::testing::WorkflowTest;
     //! # #[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug)] struct Done { ok: bool }
-    //! fn phased(_ctx: &Ctx<()>) -> Node {
+    //! fn release(ctx: &Ctx<()>) -> Node {
     //!     workflow! {
-    //!         <Workflow name="phased">
-    //!             <Phase name="build" on_start={|h| h.set_state("phase", "build")}>
-    //!                 <Step name="compile">
-    //!                     <Task id="build:compile" output=Done value={Done { ok: true }} />
-    //!                 </Step>
+    //!         <Workflow name="release">
+    //!             <Phase name="build">
+    //!                 <Task id="build:compile" output=Done value={Done { ok: true }} />
+    //!                 <Task id="build:refactor" output=Done skip_if={ctx.skips("refactor")} value={Done { ok: true }} />
     //!             </Phase>
-    //!             <Phase name="docs" skip_if=true>
+    //!             <Phase name="docs">
     //!                 <Task id="docs:write" output=Done value={Done { ok: true }} />
+    //!             </Phase>
+    //!             <Phase name="publish">
+    //!                 <Task id="publish:upload" output=Done value={Done { ok: true }} />
     //!             </Phase>
     //!         </Workflow>
     //!     }
     //! }
     //! # #[tokio::main(flavor = "current_thread")] async fn main() {
-    //! let run = WorkflowTest::new(phased).run(()).await.unwrap();
+    //! // As `release run --skip-phase docs,refactor` (or SMITHERS_SKIP_PHASES=docs,refactor).
+    //! let test = WorkflowTest::new(release)
+    //!     .options(|o| o.skip_phases = vec!["docs".into(), "refactor".into()]);
+    //! let run = test.run(()).await.unwrap();
     //! let phases = run.query("SELECT name, status FROM _smithers_phases WHERE run_id = ?1 ORDER BY phase_id");
     //! let phases: Vec<String> = phases.iter().map(|r| format!("{} {}", r[0], r[1])).collect();
-    //! assert_eq!(phases, [r#""build" "completed""#, r#""docs" "skipped""#]);
-    //! let steps = run.query("SELECT step_id, name, phase, status FROM _smithers_steps WHERE run_id = ?1");
-    //! assert_eq!(steps[0][1..], [serde_json::json!("compile"), "build".into(), "completed".into()]);
+    //! assert_eq!(phases, [r#""build" "completed""#, r#""docs" "skipped""#, r#""publish" "completed""#]);
+    //! let ran = run.query("SELECT node_id, status FROM _smithers_nodes WHERE run_id = ?1 ORDER BY node_id");
+    //! let ran: Vec<String> = ran.iter().map(|r| format!("{} {}", r[0], r[1])).collect();
+    //! assert_eq!(ran, [r#""build:compile" "finished""#, r#""build:refactor" "skipped""#, r#""publish:upload" "finished""#]);
     //! # }
     //! ```
 }
@@ -359,53 +376,7 @@ pub mod agents {
     //! ```
 }
 
-pub mod errors {
-    //! # Errors you will meet
-    //!
-    //! **At compile time** (each has a case in `tests/ui/`):
-    //!
-    //! | mistake | error |
-    //! | --- | --- |
-    //! | unknown tag `<Paralel>` | names the tag and suggests `Parallel` |
-    //! | unknown prop, camelCase prop (`maxIterations`) | at the prop; suggests `max_iterations` |
-    //! | duplicate prop | at the second one |
-    //! | two of `agent`, `run`, `value` on one `<Task>` | at the second one: a task does one thing |
-    //! | `on_max_reached=Fial`, `on_budget=Parked` | names the variants |
-    //! | `<Task>` without `id`, or string id without `output` | names what to add |
-    //! | `output=T` where `T` is not an `Output` | "`T` is not a workflow output; add `#[derive(Output)]`" |
-    //! | `id=REF` (a `Ref<A>`) with `output=B` | the id's output type disagrees with the task's `output` |
-    //! | a prop of the wrong type | rustc's type error at the prop |
-    //! | text inside a container | text is only a `<Task>`'s prompt |
-    //! | mismatched closing tag | at the closing tag |
-    //! | component prop missing / unknown / of the wrong type | names the prop |
-    //! | `#[prompt]` file missing, unknown placeholder, struct literal missing a field | names the file |
-    //!
-    //! **When a run starts or renders** ([`Error`](crate::Error), with a stable
-    //! [`code`](crate::Error::code)):
-    //!
-    //! | code | meaning | what to do |
-    //! | --- | --- | --- |
-    //! | `E_DUPLICATE_NODE_ID` | two mounted nodes share an id | make ids unique (prefix by phase or file) |
-    //! | `E_INVALID_NODE_ID` | an id that is empty, too long or has control characters | fix the id |
-    //! | `E_UNKNOWN_LOOP` | `ctx.iteration(L)` of a loop the tree does not have | give the same `LoopRef` to `<Ralph id=..>` |
-    //! | `E_MISSING_OUTPUT` | `ctx.output(REF)` before the node has an output in this iteration | use `output_maybe` or `latest` |
-    //! | `E_OUTPUT_TYPE` | a stored output read as another type | read it with its `output` type |
-    //! | `E_SCHEMA_CHANGED` | a field removed or retyped since the table was made | rename the table (`#[output(table = "..")]`) or migrate the rows |
-    //! | `E_INVALID_INPUT` | the input does not deserialise as the workflow's input type | fix `--input` |
-    //!
-    //! **How a run ends** (status `failed`, error in `_smithers_runs.error`):
-    //! `node `x` failed after N attempt(s): ..` (`E_NODE_FAILED`: the task's last error; add
-    //! `retries` or `continue_on_fail`), `loop `l` reached max_iterations (n) ..`
-    //! (`E_MAX_ITERATIONS`, with `on_max_reached=Fail`), "the workflow function panicked while
-    //! rendering: ..", "no task can start and none is running; the workflow is stuck". Operating
-    //! a run: `E_LEASE_HELD` (another process drives it; exit code 3), `E_RUN_DONE` (resuming
-    //! a finished run), `E_RUN_NOT_FOUND`, `E_CANCELLED` (`resume` continues it).
-    //!
-    //! **What an attempt's error says** (`_smithers_attempts.error`, and `smithers attempts`):
-    //! an agent reply with no JSON object, or one that does not deserialise as the output type
-    //! (the serde message; the next attempt's prompt carries it), a timeout, a CLI that is not
-    //! installed (named), a non-zero exit with the CLI's last lines.
-}
+pub mod errors;
 
 pub mod database {
     //! # The database

@@ -17,6 +17,7 @@ pub mod init;
 pub mod inspect;
 pub mod live;
 pub mod logs;
+pub mod workers;
 
 /// Options shared by every command.
 #[derive(Args, Debug, Clone)]
@@ -139,6 +140,17 @@ struct WorkflowCli {
     /// driver past its lease.
     #[arg(long, global = true, hide = true, value_parser = clap::value_parser!(u64).range(30..))]
     lease_ttl_ms: Option<u64>,
+    /// Skip every `<Phase>` and `<Step>` of this name (repeat it, or separate names with
+    /// commas); the workflow reads the names with `ctx.skips(name)`. A setting of this
+    /// process: give it again to `resume`.
+    #[arg(
+        long = "skip-phase",
+        global = true,
+        value_name = "NAME",
+        value_delimiter = ',',
+        env = "SMITHERS_SKIP_PHASES"
+    )]
+    skip_phases: Vec<String>,
     #[command(subcommand)]
     command: WorkflowCommand,
 }
@@ -154,6 +166,32 @@ enum WorkflowCommand {
         #[arg(long)]
         run_id: Option<String>,
         /// Run-wide limit of tasks running at once.
+        #[arg(long, default_value_t = 16)]
+        max_concurrency: usize,
+        /// Create the run `queued` and exit printing its id: a `worker` of this workflow
+        /// drives it.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Drive the runs of this workflow that nobody drives (queued by `run --detach`, or whose
+    /// driver died) until SIGTERM or Ctrl-C, restarting crashed runs with a backoff up to a
+    /// limit. Stopping hands the runs it drives back to the queue for another worker.
+    Worker {
+        /// Runs driven at once at most.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
+        concurrency: u64,
+        /// Milliseconds between looks at the database when nothing happens.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
+        poll_ms: u64,
+        /// Restarts of a run whose driver keeps dying without progress before it is marked
+        /// failed (a finished node counts as progress).
+        #[arg(long, default_value_t = 5)]
+        restart_limit: u32,
+        /// The wait before a run's second restart, doubling before each later one (at most
+        /// five minutes).
+        #[arg(long, default_value_t = 1000)]
+        restart_backoff_ms: u64,
+        /// Run-wide limit of tasks running at once, in each run it drives.
         #[arg(long, default_value_t = 16)]
         max_concurrency: usize,
     },
@@ -212,9 +250,24 @@ where
     I: Serialize + DeserializeOwned + Send + Sync + 'static,
     F: Fn(&Ctx<I>) -> Node + Send + Sync + 'static,
 {
+    run_graph_skipping(store, workflow, run_id, &[]).await
+}
+
+/// [`run_graph`] with phases and steps skipped as `--skip-phase` skips them.
+pub async fn run_graph_skipping<I, F>(
+    store: Arc<dyn Store>,
+    workflow: F,
+    run_id: &str,
+    skip_phases: &[String],
+) -> smithers_core::Result<String>
+where
+    I: Serialize + DeserializeOwned + Send + Sync + 'static,
+    F: Fn(&Ctx<I>) -> Node + Send + Sync + 'static,
+{
     let nodes = store.nodes(run_id).await?;
     let approvals = store.approvals(run_id).await?;
-    let engine = Engine::new(store, workflow);
+    let mut engine = Engine::new(store, workflow);
+    engine.options_mut().skip_phases = skip_phases.to_vec();
     let tree = engine.render_run(run_id).await?;
     let latest = |id: &str| {
         nodes
@@ -293,14 +346,21 @@ where
     A: IntoIterator,
     A::Item: Into<std::ffi::OsString> + Clone,
 {
-    init_tracing();
     let cli = match WorkflowCli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
+            init_tracing();
             let _ = e.print();
             return std::process::ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    // A worker says what it takes over and hands back (unless `--quiet`).
+    match (&cli.command, cli.quiet) {
+        (WorkflowCommand::Worker { .. }, false) => {
+            init_tracing_with("error,smithers_core::worker=info")
+        }
+        _ => init_tracing(),
+    }
     match run_cli(cli, workflow).await {
         Ok(code) => code,
         Err(msg) => {
@@ -322,8 +382,13 @@ pub fn prices_from_env() -> smithers_core::Result<smithers_core::PriceCatalog> {
 /// Installs a `tracing` subscriber honouring `RUST_LOG` (errors only by default: progress lines
 /// already show every event).
 pub fn init_tracing() {
+    init_tracing_with("error")
+}
+
+/// Installs a `tracing` subscriber honouring `RUST_LOG`, `default` otherwise.
+fn init_tracing_with(default: &str) {
     let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into());
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -341,8 +406,12 @@ where
     let live = |store: &Arc<dyn Store>| {
         (!cli.quiet && live::stderr_is_terminal()).then(|| live::LiveProgress::start(store.clone()))
     };
-    let make_engine =
-        |store: Arc<dyn Store>, workflow: F, max: usize, live: Option<&live::LiveProgress>| {
+    let make_engine_with =
+        |store: Arc<dyn Store>,
+         workflow: F,
+         max: usize,
+         live: Option<&live::LiveProgress>,
+         cancel: smithers_core::engine::CancellationToken| {
             let on_event = match live {
                 Some(l) => Some(l.listener()),
                 None => (!cli.quiet).then(progress_printer),
@@ -351,22 +420,94 @@ where
             let opts = EngineOptions {
                 max_concurrency: max,
                 on_event,
-                cancel: tokio_util_cancel(),
+                cancel,
                 wait_for_approval: cli.wait_approval,
                 workdir: cli.workdir.clone(),
                 lease_ttl: cli
                     .lease_ttl_ms
                     .map_or(defaults.lease_ttl, std::time::Duration::from_millis),
                 prices: prices.clone(),
+                skip_phases: cli.skip_phases.clone(),
                 ..defaults
             };
             Engine::new(store, workflow).with_options(opts)
+        };
+    let make_engine =
+        |store: Arc<dyn Store>, workflow: F, max: usize, live: Option<&live::LiveProgress>| {
+            make_engine_with(store, workflow, max, live, tokio_util_cancel())
         };
     match &cli.command {
         WorkflowCommand::Run {
             input,
             run_id,
             max_concurrency,
+            detach: true,
+        } => {
+            let input: I = parse_input(input.as_deref())?;
+            let store = cli.db.open().await.map_err(|e| e.to_string())?;
+            let engine = make_engine_with(
+                store,
+                workflow,
+                *max_concurrency,
+                None,
+                smithers_core::engine::CancellationToken::new(),
+            );
+            match engine.enqueue(run_id.as_deref(), input).await {
+                Ok(id) => {
+                    println!("{id}");
+                    if !cli.quiet {
+                        eprintln!(
+                            "run {id} queued: a `worker` of this workflow on {} drives it",
+                            cli.db.describe()
+                        );
+                    }
+                    Ok(std::process::ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error [{}]: {e}", e.code());
+                    Ok(std::process::ExitCode::FAILURE)
+                }
+            }
+        }
+        WorkflowCommand::Worker {
+            concurrency,
+            poll_ms,
+            restart_limit,
+            restart_backoff_ms,
+            max_concurrency,
+        } => {
+            let store = cli.db.open().await.map_err(|e| e.to_string())?;
+            let engine = make_engine_with(
+                store,
+                workflow,
+                *max_concurrency,
+                None,
+                smithers_core::engine::CancellationToken::new(),
+            );
+            let options = smithers_core::worker::WorkerOptions {
+                concurrency: *concurrency as usize,
+                poll: std::time::Duration::from_millis(*poll_ms),
+                restarts: smithers_core::worker::RestartPolicy {
+                    limit: *restart_limit,
+                    backoff: std::time::Duration::from_millis(*restart_backoff_ms),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let worker = smithers_core::worker::Worker::new(engine, options);
+            match worker.run(stop_on_signals()).await {
+                Ok(_) => Ok(std::process::ExitCode::SUCCESS),
+                Err(e) => {
+                    eprintln!("error [{}]: {e}", e.code());
+                    Ok(std::process::ExitCode::FAILURE)
+                }
+            }
+        }
+        WorkflowCommand::Run {
+            input,
+            run_id,
+            max_concurrency,
+            detach: false,
         } => {
             let input: I = parse_input(input.as_deref())?;
             let store = cli.db.open().await.map_err(|e| e.to_string())?;
@@ -425,7 +566,14 @@ where
             Ok(std::process::ExitCode::SUCCESS)
         }
         WorkflowCommand::Graph { input, run_id } => {
-            let text = graph(&cli.db, workflow, input.as_deref(), run_id.as_deref()).await?;
+            let text = graph(
+                &cli.db,
+                workflow,
+                input.as_deref(),
+                run_id.as_deref(),
+                &cli.skip_phases,
+            )
+            .await?;
             print!("{text}");
             Ok(std::process::ExitCode::SUCCESS)
         }
@@ -438,11 +586,13 @@ where
 /// renders first. Either way the tree is checked as a run checks it before anything starts, and
 /// a mistake is the error the run would fail with (`ctx.iteration(L)` of a loop the tree does
 /// not have, a duplicate or invalid id, a panic while rendering), not a tree that looks fine.
+/// `skip_phases` are skipped as a run skips them (`--skip-phase`).
 pub async fn graph<I, F>(
     db: &DbArgs,
     workflow: F,
     input: Option<&str>,
     run_id: Option<&str>,
+    skip_phases: &[String],
 ) -> Result<String, String>
 where
     I: Serialize + DeserializeOwned + Send + Sync + 'static,
@@ -468,13 +618,13 @@ where
             None => store.latest_run().await.map_err(|e| e.to_string())?,
         };
         if let Some(rec) = rec {
-            return run_graph(store, workflow, &rec.run_id)
+            return run_graph_skipping(store, workflow, &rec.run_id, skip_phases)
                 .await
                 .map_err(|e| e.to_string());
         }
     }
     let input: I = parse_input(input)?;
-    smithers_core::engine::render_checked(&workflow, input)
+    smithers_core::engine::render_checked(&workflow, input, skip_phases)
         .map(|tree| tree.to_tree_string())
         .map_err(|e| e.to_string())
 }
@@ -493,6 +643,60 @@ fn tokio_util_cancel() -> smithers_core::engine::CancellationToken {
         }
     });
     token
+}
+
+/// A token cancelled by the first SIGTERM or Ctrl-C (a second one exits at once): a worker's
+/// graceful stop.
+fn stop_on_signals() -> smithers_core::engine::CancellationToken {
+    let token = smithers_core::engine::CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut signals = StopSignals::listen();
+        signals.next().await;
+        eprintln!(
+            "stopping: handing back the runs this worker drives (signal again to exit at once)"
+        );
+        t.cancel();
+        signals.next().await;
+        std::process::exit(130);
+    });
+    token
+}
+
+/// SIGTERM (on Unix) and Ctrl-C.
+struct StopSignals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let term = signal(SignalKind::terminate())
+                .map_err(|e| {
+                    eprintln!("warning: cannot listen for SIGTERM ({e}); stop with Ctrl-C")
+                })
+                .ok();
+            StopSignals { term }
+        }
+        #[cfg(not(unix))]
+        StopSignals {}
+    }
+
+    /// The next SIGTERM or Ctrl-C.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(term) = self.term.as_mut() {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn report_exit(
