@@ -10,14 +10,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The SQLite database could not be opened or queried.
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-
-    /// A PostgreSQL statement failed.
-    #[cfg(feature = "postgres")]
-    #[error("PostgreSQL error: {}", postgres_message(.0))]
-    Postgres(#[from] tokio_postgres::Error),
+    /// A database statement failed. Backend-neutral: what the engine acts on is
+    /// [`StoreError::kind`]; the backend's own error is its [`source`](std::error::Error::source).
+    #[error(transparent)]
+    Store(#[from] StoreError),
 
     /// A database server could not be used: it cannot be reached, refused the login, has no
     /// such database, or its URL does not parse. `target` names host, port and database.
@@ -244,40 +240,128 @@ pub enum Error {
     Other(String),
 }
 
-/// A tokio-postgres error with its causes: the server's message, detail and hint, or the I/O
-/// error under "error connecting to server".
-#[cfg(feature = "postgres")]
-pub(crate) fn postgres_message(e: &tokio_postgres::Error) -> String {
-    if let Some(db) = e.as_db_error() {
-        let mut m = format!("{} ({})", db.message(), db.code().code());
-        if let Some(d) = db.detail() {
-            m.push_str(&format!("; {d}"));
-        }
-        if let Some(h) = db.hint() {
-            m.push_str(&format!("; hint: {h}"));
-        }
-        return m;
+/// What kind of failure a [`StoreError`] is: what the engine (or an operator) does about it
+/// depends on this, never on the backend's own error type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// Another writer holds a lock, or the transaction lost a serialization race: trying again
+    /// later may succeed.
+    Busy,
+    /// The disk holding the database is full: trying again once there is room may succeed.
+    DiskFull,
+    /// A constraint (unique, foreign key, not null, check) refused the write.
+    Constraint,
+    /// A table, column or type is not what the statement expects: the schema differs from
+    /// what this binary knows.
+    Schema,
+    /// The database is not a database, or is damaged.
+    Damaged,
+    /// The connection to the database was lost or could not be used.
+    Connection,
+    /// Any other failure of the backend.
+    Other,
+}
+
+impl StoreErrorKind {
+    /// Whether trying the same statement again later may succeed (busy, full disk, lost
+    /// connection), as opposed to a failure that repeats until something is changed.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            StoreErrorKind::Busy | StoreErrorKind::DiskFull | StoreErrorKind::Connection
+        )
     }
-    let mut m = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !m.contains(&text) {
-            m.push_str(": ");
-            m.push_str(&text);
+}
+
+/// Which store backend an error came from; names the backend in the message and in
+/// [`Error::code`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backend {
+    /// The embedded SQLite store.
+    Sqlite,
+    /// The PostgreSQL store.
+    Postgres,
+}
+
+/// A failed database statement, with no backend type in its signature: the engine acts on
+/// [`kind`](StoreError::kind), and the backend's error (`rusqlite::Error`,
+/// `tokio_postgres::Error`) is kept, boxed, as the [`source`](std::error::Error::source).
+#[derive(Debug)]
+pub struct StoreError {
+    backend: Backend,
+    kind: StoreErrorKind,
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl StoreError {
+    /// An error of `backend` of `kind`; `message` is the backend's message with its causes, as
+    /// the user reads it.
+    pub fn new(
+        backend: Backend,
+        kind: StoreErrorKind,
+        message: impl Into<String>,
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        StoreError {
+            backend,
+            kind,
+            message: message.into(),
+            source,
         }
-        source = s.source();
     }
-    m
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
+    }
+
+    /// The backend that failed.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The backend's message (without the `database error:` prefix).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The same failure with `message` in place of the backend's (for a caller that knows
+    /// better what failed, such as a `COMMIT`); kind and source are kept.
+    #[must_use]
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.backend {
+            Backend::Sqlite => write!(f, "database error: {}", self.message),
+            Backend::Postgres => write!(f, "PostgreSQL error: {}", self.message),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
 }
 
 impl Error {
     /// A stable, machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
-            Error::Sqlite(_) => "E_SQLITE",
-            #[cfg(feature = "postgres")]
-            Error::Postgres(_) => "E_POSTGRES",
+            Error::Store(e) => match e.backend {
+                Backend::Sqlite => "E_SQLITE",
+                Backend::Postgres => "E_POSTGRES",
+            },
             Error::Connect { .. } => "E_CONNECT",
             Error::SchemaNewer { .. } => "E_SCHEMA_NEWER",
             Error::OpenDb { .. } => "E_OPEN_DB",

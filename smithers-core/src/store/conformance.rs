@@ -707,12 +707,12 @@ async fn admin(server: &str, sql: &str) -> Result<(), String> {
     let (client, conn) = config
         .connect(tokio_postgres::NoTls)
         .await
-        .map_err(|e| crate::error::postgres_message(&e))?;
+        .map_err(|e| crate::store::postgres::postgres_message(&e))?;
     let task = tokio::spawn(conn);
     let r = client
         .batch_execute(sql)
         .await
-        .map_err(|e| crate::error::postgres_message(&e));
+        .map_err(|e| crate::store::postgres::postgres_message(&e));
     drop(client);
     let _ = task.await;
     r

@@ -24,11 +24,13 @@ use crate::time::{now_ms, now_rfc3339};
 
 mod connect;
 mod copy;
+mod error;
 mod output_rows;
 mod writes;
 
 use connect::{connect_error, describe, migrate, parse, pool_error};
 pub use copy::CopyReport;
+pub(crate) use error::postgres_message;
 use output_rows::{ensure_output_table, read_outputs};
 use writes::{apply, check_fence};
 

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 
 use super::*;
 use crate::clock::{Clock, SystemClock};
-use crate::error::Error;
+use crate::error::{Backend, Error, StoreError, StoreErrorKind};
 use crate::events::EventKind;
 use crate::frame::FrameNode;
 use crate::model::Timestamp;
@@ -195,25 +195,56 @@ impl SqliteStore {
 }
 
 /// An SQLite error that means the file is not a database or is damaged becomes
-/// [`Error::DatabaseDamaged`] naming `path`; any other error is returned as it is.
+/// [`Error::DatabaseDamaged`] naming `path`, and one that means the disk is full becomes
+/// [`Error::DiskFull`]; any other error is returned as it is.
 fn name_the_file(path: &Path, e: Error) -> Error {
-    use rusqlite::ErrorCode::{DatabaseCorrupt, DiskFull, NotADatabase};
     match e {
-        Error::Sqlite(rusqlite::Error::SqliteFailure(f, msg)) if f.code == DiskFull => {
-            Error::DiskFull {
-                path: path.to_owned(),
-                message: msg.unwrap_or_else(|| f.to_string()),
-            }
-        }
-        Error::Sqlite(rusqlite::Error::SqliteFailure(f, msg))
-            if matches!(f.code, DatabaseCorrupt | NotADatabase) =>
-        {
-            Error::DatabaseDamaged {
-                path: path.to_owned(),
-                message: msg.unwrap_or_else(|| f.to_string()),
-            }
-        }
+        Error::Store(e) if e.kind() == StoreErrorKind::DiskFull => Error::DiskFull {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        },
+        Error::Store(e) if e.kind() == StoreErrorKind::Damaged => Error::DatabaseDamaged {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        },
         other => other,
+    }
+}
+
+/// What kind of failure an SQLite error is.
+fn sqlite_kind(e: &rusqlite::Error) -> StoreErrorKind {
+    use rusqlite::ErrorCode as C;
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            C::DatabaseBusy | C::DatabaseLocked => StoreErrorKind::Busy,
+            C::DiskFull => StoreErrorKind::DiskFull,
+            C::ConstraintViolation => StoreErrorKind::Constraint,
+            C::DatabaseCorrupt | C::NotADatabase => StoreErrorKind::Damaged,
+            C::SchemaChanged | C::TypeMismatch => StoreErrorKind::Schema,
+            C::CannotOpen => StoreErrorKind::Connection,
+            _ => StoreErrorKind::Other,
+        },
+        rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::InvalidColumnName(_)
+        | rusqlite::Error::InvalidColumnIndex(_) => StoreErrorKind::Schema,
+        _ => StoreErrorKind::Other,
+    }
+}
+
+/// An SQLite error as a backend-neutral [`StoreError`]: its kind read from SQLite's code, its
+/// message SQLite's, the `rusqlite::Error` kept as the source.
+pub(crate) fn sqlite_error(e: rusqlite::Error) -> StoreError {
+    StoreError::new(
+        Backend::Sqlite,
+        sqlite_kind(&e),
+        e.to_string(),
+        Some(Box::new(e)),
+    )
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Store(sqlite_error(e))
     }
 }
 

@@ -11,7 +11,8 @@ use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Config;
 
-use crate::error::{postgres_message, Error, Result};
+use super::error::postgres_message;
+use crate::error::{Error, Result};
 use crate::store::redact_url;
 use crate::time::now_rfc3339;
 
