@@ -125,12 +125,11 @@ impl RunReport {
         match self.status {
             RunStatus::Finished => Ok(self),
             RunStatus::Cancelled => Err(Error::Cancelled(self.run_id)),
-            _ => Err(Error::Other(format!(
-                "run `{}` {}: {}",
-                self.run_id,
-                self.status,
-                self.error.as_deref().unwrap_or("no error recorded")
-            ))),
+            status => Err(Error::RunNotFinished {
+                run_id: self.run_id,
+                status,
+                error: self.error,
+            }),
         }
     }
 }
@@ -230,7 +229,7 @@ where
         if rec.status == RunStatus::Finished {
             return Err(Error::RunAlreadyDone {
                 run_id: rec.run_id,
-                status: rec.status.to_string(),
+                status: rec.status,
             });
         }
         let input: I = serde_json::from_value(rec.input.clone()).map_err(|e| {
@@ -702,13 +701,8 @@ where
     }
 
     fn render_catching(&self, ctx: &Ctx<I>) -> Result<Node> {
-        let tree =
-            std::panic::catch_unwind(AssertUnwindSafe(|| (self.workflow)(ctx))).map_err(|p| {
-                Error::Other(format!(
-                    "the workflow function panicked while rendering: {}",
-                    panic_message(&*p)
-                ))
-            })?;
+        let tree = std::panic::catch_unwind(AssertUnwindSafe(|| (self.workflow)(ctx)))
+            .map_err(|p| Error::RenderPanicked(panic_message(&*p)))?;
         ctx.check_loop_reads(&tree)?;
         Ok(tree)
     }

@@ -127,7 +127,7 @@ impl PostgresStore {
 /// What the PostgreSQL store does not do yet: phase and step records (written by `<Phase>` and
 /// `<Step>`), the Steps API, rollback, rewind and fork. Said plainly instead of half-done.
 pub(super) fn steps_unsupported(run_id: &str, what: &str) -> Error {
-    Error::Other(format!(
+    Error::Unsupported(format!(
         "{what} of run `{run_id}`: phase and step records, the Steps API, rollback, rewind and fork are not implemented on PostgreSQL yet; use a SQLite database (`--db PATH`) for workflows that need them"
     ))
 }
@@ -523,7 +523,7 @@ impl Store for PostgresStore {
                         at: {
                             let at: String = r.get(1);
                             crate::model::Timestamp::parse(&at).ok_or_else(|| {
-                                crate::Error::Other(format!(
+                                crate::Error::InvalidRecord(format!(
                                     "an event of run `{run_id}` has the timestamp `{at}`, which is not RFC 3339 UTC; the database was edited or is damaged"
                                 ))
                             })?
@@ -662,15 +662,17 @@ impl Store for PostgresStore {
             (Some(it), p) if p.contains(&it) => it,
             (None, [it]) => *it,
             (None, []) | (Some(_), _) => {
-                return Err(Error::Other(format!(
-                    "node `{node_id}` of run `{run_id}` has no pending approval{}; `smithers status {run_id}` shows what the run waits for",
-                    iteration.map(|i| format!(" in iteration {i}")).unwrap_or_default()
-                )))
+                return Err(Error::NoPendingApproval {
+                    run_id: run_id.to_owned(),
+                    node_id: node_id.to_owned(),
+                    iteration,
+                })
             }
             (None, many) => {
-                return Err(Error::Other(format!(
-                    "node `{node_id}` waits for approval in iterations {many:?}; pass --iteration"
-                )))
+                return Err(Error::AmbiguousApproval {
+                    node_id: node_id.to_owned(),
+                    iterations: many.to_vec(),
+                })
             }
         };
         let status = if approve {

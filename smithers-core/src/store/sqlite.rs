@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 
 use super::*;
 use crate::clock::{Clock, SystemClock};
-use crate::error::{Backend, Error, StoreError, StoreErrorKind};
+use crate::error::{Error, StoreBackend, StoreError, StoreErrorKind};
 use crate::events::EventKind;
 use crate::frame::FrameNode;
 use crate::model::Timestamp;
@@ -235,7 +235,7 @@ fn sqlite_kind(e: &rusqlite::Error) -> StoreErrorKind {
 /// message SQLite's, the `rusqlite::Error` kept as the source.
 pub(crate) fn sqlite_error(e: rusqlite::Error) -> StoreError {
     StoreError::new(
-        Backend::Sqlite,
+        StoreBackend::Sqlite,
         sqlite_kind(&e),
         e.to_string(),
         Some(Box::new(e)),
@@ -605,7 +605,7 @@ impl Store for SqliteStore {
                             node_id,
                             iteration,
                             at: Timestamp::parse(&at).ok_or_else(|| {
-                                Error::Other(format!(
+                                Error::InvalidRecord(format!(
                                     "event {seq} of run `{run_id}` has the timestamp `{at}`, which is not RFC 3339 UTC; the database was edited or is damaged"
                                 ))
                             })?,
@@ -741,30 +741,46 @@ impl Store for SqliteStore {
                 (Some(it), p) if p.contains(&it) => it,
                 (None, [it]) => *it,
                 (None, []) | (Some(_), _) => {
-                    return Err(Error::Other(format!(
-                        "node `{node_id}` of run `{run_id}` has no pending approval{}; `smithers status {run_id}` shows what the run waits for",
-                        iteration.map(|i| format!(" in iteration {i}")).unwrap_or_default()
-                    )))
+                    return Err(Error::NoPendingApproval {
+                        run_id: run_id.to_owned(),
+                        node_id: node_id.to_owned(),
+                        iteration,
+                    })
                 }
                 (None, many) => {
-                    return Err(Error::Other(format!(
-                        "node `{node_id}` waits for approval in iterations {many:?}; pass --iteration"
-                    )))
+                    return Err(Error::AmbiguousApproval {
+                        node_id: node_id.to_owned(),
+                        iterations: many.to_vec(),
+                    })
                 }
             };
-            let status = if approve { ApprovalStatus::Approved } else { ApprovalStatus::Denied };
+            let status = if approve {
+                ApprovalStatus::Approved
+            } else {
+                ApprovalStatus::Denied
+            };
             let at = now.to_string();
             c.execute(
                 "UPDATE _smithers_approvals SET status = ?4, decided_at = ?5, note = ?6
                  WHERE run_id = ?1 AND node_id = ?2 AND iteration = ?3",
                 params![run_id, node_id, iteration, status.as_str(), at, note],
             )?;
-            let kind = EventKind::ApprovalDecided { approved: approve, note: note.clone() };
+            let kind = EventKind::ApprovalDecided {
+                approved: approve,
+                note: note.clone(),
+            };
             let e = Event::node(&run_id, &node_id, iteration, now, kind);
             c.execute(
                 "INSERT INTO _smithers_events (run_id, at, kind, node_id, iteration, payload)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![run_id, e.at.to_string(), e.kind.name(), e.node_id, e.iteration, serde_json::to_string(&e.kind)?],
+                params![
+                    run_id,
+                    e.at.to_string(),
+                    e.kind.name(),
+                    e.node_id,
+                    e.iteration,
+                    serde_json::to_string(&e.kind)?
+                ],
             )?;
             Ok(ApprovalRecord {
                 node_id,

@@ -4,7 +4,7 @@
 
 use tokio_postgres::error::SqlState;
 
-use crate::error::{Backend, Error, StoreError, StoreErrorKind};
+use crate::error::{Error, StoreBackend, StoreError, StoreErrorKind};
 
 /// A tokio-postgres error with its causes: the server's message, detail and hint, or the I/O
 /// error under "error connecting to server".
@@ -75,7 +75,7 @@ fn has_io_source(e: &tokio_postgres::Error) -> bool {
 /// A tokio-postgres error as a backend-neutral [`StoreError`].
 pub(crate) fn postgres_error(e: tokio_postgres::Error) -> StoreError {
     StoreError::new(
-        Backend::Postgres,
+        StoreBackend::Postgres,
         postgres_kind(&e),
         postgres_message(&e),
         Some(Box::new(e)),

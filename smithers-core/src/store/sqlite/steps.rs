@@ -240,9 +240,10 @@ pub(super) fn end_step(
 }
 
 fn no_step(run_id: &str, step_id: i64) -> Error {
-    Error::Other(format!(
-        "run `{run_id}` has no step {step_id}; `smithers steps {run_id}` lists them"
-    ))
+    Error::StepNotFound {
+        run_id: run_id.to_owned(),
+        step_id,
+    }
 }
 
 /// Starts a step through the Steps API, in the run's current (latest running) phase.
@@ -397,12 +398,12 @@ fn cut_of(c: &Connection, run_id: &str, to: &RewindTo) -> Result<(i64, Option<i6
                 return Err(no_step(run_id, *id));
             };
             if !active {
-                return Err(Error::Other(format!(
+                return Err(Error::TimeTravelRefused(format!(
                     "step {id} (`{name}`) of run `{run_id}` was already rolled back (it is inactive); roll back to an active step, see `smithers steps {run_id}`"
                 )));
             }
             let Some(seq) = started else {
-                return Err(Error::Other(format!(
+                return Err(Error::TimeTravelRefused(format!(
                     "step {id} (`{name}`) of run `{run_id}` never started: there is nothing to roll back"
                 )));
             };
@@ -420,9 +421,10 @@ fn cut_of(c: &Connection, run_id: &str, to: &RewindTo) -> Result<(i64, Option<i6
                 .flatten();
             match seq {
                 Some(s) => Ok((s, None)),
-                None => Err(Error::Other(format!(
-                    "run `{run_id}` has no frame {f}; `smithers frames {run_id} --all` lists them"
-                ))),
+                None => Err(Error::FrameNotFound {
+                    run_id: run_id.to_owned(),
+                    frame: *f,
+                }),
             }
         }
     }
