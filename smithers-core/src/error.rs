@@ -307,7 +307,7 @@ pub enum Error {
 
     /// A git or jj command failed.
     #[error(transparent)]
-    Vcs(#[from] crate::vcs::VcsError),
+    Vcs(#[from] VcsError),
 
     /// A price catalog cannot be read or is not valid.
     #[error("{0}")]
@@ -333,6 +333,20 @@ pub enum Error {
     /// A state the code rules out was reached: a bug of smithers.
     #[error("internal error: {0}; this is a bug of smithers, please report it")]
     Internal(String),
+}
+
+/// What a snapshot failure (`vcs`) says: which command, in which directory, and the tool's message.
+#[derive(Debug, thiserror::Error)]
+#[error("{tool} {command} in `{dir}` failed: {message}")]
+pub struct VcsError {
+    /// `git` or `jj`.
+    pub tool: &'static str,
+    /// The subcommand.
+    pub command: String,
+    /// The working directory.
+    pub dir: PathBuf,
+    /// stderr of the tool, or the spawn error.
+    pub message: String,
 }
 
 /// What kind of failure a [`StoreError`] is: what the engine (or an operator) does about it

@@ -21,19 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::process::Command;
 
-/// What a snapshot failure says: which command, in which directory, and the tool's message.
-#[derive(Debug, thiserror::Error)]
-#[error("{tool} {command} in `{dir}` failed: {message}")]
-pub struct VcsError {
-    /// `git` or `jj`.
-    pub tool: &'static str,
-    /// The subcommand.
-    pub command: String,
-    /// The working directory.
-    pub dir: PathBuf,
-    /// stderr of the tool, or the spawn error.
-    pub message: String,
-}
+pub use crate::error::VcsError;
 
 /// Which tool a repository's snapshots are taken with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
