@@ -53,6 +53,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "attempt_queue",
         include_str!("../../../migrations/postgres/0007_attempt_queue.sql"),
     ),
+    (
+        8,
+        "workers",
+        include_str!("../../../migrations/postgres/0008_workers.sql"),
+    ),
 ];
 
 /// Parses `url` into a config with smithers' defaults (user `postgres`, a 5 s connect timeout).
