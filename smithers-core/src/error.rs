@@ -272,6 +272,15 @@ pub enum Error {
     #[error("the workflow function panicked while rendering: {0}")]
     RenderPanicked(String),
 
+    /// A worker's drive of a run panicked (the worker goes on with its other runs).
+    #[error("the drive of run `{run_id}` panicked: {message}")]
+    DrivePanicked {
+        /// The run.
+        run_id: String,
+        /// The panic's message.
+        message: String,
+    },
+
     /// The run has no step with this id.
     #[error("run `{run_id}` has no step {step_id}; `smithers steps {run_id}` lists them")]
     StepNotFound {
@@ -515,6 +524,7 @@ impl Error {
             Error::RunNotFinished { .. } => "E_RUN_NOT_FINISHED",
             Error::Stuck => "E_STUCK",
             Error::RenderPanicked(_) => "E_RENDER_PANICKED",
+            Error::DrivePanicked { .. } => "E_DRIVE_PANICKED",
             Error::StepNotFound { .. } => "E_STEP_NOT_FOUND",
             Error::FrameNotFound { .. } => "E_FRAME_NOT_FOUND",
             Error::NoPendingApproval { .. } => "E_NO_PENDING_APPROVAL",
