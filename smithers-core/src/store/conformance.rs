@@ -748,12 +748,6 @@ impl Backend for PostgresBackend {
         drop(self.store);
         self.schema.drop().await;
     }
-
-    fn lacks(case: &str) -> Option<&'static str> {
-        (case == "steps_are_numbered_rewound_and_forked").then_some(
-            "phase and step records, rollback, rewind and fork are not implemented on PostgreSQL yet",
-        )
-    }
 }
 
 /// A run taken over by another owner: `old` is the first holder's token (epoch 1), `new` the

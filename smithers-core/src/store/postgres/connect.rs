@@ -47,6 +47,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "frame_structure",
         include_str!("../../../migrations/postgres/0006_frame_structure.sql"),
     ),
+    (
+        7,
+        "ralph_history_order",
+        include_str!("../../../migrations/postgres/0007_ralph_history_order.sql"),
+    ),
 ];
 
 /// Parses `url` into a config with smithers' defaults (user `postgres`, a 5 s connect timeout).
