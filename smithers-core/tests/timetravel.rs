@@ -634,7 +634,7 @@ async fn fork_copies_the_history_up_to_a_frame_and_runs_the_rest() {
                 .unwrap()
                 .into_iter()
                 .take(2)
-                .map(|f| f.tree)
+                .map(|f| (f.tree, f.structure))
                 .collect::<Vec<_>>()
         }
     };
