@@ -192,6 +192,20 @@ pub enum Error {
         detail: String,
     },
 
+    /// A worker's claim on a queued attempt expired or was taken by another worker: what it
+    /// produced is not recorded (the attempt runs again under the new claim).
+    #[error("lost the claim on `{node_id}` (attempt {attempt}) of run `{run_id}`: {detail}; this worker records nothing of it, so that one attempt's outcome is recorded once")]
+    ClaimLost {
+        /// The run.
+        run_id: String,
+        /// The task.
+        node_id: String,
+        /// The attempt.
+        attempt: u32,
+        /// What happened to the claim.
+        detail: String,
+    },
+
     /// The run already reached a final status.
     #[error("run `{run_id}` already {status}; nothing to resume")]
     RunAlreadyDone {
@@ -298,6 +312,7 @@ impl Error {
             Error::LeaseHeld { .. } => "E_LEASE_HELD",
             Error::RunAlreadyDone { .. } => "E_RUN_DONE",
             Error::LeaseLost { .. } => "E_LEASE_LOST",
+            Error::ClaimLost { .. } => "E_CLAIM_LOST",
             Error::InvalidInput(_) => "E_INVALID_INPUT",
             Error::NodeFailed { .. } => "E_NODE_FAILED",
             Error::MaxIterationsReached { .. } => "E_MAX_ITERATIONS",

@@ -198,6 +198,9 @@ macro_rules! store_conformance_tests {
             attempts_frames_and_cache_persist,
             steps_are_numbered_rewound_and_forked,
             a_follower_after_seq_never_misses_an_event,
+            skip_locked_claims_give_each_attempt_to_one_worker,
+            a_stale_claim_commits_nothing,
+            queued_attempts_are_adopted_stopped_and_announced,
         );
     };
     (@cases $backend:ty; $($case:ident),* $(,)?) => {
@@ -1143,4 +1146,423 @@ pub async fn a_follower_after_seq_never_misses_an_event(s: Arc<dyn Store>) {
         "the follower never saw seq {missed:?}: they committed after a higher seq it had already read"
     );
     assert_eq!(seen, all);
+}
+
+/// `n` attempts of run `run_id` (created for `workflow`, holding `fence`) started and queued for
+/// workers in one batch, as a driver in pool mode commits them.
+/// The run's lease expires at once (its driver may be taken over).
+async fn queue_attempts(s: &Arc<dyn Store>, run_id: &str, workflow: &str, n: usize) -> FenceToken {
+    let fence = s
+        .create_run(NewRun {
+            workflow: workflow.into(),
+            lease_ttl: Duration::ZERO,
+            ..new_run(run_id, "otherhost:1:driver")
+        })
+        .await
+        .unwrap();
+    let mut b = WriteBatch::new(run_id);
+    for i in 0..n {
+        let node = format!("t{i}");
+        b.push(Write::Node(NodeRecord {
+            node_id: node.clone(),
+            iteration: 0,
+            status: NodeStatus::Running,
+            attempts: 1,
+            output_table: None,
+            loop_id: None,
+            last_error: None,
+        }));
+        b.push(Write::AttemptStart {
+            node_id: node.clone(),
+            iteration: 0,
+            attempt: 1,
+            agent: None,
+            owner: fence.owner.clone(),
+        });
+        b.push(Write::AttemptQueued {
+            workflow: workflow.into(),
+            node_id: node,
+            iteration: 0,
+            attempt: 1,
+            payload: QueuedAttempt {
+                prompt: Some(format!("prompt {i}")),
+                output_type: "Every".into(),
+            },
+        });
+    }
+    s.write(b.fenced(&fence)).await.expect("queue attempts");
+    fence
+}
+
+fn outcome(v: i64) -> RemoteOutcome {
+    RemoteOutcome {
+        duration_ms: 5,
+        value: Some(json!({ "v": v })),
+        reply: None,
+        error: None,
+    }
+}
+
+/// A store without the attempt queue (SQLite) refuses pool mode whole, saying it needs
+/// PostgreSQL: a batch that queues an attempt writes nothing, and claiming is an error.
+async fn refuses_pool_mode(s: &Arc<dyn Store>) {
+    assert!(!s.supports_pool());
+    let fence = s
+        .create_run(new_run("r", "otherhost:1:driver"))
+        .await
+        .unwrap();
+    let mut b = WriteBatch::new("r");
+    b.push(Write::AttemptStart {
+        node_id: "t".into(),
+        iteration: 0,
+        attempt: 1,
+        agent: None,
+        owner: fence.owner.clone(),
+    });
+    b.push(Write::AttemptQueued {
+        workflow: "conformance".into(),
+        node_id: "t".into(),
+        iteration: 0,
+        attempt: 1,
+        payload: QueuedAttempt::default(),
+    });
+    let e = s
+        .write(b.fenced(&fence))
+        .await
+        .expect_err("queueing is refused");
+    assert!(e.to_string().contains("needs a PostgreSQL database"), "{e}");
+    assert!(
+        s.attempts("r").await.unwrap().is_empty(),
+        "nothing of the batch is written"
+    );
+    let e = s
+        .claim_attempts("conformance", "w", 1, Duration::from_secs(1))
+        .await
+        .expect_err("claiming is refused");
+    assert!(e.to_string().contains("needs a PostgreSQL database"), "{e}");
+}
+
+/// Workers claiming at once never get the same attempt (`FOR UPDATE SKIP LOCKED`): 4 claimers
+/// racing over 40 queued attempts claim each exactly once; attempts of another workflow, and of
+/// a run that is no longer running, are not theirs.
+pub async fn skip_locked_claims_give_each_attempt_to_one_worker(s: Arc<dyn Store>) {
+    if !s.supports_pool() {
+        return refuses_pool_mode(&s).await;
+    }
+    queue_attempts(&s, "r", "conformance", 40).await;
+    queue_attempts(&s, "other", "another-workflow", 3).await;
+    let stopped = queue_attempts(&s, "stopped", "conformance", 3).await;
+    let mut b = WriteBatch::new("stopped");
+    b.push(Write::RunStatus {
+        status: RunStatus::Cancelled,
+        error: None,
+    });
+    s.write(b.fenced(&stopped)).await.unwrap();
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let s = s.clone();
+        workers.push(tokio::spawn(async move {
+            let owner = format!("otherhost:{w}:worker");
+            let mut mine = Vec::new();
+            loop {
+                let got = s
+                    .claim_attempts("conformance", &owner, 3, Duration::from_secs(60))
+                    .await
+                    .expect("claim");
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got);
+            }
+        }));
+    }
+    let mut all: Vec<Claim> = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap());
+    }
+    let mut nodes: Vec<String> = all.iter().map(|c| c.node_id.clone()).collect();
+    nodes.sort();
+    nodes.dedup();
+    assert_eq!(
+        all.len(),
+        40,
+        "every queued attempt is claimed once, no more"
+    );
+    assert_eq!(nodes.len(), 40, "no attempt goes to two workers");
+    assert!(all
+        .iter()
+        .all(|c| c.run_id == "r" && c.workflow == "conformance"));
+    assert!(
+        all.iter().all(|c| c.token.epoch == 1),
+        "a first claim is epoch 1"
+    );
+    let t7 = all.iter().find(|c| c.node_id == "t7").unwrap();
+    assert_eq!(
+        t7.payload.prompt.as_deref(),
+        Some("prompt 7"),
+        "the payload rides on the claim"
+    );
+    let a = s.attempts("r").await.unwrap();
+    assert!(a
+        .iter()
+        .all(|a| a.queue.as_deref() == Some("claimed") && a.claim_owner.is_some()));
+    assert_eq!(
+        s.claim_attempts(
+            "another-workflow",
+            "otherhost:9:w",
+            10,
+            Duration::from_secs(60)
+        )
+        .await
+        .unwrap()
+        .len(),
+        3,
+        "the other workflow's attempts were left to its workers"
+    );
+}
+
+/// Fencing of claims: a worker whose claim was taken over (after it expired) commits nothing —
+/// no outcome, no progress line, no renewal — and fails with `ClaimLost` naming the new holder;
+/// an expired claim nobody took is refused too; the current holder records its outcome, which
+/// the driver then reads.
+pub async fn a_stale_claim_commits_nothing(s: Arc<dyn Store>) {
+    if !s.supports_pool() {
+        return refuses_pool_mode(&s).await;
+    }
+    queue_attempts(&s, "r", "conformance", 1).await;
+    let stale = s
+        .claim_attempts("conformance", "otherhost:1:paused", 1, Duration::ZERO)
+        .await
+        .unwrap()
+        .pop()
+        .expect("a claim");
+    // The claim expired at once: another worker takes the attempt.
+    let fresh = loop {
+        let got = s
+            .claim_attempts(
+                "conformance",
+                "otherhost:2:taker",
+                1,
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        if let Some(c) = got.into_iter().next() {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    assert_eq!(
+        fresh.token.epoch,
+        stale.token.epoch + 1,
+        "a claim increments the epoch"
+    );
+    let e = s
+        .record_outcome(&stale, &outcome(1))
+        .await
+        .expect_err("stale outcome");
+    match &e {
+        Error::ClaimLost { detail, .. } => {
+            assert!(
+                detail.contains("otherhost:2:taker"),
+                "names the new holder: {detail}"
+            )
+        }
+        other => panic!("expected ClaimLost, got {other}"),
+    }
+    let line = Event::node(
+        "r",
+        &stale.node_id,
+        0,
+        Timestamp::from_millis(0),
+        EventKind::NodeOutput {
+            stream: "stdout".into(),
+            line: "late".into(),
+        },
+    );
+    assert!(matches!(
+        s.write_claimed(&stale, vec![line.clone()]).await,
+        Err(Error::ClaimLost { .. })
+    ));
+    assert!(matches!(
+        s.renew_claim(&stale, Duration::from_secs(60)).await,
+        Err(Error::ClaimLost { .. })
+    ));
+    assert!(
+        s.recorded_outcomes("r").await.unwrap().is_empty(),
+        "nothing recorded"
+    );
+    assert!(
+        s.events("r", 0).await.unwrap().is_empty(),
+        "no progress line"
+    );
+    // The holder writes.
+    s.write_claimed(&fresh, vec![line])
+        .await
+        .expect("holder's progress");
+    assert_eq!(
+        s.renew_claim(&fresh, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        ClaimRenewal {
+            stop_requested: false
+        }
+    );
+    s.record_outcome(&fresh, &outcome(2))
+        .await
+        .expect("holder's outcome");
+    let rec = s.recorded_outcomes("r").await.unwrap();
+    assert_eq!(rec.len(), 1);
+    assert_eq!(
+        (
+            rec[0].node_id.as_str(),
+            rec[0].worker.as_deref(),
+            &rec[0].outcome
+        ),
+        (
+            fresh.node_id.as_str(),
+            Some("otherhost:2:taker"),
+            &outcome(2)
+        )
+    );
+    assert!(
+        matches!(
+            s.record_outcome(&fresh, &outcome(3)).await,
+            Err(Error::ClaimLost { .. })
+        ),
+        "an outcome is recorded once"
+    );
+    // An expired claim nobody took is refused as well.
+    queue_attempts(&s, "r2", "conformance", 1).await;
+    let other = s
+        .claim_attempts("conformance", "otherhost:3:slow", 1, Duration::ZERO)
+        .await
+        .unwrap()
+        .pop()
+        .expect("the second run's attempt");
+    assert_eq!(other.run_id, "r2");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(matches!(
+        s.record_outcome(&other, &outcome(4)).await,
+        Err(Error::ClaimLost { .. })
+    ));
+    assert!(s.recorded_outcomes("r2").await.unwrap().is_empty());
+}
+
+/// A driver taking a run over adopts its queued attempts (not abandoned, nodes still running)
+/// and reads outcomes already recorded; stopping an attempt no worker holds ends it at once,
+/// stopping a claimed one flags it for its worker; stopping is fenced by the run's lease; a
+/// recorded outcome wakes the listeners of the run's channel.
+pub async fn queued_attempts_are_adopted_stopped_and_announced(s: Arc<dyn Store>) {
+    if !s.supports_pool() {
+        assert!(
+            s.listen(&run_channel("r")).await.unwrap().is_none(),
+            "no notifications: poll"
+        );
+        return refuses_pool_mode(&s).await;
+    }
+    let mut wake = s
+        .listen(&run_channel("r"))
+        .await
+        .unwrap()
+        .expect("PostgreSQL notifies");
+    let old = queue_attempts(&s, "r", "conformance", 3).await;
+    let claimed = s
+        .claim_attempts(
+            "conformance",
+            "otherhost:2:worker",
+            2,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    s.record_outcome(&claimed[0], &outcome(7)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), wake.recv())
+        .await
+        .expect("a recorded outcome notifies the run's channel")
+        .expect("the listener is open");
+    // The driver died; another takes the run over.
+    let new = s
+        .acquire_lease("r", "otherhost:3:taker", Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|_| panic!("take over"));
+    let _ = old;
+    assert_eq!(
+        s.reset_for_resume("r", &new).await.unwrap(),
+        0,
+        "nothing abandoned"
+    );
+    let queued = s.queued_attempts("r").await.unwrap();
+    assert_eq!(
+        queued.len(),
+        3,
+        "queued, claimed and recorded attempts are adopted"
+    );
+    assert!(s
+        .nodes("r")
+        .await
+        .unwrap()
+        .iter()
+        .all(|n| n.status == NodeStatus::Running));
+    let rec = s.recorded_outcomes("r").await.unwrap();
+    assert_eq!((rec.len(), &rec[0].outcome), (1, &outcome(7)));
+    // Stop the unclaimed one: it ends at once, as cancelled.
+    let unclaimed = queued
+        .iter()
+        .find(|q| claimed.iter().all(|c| c.node_id != q.node_id))
+        .unwrap();
+    let stale = FenceToken::new("otherhost:1:driver", 1);
+    assert!(matches!(
+        s.stop_queued_attempt("r", &unclaimed.node_id, 0, 1, &stale)
+            .await,
+        Err(Error::LeaseLost { .. })
+    ));
+    assert!(s
+        .stop_queued_attempt("r", &unclaimed.node_id, 0, 1, &new)
+        .await
+        .unwrap());
+    let rec = s.recorded_outcomes("r").await.unwrap();
+    let stopped = rec
+        .iter()
+        .find(|r| r.node_id == unclaimed.node_id)
+        .expect("recorded");
+    assert!(stopped.outcome.error.as_ref().is_some_and(|e| !e.retryable));
+    assert!(
+        s.claim_attempts(
+            "conformance",
+            "otherhost:4:late",
+            5,
+            Duration::from_secs(60)
+        )
+        .await
+        .unwrap()
+        .is_empty(),
+        "a stopped attempt is not claimed"
+    );
+    // Stop the claimed one: its worker sees the flag at its next renewal.
+    assert!(!s
+        .stop_queued_attempt("r", &claimed[1].node_id, 0, 1, &new)
+        .await
+        .unwrap());
+    assert!(
+        s.renew_claim(&claimed[1], Duration::from_secs(60))
+            .await
+            .unwrap()
+            .stop_requested
+    );
+    // Release puts an attempt back in the queue for another worker.
+    s.release_claim(&claimed[1]).await.unwrap();
+    let again = s
+        .claim_attempts(
+            "conformance",
+            "otherhost:5:next",
+            5,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].node_id, claimed[1].node_id);
+    assert_eq!(again[0].token.epoch, 2);
 }

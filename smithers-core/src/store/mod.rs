@@ -22,10 +22,16 @@ pub mod conformance;
 mod owner;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod queue;
 pub mod sqlite;
 pub use owner::lease_owner;
 #[cfg(feature = "postgres")]
 pub use postgres::{CopyReport, PostgresStore};
+pub(crate) use queue::pool_unsupported;
+pub use queue::{
+    queue_channel, run_channel, Claim, ClaimRenewal, ClaimToken, QueuedAttempt, QueuedRecord,
+    RecordedOutcome, RemoteError, RemoteOutcome, RemoteReply,
+};
 pub use sqlite::{Durability, SqliteStore};
 
 /// Whether `db` names a PostgreSQL database (`postgres://...` or `postgresql://...`) rather than
@@ -339,6 +345,13 @@ pub struct AttemptRecord {
     /// Snapshot after it.
     #[serde(default)]
     pub vcs_after: Option<String>,
+    /// Pool mode: `queued` (waiting for a worker), `claimed` (a worker runs it), `recorded` (its
+    /// outcome waits for the driver); `None` for an attempt its driver ran itself.
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// Pool mode: the worker that claimed it last (`host:pid:nonce`).
+    #[serde(default)]
+    pub claim_owner: Option<String>,
 }
 
 /// A persisted event with its sequence number.
@@ -551,6 +564,20 @@ pub enum Write {
         node_id: String,
         /// Iteration.
         iteration: u32,
+    },
+    /// Pool mode: queue an attempt started in this batch (its `AttemptStart` before it) for the
+    /// workers of `workflow`, with what they need; they are woken when the batch commits.
+    AttemptQueued {
+        /// The run's workflow.
+        workflow: String,
+        /// Node id.
+        node_id: String,
+        /// Iteration.
+        iteration: u32,
+        /// Attempt number.
+        attempt: u32,
+        /// What a worker needs.
+        payload: QueuedAttempt,
     },
     /// Append an event.
     Event(Event),
@@ -790,6 +817,101 @@ pub trait Store: Send + Sync + 'static {
     async fn budget_raises(&self, run_id: &str) -> Result<Vec<crate::budget::BudgetRaise>> {
         let _ = run_id;
         Ok(Vec::new())
+    }
+    /// Whether this store has the attempt queue of pool mode ([`Store::claim_attempts`] and the
+    /// rest); a store without it refuses them with an error saying pool mode needs PostgreSQL.
+    fn supports_pool(&self) -> bool {
+        false
+    }
+    /// Claims up to `limit` queued attempts of running runs of `workflow` for `owner` (oldest
+    /// first; an attempt whose claim expired is queued again), each held for `ttl` unless
+    /// renewed. Two workers claiming at once never get the same attempt (`FOR UPDATE SKIP
+    /// LOCKED`). Every claim increments the attempt's claim epoch.
+    async fn claim_attempts(
+        &self,
+        workflow: &str,
+        owner: &str,
+        limit: usize,
+        ttl: std::time::Duration,
+    ) -> Result<Vec<Claim>> {
+        let _ = (owner, limit, ttl);
+        Err(pool_unsupported(&format!(
+            "claiming attempts of workflow `{workflow}`"
+        )))
+    }
+    /// Extends a claim for `ttl` and says whether the driver asked for the attempt to stop;
+    /// fails with `ClaimLost` when the claim expired or another worker holds it.
+    async fn renew_claim(&self, claim: &Claim, ttl: std::time::Duration) -> Result<ClaimRenewal> {
+        let _ = ttl;
+        Err(pool_unsupported(&format!(
+            "renewing the claim on `{}` of run `{}`",
+            claim.node_id, claim.run_id
+        )))
+    }
+    /// Records the outcome of a claimed attempt and wakes its driver, in one transaction fenced
+    /// by the claim: when the claim expired or was taken, nothing is written and the call fails
+    /// with `ClaimLost`.
+    async fn record_outcome(&self, claim: &Claim, outcome: &RemoteOutcome) -> Result<()> {
+        let _ = outcome;
+        Err(pool_unsupported(&format!(
+            "recording the outcome of `{}` of run `{}`",
+            claim.node_id, claim.run_id
+        )))
+    }
+    /// Appends events of a claimed attempt (its progress lines), fenced by the claim like
+    /// [`Store::record_outcome`].
+    async fn write_claimed(&self, claim: &Claim, events: Vec<Event>) -> Result<()> {
+        let _ = events;
+        Err(pool_unsupported(&format!(
+            "writing progress of `{}` of run `{}`",
+            claim.node_id, claim.run_id
+        )))
+    }
+    /// Gives a claim up (a worker stopping): the attempt is queued again for another worker. Does
+    /// nothing when the claim is no longer held.
+    async fn release_claim(&self, claim: &Claim) -> Result<()> {
+        Err(pool_unsupported(&format!(
+            "releasing the claim on `{}` of run `{}`",
+            claim.node_id, claim.run_id
+        )))
+    }
+    /// Outcomes recorded on attempts of the run that are still in progress (not yet ended by
+    /// the driver).
+    async fn recorded_outcomes(&self, run_id: &str) -> Result<Vec<RecordedOutcome>> {
+        Err(pool_unsupported(&format!(
+            "reading the outcomes of run `{run_id}`"
+        )))
+    }
+    /// Queued attempts of the run that are still in progress (queued, claimed or recorded): what
+    /// a driver taking the run over adopts instead of abandoning.
+    async fn queued_attempts(&self, run_id: &str) -> Result<Vec<QueuedRecord>> {
+        let _ = run_id;
+        Ok(Vec::new())
+    }
+    /// Asks a queued attempt to stop, fenced by the driver's lease. An attempt no worker holds
+    /// is recorded at once as cancelled (returns `true`: no worker will start it); a claimed
+    /// one gets a flag its worker sees at its next renewal (returns `false`).
+    async fn stop_queued_attempt(
+        &self,
+        run_id: &str,
+        node_id: &str,
+        iteration: u32,
+        attempt: u32,
+        fence: &FenceToken,
+    ) -> Result<bool> {
+        let _ = (iteration, attempt, fence);
+        Err(pool_unsupported(&format!(
+            "stopping `{node_id}` of run `{run_id}`"
+        )))
+    }
+    /// Wake-ups on a notification `channel` ([`queue_channel`], [`run_channel`]), when the store
+    /// has notifications (PostgreSQL LISTEN/NOTIFY); `None` when it has not: poll instead.
+    async fn listen(
+        &self,
+        channel: &str,
+    ) -> Result<Option<tokio::sync::mpsc::UnboundedReceiver<()>>> {
+        let _ = channel;
+        Ok(None)
     }
     /// A `state` key.
     async fn state_get(&self, key: &str) -> Result<Option<String>>;

@@ -25,6 +25,7 @@ use crate::time::{now_ms, now_rfc3339};
 mod connect;
 mod copy;
 mod output_rows;
+mod queue;
 mod steps;
 mod writes;
 
@@ -40,6 +41,8 @@ const POOL_SIZE: usize = 16;
 pub struct PostgresStore {
     pool: Pool,
     target: String,
+    /// For connections of their own (LISTEN).
+    config: tokio_postgres::Config,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -84,7 +87,7 @@ impl PostgresStore {
             target = format!("{target}, schema `{schema}`");
         }
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -97,7 +100,11 @@ impl PostgresStore {
                 target: target.clone(),
                 message: format!("cannot build the connection pool: {e}"),
             })?;
-        let store = PostgresStore { pool, target };
+        let store = PostgresStore {
+            pool,
+            target,
+            config,
+        };
         let mut client = store.client().await?;
         if let Some(schema) = schema {
             client
@@ -344,16 +351,21 @@ impl Store for PostgresStore {
         check_fence(&tx, run_id, fence, "FOR UPDATE").await?;
         let now = now_rfc3339();
         let args: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&run_id, &now];
-        // Three statements, one round trip.
+        // Three statements, one round trip. Attempts queued for workers (pool mode) are not
+        // abandoned: the new driver adopts them (`Store::queued_attempts`), and their nodes stay
+        // running.
         let abandoned = tx.execute(
             "UPDATE _smithers_attempts SET status = 'abandoned', finished_at = $2,
                error = COALESCE(error, 'the process driving this attempt stopped before it ended')
-             WHERE run_id = $1 AND status = 'in-progress'",
+             WHERE run_id = $1 AND status = 'in-progress' AND queue IS NULL",
             &args,
         );
         let nodes = tx.execute(
-            "UPDATE _smithers_nodes SET status = 'pending', updated_at = $2
-             WHERE run_id = $1 AND status IN ('running', 'failed')",
+            "UPDATE _smithers_nodes n SET status = 'pending', updated_at = $2
+             WHERE n.run_id = $1 AND n.status IN ('running', 'failed')
+               AND NOT EXISTS (SELECT 1 FROM _smithers_attempts a
+                 WHERE a.run_id = n.run_id AND a.node_id = n.node_id AND a.iteration = n.iteration
+                   AND a.status = 'in-progress' AND a.queue IS NOT NULL)",
             &args,
         );
         let run = tx.execute(
@@ -458,7 +470,7 @@ impl Store for PostgresStore {
             .prepare_cached(
                 "SELECT node_id, iteration, attempt, status, agent, started_at, duration_ms, error,
                    input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, session_id,
-                   exit_code, model, vcs_repo, vcs_before, vcs_after, cost_source
+                   exit_code, model, vcs_repo, vcs_before, vcs_after, cost_source, queue, claim_owner
                  FROM _smithers_attempts WHERE run_id = $1 ORDER BY seq",
             )
             .await?;
@@ -491,6 +503,8 @@ impl Store for PostgresStore {
                 cost_source: r
                     .get::<_, Option<&str>>(19)
                     .and_then(crate::price::CostSource::parse),
+                queue: r.get(20),
+                claim_owner: r.get(21),
             })
             .collect())
     }
@@ -820,6 +834,63 @@ impl Store for PostgresStore {
                 add_tokens: r.get::<_, i64>(2).max(0) as u64,
             })
             .collect())
+    }
+
+    fn supports_pool(&self) -> bool {
+        true
+    }
+
+    async fn claim_attempts(
+        &self,
+        workflow: &str,
+        owner: &str,
+        limit: usize,
+        ttl: Duration,
+    ) -> Result<Vec<Claim>> {
+        self.claim(workflow, owner, limit, ttl).await
+    }
+
+    async fn renew_claim(&self, claim: &Claim, ttl: Duration) -> Result<ClaimRenewal> {
+        self.renew(claim, ttl).await
+    }
+
+    async fn record_outcome(&self, claim: &Claim, outcome: &RemoteOutcome) -> Result<()> {
+        self.record(claim, outcome).await
+    }
+
+    async fn write_claimed(&self, claim: &Claim, events: Vec<Event>) -> Result<()> {
+        self.write_under_claim(claim, events).await
+    }
+
+    async fn release_claim(&self, claim: &Claim) -> Result<()> {
+        self.release(claim).await
+    }
+
+    async fn recorded_outcomes(&self, run_id: &str) -> Result<Vec<RecordedOutcome>> {
+        self.recorded(run_id).await
+    }
+
+    async fn queued_attempts(&self, run_id: &str) -> Result<Vec<QueuedRecord>> {
+        self.queued(run_id).await
+    }
+
+    async fn stop_queued_attempt(
+        &self,
+        run_id: &str,
+        node_id: &str,
+        iteration: u32,
+        attempt: u32,
+        fence: &FenceToken,
+    ) -> Result<bool> {
+        self.stop_queued(run_id, node_id, iteration, attempt, fence)
+            .await
+    }
+
+    async fn listen(
+        &self,
+        channel: &str,
+    ) -> Result<Option<tokio::sync::mpsc::UnboundedReceiver<()>>> {
+        self.listen_on(channel).await.map(Some)
     }
 
     async fn state_get(&self, key: &str) -> Result<Option<String>> {

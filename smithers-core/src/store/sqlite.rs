@@ -539,6 +539,8 @@ impl Store for SqliteStore {
                             .get::<_, Option<String>>(19)?
                             .as_deref()
                             .and_then(crate::price::CostSource::parse),
+                        queue: None,
+                        claim_owner: None,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -49,8 +49,13 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (
         7,
+        "attempt_queue",
+        include_str!("../../../migrations/postgres/0007_attempt_queue.sql"),
+    ),
+    (
+        8,
         "ralph_history_order",
-        include_str!("../../../migrations/postgres/0007_ralph_history_order.sql"),
+        include_str!("../../../migrations/postgres/0008_ralph_history_order.sql"),
     ),
 ];
 

@@ -438,6 +438,33 @@ pub(super) async fn apply(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<()
                 )
                 .await?;
             }
+            Write::AttemptQueued {
+                workflow,
+                node_id,
+                iteration,
+                attempt,
+                payload,
+            } => {
+                p.push(
+                    "UPDATE _smithers_attempts SET queue = 'queued', payload = $5, claim_owner = NULL,
+                       claim_expires_ms = NULL, stop_requested = FALSE, outcome = NULL
+                     WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND attempt = $4",
+                    params![
+                        run_id.to_owned(),
+                        node_id.clone(),
+                        i64::from(*iteration),
+                        i64::from(*attempt),
+                        serde_json::to_value(payload)?
+                    ],
+                )
+                .await?;
+                // Delivered when the batch commits: the workers of the workflow wake up.
+                p.push(
+                    "SELECT pg_notify($1, '')",
+                    params![crate::store::queue_channel(workflow)],
+                )
+                .await?;
+            }
             Write::Event(e) => {
                 p.push(
                     "INSERT INTO _smithers_events (run_id, at, kind, node_id, iteration, payload)

@@ -154,6 +154,11 @@ pub(super) fn apply(c: &Connection, batch: &WriteBatch, now: Timestamp) -> Resul
                 .execute(params![key, value, now])?;
             }
             Write::Group(g) => super::steps::write_group(c, run_id, g, &now)?,
+            Write::AttemptQueued { node_id, .. } => {
+                return Err(crate::store::pool_unsupported(&format!(
+                    "queueing `{node_id}` of run `{run_id}`"
+                )))
+            }
             Write::StepVcs(v) => super::steps::write_step_vcs(c, run_id, v)?,
             Write::StepEnd { step_id, status } => {
                 super::steps::end_step(c, run_id, *step_id, *status, &now)?
