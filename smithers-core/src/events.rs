@@ -34,6 +34,12 @@ pub enum EventKind {
         /// What it waits for.
         reason: String,
     },
+    /// The run waits for a `worker` to drive it, with no lease (`run --detach`, or a worker
+    /// that stopped handed it back).
+    RunQueued {
+        /// Why it is queued.
+        reason: String,
+    },
     /// The rendered tree changed shape (a new frame was recorded).
     FrameRendered {
         /// Frame number.
@@ -143,6 +149,7 @@ impl EventKind {
             EventKind::RunFailed { .. } => "run_failed",
             EventKind::RunCancelled => "run_cancelled",
             EventKind::RunWaiting { .. } => "run_waiting",
+            EventKind::RunQueued { .. } => "run_queued",
             EventKind::FrameRendered { .. } => "frame_rendered",
             EventKind::NodeStarted { .. } => "node_started",
             EventKind::NodeFinished { .. } => "node_finished",

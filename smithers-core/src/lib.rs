@@ -48,3 +48,4 @@ pub mod store;
 pub(crate) mod time;
 pub mod timetravel;
 pub mod vcs;
+pub mod worker;

@@ -30,6 +30,9 @@ pub enum RunStatus {
     /// Parked on an exceeded budget (`<Workflow on_budget=Park>`): `smithers budget RUN --add ..`
     /// then `resume`.
     WaitingBudget,
+    /// Waiting for a `worker` to drive it, with no lease: created by `run --detach`, or handed
+    /// back by a worker that stopped (SIGTERM) in the middle of it.
+    Queued,
 }
 
 impl RunStatus {
@@ -42,6 +45,7 @@ impl RunStatus {
             RunStatus::Cancelled => "cancelled",
             RunStatus::WaitingApproval => "waiting-approval",
             RunStatus::WaitingBudget => "waiting-budget",
+            RunStatus::Queued => "queued",
         }
     }
 
@@ -62,6 +66,7 @@ impl RunStatus {
             "cancelled" => RunStatus::Cancelled,
             "waiting-approval" => RunStatus::WaitingApproval,
             "waiting-budget" => RunStatus::WaitingBudget,
+            "queued" => RunStatus::Queued,
             _ => return None,
         })
     }

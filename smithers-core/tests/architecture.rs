@@ -141,12 +141,14 @@ fn planner_events_and_store_depend_on_the_model_not_on_each_other_backwards() {
 
 #[test]
 fn the_backend_neutral_engine_names_no_sqlite_item() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/engine");
-    for (rel, text) in rust_files(&src) {
-        assert!(
-            !text.contains("sqlite"),
-            "engine/{rel} names the SQLite backend"
-        );
+    for dir in ["engine", "worker"] {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(dir);
+        for (rel, text) in rust_files(&src) {
+            assert!(
+                !text.contains("sqlite"),
+                "{dir}/{rel} names the SQLite backend"
+            );
+        }
     }
 }
 
@@ -191,7 +193,7 @@ fn the_decision_core_and_the_planner_cannot_do_io_or_read_a_clock() {
 #[test]
 fn engine_modules_import_explicitly() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    for dir in ["engine", "machine", "plan"] {
+    for dir in ["engine", "machine", "plan", "worker"] {
         for (rel, text) in rust_files(&src.join(dir)) {
             let Some(code) = non_test_source(&rel, &text) else {
                 continue;

@@ -41,6 +41,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List live `worker` processes: host, pid, workflow, the runs each drives, last heartbeat.
+    Workers {
+        /// Also list stale workers (no heartbeat for three periods: killed or hung).
+        #[arg(long)]
+        all: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a run's status, nodes, attempts and usage.
     Status {
         /// The run (latest by default).
@@ -357,6 +366,10 @@ async fn run() -> ExitCode {
             Command::Runs { json } => inspect::runs(store, json)
                 .await
                 .map(|()| ExitCode::SUCCESS)?,
+            Command::Workers { all, json } => {
+                smithers::cli::workers::workers(store, all, json).await?;
+                ExitCode::SUCCESS
+            }
             Command::Status { run_id, json } => {
                 inspect::status(store, run_id.as_deref(), json).await?;
                 ExitCode::SUCCESS

@@ -111,9 +111,16 @@ pub async fn status(store: &dyn Store, run_id: Option<&str>, json: bool) -> Resu
     let attempts = store.attempts(&run.run_id).await?;
     let usage = total_usage(&attempts);
     let approvals = store.approvals(&run.run_id).await?;
+    let workers = store.workers().await?;
+    let restarts = store.restarts(&run.run_id).await?;
     if json {
+        let driver = run
+            .lease_owner
+            .as_deref()
+            .and_then(|o| super::workers::worker_of(&workers, o));
         let v = serde_json::json!({
-            "run": run, "nodes": nodes, "attempts": attempts, "usage": usage, "approvals": approvals
+            "run": run, "nodes": nodes, "attempts": attempts, "usage": usage, "approvals": approvals,
+            "worker": driver, "restarts": restarts
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -134,8 +141,14 @@ pub async fn status(store: &dyn Store, run_id: Option<&str>, json: bool) -> Resu
             a.node_id, a.iteration, run.run_id, a.node_id
         );
     }
-    if let Some(o) = &run.lease_owner {
-        println!("lease     {o}");
+    let now = smithers_core::clock::Clock::now(&smithers_core::clock::SystemClock);
+    if let Some(driver) = super::workers::driver_line(&run, &workers, now) {
+        println!("driver    {driver}");
+    } else if run.status == RunStatus::Queued {
+        println!("driver    none yet: a `worker` of this workflow takes the run");
+    }
+    if let Some(r) = &restarts {
+        println!("restarts  {}", super::workers::restarts_line(r));
     }
     let mut per_node: BTreeMap<(String, u32), Usage> = BTreeMap::new();
     let mut per_node_attempts: BTreeMap<(String, u32), Vec<&AttemptRecord>> = BTreeMap::new();

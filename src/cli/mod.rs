@@ -17,6 +17,7 @@ pub mod init;
 pub mod inspect;
 pub mod live;
 pub mod logs;
+pub mod workers;
 
 /// Options shared by every command.
 #[derive(Args, Debug, Clone)]
@@ -156,6 +157,32 @@ enum WorkflowCommand {
         /// Run-wide limit of tasks running at once.
         #[arg(long, default_value_t = 16)]
         max_concurrency: usize,
+        /// Create the run `queued` and exit printing its id: a `worker` of this workflow
+        /// drives it.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Drive the runs of this workflow that nobody drives (queued by `run --detach`, or whose
+    /// driver died) until SIGTERM or Ctrl-C, restarting crashed runs with a backoff up to a
+    /// limit. Stopping hands the runs it drives back to the queue for another worker.
+    Worker {
+        /// Runs driven at once at most.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
+        concurrency: u64,
+        /// Milliseconds between looks at the database when nothing happens.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
+        poll_ms: u64,
+        /// Restarts of a run whose driver keeps dying without progress before it is marked
+        /// failed (a finished node counts as progress).
+        #[arg(long, default_value_t = 5)]
+        restart_limit: u32,
+        /// The wait before a run's second restart, doubling before each later one (at most
+        /// five minutes).
+        #[arg(long, default_value_t = 1000)]
+        restart_backoff_ms: u64,
+        /// Run-wide limit of tasks running at once, in each run it drives.
+        #[arg(long, default_value_t = 16)]
+        max_concurrency: usize,
     },
     /// Continue a run that stopped (the latest one by default).
     Resume {
@@ -293,14 +320,21 @@ where
     A: IntoIterator,
     A::Item: Into<std::ffi::OsString> + Clone,
 {
-    init_tracing();
     let cli = match WorkflowCli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
+            init_tracing();
             let _ = e.print();
             return std::process::ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    // A worker says what it takes over and hands back (unless `--quiet`).
+    match (&cli.command, cli.quiet) {
+        (WorkflowCommand::Worker { .. }, false) => {
+            init_tracing_with("error,smithers_core::worker=info")
+        }
+        _ => init_tracing(),
+    }
     match run_cli(cli, workflow).await {
         Ok(code) => code,
         Err(msg) => {
@@ -322,8 +356,13 @@ pub fn prices_from_env() -> smithers_core::Result<smithers_core::PriceCatalog> {
 /// Installs a `tracing` subscriber honouring `RUST_LOG` (errors only by default: progress lines
 /// already show every event).
 pub fn init_tracing() {
+    init_tracing_with("error")
+}
+
+/// Installs a `tracing` subscriber honouring `RUST_LOG`, `default` otherwise.
+fn init_tracing_with(default: &str) {
     let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into());
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -341,8 +380,12 @@ where
     let live = |store: &Arc<dyn Store>| {
         (!cli.quiet && live::stderr_is_terminal()).then(|| live::LiveProgress::start(store.clone()))
     };
-    let make_engine =
-        |store: Arc<dyn Store>, workflow: F, max: usize, live: Option<&live::LiveProgress>| {
+    let make_engine_with =
+        |store: Arc<dyn Store>,
+         workflow: F,
+         max: usize,
+         live: Option<&live::LiveProgress>,
+         cancel: smithers_core::engine::CancellationToken| {
             let on_event = match live {
                 Some(l) => Some(l.listener()),
                 None => (!cli.quiet).then(progress_printer),
@@ -351,7 +394,7 @@ where
             let opts = EngineOptions {
                 max_concurrency: max,
                 on_event,
-                cancel: tokio_util_cancel(),
+                cancel,
                 wait_for_approval: cli.wait_approval,
                 workdir: cli.workdir.clone(),
                 lease_ttl: cli
@@ -362,11 +405,82 @@ where
             };
             Engine::new(store, workflow).with_options(opts)
         };
+    let make_engine =
+        |store: Arc<dyn Store>, workflow: F, max: usize, live: Option<&live::LiveProgress>| {
+            make_engine_with(store, workflow, max, live, tokio_util_cancel())
+        };
     match &cli.command {
         WorkflowCommand::Run {
             input,
             run_id,
             max_concurrency,
+            detach: true,
+        } => {
+            let input: I = parse_input(input.as_deref())?;
+            let store = cli.db.open().await.map_err(|e| e.to_string())?;
+            let engine = make_engine_with(
+                store,
+                workflow,
+                *max_concurrency,
+                None,
+                smithers_core::engine::CancellationToken::new(),
+            );
+            match engine.enqueue(run_id.as_deref(), input).await {
+                Ok(id) => {
+                    println!("{id}");
+                    if !cli.quiet {
+                        eprintln!(
+                            "run {id} queued: a `worker` of this workflow on {} drives it",
+                            cli.db.describe()
+                        );
+                    }
+                    Ok(std::process::ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error [{}]: {e}", e.code());
+                    Ok(std::process::ExitCode::FAILURE)
+                }
+            }
+        }
+        WorkflowCommand::Worker {
+            concurrency,
+            poll_ms,
+            restart_limit,
+            restart_backoff_ms,
+            max_concurrency,
+        } => {
+            let store = cli.db.open().await.map_err(|e| e.to_string())?;
+            let engine = make_engine_with(
+                store,
+                workflow,
+                *max_concurrency,
+                None,
+                smithers_core::engine::CancellationToken::new(),
+            );
+            let options = smithers_core::worker::WorkerOptions {
+                concurrency: *concurrency as usize,
+                poll: std::time::Duration::from_millis(*poll_ms),
+                restarts: smithers_core::worker::RestartPolicy {
+                    limit: *restart_limit,
+                    backoff: std::time::Duration::from_millis(*restart_backoff_ms),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let worker = smithers_core::worker::Worker::new(engine, options);
+            match worker.run(stop_on_signals()).await {
+                Ok(_) => Ok(std::process::ExitCode::SUCCESS),
+                Err(e) => {
+                    eprintln!("error [{}]: {e}", e.code());
+                    Ok(std::process::ExitCode::FAILURE)
+                }
+            }
+        }
+        WorkflowCommand::Run {
+            input,
+            run_id,
+            max_concurrency,
+            detach: false,
         } => {
             let input: I = parse_input(input.as_deref())?;
             let store = cli.db.open().await.map_err(|e| e.to_string())?;
@@ -465,6 +579,60 @@ fn tokio_util_cancel() -> smithers_core::engine::CancellationToken {
         }
     });
     token
+}
+
+/// A token cancelled by the first SIGTERM or Ctrl-C (a second one exits at once): a worker's
+/// graceful stop.
+fn stop_on_signals() -> smithers_core::engine::CancellationToken {
+    let token = smithers_core::engine::CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut signals = StopSignals::listen();
+        signals.next().await;
+        eprintln!(
+            "stopping: handing back the runs this worker drives (signal again to exit at once)"
+        );
+        t.cancel();
+        signals.next().await;
+        std::process::exit(130);
+    });
+    token
+}
+
+/// SIGTERM (on Unix) and Ctrl-C.
+struct StopSignals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let term = signal(SignalKind::terminate())
+                .map_err(|e| {
+                    eprintln!("warning: cannot listen for SIGTERM ({e}); stop with Ctrl-C")
+                })
+                .ok();
+            StopSignals { term }
+        }
+        #[cfg(not(unix))]
+        StopSignals {}
+    }
+
+    /// The next SIGTERM or Ctrl-C.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(term) = self.term.as_mut() {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn report_exit(

@@ -72,12 +72,19 @@ impl ChildEnv {
     /// The command of a child running the workflow binary with `args` (after `--quiet --db`),
     /// its tasks taking `millis` each.
     pub fn command(&self, args: &str, millis: u64) -> Command {
+        self.command_on(
+            &self.db.display().to_string(),
+            &format!("--quiet {args}"),
+            millis,
+        )
+    }
+
+    /// [`ChildEnv::command`] on the database `db` (a file or a PostgreSQL URL), with `args`
+    /// after `--db` as they are (no `--quiet`).
+    pub fn command_on(&self, db: &str, args: &str, millis: u64) -> Command {
         let mut c = Command::new(std::env::current_exe().expect("exe"));
         c.args(["--exact", self.entry, "--nocapture", "--test-threads=1"])
-            .env(
-                "SMITHERS_CHILD_ARGS",
-                format!("--quiet --db {} {args}", self.db.display()),
-            )
+            .env("SMITHERS_CHILD_ARGS", format!("--db {db} {args}"))
             .env("SMITHERS_CHILD_LOG", &self.log)
             .env("SMITHERS_CHILD_MILLIS", millis.to_string())
             .stdin(Stdio::null())

@@ -32,6 +32,10 @@ mod persist;
 
 use attempt::AttemptHandle;
 
+/// Why a run handed back by [`EngineOptions::hand_back`] is queued.
+const HAND_BACK: &str =
+    "the worker driving it stopped (SIGTERM or Ctrl-C); the next worker continues it";
+
 /// A callback receiving every event after it is persisted.
 pub type EventListener = Arc<dyn Fn(&Event) + Send + Sync>;
 
@@ -54,6 +58,10 @@ pub struct EngineOptions {
     pub on_event: Option<EventListener>,
     /// Cancels the run (Ctrl-C): in-flight attempts stop, the run is marked cancelled.
     pub cancel: CancellationToken,
+    /// Hands the run back (a `worker` stopping on SIGTERM): in-flight attempts stop and are
+    /// recorded as interrupted, their nodes pending; the run becomes `queued` and its lease is
+    /// released, so another worker continues it at once.
+    pub hand_back: CancellationToken,
     /// Interval of the `supervisor.heartbeat` state key.
     pub heartbeat: Duration,
     /// When only `needs_approval` tasks are left: wait for `smithers approve|deny` (polling the
@@ -91,6 +99,7 @@ impl Default for EngineOptions {
             lease_ttl: Duration::from_secs(30),
             on_event: None,
             cancel: CancellationToken::new(),
+            hand_back: CancellationToken::new(),
             heartbeat: Duration::from_secs(30),
             wait_for_approval: false,
             approval_poll: Duration::from_millis(500),
@@ -142,6 +151,16 @@ pub struct Engine<I> {
     options: EngineOptions,
 }
 
+impl<I> Clone for Engine<I> {
+    fn clone(&self) -> Self {
+        Engine {
+            store: self.store.clone(),
+            workflow: self.workflow.clone(),
+            options: self.options.clone(),
+        }
+    }
+}
+
 impl<I> Engine<I>
 where
     I: Serialize + DeserializeOwned + Send + Sync + 'static,
@@ -166,6 +185,11 @@ where
     }
 
     /// The options.
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
+    /// The options, to change.
     pub fn options_mut(&mut self) -> &mut EngineOptions {
         &mut self.options
     }
@@ -188,18 +212,51 @@ where
 
     /// Starts a new run with the given id.
     pub async fn run_with_id(&self, run_id: &str, input: I) -> Result<RunReport> {
-        let input_json =
-            serde_json::to_value(&input).map_err(|e| Error::InvalidInput(e.to_string()))?;
         let input = Arc::new(input);
+        let (workflow, fence) = self.create(run_id, &input).await?;
+        let mut st = RunState::new(run_id, fence);
+        self.execute_all(&mut st, Input::Started { workflow })
+            .await?;
+        self.drive_and_release(&mut st, input).await
+    }
+
+    /// Creates a run without driving it (`run --detach`): its row is written `queued`, with no
+    /// lease, and a `worker` of this workflow picks it up. Returns the run id.
+    pub async fn enqueue(&self, run_id: Option<&str>, input: I) -> Result<String> {
+        let run_id = run_id.map_or_else(new_run_id, str::to_owned);
+        let input = Arc::new(input);
+        let (_, fence) = self.create(&run_id, &input).await?;
+        let mut st = RunState::new(&run_id, fence);
+        self.execute_all(
+            &mut st,
+            Input::Queued {
+                reason: "created by `run --detach`; a `worker` of this workflow drives it".into(),
+            },
+        )
+        .await?;
+        self.store.release_lease(&run_id, &st.fence).await?;
+        Ok(run_id)
+    }
+
+    /// The name of the workflow this engine's function renders for `input` (the stored input of
+    /// a run), or `None` when `input` does not fit the input type or the render panics: what a
+    /// `worker` compares with a run's `workflow` to know whether the run is its own.
+    pub(crate) fn workflow_name_for(&self, input: &serde_json::Value) -> Option<String> {
+        let input: I = serde_json::from_value(input.clone()).ok()?;
+        let tree = self.render_catching(&Ctx::empty(input)).ok()?;
+        Some(workflow_name(&tree))
+    }
+
+    /// Renders the first tree of a new run and creates its row, holding the lease.
+    async fn create(&self, run_id: &str, input: &Arc<I>) -> Result<(String, FenceToken)> {
+        let input_json =
+            serde_json::to_value(&**input).map_err(|e| Error::InvalidInput(e.to_string()))?;
         let first = RunSnapshot {
             run_id: run_id.to_owned(),
             ..RunSnapshot::default()
         };
         let tree = self.render_catching(&Ctx::new(input.clone(), Arc::new(first)))?;
-        let workflow = match tree.kind() {
-            NodeKind::Workflow(w) if !w.name.is_empty() => w.name.clone(),
-            _ => "workflow".to_owned(),
-        };
+        let workflow = workflow_name(&tree);
         let fence = self
             .store
             .create_run(NewRun {
@@ -210,10 +267,7 @@ where
                 lease_ttl: self.options.lease_ttl,
             })
             .await?;
-        let mut st = RunState::new(run_id, fence);
-        self.execute_all(&mut st, Input::Started { workflow })
-            .await?;
-        self.drive_and_release(&mut st, input).await
+        Ok((workflow, fence))
     }
 
     /// Resumes a run (the latest one when `run_id` is `None`): attempts a dead process left in
@@ -457,6 +511,8 @@ where
         let mut held: Option<WriteBatch> = None;
         // Attempts found ended along with the one `Command::Wait` fed.
         let mut ended_too: Vec<AttemptResult> = Vec::new();
+        // `hand_back` was fed once: the machine is stopping the attempts.
+        let mut handing_back = false;
         loop {
             // Render over the persisted state, unless nothing the last render read changed:
             // then its tree still stands and is planned again.
@@ -567,6 +623,10 @@ where
                         tokio::select! {
                             biased;
                             _ = self.options.cancel.cancelled() => Input::CancelRequested,
+                            _ = self.options.hand_back.cancelled(), if !handing_back => {
+                                handing_back = true;
+                                Input::HandBack { reason: HAND_BACK.into() }
+                            }
                             _ = tokio::time::sleep(self.options.approval_poll) => {
                                 self.poll_remote_cancel(st).await;
                                 Input::ApprovalsPolled(self.store.approvals(&st.run_id).await?)
@@ -579,6 +639,10 @@ where
                     Command::Wait => tokio::select! {
                         biased;
                         _ = self.options.cancel.cancelled() => Input::CancelRequested,
+                        _ = self.options.hand_back.cancelled(), if !handing_back => {
+                            handing_back = true;
+                            Input::HandBack { reason: HAND_BACK.into() }
+                        }
                         Some(done) = join.join_next() => match done {
                             Ok(result) => {
                                 tokens.remove(&result.key);
@@ -711,6 +775,14 @@ where
             })?;
         ctx.check_loop_reads(&tree)?;
         Ok(tree)
+    }
+}
+
+/// The name a run of `tree` is recorded under: its `<Workflow name>`, or `workflow`.
+fn workflow_name(tree: &Node) -> String {
+    match tree.kind() {
+        NodeKind::Workflow(w) if !w.name.is_empty() => w.name.clone(),
+        _ => "workflow".to_owned(),
     }
 }
 

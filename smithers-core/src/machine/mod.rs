@@ -83,6 +83,13 @@ pub(crate) enum Input {
     Heartbeat,
     /// Ctrl-C or `smithers cancel`.
     CancelRequested,
+    /// A new run's row was created, but no driver is to run it here (`run --detach`): record
+    /// that it waits for a worker, `reason` saying why.
+    Queued { reason: String },
+    /// The driver stops without ending the run (a `worker` told to stop): stop every attempt,
+    /// record them as interrupted (their nodes pending), and leave the run `queued` for
+    /// another worker, `reason` saying why.
+    HandBack { reason: String },
     /// The answer to [`Command::StopAll`]: how each running attempt ended once told to stop
     /// (the executor makes up a result for one that did not end in time).
     AllStopped(Vec<AttemptResult>),
@@ -205,6 +212,8 @@ pub(crate) struct StepSnapshot {
 pub(crate) enum Stopping {
     /// The run is cancelled: record the attempts, then finish `cancelled`.
     Cancel,
+    /// The run is handed back (`Input::HandBack`): record the attempts, then finish `queued`.
+    HandBack(String),
     /// The lease is lost: end the drive writing nothing (the run is another process's).
     LeaseLost(Error),
 }
@@ -325,6 +334,19 @@ impl RunState {
                 });
                 cmds.push_back(Command::Commit(b));
             }
+            Input::Queued { reason } => {
+                cmds.push_back(Command::Commit(
+                    self.end_batch(RunStatus::Queued, Some(&reason)),
+                ));
+            }
+            Input::HandBack { reason } => {
+                if self.running.is_empty() {
+                    cmds.push_back(self.finish(RunStatus::Queued, Some(reason)));
+                } else if self.stopping.is_none() {
+                    self.stopping = Some(Stopping::HandBack(reason));
+                    cmds.push_back(Command::StopAll);
+                }
+            }
             Input::CancelRequested => {
                 if self.running.is_empty() {
                     cmds.push_back(self.finish(RunStatus::Cancelled, None));
@@ -349,8 +371,13 @@ impl RunState {
                     self.stopped.clear();
                     cmds.push_back(Command::Abort(e));
                 }
+                Some(Stopping::HandBack(reason)) => {
+                    let b = self.cancel_running(results, &reason);
+                    cmds.push_back(Command::Commit(b));
+                    cmds.push_back(self.finish(RunStatus::Queued, Some(reason)));
+                }
                 Some(Stopping::Cancel) | None => {
-                    let b = self.cancel_running(results);
+                    let b = self.cancel_running(results, "the run was cancelled");
                     cmds.push_back(Command::Commit(b));
                     cmds.push_back(self.finish(RunStatus::Cancelled, None));
                 }
@@ -984,7 +1011,7 @@ impl RunState {
     /// Every running attempt recorded as cancelled, with what it produced (`results`, and those
     /// that ended while the cancellation was on its way); one that finished with its output in
     /// the meantime is recorded as finished.
-    fn cancel_running(&mut self, results: Vec<AttemptResult>) -> WriteBatch {
+    fn cancel_running(&mut self, results: Vec<AttemptResult>, why: &str) -> WriteBatch {
         let mut b = WriteBatch::new(&self.run_id);
         let mut ended: HashMap<NodeKey, AttemptResult> = HashMap::new();
         let stopped = std::mem::take(&mut self.stopped);
@@ -1000,7 +1027,7 @@ impl RunState {
         let running: Vec<_> = self.running.drain().collect();
         for (key, r) in running {
             let result = ended.remove(&key);
-            self.on_cancelled(&mut b, &key, r.loop_id, "the run was cancelled", result);
+            self.on_cancelled(&mut b, &key, r.loop_id, why, result);
         }
         b
     }

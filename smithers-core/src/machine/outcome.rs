@@ -346,6 +346,27 @@ impl RunState {
             );
             return b;
         }
+        if status == RunStatus::Queued {
+            // Waiting for a worker is no error: `error` says why it is queued.
+            let reason = error.unwrap_or_default().to_owned();
+            b.push(Write::RunStatus {
+                status,
+                error: None,
+            });
+            b.push(Write::Event(Event::run(
+                &self.run_id,
+                self.now,
+                EventKind::RunQueued {
+                    reason: reason.clone(),
+                },
+            )));
+            supervisor(
+                &mut b,
+                "idle",
+                &format!("Run queued for a worker: {reason}"),
+            );
+            return b;
+        }
         b.push(Write::RunStatus {
             status,
             error: error.map(str::to_owned),

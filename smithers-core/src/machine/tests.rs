@@ -302,6 +302,63 @@ fn a_cancelled_attempt_keeps_the_retry_budget() {
 }
 
 #[test]
+fn a_handed_back_run_records_its_attempts_interrupted_and_ends_queued() {
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
+    let tree = || Workflow::new().child(compute_with_retries("a", 0)).build();
+    start_one(&mut st, tree());
+    let reason = "the worker stopped";
+    assert_eq!(
+        describe(&st.handle(
+            Input::HandBack {
+                reason: reason.into()
+            },
+            NOW
+        )),
+        ["stop_all"]
+    );
+    assert!(
+        st.handle(
+            Input::HandBack {
+                reason: reason.into()
+            },
+            NOW
+        )
+        .is_empty(),
+        "a second hand-back while stopping adds nothing"
+    );
+    let cmds = st.handle(Input::AllStopped(Vec::new()), NOW);
+    assert_eq!(
+        describe(&cmds),
+        [
+            "commit[attempt_cancelled:a]",
+            "finish:queued: the worker stopped"
+        ]
+    );
+    assert_eq!(
+        node_writes(&cmds),
+        ["a=pending/1"],
+        "its node is pending again"
+    );
+    let Some(Command::Finish { batch, error, .. }) = cmds.back() else {
+        unreachable!()
+    };
+    assert_eq!(error.as_deref(), Some(reason));
+    assert!(batch.writes.iter().any(|w| matches!(
+        w,
+        Write::RunStatus {
+            status: crate::model::RunStatus::Queued,
+            error: None
+        }
+    )));
+    assert!(batch.events().any(|e| e.kind
+        == EventKind::RunQueued {
+            reason: reason.into()
+        }));
+    // The interruption is no failure: with no retries left, the next driver still runs `a`.
+    assert!(start_one(&mut st, tree()).contains(&"start:a#2".to_owned()));
+}
+
+#[test]
 fn a_render_records_skips_and_phase_transitions_and_hooks_run_once_on_the_executor() {
     let tree = |done: bool| {
         let phase = Phase::new()

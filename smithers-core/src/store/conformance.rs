@@ -198,6 +198,7 @@ macro_rules! store_conformance_tests {
             attempts_frames_and_cache_persist,
             steps_are_numbered_rewound_and_forked,
             a_follower_after_seq_never_misses_an_event,
+            workers_and_restarts_persist,
             skip_locked_claims_give_each_attempt_to_one_worker,
             a_stale_claim_commits_nothing,
             queued_attempts_are_adopted_stopped_and_announced,
@@ -215,6 +216,92 @@ macro_rules! store_conformance_tests {
             }
         )*
     };
+}
+
+/// Active runs are the `running` and `queued` ones; the worker registry and runs' restart
+/// bookkeeping are upserted, read back and removed.
+pub async fn workers_and_restarts_persist(s: Arc<dyn Store>) {
+    let owner = "h:1:aaaa";
+    let first = s.create_run(new_run("q", owner)).await.unwrap();
+    let mut b = batch(vec![Write::RunStatus {
+        status: RunStatus::Queued,
+        error: None,
+    }]);
+    b.run_id = "q".into();
+    s.write(b.fenced(&first)).await.unwrap();
+    s.release_lease("q", &first).await.unwrap();
+    s.create_run(new_run("r", owner)).await.unwrap();
+    s.create_run(new_run("done", owner)).await.unwrap();
+    let mut b = batch(vec![Write::RunStatus {
+        status: RunStatus::Finished,
+        error: None,
+    }]);
+    b.run_id = "done".into();
+    s.write(b).await.unwrap();
+    let active: Vec<(String, RunStatus, Option<String>)> = s
+        .active_runs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.run_id, r.status, r.lease_owner))
+        .collect();
+    assert_eq!(
+        active,
+        [
+            ("q".to_owned(), RunStatus::Queued, None),
+            ("r".to_owned(), RunStatus::Running, Some(owner.to_owned())),
+        ],
+        "active runs: running and queued, oldest first; a finished run is not"
+    );
+
+    let mut w = WorkerRecord {
+        worker_id: "h:7:w1".into(),
+        host: "h".into(),
+        pid: 7,
+        workflow: None,
+        concurrency: 4,
+        driving: vec![],
+        started_at: "2026-12-01T00:00:00.000Z".into(),
+        heartbeat_at: "2026-12-01T00:00:00.000Z".into(),
+        expires_ms: 1_000,
+    };
+    s.put_worker(&w).await.unwrap();
+    w.workflow = Some("conformance".into());
+    w.driving = vec!["q".into(), "r".into()];
+    w.heartbeat_at = "2026-12-01T00:00:05.000Z".into();
+    w.expires_ms = 16_000;
+    s.put_worker(&w).await.unwrap();
+    let mut other = w.clone();
+    other.worker_id = "h:8:w2".into();
+    other.pid = 8;
+    other.started_at = "2026-12-01T00:00:01.000Z".into();
+    s.put_worker(&other).await.unwrap();
+    assert_eq!(
+        s.workers().await.unwrap(),
+        [w.clone(), other.clone()],
+        "a heartbeat updates the row; workers oldest first"
+    );
+    assert!(w.is_stale(16_001) && !w.is_stale(16_000));
+    s.remove_worker("h:7:w1").await.unwrap();
+    s.remove_worker("unknown").await.unwrap();
+    assert_eq!(s.workers().await.unwrap(), [other]);
+
+    assert_eq!(s.restarts("r").await.unwrap(), None);
+    let mut r = RestartRecord {
+        run_id: "r".into(),
+        restarts: 1,
+        progress: 0,
+        last_restart_at: "2026-12-01T00:00:02.000Z".into(),
+        last_restart_ms: 2_000,
+        last_reason: "its driver is gone".into(),
+        last_worker: "h:8:w2".into(),
+    };
+    s.put_restarts(&r).await.unwrap();
+    r.restarts = 2;
+    r.progress = 3;
+    r.last_restart_ms = 9_000;
+    s.put_restarts(&r).await.unwrap();
+    assert_eq!(s.restarts("r").await.unwrap(), Some(r));
 }
 
 /// Created runs are read back, newest first.

@@ -24,6 +24,8 @@ mod owner;
 pub mod postgres;
 mod queue;
 pub mod sqlite;
+mod workers;
+pub(crate) use owner::holder_is_dead;
 pub use owner::lease_owner;
 #[cfg(feature = "postgres")]
 pub use postgres::{CopyReport, PostgresStore};
@@ -33,6 +35,7 @@ pub use queue::{
     RecordedOutcome, RemoteError, RemoteOutcome, RemoteReply,
 };
 pub use sqlite::{Durability, SqliteStore};
+pub use workers::{RestartRecord, WorkerRecord};
 
 /// Whether `db` names a PostgreSQL database (`postgres://...` or `postgresql://...`) rather than
 /// a SQLite file.
@@ -818,6 +821,20 @@ pub trait Store: Send + Sync + 'static {
         let _ = run_id;
         Ok(Vec::new())
     }
+    /// Runs that have not stopped: `running` (driven, or their driver is gone: see their
+    /// lease) and `queued` (waiting for a worker), oldest first. What a `worker` looks over.
+    async fn active_runs(&self) -> Result<Vec<RunRecord>>;
+    /// Registers a `worker` process or updates its row (heartbeat, what it drives), keyed by
+    /// [`WorkerRecord::worker_id`].
+    async fn put_worker(&self, worker: &WorkerRecord) -> Result<()>;
+    /// Removes a worker's row (it stopped); nothing happens for an unknown id.
+    async fn remove_worker(&self, worker_id: &str) -> Result<()>;
+    /// Registered workers, stale ones included, oldest first.
+    async fn workers(&self) -> Result<Vec<WorkerRecord>>;
+    /// The restart bookkeeping of a run, if a worker ever took it over.
+    async fn restarts(&self, run_id: &str) -> Result<Option<RestartRecord>>;
+    /// Writes a run's restart bookkeeping, replacing what was there.
+    async fn put_restarts(&self, record: &RestartRecord) -> Result<()>;
     /// Whether this store has the attempt queue of pool mode ([`Store::claim_attempts`] and the
     /// rest); a store without it refuses them with an error saying pool mode needs PostgreSQL.
     fn supports_pool(&self) -> bool {

@@ -27,6 +27,7 @@ mod copy;
 mod output_rows;
 mod queue;
 mod steps;
+mod workers;
 mod writes;
 
 use connect::{connect_error, describe, migrate, parse, pool_error};
@@ -834,6 +835,30 @@ impl Store for PostgresStore {
                 add_tokens: r.get::<_, i64>(2).max(0) as u64,
             })
             .collect())
+    }
+
+    async fn active_runs(&self) -> Result<Vec<RunRecord>> {
+        workers::active_runs(&self.client().await?).await
+    }
+
+    async fn put_worker(&self, worker: &WorkerRecord) -> Result<()> {
+        workers::put_worker(&self.client().await?, worker).await
+    }
+
+    async fn remove_worker(&self, worker_id: &str) -> Result<()> {
+        workers::remove_worker(&self.client().await?, worker_id).await
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerRecord>> {
+        workers::workers(&self.client().await?).await
+    }
+
+    async fn restarts(&self, run_id: &str) -> Result<Option<RestartRecord>> {
+        workers::restarts(&self.client().await?, run_id).await
+    }
+
+    async fn put_restarts(&self, record: &RestartRecord) -> Result<()> {
+        workers::put_restarts(&self.client().await?, record).await
     }
 
     fn supports_pool(&self) -> bool {

@@ -27,6 +27,7 @@ mod fence;
 mod output_rows;
 mod reserve;
 mod steps;
+mod workers;
 mod writes;
 
 use connection::{configure, migrate, worker, Completion, Job};
@@ -897,6 +898,37 @@ impl Store for SqliteStore {
             Ok(rows)
         })
         .await
+    }
+
+    async fn active_runs(&self) -> Result<Vec<RunRecord>> {
+        self.read(|c| workers::active_runs(c)).await
+    }
+
+    async fn put_worker(&self, worker: &WorkerRecord) -> Result<()> {
+        let worker = worker.clone();
+        self.write_with(move |c| workers::put_worker(c, &worker))
+            .await
+    }
+
+    async fn remove_worker(&self, worker_id: &str) -> Result<()> {
+        let worker_id = worker_id.to_owned();
+        self.write_with(move |c| workers::remove_worker(c, &worker_id))
+            .await
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerRecord>> {
+        self.read(|c| workers::workers(c)).await
+    }
+
+    async fn restarts(&self, run_id: &str) -> Result<Option<RestartRecord>> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| workers::restarts(c, &run_id)).await
+    }
+
+    async fn put_restarts(&self, record: &RestartRecord) -> Result<()> {
+        let record = record.clone();
+        self.write_with(move |c| workers::put_restarts(c, &record))
+            .await
     }
 
     async fn state_get(&self, key: &str) -> Result<Option<String>> {

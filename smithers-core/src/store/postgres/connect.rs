@@ -54,8 +54,13 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (
         8,
+        "workers",
+        include_str!("../../../migrations/postgres/0008_workers.sql"),
+    ),
+    (
+        9,
         "ralph_history_order",
-        include_str!("../../../migrations/postgres/0008_ralph_history_order.sql"),
+        include_str!("../../../migrations/postgres/0009_ralph_history_order.sql"),
     ),
 ];
 

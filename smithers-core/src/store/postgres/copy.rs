@@ -283,6 +283,21 @@ const TABLES: &[Table] = &[
         order: "rowid",
         on_conflict: "ON CONFLICT (cache_key) DO NOTHING",
     },
+    // How often workers restarted each run: supervision goes on where the runs go.
+    Table {
+        name: "_smithers_restarts",
+        columns: &[
+            ("run_id", Text),
+            ("restarts", Int),
+            ("progress", Int),
+            ("last_restart_at", Text),
+            ("last_restart_ms", Int),
+            ("last_reason", Text),
+            ("last_worker", Text),
+        ],
+        order: "rowid",
+        on_conflict: "",
+    },
     // The key-value table is the database's: the source's value of a key wins.
     Table {
         name: "state",
@@ -295,6 +310,8 @@ const TABLES: &[Table] = &[
 /// Tables of the source that hold nothing to copy.
 const SKIPPED: &[&str] = &[
     "_smithers_migrations",
+    // Live processes of the source's machine: they heartbeat into the source, not the copy.
+    "_smithers_workers",
     "_smithers_output_tables",
     "sqlite_sequence",
 ];

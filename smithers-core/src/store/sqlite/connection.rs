@@ -66,6 +66,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "frame_structure",
         include_str!("../../../migrations/0011_frame_structure.sql"),
     ),
+    (
+        12,
+        "workers",
+        include_str!("../../../migrations/0012_workers.sql"),
+    ),
 ];
 
 pub(super) type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;

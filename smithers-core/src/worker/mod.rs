@@ -1,0 +1,424 @@
+//! The `worker`: a long-lived process of one workflow binary that drives the runs of its
+//! workflow that nobody drives, and supervises them (DESIGN.md section 9, seed 002).
+//!
+//! It registers itself in `_smithers_workers` and heartbeats there. Each tick:
+//! 1. **claim and execute attempts**: the pool of workers sharing one run's tasks on PostgreSQL
+//!    plugs in here (issue 11, item 2; not on this branch);
+//! 2. **take over runs**: an active run of its workflow with no live driver — `queued` (by
+//!    `run --detach`, or handed back by a stopping worker) or `running` with an expired lease or
+//!    a dead holder — is driven through the ordinary fenced [`Engine::resume`], up to
+//!    [`WorkerOptions::concurrency`] runs at once. A takeover from a dead driver is a *restart*,
+//!    counted in `_smithers_restarts` (so the count survives the worker itself dying with the
+//!    run), spaced by an exponential backoff, and limited: a run whose driver dies every time is
+//!    marked failed with an error saying so ([`supervise`]).
+//!
+//! Stopping ([`Worker::run`]'s `stop` token, SIGTERM or Ctrl-C in the binary) takes no new work,
+//! hands every driven run back ([`EngineOptions::hand_back`](crate::engine::EngineOptions): its
+//! attempts interrupted, the run `queued`, the lease released, so another worker continues at
+//! once) and deregisters.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt as _;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{panic_message, Engine, RunReport};
+use crate::error::{Error, Result};
+use crate::events::{Event, EventKind};
+use crate::model::{NodeStatus, RunStatus, Timestamp};
+use crate::store::{lease_owner, RunRecord, Store, WorkerRecord, Write, WriteBatch};
+
+pub mod supervise;
+
+pub use supervise::RestartPolicy;
+use supervise::{decide, give_up_error, vacancy, Restart, Vacant};
+
+/// How a worker works.
+#[derive(Clone, Debug)]
+pub struct WorkerOptions {
+    /// Runs driven at once at most (`worker --concurrency`).
+    pub concurrency: usize,
+    /// The wait between ticks when nothing happens (`worker --poll-ms`): a run whose driver died
+    /// is taken over within its lease expiry plus this.
+    pub poll: Duration,
+    /// How often the worker renews its row in the registry; it is stale after three of these.
+    pub heartbeat: Duration,
+    /// Restarts of runs whose driver keeps dying.
+    pub restarts: RestartPolicy,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            concurrency: 4,
+            poll: Duration::from_secs(1),
+            heartbeat: Duration::from_secs(5),
+            restarts: RestartPolicy::default(),
+        }
+    }
+}
+
+/// What a worker did, once it stopped.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WorkerReport {
+    /// Its id in the registry.
+    pub worker_id: String,
+    /// Runs it drove until they stopped, with the status they stopped in.
+    pub driven: Vec<(String, RunStatus)>,
+    /// Runs it marked failed after the restart limit.
+    pub failed: Vec<String>,
+    /// Runs it was driving when told to stop, handed back `queued`.
+    pub handed_back: Vec<String>,
+}
+
+/// The end of one drive: the run, and how its drive ended.
+type DriveEnd = (String, Result<RunReport>);
+
+/// A worker of one workflow over a store; see the module documentation.
+pub struct Worker<I> {
+    engine: Engine<I>,
+    options: WorkerOptions,
+    id: String,
+    started_at: Timestamp,
+    /// The workflow whose runs it drives, learned from the first run that is its own.
+    workflow: Option<String>,
+    /// Whether each run seen so far belongs to this worker's workflow.
+    ours: HashMap<String, bool>,
+    /// Runs driven now, with the token that hands each back.
+    driving: HashMap<String, CancellationToken>,
+    drives: JoinSet<DriveEnd>,
+    report: WorkerReport,
+}
+
+impl<I> Worker<I>
+where
+    I: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    /// A worker driving runs with `engine` (its store, workflow and options: lease period,
+    /// event listener, prices...). Its id is a fresh lease owner (`host:pid:nonce`).
+    pub fn new(engine: Engine<I>, options: WorkerOptions) -> Self {
+        let id = lease_owner();
+        let started_at = engine.options().clock.now();
+        Worker {
+            engine,
+            options,
+            report: WorkerReport {
+                worker_id: id.clone(),
+                ..WorkerReport::default()
+            },
+            id,
+            started_at,
+            workflow: None,
+            ours: HashMap::new(),
+            driving: HashMap::new(),
+            drives: JoinSet::new(),
+        }
+    }
+
+    /// Its id in the registry (`_smithers_workers.worker_id`).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn store(&self) -> &Arc<dyn Store> {
+        self.engine.store()
+    }
+
+    fn now(&self) -> Timestamp {
+        self.engine.options().clock.now()
+    }
+
+    /// Registers, then ticks until `stop` is cancelled; then hands back what it drives and
+    /// deregisters. Fails only when it cannot register (the database is unreachable); a store
+    /// error in a tick is logged and the next tick tries again.
+    pub async fn run(mut self, stop: CancellationToken) -> Result<WorkerReport> {
+        self.register().await?;
+        tracing::info!(
+            worker = %self.id,
+            concurrency = self.options.concurrency,
+            poll_ms = self.options.poll.as_millis() as u64,
+            "worker started"
+        );
+        let mut heartbeat = tokio::time::interval(self.options.heartbeat);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        heartbeat.tick().await;
+        while !stop.is_cancelled() {
+            if let Err(e) = self.tick().await {
+                tracing::warn!(worker = %self.id, error = %e, "worker tick failed; trying again at the next one");
+            }
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                Some(end) = self.drives.join_next(), if !self.drives.is_empty() => {
+                    self.drive_ended(end).await;
+                }
+                _ = heartbeat.tick() => self.heartbeat().await,
+                _ = tokio::time::sleep(self.options.poll) => {}
+            }
+        }
+        self.stop_gracefully().await;
+        Ok(self.report)
+    }
+
+    /// One tick of the loop.
+    async fn tick(&mut self) -> Result<()> {
+        // (1) Claiming and executing queued attempts of this workflow's runs (the pool of
+        //     workers on PostgreSQL, issue 11 item 2) goes here, before the takeovers.
+        // (2) Take over runs nobody drives.
+        self.take_over_runs().await
+    }
+
+    /// Looks over the active runs and drives those of its workflow that have no live driver,
+    /// while it has room.
+    async fn take_over_runs(&mut self) -> Result<()> {
+        let runs = self.store().active_runs().await?;
+        let mut changed = false;
+        for run in runs {
+            if self.driving.len() >= self.options.concurrency {
+                break;
+            }
+            if self.driving.contains_key(&run.run_id) || !self.is_ours(&run) {
+                continue;
+            }
+            let Some(vacant) = vacancy(&run, self.now(), crate::store::holder_is_dead) else {
+                continue;
+            };
+            if let Vacant::DriverGone(reason) = vacant {
+                if !self.may_restart(&run, &reason).await? {
+                    continue;
+                }
+            }
+            self.drive(run.run_id);
+            changed = true;
+        }
+        if changed {
+            self.heartbeat().await;
+        }
+        Ok(())
+    }
+
+    /// Whether a run of this workflow: its stored input fits the input type and renders a tree
+    /// of the run's workflow name. Remembered per run.
+    fn is_ours(&mut self, run: &RunRecord) -> bool {
+        if let Some(&ours) = self.ours.get(&run.run_id) {
+            return ours;
+        }
+        let ours = self
+            .engine
+            .workflow_name_for(&run.input)
+            .is_some_and(|name| name == run.workflow);
+        if ours && self.workflow.is_none() {
+            self.workflow = Some(run.workflow.clone());
+        }
+        self.ours.insert(run.run_id.clone(), ours);
+        ours
+    }
+
+    /// The supervision of a run whose driver is gone: records the restart and says go, or
+    /// waits out its backoff, or marks it failed after the limit.
+    async fn may_restart(&mut self, run: &RunRecord, reason: &str) -> Result<bool> {
+        let store = self.store().clone();
+        let previous = store.restarts(&run.run_id).await?;
+        let progress = store
+            .nodes(&run.run_id)
+            .await?
+            .iter()
+            .filter(|n| n.status == NodeStatus::Finished)
+            .count() as u32;
+        let policy = &self.options.restarts;
+        match decide(
+            policy,
+            previous.as_ref(),
+            progress,
+            self.now(),
+            reason,
+            &self.id,
+            &run.run_id,
+        ) {
+            Restart::Now(record) => {
+                tracing::info!(worker = %self.id, run_id = %run.run_id, restart = record.restarts, limit = policy.limit, "taking over a run whose driver is gone: {reason}");
+                store.put_restarts(&record).await?;
+                Ok(true)
+            }
+            Restart::Wait(until) => {
+                tracing::debug!(worker = %self.id, run_id = %run.run_id, until = %until, "waiting out the restart backoff");
+                Ok(false)
+            }
+            Restart::GiveUp { restarts } => {
+                self.give_up(run, restarts, reason).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Marks a run failed after the restart limit, holding its lease for the write: attempts
+    /// the dead driver left in progress are abandoned, and the run, its `run_failed` event and
+    /// the supervisor keys are written in one fenced batch.
+    async fn give_up(&mut self, run: &RunRecord, restarts: u32, reason: &str) -> Result<()> {
+        let store = self.store().clone();
+        let in_progress: Vec<(String, u32)> = store
+            .attempts(&run.run_id)
+            .await?
+            .into_iter()
+            .filter(|a| a.status == "in-progress")
+            .map(|a| (a.node_id, a.attempt))
+            .collect();
+        let error = give_up_error(
+            &run.run_id,
+            restarts,
+            self.options.restarts.limit,
+            reason,
+            &in_progress,
+        );
+        let fence = match store
+            .acquire_lease(&run.run_id, &lease_owner(), self.engine.options().lease_ttl)
+            .await
+        {
+            Ok(f) => f,
+            // Another worker or driver got there first: the run is theirs.
+            Err(Error::LeaseHeld { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let written = async {
+            store.reset_for_resume(&run.run_id, &fence).await?;
+            let mut b = WriteBatch::new(&run.run_id).fenced(&fence);
+            b.push(Write::RunStatus {
+                status: RunStatus::Failed,
+                error: Some(error.clone()),
+            });
+            b.push(Write::Event(Event::run(
+                &run.run_id,
+                self.now(),
+                EventKind::RunFailed {
+                    error: error.clone(),
+                },
+            )));
+            for (key, value) in [
+                ("supervisor.status", "error".to_owned()),
+                (
+                    "supervisor.summary",
+                    format!("Run {} failed: {error}", run.run_id),
+                ),
+                ("supervisor.last_error", error.clone()),
+            ] {
+                b.push(Write::State {
+                    key: key.into(),
+                    value,
+                });
+            }
+            store.write(b).await
+        }
+        .await;
+        if let Err(e) = store.release_lease(&run.run_id, &fence).await {
+            tracing::warn!(run_id = %run.run_id, error = %e, "could not release the lease of a run marked failed");
+        }
+        written?;
+        tracing::error!(worker = %self.id, run_id = %run.run_id, "run marked failed: {error}");
+        self.report.failed.push(run.run_id.clone());
+        Ok(())
+    }
+
+    /// Starts driving a run: [`Engine::resume`] on a task of its own, with its own cancel and
+    /// hand-back tokens.
+    fn drive(&mut self, run_id: String) {
+        let hand_back = CancellationToken::new();
+        let mut engine = self.engine.clone();
+        let options = engine.options_mut();
+        options.cancel = CancellationToken::new();
+        options.hand_back = hand_back.clone();
+        self.driving.insert(run_id.clone(), hand_back);
+        self.drives.spawn(async move {
+            let drive = AssertUnwindSafe(engine.resume(Some(&run_id))).catch_unwind();
+            let result = drive.await.unwrap_or_else(|p| {
+                Err(Error::Other(format!(
+                    "the drive of run `{run_id}` panicked: {}",
+                    panic_message(&*p)
+                )))
+            });
+            (run_id, result)
+        });
+    }
+
+    /// A drive ended: the run is no longer driven here.
+    async fn drive_ended(&mut self, end: std::result::Result<DriveEnd, tokio::task::JoinError>) {
+        let (run_id, result) = match end {
+            Ok(end) => end,
+            Err(e) => {
+                // Drives catch their panics: only an abort at shutdown ends up here.
+                tracing::error!(worker = %self.id, error = %e, "a drive task ended abnormally");
+                return;
+            }
+        };
+        self.driving.remove(&run_id);
+        match result {
+            Ok(report) => {
+                tracing::info!(worker = %self.id, run_id = %run_id, status = %report.status, "drive ended");
+                if report.status == RunStatus::Queued {
+                    self.report.handed_back.push(run_id);
+                } else {
+                    self.report.driven.push((run_id, report.status));
+                }
+            }
+            // Another worker or driver took it first.
+            Err(e @ (Error::LeaseHeld { .. } | Error::RunAlreadyDone { .. })) => {
+                tracing::debug!(worker = %self.id, run_id = %run_id, error = %e, "run not taken over");
+            }
+            Err(e) => {
+                tracing::warn!(worker = %self.id, run_id = %run_id, error = %e, "drive ended with an error");
+            }
+        }
+        self.heartbeat().await;
+    }
+
+    /// Stops taking work, hands back every driven run and waits for their drives to end, then
+    /// deregisters.
+    async fn stop_gracefully(&mut self) {
+        tracing::info!(worker = %self.id, runs = self.driving.len(), "worker stopping: handing back the runs it drives");
+        for token in self.driving.values() {
+            token.cancel();
+        }
+        while let Some(end) = self.drives.join_next().await {
+            self.drive_ended(end).await;
+        }
+        if let Err(e) = self.store().remove_worker(&self.id).await {
+            tracing::warn!(worker = %self.id, error = %e, "could not deregister the worker");
+        }
+        tracing::info!(worker = %self.id, "worker stopped");
+    }
+
+    fn record(&self) -> WorkerRecord {
+        let now = self.now();
+        let mut parts = self.id.split(':');
+        let host = parts.next().unwrap_or_default().to_owned();
+        let pid = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let mut driving: Vec<String> = self.driving.keys().cloned().collect();
+        driving.sort();
+        WorkerRecord {
+            worker_id: self.id.clone(),
+            host,
+            pid,
+            workflow: self.workflow.clone(),
+            concurrency: self.options.concurrency as i64,
+            driving,
+            started_at: self.started_at.to_string(),
+            heartbeat_at: now.to_string(),
+            expires_ms: now.plus(self.options.heartbeat * 3).as_millis(),
+        }
+    }
+
+    async fn register(&self) -> Result<()> {
+        self.store().put_worker(&self.record()).await
+    }
+
+    async fn heartbeat(&self) {
+        if let Err(e) = self.store().put_worker(&self.record()).await {
+            tracing::warn!(worker = %self.id, error = %e, "could not renew the worker's heartbeat");
+        }
+    }
+}
