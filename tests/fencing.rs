@@ -8,10 +8,12 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Child;
 use std::time::Duration;
 
-use common::child::{append, finish, run_as_workflow_binary, signal, wait_until, ChildEnv};
+use common::child::{
+    append, finish, run_as_workflow_binary, signal, stop_outside_a_transaction, wait_until,
+    ChildEnv,
+};
 use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 use smithers::__private::{Column, ColumnKind};
@@ -144,23 +146,6 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
-}
-
-/// Stops `child` at a moment it holds no SQLite write lock (so the second driver is not held up
-/// by a transaction the paused one left open): stop, try to take the lock, and if it is held,
-/// let the child run a moment and stop it again.
-fn stop_outside_a_transaction(env: &ChildEnv, child: &Child) {
-    let c = env.conn();
-    for _ in 0..200 {
-        signal(child, libc::SIGSTOP);
-        std::thread::sleep(Duration::from_millis(20));
-        if c.execute_batch("BEGIN IMMEDIATE; ROLLBACK").is_ok() {
-            return;
-        }
-        signal(child, libc::SIGCONT);
-        std::thread::sleep(Duration::from_millis(3));
-    }
-    panic!("the driver held the write lock at every stop");
 }
 
 fn paused_driver_commits_nothing_after_the_takeover(expiry_by: Expiry, when: Continue) {

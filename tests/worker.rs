@@ -12,7 +12,10 @@ use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::child::{append, finish, kill9, run_as_workflow_binary, signal, wait_until, ChildEnv};
+use common::child::{
+    append, finish, kill9, run_as_workflow_binary, signal, stop_outside_a_transaction, wait_until,
+    ChildEnv,
+};
 use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 use smithers::__private::{Column, ColumnKind};
@@ -46,28 +49,31 @@ impl Output for Stamp {
 
 const NODES: [&str; 4] = ["n0", "n1", "n2", "n3"];
 
-/// A sequence of tasks that log `start <node> <pid>` and `end <node> <pid>` around a sleep. The
+/// A sequence of tasks that log `start <node> <pid> <run>` and `end <node> <pid> <run>` around a
+/// sleep. The
 /// task named by `SMITHERS_CHILD_CRASH` kills its own process instead (as the OOM killer would),
 /// every time it runs.
 fn worker_workflow(log: PathBuf, millis: u64) -> impl Fn(&Ctx<()>) -> Node + Send + Sync + 'static {
     let crash = std::env::var("SMITHERS_CHILD_CRASH").ok();
+    // Another workflow binary, for the runs a worker must leave alone.
+    let name = std::env::var("SMITHERS_CHILD_WORKFLOW").unwrap_or_else(|_| "supervised".into());
     move |_ctx| {
         let tasks = NODES.iter().map(|id| {
             let (node, log) = (id.to_string(), log.clone());
             let crashes = crash.as_deref() == Some(*id);
             Task::<Stamp>::new()
                 .id(*id)
-                .run(move |_t| {
-                    let (node, log) = (node.clone(), log.clone());
+                .run(move |t| {
+                    let (node, log, run) = (node.clone(), log.clone(), t.run_id().to_owned());
                     async move {
                         let pid = std::process::id();
-                        append(&log, &format!("start {node} {pid}"));
+                        append(&log, &format!("start {node} {pid} {run}"));
                         if crashes {
                             // SAFETY: kill(2) of this very process.
                             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
                         }
                         tokio::time::sleep(Duration::from_millis(millis)).await;
-                        append(&log, &format!("end {node} {pid}"));
+                        append(&log, &format!("end {node} {pid} {run}"));
                         Ok::<_, String>(Stamp {
                             node,
                             pid: i64::from(pid),
@@ -77,7 +83,7 @@ fn worker_workflow(log: PathBuf, millis: u64) -> impl Fn(&Ctx<()>) -> Node + Sen
                 .build()
         });
         Workflow::new()
-            .name("supervised")
+            .name(name.clone())
             .child(Sequence::new().child(tasks).build())
             .build()
     }
@@ -264,6 +270,15 @@ fn killed_driver_is_taken_over(env: &ChildEnv, db: &str, read: &dyn Db) {
         );
     }
     assert_eq!(read.restarts(RUN), Some(1), "one restart recorded");
+    let last_error = smithers(db, &["state", "get", "supervisor.last_error"]);
+    assert!(
+        last_error.starts_with(&format!("run `{RUN}`: its driver `"))
+            && last_error.contains(&format!(
+                "is no longer running on this host; restarted by worker `{}` (restart 1 of at most 5)",
+                read.workers()[0]
+            )),
+        "the supervisor key records the crash: {last_error}"
+    );
     let status = smithers(db, &["status", RUN]);
     assert!(
         status.contains("restarts  1 since its last progress; last ")
@@ -284,6 +299,111 @@ fn a_driver_killed_with_sigkill_is_taken_over_by_a_worker_and_the_run_finishes()
     let env = ChildEnv::new("worker_child");
     let db = env.db.display().to_string();
     killed_driver_is_taken_over(&env, &db, &sqlite(&env));
+}
+
+#[test]
+fn a_hung_driver_is_taken_over_once_its_lease_expires_and_then_commits_nothing() {
+    const RUN: &str = "hung";
+    let env = ChildEnv::new("worker_child");
+    let c = sqlite(&env);
+    let mut driver = env.spawn(&format!("--lease-ttl-ms 600 run --run-id {RUN}"), 300);
+    let pid_a = driver.id();
+    env.wait_for(&format!("start n1 {pid_a}"), 1, &mut driver);
+    let mut worker = env.spawn("--lease-ttl-ms 600 worker --poll-ms 50", 300);
+    let pid_w = worker.id();
+    wait_until("the worker's registration", &mut worker, || {
+        !c.workers().is_empty()
+    });
+    // Hung: alive, holding its lease, renewing nothing.
+    stop_outside_a_transaction(&env, &driver);
+    let expires: i64 = c
+        .query_row(
+            "SELECT lease_expires_ms FROM _smithers_runs WHERE run_id = ?1",
+            [RUN],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let owner = |c: &rusqlite::Connection| c.run(RUN).and_then(|r| r.2).unwrap_or_default();
+    wait_until("the takeover", &mut worker, || {
+        owner(&c).contains(&format!(":{pid_w}:"))
+    });
+    let taken_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // Its lease was honoured to the end; the worker came within the poll interval after it
+    // (the bound allows for a loaded machine scheduling the worker late).
+    let late = taken_ms - expires;
+    eprintln!("taken over {late} ms after the hung driver's lease expired (poll 50 ms)");
+    assert!(late >= 0, "a live lease was taken {} ms early", -late);
+    assert!(late < 50 + 2000, "taken over {late} ms after the expiry");
+    // Woken up, the hung driver finds the run another's and writes nothing.
+    signal(&driver, libc::SIGCONT);
+    let (code, stderr) = finish(driver);
+    assert_eq!(
+        code,
+        Some(3),
+        "the old driver exits with E_LEASE_LOST: {stderr}"
+    );
+    wait_until("the run to finish", &mut worker, || {
+        status_of(&c, RUN).as_deref() == Some("finished")
+    });
+    assert_eq!(c.outputs(RUN), one_output_per_node());
+    assert_eq!(c.restarts(RUN), Some(1));
+    let restart_reason: String = c
+        .query_row(
+            "SELECT last_reason FROM _smithers_restarts WHERE run_id = ?1",
+            [RUN],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        restart_reason.starts_with("the lease of its driver `")
+            && restart_reason.contains(&format!(":{pid_a}:"))
+            && restart_reason.contains("` expired at "),
+        "{restart_reason}"
+    );
+    stop_worker(worker);
+}
+
+#[test]
+fn a_worker_drives_at_most_its_concurrency_of_runs_at_once() {
+    let env = ChildEnv::new("worker_child");
+    let c = sqlite(&env);
+    let runs = ["c1", "c2", "c3"];
+    for run in runs {
+        let out = env
+            .command(&format!("run --detach --run-id {run}"), 100)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let mut worker = env.spawn("worker --poll-ms 20 --concurrency 2", 100);
+    wait_until("the three runs to finish", &mut worker, || {
+        runs.iter()
+            .all(|r| status_of(&c, r).as_deref() == Some("finished"))
+    });
+    stop_worker(worker);
+    // Runs in progress, line by line of the execution log: from a run's first start to the
+    // end of its last node.
+    let (mut active, mut most) = (std::collections::BTreeSet::new(), 0);
+    for line in env.log_lines() {
+        let parts: Vec<&str> = line.split(' ').collect();
+        match parts[..] {
+            ["start", _, _, run] => {
+                active.insert(run.to_owned());
+            }
+            ["end", "n3", _, run] => {
+                active.remove(run);
+            }
+            _ => {}
+        }
+        most = most.max(active.len());
+    }
+    assert_eq!(most, 2, "two runs at once, never three");
+    for run in runs {
+        assert_eq!(c.outputs(run), one_output_per_node(), "{run}");
+    }
 }
 
 #[test]
@@ -315,11 +435,50 @@ fn a_detached_run_is_queued_and_a_worker_finishes_it() {
         env.log_lines().is_empty(),
         "nothing ran before a worker came"
     );
+    // A run of another workflow, queued in the same database after this one.
+    let out = env
+        .command("run --detach --run-id foreign", 20)
+        .env("SMITHERS_CHILD_WORKFLOW", "other")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
     let mut worker = env.spawn("worker --poll-ms 20", 20);
     wait_until("the detached run to finish", &mut worker, || {
         status_of(&c, "detached").as_deref() == Some("finished")
     });
+    // The tick that took `detached` looked at `foreign` too (oldest first, room to spare) and
+    // every tick since: it is left alone, queued, with nothing but its `run_queued` event.
+    assert_eq!(
+        c.run("foreign"),
+        Some(("queued".to_owned(), None, None)),
+        "another workflow's run is left alone"
+    );
+    let foreign_events: Vec<String> = c
+        .prepare("SELECT kind FROM _smithers_events WHERE run_id = 'foreign' ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(foreign_events, ["run_queued"]);
+    let workers = smithers(&env.db.display().to_string(), &["workers"]);
+    assert!(
+        workers.contains(" supervised "),
+        "the worker learned its workflow: {workers}"
+    );
     assert_eq!(c.outputs("detached"), one_output_per_node());
+    let run_events: Vec<String> = c
+        .prepare("SELECT kind FROM _smithers_events WHERE run_id = 'detached' AND kind LIKE 'run_%' ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        run_events,
+        ["run_queued", "run_started", "run_finished"],
+        "queued, then started by the worker"
+    );
     assert_eq!(
         c.restarts("detached"),
         None,
@@ -496,6 +655,10 @@ fn a_run_whose_driver_dies_every_time_is_failed_after_the_restart_limit() {
         .count();
     assert_eq!(n1_starts, 3);
     assert_eq!(c.restarts("doomed"), Some(2));
+    // The workers killed with the run left their rows; the last one removed them.
+    let registered = c.workers();
+    assert_eq!(registered.len(), 1, "{registered:?}");
+    assert!(registered[0].contains(&format!(":{}:", last.id())));
     // The worker that gave up is alive and stops cleanly.
     stop_worker(last);
 }

@@ -161,7 +161,8 @@ impl Board {
             | EventKind::NodeFailed { .. }
             | EventKind::RunFinished
             | EventKind::RunFailed { .. }
-            | EventKind::RunCancelled => vec![super::logs::describe(e)],
+            | EventKind::RunCancelled
+            | EventKind::RunQueued { .. } => vec![super::logs::describe(e)],
             _ => Vec::new(),
         };
         if let EventKind::LoopIterated { loop_id, iteration } = &e.kind {

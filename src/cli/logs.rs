@@ -67,6 +67,7 @@ pub fn describe(e: &Event) -> String {
         EventKind::RunFailed { error } => format!("run {} failed: {error}", e.run_id),
         EventKind::RunCancelled => format!("run {} cancelled; `resume` continues it", e.run_id),
         EventKind::RunWaiting { reason } => format!("run {} is {reason}", e.run_id),
+        EventKind::RunQueued { reason } => format!("run {} queued: {reason}", e.run_id),
         EventKind::ApprovalRequested => format!("  ⏸ {node}#{it} waits for approval"),
         EventKind::ApprovalDecided { approved: true, .. } => format!("  ✔ {node}#{it} approved"),
         EventKind::ApprovalDecided {

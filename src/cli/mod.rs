@@ -469,7 +469,18 @@ where
             };
             let worker = smithers_core::worker::Worker::new(engine, options);
             match worker.run(stop_on_signals()).await {
-                Ok(_) => Ok(std::process::ExitCode::SUCCESS),
+                Ok(report) => {
+                    if !cli.quiet {
+                        eprintln!(
+                            "worker {} stopped: {} run(s) driven to a stop, {} handed back, {} marked failed after the restart limit",
+                            report.worker_id,
+                            report.driven.len(),
+                            report.handed_back.len(),
+                            report.failed.len()
+                        );
+                    }
+                    Ok(std::process::ExitCode::SUCCESS)
+                }
                 Err(e) => {
                     eprintln!("error [{}]: {e}", e.code());
                     Ok(std::process::ExitCode::FAILURE)

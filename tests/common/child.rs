@@ -139,6 +139,23 @@ pub fn wait_until(what: &str, child: &mut Child, mut done: impl FnMut() -> bool)
     }
 }
 
+/// Stops `child` at a moment it holds no SQLite write lock (so the second driver is not held up
+/// by a transaction the paused one left open): stop, try to take the lock, and if it is held,
+/// let the child run a moment and stop it again.
+pub fn stop_outside_a_transaction(env: &ChildEnv, child: &Child) {
+    let c = env.conn();
+    for _ in 0..200 {
+        signal(child, libc::SIGSTOP);
+        std::thread::sleep(Duration::from_millis(20));
+        if c.execute_batch("BEGIN IMMEDIATE; ROLLBACK").is_ok() {
+            return;
+        }
+        signal(child, libc::SIGCONT);
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    panic!("the driver held the write lock at every stop");
+}
+
 /// Sends `sig` to a child we spawned.
 pub fn signal(child: &Child, sig: i32) {
     // SAFETY: kill(2) with a pid we spawned and own.

@@ -297,10 +297,19 @@ where
             .store
             .acquire_lease(&rec.run_id, &lease_owner(), self.options.lease_ttl)
             .await?;
+        // A queued run nothing ran of yet (`run --detach`) starts here; any other resumes.
+        let fresh =
+            rec.status == RunStatus::Queued && self.store.nodes(&rec.run_id).await?.is_empty();
         let abandoned = self.store.reset_for_resume(&rec.run_id, &fence).await?;
         let mut st = self.load_state(&rec.run_id, fence).await?;
-        self.execute_all(&mut st, Input::Resumed { abandoned })
-            .await?;
+        let first = if fresh {
+            Input::Started {
+                workflow: rec.workflow.clone(),
+            }
+        } else {
+            Input::Resumed { abandoned }
+        };
+        self.execute_all(&mut st, first).await?;
         self.drive_and_release(&mut st, Arc::new(input)).await
     }
 

@@ -244,6 +244,14 @@ where
             Restart::Now(record) => {
                 tracing::info!(worker = %self.id, run_id = %run.run_id, restart = record.restarts, limit = policy.limit, "taking over a run whose driver is gone: {reason}");
                 store.put_restarts(&record).await?;
+                // Seed 002's key for the most recent error: a driver died.
+                let note = format!(
+                    "run `{}`: {reason}; restarted by worker `{}` (restart {} of at most {})",
+                    run.run_id, self.id, record.restarts, policy.limit
+                );
+                if let Err(e) = store.state_set("supervisor.last_error", &note).await {
+                    tracing::warn!(error = %e, "could not write supervisor.last_error");
+                }
                 Ok(true)
             }
             Restart::Wait(until) => {
@@ -412,8 +420,17 @@ where
         }
     }
 
+    /// Registers, and removes the rows of workers of this host whose process is gone (killed
+    /// before they could deregister).
     async fn register(&self) -> Result<()> {
-        self.store().put_worker(&self.record()).await
+        self.store().put_worker(&self.record()).await?;
+        for w in self.store().workers().await? {
+            if crate::store::holder_is_dead(&w.worker_id) {
+                tracing::info!(worker = %self.id, dead = %w.worker_id, "removing the registration of a worker that is gone");
+                self.store().remove_worker(&w.worker_id).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn heartbeat(&self) {
