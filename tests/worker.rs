@@ -250,6 +250,7 @@ fn killed_driver_is_taken_over(env: &ChildEnv, db: &str, read: &dyn Db) {
             .is_some_and(|o| o.contains(&format!(":{pid_w}:")))
     });
     let took = killed_at.elapsed();
+    eprintln!("taken over {took:?} after the driver was killed (poll 50 ms, lease 3 s)");
     // Its holder is dead on this host: the lease counts for nothing, the next poll takes it.
     assert!(
         took < Duration::from_millis(3000),
@@ -765,6 +766,56 @@ fn on_postgres_a_driver_killed_with_sigkill_is_taken_over_by_a_worker() {
     let pg = Pg::connect(&schema.url);
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         killed_driver_is_taken_over(&env, &schema.url, &pg)
+    }));
+    drop(pg);
+    setup.block_on(schema.drop());
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+#[test]
+fn on_postgres_a_detached_run_is_finished_by_a_worker_that_sigterm_stops() {
+    let test = "on_postgres_a_detached_run_is_finished_by_a_worker_that_sigterm_stops";
+    let setup = tokio::runtime::Runtime::new().unwrap();
+    let Some(schema) = setup.block_on(smithers_core::store::conformance::PgSchema::create(test))
+    else {
+        return;
+    };
+    let env = ChildEnv::new("worker_child");
+    setup.block_on(async {
+        smithers_core::store::PostgresStore::connect(&schema.url)
+            .await
+            .unwrap();
+    });
+    let pg = Pg::connect(&schema.url);
+    let db = schema.url.clone();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let out = env
+            .command_on(&db, "--quiet run --detach --run-id pgq", 20)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(pg.run("pgq"), Some(("queued".to_owned(), None, None)));
+        let mut worker = env
+            .command_on(&db, "--quiet worker --poll-ms 20", 20)
+            .spawn()
+            .unwrap();
+        wait_until("the detached run to finish", &mut worker, || {
+            status_of(&pg, "pgq").as_deref() == Some("finished")
+        });
+        assert_eq!(pg.outputs("pgq"), one_output_per_node());
+        assert_eq!(pg.restarts("pgq"), None);
+        stop_worker(worker);
+        assert_eq!(
+            pg.workers(),
+            Vec::<String>::new(),
+            "the worker deregistered"
+        );
     }));
     drop(pg);
     setup.block_on(schema.drop());

@@ -194,6 +194,23 @@ pub async fn status(store: &dyn Store, run_id: Option<&str>, json: bool) -> Resu
         if let Some(e) = &n.last_error {
             println!("    last error: {}", truncate(e, 200));
         }
+        // Pool mode: which worker runs (or ran) the node's latest attempt.
+        let latest = per_node_attempts
+            .get(&(n.node_id.clone(), n.iteration))
+            .and_then(|a| a.last());
+        if let Some(a) = latest.filter(|a| a.queue.is_some()) {
+            match (a.status.as_str(), a.queue.as_deref(), &a.claim_owner) {
+                ("in-progress", Some("queued"), _) => {
+                    println!("    worker: queued, not claimed yet")
+                }
+                ("in-progress", Some("claimed"), Some(w)) => println!("    worker: {w} (running)"),
+                ("in-progress", Some("recorded"), Some(w)) => {
+                    println!("    worker: {w} (outcome recorded, waiting for the driver)")
+                }
+                (_, _, Some(w)) => println!("    worker: {w}"),
+                _ => {}
+            }
+        }
     }
     println!(
         "\ntotal: {} input + {} output tokens, {} cache read, {} cache write, cost {}",

@@ -140,6 +140,10 @@ struct WorkflowCli {
     /// driver past its lease.
     #[arg(long, global = true, hide = true, value_parser = clap::value_parser!(u64).range(30..))]
     lease_ttl_ms: Option<u64>,
+    /// Pool mode (PostgreSQL): queue the run's attempts for the `worker`s of this workflow
+    /// instead of running them in this process; this process still drives the run.
+    #[arg(long, global = true)]
+    pool: bool,
     #[command(subcommand)]
     command: WorkflowCommand,
 }
@@ -183,6 +187,11 @@ enum WorkflowCommand {
         /// Run-wide limit of tasks running at once, in each run it drives.
         #[arg(long, default_value_t = 16)]
         max_concurrency: usize,
+        /// On PostgreSQL (pool mode): queued attempts of this workflow's runs executed at once
+        /// at most (`--concurrency` by default; 0 executes none). The runs it drives queue their
+        /// attempts for every worker.
+        #[arg(long)]
+        attempts: Option<u64>,
     },
     /// Continue a run that stopped (the latest one by default).
     Resume {
@@ -401,6 +410,7 @@ where
                     .lease_ttl_ms
                     .map_or(defaults.lease_ttl, std::time::Duration::from_millis),
                 prices: prices.clone(),
+                pool: cli.pool,
                 ..defaults
             };
             Engine::new(store, workflow).with_options(opts)
@@ -448,16 +458,23 @@ where
             restart_limit,
             restart_backoff_ms,
             max_concurrency,
+            attempts,
         } => {
             let store = cli.db.open().await.map_err(|e| e.to_string())?;
-            let engine = make_engine_with(
+            let pool = store.supports_pool();
+            let mut engine = make_engine_with(
                 store,
                 workflow,
                 *max_concurrency,
                 None,
                 smithers_core::engine::CancellationToken::new(),
             );
+            // On a store with the attempt queue, the runs a worker drives are pool runs.
+            engine.options_mut().pool |= pool;
             let options = smithers_core::worker::WorkerOptions {
+                attempts: attempts.unwrap_or(*concurrency) as usize,
+                // Claims are held like leases (`--lease-ttl-ms` shortens both, for tests).
+                claim_ttl: engine.options().lease_ttl,
                 concurrency: *concurrency as usize,
                 poll: std::time::Duration::from_millis(*poll_ms),
                 restarts: smithers_core::worker::RestartPolicy {

@@ -14,6 +14,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::remote::Remote;
 use super::{panic_message, Engine};
 use crate::agent::{AgentRequest, AgentResponse, ProgressSink};
 /// What the executor keeps of a running attempt: how to stop it, and what to record if it
@@ -30,6 +31,7 @@ use crate::machine::{AttemptOutput, AttemptResult, Preparation, Prepared, RunSta
 use crate::model::NodeKey;
 use crate::model::Usage;
 use crate::node::{TaskExec, TaskSpec};
+use crate::store::{QueuedAttempt, Write};
 use crate::task_ctx::TaskCtx;
 
 /// The sending end of the attempts' usage reports: (attempt, usage so far, model), fed to the
@@ -84,7 +86,10 @@ where
         Ok(out)
     }
 
-    /// Carries out `Command::Start`: spawns the attempt's body, stoppable through its token.
+    /// Carries out `Command::Start`: spawns the attempt's body, stoppable through its token;
+    /// with `remote` (pool mode, or an adopted attempt), spawns the wait for the outcome a
+    /// worker records instead.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn spawn_attempt(
         &self,
         st: &RunState,
@@ -92,6 +97,7 @@ where
         usage: &UsageSender,
         join: &mut JoinSet<AttemptResult>,
         tokens: &mut HashMap<NodeKey, AttemptHandle>,
+        remote: Option<&Remote>,
         s: StartAttempt,
     ) {
         let StartAttempt {
@@ -99,6 +105,7 @@ where
             iteration,
             attempt,
             rejected,
+            adopted: _,
         } = s;
         let cancel = self.options.cancel.child_token();
         let key = (t.id.clone(), iteration);
@@ -110,6 +117,17 @@ where
                 started: Instant::now(),
             },
         );
+        if let Some(remote) = remote {
+            join.spawn(remote.wait(
+                self.store.clone(),
+                st.run_id.clone(),
+                st.fence.clone(),
+                key,
+                attempt,
+                cancel,
+            ));
+            return;
+        }
         let progress = self.progress_sink(&st.run_id, &t.id, iteration, persist, usage.clone());
         let run_id = st.run_id.clone();
         let vcs = match &t.exec {
@@ -135,6 +153,7 @@ where
                 iteration,
                 attempt,
                 rejected,
+                prompt: None,
                 cancel,
                 progress,
                 vcs,
@@ -205,21 +224,58 @@ where
 }
 
 /// Everything one attempt's body needs besides its task.
-struct AttemptInput {
-    run_id: String,
-    iteration: u32,
-    attempt: u32,
+pub(super) struct AttemptInput {
+    pub(super) run_id: String,
+    pub(super) iteration: u32,
+    pub(super) attempt: u32,
     /// The previous attempt's rejected reply, quoted in an agent's prompt.
-    rejected: Option<crate::prompt::RejectedReply>,
-    cancel: CancellationToken,
-    progress: ProgressSink,
+    pub(super) rejected: Option<crate::prompt::RejectedReply>,
+    /// An agent's prompt as assembled already (by the driver that queued the attempt).
+    pub(super) prompt: Option<String>,
+    pub(super) cancel: CancellationToken,
+    pub(super) progress: ProgressSink,
     /// Working-copy snapshots around a file-editing agent.
-    vcs: Option<crate::vcs::AttemptSnapshots>,
+    pub(super) vcs: Option<crate::vcs::AttemptSnapshots>,
     /// The run's Steps API, for a compute task's body.
-    steps: crate::steps::Steps,
+    pub(super) steps: crate::steps::Steps,
 }
 
-async fn run_attempt(
+/// The prompt an agent task's attempt sends: the task's prompt with the output schema and its
+/// instruction, and the previous reply quoted back when it was rejected.
+fn agent_prompt(
+    t: &TaskSpec,
+    schema: &Value,
+    rejected: Option<&crate::prompt::RejectedReply>,
+) -> String {
+    match rejected {
+        Some(r) => crate::prompt::assemble_after_invalid_reply(&t.prompt, schema, r),
+        None => crate::prompt::assemble(&t.prompt, schema, None),
+    }
+}
+
+/// Pool mode: the write that queues a started attempt for the workers of `workflow`, with what
+/// they need (an agent task's assembled prompt).
+pub(super) fn queued(workflow: &str, s: &StartAttempt) -> Write {
+    let prompt = match &s.task.exec {
+        TaskExec::Agent(_) => {
+            let schema = (s.task.output.schema)();
+            Some(agent_prompt(&s.task, &schema, s.rejected.as_ref()))
+        }
+        _ => None,
+    };
+    Write::AttemptQueued {
+        workflow: workflow.to_owned(),
+        node_id: s.task.id.clone(),
+        iteration: s.iteration,
+        attempt: s.attempt,
+        payload: QueuedAttempt {
+            prompt,
+            output_type: s.task.output.short_name().to_owned(),
+        },
+    }
+}
+
+pub(super) async fn run_attempt(
     t: &TaskSpec,
     input: AttemptInput,
 ) -> std::result::Result<AttemptOutput, (TaskError, Option<AgentResponse>)> {
@@ -228,6 +284,7 @@ async fn run_attempt(
         iteration,
         attempt,
         rejected,
+        prompt,
         cancel,
         progress,
         vcs,
@@ -253,11 +310,9 @@ async fn run_attempt(
             TaskExec::Agent(agent) => {
                 let schema = (t.output.schema)();
                 let req = AgentRequest {
-                    prompt: match &rejected {
-                        Some(r) => {
-                            crate::prompt::assemble_after_invalid_reply(&t.prompt, &schema, r)
-                        }
-                        None => crate::prompt::assemble(&t.prompt, &schema, None),
+                    prompt: match &prompt {
+                        Some(p) => p.clone(),
+                        None => agent_prompt(t, &schema, rejected.as_ref()),
                     },
                     task_prompt: t.prompt.clone(),
                     output_schema: schema,
@@ -346,7 +401,7 @@ pub(super) const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Progress lines are kept for `logs`, but a tool can print megabytes on one line: keep the head.
 const MAX_PROGRESS_LINE: usize = 4000;
 
-fn trim_line(line: &str) -> String {
+pub(super) fn trim_line(line: &str) -> String {
     if line.len() <= MAX_PROGRESS_LINE {
         return line.to_owned();
     }

@@ -29,8 +29,12 @@ use crate::store::{lease_owner, FenceToken, NewRun, Store, Write, WriteBatch};
 
 mod attempt;
 mod persist;
+mod pool;
+mod remote;
 
 use attempt::AttemptHandle;
+pub use pool::{PoolOptions, PoolReport};
+use remote::Remote;
 
 /// Why a run handed back by [`EngineOptions::hand_back`] is queued.
 const HAND_BACK: &str =
@@ -90,6 +94,13 @@ pub struct EngineOptions {
     /// Where the engine reads the time it stamps on events and state (the system clock; a
     /// [`crate::clock::TestClock`] in tests).
     pub clock: Arc<dyn Clock>,
+    /// Pool mode (PostgreSQL): attempts are queued for the workers of the workflow
+    /// ([`Engine::serve_attempts`]) instead of run in this process; the driver still makes every
+    /// decision (retries, validation, budgets, cache) from the outcomes they record.
+    pub pool: bool,
+    /// In pool mode, the longest wait between two looks at the recorded outcomes when no
+    /// notification came.
+    pub pool_poll: Duration,
 }
 
 impl Default for EngineOptions {
@@ -111,6 +122,8 @@ impl Default for EngineOptions {
             cancel_poll: Duration::from_secs(1),
             failure_retry: Duration::from_secs(60),
             clock: Arc::new(SystemClock),
+            pool: false,
+            pool_poll: Duration::from_millis(500),
         }
     }
 }
@@ -212,6 +225,7 @@ where
 
     /// Starts a new run with the given id.
     pub async fn run_with_id(&self, run_id: &str, input: I) -> Result<RunReport> {
+        self.check_pool_mode()?;
         let input = Arc::new(input);
         let (workflow, fence) = self.create(run_id, &input).await?;
         let mut st = RunState::new(run_id, fence);
@@ -301,13 +315,21 @@ where
         let fresh =
             rec.status == RunStatus::Queued && self.store.nodes(&rec.run_id).await?.is_empty();
         let abandoned = self.store.reset_for_resume(&rec.run_id, &fence).await?;
+        // Attempts the previous driver queued for workers carry on: adopted, not re-run.
+        let adopted = self
+            .store
+            .queued_attempts(&rec.run_id)
+            .await?
+            .into_iter()
+            .map(|q| ((q.node_id, q.iteration), q.attempt))
+            .collect();
         let mut st = self.load_state(&rec.run_id, fence).await?;
         let first = if fresh {
             Input::Started {
                 workflow: rec.workflow.clone(),
             }
         } else {
-            Input::Resumed { abandoned }
+            Input::Resumed { abandoned, adopted }
         };
         self.execute_all(&mut st, first).await?;
         self.drive_and_release(&mut st, Arc::new(input)).await
@@ -359,6 +381,14 @@ where
             .load_state(run_id, FenceToken::new(String::new(), 0))
             .await?;
         self.render_catching(&Ctx::new(Arc::new(input), st.snap))
+    }
+
+    /// Pool mode needs a store with the attempt queue: said before anything is written.
+    fn check_pool_mode(&self) -> Result<()> {
+        if self.options.pool && !self.store.supports_pool() {
+            return Err(crate::store::pool_unsupported("driving a run in pool mode"));
+        }
+        Ok(())
     }
 
     /// Loads a run's persisted state into memory.
@@ -503,6 +533,18 @@ where
         let mut retries_due: Vec<(tokio::time::Instant, NodeKey)> = Vec::new();
         let mut join: JoinSet<AttemptResult> = JoinSet::new();
         let mut tokens: HashMap<NodeKey, AttemptHandle> = HashMap::new();
+        // Pool mode, or attempts adopted from the previous driver: outcomes come from workers.
+        let remote = if self.options.pool || st.adopting() {
+            let workflow = match self.store.run(&st.run_id).await? {
+                Some(r) => r.workflow,
+                None => return Err(Error::RunNotFound(st.run_id.clone())),
+            };
+            let watcher =
+                Remote::start(self.store.clone(), &st.run_id, self.options.pool_poll).await;
+            Some((workflow, watcher))
+        } else {
+            None
+        };
         // Output tables ensured by this drive.
         let mut tables: HashSet<&'static str> = HashSet::new();
         let mut lease_tick = tokio::time::interval(self.options.lease_ttl / 3);
@@ -571,6 +613,13 @@ where
                     }
                     other => Some(other),
                 };
+                if let (true, Some((workflow, _))) = (self.options.pool, &remote) {
+                    // Pool mode: the attempts' rows are committed queued for the workers.
+                    let b = held.get_or_insert_with(|| WriteBatch::new(&st.run_id));
+                    for s in starts.iter().filter(|s| !s.adopted) {
+                        b.push(attempt::queued(workflow, s));
+                    }
+                }
                 if let Some(b) = held.take() {
                     // A refused commit (another process took the run over) stops the drive
                     // through `Input::LeaseLost`, which writes nothing more.
@@ -585,7 +634,11 @@ where
                     }
                 }
                 for s in starts {
-                    self.spawn_attempt(st, &progress, &usage_tx, &mut join, &mut tokens, s);
+                    let remote = match &remote {
+                        Some((_, r)) if self.options.pool || s.adopted => Some(r),
+                        _ => None,
+                    };
+                    self.spawn_attempt(st, &progress, &usage_tx, &mut join, &mut tokens, remote, s);
                 }
                 let Some(command) = command else {
                     continue;

@@ -50,8 +50,13 @@ pub(crate) enum Input {
         workflow: String,
     },
     /// A run's lease was taken again and its state loaded (see [`RunState::loaded`]);
-    /// `abandoned` attempts of a dead process were reset.
-    Resumed { abandoned: u32 },
+    /// `abandoned` attempts of a dead process were reset; `adopted` attempts (node, iteration,
+    /// attempt) are queued for workers (pool mode) and carry on: their outcomes are awaited,
+    /// not run again.
+    Resumed {
+        abandoned: u32,
+        adopted: Vec<(NodeKey, u32)>,
+    },
     /// The workflow function rendered over the current state (or panicked: `Err`), with the
     /// state it wrote while rendering.
     Rendered {
@@ -159,6 +164,9 @@ pub(crate) struct StartAttempt {
     /// The previous attempt's reply and why it was rejected, quoted in an agent's prompt (only
     /// when that attempt failed because of its reply).
     pub(crate) rejected: Option<RejectedReply>,
+    /// An attempt queued for workers by the run's previous driver (pool mode): its row exists
+    /// and a worker may be running it; the executor awaits its outcome instead of starting it.
+    pub(crate) adopted: bool,
 }
 
 /// What the executor does next, in order. When the commands of an input are all done (none of
@@ -243,18 +251,23 @@ impl RunState {
                 supervisor(&mut b, "running", "Run started");
                 cmds.push_back(Command::Commit(b));
             }
-            Input::Resumed { abandoned } => {
+            Input::Resumed { abandoned, adopted } => {
                 let mut b = WriteBatch::new(&self.run_id);
                 b.push(Write::Event(Event::run(
                     &self.run_id,
                     now,
                     EventKind::RunResumed { abandoned },
                 )));
-                supervisor(
-                    &mut b,
-                    "running",
-                    &format!("Run resumed ({abandoned} interrupted attempt(s) will be retried)"),
-                );
+                let summary = if adopted.is_empty() {
+                    format!("Run resumed ({abandoned} interrupted attempt(s) will be retried)")
+                } else {
+                    format!(
+                        "Run resumed ({abandoned} interrupted attempt(s) will be retried, {} queued attempt(s) adopted)",
+                        adopted.len()
+                    )
+                };
+                self.adopted.extend(adopted);
+                supervisor(&mut b, "running", &summary);
                 cmds.push_back(Command::Commit(b));
             }
             Input::HooksRan(state) => {
@@ -696,10 +709,12 @@ impl RunState {
         }
     }
 
-    /// A new attempt of `r`: the batch recording it running, and what to spawn.
+    /// A new attempt of `r`: the batch recording it running, and what to spawn. An attempt
+    /// adopted from the previous driver keeps its number and its row (no new attempt starts).
     fn start(&mut self, r: Runnable, cache_key: Option<String>) -> (WriteBatch, StartAttempt) {
         let t = r.task;
-        let attempt = self.attempts(&t.id, r.iteration) + 1;
+        let adopted = self.adopted.remove(&(t.id.clone(), r.iteration));
+        let attempt = adopted.unwrap_or_else(|| self.attempts(&t.id, r.iteration) + 1);
         let agent_name = match &t.exec {
             TaskExec::Agent(a) => Some(a.name().to_owned()),
             _ => None,
@@ -714,20 +729,22 @@ impl RunState {
             loop_id: r.loop_id.clone(),
             last_error: None,
         }));
-        b.push(Write::AttemptStart {
-            node_id: t.id.clone(),
-            iteration: r.iteration,
-            attempt,
-            agent: agent_name,
-            owner: self.fence.owner.clone(),
-        });
-        b.push(Write::Event(Event::node(
-            &self.run_id,
-            &t.id,
-            r.iteration,
-            self.now,
-            EventKind::NodeStarted { attempt },
-        )));
+        if adopted.is_none() {
+            b.push(Write::AttemptStart {
+                node_id: t.id.clone(),
+                iteration: r.iteration,
+                attempt,
+                agent: agent_name,
+                owner: self.fence.owner.clone(),
+            });
+            b.push(Write::Event(Event::node(
+                &self.run_id,
+                &t.id,
+                r.iteration,
+                self.now,
+                EventKind::NodeStarted { attempt },
+            )));
+        }
         let (last_error, failures) = self
             .node(&t.id, r.iteration)
             .map_or((None, 0), |n| (n.last_error.clone(), n.failures));
@@ -756,6 +773,7 @@ impl RunState {
             iteration: r.iteration,
             attempt,
             rejected,
+            adopted: adopted.is_some(),
         };
         (b, start)
     }

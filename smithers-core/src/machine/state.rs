@@ -106,6 +106,9 @@ pub(crate) struct RunState {
     pub(super) snapshots: Vec<StepSnapshot>,
     /// When the input being handled happened.
     pub(super) now: Timestamp,
+    /// Attempts queued for workers by the previous driver (pool mode), by task: adopted when
+    /// the plan offers their task, instead of starting a new attempt.
+    pub(super) adopted: HashMap<NodeKey, u32>,
 }
 
 /// `EngineOptions::max_concurrency`'s default, until the executor sets it.
@@ -159,6 +162,7 @@ impl RunState {
             cursors: plan::Cursors::default(),
             snapshots: Vec::new(),
             now: Timestamp::default(),
+            adopted: HashMap::new(),
         }
     }
 
@@ -255,6 +259,11 @@ impl RunState {
                 self.nodes.insert(id.to_owned(), HashMap::from([(it, s)]));
             }
         }
+    }
+
+    /// Whether attempts queued by the previous driver are still to be adopted.
+    pub(crate) fn adopting(&self) -> bool {
+        !self.adopted.is_empty()
     }
 
     /// The keys of the attempts in flight.

@@ -411,7 +411,13 @@ fn start_resume_and_heartbeat_are_stamped_with_the_time_they_happened() {
     };
     assert_eq!(b.events().map(|e| e.at).collect::<Vec<_>>(), [NOW]);
     assert_eq!(
-        describe(&st.handle(Input::Resumed { abandoned: 2 }, NOW)),
+        describe(&st.handle(
+            Input::Resumed {
+                abandoned: 2,
+                adopted: Vec::new()
+            },
+            NOW
+        )),
         ["commit[run_resumed]"]
     );
     let later = Timestamp::from_millis(NOW.as_millis() + 30_000);
@@ -444,6 +450,62 @@ fn an_attempt_starts_ends_and_the_run_finishes() {
         ["commit[node_finished:a,attempt_finished:a]"]
     );
     assert_eq!(render(&mut st, tree()), ["finish:finished"]);
+}
+
+#[test]
+fn an_attempt_queued_by_the_previous_driver_is_adopted_not_started_again() {
+    let mut st = RunState::new("r", FenceToken::new("me", 2));
+    let cmds = st.handle(
+        Input::Resumed {
+            abandoned: 0,
+            adopted: vec![(("a".into(), 0), 3)],
+        },
+        NOW,
+    );
+    assert_eq!(describe(&cmds), ["commit[run_resumed]"]);
+    let tree = || {
+        Workflow::new()
+            .child(
+                Parallel::new()
+                    .child(compute("a"))
+                    .child(compute("b"))
+                    .build(),
+            )
+            .build()
+    };
+    render(&mut st, tree());
+    let cmds = st.handle(
+        Input::Prepared(vec![
+            Prepared::Ready { cached: None },
+            Prepared::Ready { cached: None },
+        ]),
+        NOW,
+    );
+    // `a` keeps its attempt (no new row, no second node_started); `b` starts as usual.
+    assert_eq!(
+        describe(&cmds),
+        [
+            "commit[]",
+            "start:a#3",
+            "commit[node_started:b]",
+            "start:b#1",
+            "wait"
+        ]
+    );
+    let adopted: Vec<bool> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            Command::Start(s) => Some(s.adopted),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(adopted, [true, false]);
+    assert!(!cmds.iter().any(|c| matches!(c, Command::Commit(b) if b.writes.iter().any(|w| matches!(w, Write::AttemptStart { node_id, .. } if node_id == "a")))));
+    assert_eq!(
+        ended(&mut st, "a", 3, Ok(()), false),
+        ["commit[node_finished:a,attempt_finished:a]"],
+        "its outcome ends the adopted attempt"
+    );
 }
 
 #[test]

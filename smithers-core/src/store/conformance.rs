@@ -1393,6 +1393,11 @@ pub async fn skip_locked_claims_give_each_attempt_to_one_worker(s: Arc<dyn Store
     assert!(a
         .iter()
         .all(|a| a.queue.as_deref() == Some("claimed") && a.claim_owner.is_some()));
+    let last = s.queue_position("r").await.unwrap();
+    assert!(
+        all.iter().all(|c| c.position > 0 && c.position <= last),
+        "every claimed attempt is at or before the run's queue position"
+    );
     assert_eq!(
         s.claim_attempts(
             "another-workflow",

@@ -899,6 +899,14 @@ pub trait Store: Send + Sync + 'static {
             "reading the outcomes of run `{run_id}`"
         )))
     }
+    /// The position of the run's latest attempt ([`Claim::position`]), read before loading the
+    /// run: a snapshot loaded afterwards holds what the driver saw when it queued any attempt at
+    /// or before this position.
+    async fn queue_position(&self, run_id: &str) -> Result<i64> {
+        Err(pool_unsupported(&format!(
+            "reading the queue position of run `{run_id}`"
+        )))
+    }
     /// Queued attempts of the run that are still in progress (queued, claimed or recorded): what
     /// a driver taking the run over adopts instead of abandoning.
     async fn queued_attempts(&self, run_id: &str) -> Result<Vec<QueuedRecord>> {

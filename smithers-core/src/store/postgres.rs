@@ -899,6 +899,10 @@ impl Store for PostgresStore {
         self.queued(run_id).await
     }
 
+    async fn queue_position(&self, run_id: &str) -> Result<i64> {
+        self.position(run_id).await
+    }
+
     async fn stop_queued_attempt(
         &self,
         run_id: &str,

@@ -58,6 +58,12 @@ pub struct Claim {
     pub token: ClaimToken,
     /// What the driver queued for the worker.
     pub payload: QueuedAttempt,
+    /// The attempt's position among the run's attempts ([`Store::queue_position`]): a render
+    /// over a snapshot loaded after the run's position reached it sees everything the driver saw
+    /// when it queued the attempt (one driver commits a run's batches one after the other).
+    ///
+    /// [`Store::queue_position`]: super::Store::queue_position
+    pub position: i64,
 }
 
 /// An agent's reply, as a worker recorded it.

@@ -2,8 +2,11 @@
 //! workflow that nobody drives, and supervises them (DESIGN.md section 9, seed 002).
 //!
 //! It registers itself in `_smithers_workers` and heartbeats there. Each tick:
-//! 1. **claim and execute attempts**: the pool of workers sharing one run's tasks on PostgreSQL
-//!    plugs in here (issue 11, item 2; not on this branch);
+//! 1. **claim and execute attempts** (pool mode, PostgreSQL): once it knows its workflow (from
+//!    the first run of it it sees), a loop of its own ([`Engine::serve_attempts`]) claims queued
+//!    attempts of the workflow's runs, up to [`WorkerOptions::attempts`] at once, executes them
+//!    and records their outcomes for the runs' drivers; the runs it drives are driven in pool
+//!    mode too (their attempts queued for every worker);
 //! 2. **take over runs**: an active run of its workflow with no live driver — `queued` (by
 //!    `run --detach`, or handed back by a stopping worker) or `running` with an expired lease or
 //!    a dead holder — is driven through the ordinary fenced [`Engine::resume`], up to
@@ -51,6 +54,11 @@ pub struct WorkerOptions {
     pub heartbeat: Duration,
     /// Restarts of runs whose driver keeps dying.
     pub restarts: RestartPolicy,
+    /// Pool mode (a store with the attempt queue, PostgreSQL): queued attempts executed at once
+    /// at most; 0 executes none.
+    pub attempts: usize,
+    /// How long a claim on a queued attempt holds unless renewed (every third of it).
+    pub claim_ttl: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -60,6 +68,8 @@ impl Default for WorkerOptions {
             poll: Duration::from_secs(1),
             heartbeat: Duration::from_secs(5),
             restarts: RestartPolicy::default(),
+            attempts: 4,
+            claim_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -75,6 +85,8 @@ pub struct WorkerReport {
     pub failed: Vec<String>,
     /// Runs it was driving when told to stop, handed back `queued`.
     pub handed_back: Vec<String>,
+    /// The queued attempts it executed (pool mode).
+    pub attempts: crate::engine::PoolReport,
 }
 
 /// The end of one drive: the run, and how its drive ended.
@@ -94,6 +106,11 @@ pub struct Worker<I> {
     driving: HashMap<String, CancellationToken>,
     drives: JoinSet<DriveEnd>,
     report: WorkerReport,
+    /// The loop executing queued attempts (pool mode), once started, and how to stop it.
+    serving: Option<(
+        CancellationToken,
+        tokio::task::JoinHandle<Result<crate::engine::PoolReport>>,
+    )>,
 }
 
 impl<I> Worker<I>
@@ -118,6 +135,7 @@ where
             ours: HashMap::new(),
             driving: HashMap::new(),
             drives: JoinSet::new(),
+            serving: None,
         }
     }
 
@@ -168,10 +186,35 @@ where
 
     /// One tick of the loop.
     async fn tick(&mut self) -> Result<()> {
-        // (1) Claiming and executing queued attempts of this workflow's runs (the pool of
-        //     workers on PostgreSQL, issue 11 item 2) goes here, before the takeovers.
-        // (2) Take over runs nobody drives.
-        self.take_over_runs().await
+        // (2) Take over runs nobody drives (which also learns the workflow's name).
+        let taken = self.take_over_runs().await;
+        // (1) Claim and execute queued attempts of this workflow's runs: a loop of its own,
+        //     started once the workflow is known.
+        self.serve_attempts();
+        taken
+    }
+
+    /// Starts the loop executing queued attempts of this worker's workflow (pool mode), once:
+    /// when the store has the attempt queue, the workflow is known and `attempts` is not 0.
+    fn serve_attempts(&mut self) {
+        let Some(workflow) = &self.workflow else {
+            return;
+        };
+        if self.serving.is_some() || self.options.attempts == 0 || !self.store().supports_pool() {
+            return;
+        }
+        let mut options = crate::engine::PoolOptions::new(workflow.clone(), self.id.clone());
+        options.concurrency = self.options.attempts;
+        options.claim_ttl = self.options.claim_ttl;
+        options.poll = self.options.poll;
+        let stop = CancellationToken::new();
+        let engine = self.engine.clone();
+        let token = stop.clone();
+        tracing::info!(worker = %self.id, workflow = %workflow, attempts = self.options.attempts, "executing queued attempts");
+        self.serving = Some((
+            stop,
+            tokio::spawn(async move { engine.serve_attempts(options, token).await }),
+        ));
     }
 
     /// Looks over the active runs and drives those of its workflow that have no live driver,
@@ -393,6 +436,19 @@ where
         }
         while let Some(end) = self.drives.join_next().await {
             self.drive_ended(end).await;
+        }
+        // The attempts in flight give their claims back, for another worker to take at once.
+        if let Some((stop, serving)) = self.serving.take() {
+            stop.cancel();
+            match serving.await {
+                Ok(Ok(report)) => self.report.attempts = report,
+                Ok(Err(e)) => {
+                    tracing::warn!(worker = %self.id, error = %e, "executing queued attempts failed")
+                }
+                Err(e) => {
+                    tracing::error!(worker = %self.id, error = %e, "the attempt loop ended abnormally")
+                }
+            }
         }
         if let Err(e) = self.store().remove_worker(&self.id).await {
             tracing::warn!(worker = %self.id, error = %e, "could not deregister the worker");

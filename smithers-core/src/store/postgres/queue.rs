@@ -34,6 +34,7 @@ fn ttl_ms(ttl: Duration) -> i64 {
 
 fn claim_from_row(workflow: &str, owner: &str, r: &Row) -> Result<Claim> {
     let payload: Option<Value> = r.get(5);
+    let position: i64 = r.get(6);
     Ok(Claim {
         run_id: r.get(0),
         workflow: workflow.to_owned(),
@@ -48,6 +49,7 @@ fn claim_from_row(workflow: &str, owner: &str, r: &Row) -> Result<Claim> {
             Some(p) => serde_json::from_value::<QueuedAttempt>(p)?,
             None => QueuedAttempt::default(),
         },
+        position,
     })
 }
 
@@ -80,7 +82,7 @@ impl PostgresStore {
                  FROM picked p
                  WHERE a.run_id = p.run_id AND a.node_id = p.node_id AND a.iteration = p.iteration
                    AND a.attempt = p.attempt
-                 RETURNING a.run_id, a.node_id, a.iteration, a.attempt, a.claim_epoch, a.payload"
+                 RETURNING a.run_id, a.node_id, a.iteration, a.attempt, a.claim_epoch, a.payload, a.seq"
             ))
             .await?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -190,15 +192,23 @@ impl PostgresStore {
     }
 
     pub(super) async fn record(&self, claim: &Claim, outcome: &RemoteOutcome) -> Result<()> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        let n = tx
-            .execute(
-                &format!(
-                    "UPDATE _smithers_attempts SET queue = 'recorded', outcome = $7, claim_expires_ms = NULL
-                     WHERE {ATTEMPT} AND queue = 'claimed' AND status = 'in-progress'
-                       AND claim_owner = $5 AND claim_epoch = $6 AND claim_expires_ms >= {NOW_MS}"
-                ),
+        let c = self.client().await?;
+        // One statement, one round trip: the fenced update and the driver's wake-up commit
+        // together (the notification is sent only when the update matched).
+        let st = c
+            .prepare_cached(&format!(
+                "WITH recorded AS (
+                   UPDATE _smithers_attempts SET queue = 'recorded', outcome = $7, claim_expires_ms = NULL
+                   WHERE {ATTEMPT} AND queue = 'claimed' AND status = 'in-progress'
+                     AND claim_owner = $5 AND claim_epoch = $6 AND claim_expires_ms >= {NOW_MS}
+                   RETURNING 1
+                 )
+                 SELECT pg_notify($8, '') FROM recorded"
+            ))
+            .await?;
+        let n = c
+            .query(
+                &st,
                 &[
                     &claim.run_id,
                     &claim.node_id,
@@ -207,17 +217,15 @@ impl PostgresStore {
                     &claim.token.owner,
                     &claim.token.epoch,
                     &serde_json::to_value(outcome)?,
+                    &run_channel(&claim.run_id),
                 ],
             )
-            .await?;
+            .await?
+            .len();
+        drop(c);
         if n == 0 {
-            drop(tx);
-            drop(c);
             return Err(self.claim_lost(claim).await);
         }
-        tx.execute("SELECT pg_notify($1, '')", &[&run_channel(&claim.run_id)])
-            .await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -316,6 +324,16 @@ impl PostgresStore {
                 })
             })
             .collect()
+    }
+
+    pub(super) async fn position(&self, run_id: &str) -> Result<i64> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT COALESCE(MAX(seq), 0)::BIGINT FROM _smithers_attempts WHERE run_id = $1",
+            )
+            .await?;
+        Ok(c.query_one(&st, &[&run_id]).await?.get(0))
     }
 
     pub(super) async fn queued(&self, run_id: &str) -> Result<Vec<QueuedRecord>> {

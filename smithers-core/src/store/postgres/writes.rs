@@ -180,6 +180,7 @@ pub(super) async fn apply(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<()
         // Sequence numbers and step ids of the run, in commit order (see `RUN_LOCK`).
         p.push(RUN_LOCK, params![run_id.to_owned()]).await?;
     }
+    let mut notified = std::collections::HashSet::new();
     for w in &batch.writes {
         match w {
             Write::RunStatus { status, error } => {
@@ -458,12 +459,15 @@ pub(super) async fn apply(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<()
                     ],
                 )
                 .await?;
-                // Delivered when the batch commits: the workers of the workflow wake up.
-                p.push(
-                    "SELECT pg_notify($1, '')",
-                    params![crate::store::queue_channel(workflow)],
-                )
-                .await?;
+                // Delivered when the batch commits: the workers of the workflow wake up (once
+                // per batch and workflow, however many attempts it queues).
+                if notified.insert(workflow.as_str()) {
+                    p.push(
+                        "SELECT pg_notify($1, '')",
+                        params![crate::store::queue_channel(workflow)],
+                    )
+                    .await?;
+                }
             }
             Write::Event(e) => {
                 p.push(

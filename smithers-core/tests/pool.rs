@@ -1,0 +1,194 @@
+//! Pool mode in one process: a driver with `EngineOptions::pool` queues every attempt, workers
+//! (`Engine::serve_attempts`, each with its own store handle) claim and execute them, and the
+//! driver decides from the outcomes they record — retries included. A cancelled run stops its
+//! queued attempts; SQLite refuses pool mode before anything is written. The PostgreSQL tests use
+//! their own schema of the test server (skipped, saying so, when none is reachable; a failure
+//! under `SMITHERS_REQUIRE_EXTERNAL=1`). Real worker processes are in the facade's
+//! `tests/pool.rs`.
+mod common;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use smithers_core::engine::{Engine, EngineOptions, PoolOptions};
+use smithers_core::error::TaskError;
+use smithers_core::node::{Parallel, Task, Workflow};
+use smithers_core::store::conformance::PgSchema;
+use smithers_core::store::{lease_owner, Durability, PostgresStore, RunStatus, SqliteStore, Store};
+use smithers_core::{Ctx, Node};
+use tokio_util::sync::CancellationToken;
+
+const WORKFLOW: &str = "pool-in-process";
+
+/// A `Parallel` of `n` counted tasks and `flaky`, which fails its first attempt (retryable).
+fn fan_out(
+    n: usize,
+    hits: &Counter,
+    flaky_hits: &Counter,
+) -> impl Fn(&Ctx<()>) -> Node + Send + Sync + 'static {
+    let (hits, flaky_hits) = (hits.clone(), flaky_hits.clone());
+    move |_ctx| {
+        let tasks = (0..n).map(|i| {
+            let hits = hits.clone();
+            Task::<Num>::new()
+                .id(format!("t{i}"))
+                .run(move |_t| {
+                    hits.hit();
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        Ok::<_, String>(num(i as i64))
+                    }
+                })
+                .build()
+        });
+        let flaky_hits = flaky_hits.clone();
+        let flaky = Task::<Num>::new()
+            .id("flaky")
+            .retries(1)
+            .run(move |_t| {
+                let first = flaky_hits.hit() == 1;
+                async move {
+                    if first {
+                        return Err(TaskError::retryable("the first attempt fails"));
+                    }
+                    Ok(num(-1))
+                }
+            })
+            .build();
+        Workflow::new()
+            .name(WORKFLOW)
+            .max_concurrency(n + 1)
+            .child(Parallel::new().child(tasks).child(flaky).build())
+            .build()
+    }
+}
+
+fn pool_options() -> EngineOptions {
+    EngineOptions {
+        pool: true,
+        pool_poll: Duration::from_millis(100),
+        max_concurrency: 64,
+        ..EngineOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_execute_a_pool_run_and_its_driver_decides_the_retry() {
+    let Some(schema) = PgSchema::create("workers_execute_a_pool_run").await else {
+        return;
+    };
+    let (hits, flaky) = (Counter::default(), Counter::default());
+    let stop = CancellationToken::new();
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&schema.url).await.unwrap());
+        let engine = Engine::new(store, fan_out(30, &hits, &flaky));
+        let mut options = PoolOptions::new(WORKFLOW, lease_owner());
+        options.concurrency = 3;
+        options.poll = Duration::from_millis(100);
+        let stop = stop.clone();
+        workers.push(tokio::spawn(async move {
+            engine.serve_attempts(options, stop).await
+        }));
+    }
+    let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&schema.url).await.unwrap());
+    let driver =
+        Engine::new(store.clone(), fan_out(30, &hits, &flaky)).with_options(pool_options());
+    let report = driver.run_with_id("p", ()).await.unwrap();
+    assert_eq!(
+        (report.status, report.finished_nodes),
+        (RunStatus::Finished, 31)
+    );
+    stop.cancel();
+    let mut recorded = Vec::new();
+    for w in workers {
+        recorded.push(w.await.unwrap().unwrap().recorded);
+    }
+    assert_eq!(hits.get(), 30, "each task ran once");
+    assert_eq!(
+        flaky.get(),
+        2,
+        "the retry was decided by the driver and run by a worker"
+    );
+    assert_eq!(
+        recorded.iter().sum::<u64>(),
+        32,
+        "every attempt was a worker's"
+    );
+    assert!(
+        recorded.iter().all(|&r| r > 0),
+        "both workers executed some: {recorded:?}"
+    );
+    let attempts = store.attempts("p").await.unwrap();
+    let flaky_attempts: Vec<&str> = attempts
+        .iter()
+        .filter(|a| a.node_id == "flaky")
+        .map(|a| a.status.as_str())
+        .collect();
+    assert_eq!(flaky_attempts, ["failed", "finished"]);
+    assert!(attempts.iter().all(|a| a.claim_owner.is_some()), "claimed");
+    assert_eq!(store.load("p").await.unwrap().outputs.len(), 31);
+    drop((driver, store));
+    schema.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_pool_run_stops_its_queued_attempts() {
+    let Some(schema) = PgSchema::create("a_cancelled_pool_run").await else {
+        return;
+    };
+    let (hits, flaky) = (Counter::default(), Counter::default());
+    let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&schema.url).await.unwrap());
+    let cancel = CancellationToken::new();
+    let driver =
+        Engine::new(store.clone(), fan_out(3, &hits, &flaky)).with_options(EngineOptions {
+            cancel: cancel.clone(),
+            ..pool_options()
+        });
+    let run = tokio::spawn(async move { driver.run_with_id("c", ()).await });
+    // No worker: the attempts stay queued until the cancellation stops them.
+    let probe: Arc<dyn Store> = Arc::new(PostgresStore::connect(&schema.url).await.unwrap());
+    while probe.queued_attempts("c").await.unwrap().len() < 4 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cancel.cancel();
+    let report = run.await.unwrap().unwrap();
+    assert_eq!(report.status, RunStatus::Cancelled);
+    let attempts = probe.attempts("c").await.unwrap();
+    assert_eq!(attempts.len(), 4);
+    assert!(
+        attempts.iter().all(|a| a.status == "cancelled"),
+        "{attempts:?}"
+    );
+    assert!(
+        probe
+            .claim_attempts(WORKFLOW, "otherhost:1:w", 10, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing is left for a worker"
+    );
+    assert_eq!(hits.get(), 0);
+    drop((store, probe));
+    schema.drop().await;
+}
+
+#[tokio::test]
+async fn pool_mode_on_sqlite_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(dir.path().join("p.db"), Durability::Off).unwrap());
+    let (hits, flaky) = (Counter::default(), Counter::default());
+    let engine = Engine::new(store.clone(), fan_out(2, &hits, &flaky)).with_options(pool_options());
+    let e = engine.run_with_id("s", ()).await.unwrap_err();
+    assert!(e.to_string().contains("needs a PostgreSQL database"), "{e}");
+    assert!(store.runs().await.unwrap().is_empty(), "no run was created");
+    let e = engine
+        .serve_attempts(
+            PoolOptions::new(WORKFLOW, lease_owner()),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("needs a PostgreSQL database"), "{e}");
+}

@@ -1,0 +1,376 @@
+//! Pool mode on PostgreSQL, with real processes: worker processes of one workflow binary share
+//! one run's tasks (each claimed by one worker with `FOR UPDATE SKIP LOCKED`), a worker takes
+//! over the run when its driver is killed (adopting the attempts queued for the pool instead of
+//! re-running them), and workers and drivers SIGKILLed at random still finish the run with one
+//! output per node and no finished work repeated.
+//!
+//! The processes are this test binary re-executed as a workflow binary (see `common::child`),
+//! with short leases and claims (`--lease-ttl-ms`) so takeovers come quickly. Each test uses a
+//! fresh schema of the test server (skipped, saying so, with no server; a failure under
+//! `SMITHERS_REQUIRE_EXTERNAL=1`).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::process::Child;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::child::{append, finish, kill9, run_as_workflow_binary, signal, ChildEnv};
+use serde::{Deserialize, Serialize};
+use smithers::__private::{Column, ColumnKind};
+use smithers_core::node::{Parallel, Task, Workflow};
+use smithers_core::store::conformance::PgSchema;
+use smithers_core::store::{PostgresStore, RunStatus, Store};
+use smithers_core::{Ctx, Node, Output};
+
+/// What each task returns: its node and the process that executed it.
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
+struct Done {
+    node: String,
+    pid: i64,
+}
+
+impl Output for Done {
+    const TABLE: &'static str = "pool_done";
+    const COLUMNS: &'static [Column] = &[
+        Column {
+            name: "node",
+            kind: ColumnKind::Text,
+            nullable: false,
+            rust_type: "String",
+        },
+        Column {
+            name: "pid",
+            kind: ColumnKind::Integer,
+            nullable: false,
+            rust_type: "i64",
+        },
+    ];
+}
+
+const TASKS: usize = 200;
+
+/// A worker: drives at most 2 runs and executes at most 2 attempts at once; restarts a run whose
+/// driver died with a short backoff (the torture kills drivers on purpose).
+const WORKER: &str =
+    "worker --concurrency 2 --poll-ms 50 --restart-limit 1000 --restart-backoff-ms 10";
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A `Parallel` of 200 tasks; each logs `exec <node> <pid> <start ms>` when its body starts,
+/// then sleeps `millis`.
+fn pool_workflow(log: PathBuf, millis: u64) -> impl Fn(&Ctx<()>) -> Node + Send + Sync + 'static {
+    move |_ctx| {
+        let tasks = (0..TASKS).map(|i| {
+            let (node, log) = (format!("t{i:03}"), log.clone());
+            Task::<Done>::new()
+                .id(node.clone())
+                .run(move |_t| {
+                    let (node, log) = (node.clone(), log.clone());
+                    async move {
+                        let pid = std::process::id();
+                        append(&log, &format!("exec {node} {pid} {}", now_ms()));
+                        tokio::time::sleep(Duration::from_millis(millis)).await;
+                        Ok::<_, String>(Done {
+                            node,
+                            pid: i64::from(pid),
+                        })
+                    }
+                })
+                .build()
+        });
+        Workflow::new()
+            .name("pool")
+            .max_concurrency(TASKS)
+            .child(Parallel::new().child(tasks).build())
+            .build()
+    }
+}
+
+/// Child entry point: when `SMITHERS_CHILD_ARGS` is set, behave as a workflow binary.
+#[test]
+fn pool_child() {
+    run_as_workflow_binary(pool_workflow);
+}
+
+/// Child processes of one test: the database URL and the shared execution log.
+struct Pool {
+    url: String,
+    env: ChildEnv,
+}
+
+impl Pool {
+    fn new(url: &str) -> Self {
+        Pool {
+            url: url.to_owned(),
+            env: ChildEnv::new("pool_child"),
+        }
+    }
+
+    /// A workflow binary running `args` on the test's database, tasks sleeping `millis`, a
+    /// lease and claim period of `ttl_ms`.
+    fn spawn(&self, args: &str, millis: u64, ttl_ms: u64) -> Child {
+        self.env
+            .command_on(
+                &self.url,
+                &format!("--quiet --lease-ttl-ms {ttl_ms} {args}"),
+                millis,
+            )
+            .spawn()
+            .expect("spawn child")
+    }
+
+    /// The execution log: (node, pid, start ms) per body started.
+    fn executions(&self) -> Vec<(String, u32, i64)> {
+        self.env
+            .log_lines()
+            .iter()
+            .filter_map(|l| {
+                let mut p = l.strip_prefix("exec ")?.split(' ');
+                Some((
+                    p.next()?.to_owned(),
+                    p.next()?.parse().ok()?,
+                    p.next()?.parse().ok()?,
+                ))
+            })
+            .collect()
+    }
+}
+
+/// Polls `done` until it holds, failing after `limit`.
+async fn eventually(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn status(store: &Arc<dyn Store>, run: &str) -> Option<RunStatus> {
+    store.run(run).await.ok().flatten().map(|r| r.status)
+}
+
+/// What every pool test checks at the end: the run finished with one output per node, each
+/// node finished by one attempt, and no task's body started after its node had finished (no
+/// finished work repeated). Returns the executions per node.
+async fn check_finished_once(
+    store: &Arc<dyn Store>,
+    run: &str,
+    pool: &Pool,
+) -> BTreeMap<String, Vec<(u32, i64)>> {
+    let rec = store.run(run).await.unwrap().expect("the run");
+    assert_eq!(rec.status, RunStatus::Finished, "{rec:?}");
+    let loaded = store.load(run).await.unwrap();
+    let nodes: BTreeSet<&str> = loaded.outputs.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert_eq!(loaded.outputs.len(), TASKS, "one output row per node");
+    assert_eq!(nodes.len(), TASKS, "every node has its output");
+    let attempts = store.attempts(run).await.unwrap();
+    let mut finished: HashMap<&str, usize> = HashMap::new();
+    for a in &attempts {
+        if a.status == "finished" {
+            *finished.entry(a.node_id.as_str()).or_default() += 1;
+        }
+    }
+    assert!(
+        finished.len() == TASKS && finished.values().all(|&n| n == 1),
+        "each node finished by exactly one attempt"
+    );
+    // When each node finished, by its `node_finished` event.
+    let finished_at: HashMap<String, i64> = store
+        .events(run, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event.kind.name() == "node_finished")
+        .filter_map(|e| Some((e.event.node_id?, e.event.at.as_millis())))
+        .collect();
+    let mut per_node: BTreeMap<String, Vec<(u32, i64)>> = BTreeMap::new();
+    for (node, pid, at) in pool.executions() {
+        per_node.entry(node).or_default().push((pid, at));
+    }
+    assert_eq!(per_node.len(), TASKS, "every task's body ran");
+    for (node, runs) in &per_node {
+        let done = finished_at[node];
+        for (pid, at) in runs {
+            assert!(
+                *at <= done,
+                "node `{node}` finished at {done} ms, and process {pid} started it again at {at} ms"
+            );
+        }
+    }
+    per_node
+}
+
+/// Four worker processes share a run of 200 tasks queued by a driver in pool mode: every task
+/// runs exactly once, every worker executes some, and when the driver is SIGKILLed mid-run a
+/// worker takes the run over (adopting the queued attempts) and finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_workers_share_a_run_and_one_takes_over_when_the_driver_dies() {
+    let Some(schema) = PgSchema::create("four_workers_share_a_run").await else {
+        return;
+    };
+    let pool = Pool::new(&schema.url);
+    let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&schema.url).await.unwrap());
+    let workers: Vec<Child> = (0..4).map(|_| pool.spawn(WORKER, 100, 1000)).collect();
+    let worker_pids: BTreeSet<u32> = workers.iter().map(Child::id).collect();
+    let mut driver = pool.spawn(
+        "run --run-id shared --pool --max-concurrency 200",
+        100,
+        1000,
+    );
+    let driver_pid = driver.id();
+    eventually(
+        "60 task bodies started",
+        Duration::from_secs(60),
+        async || pool.executions().len() >= 60,
+    )
+    .await;
+    kill9(&mut driver);
+    eventually(
+        "the run to finish after its driver died",
+        Duration::from_secs(120),
+        async || status(&store, "shared").await == Some(RunStatus::Finished),
+    )
+    .await;
+    for w in &workers {
+        signal(w, libc::SIGTERM);
+    }
+    for w in workers {
+        let (code, stderr) = finish(w);
+        assert_eq!(code, Some(0), "a worker stops cleanly on SIGTERM: {stderr}");
+    }
+    let per_node = check_finished_once(&store, "shared", &pool).await;
+    let repeated: Vec<&String> = per_node
+        .iter()
+        .filter(|(_, r)| r.len() != 1)
+        .map(|(n, _)| n)
+        .collect();
+    assert!(
+        repeated.is_empty(),
+        "every task ran exactly once; these ran more: {repeated:?}"
+    );
+    let pids: BTreeSet<u32> = per_node.values().flatten().map(|(pid, _)| *pid).collect();
+    assert!(
+        !pids.contains(&driver_pid),
+        "the driver in pool mode runs no task itself"
+    );
+    assert_eq!(pids, worker_pids, "every worker executed some of the tasks");
+    let rec = store.run("shared").await.unwrap().unwrap();
+    assert!(rec.lease_epoch >= 2, "a worker took the run over: {rec:?}");
+    let attempts = store.attempts("shared").await.unwrap();
+    assert!(
+        attempts.iter().all(|a| a.status != "abandoned"),
+        "the queued attempts were adopted, not abandoned"
+    );
+    drop(store);
+    schema.drop().await;
+}
+
+/// A tiny deterministic generator (xorshift), seeded from the clock and printed, so a failing
+/// sequence of kills can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// The crash torture on PostgreSQL: while a run of 200 tasks goes on, worker processes and the
+/// driver are SIGKILLed at random (at least 50 kills; each killed worker is replaced, and a dead
+/// driver is replaced by a worker's takeover). The run finishes, with one output per node, each
+/// node finished by one attempt, and no task body started after its node finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_and_drivers_killed_at_random_finish_each_node_once() {
+    let Some(schema) = PgSchema::create("pool_crash_torture").await else {
+        return;
+    };
+    let pool = Pool::new(&schema.url);
+    let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&schema.url).await.unwrap());
+    let seed = (now_ms() as u64) | 1;
+    eprintln!("pool crash torture: seed {seed}");
+    let mut rng = Rng(seed);
+    let mut workers: Vec<Child> = (0..4).map(|_| pool.spawn(WORKER, 200, 600)).collect();
+    let mut driver = Some(pool.spawn(
+        "run --run-id torture --pool --max-concurrency 200",
+        200,
+        600,
+    ));
+    // The kills start once the run exists and its tasks are under way.
+    eventually(
+        "10 task bodies started",
+        Duration::from_secs(60),
+        async || pool.executions().len() >= 10,
+    )
+    .await;
+    let (mut kills, mut driver_kills) = (0, 0);
+    let started = Instant::now();
+    while status(&store, "torture").await != Some(RunStatus::Finished) {
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "the run did not finish within 180 s ({kills} kills)"
+        );
+        tokio::time::sleep(Duration::from_millis(30 + rng.below(60) as u64)).await;
+        if kills >= 50 {
+            continue; // enough kills: let it finish
+        }
+        // Whoever drives the run now (the first driver, or a worker that took it over).
+        let driving_pid = store
+            .run("torture")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|r| r.lease_owner)
+            .and_then(|o| o.split(':').nth(1).and_then(|p| p.parse::<u32>().ok()));
+        // Kill the first driver now and then, else a worker (which may be driving the run).
+        let killed = match driver.as_mut() {
+            Some(d) if rng.below(5) == 0 => {
+                let pid = d.id();
+                kill9(d);
+                driver = None;
+                pid
+            }
+            _ => {
+                let i = rng.below(workers.len());
+                let pid = workers[i].id();
+                kill9(&mut workers[i]);
+                workers[i] = pool.spawn(WORKER, 200, 600);
+                pid
+            }
+        };
+        if driving_pid == Some(killed) {
+            driver_kills += 1;
+        }
+        kills += 1;
+    }
+    assert!(kills >= 50, "only {kills} kills before the run finished");
+    eprintln!(
+        "pool crash torture: {kills} kills ({driver_kills} of the process driving the run), finished in {:?}",
+        started.elapsed()
+    );
+    assert!(driver_kills >= 2, "drivers were killed too: {driver_kills}");
+    for w in &workers {
+        signal(w, libc::SIGTERM);
+    }
+    for w in workers {
+        finish(w);
+    }
+    if let Some(mut d) = driver {
+        kill9(&mut d);
+    }
+    check_finished_once(&store, "torture", &pool).await;
+    drop(store);
+    schema.drop().await;
+}
