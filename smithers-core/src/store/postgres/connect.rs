@@ -58,6 +58,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "workers",
         include_str!("../../../migrations/postgres/0008_workers.sql"),
     ),
+    (
+        9,
+        "ralph_history_order",
+        include_str!("../../../migrations/postgres/0009_ralph_history_order.sql"),
+    ),
 ];
 
 /// Parses `url` into a config with smithers' defaults (user `postgres`, a 5 s connect timeout).

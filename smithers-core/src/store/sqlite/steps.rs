@@ -673,17 +673,17 @@ pub(super) fn fork(c: &Connection, f: &ForkRun, now: &str) -> Result<()> {
          FROM _smithers_nodes WHERE run_id = ?1",
         "INSERT INTO _smithers_attempts (run_id, node_id, iteration, attempt, status, owner, agent, started_at,
            finished_at, duration_ms, error, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
-           cost_usd, session_id, exit_code, model, vcs_repo, vcs_before, vcs_after, rolled_back)
+           cost_usd, session_id, exit_code, model, vcs_repo, vcs_before, vcs_after, rolled_back, cost_source)
          SELECT ?2, node_id, iteration, attempt, status, owner, agent, started_at,
            finished_at, duration_ms, error, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
-           cost_usd, session_id, exit_code, model, vcs_repo, vcs_before, vcs_after, rolled_back
+           cost_usd, session_id, exit_code, model, vcs_repo, vcs_before, vcs_after, rolled_back, cost_source
          FROM _smithers_attempts WHERE run_id = ?1",
         "INSERT INTO _smithers_ralph (run_id, loop_id, iteration, pass_start, parent_iteration, done)
          SELECT ?2, loop_id, iteration, pass_start, parent_iteration, done FROM _smithers_ralph WHERE run_id = ?1",
         "INSERT INTO _smithers_approvals (run_id, node_id, iteration, status, requested_at, decided_at, note)
          SELECT ?2, node_id, iteration, status, requested_at, decided_at, note FROM _smithers_approvals WHERE run_id = ?1",
-        "INSERT INTO _smithers_frames (run_id, frame_no, tree_hash, tree, created_at)
-         SELECT ?2, frame_no, tree_hash, tree, created_at FROM _smithers_frames WHERE run_id = ?1 AND frame_no <= ?3",
+        "INSERT INTO _smithers_frames (run_id, frame_no, tree_hash, tree, structure, created_at)
+         SELECT ?2, frame_no, tree_hash, tree, structure, created_at FROM _smithers_frames WHERE run_id = ?1 AND frame_no <= ?3",
     ] {
         let frame_param = if sql.contains("_smithers_frames") {
             i64::from(f.frame)
