@@ -93,7 +93,7 @@ async fn open_postgres(url: &str) -> smithers_core::Result<Arc<dyn Store>> {
 #[cfg(feature = "postgres")]
 pub async fn db_copy(from: &std::path::Path, to: &str) -> smithers_core::Result<()> {
     if !is_postgres_url(to) {
-        return Err(Error::Other(format!(
+        return Err(Error::InvalidArgument(format!(
             "--to `{to}` is not a PostgreSQL URL; pass postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
         )));
     }
@@ -114,7 +114,7 @@ pub async fn db_copy(_from: &std::path::Path, to: &str) -> smithers_core::Result
 
 #[cfg(not(feature = "postgres"))]
 async fn open_postgres(url: &str) -> smithers_core::Result<Arc<dyn Store>> {
-    Err(Error::Other(format!(
+    Err(Error::Unsupported(format!(
         "`--db {}` names a PostgreSQL database, but this binary was built without the `postgres` feature of smithers-rs; enable it (it is on by default)",
         smithers_core::store::redact_url(url)
     )))

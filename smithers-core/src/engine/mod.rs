@@ -153,12 +153,11 @@ impl RunReport {
         match self.status {
             RunStatus::Finished => Ok(self),
             RunStatus::Cancelled => Err(Error::Cancelled(self.run_id)),
-            _ => Err(Error::Other(format!(
-                "run `{}` {}: {}",
-                self.run_id,
-                self.status,
-                self.error.as_deref().unwrap_or("no error recorded")
-            ))),
+            status => Err(Error::RunNotFinished {
+                run_id: self.run_id,
+                status,
+                error: self.error,
+            }),
         }
     }
 }
@@ -314,7 +313,7 @@ where
         if rec.status == RunStatus::Finished {
             return Err(Error::RunAlreadyDone {
                 run_id: rec.run_id,
-                status: rec.status.to_string(),
+                status: rec.status,
             });
         }
         let input: I = serde_json::from_value(rec.input.clone()).map_err(|e| {
@@ -859,12 +858,8 @@ where
 /// Calls the workflow function: a panic becomes an error, and so does a read of a loop the
 /// tree does not have.
 fn render_catching<I>(workflow: &dyn Fn(&Ctx<I>) -> Node, ctx: &Ctx<I>) -> Result<Node> {
-    let mut tree = std::panic::catch_unwind(AssertUnwindSafe(|| workflow(ctx))).map_err(|p| {
-        Error::Other(format!(
-            "the workflow function panicked while rendering: {}",
-            panic_message(&*p)
-        ))
-    })?;
+    let mut tree = std::panic::catch_unwind(AssertUnwindSafe(|| workflow(ctx)))
+        .map_err(|p| Error::RenderPanicked(panic_message(&*p)))?;
     ctx.check_loop_reads(&tree)?;
     if !ctx.skip_phases().is_empty() {
         skip_named(&mut tree, ctx.skip_phases());

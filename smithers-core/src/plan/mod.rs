@@ -171,7 +171,9 @@ pub fn plan_with(tree: &Node, input: &PlanInput<'_>, cursors: &mut Cursors) -> P
             (_, Some(e)) => Outcome::Failed(e),
             (Status::Complete, None) => Outcome::Complete,
             (Status::Pending { .. }, None) => Outcome::Pending,
-            (Status::Failed, None) => Outcome::Failed(Error::Other("a node failed".into())),
+            (Status::Failed, None) => Outcome::Failed(Error::Internal(
+                "a node failed without recording why".into(),
+            )),
         },
     };
     cursors.complete = std::mem::take(&mut p.complete);
