@@ -73,7 +73,7 @@ pub mod __private {
             rust_type,
         }
     }
-    pub use smithers_core::{Ctx, IntoAgent, Ref};
+    pub use smithers_core::{Ctx, IntoAgent, OnBudget, Ref};
 
     /// Compile-time check that `T` implements `Output` (spanned at the user's type).
     pub const fn assert_output<T: Output>() {}

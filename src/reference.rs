@@ -21,202 +21,7 @@
 //! renders again after **each** persisted output while other tasks keep running. Rendering must
 //! be pure: read only the `Ctx`; clocks, files and network belong inside tasks.
 
-pub mod tags {
-    //! # Tags and props
-    //!
-    //! Props are snake_case Rust. A value is a literal (`retries=2`, `name="x"`), a path
-    //! (`id=REVIEW`, `output=Review`) or a braced expression (`until={done}`). A prop written
-    //! alone is `true` (`continue_on_fail`). A camelCase prop is a compile error that names the
-    //! snake_case one; an unknown or duplicate prop is a compile error at the prop.
-    //!
-    //! ## `<Workflow>`: the root
-    //!
-    //! | prop | type | default | meaning |
-    //! | --- | --- | --- | --- |
-    //! | `name` | `impl Into<String>` | `"workflow"` | the workflow's name, recorded on the run and in the cache key |
-    //! | `cache` | `bool` | `false` | reuse an agent task's output from an earlier run when workflow, node id, prompt, output schema and agent configuration all match |
-    //! | `max_concurrency` | `usize` | the engine's limit, 16 (`run --max-concurrency`) | run-wide limit of tasks running at once |
-    //!
-    //! Children: nodes, run in sequence (as in `<Sequence>`).
-    //!
-    //! ```
-    //! use smithers::prelude::*;
-    //! # #[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug)] struct Note { text: String }
-    //! let tree = workflow! {
-    //!     <Workflow name="notes" cache max_concurrency=4>
-    //!         <Task id="a" output=Note value={Note { text: "first".into() }} />
-    //!         <Task id="b" output=Note value={Note { text: "second".into() }} />
-    //!     </Workflow>
-    //! };
-    //! assert_eq!(tree.to_tree_string(), "\
-    //! <Workflow name=\"notes\" cache max_concurrency=4>
-    //!   <Task id=\"a\" output=Note value />
-    //!   <Task id=\"b\" output=Note value />
-    //! </Workflow>
-    //! ");
-    //! ```
-    //!
-    //! ## `<Task>`: one unit of work with a typed output
-    //!
-    //! | prop | type | default | meaning |
-    //! | --- | --- | --- | --- |
-    //! | `id` | [`Ref<T>`](crate::Ref), `&str` or `String` | required | the node id, unique in the tree; outputs are keyed by it. A `Ref<T>` also gives the output type |
-    //! | `output` | a type `T: Output` | required unless `id` is a `Ref<T>` | the output type; its table holds the rows (`output={Vec<T>}` for a type that is not a path) |
-    //! | `agent` | `impl IntoAgent` | — | the agent that answers the prompt (an agent task) |
-    //! | `run` | `Fn(TaskCtx) -> impl Future<Output = Result<T, E>>`, `E: Into<TaskError>` | — | a compute task's body, run once per attempt |
-    //! | `value` | `T` | — | a static output (evaluated at every render, stored when the task runs) |
-    //! | children / `prompt` | `impl Display` | empty | the prompt of an agent task: text literals and `{expr}` children, in order |
-    //! | `retries` | `u32` | `0` | extra attempts after a failed attempt or an output that does not parse as `T` (the error is appended to the next prompt) |
-    //! | `timeout` | [`Duration`](std::time::Duration) | none | per-attempt limit; a timed-out attempt fails (and is retried within `retries`) |
-    //! | `skip_if` | `bool` | `false` | record the task as skipped, with no output |
-    //! | `continue_on_fail` | `bool` | `false` | a failure does not fail the run; the node stays `failed` and its dependants go on |
-    //! | `needs_approval` | `bool` | `false` | wait for `smithers approve RUN NODE` before running ([`approvals_and_cache`](super::approvals_and_cache)) |
-    //! | `label` | `impl Into<String>` | none | display label |
-    //! | `meta` | `impl Serialize` | none | free-form metadata kept on the node |
-    //!
-    //! Exactly one of `agent`, `run` and `value` is given. Children are prompt parts: text and
-    //! `{expr}` where `expr: Display`; a tag inside a `<Task>` is a compile error.
-    //!
-    //! ```
-    //! use smithers::prelude::*;
-    //! use smithers::agents::ScriptedAgent;
-    //!
-    //! #[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug)]
-    //! struct Review { approved: bool, feedback: String }
-    //! const REVIEW: Ref<Review> = Ref::new("review");
-    //!
-    //! let file = "src/lib.rs";
-    //! let tree = workflow! {
-    //!     <Workflow name="review">
-    //!         <Task id=REVIEW agent={ScriptedAgent::new()} retries=2 timeout={Duration::from_secs(600)}
-    //!               continue_on_fail label="first review" meta={serde_json::json!({"team": "core"})}>
-    //!             "Review " {file} " and say whether it is ready."
-    //!         </Task>
-    //!         <Task id="count" output=Review skip_if={file.is_empty()} needs_approval
-    //!               run={|_t| async move { Ok::<_, String>(Review { approved: true, feedback: String::new() }) }} />
-    //!     </Workflow>
-    //! };
-    //! assert!(tree.to_tree_string().contains(
-    //!     "<Task id=\"review\" output=Review agent=scripted retries=2 timeout=600s continue_on_fail />"));
-    //! ```
-    //!
-    //! ## `<Sequence>`: children in order
-    //!
-    //! | prop | type | default | meaning |
-    //! | --- | --- | --- | --- |
-    //! | `skip_if` | `bool` | `false` | skip every task inside |
-    //! | `label` | `impl Into<String>` | none | display label |
-    //!
-    //! Children: nodes. The next child starts when the previous one is terminal (finished,
-    //! skipped, or failed with `continue_on_fail`).
-    //!
-    //! ## `<Parallel>`: children at once
-    //!
-    //! | prop | type | default | meaning |
-    //! | --- | --- | --- | --- |
-    //! | `max_concurrency` | `usize` | unbounded (only the run-wide limit) | tasks of this group running at once |
-    //! | `skip_if` | `bool` | `false` | skip every task inside |
-    //! | `label` | `impl Into<String>` | none | display label |
-    //!
-    //! Children: nodes, all runnable together; the group is done when every child is terminal.
-    //! Children are plain iterators, so a fan-out is `{files.iter().map(|f| workflow! {..})}`.
-    //!
-    //! ```
-    //! use smithers::prelude::*;
-    //! # #[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug)] struct Size { bytes: u64 }
-    //! let files = ["a.rs", "b.rs", "c.rs"];
-    //! let tree = workflow! {
-    //!     <Workflow name="sizes">
-    //!         <Sequence label="measure" skip_if=false>
-    //!             <Parallel max_concurrency=2>
-    //!                 {files.iter().map(|f| workflow! {
-    //!                     <Task id={format!("size:{f}")} output=Size value={Size { bytes: f.len() as u64 }} />
-    //!                 })}
-    //!             </Parallel>
-    //!         </Sequence>
-    //!     </Workflow>
-    //! };
-    //! assert_eq!(tree.to_tree_string().matches("<Task").count(), 3);
-    //! ```
-    //!
-    //! ## `<Ralph>`: a loop
-    //!
-    //! | prop | type | default | meaning |
-    //! | --- | --- | --- | --- |
-    //! | `id` | [`LoopRef`](crate::LoopRef) or string | `"ralph"` ([`LoopRef::DEFAULT`](crate::LoopRef::DEFAULT)) | the loop's id; its counter is persisted under it. Give each loop its own when there are several |
-    //! | `until` | `bool` | `false` | stop condition, read at every render; when the children are all terminal and it is false, the loop runs them again |
-    //! | `max_iterations` | `u32` | `5` | iterations of one pass at most |
-    //! | `on_max_reached` | `ReturnLast` or `Fail` ([`OnMaxReached`](crate::OnMaxReached)) | `ReturnLast` | at the limit: complete with the last iteration's outputs, or fail the run |
-    //! | `skip_if` | `bool` | `false` | skip the loop |
-    //!
-    //! Children: nodes, run in sequence in each iteration. See [`loops`](super::loops).
-    //!
-    //! ```
-    //! use smithers::prelude::*;
-    //! # #[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug)] struct Guess { n: i64 }
-    //! const GUESS: Ref<Guess> = Ref::new("guess");
-    //! const GUESS_LOOP: LoopRef = LoopRef::new("guessing");
-    //! fn guess(ctx: &Ctx<()>) -> Node {
-    //!     let it = ctx.iteration(GUESS_LOOP);
-    //!     let done = ctx.latest(GUESS).is_some_and(|g| g.n >= 3);
-    //!     workflow! {
-    //!         <Workflow name="guess">
-    //!             <Ralph id=GUESS_LOOP until={done} max_iterations=10 on_max_reached=Fail>
-    //!                 <Task id=GUESS value={Guess { n: i64::from(it) + 1 }} />
-    //!             </Ralph>
-    //!         </Workflow>
-    //!     }
-    //! }
-    //! # let tree = guess(&Ctx::empty(()));
-    //! # assert!(tree.to_tree_string().contains("<Ralph id=\"guessing\" until=false max_iterations=10 on_max_reached=Fail>"));
-    //! ```
-    //!
-    //! ## `<Branch>`: one of two arms
-    //!
-    //! | prop | type | default | meaning |
-    //! | --- | --- | --- | --- |
-    //! | `if` | `bool` | `false` | which arm is mounted: the first child (or `then`) when true, else the second (or `else`) |
-    //! | `then` | a node, `Option<Node>` or iterator of nodes | the first child | the arm mounted when `if` holds |
-    //! | `else` | a node, `Option<Node>` or iterator of nodes | the second child | the arm mounted otherwise |
-    //!
-    //! Children: at most two nodes (then, else). Only the chosen arm is mounted: its tasks run,
-    //! the other arm's do not; a running task whose arm is unmounted by a later render is
-    //! cancelled. Both arms may use the same ids.
-    //!
-    //! ```
-    //! use smithers::prelude::*;
-    //! # #[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug)] struct Note { text: String }
-    //! let big = true;
-    //! let tree = workflow! {
-    //!     <Workflow name="branch">
-    //!         <Branch if={big}>
-    //!             <Task id="plan" output=Note value={Note { text: "split it".into() }} />
-    //!             <Task id="plan" output=Note value={Note { text: "do it".into() }} />
-    //!         </Branch>
-    //!     </Workflow>
-    //! };
-    //! assert!(tree.to_tree_string().contains("<else unmounted>"));
-    //! ```
-    //!
-    //! ## `<Phase>` and `<Step>`
-    //!
-    //! | prop | type | default | meaning |
-    //! | --- | --- | --- | --- |
-    //! | `name` | `impl Into<String>` | required | unique name; recorded in the steps table |
-    //! | `skip_if` | `bool` | `false` | skip it (recorded as skipped) |
-    //! | `on_start` | `Fn(&mut HookCtx)` | none | called once when it starts; may set `state` keys |
-    //! | `on_complete` | `Fn(&mut HookCtx)` | none | called once when it completes |
-    //!
-    //! Children: nodes. Phases run in declaration order and only the active phase's children are
-    //! mounted; a step's tasks run in order. See [`phases`](super::phases).
-    //!
-    //! ## Children rules, in short
-    //!
-    //! - `<Task>`: text and `{expr: Display}` (the prompt). No tags.
-    //! - Every other tag: tags and `{expr}` where `expr` is a `Node`, an `Option<Node>` or any
-    //!   `IntoIterator<Item = Node>`. Text there is a compile error.
-    //! - Several roots in one `workflow!` make a fragment (what a component returns).
-}
+pub mod tags;
 
 pub mod tasks {
     //! # Agent, compute and static tasks
@@ -235,7 +40,9 @@ pub mod tasks {
     //!
     //! Which nodes get rows: every task that ran gets a row in `_smithers_nodes` (its status) and
     //! one per attempt in `_smithers_attempts`; a finished task also gets a row in its output
-    //! table; a skipped task gets a `skipped` node row and no attempt. Containers (`Sequence`,
+    //! table; a skipped task (`skip_if` on the task) gets a `skipped` node row and no attempt, while
+    //! the tasks inside a skipped `Sequence`, `Parallel`, `Ralph`, `Phase` or `Step` are not
+    //! mounted and get no rows. Containers (`Sequence`,
     //! `Parallel`, `Branch`) get no rows; loops get one row in `_smithers_ralph`; phases and steps
     //! get rows in `_smithers_steps`.
     //!
@@ -490,31 +297,48 @@ pub mod phases {
     //! a step's agent attempts. `on_start` / `on_complete` hooks run once per transition and
     //! may set `state` keys, persisted with the transition.
     //!
+    //! **Skipping by name** (seed 004's `SKIP_PHASES`). A workflow binary started with
+    //! `--skip-phase NAME` (repeatable, or `--skip-phase a,b`), or with
+    //! `SMITHERS_SKIP_PHASES=a,b` in its environment, skips every `<Phase>` and `<Step>` of
+    //! those names as if it had `skip_if` (its row says `skipped`, nothing inside runs), and
+    //! the workflow reads the names with [`ctx.skips(name)`](crate::Ctx::skips) to skip other
+    //! things by name, such as a task. `graph` takes the flag too. It is a setting of the
+    //! process, as the environment variable is in Smithers, not of the run: give it again to
+    //! `resume` (the environment variable does that by itself), or a skipped phase that has not
+    //! been passed yet runs. In code and tests it is
+    //! [`EngineOptions::skip_phases`](smithers_core::engine::EngineOptions::skip_phases).
+    //!
     //! ```
     //! use smithers::prelude::*;
     //! use smithers::testing::WorkflowTest;
     //! # #[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug)] struct Done { ok: bool }
-    //! fn phased(_ctx: &Ctx<()>) -> Node {
+    //! fn release(ctx: &Ctx<()>) -> Node {
     //!     workflow! {
-    //!         <Workflow name="phased">
-    //!             <Phase name="build" on_start={|h| h.set_state("phase", "build")}>
-    //!                 <Step name="compile">
-    //!                     <Task id="build:compile" output=Done value={Done { ok: true }} />
-    //!                 </Step>
+    //!         <Workflow name="release">
+    //!             <Phase name="build">
+    //!                 <Task id="build:compile" output=Done value={Done { ok: true }} />
+    //!                 <Task id="build:refactor" output=Done skip_if={ctx.skips("refactor")} value={Done { ok: true }} />
     //!             </Phase>
-    //!             <Phase name="docs" skip_if=true>
+    //!             <Phase name="docs">
     //!                 <Task id="docs:write" output=Done value={Done { ok: true }} />
+    //!             </Phase>
+    //!             <Phase name="publish">
+    //!                 <Task id="publish:upload" output=Done value={Done { ok: true }} />
     //!             </Phase>
     //!         </Workflow>
     //!     }
     //! }
     //! # #[tokio::main(flavor = "current_thread")] async fn main() {
-    //! let run = WorkflowTest::new(phased).run(()).await.unwrap();
+    //! // As `release run --skip-phase docs,refactor` (or SMITHERS_SKIP_PHASES=docs,refactor).
+    //! let test = WorkflowTest::new(release)
+    //!     .options(|o| o.skip_phases = vec!["docs".into(), "refactor".into()]);
+    //! let run = test.run(()).await.unwrap();
     //! let phases = run.query("SELECT name, status FROM _smithers_phases WHERE run_id = ?1 ORDER BY phase_id");
     //! let phases: Vec<String> = phases.iter().map(|r| format!("{} {}", r[0], r[1])).collect();
-    //! assert_eq!(phases, [r#""build" "completed""#, r#""docs" "skipped""#]);
-    //! let steps = run.query("SELECT step_id, name, phase, status FROM _smithers_steps WHERE run_id = ?1");
-    //! assert_eq!(steps[0][1..], [serde_json::json!("compile"), "build".into(), "completed".into()]);
+    //! assert_eq!(phases, [r#""build" "completed""#, r#""docs" "skipped""#, r#""publish" "completed""#]);
+    //! let ran = run.query("SELECT node_id, status FROM _smithers_nodes WHERE run_id = ?1 ORDER BY node_id");
+    //! let ran: Vec<String> = ran.iter().map(|r| format!("{} {}", r[0], r[1])).collect();
+    //! assert_eq!(ran, [r#""build:compile" "finished""#, r#""build:refactor" "skipped""#, r#""publish:upload" "finished""#]);
     //! # }
     //! ```
 }
@@ -552,51 +376,7 @@ pub mod agents {
     //! ```
 }
 
-pub mod errors {
-    //! # Errors you will meet
-    //!
-    //! **At compile time** (each has a case in `tests/ui/`):
-    //!
-    //! | mistake | error |
-    //! | --- | --- |
-    //! | unknown tag `<Paralel>` | names the tag and suggests `Parallel` |
-    //! | unknown prop, camelCase prop (`maxIterations`) | at the prop; suggests `max_iterations` |
-    //! | duplicate prop | at the second one |
-    //! | `<Task>` without `id`, or string id without `output` | names what to add |
-    //! | `output=T` where `T` is not an `Output` | "`T` is not a workflow output; add `#[derive(Output)]`" |
-    //! | `id=REF` (a `Ref<A>`) with `output=B` | the id's output type disagrees with the task's `output` |
-    //! | a prop of the wrong type | rustc's type error at the prop |
-    //! | text inside a container | text is only a `<Task>`'s prompt |
-    //! | mismatched closing tag | at the closing tag |
-    //! | component prop missing / unknown / of the wrong type | names the prop |
-    //! | `#[prompt]` file missing, unknown placeholder, struct literal missing a field | names the file |
-    //!
-    //! **When a run starts or renders** ([`Error`](crate::Error), with a stable
-    //! [`code`](crate::Error::code)):
-    //!
-    //! | code | meaning | what to do |
-    //! | --- | --- | --- |
-    //! | `E_DUPLICATE_NODE_ID` | two mounted nodes share an id | make ids unique (prefix by phase or file) |
-    //! | `E_INVALID_NODE_ID` | an id that is empty, too long or has control characters | fix the id |
-    //! | `E_UNKNOWN_LOOP` | `ctx.iteration(L)` of a loop the tree does not have | give the same `LoopRef` to `<Ralph id=..>` |
-    //! | `E_MISSING_OUTPUT` | `ctx.output(REF)` before the node has an output in this iteration | use `output_maybe` or `latest` |
-    //! | `E_OUTPUT_TYPE` | a stored output read as another type | read it with its `output` type |
-    //! | `E_SCHEMA_CHANGED` | a field removed or retyped since the table was made | rename the table (`#[output(table = "..")]`) or migrate the rows |
-    //! | `E_INVALID_INPUT` | the input does not deserialise as the workflow's input type | fix `--input` |
-    //!
-    //! **How a run ends** (status `failed`, error in `_smithers_runs.error`):
-    //! `node `x` failed after N attempt(s): ..` (`E_NODE_FAILED`: the task's last error; add
-    //! `retries` or `continue_on_fail`), `loop `l` reached max_iterations (n) ..`
-    //! (`E_MAX_ITERATIONS`, with `on_max_reached=Fail`), "the workflow function panicked while
-    //! rendering: ..", "no task can start and none is running; the workflow is stuck". Operating
-    //! a run: `E_LEASE_HELD` (another process drives it; exit code 3), `E_RUN_DONE` (resuming
-    //! a finished run), `E_RUN_NOT_FOUND`, `E_CANCELLED` (`resume` continues it).
-    //!
-    //! **What an attempt's error says** (`_smithers_attempts.error`, and `smithers attempts`):
-    //! an agent reply with no JSON object, or one that does not deserialise as the output type
-    //! (the serde message; the next attempt's prompt carries it), a timeout, a CLI that is not
-    //! installed (named), a non-zero exit with the CLI's last lines.
-}
+pub mod errors;
 
 pub mod database {
     //! # The database

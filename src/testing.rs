@@ -79,14 +79,28 @@ where
             SqliteStore::open(&db, Durability::Off)
                 .unwrap_or_else(|e| panic!("cannot create the test database: {e}")),
         );
-        let engine = Engine::new(store.clone(), workflow).with_options(EngineOptions {
-            vcs_snapshots: false,
-            ..EngineOptions::default()
-        });
+        let engine = Engine::new(store.clone(), workflow).with_options(test_options());
         WorkflowTest {
             dir: Arc::new(dir),
             store,
             engine,
+        }
+    }
+
+    /// Another workflow on this test's database: a changed version of the workflow (does it
+    /// resume the old one's runs? what does a changed output type do?) or a second workflow
+    /// beside it. It starts with the options [`WorkflowTest::new`] sets, not this one's.
+    pub fn with_workflow<J>(
+        &self,
+        workflow: impl Fn(&Ctx<J>) -> Node + Send + Sync + 'static,
+    ) -> WorkflowTest<J>
+    where
+        J: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        WorkflowTest {
+            dir: self.dir.clone(),
+            store: self.store.clone(),
+            engine: Engine::new(self.store.clone(), workflow).with_options(test_options()),
         }
     }
 
@@ -129,6 +143,14 @@ where
             db: self.db_path(),
             _dir: self.dir.clone(),
         }
+    }
+}
+
+/// The engine options of a test: no git snapshots (a test's agents edit nothing).
+fn test_options() -> EngineOptions {
+    EngineOptions {
+        vcs_snapshots: false,
+        ..EngineOptions::default()
     }
 }
 

@@ -269,3 +269,101 @@ async fn db_copy_moves_a_whole_sqlite_database_into_postgres() {
     drop(client);
     schema.drop().await;
 }
+
+/// Time travel from the `smithers` binary on PostgreSQL: `rewind` cuts a run at a frame and
+/// the workflow binary's `resume` re-runs what was cut; `fork` copies a run up to a frame into
+/// a new run that `resume --run-id NEW` finishes, leaving the parent as it was.
+#[tokio::test]
+async fn rewind_and_fork_work_from_the_smithers_binary_on_postgres() {
+    let Some(schema) = PgSchema::create("rewind_and_fork_work_from_the_smithers").await else {
+        return;
+    };
+    let db = schema.url.as_str();
+    let hello_cmd = |args: &[&str]| {
+        let args: Vec<String> = ["hello", "--quiet", "--db", db]
+            .iter()
+            .chain(args)
+            .map(|s| s.to_string())
+            .collect();
+        main_from(args, hello)
+    };
+    assert_eq!(
+        hello_cmd(&["run", "--run-id", "r1"]).await,
+        ExitCode::SUCCESS
+    );
+    let attempts = |run: &str| -> Vec<(String, u64)> {
+        let v = json(&smithers(&["--db", db, "status", run, "--json"], None));
+        v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                (
+                    n["node_id"].as_str().unwrap().to_owned(),
+                    n["attempts"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let status = |run: &str| {
+        json(&smithers(&["--db", db, "status", run, "--json"], None))["run"]["status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(attempts("r1"), [("greet".into(), 1), ("count".into(), 2)]);
+
+    // Fork at frame 2 (`count` mounted, `greet` done): the fork runs only `count`.
+    let o = smithers(&["--db", db, "fork", "r1", "--frame", "2"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let fork = out
+        .strip_prefix("run ")
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no run id in {out}"))
+        .to_owned();
+    assert!(out.contains("forked from run r1 at frame 2"), "{out}");
+    assert_eq!(status(&fork), "cancelled");
+    assert_eq!(
+        hello_cmd(&["resume", "--run-id", &fork]).await,
+        ExitCode::SUCCESS
+    );
+    assert_eq!(status(&fork), "finished");
+    let forked = attempts(&fork);
+    assert_eq!(
+        forked.iter().find(|n| n.0 == "greet").map(|n| n.1),
+        Some(1),
+        "the fork kept `greet` from its parent: {forked:?}"
+    );
+
+    // Rewind the parent to frame 1 (before `greet` ran): both nodes run again on resume.
+    let o = smithers(&["--db", db, "rewind", "r1", "--frame", "1"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        out.contains("steps now inactive: none; nodes to re-run: 2"),
+        "{out}"
+    );
+    assert_eq!(status("r1"), "cancelled");
+    let events = json_lines(&smithers(&["--db", db, "events", "r1", "--json"], None));
+    assert!(
+        events.iter().any(|e| e.to_string().contains("run_rewound")),
+        "{events:?}"
+    );
+    assert_eq!(
+        hello_cmd(&["resume", "--run-id", "r1"]).await,
+        ExitCode::SUCCESS
+    );
+    assert_eq!(status("r1"), "finished");
+    assert_eq!(attempts("r1"), [("greet".into(), 2), ("count".into(), 3)]);
+
+    // A frame the run never had is refused by name.
+    let o = smithers(&["--db", db, "rewind", "r1", "--frame", "9"], None);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("run `r1` has no frame 9"),
+        "{}",
+        stderr(&o)
+    );
+    schema.drop().await;
+}

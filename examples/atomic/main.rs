@@ -7,8 +7,9 @@
 //! Every step is three files: the component (`implement/mod.rs`), its output schema
 //! (`implement/schema.rs`) and its Markdown prompt template (`implement/prompt.md`), checked at
 //! compile time. Node ids are prefixed by the phase (`parser:implement`) so several phases can
-//! share a loop; `skip_phases` skips steps by name (`["refactor"]`), as `SKIP_PHASES` does in
-//! Smithers workflows.
+//! share a loop; `skip_phases` in the input (`["refactor"]`), or `--skip-phase refactor` /
+//! `SMITHERS_SKIP_PHASES=refactor` on the command line, skips steps by name, as `SKIP_PHASES`
+//! does in Smithers workflows.
 //!
 //! ```text
 //! cargo run --example atomic -- run --input '{"phase": "parser", "goal": "parse INI files",
@@ -168,7 +169,8 @@ pub(crate) fn atomic(ctx: &Ctx<Input>, agents: &Agents) -> Node {
     let review = ctx.output_maybe::<Review>(node_id(phase, "review"));
     let approved = review.as_ref().is_some_and(|r| r.approved);
     let issues = review.map(|r| r.issues).unwrap_or_default();
-    let skip = |step: &str| input.skip_phases.iter().any(|s| s == step);
+    // Skipped by the input, or by `--skip-phase NAME` / `SMITHERS_SKIP_PHASES` (`ctx.skips`).
+    let skip = |step: &str| input.skip_phases.iter().any(|s| s == step) || ctx.skips(step);
     workflow! {
         <Workflow name="atomic">
             <Ralph id=UNITS until={done} max_iterations={input.max_units} on_max_reached=Fail>

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
-use smithers_core::AgentError;
+use smithers_core::{AgentError, TaskError};
 
 /// Options shared by every CLI agent: which binary, where, with what model, system prompt, extra
 /// arguments and environment, and our own timeouts.
@@ -179,8 +179,12 @@ pub(crate) fn temp_file(
     contents: &str,
     what: &str,
 ) -> Result<tempfile::NamedTempFile, AgentError> {
-    let io_error =
-        |e: std::io::Error| AgentError::retryable(format!("cannot write the {what} file: {e}"));
+    let io_error = |e: std::io::Error| {
+        AgentError::from(TaskError::io(
+            format_args!("cannot write the {what} file"),
+            &e,
+        ))
+    };
     let mut file = tempfile::Builder::new()
         .prefix(prefix)
         .suffix(suffix)

@@ -268,9 +268,12 @@ struct Capture {
 
 fn capture(stream: &str, binary: &str) -> Result<Capture, AgentError> {
     let io_error = |e: io::Error| {
-        AgentError::retryable(format!(
-            "cannot create the file capturing the {stream} of `{binary}` in {}: {e}",
-            std::env::temp_dir().display()
+        AgentError::from(TaskError::io(
+            format_args!(
+                "cannot create the file capturing the {stream} of `{binary}` in {}",
+                std::env::temp_dir().display()
+            ),
+            &e,
         ))
     };
     let file = tempfile::Builder::new()

@@ -66,6 +66,8 @@ pub struct Ctx<I> {
     /// The loop ids this render read a counter of, checked against the rendered tree.
     loop_reads: Mutex<Vec<String>>,
     reads: Mutex<Reads>,
+    /// The phase and step names this process was told to skip (`--skip-phase`).
+    skip_phases: Arc<[String]>,
 }
 
 impl<I> Ctx<I> {
@@ -76,7 +78,30 @@ impl<I> Ctx<I> {
             state_writes: Arc::default(),
             loop_reads: Mutex::default(),
             reads: Mutex::default(),
+            skip_phases: Arc::from(Vec::new()),
         }
+    }
+
+    /// The names to skip (see [`Ctx::skips`]).
+    #[must_use]
+    pub(crate) fn with_skip_phases(mut self, names: &[String]) -> Self {
+        if !names.is_empty() {
+            self.skip_phases = Arc::from(names);
+        }
+        self
+    }
+
+    /// The phase and step names this run is told to skip: `--skip-phase NAME` (repeatable) or
+    /// `SMITHERS_SKIP_PHASES=a,b` on a workflow binary, [`EngineOptions::skip_phases`](crate::engine::EngineOptions::skip_phases)
+    /// in code. The engine skips every `<Phase>` and `<Step>` of those names itself; read them
+    /// here to skip other things by name (`skip_if={ctx.skips("refactor")}` on a task).
+    pub fn skip_phases(&self) -> &[String] {
+        &self.skip_phases
+    }
+
+    /// Whether `name` is one of [`Ctx::skip_phases`].
+    pub fn skips(&self, name: &str) -> bool {
+        self.skip_phases.iter().any(|s| s == name)
     }
 
     /// A context over no persisted state (for `graph` before a run, and for tests).

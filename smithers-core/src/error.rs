@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use crate::model::RunStatus;
+
 /// The result type of smithers-core.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -10,14 +12,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The SQLite database could not be opened or queried.
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-
-    /// A PostgreSQL statement failed.
-    #[cfg(feature = "postgres")]
-    #[error("PostgreSQL error: {}", postgres_message(.0))]
-    Postgres(#[from] tokio_postgres::Error),
+    /// A database statement failed. Backend-neutral: what the engine acts on is
+    /// [`StoreError::kind`]; the backend's own error is its [`source`](std::error::Error::source).
+    #[error(transparent)]
+    Store(#[from] StoreError),
 
     /// A database server could not be used: it cannot be reached, refused the login, has no
     /// such database, or its URL does not parse. `target` names host, port and database.
@@ -212,7 +210,7 @@ pub enum Error {
         /// The run.
         run_id: String,
         /// Its status.
-        status: String,
+        status: RunStatus,
     },
 
     /// The workflow input is not valid for the workflow's input type.
@@ -253,45 +251,249 @@ pub enum Error {
     #[error("json error: {0}")]
     Json(#[from] serde_json::Error),
 
-    /// Anything else, with its message.
+    /// A run that did not finish (from [`RunReport::into_result`]).
+    ///
+    /// [`RunReport::into_result`]: crate::engine::RunReport::into_result
+    #[error("run `{run_id}` {status}: {}", .error.as_deref().unwrap_or("no error recorded"))]
+    RunNotFinished {
+        /// The run.
+        run_id: String,
+        /// The status it stopped with.
+        status: RunStatus,
+        /// The error it recorded, if any.
+        error: Option<String>,
+    },
+
+    /// Nothing can start and nothing is running, yet the run is not complete.
+    #[error("no task can start and none is running; the workflow is stuck")]
+    Stuck,
+
+    /// The workflow function panicked while rendering.
+    #[error("the workflow function panicked while rendering: {0}")]
+    RenderPanicked(String),
+
+    /// A worker's drive of a run panicked (the worker goes on with its other runs).
+    #[error("the drive of run `{run_id}` panicked: {message}")]
+    DrivePanicked {
+        /// The run.
+        run_id: String,
+        /// The panic's message.
+        message: String,
+    },
+
+    /// The run has no step with this id.
+    #[error("run `{run_id}` has no step {step_id}; `smithers steps {run_id}` lists them")]
+    StepNotFound {
+        /// The run.
+        run_id: String,
+        /// The step id asked for.
+        step_id: i64,
+    },
+
+    /// The run has no frame with this number.
+    #[error("run `{run_id}` has no frame {frame}; `smithers frames {run_id} --all` lists them")]
+    FrameNotFound {
+        /// The run.
+        run_id: String,
+        /// The frame asked for.
+        frame: u32,
+    },
+
+    /// An approval was decided for a node that has none pending (in that iteration).
+    #[error("node `{node_id}` of run `{run_id}` has no pending approval{}; `smithers status {run_id}` shows what the run waits for", .iteration.map(|i| format!(" in iteration {i}")).unwrap_or_default())]
+    NoPendingApproval {
+        /// The run.
+        run_id: String,
+        /// The node.
+        node_id: String,
+        /// The iteration asked for, if one was.
+        iteration: Option<u32>,
+    },
+
+    /// An approval was decided without an iteration for a node pending in several.
+    #[error("node `{node_id}` waits for approval in iterations {iterations:?}; pass --iteration")]
+    AmbiguousApproval {
+        /// The node.
+        node_id: String,
+        /// The iterations waiting.
+        iterations: Vec<u32>,
+    },
+
+    /// A node has no working-copy snapshot to revert to, or a step none to roll back to or diff.
     #[error("{0}")]
-    Other(String),
+    NoSnapshot(String),
+
+    /// A rollback, rewind or diff was refused before anything changed (the working copy has
+    /// later changes, a snapshot was garbage-collected, the step is inactive...).
+    #[error("{0}")]
+    TimeTravelRefused(String),
+
+    /// A git or jj command failed.
+    #[error(transparent)]
+    Vcs(#[from] VcsError),
+
+    /// A price catalog cannot be read or is not valid.
+    #[error("{0}")]
+    PriceCatalog(String),
+
+    /// `smithers db copy` refused or failed; nothing was copied.
+    #[error("{0}")]
+    Copy(String),
+
+    /// A stored record cannot be read back (a timestamp that is not RFC 3339, ...): the
+    /// database was edited or is damaged.
+    #[error("{0}")]
+    InvalidRecord(String),
+
+    /// What was asked is not available with this store or this build.
+    #[error("{0}")]
+    Unsupported(String),
+
+    /// A command-line argument that cannot be acted on.
+    #[error("{0}")]
+    InvalidArgument(String),
+
+    /// A state the code rules out was reached: a bug of smithers.
+    #[error("internal error: {0}; this is a bug of smithers, please report it")]
+    Internal(String),
 }
 
-/// A tokio-postgres error with its causes: the server's message, detail and hint, or the I/O
-/// error under "error connecting to server".
-#[cfg(feature = "postgres")]
-pub(crate) fn postgres_message(e: &tokio_postgres::Error) -> String {
-    if let Some(db) = e.as_db_error() {
-        let mut m = format!("{} ({})", db.message(), db.code().code());
-        if let Some(d) = db.detail() {
-            m.push_str(&format!("; {d}"));
-        }
-        if let Some(h) = db.hint() {
-            m.push_str(&format!("; hint: {h}"));
-        }
-        return m;
+/// What a snapshot failure (`vcs`) says: which command, in which directory, and the tool's message.
+#[derive(Debug, thiserror::Error)]
+#[error("{tool} {command} in `{dir}` failed: {message}")]
+pub struct VcsError {
+    /// `git` or `jj`.
+    pub tool: &'static str,
+    /// The subcommand.
+    pub command: String,
+    /// The working directory.
+    pub dir: PathBuf,
+    /// stderr of the tool, or the spawn error.
+    pub message: String,
+}
+
+/// What kind of failure a [`StoreError`] is: what the engine (or an operator) does about it
+/// depends on this, never on the backend's own error type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// Another writer holds a lock, or the transaction lost a serialization race: trying again
+    /// later may succeed.
+    Busy,
+    /// The disk holding the database is full: trying again once there is room may succeed.
+    DiskFull,
+    /// A constraint (unique, foreign key, not null, check) refused the write.
+    Constraint,
+    /// A table, column or type is not what the statement expects: the schema differs from
+    /// what this binary knows.
+    Schema,
+    /// The database is not a database, or is damaged.
+    Damaged,
+    /// The connection to the database was lost or could not be used.
+    Connection,
+    /// Any other failure of the backend.
+    Other,
+}
+
+impl StoreErrorKind {
+    /// Whether trying the same statement again later may succeed (busy, full disk, lost
+    /// connection), as opposed to a failure that repeats until something is changed.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            StoreErrorKind::Busy | StoreErrorKind::DiskFull | StoreErrorKind::Connection
+        )
     }
-    let mut m = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !m.contains(&text) {
-            m.push_str(": ");
-            m.push_str(&text);
+}
+
+/// Which store backend an error came from; names the backend in the message and in
+/// [`Error::code`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreBackend {
+    /// The embedded SQLite store.
+    Sqlite,
+    /// The PostgreSQL store.
+    Postgres,
+}
+
+/// A failed database statement, with no backend type in its signature: the engine acts on
+/// [`kind`](StoreError::kind), and the backend's error (`rusqlite::Error`,
+/// `tokio_postgres::Error`) is kept, boxed, as the [`source`](std::error::Error::source).
+#[derive(Debug)]
+pub struct StoreError {
+    backend: StoreBackend,
+    kind: StoreErrorKind,
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl StoreError {
+    /// An error of `backend` of `kind`; `message` is the backend's message with its causes, as
+    /// the user reads it.
+    pub fn new(
+        backend: StoreBackend,
+        kind: StoreErrorKind,
+        message: impl Into<String>,
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        StoreError {
+            backend,
+            kind,
+            message: message.into(),
+            source,
         }
-        source = s.source();
     }
-    m
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
+    }
+
+    /// The backend that failed.
+    pub fn backend(&self) -> StoreBackend {
+        self.backend
+    }
+
+    /// The backend's message (without the `database error:` prefix).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The same failure with `message` in place of the backend's (for a caller that knows
+    /// better what failed, such as a `COMMIT`); kind and source are kept.
+    #[must_use]
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.backend {
+            StoreBackend::Sqlite => write!(f, "database error: {}", self.message),
+            StoreBackend::Postgres => write!(f, "PostgreSQL error: {}", self.message),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
 }
 
 impl Error {
     /// A stable, machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
-            Error::Sqlite(_) => "E_SQLITE",
-            #[cfg(feature = "postgres")]
-            Error::Postgres(_) => "E_POSTGRES",
+            Error::Store(e) => match e.backend {
+                StoreBackend::Sqlite => "E_SQLITE",
+                StoreBackend::Postgres => "E_POSTGRES",
+            },
             Error::Connect { .. } => "E_CONNECT",
             Error::SchemaNewer { .. } => "E_SCHEMA_NEWER",
             Error::OpenDb { .. } => "E_OPEN_DB",
@@ -319,7 +521,23 @@ impl Error {
             Error::Cancelled(_) => "E_CANCELLED",
             Error::StoreClosed(_) => "E_STORE_CLOSED",
             Error::Json(_) => "E_JSON",
-            Error::Other(_) => "E_OTHER",
+            Error::RunNotFinished { .. } => "E_RUN_NOT_FINISHED",
+            Error::Stuck => "E_STUCK",
+            Error::RenderPanicked(_) => "E_RENDER_PANICKED",
+            Error::DrivePanicked { .. } => "E_DRIVE_PANICKED",
+            Error::StepNotFound { .. } => "E_STEP_NOT_FOUND",
+            Error::FrameNotFound { .. } => "E_FRAME_NOT_FOUND",
+            Error::NoPendingApproval { .. } => "E_NO_PENDING_APPROVAL",
+            Error::AmbiguousApproval { .. } => "E_AMBIGUOUS_APPROVAL",
+            Error::NoSnapshot(_) => "E_NO_SNAPSHOT",
+            Error::TimeTravelRefused(_) => "E_TIME_TRAVEL_REFUSED",
+            Error::Vcs(_) => "E_VCS",
+            Error::PriceCatalog(_) => "E_PRICE_CATALOG",
+            Error::Copy(_) => "E_COPY",
+            Error::InvalidRecord(_) => "E_INVALID_RECORD",
+            Error::Unsupported(_) => "E_UNSUPPORTED",
+            Error::InvalidArgument(_) => "E_INVALID_ARGUMENT",
+            Error::Internal(_) => "E_INTERNAL",
         }
     }
 }
@@ -378,9 +596,55 @@ impl From<&str> for TaskError {
 }
 
 impl From<std::io::Error> for TaskError {
+    /// Retryable or terminal by the error's kind: see [`TaskError::io`].
     fn from(e: std::io::Error) -> Self {
-        TaskError::retryable(e.to_string())
+        let retryable = io_is_retryable(e.kind());
+        TaskError {
+            message: e.to_string(),
+            retryable,
+            retry_after: None,
+        }
     }
+}
+
+impl TaskError {
+    /// An I/O error of a task, `context` saying what was being done ("cannot write the prompt
+    /// file"). Retryable when another attempt may succeed (interrupted, timed out, a connection
+    /// reset or refused, a busy resource, a full disk, an unexpected end of a stream, and kinds
+    /// with no better name), terminal when the same call fails the same way until someone changes
+    /// something (not found, permission denied, already exists, invalid input or data,
+    /// unsupported, a read-only file system, a directory where a file was expected...).
+    pub fn io(context: impl std::fmt::Display, e: &std::io::Error) -> Self {
+        TaskError {
+            message: format!("{context}: {e}"),
+            retryable: io_is_retryable(e.kind()),
+            retry_after: None,
+        }
+    }
+}
+
+/// Whether an I/O error of `kind` may go away on another attempt (see [`TaskError::io`]).
+fn io_is_retryable(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind as K;
+    !matches!(
+        kind,
+        K::NotFound
+            | K::PermissionDenied
+            | K::AlreadyExists
+            | K::InvalidInput
+            | K::InvalidData
+            | K::Unsupported
+            | K::ReadOnlyFilesystem
+            | K::IsADirectory
+            | K::NotADirectory
+            | K::DirectoryNotEmpty
+            | K::InvalidFilename
+            | K::FileTooLarge
+            | K::ArgumentListTooLong
+            | K::CrossesDevices
+            | K::TooManyLinks
+            | K::NotSeekable
+    )
 }
 
 impl From<serde_json::Error> for TaskError {
@@ -392,5 +656,59 @@ impl From<serde_json::Error> for TaskError {
 impl From<Error> for TaskError {
     fn from(e: Error) -> Self {
         TaskError::terminal(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Error as IoError, ErrorKind};
+
+    use super::TaskError;
+
+    fn retryable(kind: ErrorKind) -> bool {
+        TaskError::from(IoError::new(kind, "x")).retryable
+    }
+
+    #[test]
+    fn io_errors_that_repeat_until_something_changes_are_terminal() {
+        for kind in [
+            ErrorKind::NotFound,
+            ErrorKind::PermissionDenied,
+            ErrorKind::AlreadyExists,
+            ErrorKind::InvalidInput,
+            ErrorKind::InvalidData,
+            ErrorKind::Unsupported,
+            ErrorKind::ReadOnlyFilesystem,
+            ErrorKind::IsADirectory,
+        ] {
+            assert!(!retryable(kind), "{kind:?} should be terminal");
+        }
+    }
+
+    #[test]
+    fn io_errors_that_may_pass_are_retryable() {
+        for kind in [
+            ErrorKind::Interrupted,
+            ErrorKind::TimedOut,
+            ErrorKind::ConnectionReset,
+            ErrorKind::ConnectionRefused,
+            ErrorKind::BrokenPipe,
+            ErrorKind::UnexpectedEof,
+            ErrorKind::ResourceBusy,
+            ErrorKind::StorageFull,
+            ErrorKind::Other,
+        ] {
+            assert!(retryable(kind), "{kind:?} should be retryable");
+        }
+    }
+
+    #[test]
+    fn an_io_error_in_context_keeps_the_message_and_decides_by_kind() {
+        let e = TaskError::io(
+            "cannot write the prompt file",
+            &IoError::new(ErrorKind::PermissionDenied, "denied"),
+        );
+        assert_eq!(e.message, "cannot write the prompt file: denied");
+        assert!(!e.retryable);
     }
 }

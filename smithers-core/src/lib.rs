@@ -23,7 +23,7 @@ pub use agent::{
 };
 pub use budget::{Budget, OnBudget};
 pub use ctx::{Ctx, StateView};
-pub use error::{Error, Result, TaskError};
+pub use error::{Error, Result, StoreBackend, StoreError, StoreErrorKind, TaskError};
 pub use model::{
     ApprovalStatus, GroupKind, GroupStatus, LoopState, NodeKey, NodeState, NodeStatus, RunStatus,
     Timestamp, Usage,

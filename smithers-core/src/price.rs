@@ -337,7 +337,7 @@ impl PriceCatalog {
     /// with `input`, `output`, `cache_read`, `cache_write`); `origin` names it in errors.
     pub fn merge_toml(&mut self, text: &str, origin: &str) -> crate::Result<()> {
         let file: CatalogFile = toml::from_str(text).map_err(|e| {
-            crate::Error::Other(format!(
+            crate::Error::PriceCatalog(format!(
                 "price catalog `{origin}` is not valid: {}; expected `as_of = \"YYYY-MM-DD\"` and \
                  `[models.\"<model>\"]` tables with `input`, `output` (USD per million tokens) and \
                  optionally `cache_read`, `cache_write`",
@@ -345,9 +345,9 @@ impl PriceCatalog {
             ))
         })?;
         for (model, price) in &file.models {
-            price
-                .check(model)
-                .map_err(|e| crate::Error::Other(format!("price catalog `{origin}`: {e}")))?;
+            price.check(model).map_err(|e| {
+                crate::Error::PriceCatalog(format!("price catalog `{origin}`: {e}"))
+            })?;
         }
         if let Some(as_of) = file.as_of {
             self.as_of = as_of;
@@ -360,7 +360,7 @@ impl PriceCatalog {
     pub fn load_toml(path: impl AsRef<Path>) -> crate::Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| {
-            crate::Error::Other(format!(
+            crate::Error::PriceCatalog(format!(
                 "cannot read the price catalog `{}`: {e}",
                 path.display()
             ))

@@ -37,13 +37,13 @@ fn short(c: &str) -> &str {
 async fn repo_of(run_id: &str, step: &StepRecord, commit: &str) -> Result<Repo> {
     let dir = step.vcs_repo.as_deref().unwrap_or(".");
     let repo = Repo::find(Path::new(dir)).await.ok_or_else(|| {
-        Error::Other(format!(
+        Error::TimeTravelRefused(format!(
             "step {} of run `{run_id}` was snapshotted in `{dir}`, which is no longer a repository; nothing was changed",
             step.step_id
         ))
     })?;
     if !repo.has_commit(commit).await {
-        return Err(Error::Other(format!(
+        return Err(Error::TimeTravelRefused(format!(
             "the snapshot of step {} of run `{run_id}` (commit {commit}) no longer exists in `{}`: it was garbage-collected (were refs under refs/smithers/ deleted?); nothing was changed",
             step.step_id,
             repo.root.display()
@@ -106,7 +106,7 @@ async fn travel_leased(
                     let now = r.working_tree().await.map_err(vcs_err)?;
                     let then = r.tree_of(last_commit).await.map_err(vcs_err)?;
                     if now != then {
-                        return Err(Error::Other(format!(
+                        return Err(Error::TimeTravelRefused(format!(
                             "the working copy of `{}` has changes made after run `{run_id}` (its last snapshot is {} of step {}); commit or stash them, or pass --force (the current files are then snapshotted under refs/smithers/ first); nothing was changed",
                             r.root.display(),
                             short(last_commit),
@@ -155,7 +155,7 @@ async fn travel_leased(
 }
 
 fn vcs_err(e: crate::vcs::VcsError) -> Error {
-    Error::Other(format!("{e}; nothing was changed"))
+    Error::TimeTravelRefused(format!("{e}; nothing was changed"))
 }
 
 /// Rolls run `run_id` back to before step `step_id` (see the module docs).
@@ -170,7 +170,7 @@ pub async fn rollback(
     }
     let step = store.step(run_id, step_id).await?;
     let Some(before) = step.snapshot_before.clone() else {
-        return Err(Error::Other(format!(
+        return Err(Error::NoSnapshot(format!(
             "step {step_id} (`{}`) of run `{run_id}` has no working-copy snapshot (the run was not inside a git or jj repository, or it never started); nothing was changed",
             step.name
         )));
@@ -192,9 +192,10 @@ pub async fn rewind(store: &dyn Store, run_id: &str, frame: u32, force: bool) ->
         return Err(Error::RunNotFound(run_id.to_owned()));
     }
     if store.frame(run_id, Some(frame)).await?.is_none() {
-        return Err(Error::Other(format!(
-            "run `{run_id}` has no frame {frame}; `smithers frames {run_id} --all` lists them"
-        )));
+        return Err(Error::FrameNotFound {
+            run_id: run_id.to_owned(),
+            frame,
+        });
     }
     let seq = frame_seq(store, run_id, frame).await?;
     let steps = store.steps(run_id).await?;
@@ -216,10 +217,9 @@ async fn frame_seq(store: &dyn Store, run_id: &str, frame: u32) -> Result<i64> {
         })
         .map(|e| e.seq)
         .max()
-        .ok_or_else(|| {
-            Error::Other(format!(
-                "run `{run_id}` has no frame {frame}; `smithers frames {run_id} --all` lists them"
-            ))
+        .ok_or_else(|| Error::FrameNotFound {
+            run_id: run_id.to_owned(),
+            frame,
         })
 }
 
@@ -230,7 +230,7 @@ pub async fn diff(store: &dyn Store, run_id: &str, step_id: i64) -> Result<Strin
     }
     let step = store.step(run_id, step_id).await?;
     let (Some(before), Some(after)) = (&step.snapshot_before, &step.snapshot_after) else {
-        return Err(Error::Other(format!(
+        return Err(Error::NoSnapshot(format!(
             "step {step_id} (`{}`) of run `{run_id}` has no {} snapshot (it ran outside a git or jj repository, or has not ended); there is nothing to diff",
             step.name,
             if step.snapshot_before.is_none() { "`before`" } else { "`after`" }
@@ -238,11 +238,9 @@ pub async fn diff(store: &dyn Store, run_id: &str, step_id: i64) -> Result<Strin
     };
     let repo = repo_of(run_id, &step, before).await?;
     if !repo.has_commit(after).await {
-        return Err(Error::Other(format!(
+        return Err(Error::TimeTravelRefused(format!(
             "the `after` snapshot of step {step_id} of run `{run_id}` (commit {after}) no longer exists: it was garbage-collected"
         )));
     }
-    repo.diff(before, after)
-        .await
-        .map_err(|e| Error::Other(e.to_string()))
+    Ok(repo.diff(before, after).await?)
 }

@@ -21,19 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::process::Command;
 
-/// What a snapshot failure says: which command, in which directory, and the tool's message.
-#[derive(Debug, thiserror::Error)]
-#[error("{tool} {command} in `{dir}` failed: {message}")]
-pub struct VcsError {
-    /// `git` or `jj`.
-    pub tool: &'static str,
-    /// The subcommand.
-    pub command: String,
-    /// The working directory.
-    pub dir: PathBuf,
-    /// stderr of the tool, or the spawn error.
-    pub message: String,
-}
+pub use crate::error::VcsError;
 
 /// Which tool a repository's snapshots are taken with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -542,7 +530,7 @@ pub async fn revert(
         .filter(|a| a.node_id == node_id && a.vcs_before.is_some())
         .collect();
     if mine.is_empty() {
-        return Err(crate::Error::Other(format!(
+        return Err(crate::Error::NoSnapshot(format!(
             "node `{node_id}` of run `{run_id}` has no working-copy snapshot: only agents that edit files \
              (the coding-agent CLIs) are snapshotted, inside a git repository"
         )));
@@ -554,7 +542,7 @@ pub async fn revert(
         None => mine.iter().min_by_key(|a| a.attempt),
     }
     .ok_or_else(|| {
-        crate::Error::Other(format!(
+        crate::Error::NoSnapshot(format!(
             "node `{node_id}` of run `{run_id}` has no snapshot for iteration {it}{}",
             attempt
                 .map(|n| format!(", attempt {n}"))
@@ -562,13 +550,11 @@ pub async fn revert(
         ))
     })?;
     let (Some(repo), Some(snap)) = (&chosen.vcs_repo, &chosen.vcs_before) else {
-        return Err(crate::Error::Other(
-            "the snapshot record is incomplete".into(),
-        ));
+        return Err(crate::Error::InvalidRecord(format!(
+            "the snapshot record of node `{node_id}` of run `{run_id}` is incomplete (it names no repository or no commit); the database was edited or is damaged"
+        )));
     };
-    let root = restore(Path::new(repo), snap)
-        .await
-        .map_err(|e| crate::Error::Other(e.to_string()))?;
+    let root = restore(Path::new(repo), snap).await?;
     Ok(Reverted {
         repo: root,
         snapshot: snap.clone(),

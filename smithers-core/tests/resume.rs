@@ -267,7 +267,7 @@ async fn failed_run_resumes_at_the_failed_node() {
         .resume(None)
         .await
     {
-        Err(Error::RunAlreadyDone { status, .. }) => assert_eq!(status, "finished"),
+        Err(Error::RunAlreadyDone { status, .. }) => assert_eq!(status, RunStatus::Finished),
         other => panic!("expected RunAlreadyDone, got {other:?}"),
     }
 }

@@ -634,7 +634,7 @@ async fn fork_copies_the_history_up_to_a_frame_and_runs_the_rest() {
                 .unwrap()
                 .into_iter()
                 .take(2)
-                .map(|f| f.tree)
+                .map(|f| (f.tree, f.structure))
                 .collect::<Vec<_>>()
         }
     };
@@ -899,4 +899,540 @@ fn the_steps_api_works_from_plain_synchronous_code_on_stored_rows() {
         steps.by_run("nope").unwrap_err().to_string(),
         "run `nope` not found in this database; `smithers runs` lists the runs it has"
     );
+}
+
+/// The same time travel on PostgreSQL, each test in a fresh schema of the test server (skipped,
+/// saying so, when none is reachable; a failure under `SMITHERS_REQUIRE_EXTERNAL=1`): the
+/// workflows above, driven by an engine on a `PostgresStore`, resumed from a second store as a
+/// new process would open it.
+mod on_postgres {
+    use super::*;
+    use smithers_core::steps::{StepVcsInfo, Steps};
+    use smithers_core::store::conformance::PgSchema;
+    use smithers_core::store::{PostgresStore, Store};
+
+    struct Pg {
+        schema: PgSchema,
+        store: Arc<dyn Store>,
+        client: tokio_postgres::Client,
+    }
+
+    impl Pg {
+        async fn new(test: &str) -> Option<Pg> {
+            let schema = PgSchema::create(test).await?;
+            let store: Arc<dyn Store> =
+                Arc::new(PostgresStore::connect(&schema.url).await.unwrap());
+            let (client, conn) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            Some(Pg {
+                schema,
+                store,
+                client,
+            })
+        }
+
+        /// A second store on the same database, as a new process would open it.
+        async fn reopen(&self) -> Arc<dyn Store> {
+            Arc::new(PostgresStore::connect(&self.schema.url).await.unwrap())
+        }
+
+        async fn count(&self, sql: &str) -> i64 {
+            self.client.query_one(sql, &[]).await.unwrap().get(0)
+        }
+
+        async fn rows(&self, run: &str) -> Vec<(i64, Option<i64>, String, String, bool)> {
+            self.store
+                .steps(run)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| (s.step_id, s.parent_step_id, s.name, s.status, s.active))
+                .collect()
+        }
+
+        async fn drop(self) {
+            drop(self.client);
+            self.schema.drop().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn rollback_restores_the_files_and_resume_reruns_exactly_the_later_steps() {
+        let Some(pg) = Pg::new("pg_rollback_restores_the_files").await else {
+            return;
+        };
+        let r = repo();
+        let dir = r.path().to_path_buf();
+        let c = counters();
+        let wf = three_steps(dir.clone(), c.clone());
+        let report = Engine::new(pg.store.clone(), wf.clone())
+            .with_options(options(&dir))
+            .run(())
+            .await
+            .unwrap();
+        let run = report.run_id.clone();
+        assert_eq!(report.status, RunStatus::Finished, "{report:?}");
+        let steps = pg.store.steps(&run).await.unwrap();
+        assert!(
+            steps
+                .iter()
+                .all(|s| s.snapshot_before.is_some() && s.snapshot_after.is_some()),
+            "every step is snapshotted before and after: {steps:?}"
+        );
+        assert!(steps.iter().all(|s| s.duration_ms.is_some_and(|d| d >= 0)));
+        assert_eq!(pg.store.phases(&run).await.unwrap()[0].status, "completed");
+
+        let done = timetravel::rollback(&*pg.store, &run, 2, false)
+            .await
+            .unwrap();
+        assert_eq!(done.report.deactivated_steps, [2, 3]);
+        assert_eq!(
+            done.report.reset_nodes,
+            [("b".to_owned(), 0), ("c".to_owned(), 0)]
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+            "start\na\n"
+        );
+        assert_eq!(
+            pg.rows(&run).await,
+            [
+                row(1, None, "one", "completed", true),
+                row(2, Some(1), "two", "completed", false),
+                row(3, Some(2), "three", "completed", false)
+            ]
+        );
+        let rec = pg.store.run(&run).await.unwrap().unwrap();
+        assert_eq!(rec.status, RunStatus::Cancelled);
+        assert_eq!(
+            rec.error.as_deref(),
+            Some("rolled back to before step 2; `resume` re-runs what was cut")
+        );
+        // The rolled-back outputs are kept for audit but no longer read.
+        assert_eq!(
+            pg.store
+                .load(&run)
+                .await
+                .unwrap()
+                .outputs
+                .iter()
+                .map(|o| o.0.as_str())
+                .collect::<Vec<_>>(),
+            ["a"]
+        );
+        let kept = pg
+            .client
+            .query(
+                "SELECT node_id, output_table, output_json FROM _smithers_rolled_back_outputs ORDER BY node_id",
+                &[],
+            )
+            .await
+            .unwrap();
+        let kept: Vec<(String, String, serde_json::Value)> = kept
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                (
+                    "b".into(),
+                    "num".into(),
+                    serde_json::json!({"n": 1, "note": null})
+                ),
+                (
+                    "c".into(),
+                    "num".into(),
+                    serde_json::json!({"n": 1, "note": null})
+                )
+            ]
+        );
+        let nodes = pg.store.nodes(&run).await.unwrap();
+        assert_eq!(
+            nodes
+                .iter()
+                .map(|n| (n.node_id.as_str(), n.status.as_str()))
+                .collect::<Vec<_>>(),
+            [("a", "finished"), ("b", "pending"), ("c", "pending")]
+        );
+
+        let again = Engine::new(pg.reopen().await, wf)
+            .with_options(options(&dir))
+            .resume(Some(&run))
+            .await
+            .unwrap();
+        assert_eq!(again.status, RunStatus::Finished, "{again:?}");
+        assert_eq!(
+            runs(&c),
+            [1, 2, 2],
+            "resume re-ran exactly the rolled-back steps"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+            "start\na\nb\nc\n"
+        );
+        assert_eq!(
+            pg.rows(&run).await,
+            [
+                row(1, None, "one", "completed", true),
+                row(2, Some(1), "two", "completed", false),
+                row(3, Some(2), "three", "completed", false),
+                row(4, Some(1), "two", "completed", true),
+                row(5, Some(4), "three", "completed", true)
+            ]
+        );
+        // Attempt numbering continues; the rolled-back attempts stay for audit.
+        let b: Vec<(i64, bool)> = pg
+            .client
+            .query(
+                "SELECT attempt, rolled_back FROM _smithers_attempts WHERE run_id = $1 AND node_id = 'b' ORDER BY attempt",
+                &[&run],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert_eq!(b, [(1, true), (2, false)]);
+        pg.drop().await;
+    }
+
+    #[tokio::test]
+    async fn rollback_is_refused_while_a_driver_holds_the_run() {
+        let Some(pg) = Pg::new("pg_rollback_is_refused").await else {
+            return;
+        };
+        let r = repo();
+        let dir = r.path().to_path_buf();
+        let run = Engine::new(pg.store.clone(), three_steps(dir.clone(), counters()))
+            .with_options(options(&dir))
+            .run(())
+            .await
+            .unwrap()
+            .run_id;
+        let owner = smithers_core::store::lease_owner();
+        pg.store
+            .acquire_lease(&run, &owner, std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+        let e = timetravel::rollback(&*pg.store, &run, 2, false)
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with(&format!(
+                "run `{run}` is being driven by another process (`{owner}`"
+            )),
+            "{e}"
+        );
+        assert!(pg.rows(&run).await.iter().all(|s| s.4));
+        assert_eq!(
+            pg.store.run(&run).await.unwrap().unwrap().status,
+            RunStatus::Finished
+        );
+        pg.drop().await;
+    }
+
+    #[tokio::test]
+    async fn rewind_to_a_frame_and_fork_from_one() {
+        let Some(pg) = Pg::new("pg_rewind_to_a_frame_and_fork").await else {
+            return;
+        };
+        let c = counters();
+        let engine = Engine::new(pg.store.clone(), branching(c.clone()));
+        let run = engine
+            .run(serde_json::json!({"x": 1}))
+            .await
+            .unwrap()
+            .run_id;
+        assert_eq!(pg.store.frames(&run).await.unwrap().len(), 2);
+
+        // A fork from frame 2 (`b` mounted) keeps `a` and runs `b`; the parent is untouched.
+        let forked = engine
+            .fork(&run, 2, Some(serde_json::json!({"x": 2})))
+            .await
+            .unwrap();
+        assert_eq!(forked.status, RunStatus::Finished, "{forked:?}");
+        assert_eq!(runs(&c), [1, 2, 0], "the fork kept `a` and ran `b`");
+        let rec = pg.store.run(&forked.run_id).await.unwrap().unwrap();
+        assert_eq!(
+            (rec.parent_run_id.as_deref(), rec.parent_frame, rec.input),
+            (Some(run.as_str()), Some(2), serde_json::json!({"x": 2}))
+        );
+        let outputs = |run: String| {
+            let store = pg.store.clone();
+            async move { store.load(&run).await.unwrap().outputs.len() }
+        };
+        assert_eq!(outputs(forked.run_id.clone()).await, 2);
+        assert_eq!(outputs(run.clone()).await, 2, "the parent is untouched");
+        let trees = |run: String| {
+            let store = pg.store.clone();
+            async move {
+                store
+                    .frames(&run)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .take(2)
+                    .map(|f| (f.tree, f.structure))
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(trees(forked.run_id.clone()).await, trees(run.clone()).await);
+        let forked_events = pg.store.events(&forked.run_id, 0).await.unwrap();
+        assert!(
+            forked_events
+                .windows(2)
+                .all(|w| w[0].seq < w[1].seq && w[0].event.at <= w[1].event.at),
+            "the fork's copied events keep their order"
+        );
+        let runs_before = pg.count("SELECT COUNT(*) FROM _smithers_runs").await;
+        let e = engine.fork(&run, 9, None).await.unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!("run `{run}` has no frame 9; `smithers frames {run} --all` lists them")
+        );
+        assert_eq!(
+            pg.count("SELECT COUNT(*) FROM _smithers_runs").await,
+            runs_before,
+            "a refused fork creates nothing"
+        );
+
+        // Rewinding the parent to frame 1 makes both nodes run again.
+        let done = timetravel::rewind(&*pg.store, &run, 1, false)
+            .await
+            .unwrap();
+        assert_eq!(
+            done.report.reset_nodes,
+            [("a".to_owned(), 0), ("b".to_owned(), 0)]
+        );
+        assert_eq!(done.restored, None);
+        let again = engine.resume(Some(&run)).await.unwrap();
+        assert_eq!(again.status, RunStatus::Finished);
+        assert_eq!(runs(&c), [2, 3, 0]);
+        let rewound = pg
+            .count(&format!(
+                "SELECT COUNT(*) FROM _smithers_events WHERE run_id = '{run}' AND kind = 'run_rewound'"
+            ))
+            .await;
+        assert_eq!(rewound, 1);
+        pg.drop().await;
+    }
+
+    #[tokio::test]
+    async fn rolling_back_into_an_earlier_loop_iteration_puts_the_counter_back() {
+        use smithers_core::node::Ralph;
+        let Some(pg) = Pg::new("pg_rolling_back_into_an_earlier_loop").await else {
+            return;
+        };
+        let r = repo();
+        let dir = r.path().to_path_buf();
+        let c = counters();
+        let wf = {
+            let (dir, c) = (dir.clone(), c.clone());
+            move |ctx: &Ctx<()>| {
+                let it = ctx.iteration(smithers_core::LoopRef::DEFAULT);
+                Workflow::new()
+                    .child(
+                        Ralph::new()
+                            .max_iterations(3)
+                            .child(
+                                Step::new()
+                                    .name("pass")
+                                    .child(append("p", &dir, &format!("pass {it}"), &c[0]))
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build()
+            }
+        };
+        let run = Engine::new(pg.store.clone(), wf.clone())
+            .with_options(options(&dir))
+            .run(())
+            .await
+            .unwrap()
+            .run_id;
+        assert_eq!(runs(&c), [3, 0, 0]);
+        let iterations: Vec<u32> = pg
+            .store
+            .steps(&run)
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.iteration)
+            .collect();
+        assert_eq!(iterations, [0, 1, 2]);
+
+        let done = timetravel::rollback(&*pg.store, &run, 2, false)
+            .await
+            .unwrap();
+        assert_eq!(done.report.loops, ["ralph"]);
+        let row = pg
+            .client
+            .query_one(
+                "SELECT iteration, done FROM _smithers_ralph WHERE run_id = $1",
+                &[&run],
+            )
+            .await
+            .unwrap();
+        assert_eq!((row.get::<_, i64>(0), row.get::<_, bool>(1)), (1, false));
+        assert_eq!(
+            std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+            "start\npass 0\n"
+        );
+        let again = Engine::new(pg.reopen().await, wf)
+            .with_options(options(&dir))
+            .resume(Some(&run))
+            .await
+            .unwrap();
+        assert_eq!(again.status, RunStatus::Finished, "{again:?}");
+        assert_eq!(
+            runs(&c),
+            [5, 0, 0],
+            "passes 1 and 2 ran again, pass 0 did not"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+            "start\npass 0\npass 1\npass 2\n"
+        );
+        assert_eq!(
+            pg.rows(&run).await[3..],
+            [
+                super::row(4, Some(1), "pass", "completed", true),
+                super::row(5, Some(4), "pass", "completed", true)
+            ]
+        );
+        pg.drop().await;
+    }
+
+    #[tokio::test]
+    async fn a_step_records_its_agent_config_and_usage_summed_over_attempts() {
+        let Some(pg) = Pg::new("pg_a_step_records_its_agent_config").await else {
+            return;
+        };
+        let agent = Arc::new(Metered(AtomicUsize::new(0)));
+        let wf = move |_ctx: &Ctx<()>| {
+            Workflow::new()
+                .child(
+                    Step::new()
+                        .name("ask")
+                        .child(
+                            Task::<Num>::new()
+                                .id("q")
+                                .agent(agent.clone())
+                                .retries(1)
+                                .prompt("?")
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+        };
+        let report = Engine::new(pg.store.clone(), wf).run(()).await.unwrap();
+        assert_eq!(report.status, RunStatus::Finished, "{report:?}");
+        let s = &pg.store.steps(&report.run_id).await.unwrap()[0];
+        let u = s.token_usage_json.clone().unwrap();
+        assert_eq!(
+            (
+                u["input_tokens"].clone(),
+                u["output_tokens"].clone(),
+                u["cost_usd"].clone(),
+                u["attempts"].clone()
+            ),
+            (200.into(), 20.into(), 0.5.into(), 2.into())
+        );
+        assert_eq!(s.exit_code, Some(0));
+        let cfg = &s.agent_config_json.clone().unwrap()[0];
+        assert_eq!(
+            (&cfg["agent"], &cfg["model"], &cfg["node_id"]),
+            (&"metered".into(), &"m-1".into(), &"q".into())
+        );
+        pg.drop().await;
+    }
+
+    #[tokio::test]
+    async fn the_steps_api_numbers_completes_and_fails_steps() {
+        use smithers_core::store::NewRun;
+        let Some(pg) = Pg::new("pg_the_steps_api").await else {
+            return;
+        };
+        pg.store
+            .create_run(NewRun {
+                run_id: "manual".into(),
+                workflow: "w".into(),
+                input: serde_json::Value::Null,
+                owner: "me".into(),
+                lease_ttl: std::time::Duration::from_secs(1),
+            })
+            .await
+            .unwrap();
+        let steps = Steps::new(pg.store.clone(), "manual");
+        let a = steps.start_async(Some("implement-feature")).await.unwrap();
+        let b = steps.start_async(None).await.unwrap();
+        assert_eq!((a, b), (1, 2));
+        assert_eq!(
+            steps.current_async().await.unwrap().map(|s| s.step_id),
+            Some(2)
+        );
+        steps
+            .complete_async(
+                a,
+                StepVcsInfo {
+                    snapshot_before: Some("abc123".into()),
+                    snapshot_after: Some("def456".into()),
+                    commit_created: Some("ghi789".into()),
+                },
+            )
+            .await
+            .unwrap();
+        steps.fail_async(b).await.unwrap();
+        let rows = steps.by_run_async("manual").await.unwrap();
+        let got: Vec<_> = rows
+            .iter()
+            .map(|s| {
+                (
+                    s.step_id,
+                    s.parent_step_id,
+                    s.name.as_str(),
+                    s.status.as_str(),
+                    s.source.as_str(),
+                    s.snapshot_before.as_deref(),
+                    s.commit_created.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    1,
+                    None,
+                    "implement-feature",
+                    "completed",
+                    "api",
+                    Some("abc123"),
+                    Some("ghi789")
+                ),
+                (2, Some(1), "step-2", "failed", "api", None, None),
+            ]
+        );
+        assert!(rows.iter().all(|s| s.completed_at.is_some()
+            && s.duration_ms.is_some_and(|d| d >= 0)
+            && s.token_usage_json.is_some()));
+        assert_eq!(
+            steps
+                .complete_async(9, StepVcsInfo::default())
+                .await
+                .unwrap_err()
+                .to_string(),
+            "run `manual` has no step 9; `smithers steps manual` lists them"
+        );
+        assert!(matches!(
+            pg.store.start_step("nope", None).await,
+            Err(smithers_core::Error::RunNotFound(_))
+        ));
+        pg.drop().await;
+    }
 }

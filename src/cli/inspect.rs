@@ -348,7 +348,7 @@ pub async fn raise_budget(
     tokens: u64,
 ) -> Result<()> {
     if !(usd.is_finite() && usd >= 0.0) || (usd == 0.0 && tokens == 0) {
-        return Err(Error::Other(
+        return Err(Error::InvalidArgument(
             "say how much to add: `--add USD` (a positive number) and/or `--add-tokens N`".into(),
         ));
     }
@@ -401,8 +401,8 @@ pub async fn cancel(store: &dyn Store, run_id: &str) -> Result<Option<RunStatus>
             eprintln!("run {run_id} already {status}; nothing to cancel");
             Ok(Some(status))
         }
-        other => Err(Error::Other(format!(
-            "unexpected cancellation outcome {other:?}"
+        other => Err(Error::Internal(format!(
+            "this binary does not know the cancellation outcome {other:?}"
         ))),
     }
 }

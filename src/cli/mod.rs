@@ -93,7 +93,7 @@ async fn open_postgres(url: &str) -> smithers_core::Result<Arc<dyn Store>> {
 #[cfg(feature = "postgres")]
 pub async fn db_copy(from: &std::path::Path, to: &str) -> smithers_core::Result<()> {
     if !is_postgres_url(to) {
-        return Err(Error::Other(format!(
+        return Err(Error::InvalidArgument(format!(
             "--to `{to}` is not a PostgreSQL URL; pass postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
         )));
     }
@@ -114,7 +114,7 @@ pub async fn db_copy(_from: &std::path::Path, to: &str) -> smithers_core::Result
 
 #[cfg(not(feature = "postgres"))]
 async fn open_postgres(url: &str) -> smithers_core::Result<Arc<dyn Store>> {
-    Err(Error::Other(format!(
+    Err(Error::Unsupported(format!(
         "`--db {}` names a PostgreSQL database, but this binary was built without the `postgres` feature of smithers-rs; enable it (it is on by default)",
         smithers_core::store::redact_url(url)
     )))
@@ -140,6 +140,17 @@ struct WorkflowCli {
     /// driver past its lease.
     #[arg(long, global = true, hide = true, value_parser = clap::value_parser!(u64).range(30..))]
     lease_ttl_ms: Option<u64>,
+    /// Skip every `<Phase>` and `<Step>` of this name (repeat it, or separate names with
+    /// commas); the workflow reads the names with `ctx.skips(name)`. A setting of this
+    /// process: give it again to `resume`.
+    #[arg(
+        long = "skip-phase",
+        global = true,
+        value_name = "NAME",
+        value_delimiter = ',',
+        env = "SMITHERS_SKIP_PHASES"
+    )]
+    skip_phases: Vec<String>,
     /// Pool mode (PostgreSQL): queue the run's attempts for the `worker`s of this workflow
     /// instead of running them in this process; this process still drives the run.
     #[arg(long, global = true)]
@@ -248,9 +259,24 @@ where
     I: Serialize + DeserializeOwned + Send + Sync + 'static,
     F: Fn(&Ctx<I>) -> Node + Send + Sync + 'static,
 {
+    run_graph_skipping(store, workflow, run_id, &[]).await
+}
+
+/// [`run_graph`] with phases and steps skipped as `--skip-phase` skips them.
+pub async fn run_graph_skipping<I, F>(
+    store: Arc<dyn Store>,
+    workflow: F,
+    run_id: &str,
+    skip_phases: &[String],
+) -> smithers_core::Result<String>
+where
+    I: Serialize + DeserializeOwned + Send + Sync + 'static,
+    F: Fn(&Ctx<I>) -> Node + Send + Sync + 'static,
+{
     let nodes = store.nodes(run_id).await?;
     let approvals = store.approvals(run_id).await?;
-    let engine = Engine::new(store, workflow);
+    let mut engine = Engine::new(store, workflow);
+    engine.options_mut().skip_phases = skip_phases.to_vec();
     let tree = engine.render_run(run_id).await?;
     let latest = |id: &str| {
         nodes
@@ -410,6 +436,7 @@ where
                     .lease_ttl_ms
                     .map_or(defaults.lease_ttl, std::time::Duration::from_millis),
                 prices: prices.clone(),
+                skip_phases: cli.skip_phases.clone(),
                 pool: cli.pool,
                 ..defaults
             };
@@ -567,30 +594,67 @@ where
             Ok(std::process::ExitCode::SUCCESS)
         }
         WorkflowCommand::Graph { input, run_id } => {
-            // Over a run: its tree as the persisted state renders it, each task annotated with
-            // its latest state (`[finished#0]`). Otherwise: the tree for a fresh input.
-            if input.is_none() && cli.db.exists() {
-                let store = cli.db.open().await.map_err(|e| e.to_string())?;
-                let rec = match run_id {
-                    Some(id) => store.run(id).await.map_err(|e| e.to_string())?,
-                    None => store.latest_run().await.map_err(|e| e.to_string())?,
-                };
-                if let Some(rec) = rec {
-                    let text = run_graph(store, workflow, &rec.run_id)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    print!("{text}");
-                    return Ok(std::process::ExitCode::SUCCESS);
-                }
-                let tree = Engine::new(store, workflow).render(parse_input(None)?);
-                print!("{}", tree.to_tree_string());
-                return Ok(std::process::ExitCode::SUCCESS);
-            }
-            let input: I = parse_input(input.as_deref())?;
-            print!("{}", workflow(&Ctx::empty(input)).to_tree_string());
+            let text = graph(
+                &cli.db,
+                workflow,
+                input.as_deref(),
+                run_id.as_deref(),
+                &cli.skip_phases,
+            )
+            .await?;
+            print!("{text}");
             Ok(std::process::ExitCode::SUCCESS)
         }
     }
+}
+
+/// What a workflow binary's `graph` prints. Over a run (`run_id`, else the latest run, when the
+/// database exists and no `input` is given): the tree its persisted state renders, each task
+/// annotated with its latest state (`[finished#0]`). Otherwise: the tree a new run with `input`
+/// renders first. Either way the tree is checked as a run checks it before anything starts, and
+/// a mistake is the error the run would fail with (`ctx.iteration(L)` of a loop the tree does
+/// not have, a duplicate or invalid id, a panic while rendering), not a tree that looks fine.
+/// `skip_phases` are skipped as a run skips them (`--skip-phase`).
+pub async fn graph<I, F>(
+    db: &DbArgs,
+    workflow: F,
+    input: Option<&str>,
+    run_id: Option<&str>,
+    skip_phases: &[String],
+) -> Result<String, String>
+where
+    I: Serialize + DeserializeOwned + Send + Sync + 'static,
+    F: Fn(&Ctx<I>) -> Node + Send + Sync + 'static,
+{
+    if let (None, Some(id), false) = (input, run_id, db.exists()) {
+        return Err(format!(
+            "{} (the database {} does not exist)",
+            Error::RunNotFound(id.to_owned()),
+            db.describe()
+        ));
+    }
+    if input.is_none() && db.exists() {
+        let store = db.open().await.map_err(|e| e.to_string())?;
+        let rec = match run_id {
+            Some(id) => Some(
+                store
+                    .run(id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| Error::RunNotFound(id.to_owned()).to_string())?,
+            ),
+            None => store.latest_run().await.map_err(|e| e.to_string())?,
+        };
+        if let Some(rec) = rec {
+            return run_graph_skipping(store, workflow, &rec.run_id, skip_phases)
+                .await
+                .map_err(|e| e.to_string());
+        }
+    }
+    let input: I = parse_input(input)?;
+    smithers_core::engine::render_checked(&workflow, input, skip_phases)
+        .map(|tree| tree.to_tree_string())
+        .map_err(|e| e.to_string())
 }
 
 /// A cancellation token cancelled by the first Ctrl-C (a second one exits at once).

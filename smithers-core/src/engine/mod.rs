@@ -1,7 +1,7 @@
 //! The engine loop: render → plan → start tasks → persist each result in one transaction →
 //! render again, after EACH persisted output, while the other tasks keep running.
 //!
-//! The decisions are the sealed core in [`crate::machine`] (`RunState::handle`: an `Input` and
+//! The decisions are the sealed core in the private `machine` module (`RunState::handle`: an `Input` and
 //! the time in, `Command`s out); `Engine::drive` is the executor that renders, feeds the machine
 //! and carries out its commands against the [`Store`], the agents, the clock and tokio. Writes go
 //! through the store as one [`WriteBatch`] per change. Preparing, spawning and running attempts
@@ -94,6 +94,11 @@ pub struct EngineOptions {
     /// Where the engine reads the time it stamps on events and state (the system clock; a
     /// [`crate::clock::TestClock`] in tests).
     pub clock: Arc<dyn Clock>,
+    /// Phase and step names to skip (seed 004's `SKIP_PHASES`; `--skip-phase` and
+    /// `SMITHERS_SKIP_PHASES` on a workflow binary): every `<Phase>` and `<Step>` of one of
+    /// these names renders as `skip_if`, and [`Ctx::skips`] reads them. A setting of this
+    /// process, not of the run: give it again to `resume`.
+    pub skip_phases: Vec<String>,
     /// Pool mode (PostgreSQL): attempts are queued for the workers of the workflow
     /// ([`Engine::serve_attempts`]) instead of run in this process; the driver still makes every
     /// decision (retries, validation, budgets, cache) from the outcomes they record.
@@ -122,6 +127,7 @@ impl Default for EngineOptions {
             cancel_poll: Duration::from_secs(1),
             failure_retry: Duration::from_secs(60),
             clock: Arc::new(SystemClock),
+            skip_phases: Vec::new(),
             pool: false,
             pool_poll: Duration::from_millis(500),
         }
@@ -147,12 +153,11 @@ impl RunReport {
         match self.status {
             RunStatus::Finished => Ok(self),
             RunStatus::Cancelled => Err(Error::Cancelled(self.run_id)),
-            _ => Err(Error::Other(format!(
-                "run `{}` {}: {}",
-                self.run_id,
-                self.status,
-                self.error.as_deref().unwrap_or("no error recorded")
-            ))),
+            status => Err(Error::RunNotFinished {
+                run_id: self.run_id,
+                status,
+                error: self.error,
+            }),
         }
     }
 }
@@ -212,9 +217,19 @@ where
         &self.store
     }
 
-    /// Renders the tree for `input` without running anything (what `graph` prints).
+    /// Renders the tree for `input` without running anything and without checking it.
     pub fn render(&self, input: I) -> Node {
         (self.workflow)(&Ctx::empty(input))
+    }
+
+    /// Renders the tree for `input` as a new run's first render sees it, without running
+    /// anything (what `graph` prints), with the checks a run makes before anything starts: a
+    /// panic in the workflow function, `ctx.iteration(L)` of a loop the tree does not have
+    /// ([`Error::UnknownLoop`]), and mounted ids that are invalid or not unique
+    /// ([`Error::InvalidNodeId`], [`Error::DuplicateNodeId`]) are the errors the run would
+    /// fail with.
+    pub fn render_checked(&self, input: I) -> Result<Node> {
+        render_checked(&*self.workflow, input, &self.options.skip_phases)
     }
 
     /// Starts a new run with a fresh id and drives it until it stops.
@@ -271,7 +286,7 @@ where
             run_id: run_id.to_owned(),
             ..RunSnapshot::default()
         };
-        let tree = self.render_catching(&Ctx::new(input.clone(), Arc::new(first)))?;
+        let tree = self.render_catching(&self.ctx(input.clone(), Arc::new(first)))?;
         let workflow = workflow_name(&tree);
         let fence = self
             .store
@@ -300,7 +315,7 @@ where
         if rec.status == RunStatus::Finished {
             return Err(Error::RunAlreadyDone {
                 run_id: rec.run_id,
-                status: rec.status.to_string(),
+                status: rec.status,
             });
         }
         let input: I = serde_json::from_value(rec.input.clone()).map_err(|e| {
@@ -372,7 +387,8 @@ where
         self.resume(Some(&run_id)).await
     }
 
-    /// Renders the tree over a run's persisted state without running anything.
+    /// Renders the tree over a run's persisted state without running anything, with the checks
+    /// of [`Engine::render_checked`] (the workflow may have changed since the run started).
     pub async fn render_run(&self, run_id: &str) -> Result<Node> {
         let rec = self
             .store
@@ -384,7 +400,9 @@ where
         let st = self
             .load_state(run_id, FenceToken::new(String::new(), 0))
             .await?;
-        self.render_catching(&Ctx::new(Arc::new(input), st.snap))
+        let tree = self.render_catching(&self.ctx(Arc::new(input), st.snap))?;
+        crate::plan::check_ids(&tree)?;
+        Ok(tree)
     }
 
     /// Pool mode needs a store with the attempt queue: said before anything is written.
@@ -574,7 +592,7 @@ where
             let rendered = if st.tree_stands() {
                 Input::Replan
             } else {
-                let ctx = Ctx::new(input.clone(), st.snap.clone());
+                let ctx = self.ctx(input.clone(), st.snap.clone());
                 let tree = self.render_catching(&ctx);
                 let state_writes = ctx.take_state_writes();
                 let reads = Box::new(ctx.take_reads());
@@ -832,16 +850,52 @@ where
     }
 
     fn render_catching(&self, ctx: &Ctx<I>) -> Result<Node> {
-        let tree =
-            std::panic::catch_unwind(AssertUnwindSafe(|| (self.workflow)(ctx))).map_err(|p| {
-                Error::Other(format!(
-                    "the workflow function panicked while rendering: {}",
-                    panic_message(&*p)
-                ))
-            })?;
-        ctx.check_loop_reads(&tree)?;
-        Ok(tree)
+        render_catching(&*self.workflow, ctx)
     }
+
+    /// The context of a render over `snap`.
+    fn ctx(&self, input: Arc<I>, snap: Arc<RunSnapshot>) -> Ctx<I> {
+        Ctx::new(input, snap).with_skip_phases(&self.options.skip_phases)
+    }
+}
+
+/// Calls the workflow function: a panic becomes an error, and so does a read of a loop the
+/// tree does not have.
+fn render_catching<I>(workflow: &dyn Fn(&Ctx<I>) -> Node, ctx: &Ctx<I>) -> Result<Node> {
+    let mut tree = std::panic::catch_unwind(AssertUnwindSafe(|| workflow(ctx)))
+        .map_err(|p| Error::RenderPanicked(panic_message(&*p)))?;
+    ctx.check_loop_reads(&tree)?;
+    if !ctx.skip_phases().is_empty() {
+        skip_named(&mut tree, ctx.skip_phases());
+    }
+    Ok(tree)
+}
+
+/// Marks every `<Phase>` and `<Step>` named in `names` as `skip_if`.
+fn skip_named(node: &mut Node, names: &[String]) {
+    if let NodeKind::Phase(p) | NodeKind::Step(p) = &mut node.kind {
+        if names.contains(&p.name) {
+            p.skip_if = true;
+        }
+    }
+    for c in &mut node.children {
+        skip_named(c, names);
+    }
+}
+
+/// [`Engine::render_checked`] without an engine: the tree a new run with `input` renders first,
+/// or the error the run would fail with before anything starts (a panic while rendering, an
+/// unknown loop, an invalid or duplicate id). What `graph --input` prints. `skip_phases` as
+/// [`EngineOptions::skip_phases`].
+pub fn render_checked<I>(
+    workflow: &dyn Fn(&Ctx<I>) -> Node,
+    input: I,
+    skip_phases: &[String],
+) -> Result<Node> {
+    let ctx = Ctx::empty(input).with_skip_phases(skip_phases);
+    let tree = render_catching(workflow, &ctx)?;
+    crate::plan::check_ids(&tree)?;
+    Ok(tree)
 }
 
 /// Frees the in-memory state of a run that stopped. A large one (the tree, node states and

@@ -643,9 +643,7 @@ impl RunState {
             return;
         }
         if self.running.is_empty() {
-            let e = self.failure.take().unwrap_or_else(|| {
-                Error::Other("no task can start and none is running; the workflow is stuck".into())
-            });
+            let e = self.failure.take().unwrap_or(Error::Stuck);
             cmds.push_back(self.finish(RunStatus::Failed, Some(e.to_string())));
             return;
         }

@@ -741,7 +741,13 @@ fn a_table_error_fails_the_run_and_a_lost_lease_stops_everything() {
     render(&mut st, tree());
     prepared(&mut st, 1);
     assert_eq!(
-        describe(&st.handle(Input::LeaseLost(Error::Other("lease".into())), NOW)),
+        describe(&st.handle(
+            Input::LeaseLost(Error::LeaseLost {
+                run_id: "r".into(),
+                detail: "`other` holds it".into()
+            }),
+            NOW
+        )),
         ["stop_all"]
     );
     let aborted = AttemptResult {
@@ -753,7 +759,7 @@ fn a_table_error_fails_the_run_and_a_lost_lease_stops_everything() {
     let cmds = st.handle(Input::AllStopped(vec![aborted]), NOW);
     assert_eq!(
         describe(&cmds),
-        ["abort: lease"],
+        ["abort: lost the lease of run `r`: `other` holds it; this process stops without writing anything more, so that two processes never drive one run"],
         "a driver that lost its lease stops its attempts and records nothing"
     );
     assert!(node_writes(&cmds).is_empty());

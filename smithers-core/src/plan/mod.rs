@@ -225,7 +225,9 @@ pub fn plan_with(tree: &Node, input: &PlanInput<'_>, cursors: &mut Cursors) -> P
             (_, Some(e)) => Outcome::Failed(e),
             (Status::Complete, None) => Outcome::Complete,
             (Status::Pending { .. }, None) => Outcome::Pending,
-            (Status::Failed, None) => Outcome::Failed(Error::Other("a node failed".into())),
+            (Status::Failed, None) => Outcome::Failed(Error::Internal(
+                "a node failed without recording why".into(),
+            )),
         },
     };
     cursors.complete = std::mem::take(&mut p.complete);
@@ -241,6 +243,30 @@ pub fn plan_with(tree: &Node, input: &PlanInput<'_>, cursors: &mut Cursors) -> P
         groups: p.groups,
         denied: p.denied,
         outcome,
+    }
+}
+
+/// The id rules a run enforces before anything starts, for what renders without running
+/// (`graph`): every mounted task and loop id is valid (not empty, at most 256 bytes, no control
+/// characters) and unique. The error is the one the run would fail with.
+pub fn check_ids(tree: &Node) -> Result<(), Error> {
+    let nodes = HashMap::new();
+    let loops = HashMap::new();
+    let running = HashSet::new();
+    let approvals = HashMap::new();
+    let node_loop = HashMap::new();
+    let input = PlanInput {
+        nodes: &nodes,
+        loops: &loops,
+        running: &running,
+        approvals: &approvals,
+        node_loop: &node_loop,
+    };
+    match plan(tree, &input).outcome {
+        Outcome::Failed(e @ (Error::DuplicateNodeId { .. } | Error::InvalidNodeId { .. })) => {
+            Err(e)
+        }
+        _ => Ok(()),
     }
 }
 

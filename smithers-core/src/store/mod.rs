@@ -788,10 +788,9 @@ pub trait Store: Send + Sync + 'static {
             .await?
             .into_iter()
             .find(|s| s.step_id == step_id)
-            .ok_or_else(|| {
-                crate::Error::Other(format!(
-                    "run `{run_id}` has no step {step_id}; `smithers steps {run_id}` lists them"
-                ))
+            .ok_or_else(|| crate::Error::StepNotFound {
+                run_id: run_id.to_owned(),
+                step_id,
             })
     }
     /// A cached output by key.
@@ -828,7 +827,7 @@ pub trait Store: Send + Sync + 'static {
     /// (`smithers budget RUN --add 5`); an error names an unknown run.
     async fn raise_budget(&self, run_id: &str, raise: crate::budget::BudgetRaise) -> Result<()> {
         let _ = raise;
-        Err(crate::Error::Other(format!(
+        Err(crate::Error::Unsupported(format!(
             "this store cannot raise the budget of run `{run_id}` (it does not implement `raise_budget`)"
         )))
     }

@@ -24,13 +24,16 @@ use crate::time::{now_ms, now_rfc3339};
 
 mod connect;
 mod copy;
+mod error;
 mod output_rows;
 mod queue;
+mod steps;
 mod workers;
 mod writes;
 
 use connect::{connect_error, describe, migrate, parse, pool_error};
 pub use copy::CopyReport;
+pub(crate) use error::postgres_message;
 use output_rows::{ensure_output_table, read_outputs};
 use writes::{apply, check_fence};
 
@@ -128,14 +131,6 @@ impl PostgresStore {
             .await
             .map_err(|e| pool_error(&self.target, e))
     }
-}
-
-/// What the PostgreSQL store does not do yet: phase and step records (written by `<Phase>` and
-/// `<Step>`), the Steps API, rollback, rewind and fork. Said plainly instead of half-done.
-pub(super) fn steps_unsupported(run_id: &str, what: &str) -> Error {
-    Error::Other(format!(
-        "{what} of run `{run_id}`: phase and step records, the Steps API, rollback, rewind and fork are not implemented on PostgreSQL yet; use a SQLite database (`--db PATH`) for workflows that need them"
-    ))
 }
 
 const RUN_COLUMNS: &str =
@@ -539,7 +534,7 @@ impl Store for PostgresStore {
                         at: {
                             let at: String = r.get(1);
                             crate::model::Timestamp::parse(&at).ok_or_else(|| {
-                                crate::Error::Other(format!(
+                                crate::Error::InvalidRecord(format!(
                                     "an event of run `{run_id}` has the timestamp `{at}`, which is not RFC 3339 UTC; the database was edited or is damaged"
                                 ))
                             })?
@@ -555,90 +550,81 @@ impl Store for PostgresStore {
 
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>> {
         let c = self.client().await?;
-        let st = c
-            .prepare_cached(
-                "SELECT run_id, step_id, parent_step_id, active, source, name, phase_id, phase,
-                   iteration, status, task_ids, started_at, completed_at, duration_ms, created_at, created_seq,
-                   started_seq, vcs_repo, vcs_backend, snapshot_before, snapshot_after, head_before, commit_created,
-                   agent_config_json, token_usage_json, exit_code
-                 FROM _smithers_steps WHERE run_id = $1 ORDER BY step_id",
-            )
-            .await?;
-        Ok(c.query(&st, &[&run_id])
-            .await?
-            .iter()
-            .map(|r| StepRecord {
-                run_id: r.get(0),
-                step_id: r.get(1),
-                parent_step_id: r.get(2),
-                active: r.get(3),
-                source: r.get(4),
-                name: r.get(5),
-                phase_id: r.get(6),
-                phase: r.get(7),
-                iteration: u32_at(r, 8),
-                status: r.get(9),
-                task_ids: serde_json::from_value(r.get(10)).unwrap_or_default(),
-                started_at: r.get(11),
-                completed_at: r.get(12),
-                duration_ms: r.get(13),
-                created_at: r.get(14),
-                created_seq: r.get(15),
-                started_seq: r.get(16),
-                vcs_repo: r.get(17),
-                vcs_backend: r.get(18),
-                snapshot_before: r.get(19),
-                snapshot_after: r.get(20),
-                head_before: r.get(21),
-                commit_created: r.get(22),
-                agent_config_json: r.get(23),
-                token_usage_json: r.get(24),
-                exit_code: r.get::<_, Option<i64>>(25).map(|v| v as i32),
-            })
-            .collect())
+        steps::query_steps(&c, run_id).await
     }
 
     async fn phases(&self, run_id: &str) -> Result<Vec<PhaseRecord>> {
         let c = self.client().await?;
-        let st = c
-            .prepare_cached(
-                "SELECT run_id, phase_id, name, iteration, status, active, started_at, completed_at, duration_ms, created_at
-                 FROM _smithers_phases WHERE run_id = $1 ORDER BY phase_id",
-            )
-            .await?;
-        Ok(c.query(&st, &[&run_id])
-            .await?
-            .iter()
-            .map(|r| PhaseRecord {
-                run_id: r.get(0),
-                phase_id: r.get(1),
-                name: r.get(2),
-                iteration: u32_at(r, 3),
-                status: r.get(4),
-                active: r.get(5),
-                started_at: r.get(6),
-                completed_at: r.get(7),
-                duration_ms: r.get(8),
-                created_at: r.get(9),
-            })
-            .collect())
+        steps::query_phases(&c, run_id).await
     }
 
-    async fn start_step(&self, run_id: &str, _name: Option<&str>) -> Result<i64> {
-        Err(steps_unsupported(run_id, "the Steps API"))
+    async fn start_step(&self, run_id: &str, name: Option<&str>) -> Result<i64> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let id = steps::start_step(&tx, run_id, name, &now_rfc3339()).await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
-    async fn rewind(
-        &self,
-        run_id: &str,
-        _to: RewindTo,
-        _fence: &FenceToken,
-    ) -> Result<RewindReport> {
-        Err(steps_unsupported(run_id, "rollback and rewind"))
+    async fn rewind(&self, run_id: &str, to: RewindTo, fence: &FenceToken) -> Result<RewindReport> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let at = crate::clock::Clock::now(&crate::clock::SystemClock);
+        let now = at.to_string();
+        let report = steps::rewind(&tx, run_id, &to, fence, &now).await?;
+        let what = match &to {
+            RewindTo::Step(id) => format!("rolled back to before step {id}"),
+            RewindTo::Frame(f) => format!("rewound to frame {f}"),
+        };
+        tx.execute(
+            "UPDATE _smithers_runs SET status = 'cancelled', error = $2, finished_at = NULL,
+               cancel_requested = FALSE, updated_at = $3 WHERE run_id = $1",
+            &[
+                &run_id,
+                &format!("{what}; `resume` re-runs what was cut"),
+                &now,
+            ],
+        )
+        .await?;
+        let mut b = WriteBatch::new(run_id);
+        b.push(Write::Event(Event::run(
+            run_id,
+            at,
+            EventKind::RunRewound {
+                to: what,
+                seq: report.seq,
+                steps: report.deactivated_steps.clone(),
+                nodes: report.reset_nodes.len() as u32,
+            },
+        )));
+        apply(&tx, &b).await?;
+        tx.commit().await?;
+        Ok(report)
     }
 
     async fn fork_run(&self, fork: ForkRun) -> Result<RunRecord> {
-        Err(steps_unsupported(&fork.parent_run_id, "fork"))
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let at = crate::clock::Clock::now(&crate::clock::SystemClock);
+        steps::fork(&tx, &fork, &at.to_string()).await?;
+        let mut b = WriteBatch::new(&fork.run_id);
+        b.push(Write::Event(Event::run(
+            &fork.run_id,
+            at,
+            EventKind::RunForked {
+                parent_run_id: fork.parent_run_id.clone(),
+                frame: fork.frame,
+            },
+        )));
+        apply(&tx, &b).await?;
+        let row = tx
+            .query_one(
+                &format!("SELECT {RUN_COLUMNS} FROM _smithers_runs WHERE run_id = $1"),
+                &[&fork.run_id],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(run_from_row(&row))
     }
 
     async fn cache_get(&self, key: &str) -> Result<Option<Value>> {
@@ -678,15 +664,17 @@ impl Store for PostgresStore {
             (Some(it), p) if p.contains(&it) => it,
             (None, [it]) => *it,
             (None, []) | (Some(_), _) => {
-                return Err(Error::Other(format!(
-                    "node `{node_id}` of run `{run_id}` has no pending approval{}; `smithers status {run_id}` shows what the run waits for",
-                    iteration.map(|i| format!(" in iteration {i}")).unwrap_or_default()
-                )))
+                return Err(Error::NoPendingApproval {
+                    run_id: run_id.to_owned(),
+                    node_id: node_id.to_owned(),
+                    iteration,
+                })
             }
             (None, many) => {
-                return Err(Error::Other(format!(
-                    "node `{node_id}` waits for approval in iterations {many:?}; pass --iteration"
-                )))
+                return Err(Error::AmbiguousApproval {
+                    node_id: node_id.to_owned(),
+                    iterations: many.to_vec(),
+                })
             }
         };
         let status = if approve {

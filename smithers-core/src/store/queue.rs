@@ -169,7 +169,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// The error of a store that has no attempt queue (SQLite): pool mode needs PostgreSQL.
 pub(crate) fn pool_unsupported(what: &str) -> crate::Error {
-    crate::Error::Other(format!(
+    crate::Error::Unsupported(format!(
         "{what}: pool mode (workers sharing a run's attempts) needs a PostgreSQL database; open one with `--db postgres://USER@HOST:PORT/DATABASE` (or SMITHERS_DB), or drive the run in one process without pool mode"
     ))
 }

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 
 use super::*;
 use crate::clock::{Clock, SystemClock};
-use crate::error::Error;
+use crate::error::{Error, StoreBackend, StoreError, StoreErrorKind};
 use crate::events::EventKind;
 use crate::frame::FrameNode;
 use crate::model::Timestamp;
@@ -196,25 +196,56 @@ impl SqliteStore {
 }
 
 /// An SQLite error that means the file is not a database or is damaged becomes
-/// [`Error::DatabaseDamaged`] naming `path`; any other error is returned as it is.
+/// [`Error::DatabaseDamaged`] naming `path`, and one that means the disk is full becomes
+/// [`Error::DiskFull`]; any other error is returned as it is.
 fn name_the_file(path: &Path, e: Error) -> Error {
-    use rusqlite::ErrorCode::{DatabaseCorrupt, DiskFull, NotADatabase};
     match e {
-        Error::Sqlite(rusqlite::Error::SqliteFailure(f, msg)) if f.code == DiskFull => {
-            Error::DiskFull {
-                path: path.to_owned(),
-                message: msg.unwrap_or_else(|| f.to_string()),
-            }
-        }
-        Error::Sqlite(rusqlite::Error::SqliteFailure(f, msg))
-            if matches!(f.code, DatabaseCorrupt | NotADatabase) =>
-        {
-            Error::DatabaseDamaged {
-                path: path.to_owned(),
-                message: msg.unwrap_or_else(|| f.to_string()),
-            }
-        }
+        Error::Store(e) if e.kind() == StoreErrorKind::DiskFull => Error::DiskFull {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        },
+        Error::Store(e) if e.kind() == StoreErrorKind::Damaged => Error::DatabaseDamaged {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        },
         other => other,
+    }
+}
+
+/// What kind of failure an SQLite error is.
+fn sqlite_kind(e: &rusqlite::Error) -> StoreErrorKind {
+    use rusqlite::ErrorCode as C;
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            C::DatabaseBusy | C::DatabaseLocked => StoreErrorKind::Busy,
+            C::DiskFull => StoreErrorKind::DiskFull,
+            C::ConstraintViolation => StoreErrorKind::Constraint,
+            C::DatabaseCorrupt | C::NotADatabase => StoreErrorKind::Damaged,
+            C::SchemaChanged | C::TypeMismatch => StoreErrorKind::Schema,
+            C::CannotOpen => StoreErrorKind::Connection,
+            _ => StoreErrorKind::Other,
+        },
+        rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::InvalidColumnName(_)
+        | rusqlite::Error::InvalidColumnIndex(_) => StoreErrorKind::Schema,
+        _ => StoreErrorKind::Other,
+    }
+}
+
+/// An SQLite error as a backend-neutral [`StoreError`]: its kind read from SQLite's code, its
+/// message SQLite's, the `rusqlite::Error` kept as the source.
+pub(crate) fn sqlite_error(e: rusqlite::Error) -> StoreError {
+    StoreError::new(
+        StoreBackend::Sqlite,
+        sqlite_kind(&e),
+        e.to_string(),
+        Some(Box::new(e)),
+    )
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Store(sqlite_error(e))
     }
 }
 
@@ -641,7 +672,7 @@ impl Store for SqliteStore {
                             node_id,
                             iteration,
                             at: Timestamp::parse(&at).ok_or_else(|| {
-                                Error::Other(format!(
+                                Error::InvalidRecord(format!(
                                     "event {seq} of run `{run_id}` has the timestamp `{at}`, which is not RFC 3339 UTC; the database was edited or is damaged"
                                 ))
                             })?,
@@ -777,30 +808,46 @@ impl Store for SqliteStore {
                 (Some(it), p) if p.contains(&it) => it,
                 (None, [it]) => *it,
                 (None, []) | (Some(_), _) => {
-                    return Err(Error::Other(format!(
-                        "node `{node_id}` of run `{run_id}` has no pending approval{}; `smithers status {run_id}` shows what the run waits for",
-                        iteration.map(|i| format!(" in iteration {i}")).unwrap_or_default()
-                    )))
+                    return Err(Error::NoPendingApproval {
+                        run_id: run_id.to_owned(),
+                        node_id: node_id.to_owned(),
+                        iteration,
+                    })
                 }
                 (None, many) => {
-                    return Err(Error::Other(format!(
-                        "node `{node_id}` waits for approval in iterations {many:?}; pass --iteration"
-                    )))
+                    return Err(Error::AmbiguousApproval {
+                        node_id: node_id.to_owned(),
+                        iterations: many.to_vec(),
+                    })
                 }
             };
-            let status = if approve { ApprovalStatus::Approved } else { ApprovalStatus::Denied };
+            let status = if approve {
+                ApprovalStatus::Approved
+            } else {
+                ApprovalStatus::Denied
+            };
             let at = now.to_string();
             c.execute(
                 "UPDATE _smithers_approvals SET status = ?4, decided_at = ?5, note = ?6
                  WHERE run_id = ?1 AND node_id = ?2 AND iteration = ?3",
                 params![run_id, node_id, iteration, status.as_str(), at, note],
             )?;
-            let kind = EventKind::ApprovalDecided { approved: approve, note: note.clone() };
+            let kind = EventKind::ApprovalDecided {
+                approved: approve,
+                note: note.clone(),
+            };
             let e = Event::node(&run_id, &node_id, iteration, now, kind);
             c.execute(
                 "INSERT INTO _smithers_events (run_id, at, kind, node_id, iteration, payload)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![run_id, e.at.to_string(), e.kind.name(), e.node_id, e.iteration, serde_json::to_string(&e.kind)?],
+                params![
+                    run_id,
+                    e.at.to_string(),
+                    e.kind.name(),
+                    e.node_id,
+                    e.iteration,
+                    serde_json::to_string(&e.kind)?
+                ],
             )?;
             Ok(ApprovalRecord {
                 node_id,

@@ -387,10 +387,10 @@ where
         self.drives.spawn(async move {
             let drive = AssertUnwindSafe(engine.resume(Some(&run_id))).catch_unwind();
             let result = drive.await.unwrap_or_else(|p| {
-                Err(Error::Other(format!(
-                    "the drive of run `{run_id}` panicked: {}",
-                    panic_message(&*p)
-                )))
+                Err(Error::DrivePanicked {
+                    run_id: run_id.clone(),
+                    message: panic_message(&*p),
+                })
             });
             (run_id, result)
         });

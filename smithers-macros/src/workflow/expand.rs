@@ -66,14 +66,16 @@ fn prop_calls(el: &Element, tag: Tag) -> Vec<TokenStream> {
 }
 
 fn prop_value(p: &Prop) -> TokenStream {
-    if p.name == "on_max_reached" {
+    // The enum props take a bare variant (`on_max_reached=Fail`, `on_budget=Park`).
+    if let Some((ty, variants)) = super::tags::enum_prop(&p.name) {
         if let Some(Expr::Path(path)) = p.value.expr() {
             if let Some(ident) = path
                 .path
                 .get_ident()
-                .filter(|i| *i == "ReturnLast" || *i == "Fail")
+                .filter(|i| variants.iter().any(|v| *i == v))
             {
-                return quote_spanned!(ident.span()=> ::smithers::__private::OnMaxReached::#ident);
+                let ty = format_ident!("{}", ty, span = ident.span());
+                return quote_spanned!(ident.span()=> ::smithers::__private::#ty::#ident);
             }
         }
     }

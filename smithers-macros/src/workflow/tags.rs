@@ -124,3 +124,12 @@ impl Tag {
         self == Tag::Task
     }
 }
+
+/// A prop whose value is a variant of a smithers enum: the enum and its variants.
+pub(crate) fn enum_prop(name: &str) -> Option<(&'static str, &'static [&'static str])> {
+    match name {
+        "on_max_reached" => Some(("OnMaxReached", &["ReturnLast", "Fail"])),
+        "on_budget" => Some(("OnBudget", &["Fail", "Park"])),
+        _ => None,
+    }
+}

@@ -174,22 +174,23 @@ fn validate_props(el: &Element, tag: Option<Tag>, cx: &mut Ctxt) {
             cx.error(prop.span, msg);
             continue;
         }
-        if prop.name == "on_max_reached" {
-            validate_on_max_reached(&prop.value, cx);
+        if let Some((_, variants)) = super::tags::enum_prop(&prop.name) {
+            validate_enum_prop(&prop.name, variants, &prop.value, cx);
         }
     }
 }
 
-fn validate_on_max_reached(value: &PropValue, cx: &mut Ctxt) {
+fn validate_enum_prop(name: &str, variants: &[&str], value: &PropValue, cx: &mut Ctxt) {
     if let Some(Expr::Path(p)) = value.expr() {
         if let Some(ident) = p.path.get_ident() {
             let s = ident.to_string();
             let looks_like_variant = s.starts_with(|c: char| c.is_ascii_uppercase())
                 && s.chars().any(|c| c.is_lowercase());
-            if looks_like_variant && s != "ReturnLast" && s != "Fail" {
+            if looks_like_variant && !variants.contains(&s.as_str()) {
+                let list: Vec<String> = variants.iter().map(|v| format!("`{v}`")).collect();
                 cx.error(
                     ident.span(),
-                    format!("`on_max_reached` is `ReturnLast` or `Fail`, not `{s}`"),
+                    format!("`{name}` is {}, not `{s}`", list.join(" or ")),
                 );
             }
         }
@@ -208,6 +209,22 @@ fn validate_required(el: &Element, tag: Tag, cx: &mut Ctxt) {
                 format!(
                     "<{}> is missing the required prop `{req}`: {hint}",
                     tag.name()
+                ),
+            );
+        }
+    }
+    if tag == Tag::Task {
+        // What the task does: one of three; a second one would silently replace the first.
+        let mut execs = el
+            .props
+            .iter()
+            .filter(|p| matches!(p.name.as_str(), "agent" | "run" | "value"));
+        if let (Some(first), Some(second)) = (execs.next(), execs.next()) {
+            cx.error(
+                second.span,
+                format!(
+                    "a <Task> does one thing: `{}` and `{}` cannot both be given; keep `agent` (an agent answers the prompt), `run` (a compute body) or `value` (a static output)",
+                    first.name, second.name
                 ),
             );
         }
@@ -304,6 +321,14 @@ mod tests {
     }
 
     #[test]
+    fn a_task_has_one_of_agent_run_and_value() {
+        check(
+            quote!(<Task id=A agent={a} value={v} />),
+            &["a <Task> does one thing: `agent` and `value` cannot both be given; keep `agent` (an agent answers the prompt), `run` (a compute body) or `value` (a static output)"],
+        );
+    }
+
+    #[test]
     fn mismatched_close_tag() {
         check(
             quote!(<Sequence></Parallel>),
@@ -350,6 +375,10 @@ mod tests {
         check(
             quote!(<Ralph on_max_reached=Fial />),
             &["`on_max_reached` is `ReturnLast` or `Fail`, not `Fial`"],
+        );
+        check(
+            quote!(<Workflow on_budget=Parked />),
+            &["`on_budget` is `Fail` or `Park`, not `Parked`"],
         );
     }
 }

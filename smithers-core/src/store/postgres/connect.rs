@@ -11,7 +11,8 @@ use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Config;
 
-use crate::error::{postgres_message, Error, Result};
+use super::error::postgres_message;
+use crate::error::{Error, Result};
 use crate::store::redact_url;
 use crate::time::now_rfc3339;
 
@@ -56,6 +57,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         8,
         "workers",
         include_str!("../../../migrations/postgres/0008_workers.sql"),
+    ),
+    (
+        9,
+        "ralph_history_order",
+        include_str!("../../../migrations/postgres/0009_ralph_history_order.sql"),
     ),
 ];
 

@@ -411,7 +411,7 @@ fn read_source(path: &Path) -> Result<Source> {
             && !TABLES.iter().any(|k| k.name == t.as_str())
             && !outputs.iter().any(|o| &o.name == *t)
     }) {
-        return Err(Error::Other(format!(
+        return Err(Error::Copy(format!(
             "`{}` has a table `{unknown}` this smithers does not know how to copy; use the smithers that wrote it (nothing was copied)",
             path.display()
         )));
@@ -534,7 +534,7 @@ async fn write_target(tx: &Transaction<'_>, target: &str, source: &Source) -> Re
         .map(|r| r.get(0))
         .collect();
     if !clashes.is_empty() {
-        return Err(Error::Other(format!(
+        return Err(Error::Copy(format!(
             "{target} already has run(s) {}; nothing was copied (copy into an empty database, or delete those runs there first)",
             clashes.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")
         )));
@@ -620,7 +620,7 @@ impl PostgresStore {
         let owned = path.to_owned();
         let source = tokio::task::spawn_blocking(move || read_source(&owned))
             .await
-            .map_err(|e| Error::Other(format!("reading the SQLite database failed: {e}")))??;
+            .map_err(|e| Error::Copy(format!("reading the SQLite database failed: {e}")))??;
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let report = write_target(&tx, &self.target, &source).await?;

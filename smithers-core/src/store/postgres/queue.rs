@@ -145,7 +145,7 @@ impl PostgresStore {
                 Ok(None) => "the attempt no longer exists".to_owned(),
                 Err(e) => format!(
                     "(could not read why: {})",
-                    crate::error::postgres_message(&e)
+                    super::error::postgres_message(&e)
                 ),
             },
             Err(e) => format!("(could not read why: {e})"),
@@ -235,6 +235,11 @@ impl PostgresStore {
         }
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
+        // The run's lock first, as every batch takes it (run row, run lock, then attempt rows):
+        // taken after the attempt's row lock it could deadlock with a driver's batch that holds
+        // the run lock and ends this attempt.
+        tx.execute(super::writes::RUN_LOCK, &[&claim.run_id])
+            .await?;
         // The row lock (FOR SHARE) keeps another worker from claiming the attempt until these
         // events commit: a claim taken after them fences out the next ones.
         let held = tx

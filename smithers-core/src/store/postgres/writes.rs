@@ -1,5 +1,12 @@
 //! Applying a [`WriteBatch`] on PostgreSQL: one prepared (cached) statement per [`Write`], sent
 //! pipelined so a batch costs one round trip between `BEGIN` and `COMMIT`.
+//!
+//! Event sequence numbers come from an identity column, which hands out numbers when rows are
+//! inserted, not when they commit: two writers of one run could commit seq 11 before seq 10, and
+//! a reader following `events(run, after_seq)` that saw 11 would never see 10. So every batch
+//! that writes an event (or anything that reads the run's latest `seq`: loop history, steps)
+//! first takes the run's lock, [`RUN_LOCK`], held until it commits: a run's sequence numbers
+//! are then handed out and committed in the same order.
 
 use deadpool_postgres::{GenericClient, Transaction};
 use futures::future::join_all;
@@ -58,6 +65,13 @@ fn fence_outcome(
     )
 }
 
+/// The run's lock (`$1` is the run id): a transaction-scoped advisory lock, taken before a
+/// transaction hands out the run's next event sequence number, a step id, or reads the run's
+/// latest `seq`, and held until it commits. Works for a run whose row does not exist (yet), and
+/// never blocks a reader. Lock order: the run row first (fence, lease), then this.
+pub(super) const RUN_LOCK: &str =
+    "SELECT pg_advisory_xact_lock(hashtextextended('smithers.run.' || $1::TEXT, 0))";
+
 /// At most this many statements in flight, so a large batch never buffers without bound.
 const IN_FLIGHT: usize = 30;
 
@@ -85,14 +99,20 @@ impl<'a, 't> Pipeline<'a, 't> {
         Ok(())
     }
 
-    /// Executes the queued statements in order, the fencing check first; a stale token is
-    /// reported before any statement's failure, else the first failure (the transaction is then
-    /// aborted and must be rolled back).
-    pub(super) async fn run(self) -> Result<()> {
+    /// The transaction, for a write that must read what the statements before it wrote (after
+    /// [`Pipeline::flush`]).
+    pub(super) fn tx(&self) -> &'a Transaction<'t> {
+        self.tx
+    }
+
+    /// Executes the queued statements in order, the fencing check first, and commits nothing;
+    /// the queue is empty afterwards. Errors as [`Pipeline::run`].
+    pub(super) async fn flush(&mut self) -> Result<()> {
         let tx = self.tx;
-        let mut chunks = self.ops.chunks(IN_FLIGHT);
+        let ops = std::mem::take(&mut self.ops);
+        let mut chunks = ops.chunks(IN_FLIGHT);
         let first = chunks.next().unwrap_or_default();
-        let fence = self.fence;
+        let fence = self.fence.take();
         let (fenced, results) = futures::join!(
             async move {
                 match fence {
@@ -115,6 +135,13 @@ impl<'a, 't> Pipeline<'a, 't> {
             }
         }
         Ok(())
+    }
+
+    /// Executes the queued statements in order, the fencing check first; a stale token is
+    /// reported before any statement's failure, else the first failure (the transaction is then
+    /// aborted and must be rolled back).
+    pub(super) async fn run(mut self) -> Result<()> {
+        self.flush().await
     }
 }
 
@@ -143,13 +170,15 @@ pub(super) async fn apply(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<()
     if let Some(fence) = &batch.fence {
         p.fence(run_id, fence).await?;
     }
-    if batch.writes.iter().any(|w| matches!(w, Write::Group(_))) {
-        // A new step takes the run's next id: one batch of the run at a time computes it.
-        p.push(
-            "SELECT pg_advisory_xact_lock(hashtext($1))",
-            params![format!("smithers.steps.{run_id}")],
+    let ordered = batch.writes.iter().any(|w| {
+        matches!(
+            w,
+            Write::Event(_) | Write::Loop { .. } | Write::Group(_) | Write::StepEnd { .. }
         )
-        .await?;
+    });
+    if ordered {
+        // Sequence numbers and step ids of the run, in commit order (see `RUN_LOCK`).
+        p.push(RUN_LOCK, params![run_id.to_owned()]).await?;
     }
     let mut notified = std::collections::HashSet::new();
     for w in &batch.writes {
@@ -298,7 +327,8 @@ pub(super) async fn apply(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<()
                 // The counter's history, so a rollback can put it back.
                 p.push(
                     "INSERT INTO _smithers_ralph_history (run_id, loop_id, seq, iteration, pass_start, parent_iteration, done)
-                     VALUES ($1, $2, (SELECT COALESCE(MAX(seq), 0) FROM _smithers_events), $3, $4, $5, $6)",
+                     VALUES ($1, $2, (SELECT COALESCE(MAX(seq), 0) FROM _smithers_events WHERE run_id = $1),
+                             $3, $4, $5, $6)",
                     params![
                         run_id.to_owned(),
                         loop_id.clone(),
@@ -340,8 +370,10 @@ pub(super) async fn apply(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<()
                 )
                 .await?;
             }
-            Write::Group(_) | Write::StepVcs(_) | Write::StepEnd { .. } => {
-                return Err(super::steps_unsupported(run_id, "a phase or step"));
+            Write::Group(g) => super::steps::write_group(&mut p, run_id, g, &now).await?,
+            Write::StepVcs(v) => super::steps::write_step_vcs(&mut p, run_id, v).await?,
+            Write::StepEnd { step_id, status } => {
+                super::steps::end_step(&mut p, run_id, *step_id, *status, &now).await?
             }
             Write::AttemptVcs {
                 node_id,

@@ -210,16 +210,16 @@ pub(super) fn worker(mut conn: Connection, rx: mpsc::Receiver<Job>, commits: &At
 
 /// One caller's copy of a failed `COMMIT`: SQLite's code is kept (a full disk stays a full disk).
 fn commit_error(e: &rusqlite::Error) -> Error {
-    match e {
-        rusqlite::Error::SqliteFailure(f, m) => Error::Sqlite(rusqlite::Error::SqliteFailure(
-            *f,
-            Some(format!(
-                "commit failed: {}",
-                m.clone().unwrap_or_else(|| f.to_string())
-            )),
-        )),
-        other => Error::Other(format!("commit failed: {other}")),
-    }
+    let copy = match e {
+        rusqlite::Error::SqliteFailure(f, m) => rusqlite::Error::SqliteFailure(*f, m.clone()),
+        other => rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(other.to_string()),
+        ),
+    };
+    let e = super::sqlite_error(copy);
+    let message = format!("commit failed: {}", e.message());
+    Error::Store(e.with_message(message))
 }
 
 /// Runs the jobs in one transaction; returns whether it committed.

@@ -240,9 +240,10 @@ pub(super) fn end_step(
 }
 
 fn no_step(run_id: &str, step_id: i64) -> Error {
-    Error::Other(format!(
-        "run `{run_id}` has no step {step_id}; `smithers steps {run_id}` lists them"
-    ))
+    Error::StepNotFound {
+        run_id: run_id.to_owned(),
+        step_id,
+    }
 }
 
 /// Starts a step through the Steps API, in the run's current (latest running) phase.
@@ -397,12 +398,12 @@ fn cut_of(c: &Connection, run_id: &str, to: &RewindTo) -> Result<(i64, Option<i6
                 return Err(no_step(run_id, *id));
             };
             if !active {
-                return Err(Error::Other(format!(
+                return Err(Error::TimeTravelRefused(format!(
                     "step {id} (`{name}`) of run `{run_id}` was already rolled back (it is inactive); roll back to an active step, see `smithers steps {run_id}`"
                 )));
             }
             let Some(seq) = started else {
-                return Err(Error::Other(format!(
+                return Err(Error::TimeTravelRefused(format!(
                     "step {id} (`{name}`) of run `{run_id}` never started: there is nothing to roll back"
                 )));
             };
@@ -420,9 +421,10 @@ fn cut_of(c: &Connection, run_id: &str, to: &RewindTo) -> Result<(i64, Option<i6
                 .flatten();
             match seq {
                 Some(s) => Ok((s, None)),
-                None => Err(Error::Other(format!(
-                    "run `{run_id}` has no frame {f}; `smithers frames {run_id} --all` lists them"
-                ))),
+                None => Err(Error::FrameNotFound {
+                    run_id: run_id.to_owned(),
+                    frame: *f,
+                }),
             }
         }
     }
@@ -671,17 +673,17 @@ pub(super) fn fork(c: &Connection, f: &ForkRun, now: &str) -> Result<()> {
          FROM _smithers_nodes WHERE run_id = ?1",
         "INSERT INTO _smithers_attempts (run_id, node_id, iteration, attempt, status, owner, agent, started_at,
            finished_at, duration_ms, error, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
-           cost_usd, session_id, exit_code, model, vcs_repo, vcs_before, vcs_after, rolled_back)
+           cost_usd, session_id, exit_code, model, vcs_repo, vcs_before, vcs_after, rolled_back, cost_source)
          SELECT ?2, node_id, iteration, attempt, status, owner, agent, started_at,
            finished_at, duration_ms, error, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
-           cost_usd, session_id, exit_code, model, vcs_repo, vcs_before, vcs_after, rolled_back
+           cost_usd, session_id, exit_code, model, vcs_repo, vcs_before, vcs_after, rolled_back, cost_source
          FROM _smithers_attempts WHERE run_id = ?1",
         "INSERT INTO _smithers_ralph (run_id, loop_id, iteration, pass_start, parent_iteration, done)
          SELECT ?2, loop_id, iteration, pass_start, parent_iteration, done FROM _smithers_ralph WHERE run_id = ?1",
         "INSERT INTO _smithers_approvals (run_id, node_id, iteration, status, requested_at, decided_at, note)
          SELECT ?2, node_id, iteration, status, requested_at, decided_at, note FROM _smithers_approvals WHERE run_id = ?1",
-        "INSERT INTO _smithers_frames (run_id, frame_no, tree_hash, tree, created_at)
-         SELECT ?2, frame_no, tree_hash, tree, created_at FROM _smithers_frames WHERE run_id = ?1 AND frame_no <= ?3",
+        "INSERT INTO _smithers_frames (run_id, frame_no, tree_hash, tree, structure, created_at)
+         SELECT ?2, frame_no, tree_hash, tree, structure, created_at FROM _smithers_frames WHERE run_id = ?1 AND frame_no <= ?3",
     ] {
         let frame_param = if sql.contains("_smithers_frames") {
             i64::from(f.frame)
