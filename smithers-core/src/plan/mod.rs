@@ -250,11 +250,11 @@ pub fn plan_with(tree: &Node, input: &PlanInput<'_>, cursors: &mut Cursors) -> P
 /// (`graph`): every mounted task and loop id is valid (not empty, at most 256 bytes, no control
 /// characters) and unique. The error is the one the run would fail with.
 pub fn check_ids(tree: &Node) -> Result<(), Error> {
-    let nodes = HashMap::new();
+    let nodes = crate::model::NodeStates::default();
     let loops = HashMap::new();
     let running = HashSet::new();
     let approvals = HashMap::new();
-    let node_loop = HashMap::new();
+    let node_loop = crate::model::FastMap::default();
     let input = PlanInput {
         nodes: &nodes,
         loops: &loops,
