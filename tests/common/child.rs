@@ -42,7 +42,10 @@ pub fn append(path: &Path, line: &str) {
         .append(true)
         .open(path)
         .expect("open log");
-    writeln!(f, "{line}").expect("write log");
+    // One write(2) per line: `writeln!` on a bare file may split a line over several writes,
+    // which other processes appending at once interleave into unparseable lines.
+    f.write_all(format!("{line}\n").as_bytes())
+        .expect("write log");
     f.sync_data().expect("sync log");
 }
 
