@@ -33,6 +33,7 @@ mod writes;
 
 use connect::{connect_error, describe, migrate, parse, pool_error};
 pub use copy::CopyReport;
+#[cfg(feature = "conformance")]
 pub(crate) use error::postgres_message;
 use output_rows::{ensure_output_table, read_outputs};
 use writes::{apply, check_fence};
