@@ -64,6 +64,30 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Which iteration of `node_id` a decision on its approval applies to: `iteration` when it is
+/// pending, the only pending one when none is named; an error naming the run and node otherwise.
+/// Both backends decide it here.
+pub(crate) fn pending_iteration(
+    run_id: &str,
+    node_id: &str,
+    iteration: Option<u32>,
+    pending: &[u32],
+) -> Result<u32> {
+    match (iteration, pending) {
+        (Some(it), p) if p.contains(&it) => Ok(it),
+        (None, [it]) => Ok(*it),
+        (None, []) | (Some(_), _) => Err(crate::error::Error::NoPendingApproval {
+            run_id: run_id.to_owned(),
+            node_id: node_id.to_owned(),
+            iteration,
+        }),
+        (None, many) => Err(crate::error::Error::AmbiguousApproval {
+            node_id: node_id.to_owned(),
+            iterations: many.to_vec(),
+        }),
+    }
+}
+
 /// A row of `_smithers_runs`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {

@@ -661,23 +661,7 @@ impl Store for PostgresStore {
             .iter()
             .map(|r| u32_at(r, 0))
             .collect();
-        let iteration = match (iteration, pending.as_slice()) {
-            (Some(it), p) if p.contains(&it) => it,
-            (None, [it]) => *it,
-            (None, []) | (Some(_), _) => {
-                return Err(Error::NoPendingApproval {
-                    run_id: run_id.to_owned(),
-                    node_id: node_id.to_owned(),
-                    iteration,
-                })
-            }
-            (None, many) => {
-                return Err(Error::AmbiguousApproval {
-                    node_id: node_id.to_owned(),
-                    iterations: many.to_vec(),
-                })
-            }
-        };
+        let iteration = pending_iteration(run_id, node_id, iteration, &pending)?;
         let status = if approve {
             ApprovalStatus::Approved
         } else {

@@ -804,23 +804,7 @@ impl Store for SqliteStore {
                 let rows = st.query_map(params![run_id, node_id], |r| r.get(0))?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()?
             };
-            let iteration = match (iteration, pending.as_slice()) {
-                (Some(it), p) if p.contains(&it) => it,
-                (None, [it]) => *it,
-                (None, []) | (Some(_), _) => {
-                    return Err(Error::NoPendingApproval {
-                        run_id: run_id.to_owned(),
-                        node_id: node_id.to_owned(),
-                        iteration,
-                    })
-                }
-                (None, many) => {
-                    return Err(Error::AmbiguousApproval {
-                        node_id: node_id.to_owned(),
-                        iterations: many.to_vec(),
-                    })
-                }
-            };
+            let iteration = pending_iteration(&run_id, &node_id, iteration, &pending)?;
             let status = if approve {
                 ApprovalStatus::Approved
             } else {
