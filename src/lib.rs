@@ -10,6 +10,51 @@
 //! Start with the [`reference`](mod@reference) (every tag, prop, `Ctx` read, error and table, with examples),
 //! the `prelude`, the examples in `examples/`, and [`testing`] to test a workflow offline.
 //! `smithers init DIR` scaffolds a workflow crate.
+//!
+//! # Embedding the engine
+//!
+//! A workflow binary gets its command line from [`cli::main`]. A program of your own drives
+//! runs with an [`Engine`] over a [`Store`] ([`SqliteStore`], or `PostgresStore` with the
+//! `postgres` feature), reads each [`Event`] as it is persisted, and reads the records back
+//! from the store:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use smithers::prelude::*;
+//! use smithers::{Durability, Engine, EngineOptions, Event, RunStatus, SqliteStore, Store};
+//!
+//! #[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug)]
+//! struct Greeting {
+//!     text: String,
+//! }
+//!
+//! fn hello(_: &Ctx<()>) -> Node {
+//!     workflow! {
+//!         <Workflow name="hello">
+//!             <Task id="greet" output=Greeting value={Greeting { text: "hi".into() }} />
+//!         </Workflow>
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> smithers::Result<()> {
+//! let dir = tempfile::tempdir().expect("a temporary directory");
+//! let store: Arc<dyn Store> =
+//!     Arc::new(SqliteStore::open(dir.path().join("runs.db"), Durability::Normal)?);
+//! let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+//! let log = seen.clone();
+//! let options = EngineOptions {
+//!     on_event: Some(Arc::new(move |e: &Event| log.lock().unwrap().push(e.kind.name()))),
+//!     ..EngineOptions::default()
+//! };
+//! let report = Engine::new(store.clone(), hello).with_options(options).run(()).await?;
+//! assert_eq!(report.status, RunStatus::Finished);
+//! assert_eq!(seen.lock().unwrap().first(), Some(&"run_started"));
+//! let nodes = store.nodes(&report.run_id).await?;
+//! assert_eq!((nodes[0].node_id.as_str(), nodes[0].status.as_str()), ("greet", "finished"));
+//! # Ok(())
+//! # }
+//! ```
 
 extern crate self as smithers;
 
@@ -18,6 +63,21 @@ pub use smithers_core::{
     Error, IntoAgent, LoopId, LoopRef, ModelPrice, Node, NodeRef, OnBudget, OnMaxReached, Output,
     PriceCatalog, Ref, Result, RetryPolicy, SharedAgent, TaskCtx, TaskError, Usage,
 };
+
+// Embedding: the engine, its options and report, the stores, the events, and the records and
+// statuses a program reads back. Everything else of smithers-core (write batches, leases, the
+// attempt queue) is the store's and the engine's business.
+pub use smithers_core::engine::{
+    CancellationToken, Engine, EngineOptions, EventListener, PoolOptions, PoolReport, RunReport,
+};
+pub use smithers_core::events::{Event, EventKind};
+#[cfg(feature = "postgres")]
+pub use smithers_core::store::PostgresStore;
+pub use smithers_core::store::{
+    ApprovalRecord, AttemptRecord, Durability, EventRecord, FrameRecord, NodeRecord, PhaseRecord,
+    RestartRecord, RunRecord, SqliteStore, StepRecord, Store, WorkerRecord,
+};
+pub use smithers_core::{ApprovalStatus, NodeStatus, RunStatus, StoreError, StoreErrorKind};
 pub use smithers_macros::{component, prompt, workflow, Output};
 
 /// The attribute that implements [`Agent`]: `#[smithers::async_trait] impl Agent for MyAgent`.

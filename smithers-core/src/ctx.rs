@@ -15,7 +15,7 @@ use crate::reference::{LoopId, NodeRef};
 /// The run state a render reads. Shared with the engine, which updates it after each persisted
 /// output.
 #[derive(Clone, Debug, Default)]
-pub struct RunSnapshot {
+pub(crate) struct RunSnapshot {
     pub(crate) run_id: String,
     /// node id → iteration → output JSON.
     pub(crate) outputs: FastMap<String, BTreeMap<u32, Value>>,

@@ -1,8 +1,15 @@
-//! smithers-core: the node tree, the render context, the scheduler, the engine loop and the
-//! SQLite store of smithers-rs.
+//! smithers-core: the node tree, the render context, the engine and the stores of smithers-rs.
 //!
-//! Users reach these through the `smithers` facade; `workflow!` expands to the builders in
-//! [`node`].
+//! Users reach these through the `smithers` facade, which re-exports what a workflow author and
+//! an embedder use; `workflow!` expands to the builders in [`node`].
+//!
+//! The public modules are the API: authoring ([`node`], [`ctx`], [`output`], [`reference`](mod@reference),
+//! [`agent`], [`retry`], [`budget`], [`price`], [`task_ctx`]), running ([`engine`],
+//! [`events`], [`worker`], [`clock`]), storage ([`store`]: the [`Store`](store::Store) trait,
+//! its records, [`SqliteStore`](store::SqliteStore) and, with the `postgres` feature,
+//! `PostgresStore`), and operating runs ([`steps`], [`timetravel`], [`vcs`]), with the leaf
+//! [`model`] and [`error`]. The planner, the decision core and the frame model's internals are
+//! private to the crate.
 
 pub mod agent;
 pub mod budget;
@@ -16,6 +23,25 @@ pub mod prompt;
 pub mod reference;
 pub mod retry;
 pub mod task_ctx;
+
+pub mod clock;
+pub mod engine;
+pub mod events;
+pub mod steps;
+pub mod store;
+pub mod timetravel;
+pub mod vcs;
+pub mod worker;
+
+// Re-exported where it is used: `node::{FrameNode, FrameLine}`.
+mod frame;
+pub(crate) mod machine;
+pub(crate) mod plan;
+pub(crate) mod time;
+
+/// Text helpers shared with `smithers-agents` and the facade's `cli` (one `truncate` for every
+/// crate, not a copy per crate). Public only for them: not part of the API.
+#[doc(hidden)]
 pub mod text;
 
 pub use agent::{
@@ -37,15 +63,3 @@ pub use price::{CostSource, ModelPrice, PriceCatalog};
 pub use reference::{LoopId, LoopRef, NodeRef, Ref};
 pub use retry::RetryPolicy;
 pub use task_ctx::TaskCtx;
-pub mod clock;
-pub mod engine;
-pub mod events;
-pub mod frame;
-pub(crate) mod machine;
-pub mod plan;
-pub mod steps;
-pub mod store;
-pub(crate) mod time;
-pub mod timetravel;
-pub mod vcs;
-pub mod worker;

@@ -4,23 +4,23 @@ use crate::model::{GroupKind, GroupStatus};
 
 /// A `<Phase>` or `<Step>` the render mounted.
 #[derive(Clone)]
-pub struct GroupState {
+pub(crate) struct GroupState {
     /// Phase or step.
-    pub kind: GroupKind,
+    pub(crate) kind: GroupKind,
     /// Its name.
-    pub name: String,
+    pub(crate) name: String,
     /// The enclosing phase of a step.
-    pub phase: Option<String>,
+    pub(crate) phase: Option<String>,
     /// The iteration of its innermost loop.
-    pub iteration: u32,
+    pub(crate) iteration: u32,
     /// Where it stands.
-    pub status: GroupStatus,
+    pub(crate) status: GroupStatus,
     /// The ids of the tasks inside it.
-    pub tasks: Vec<String>,
+    pub(crate) tasks: Vec<String>,
     /// The agent tasks inside it, for the step's agent config.
-    pub agents: Vec<(String, crate::agent::SharedAgent)>,
+    pub(crate) agents: Vec<(String, crate::agent::SharedAgent)>,
     /// Its `on_start` / `on_complete` hooks.
-    pub hooks: crate::node::GroupHooks,
+    pub(crate) hooks: crate::node::GroupHooks,
 }
 
 impl std::fmt::Debug for GroupState {
@@ -42,7 +42,7 @@ impl std::fmt::Debug for GroupState {
 
 impl GroupState {
     /// Whether it stopped for good: completed, failed or skipped.
-    pub fn is_terminal(&self) -> bool {
+    pub(crate) fn is_terminal(&self) -> bool {
         matches!(
             self.status,
             GroupStatus::Completed | GroupStatus::Failed | GroupStatus::Skipped

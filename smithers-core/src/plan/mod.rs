@@ -16,22 +16,22 @@ use crate::model::{
 use crate::node::{Node, NodeKind, OnMaxReached, TaskExec, TaskSpec};
 
 /// What the planner reads.
-pub struct PlanInput<'a> {
+pub(crate) struct PlanInput<'a> {
     /// Node states by id, then iteration.
-    pub nodes: &'a NodeStates,
+    pub(crate) nodes: &'a NodeStates,
     /// Loop states.
-    pub loops: &'a HashMap<String, LoopState>,
+    pub(crate) loops: &'a HashMap<String, LoopState>,
     /// Attempts in flight.
-    pub running: &'a HashSet<NodeKey>,
+    pub(crate) running: &'a HashSet<NodeKey>,
     /// Decisions on `needs_approval` tasks.
-    pub approvals: &'a HashMap<NodeKey, ApprovalStatus>,
+    pub(crate) approvals: &'a HashMap<NodeKey, ApprovalStatus>,
     /// Node id → innermost loop id, as the last render left it.
-    pub node_loop: &'a FastMap<String, String>,
+    pub(crate) node_loop: &'a FastMap<String, String>,
 }
 
 /// A loop decision.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LoopChange {
+pub(crate) enum LoopChange {
     /// Start the loop's counter at a new iteration (next iteration, or a new pass of a nested loop).
     Iterate {
         /// Loop id.
@@ -52,7 +52,7 @@ pub enum LoopChange {
 
 /// Whether the tree is done.
 #[derive(Debug)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Every mounted node is terminal.
     Complete,
     /// Work remains.
@@ -63,37 +63,37 @@ pub enum Outcome {
 
 /// A task ready to start.
 #[derive(Clone)]
-pub struct Runnable {
+pub(crate) struct Runnable {
     /// The task.
-    pub task: Arc<TaskSpec>,
+    pub(crate) task: Arc<TaskSpec>,
     /// Its iteration key.
-    pub iteration: u32,
+    pub(crate) iteration: u32,
     /// Its innermost loop.
-    pub loop_id: Option<String>,
+    pub(crate) loop_id: Option<String>,
 }
 
 /// What the planner decided.
-pub struct Plan {
+pub(crate) struct Plan {
     /// Tasks ready to start, in tree order.
-    pub runnable: Vec<Runnable>,
+    pub(crate) runnable: Vec<Runnable>,
     /// Tasks to record as skipped, with their loop.
-    pub skipped: Vec<(Arc<TaskSpec>, u32, Option<String>)>,
+    pub(crate) skipped: Vec<(Arc<TaskSpec>, u32, Option<String>)>,
     /// Loop counter changes to persist (then re-render).
-    pub loop_changes: Vec<LoopChange>,
+    pub(crate) loop_changes: Vec<LoopChange>,
     /// Mounted tasks whose innermost loop differs from `PlanInput::node_loop` (`None`: outside
     /// any loop now).
-    pub node_loop: HashMap<String, Option<String>>,
+    pub(crate) node_loop: HashMap<String, Option<String>>,
     /// Running attempts whose task is still mounted; any other running attempt was unmounted by
     /// this render (a branch switched, a loop finished) and should stop.
-    pub mounted_running: HashSet<NodeKey>,
+    pub(crate) mounted_running: HashSet<NodeKey>,
     /// `needs_approval` tasks ready but not decided: the run waits for a human.
-    pub awaiting_approval: Vec<Runnable>,
+    pub(crate) awaiting_approval: Vec<Runnable>,
     /// Phases and steps the render mounted, with their status.
-    pub groups: Vec<GroupState>,
+    pub(crate) groups: Vec<GroupState>,
     /// `needs_approval` tasks a human denied: the engine records them failed.
-    pub denied: Vec<Runnable>,
+    pub(crate) denied: Vec<Runnable>,
     /// Overall outcome.
-    pub outcome: Outcome,
+    pub(crate) outcome: Outcome,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -163,7 +163,7 @@ fn merge(a: Status, b: Status) -> Status {
 /// Only valid for the tree it was built on, while no loop counter moved (completion is then
 /// monotone: a finished or skipped task stays so); a new render starts a new one.
 #[derive(Debug, Default)]
-pub struct Cursors {
+pub(crate) struct Cursors {
     ids_checked: bool,
     /// (address of a `Sequence`'s children slice in the tree, iteration) → leading children
     /// complete.
@@ -190,13 +190,13 @@ struct ParallelCursor {
 }
 
 /// Plans the next step for `tree`.
-pub fn plan(tree: &Node, input: &PlanInput<'_>) -> Plan {
+pub(crate) fn plan(tree: &Node, input: &PlanInput<'_>) -> Plan {
     plan_with(tree, input, &mut Cursors::default())
 }
 
 /// Plans the next step for `tree`, skipping what `cursors` (built by earlier plans of this very
 /// tree) knows to be complete.
-pub fn plan_with(tree: &Node, input: &PlanInput<'_>, cursors: &mut Cursors) -> Plan {
+pub(crate) fn plan_with(tree: &Node, input: &PlanInput<'_>, cursors: &mut Cursors) -> Plan {
     let mut p = Planner {
         input,
         runnable: Vec::new(),
@@ -249,7 +249,7 @@ pub fn plan_with(tree: &Node, input: &PlanInput<'_>, cursors: &mut Cursors) -> P
 /// The id rules a run enforces before anything starts, for what renders without running
 /// (`graph`): every mounted task and loop id is valid (not empty, at most 256 bytes, no control
 /// characters) and unique. The error is the one the run would fail with.
-pub fn check_ids(tree: &Node) -> Result<(), Error> {
+pub(crate) fn check_ids(tree: &Node) -> Result<(), Error> {
     let nodes = crate::model::NodeStates::default();
     let loops = HashMap::new();
     let running = HashSet::new();
@@ -840,4 +840,4 @@ mod groups;
 #[cfg(test)]
 mod tests;
 
-pub use groups::GroupState;
+pub(crate) use groups::GroupState;

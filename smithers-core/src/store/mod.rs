@@ -21,29 +21,34 @@ use crate::output::OutputInfo;
 pub mod conformance;
 mod owner;
 #[cfg(feature = "postgres")]
-pub mod postgres;
+mod postgres;
 mod queue;
-pub mod sqlite;
+mod sqlite;
 mod workers;
 pub(crate) use owner::holder_is_dead;
 pub use owner::lease_owner;
 #[cfg(feature = "postgres")]
 pub use postgres::{CopyReport, PostgresStore};
-pub(crate) use queue::pool_unsupported;
+pub(crate) use queue::{pool_unsupported, queue_channel, run_channel};
 pub use queue::{
-    queue_channel, run_channel, Claim, ClaimRenewal, ClaimToken, QueuedAttempt, QueuedRecord,
-    RecordedOutcome, RemoteError, RemoteOutcome, RemoteReply,
+    Claim, ClaimRenewal, ClaimToken, QueuedAttempt, QueuedRecord, RecordedOutcome, RemoteError,
+    RemoteOutcome, RemoteReply,
 };
 pub use sqlite::{Durability, SqliteStore};
 pub use workers::{RestartRecord, WorkerRecord};
 
+// `is_postgres_url` and `redact_url` serve the facade's `--db` handling (`smithers::cli`): public
+// for it, not part of the API.
+
 /// Whether `db` names a PostgreSQL database (`postgres://...` or `postgresql://...`) rather than
 /// a SQLite file.
+#[doc(hidden)]
 pub fn is_postgres_url(db: &str) -> bool {
     db.starts_with("postgres://") || db.starts_with("postgresql://")
 }
 
 /// A database URL with any password replaced by `***`, for messages.
+#[doc(hidden)]
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
@@ -968,7 +973,8 @@ pub trait Store: Send + Sync + 'static {
             "stopping `{node_id}` of run `{run_id}`"
         )))
     }
-    /// Wake-ups on a notification `channel` ([`queue_channel`], [`run_channel`]), when the store
+    /// Wake-ups on a notification `channel` (named by the engine: a workflow's attempt queue, a
+    /// run's recorded outcomes; `store/queue.rs`), when the store
     /// has notifications (PostgreSQL LISTEN/NOTIFY); `None` when it has not: poll instead.
     async fn listen(
         &self,

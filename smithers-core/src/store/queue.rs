@@ -147,13 +147,13 @@ pub struct QueuedRecord {
 /// The notification channel a workflow's queue is announced on: workers of `workflow` listen
 /// to it to wake up when attempts are queued. A fixed-width name (PostgreSQL channel names are
 /// identifiers of at most 63 bytes), hashed so any workflow name fits.
-pub fn queue_channel(workflow: &str) -> String {
+pub(crate) fn queue_channel(workflow: &str) -> String {
     format!("smithers_q_{:016x}", fnv1a(workflow.as_bytes()))
 }
 
 /// The notification channel of a run: its driver listens to it to wake up when a worker
 /// recorded an outcome.
-pub fn run_channel(run_id: &str) -> String {
+pub(crate) fn run_channel(run_id: &str) -> String {
     format!("smithers_r_{:016x}", fnv1a(run_id.as_bytes()))
 }
 

@@ -13,7 +13,8 @@
 //!    [`WorkerOptions::concurrency`] runs at once. A takeover from a dead driver is a *restart*,
 //!    counted in `_smithers_restarts` (so the count survives the worker itself dying with the
 //!    run), spaced by an exponential backoff, and limited: a run whose driver dies every time is
-//!    marked failed with an error saying so ([`supervise`]).
+//!    marked failed with an error saying so (the decisions, without I/O, are in
+//!    `worker/supervise.rs`).
 //!
 //! Stopping ([`Worker::run`]'s `stop` token, SIGTERM or Ctrl-C in the binary) takes no new work,
 //! hands every driven run back ([`EngineOptions::hand_back`](crate::engine::EngineOptions): its
@@ -37,7 +38,7 @@ use crate::events::{Event, EventKind};
 use crate::model::{NodeStatus, RunStatus, Timestamp};
 use crate::store::{lease_owner, RunRecord, Store, WorkerRecord, Write, WriteBatch};
 
-pub mod supervise;
+mod supervise;
 
 pub use supervise::RestartPolicy;
 use supervise::{decide, give_up_error, vacancy, Restart, Vacant};
