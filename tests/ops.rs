@@ -10,6 +10,7 @@ use smithers::cli::main_from;
 use smithers::prelude::*;
 use smithers_core::clock::{Clock, SystemClock};
 use smithers_core::events::{Event, EventKind};
+use smithers_core::model::Timestamp;
 use smithers_core::store::lease_owner;
 use smithers_core::store::{Durability, NewRun, RunStatus, SqliteStore, Store, Write, WriteBatch};
 
@@ -188,6 +189,75 @@ async fn frames_show_the_tree_the_run_rendered() {
     let all = stdout(&smithers(&db, &["frames", "r1", "--all"]));
     assert!(all.starts_with("# frame 1 "), "{all}");
     assert!(all.ends_with(&latest), "{all}");
+}
+
+/// The operator views write to the writer they are given, not to the process's stdout: rendered
+/// into a `Vec<u8>` here, they hold the text the `smithers` binary prints.
+#[tokio::test]
+async fn operator_views_write_their_text_into_the_writer_they_are_given() {
+    use smithers::cli::{inspect, workers};
+    use smithers::WorkerRecord;
+
+    let (_dir, db) = finished_run().await;
+    let s = store(&db);
+    let mut out = Vec::new();
+    inspect::status(&mut out, &s, Some("r1"), false)
+        .await
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[..3],
+        ["run       r1", "workflow  hello", "status    finished"],
+        "{text}"
+    );
+    assert!(lines[3].starts_with("created   20"), "{text}");
+    assert_eq!(
+        lines[4..],
+        [
+            "",
+            "NODE                             ITER STATUS     ATTEMPTS     TOKENS     COST $",
+            "greet                               0 finished          1          -          -",
+            "count                               0 finished          2          -          -",
+            "",
+            "total: 0 input + 0 output tokens, 0 cache read, 0 cache write, cost not reported",
+        ],
+        "{text}"
+    );
+    // The binary passes its stdout: the same text.
+    assert_eq!(stdout(&smithers(&db, &["status", "r1"])), text);
+
+    // A finished run is not cancelled, and the view writes nothing (the binary says why on
+    // stderr).
+    let mut out = Vec::new();
+    let refused = inspect::cancel(&mut out, &s, "r1").await.unwrap();
+    assert_eq!((refused, out.len()), (Some(RunStatus::Finished), 0));
+
+    let mut out = Vec::new();
+    workers::workers(&mut out, &s, false, false).await.unwrap();
+    assert_eq!(String::from_utf8(out).unwrap(), "no live worker\n");
+    // A worker whose last heartbeat was three and a half hours ago and that is not stale yet.
+    let now = SystemClock.now();
+    s.put_worker(&WorkerRecord {
+        worker_id: "box:42:aaaa".into(),
+        host: "box".into(),
+        pid: 42,
+        workflow: Some("hello".into()),
+        concurrency: 2,
+        driving: vec!["r1".into()],
+        started_at: now.to_string(),
+        heartbeat_at: Timestamp::from_millis(now.as_millis() - 12_600_000).to_string(),
+        expires_ms: now.as_millis() + 3_600_000,
+    })
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    workers::workers(&mut out, &s, false, false).await.unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "WORKER                       HOST                 PID WORKFLOW          MAX HEARTBEAT    DRIVING\n\
+         box:42:aaaa                  box                   42 hello               2 3h ago       r1\n"
+    );
 }
 
 #[tokio::test]

@@ -353,6 +353,13 @@ pub enum Error {
     #[error("{0}")]
     InvalidArgument(String),
 
+    /// A report (`smithers status`, `runs`, ...) could not be written to its output: a closed
+    /// pipe, a full disk.
+    #[error(
+        "cannot write the output: {0}; check where the output goes (a closed pipe, a full disk)"
+    )]
+    WriteOutput(#[source] std::io::Error),
+
     /// A state the code rules out was reached: a bug of smithers.
     #[error("internal error: {0}; this is a bug of smithers, please report it")]
     Internal(String),
@@ -537,6 +544,7 @@ impl Error {
             Error::InvalidRecord(_) => "E_INVALID_RECORD",
             Error::Unsupported(_) => "E_UNSUPPORTED",
             Error::InvalidArgument(_) => "E_INVALID_ARGUMENT",
+            Error::WriteOutput(_) => "E_WRITE_OUTPUT",
             Error::Internal(_) => "E_INTERNAL",
         }
     }

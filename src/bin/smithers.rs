@@ -1,12 +1,13 @@
 //! The `smithers` binary: operate runs from the database alone.
 
+use std::io::stdout;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use smithers::cli::logs::{Level, LogOptions};
 use smithers::cli::{inspect, logs, DbArgs};
-use smithers_core::RunStatus;
+use smithers::RunStatus;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -363,15 +364,15 @@ async fn run() -> ExitCode {
         let store = cli.db.open().await?;
         let store = &*store;
         Ok(match cli.command {
-            Command::Runs { json } => inspect::runs(store, json)
+            Command::Runs { json } => inspect::runs(&mut stdout(), store, json)
                 .await
                 .map(|()| ExitCode::SUCCESS)?,
             Command::Workers { all, json } => {
-                smithers::cli::workers::workers(store, all, json).await?;
+                smithers::cli::workers::workers(&mut stdout(), store, all, json).await?;
                 ExitCode::SUCCESS
             }
             Command::Status { run_id, json } => {
-                inspect::status(store, run_id.as_deref(), json).await?;
+                inspect::status(&mut stdout(), store, run_id.as_deref(), json).await?;
                 ExitCode::SUCCESS
             }
             Command::Logs {
@@ -394,15 +395,15 @@ async fn run() -> ExitCode {
                 }
             }
             Command::Events { run_id, json } => {
-                inspect::events(store, run_id.as_deref(), json).await?;
+                inspect::events(&mut stdout(), store, run_id.as_deref(), json).await?;
                 ExitCode::SUCCESS
             }
             Command::Frames { run_id, all, json } => {
-                inspect::frames(store, run_id.as_deref(), all, json).await?;
+                inspect::frames(&mut stdout(), store, run_id.as_deref(), all, json).await?;
                 ExitCode::SUCCESS
             }
             Command::Attempts { run_id, json } => {
-                inspect::attempts(store, run_id.as_deref(), json).await?;
+                inspect::attempts(&mut stdout(), store, run_id.as_deref(), json).await?;
                 ExitCode::SUCCESS
             }
             Command::Budget {
@@ -411,15 +412,21 @@ async fn run() -> ExitCode {
                 add_tokens,
                 task,
             } => {
-                inspect::raise_budget(store, &run_id, task, add, add_tokens).await?;
+                inspect::raise_budget(&mut stdout(), store, &run_id, task, add, add_tokens).await?;
                 ExitCode::SUCCESS
             }
-            Command::Cancel { run_id } => match inspect::cancel(store, &run_id).await? {
-                None => ExitCode::SUCCESS,
-                Some(_already_final) => ExitCode::FAILURE,
-            },
+            Command::Cancel { run_id } => {
+                match inspect::cancel(&mut stdout(), store, &run_id).await? {
+                    None => ExitCode::SUCCESS,
+                    Some(status) => {
+                        eprintln!("run {run_id} already {status}; nothing to cancel");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
             Command::Approve(d) => {
                 inspect::decide(
+                    &mut stdout(),
                     store,
                     &d.run_id,
                     &d.node_id,
@@ -432,6 +439,7 @@ async fn run() -> ExitCode {
             }
             Command::Deny(d) => {
                 inspect::decide(
+                    &mut stdout(),
                     store,
                     &d.run_id,
                     &d.node_id,
@@ -448,11 +456,12 @@ async fn run() -> ExitCode {
                 iteration,
                 attempt,
             } => {
-                inspect::revert(store, &run_id, &node_id, iteration, attempt).await?;
+                inspect::revert(&mut stdout(), store, &run_id, &node_id, iteration, attempt)
+                    .await?;
                 ExitCode::SUCCESS
             }
             Command::Steps { run_id, json } => {
-                inspect::steps(store, run_id.as_deref(), json).await?;
+                inspect::steps(&mut stdout(), store, run_id.as_deref(), json).await?;
                 ExitCode::SUCCESS
             }
             Command::Step {
@@ -463,7 +472,7 @@ async fn run() -> ExitCode {
                         json,
                     },
             } => {
-                inspect::step_info(store, &run_id, step_id, json).await?;
+                inspect::step_info(&mut stdout(), store, &run_id, step_id, json).await?;
                 ExitCode::SUCCESS
             }
             Command::Step {
@@ -474,7 +483,7 @@ async fn run() -> ExitCode {
                         force,
                     },
             } => {
-                inspect::step_rollback(store, &run_id, step_id, force).await?;
+                inspect::step_rollback(&mut stdout(), store, &run_id, step_id, force).await?;
                 ExitCode::SUCCESS
             }
             Command::Rewind {
@@ -482,7 +491,7 @@ async fn run() -> ExitCode {
                 frame,
                 force,
             } => {
-                inspect::rewind(store, &run_id, frame, force).await?;
+                inspect::rewind(&mut stdout(), store, &run_id, frame, force).await?;
                 ExitCode::SUCCESS
             }
             Command::Fork {
@@ -490,11 +499,11 @@ async fn run() -> ExitCode {
                 frame,
                 input,
             } => {
-                inspect::fork(store, &run_id, frame, input.as_deref()).await?;
+                inspect::fork(&mut stdout(), store, &run_id, frame, input.as_deref()).await?;
                 ExitCode::SUCCESS
             }
             Command::Diff { run_id, step_id } => {
-                inspect::diff(store, &run_id, step_id).await?;
+                inspect::diff(&mut stdout(), store, &run_id, step_id).await?;
                 ExitCode::SUCCESS
             }
             Command::State {
@@ -523,7 +532,7 @@ async fn run() -> ExitCode {
     .await;
     match result {
         Ok(code) => code,
-        Err::<_, smithers_core::Error>(e) => {
+        Err::<_, smithers::Error>(e) => {
             eprintln!("error [{}]: {e}", e.code());
             ExitCode::FAILURE
         }

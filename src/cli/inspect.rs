@@ -1,12 +1,16 @@
 //! Views of runs, shared by workflow binaries and the `smithers` binary, and `cancel`: the one
-//! operator command that asks something of a run.
+//! operator command that asks something of a run. Each view writes to the writer it is given
+//! (the binaries pass stdout), never to the process's stdout itself.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 
 use smithers_core::price::CostSource;
 use smithers_core::store::{AttemptRecord, CancelOutcome, RunRecord, RunStatus, Store};
 use smithers_core::text::truncate;
 use smithers_core::{Error, Result, Usage};
+
+use super::Out;
 
 /// Costs of some attempts, kept apart by where they come from.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -105,7 +109,13 @@ pub(crate) async fn pick_run(store: &dyn Store, run_id: Option<&str>) -> Result<
 }
 
 /// Prints a run's status, nodes and usage.
-pub async fn status(store: &dyn Store, run_id: Option<&str>, json: bool) -> Result<()> {
+pub async fn status(
+    out: &mut (dyn Write + Send),
+    store: &dyn Store,
+    run_id: Option<&str>,
+    json: bool,
+) -> Result<()> {
+    let out = &mut Out(out);
     let run = pick_run(store, run_id).await?;
     let nodes = store.nodes(&run.run_id).await?;
     let attempts = store.attempts(&run.run_id).await?;
@@ -122,33 +132,37 @@ pub async fn status(store: &dyn Store, run_id: Option<&str>, json: bool) -> Resu
             "run": run, "nodes": nodes, "attempts": attempts, "usage": usage, "approvals": approvals,
             "worker": driver, "restarts": restarts
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
     }
-    println!("run       {}", run.run_id);
-    println!("workflow  {}", run.workflow);
-    println!("status    {}", run.status);
+    writeln!(out, "run       {}", run.run_id)?;
+    writeln!(out, "workflow  {}", run.workflow)?;
+    writeln!(out, "status    {}", run.status)?;
     if let Some(e) = &run.error {
-        println!("error     {e}");
+        writeln!(out, "error     {e}")?;
     }
-    println!("created   {}", run.created_at);
+    writeln!(out, "created   {}", run.created_at)?;
     for a in approvals
         .iter()
         .filter(|a| a.status == smithers_core::ApprovalStatus::Pending)
     {
-        println!(
+        writeln!(
+            out,
             "waiting   approval of `{}` (iteration {}): `smithers approve {} {}` or `deny`",
             a.node_id, a.iteration, run.run_id, a.node_id
-        );
+        )?;
     }
     let now = smithers_core::clock::Clock::now(&smithers_core::clock::SystemClock);
     if let Some(driver) = super::workers::driver_line(&run, &workers, now) {
-        println!("driver    {driver}");
+        writeln!(out, "driver    {driver}")?;
     } else if run.status == RunStatus::Queued {
-        println!("driver    none yet: a `worker` of this workflow takes the run");
+        writeln!(
+            out,
+            "driver    none yet: a `worker` of this workflow takes the run"
+        )?;
     }
     if let Some(r) = &restarts {
-        println!("restarts  {}", super::workers::restarts_line(r));
+        writeln!(out, "restarts  {}", super::workers::restarts_line(r))?;
     }
     let mut per_node: BTreeMap<(String, u32), Usage> = BTreeMap::new();
     let mut per_node_attempts: BTreeMap<(String, u32), Vec<&AttemptRecord>> = BTreeMap::new();
@@ -162,10 +176,11 @@ pub async fn status(store: &dyn Store, run_id: Option<&str>, json: bool) -> Resu
             .or_default()
             .push(a);
     }
-    println!(
+    writeln!(
+        out,
         "\n{:<32} {:>4} {:<10} {:>8} {:>10} {:>10}",
         "NODE", "ITER", "STATUS", "ATTEMPTS", "TOKENS", "COST $"
-    );
+    )?;
     for n in &nodes {
         let u = per_node
             .get(&(n.node_id.clone(), n.iteration))
@@ -178,7 +193,8 @@ pub async fn status(store: &dyn Store, run_id: Option<&str>, json: bool) -> Resu
                 || "-".to_owned(),
                 |a| CostSummary::of(a.iter().copied()).cell(),
             );
-        println!(
+        writeln!(
+            out,
             "{:<32} {:>4} {:<10} {:>8} {:>10} {:>10}",
             truncate(&n.node_id, 32),
             n.iteration,
@@ -190,9 +206,9 @@ pub async fn status(store: &dyn Store, run_id: Option<&str>, json: bool) -> Resu
                 "-".into()
             },
             cost
-        );
+        )?;
         if let Some(e) = &n.last_error {
-            println!("    last error: {}", truncate(e, 200));
+            writeln!(out, "    last error: {}", truncate(e, 200))?;
         }
         // Pool mode: which worker runs (or ran) the node's latest attempt.
         let latest = per_node_attempts
@@ -201,74 +217,98 @@ pub async fn status(store: &dyn Store, run_id: Option<&str>, json: bool) -> Resu
         if let Some(a) = latest.filter(|a| a.queue.is_some()) {
             match (a.status.as_str(), a.queue.as_deref(), &a.claim_owner) {
                 ("in-progress", Some("queued"), _) => {
-                    println!("    worker: queued, not claimed yet")
+                    writeln!(out, "    worker: queued, not claimed yet")?
                 }
-                ("in-progress", Some("claimed"), Some(w)) => println!("    worker: {w} (running)"),
-                ("in-progress", Some("recorded"), Some(w)) => {
-                    println!("    worker: {w} (outcome recorded, waiting for the driver)")
+                ("in-progress", Some("claimed"), Some(w)) => {
+                    writeln!(out, "    worker: {w} (running)")?
                 }
-                (_, _, Some(w)) => println!("    worker: {w}"),
+                ("in-progress", Some("recorded"), Some(w)) => writeln!(
+                    out,
+                    "    worker: {w} (outcome recorded, waiting for the driver)"
+                )?,
+                (_, _, Some(w)) => writeln!(out, "    worker: {w}")?,
                 _ => {}
             }
         }
     }
-    println!(
+    writeln!(
+        out,
         "\ntotal: {} input + {} output tokens, {} cache read, {} cache write, cost {}",
         usage.input_tokens.unwrap_or(0),
         usage.output_tokens.unwrap_or(0),
         usage.cache_read_tokens.unwrap_or(0),
         usage.cache_write_tokens.unwrap_or(0),
         CostSummary::of(&attempts).sentence()
-    );
+    )?;
     Ok(())
 }
 
 /// Prints the runs of a database.
-pub async fn runs(store: &dyn Store, json: bool) -> Result<()> {
+pub async fn runs(out: &mut (dyn Write + Send), store: &dyn Store, json: bool) -> Result<()> {
+    let out = &mut Out(out);
     let runs = store.runs().await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&runs)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&runs)?)?;
         return Ok(());
     }
-    println!("{:<34} {:<20} {:<17} CREATED", "RUN", "WORKFLOW", "STATUS");
+    writeln!(
+        out,
+        "{:<34} {:<20} {:<17} CREATED",
+        "RUN", "WORKFLOW", "STATUS"
+    )?;
     for r in runs {
-        println!(
+        writeln!(
+            out,
             "{:<34} {:<20} {:<17} {}",
             r.run_id,
             truncate(&r.workflow, 20),
             r.status.as_str(),
             r.created_at
-        );
+        )?;
     }
     Ok(())
 }
 
 /// Prints a run's events.
-pub async fn events(store: &dyn Store, run_id: Option<&str>, json: bool) -> Result<()> {
+pub async fn events(
+    out: &mut (dyn Write + Send),
+    store: &dyn Store,
+    run_id: Option<&str>,
+    json: bool,
+) -> Result<()> {
+    let out = &mut Out(out);
     let run = pick_run(store, run_id).await?;
     for e in store.events(&run.run_id, 0).await? {
         if json {
-            println!("{}", serde_json::to_string(&e)?);
+            writeln!(out, "{}", serde_json::to_string(&e)?)?;
         } else {
             let node = match (&e.event.node_id, e.event.iteration) {
                 (Some(n), Some(i)) => format!(" {n}#{i}"),
                 _ => String::new(),
             };
             let payload = serde_json::to_value(&e.event.kind)?;
-            println!(
+            writeln!(
+                out,
                 "{:>6} {} {}{node} {}",
                 e.seq,
                 e.event.at,
                 e.event.kind.name(),
                 compact(&payload)
-            );
+            )?;
         }
     }
     Ok(())
 }
 
 /// Prints a run's frames: the latest, or all of them oldest first.
-pub async fn frames(store: &dyn Store, run_id: Option<&str>, all: bool, json: bool) -> Result<()> {
+pub async fn frames(
+    out: &mut (dyn Write + Send),
+    store: &dyn Store,
+    run_id: Option<&str>,
+    all: bool,
+    json: bool,
+) -> Result<()> {
+    let out = &mut Out(out);
     let run = pick_run(store, run_id).await?;
     let frames = if all {
         store.frames(&run.run_id).await?
@@ -281,37 +321,45 @@ pub async fn frames(store: &dyn Store, run_id: Option<&str>, all: bool, json: bo
         } else {
             serde_json::to_value(frames.first())?
         };
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
     }
     if frames.is_empty() {
-        eprintln!("run `{}` has no recorded frame yet", run.run_id);
+        writeln!(out, "# run `{}` has no recorded frame yet", run.run_id)?;
     }
     for f in &frames {
-        println!("# frame {} recorded {}", f.frame_no, f.created_at);
-        print!("{}", f.tree);
+        writeln!(out, "# frame {} recorded {}", f.frame_no, f.created_at)?;
+        write!(out, "{}", f.tree)?;
         if !f.tree.ends_with('\n') {
-            println!();
+            writeln!(out)?;
         }
     }
     Ok(())
 }
 
 /// Prints every attempt of a run: agent, duration, usage and error.
-pub async fn attempts(store: &dyn Store, run_id: Option<&str>, json: bool) -> Result<()> {
+pub async fn attempts(
+    out: &mut (dyn Write + Send),
+    store: &dyn Store,
+    run_id: Option<&str>,
+    json: bool,
+) -> Result<()> {
+    let out = &mut Out(out);
     let run = pick_run(store, run_id).await?;
     let attempts = store.attempts(&run.run_id).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&attempts)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&attempts)?)?;
         return Ok(());
     }
-    println!(
+    writeln!(
+        out,
         "{:<28} {:>4} {:>7} {:<11} {:<12} {:>9} {:>9} {:>9}",
         "NODE", "ITER", "ATTEMPT", "STATUS", "AGENT", "SECONDS", "TOKENS", "COST $"
-    );
+    )?;
     for a in &attempts {
         let tokens = a.usage.input_tokens.unwrap_or(0) + a.usage.output_tokens.unwrap_or(0);
-        println!(
+        writeln!(
+            out,
             "{:<28} {:>4} {:>7} {:<11} {:<12} {:>9} {:>9} {:>9}",
             truncate(&a.node_id, 28),
             a.iteration,
@@ -326,27 +374,32 @@ pub async fn attempts(store: &dyn Store, run_id: Option<&str>, json: bool) -> Re
                 "-".into()
             },
             CostSummary::of([a]).cell()
-        );
+        )?;
         if let Some(e) = &a.error {
-            println!("    error: {}", truncate(e, 200));
+            writeln!(out, "    error: {}", truncate(e, 200))?;
         }
     }
     let summary = CostSummary::of(&attempts);
-    println!("\ncost: {}", summary.sentence());
+    writeln!(out, "\ncost: {}", summary.sentence())?;
     if summary.any_estimated {
-        println!("      ~ = estimated from the tokens and the price catalog");
+        writeln!(
+            out,
+            "      ~ = estimated from the tokens and the price catalog"
+        )?;
     }
     Ok(())
 }
 
 /// Raises the budget of a run (or of its task `task`) by `usd` and `tokens`, for `resume`.
 pub async fn raise_budget(
+    out: &mut (dyn Write + Send),
     store: &dyn Store,
     run_id: &str,
     task: Option<String>,
     usd: f64,
     tokens: u64,
 ) -> Result<()> {
+    let out = &mut Out(out);
     if !(usd.is_finite() && usd >= 0.0) || (usd == 0.0 && tokens == 0) {
         return Err(Error::InvalidArgument(
             "say how much to add: `--add USD` (a positive number) and/or `--add-tokens N`".into(),
@@ -374,33 +427,39 @@ pub async fn raise_budget(
     if tokens > 0 {
         what.push(format!("{tokens} tokens"));
     }
-    println!(
+    writeln!(
+        out,
         "raised {scope} of run {} by {}; `resume` continues it",
         run.run_id,
         what.join(" and ")
-    );
+    )?;
     Ok(())
 }
 
-/// Cancels a run from another process; returns the status the run had when it was already final.
-pub async fn cancel(store: &dyn Store, run_id: &str) -> Result<Option<RunStatus>> {
+/// Cancels a run from another process; returns the status the run had when it was already final
+/// (and writes nothing then: the caller says so where errors go).
+pub async fn cancel(
+    out: &mut (dyn Write + Send),
+    store: &dyn Store,
+    run_id: &str,
+) -> Result<Option<RunStatus>> {
+    let out = &mut Out(out);
     match store.request_cancel(run_id).await? {
         CancelOutcome::Requested { owner } => {
-            println!(
+            writeln!(
+                out,
                 "cancellation of run {run_id} requested; its process ({owner}) stops it at its next check"
-            );
+            )?;
             Ok(None)
         }
         CancelOutcome::Cancelled => {
-            println!(
+            writeln!(
+                out,
                 "run {run_id} cancelled (no live process was driving it); `resume` continues it"
-            );
+            )?;
             Ok(None)
         }
-        CancelOutcome::AlreadyFinal(status) => {
-            eprintln!("run {run_id} already {status}; nothing to cancel");
-            Ok(Some(status))
-        }
+        CancelOutcome::AlreadyFinal(status) => Ok(Some(status)),
         other => Err(Error::Internal(format!(
             "this binary does not know the cancellation outcome {other:?}"
         ))),
@@ -420,6 +479,7 @@ fn compact(v: &serde_json::Value) -> String {
 
 /// Approves or denies a pending `needs_approval` task.
 pub async fn decide(
+    out: &mut (dyn Write + Send),
     store: &dyn Store,
     run_id: &str,
     node_id: &str,
@@ -427,48 +487,60 @@ pub async fn decide(
     approve: bool,
     note: Option<&str>,
 ) -> Result<()> {
+    let out = &mut Out(out);
     let d = store
         .decide_approval(run_id, node_id, iteration, approve, note)
         .await?;
     let verb = if approve { "approved" } else { "denied" };
-    println!(
+    writeln!(
+        out,
         "node `{}` (iteration {}) of run {run_id} {verb}; `resume --run-id {run_id}` continues the run (a run started with --wait-approval continues by itself)",
         d.node_id, d.iteration
-    );
+    )?;
     Ok(())
 }
 
 /// Restores the working copy to before a node's agent attempts.
 pub async fn revert(
+    out: &mut (dyn Write + Send),
     store: &dyn Store,
     run_id: &str,
     node_id: &str,
     iteration: Option<u32>,
     attempt: Option<u32>,
 ) -> Result<()> {
+    let out = &mut Out(out);
     let r = smithers_core::vcs::revert(store, run_id, node_id, iteration, attempt).await?;
-    println!(
+    writeln!(
+        out,
         "restored {} to snapshot {} (before attempt {} of `{node_id}`, iteration {}); HEAD and the index are unchanged",
         r.repo.display(),
         &r.snapshot[..12.min(r.snapshot.len())],
         r.attempt,
         r.iteration
-    );
+    )?;
     Ok(())
 }
 
 /// Lists the steps of a run (with `--json`, the stored rows: snake_case fields, ISO times).
-pub async fn steps(store: &dyn Store, run_id: Option<&str>, json: bool) -> Result<()> {
+pub async fn steps(
+    out: &mut (dyn Write + Send),
+    store: &dyn Store,
+    run_id: Option<&str>,
+    json: bool,
+) -> Result<()> {
+    let out = &mut Out(out);
     let run = pick_run(store, run_id).await?;
     let steps = store.steps(&run.run_id).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&steps)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&steps)?)?;
         return Ok(());
     }
-    println!(
+    writeln!(
+        out,
         "{:>4} {:>6} {:<32} {:<10} {:>8} {:>9} {:>10} {:<12}",
         "ID", "PARENT", "PHASE / STEP", "STATUS", "ACTIVE", "SECONDS", "TOKENS", "BEFORE"
-    );
+    )?;
     for s in &steps {
         let tokens = s
             .token_usage_json
@@ -486,7 +558,8 @@ pub async fn steps(store: &dyn Store, run_id: Option<&str>, json: bool) -> Resul
         } else {
             name
         };
-        println!(
+        writeln!(
+            out,
             "{:>4} {:>6} {:<32} {:<10} {:>8} {:>9} {:>10} {:<12}",
             s.step_id,
             s.parent_step_id.map_or("-".into(), |p| p.to_string()),
@@ -503,27 +576,35 @@ pub async fn steps(store: &dyn Store, run_id: Option<&str>, json: bool) -> Resul
             s.snapshot_before
                 .as_deref()
                 .map_or("-", |c| &c[..12.min(c.len())])
-        );
+        )?;
     }
     Ok(())
 }
 
 /// Shows one step: its row, and its tasks' attempts.
-pub async fn step_info(store: &dyn Store, run_id: &str, step_id: i64, json: bool) -> Result<()> {
+pub async fn step_info(
+    out: &mut (dyn Write + Send),
+    store: &dyn Store,
+    run_id: &str,
+    step_id: i64,
+    json: bool,
+) -> Result<()> {
+    let out = &mut Out(out);
     let step = &store.step(run_id, step_id).await?;
     let attempts = store.attempts(run_id).await?;
     let mine: Vec<&AttemptRecord> = attempts.iter().filter(|a| step.contains(a)).collect();
     if json {
         let v = serde_json::json!({ "step": step, "attempts": mine });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
     }
-    println!("step            {} `{}`", step.step_id, step.name);
+    writeln!(out, "step            {} `{}`", step.step_id, step.name)?;
     if let Some(p) = &step.phase {
-        println!("phase           {p}");
+        writeln!(out, "phase           {p}")?;
     }
-    println!("iteration       {}", step.iteration);
-    println!(
+    writeln!(out, "iteration       {}", step.iteration)?;
+    writeln!(
+        out,
         "status          {}{}",
         step.status,
         if step.active {
@@ -531,44 +612,46 @@ pub async fn step_info(store: &dyn Store, run_id: &str, step_id: i64, json: bool
         } else {
             " (inactive: rolled back)"
         }
-    );
+    )?;
     if let Some(p) = step.parent_step_id {
-        println!("parent step     {p}");
+        writeln!(out, "parent step     {p}")?;
     }
-    println!("created         {}", step.created_at);
+    writeln!(out, "created         {}", step.created_at)?;
     if let Some(s) = &step.started_at {
-        println!("started         {s}");
+        writeln!(out, "started         {s}")?;
     }
     if let Some(c) = &step.completed_at {
-        println!("completed       {c}");
+        writeln!(out, "completed       {c}")?;
     }
-    println!("tasks           {}", step.task_ids.join(", "));
+    writeln!(out, "tasks           {}", step.task_ids.join(", "))?;
     for (label, v) in [
         ("snapshot before", &step.snapshot_before),
         ("snapshot after ", &step.snapshot_after),
         ("commit created ", &step.commit_created),
     ] {
         if let Some(v) = v {
-            println!("{label} {v}");
+            writeln!(out, "{label} {v}")?;
         }
     }
     if let Some(b) = &step.vcs_backend {
-        println!(
+        writeln!(
+            out,
             "repository      {} ({b})",
             step.vcs_repo.as_deref().unwrap_or("?")
-        );
+        )?;
     }
     if let Some(c) = &step.agent_config_json {
-        println!("agents          {c}");
+        writeln!(out, "agents          {c}")?;
     }
     if let Some(u) = &step.token_usage_json {
-        println!("usage           {u}");
+        writeln!(out, "usage           {u}")?;
     }
     if let Some(x) = step.exit_code {
-        println!("exit code       {x}");
+        writeln!(out, "exit code       {x}")?;
     }
     for a in &mine {
-        println!(
+        writeln!(
+            out,
             "  {}#{} attempt {} {} {}{}",
             a.node_id,
             a.iteration,
@@ -579,28 +662,42 @@ pub async fn step_info(store: &dyn Store, run_id: &str, step_id: i64, json: bool
                 .as_deref()
                 .map(|e| format!(": {}", truncate(e, 120)))
                 .unwrap_or_default()
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        out,
         "cost            {}",
         CostSummary::of(mine.iter().copied()).sentence()
-    );
+    )?;
     Ok(())
 }
 
-fn print_rollback(run_id: &str, what: &str, r: &smithers_core::timetravel::Rollback) {
+fn print_rollback(
+    out: &mut Out<'_>,
+    run_id: &str,
+    what: &str,
+    r: &smithers_core::timetravel::Rollback,
+) -> Result<()> {
     match &r.restored {
-        Some((repo, snap)) => println!(
+        Some((repo, snap)) => writeln!(
+            out,
             "restored {} to snapshot {} ({what}); HEAD, branches and bookmarks are unchanged",
             repo.display(),
             &snap[..12.min(snap.len())]
-        ),
-        None => println!("no step had a snapshot to restore: the working copy is unchanged"),
+        )?,
+        None => writeln!(
+            out,
+            "no step had a snapshot to restore: the working copy is unchanged"
+        )?,
     }
     if let Some(s) = &r.saved {
-        println!("the working copy as it was is kept as snapshot {s} (under refs/smithers/)");
+        writeln!(
+            out,
+            "the working copy as it was is kept as snapshot {s} (under refs/smithers/)"
+        )?;
     }
-    println!(
+    writeln!(
+        out,
         "steps now inactive: {}; nodes to re-run: {}; `resume --run-id {run_id}` re-runs them",
         if r.report.deactivated_steps.is_empty() {
             "none".to_owned()
@@ -613,42 +710,57 @@ fn print_rollback(run_id: &str, what: &str, r: &smithers_core::timetravel::Rollb
                 .join(", ")
         },
         r.report.reset_nodes.len()
-    );
+    )
 }
 
 /// Rolls a run back to before a step: files restored, that step and later ones inactive.
 pub async fn step_rollback(
+    out: &mut (dyn Write + Send),
     store: &dyn Store,
     run_id: &str,
     step_id: i64,
     force: bool,
 ) -> Result<()> {
+    let out = &mut Out(out);
     let r = smithers_core::timetravel::rollback(store, run_id, step_id, force).await?;
-    print_rollback(run_id, &format!("before step {step_id}"), &r);
-    Ok(())
+    print_rollback(out, run_id, &format!("before step {step_id}"), &r)
 }
 
 /// Rewinds a run to a frame.
-pub async fn rewind(store: &dyn Store, run_id: &str, frame: u32, force: bool) -> Result<()> {
+pub async fn rewind(
+    out: &mut (dyn Write + Send),
+    store: &dyn Store,
+    run_id: &str,
+    frame: u32,
+    force: bool,
+) -> Result<()> {
+    let out = &mut Out(out);
     let r = smithers_core::timetravel::rewind(store, run_id, frame, force).await?;
-    print_rollback(run_id, &format!("frame {frame}"), &r);
-    Ok(())
+    print_rollback(out, run_id, &format!("frame {frame}"), &r)
 }
 
 /// Prints what a step changed in the working copy.
-pub async fn diff(store: &dyn Store, run_id: &str, step_id: i64) -> Result<()> {
+pub async fn diff(
+    out: &mut (dyn Write + Send),
+    store: &dyn Store,
+    run_id: &str,
+    step_id: i64,
+) -> Result<()> {
+    let out = &mut Out(out);
     let d = smithers_core::timetravel::diff(store, run_id, step_id).await?;
-    println!("{d}");
+    writeln!(out, "{d}")?;
     Ok(())
 }
 
 /// Forks a run from a frame into a new run (the workflow binary's `resume` continues it).
 pub async fn fork(
+    out: &mut (dyn Write + Send),
     store: &dyn Store,
     run_id: &str,
     frame: u32,
     input: Option<&str>,
 ) -> Result<smithers_core::store::RunRecord> {
+    let out = &mut Out(out);
     let input = match input {
         Some(text) => Some(serde_json::from_str(text).map_err(|e| {
             smithers_core::Error::InvalidInput(format!(
@@ -665,9 +777,10 @@ pub async fn fork(
             input,
         })
         .await?;
-    println!(
+    writeln!(
+        out,
         "run {} forked from run {run_id} at frame {frame}; the workflow binary's `resume --run-id {}` runs the rest (its `fork` checks the input against the workflow)",
         rec.run_id, rec.run_id
-    );
+    )?;
     Ok(rec)
 }

@@ -19,6 +19,18 @@ pub mod live;
 pub mod logs;
 pub mod workers;
 
+/// The writer an operator view writes to, with each write's I/O error as the view's
+/// [`Error::WriteOutput`]: `writeln!(out, ...)?` inside a view that returns
+/// [`smithers_core::Result`].
+pub(crate) struct Out<'a>(pub(crate) &'a mut (dyn std::io::Write + Send));
+
+impl Out<'_> {
+    /// What `write!`/`writeln!` call.
+    pub(crate) fn write_fmt(&mut self, args: std::fmt::Arguments<'_>) -> smithers_core::Result<()> {
+        self.0.write_fmt(args).map_err(Error::WriteOutput)
+    }
+}
+
 /// Options shared by every command.
 #[derive(Args, Debug, Clone)]
 pub struct DbArgs {
@@ -588,7 +600,7 @@ where
         }
         WorkflowCommand::Status { run_id, json } => {
             let store = cli.db.open().await.map_err(|e| e.to_string())?;
-            inspect::status(&*store, run_id.as_deref(), *json)
+            inspect::status(&mut std::io::stdout(), &*store, run_id.as_deref(), *json)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(std::process::ExitCode::SUCCESS)

@@ -1,11 +1,15 @@
 //! `smithers workers` and what `status` says about who drives a run: the registry of `worker`
 //! processes (`_smithers_workers`) matched with runs' leases.
 
+use std::io::Write;
+
 use smithers_core::clock::{Clock, SystemClock};
 use smithers_core::model::Timestamp;
 use smithers_core::store::{RestartRecord, RunRecord, Store, WorkerRecord};
 use smithers_core::text::truncate;
 use smithers_core::Result;
+
+use super::Out;
 
 /// How long ago `at` (RFC 3339) was, from `now`: `3s ago`, `2m ago`, or the text as it is.
 fn ago(at: &str, now: Timestamp) -> String {
@@ -36,7 +40,13 @@ pub fn worker_of<'a>(workers: &'a [WorkerRecord], owner: &str) -> Option<&'a Wor
 
 /// `smithers workers`: live workers (stale ones too with `all`), with what they drive and their
 /// last heartbeat.
-pub async fn workers(store: &dyn Store, all: bool, json: bool) -> Result<()> {
+pub async fn workers(
+    out: &mut (dyn Write + Send),
+    store: &dyn Store,
+    all: bool,
+    json: bool,
+) -> Result<()> {
+    let out = &mut Out(out);
     let now = SystemClock.now();
     let workers = store.workers().await?;
     let (shown, stale): (Vec<&WorkerRecord>, Vec<&WorkerRecord>) = workers
@@ -51,16 +61,17 @@ pub async fn workers(store: &dyn Store, all: bool, json: bool) -> Result<()> {
                 v
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(());
     }
     if shown.is_empty() {
-        println!("no live worker");
+        writeln!(out, "no live worker")?;
     } else {
-        println!(
+        writeln!(
+            out,
             "{:<28} {:<16} {:>7} {:<16} {:>4} {:<12} DRIVING",
             "WORKER", "HOST", "PID", "WORKFLOW", "MAX", "HEARTBEAT"
-        );
+        )?;
     }
     for w in &shown {
         let heartbeat = if w.is_stale(now.as_millis()) {
@@ -68,7 +79,8 @@ pub async fn workers(store: &dyn Store, all: bool, json: bool) -> Result<()> {
         } else {
             ago(&w.heartbeat_at, now)
         };
-        println!(
+        writeln!(
+            out,
             "{:<28} {:<16} {:>7} {:<16} {:>4} {:<12} {}",
             truncate(&w.worker_id, 28),
             truncate(&w.host, 16),
@@ -81,13 +93,14 @@ pub async fn workers(store: &dyn Store, all: bool, json: bool) -> Result<()> {
             } else {
                 w.driving.join(", ")
             }
-        );
+        )?;
     }
     if !stale.is_empty() {
-        println!(
+        writeln!(
+            out,
             "{} stale worker(s) not shown (no heartbeat: killed or hung); `smithers workers --all` lists them",
             stale.len()
-        );
+        )?;
     }
     Ok(())
 }
