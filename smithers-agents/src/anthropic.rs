@@ -110,11 +110,15 @@ impl Agent for AnthropicAgent {
         "anthropic"
     }
 
-    fn signature(&self) -> String {
-        format!(
-            "anthropic model={} max_tokens={} temperature={:?} system={:?} native_schema={}",
-            self.model, self.max_tokens, self.temperature, self.system_prompt, self.native_schema
-        )
+    fn signature(&self) -> Value {
+        json!({
+            "agent": self.name(),
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "system_prompt": self.system_prompt,
+            "native_schema": self.native_schema,
+        })
     }
 
     fn model(&self) -> Option<String> {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 use smithers_core::{Agent, AgentError, AgentRequest, AgentResponse, TaskError, Usage};
 
-use crate::cli::{cli_builder_methods, CliOptions};
+use crate::cli::{args_json, cli_builder_methods, CliOptions};
 use crate::process::{self, CliCommand, CliRun, LiveUsage, Watch};
 use crate::stream::{
     http_status_in, looks_like_auth_error, parse_line, status_is_retryable, str_of, truncate,
@@ -216,8 +216,8 @@ impl Agent for ClaudeCodeAgent {
         "claude-code"
     }
 
-    fn signature(&self) -> String {
-        format!("claude-code {:?}", self.base_args())
+    fn signature(&self) -> Value {
+        serde_json::json!({ "agent": self.name(), "args": args_json(&self.base_args()) })
     }
 
     fn model(&self) -> Option<String> {

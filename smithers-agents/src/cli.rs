@@ -171,6 +171,16 @@ macro_rules! cli_builder_methods {
 }
 pub(crate) use cli_builder_methods;
 
+/// A CLI's arguments as JSON strings, for its [`Agent::signature`](smithers_core::Agent::signature):
+/// the exact flags, in order, not a `Debug` rendering of them.
+pub(crate) fn args_json(args: &[OsString]) -> Value {
+    Value::Array(
+        args.iter()
+            .map(|a| Value::String(a.to_string_lossy().into_owned()))
+            .collect(),
+    )
+}
+
 /// A scratch file holding `contents` (a schema, a system prompt) for a flag that takes a path;
 /// it is deleted when dropped, so keep it until the CLI has exited.
 pub(crate) fn temp_file(

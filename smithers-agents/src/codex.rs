@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 use smithers_core::{Agent, AgentError, AgentRequest, AgentResponse, TaskError, Usage};
 
-use crate::cli::{cli_builder_methods, temp_file, CliOptions};
+use crate::cli::{args_json, cli_builder_methods, temp_file, CliOptions};
 use crate::process::{self, CliCommand, CliRun, LiveUsage, Watch};
 use crate::stream::{add, looks_like_auth_error, parse_line, str_of, truncate, u64_of};
 
@@ -164,8 +164,8 @@ impl Agent for CodexAgent {
         "codex"
     }
 
-    fn signature(&self) -> String {
-        format!("codex {:?}", self.base_args())
+    fn signature(&self) -> Value {
+        serde_json::json!({ "agent": self.name(), "args": args_json(&self.base_args()) })
     }
 
     fn model(&self) -> Option<String> {

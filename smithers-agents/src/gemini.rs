@@ -11,7 +11,7 @@ use serde_json::Value;
 use smithers_core::prompt::extract_json_with;
 use smithers_core::{Agent, AgentError, AgentRequest, AgentResponse, TaskError, Usage};
 
-use crate::cli::{cli_builder_methods, temp_file, CliOptions};
+use crate::cli::{args_json, cli_builder_methods, temp_file, CliOptions};
 use crate::process::{self, CliCommand, CliRun, LiveUsage, Watch};
 use crate::stream::{
     http_status_in, looks_like_auth_error, parse_line, status_is_retryable, str_of, truncate,
@@ -155,12 +155,12 @@ impl Agent for GeminiAgent {
         "gemini"
     }
 
-    fn signature(&self) -> String {
-        format!(
-            "gemini {:?} system_prompt={:?}",
-            self.base_args(),
-            self.cli.system_prompt
-        )
+    fn signature(&self) -> Value {
+        serde_json::json!({
+            "agent": self.name(),
+            "args": args_json(&self.base_args()),
+            "system_prompt": self.cli.system_prompt,
+        })
     }
 
     fn model(&self) -> Option<String> {

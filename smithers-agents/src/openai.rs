@@ -182,17 +182,21 @@ impl Agent for OpenAiAgent {
         "openai"
     }
 
-    fn signature(&self) -> String {
-        format!(
-            "openai api={:?} model={} base={:?} max_tokens={:?} temperature={:?} system={:?} native_schema={}",
-            self.api,
-            self.model,
-            self.http.base_url,
-            self.max_tokens,
-            self.temperature,
-            self.system_prompt,
-            self.native_schema
-        )
+    fn signature(&self) -> Value {
+        let api = match self.api {
+            OpenAiApi::ChatCompletions => "chat_completions",
+            OpenAiApi::Responses => "responses",
+        };
+        json!({
+            "agent": self.name(),
+            "api": api,
+            "model": self.model,
+            "base_url": self.http.base_url,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "system_prompt": self.system_prompt,
+            "native_schema": self.native_schema,
+        })
     }
 
     fn model(&self) -> Option<String> {

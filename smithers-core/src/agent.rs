@@ -160,9 +160,15 @@ pub trait Agent: Send + Sync + 'static {
     /// A short name for logs and the cache key (`claude-code`, `codex`, ...).
     fn name(&self) -> &str;
 
-    /// A signature of the agent's configuration (model, flags) for the cache key.
-    fn signature(&self) -> String {
-        self.name().to_owned()
+    /// The agent's configuration (model, flags, system prompt...) as JSON: part of the
+    /// `<Workflow cache>` key, so two agents with the same signature may share cached outputs,
+    /// and recorded as `flags` in a step's agent config.
+    ///
+    /// Build it from explicit fields (`json!({"agent": self.name(), "model": ...})`), never
+    /// from `Debug` output, which is not stable across versions: a changed signature only
+    /// means a cache miss, but an unstable one means a miss on every upgrade.
+    fn signature(&self) -> serde_json::Value {
+        serde_json::json!({ "agent": self.name() })
     }
 
     /// Runs one attempt.
@@ -270,9 +276,9 @@ impl Agent for Fallback {
         &self.name
     }
 
-    fn signature(&self) -> String {
-        let parts: Vec<String> = self.agents.iter().map(|a| a.signature()).collect();
-        format!("fallback[{}]", parts.join(", "))
+    fn signature(&self) -> serde_json::Value {
+        let chain: Vec<serde_json::Value> = self.agents.iter().map(|a| a.signature()).collect();
+        serde_json::json!({ "fallback": chain })
     }
 
     async fn generate(&self, request: AgentRequest) -> Result<AgentResponse, AgentError> {

@@ -237,7 +237,7 @@ impl Agent for Metered {
     fn name(&self) -> &str {
         "metered"
     }
-    fn signature(&self) -> String {
+    fn signature(&self) -> serde_json::Value {
         "metered --fast".into()
     }
     fn model(&self) -> Option<String> {

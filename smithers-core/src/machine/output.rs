@@ -2,6 +2,7 @@
 //! key under which an output may be reused. Pure functions of the task, the reply and the agent's
 //! signature.
 
+use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -35,16 +36,63 @@ pub(super) fn extract_output(t: &TaskSpec, resp: &AgentResponse) -> Result<Value
 
 /// The cache key of an agent task: what must match for an earlier output to be reused.
 pub(super) fn cache_key(workflow: &str, t: &TaskSpec, agent: &dyn Agent) -> String {
-    let mut h = Sha256::new();
-    for part in [
+    CacheKey {
         workflow,
-        &t.id,
-        &t.prompt,
-        &t.output.signature(),
-        &agent.signature(),
-    ] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part.as_bytes());
+        node_id: &t.id,
+        prompt: &t.prompt,
+        output: &t.output.signature(),
+        agent: agent.signature(),
     }
-    hex::encode(h.finalize())
+    .hash()
+}
+
+/// The parts of a cache key, in the one serialisation that is hashed: JSON of these fields in
+/// this order, the agent's configuration as its [`Agent::signature`] (explicit JSON fields,
+/// object keys sorted), never a `Debug` rendering, so a key stays the same across versions of
+/// Rust and of smithers for the same workflow, task and agent.
+#[derive(Serialize)]
+struct CacheKey<'a> {
+    workflow: &'a str,
+    node_id: &'a str,
+    prompt: &'a str,
+    /// The output type's schema signature ([`crate::output::OutputInfo::signature`]).
+    output: &'a str,
+    agent: Value,
+}
+
+impl CacheKey<'_> {
+    /// SHA-256 of the JSON text, in hex.
+    fn hash(&self) -> String {
+        let text = serde_json::to_string(self).unwrap_or_default();
+        hex::encode(Sha256::digest(text.as_bytes()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CacheKey;
+
+    #[test]
+    fn a_cache_key_is_the_sha256_of_its_parts_as_fixed_json() {
+        let key = CacheKey {
+            workflow: "review",
+            node_id: "fix",
+            prompt: "Fix the build.",
+            output: "0123456789abcdef01234567",
+            agent: serde_json::json!({
+                "agent": "claude-code",
+                "args": ["--output-format", "stream-json", "--model", "sonnet"],
+            }),
+        };
+        let text = serde_json::to_string(&key).unwrap();
+        assert_eq!(
+            text,
+            r#"{"workflow":"review","node_id":"fix","prompt":"Fix the build.","output":"0123456789abcdef01234567","agent":{"agent":"claude-code","args":["--output-format","stream-json","--model","sonnet"]}}"#
+        );
+        // `printf %s "$text" | sha256sum`, computed outside Rust.
+        assert_eq!(
+            key.hash(),
+            "e6356b3388773c5ff30e89ddd386d633ee0f992a2d19eb6a92e125b8b6e78028"
+        );
+    }
 }
