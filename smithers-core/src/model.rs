@@ -23,63 +23,77 @@ pub type FastMap<K, V> = std::collections::HashMap<K, V, FastHash>;
 /// Node states by node id, then iteration.
 pub type NodeStates = FastMap<String, FastMap<u32, NodeState>>;
 
-/// Status of a run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-#[non_exhaustive]
-pub enum RunStatus {
-    /// Being driven (or its driver died: see the lease).
-    Running,
-    /// Every node is terminal.
-    Finished,
-    /// A node failed.
-    Failed,
-    /// Stopped by the user; `resume` continues.
-    Cancelled,
-    /// Parked on a node that needs approval.
-    WaitingApproval,
-    /// Parked on an exceeded budget (`<Workflow on_budget=Park>`): `smithers budget RUN --add ..`
-    /// then `resume`.
-    WaitingBudget,
-    /// Waiting for a `worker` to drive it, with no lease: created by `run --detach`, or handed
-    /// back by a worker that stopped (SIGTERM) in the middle of it.
-    Queued,
+/// Declares an enum whose values are stored by name, from one table: each variant's stored name
+/// is also its serde name (`#[serde(rename)]`), and `as_str`, `parse` and `ALL` are generated
+/// from the same table, so the names a database holds and the names JSON carries cannot drift
+/// apart.
+macro_rules! stored_names {
+    (
+        $(#[$attr:meta])*
+        pub enum $name:ident {
+            $( $(#[$variant_attr:meta])* $variant:ident = $stored:literal, )+
+        }
+    ) => {
+        $(#[$attr])*
+        #[derive(::serde::Serialize, ::serde::Deserialize)]
+        pub enum $name {
+            $( $(#[$variant_attr])* #[serde(rename = $stored)] $variant, )+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The stored name (also the serde name).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $stored, )+
+                }
+            }
+
+            #[doc = concat!("Parses [`", stringify!($name), "::as_str`]; `None` for any other text.")]
+            pub fn parse(s: &str) -> Option<Self> {
+                match s {
+                    $( $stored => Some($name::$variant), )+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+pub(crate) use stored_names;
+
+stored_names! {
+    /// Status of a run.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    #[non_exhaustive]
+    pub enum RunStatus {
+        /// Being driven (or its driver died: see the lease).
+        Running = "running",
+        /// Every node is terminal.
+        Finished = "finished",
+        /// A node failed.
+        Failed = "failed",
+        /// Stopped by the user; `resume` continues.
+        Cancelled = "cancelled",
+        /// Parked on a node that needs approval.
+        WaitingApproval = "waiting-approval",
+        /// Parked on an exceeded budget (`<Workflow on_budget=Park>`): `smithers budget RUN --add ..`
+        /// then `resume`.
+        WaitingBudget = "waiting-budget",
+        /// Waiting for a `worker` to drive it, with no lease: created by `run --detach`, or handed
+        /// back by a worker that stopped (SIGTERM) in the middle of it.
+        Queued = "queued",
+    }
 }
 
 impl RunStatus {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Running => "running",
-            RunStatus::Finished => "finished",
-            RunStatus::Failed => "failed",
-            RunStatus::Cancelled => "cancelled",
-            RunStatus::WaitingApproval => "waiting-approval",
-            RunStatus::WaitingBudget => "waiting-budget",
-            RunStatus::Queued => "queued",
-        }
-    }
-
     /// Whether the run stopped for good or until a `resume`: finished, failed or cancelled.
     pub fn is_final(self) -> bool {
         matches!(
             self,
             RunStatus::Finished | RunStatus::Failed | RunStatus::Cancelled
         )
-    }
-
-    /// Parses [`RunStatus::as_str`].
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "running" => RunStatus::Running,
-            "finished" => RunStatus::Finished,
-            "failed" => RunStatus::Failed,
-            "cancelled" => RunStatus::Cancelled,
-            "waiting-approval" => RunStatus::WaitingApproval,
-            "waiting-budget" => RunStatus::WaitingBudget,
-            "queued" => RunStatus::Queued,
-            _ => return None,
-        })
     }
 }
 
@@ -89,148 +103,62 @@ impl fmt::Display for RunStatus {
     }
 }
 
-/// State of one node in one iteration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-#[non_exhaustive]
-pub enum NodeStatus {
-    /// Not started, or waiting for its next attempt.
-    Pending,
-    /// An attempt is in progress.
-    Running,
-    /// Has its output.
-    Finished,
-    /// Skipped by `skip_if`.
-    Skipped,
-    /// Failed for good.
-    Failed,
-}
-
-impl NodeStatus {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodeStatus::Pending => "pending",
-            NodeStatus::Running => "running",
-            NodeStatus::Finished => "finished",
-            NodeStatus::Skipped => "skipped",
-            NodeStatus::Failed => "failed",
-        }
-    }
-
-    /// Parses [`NodeStatus::as_str`].
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "pending" => NodeStatus::Pending,
-            "running" => NodeStatus::Running,
-            "finished" => NodeStatus::Finished,
-            "skipped" => NodeStatus::Skipped,
-            "failed" => NodeStatus::Failed,
-            _ => return None,
-        })
+stored_names! {
+    /// State of one node in one iteration.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    #[non_exhaustive]
+    pub enum NodeStatus {
+        /// Not started, or waiting for its next attempt.
+        Pending = "pending",
+        /// An attempt is in progress.
+        Running = "running",
+        /// Has its output.
+        Finished = "finished",
+        /// Skipped by `skip_if`.
+        Skipped = "skipped",
+        /// Failed for good.
+        Failed = "failed",
     }
 }
 
-/// The state of an approval request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ApprovalStatus {
-    /// Waiting for a decision.
-    Pending,
-    /// The task may run.
-    Approved,
-    /// The task fails (or is passed over with `continue_on_fail`).
-    Denied,
-}
-
-impl ApprovalStatus {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ApprovalStatus::Pending => "pending",
-            ApprovalStatus::Approved => "approved",
-            ApprovalStatus::Denied => "denied",
-        }
-    }
-
-    /// Parses [`ApprovalStatus::as_str`].
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "pending" => ApprovalStatus::Pending,
-            "approved" => ApprovalStatus::Approved,
-            "denied" => ApprovalStatus::Denied,
-            _ => return None,
-        })
+stored_names! {
+    /// The state of an approval request.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum ApprovalStatus {
+        /// Waiting for a decision.
+        Pending = "pending",
+        /// The task may run.
+        Approved = "approved",
+        /// The task fails (or is passed over with `continue_on_fail`).
+        Denied = "denied",
     }
 }
 
-/// Which kind of named group.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GroupKind {
-    /// `<Phase>`.
-    Phase,
-    /// `<Step>`.
-    Step,
-}
-
-impl GroupKind {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GroupKind::Phase => "phase",
-            GroupKind::Step => "step",
-        }
-    }
-
-    /// Parses [`GroupKind::as_str`].
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "phase" => Some(GroupKind::Phase),
-            "step" => Some(GroupKind::Step),
-            _ => None,
-        }
+stored_names! {
+    /// Which kind of named group.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum GroupKind {
+        /// `<Phase>`.
+        Phase = "phase",
+        /// `<Step>`.
+        Step = "step",
     }
 }
 
-/// Where a phase or step stands, as of this render.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GroupStatus {
-    /// Mounted but not reached yet (a later step of the active phase).
-    Pending,
-    /// Mounted with work left.
-    Running,
-    /// Every task in it is terminal.
-    Completed,
-    /// A task in it failed.
-    Failed,
-    /// `skip_if` was true.
-    Skipped,
-}
-
-impl GroupStatus {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GroupStatus::Pending => "pending",
-            GroupStatus::Running => "running",
-            GroupStatus::Completed => "completed",
-            GroupStatus::Failed => "failed",
-            GroupStatus::Skipped => "skipped",
-        }
-    }
-
-    /// Parses [`GroupStatus::as_str`].
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "pending" => GroupStatus::Pending,
-            "running" => GroupStatus::Running,
-            "completed" => GroupStatus::Completed,
-            "failed" => GroupStatus::Failed,
-            "skipped" => GroupStatus::Skipped,
-            _ => return None,
-        })
+stored_names! {
+    /// Where a phase or step stands, as of this render.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum GroupStatus {
+        /// Mounted but not reached yet (a later step of the active phase).
+        Pending = "pending",
+        /// Mounted with work left.
+        Running = "running",
+        /// Every task in it is terminal.
+        Completed = "completed",
+        /// A task in it failed.
+        Failed = "failed",
+        /// `skip_if` was true.
+        Skipped = "skipped",
     }
 }
 
@@ -402,8 +330,86 @@ impl<'de> Deserialize<'de> for Timestamp {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Each stored enum: its values and the names the databases hold for them. `parse` reads
+    /// back every `as_str`, and serde writes and reads the same names, so a row written by the
+    /// store and JSON written by `--json` or an event agree.
+    pub(crate) fn check_stored_names<T>(
+        all: &[T],
+        names: &[&str],
+        as_str: fn(T) -> &'static str,
+        parse: fn(&str) -> Option<T>,
+    ) where
+        T: Copy + PartialEq + fmt::Debug + Serialize + serde::de::DeserializeOwned,
+    {
+        let stored: Vec<&str> = all.iter().map(|&v| as_str(v)).collect();
+        assert_eq!(
+            stored, names,
+            "the stored names changed: existing rows would no longer parse"
+        );
+        for &v in all {
+            let name = as_str(v);
+            assert_eq!(parse(name), Some(v), "`{name}` does not parse back");
+            assert_eq!(
+                serde_json::to_value(v).unwrap(),
+                serde_json::Value::from(name),
+                "serde name of {v:?}"
+            );
+            assert_eq!(
+                serde_json::from_value::<T>(name.into()).unwrap(),
+                v,
+                "serde reads `{name}`"
+            );
+            assert_eq!(parse(&name.to_uppercase()), None, "names are exact");
+        }
+        assert_eq!(parse(""), None);
+        assert_eq!(parse("no-such-status"), None);
+    }
+
+    #[test]
+    fn every_stored_status_round_trips_and_its_serde_name_is_its_stored_name() {
+        check_stored_names(
+            RunStatus::ALL,
+            &[
+                "running",
+                "finished",
+                "failed",
+                "cancelled",
+                "waiting-approval",
+                "waiting-budget",
+                "queued",
+            ],
+            RunStatus::as_str,
+            RunStatus::parse,
+        );
+        check_stored_names(
+            NodeStatus::ALL,
+            &["pending", "running", "finished", "skipped", "failed"],
+            NodeStatus::as_str,
+            NodeStatus::parse,
+        );
+        check_stored_names(
+            ApprovalStatus::ALL,
+            &["pending", "approved", "denied"],
+            ApprovalStatus::as_str,
+            ApprovalStatus::parse,
+        );
+        check_stored_names(
+            GroupKind::ALL,
+            &["phase", "step"],
+            GroupKind::as_str,
+            GroupKind::parse,
+        );
+        check_stored_names(
+            GroupStatus::ALL,
+            &["pending", "running", "completed", "failed", "skipped"],
+            GroupStatus::as_str,
+            GroupStatus::parse,
+        );
+        assert_eq!(RunStatus::WaitingApproval.to_string(), "waiting-approval");
+    }
 
     #[test]
     fn timestamps_format_known_instants() {

@@ -9,19 +9,24 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-/// The SQL storage class of an output column.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ColumnKind {
-    /// Signed or unsigned integer, stored as `INTEGER`.
-    Integer,
-    /// `bool`, stored as `INTEGER` 0/1.
-    Bool,
-    /// `f32`/`f64`, stored as `REAL`.
-    Real,
-    /// `String`, stored as `TEXT`.
-    Text,
-    /// Collections, maps, nested structs, enums: stored as `TEXT` holding JSON.
-    Json,
+use crate::model::stored_names;
+
+stored_names! {
+    /// The SQL storage class of an output column. Its stored name is recorded in the
+    /// output-table registry.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum ColumnKind {
+        /// Signed or unsigned integer, stored as `INTEGER`.
+        Integer = "integer",
+        /// `bool`, stored as `INTEGER` 0/1.
+        Bool = "bool",
+        /// `f32`/`f64`, stored as `REAL`.
+        Real = "real",
+        /// `String`, stored as `TEXT`.
+        Text = "text",
+        /// Collections, maps, nested structs, enums: stored as `TEXT` holding JSON.
+        Json = "json",
+    }
 }
 
 impl ColumnKind {
@@ -32,29 +37,6 @@ impl ColumnKind {
             ColumnKind::Real => "REAL",
             ColumnKind::Text | ColumnKind::Json => "TEXT",
         }
-    }
-
-    /// A stable name, recorded in the output-table registry.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ColumnKind::Integer => "integer",
-            ColumnKind::Bool => "bool",
-            ColumnKind::Real => "real",
-            ColumnKind::Text => "text",
-            ColumnKind::Json => "json",
-        }
-    }
-
-    /// Parses [`ColumnKind::as_str`] back.
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "integer" => ColumnKind::Integer,
-            "bool" => ColumnKind::Bool,
-            "real" => ColumnKind::Real,
-            "text" => ColumnKind::Text,
-            "json" => ColumnKind::Json,
-            _ => return None,
-        })
     }
 }
 
@@ -298,5 +280,20 @@ pub fn short_type_name(full: &'static str) -> &'static str {
         Some(i) if !full.contains('<') => &full[i + 2..],
         Some(i) => &full[i + 2..],
         None => full,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn column_kinds_round_trip_under_their_registry_names() {
+        crate::model::tests::check_stored_names(
+            ColumnKind::ALL,
+            &["integer", "bool", "real", "text", "json"],
+            ColumnKind::as_str,
+            ColumnKind::parse,
+        );
     }
 }

@@ -24,7 +24,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::Usage;
+use crate::model::{stored_names, Usage};
 
 /// The date the built-in prices were taken from the providers' pricing pages.
 pub const BUILTIN_PRICES_AS_OF: &str = "2025-11-24";
@@ -201,32 +201,14 @@ struct CatalogFile {
     models: BTreeMap<String, ModelPrice>,
 }
 
-/// Where a cost figure comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CostSource {
-    /// The agent reported it (Claude Code's `total_cost_usd`).
-    Reported,
-    /// Computed from the tokens and the [`PriceCatalog`].
-    Estimated,
-}
-
-impl CostSource {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CostSource::Reported => "reported",
-            CostSource::Estimated => "estimated",
-        }
-    }
-
-    /// Parses [`CostSource::as_str`].
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "reported" => Some(CostSource::Reported),
-            "estimated" => Some(CostSource::Estimated),
-            _ => None,
-        }
+stored_names! {
+    /// Where a cost figure comes from.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum CostSource {
+        /// The agent reported it (Claude Code's `total_cost_usd`).
+        Reported = "reported",
+        /// Computed from the tokens and the [`PriceCatalog`].
+        Estimated = "estimated",
     }
 }
 
@@ -425,6 +407,16 @@ fn is_version_suffix(rest: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cost_sources_round_trip_under_their_stored_names() {
+        crate::model::tests::check_stored_names(
+            CostSource::ALL,
+            &["reported", "estimated"],
+            CostSource::as_str,
+            CostSource::parse,
+        );
+    }
 
     fn usage(input: u64, output: u64, read: u64, write: u64) -> Usage {
         Usage {

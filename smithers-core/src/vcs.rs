@@ -22,24 +22,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::process::Command;
 
 pub use crate::error::VcsError;
+use crate::model::stored_names;
 
-/// Which tool a repository's snapshots are taken with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Backend {
-    /// A git repository: commits built with a throwaway index.
-    Git,
-    /// A jj-colocated repository: jj commit ids of the working-copy commit.
-    Jj,
-}
-
-impl Backend {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Backend::Git => "git",
-            Backend::Jj => "jj",
-        }
+stored_names! {
+    /// Which tool a repository's snapshots are taken with (its stored name is the step row's
+    /// `vcs_backend`).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Backend {
+        /// A git repository: commits built with a throwaway index.
+        Git = "git",
+        /// A jj-colocated repository: jj commit ids of the working-copy commit.
+        Jj = "jj",
     }
 }
 
@@ -566,6 +559,16 @@ pub async fn revert(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backends_round_trip_under_their_stored_names() {
+        crate::model::tests::check_stored_names(
+            Backend::ALL,
+            &["git", "jj"],
+            Backend::as_str,
+            Backend::parse,
+        );
+    }
 
     async fn sh(dir: &Path, args: &[&str]) {
         git(dir, args, None).await.unwrap();
