@@ -193,7 +193,7 @@ fn the_decision_core_and_the_planner_cannot_do_io_or_read_a_clock() {
 #[test]
 fn engine_modules_import_explicitly() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    for dir in ["engine", "machine", "plan", "worker"] {
+    for dir in ["engine", "machine", "plan", "worker", "store"] {
         for (rel, text) in rust_files(&src.join(dir)) {
             let Some(code) = non_test_source(&rel, &text) else {
                 continue;

@@ -17,10 +17,14 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::*;
-use crate::error::Error;
+use super::{
+    run_channel, AttemptEnd, CancelOutcome, Claim, ClaimRenewal, FenceToken, ForkRun, GroupUpdate,
+    NewRun, NodeRecord, QueuedAttempt, RemoteOutcome, RestartRecord, RewindTo, Store, WorkerRecord,
+    Write, WriteBatch,
+};
+use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
-use crate::model::{LoopState, Timestamp};
+use crate::model::{ApprovalStatus, LoopState, NodeStatus, RunStatus, Timestamp, Usage};
 use crate::output::{Column, ColumnKind, Output, OutputInfo};
 
 /// An output with one column of each kind.

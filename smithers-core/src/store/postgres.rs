@@ -15,9 +15,15 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Object, Pool, Rec
 use serde_json::Value;
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
-use super::*;
-use crate::error::Error;
-use crate::events::EventKind;
+use super::{
+    pending_iteration, ApprovalRecord, AttemptRecord, CancelOutcome, Claim, ClaimRenewal,
+    EventRecord, FenceToken, ForkRun, FrameRecord, LoadedRun, NewRun, NodeRecord, PhaseRecord,
+    QueuedRecord, RecordedOutcome, RemoteOutcome, RestartRecord, RewindReport, RewindTo, RunRecord,
+    StepRecord, Store, WorkerRecord, Write, WriteBatch,
+};
+use crate::error::{Error, Result};
+use crate::events::{Event, EventKind};
+use crate::model::{ApprovalStatus, LoopState, NodeStatus, RunStatus, Usage};
 use crate::output::OutputInfo;
 use crate::store::sqlite::{check_ident, holder_is_dead};
 use crate::time::{now_ms, now_rfc3339};

@@ -14,12 +14,16 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::*;
+use super::{
+    pending_iteration, ApprovalRecord, AttemptRecord, CancelOutcome, EventRecord, FenceToken,
+    ForkRun, FrameRecord, LoadedRun, NewRun, NodeRecord, PhaseRecord, RestartRecord, RewindReport,
+    RewindTo, RunRecord, StepRecord, Store, WorkerRecord, Write, WriteBatch,
+};
 use crate::clock::{Clock, SystemClock};
-use crate::error::{Error, StoreBackend, StoreError, StoreErrorKind};
-use crate::events::EventKind;
+use crate::error::{Error, Result, StoreBackend, StoreError, StoreErrorKind};
+use crate::events::{Event, EventKind};
 use crate::frame::FrameNode;
-use crate::model::Timestamp;
+use crate::model::{ApprovalStatus, LoopState, NodeStatus, RunStatus, Timestamp, Usage};
 use crate::output::OutputInfo;
 
 mod connection;
@@ -36,6 +40,8 @@ use writes::apply;
 
 pub(crate) use super::owner::holder_is_dead;
 use fence::check_fence;
+// Shared with the PostgreSQL store (identifier checks, the column registry).
+#[cfg(feature = "postgres")]
 pub(crate) use output_rows::{
     added_columns, check_ident, check_output_names, is_reserved, quote, StoredColumn,
 };
