@@ -227,6 +227,32 @@ async fn operator_views_write_their_text_into_the_writer_they_are_given() {
     // The binary passes its stdout: the same text.
     assert_eq!(stdout(&smithers(&db, &["status", "r1"])), text);
 
+    // `logs` too: its lines into the writer, and where it stopped returned, not printed.
+    let mut out = Vec::new();
+    let opts = smithers::cli::logs::LogOptions {
+        poll: Duration::from_millis(10),
+        ..Default::default()
+    };
+    let stopped = smithers::cli::logs::logs(&mut out, &s, Some("r1"), opts)
+        .await
+        .unwrap();
+    assert_eq!(
+        stopped,
+        smithers::cli::logs::LogsStopped {
+            status: RunStatus::Finished,
+            note: None
+        }
+    );
+    let logs = String::from_utf8(out).unwrap();
+    assert!(
+        logs.lines()
+            .next()
+            .unwrap()
+            .ends_with(" run r1 started (hello)"),
+        "{logs}"
+    );
+    assert_eq!(stdout(&smithers(&db, &["logs", "r1"])), logs);
+
     // A finished run is not cancelled, and the view writes nothing (the binary says why on
     // stderr).
     let mut out = Vec::new();

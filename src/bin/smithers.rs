@@ -387,9 +387,12 @@ async fn run() -> ExitCode {
                     json,
                     poll: Duration::from_millis(500),
                 };
-                let status = logs::logs(store, run_id.as_deref(), opts).await?;
+                let stopped = logs::logs(&mut stdout(), store, run_id.as_deref(), opts).await?;
+                if let Some(note) = &stopped.note {
+                    eprintln!("{note}");
+                }
                 if follow {
-                    exit_for(status)
+                    exit_for(stopped.status)
                 } else {
                     ExitCode::SUCCESS
                 }

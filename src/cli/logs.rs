@@ -1,6 +1,7 @@
 //! Events as readable lines: what a workflow binary prints while it runs, and what `smithers logs`
-//! prints (and follows) from the database.
+//! prints (and follows) from the database, written to the writer the binary passes.
 
+use std::io::Write;
 use std::time::Duration;
 
 use clap::ValueEnum;
@@ -10,6 +11,7 @@ use smithers_core::store::{RunStatus, Store};
 use smithers_core::{Result, Timestamp};
 
 use super::inspect::pick_run;
+use super::Out;
 
 /// How much `logs` shows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -115,10 +117,26 @@ pub struct LogOptions {
     pub poll: Duration,
 }
 
-/// Prints a run's events as lines (following them if asked); returns the run's status when it
-/// stopped printing.
-pub async fn logs(store: &dyn Store, run_id: Option<&str>, opts: LogOptions) -> Result<RunStatus> {
+/// Where `logs` stopped.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogsStopped {
+    /// The run's status when it stopped writing.
+    pub status: RunStatus,
+    /// Why following stopped before the run reached a final status (it waits for an approval, or
+    /// nothing drives it), for the caller to show apart from the events (the binary: stderr).
+    pub note: Option<String>,
+}
+
+/// Writes a run's events as lines to `out` (following them if asked); returns where it stopped.
+pub async fn logs(
+    out: &mut (dyn Write + Send),
+    store: &dyn Store,
+    run_id: Option<&str>,
+    opts: LogOptions,
+) -> Result<LogsStopped> {
+    let out = &mut Out(out);
     let run = pick_run(store, run_id).await?;
+    let stopped = |status, note| Ok(LogsStopped { status, note });
     let mut after = 0;
     loop {
         // Status before events: every event committed before a final status is printed.
@@ -136,27 +154,31 @@ pub async fn logs(store: &dyn Store, run_id: Option<&str>, opts: LogOptions) -> 
                 continue;
             }
             if opts.json {
-                println!("{}", serde_json::to_string(&rec)?);
+                writeln!(out, "{}", serde_json::to_string(&rec)?)?;
             } else {
-                println!("{} {}", clock(&rec.event.at), describe(&rec.event));
+                writeln!(out, "{} {}", clock(&rec.event.at), describe(&rec.event))?;
             }
         }
         if !opts.follow || status.is_final() {
-            return Ok(status);
+            return stopped(status, None);
         }
         if status == RunStatus::WaitingApproval {
-            eprintln!(
-                "run {} waits for approval: `smithers approve` then `resume` continue it",
-                run.run_id
+            return stopped(
+                status,
+                Some(format!(
+                    "run {} waits for approval: `smithers approve` then `resume` continue it",
+                    run.run_id
+                )),
             );
-            return Ok(status);
         }
         if driverless {
-            eprintln!(
-                "no process is driving run {} (its lease expired: the process stopped); `resume` continues it",
-                run.run_id
+            return stopped(
+                status,
+                Some(format!(
+                    "no process is driving run {} (its lease expired: the process stopped); `resume` continues it",
+                    run.run_id
+                )),
             );
-            return Ok(status);
         }
         tokio::time::sleep(opts.poll).await;
     }
