@@ -8,6 +8,7 @@
 //! [`PostgresStore::connect_in_schema`] is used).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,12 +22,12 @@ use super::{
     QueuedRecord, RecordedOutcome, RemoteOutcome, RestartRecord, RewindReport, RewindTo, RunRecord,
     StepRecord, Store, WorkerRecord, Write, WriteBatch,
 };
+use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
-use crate::model::{ApprovalStatus, LoopState, NodeStatus, RunStatus, Usage};
+use crate::model::{ApprovalStatus, LoopState, NodeStatus, RunStatus, Timestamp, Usage};
 use crate::output::OutputInfo;
 use crate::store::sqlite::{check_ident, holder_is_dead};
-use crate::time::{now_ms, now_rfc3339};
 
 mod connect;
 mod copy;
@@ -53,6 +54,9 @@ pub struct PostgresStore {
     target: String,
     /// For connections of their own (LISTEN).
     config: tokio_postgres::Config,
+    /// Where row timestamps and lease expiry read the time. Claim expiry in the pool queue reads
+    /// the server's clock instead (see `queue.rs`).
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -114,6 +118,7 @@ impl PostgresStore {
             pool,
             target,
             config,
+            clock: Arc::new(SystemClock),
         };
         let mut client = store.client().await?;
         if let Some(schema) = schema {
@@ -125,6 +130,19 @@ impl PostgresStore {
         migrate(&mut client, &store.target).await?;
         drop(client);
         Ok(store)
+    }
+
+    /// Reads the time from `clock` (a [`crate::clock::TestClock`] in tests) instead of the
+    /// system clock: row timestamps and lease expiry follow it, as with
+    /// [`crate::store::SqliteStore::with_clock`].
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
     }
 
     /// What this store is connected to: `PostgreSQL database `x` at host:port (user `u`)`.
@@ -238,14 +256,15 @@ impl Store for PostgresStore {
                  VALUES ($1, $2, 'running', $3, $4, $4, $5, $6, 1)",
             )
             .await?;
-        let expires = now_ms() + run.lease_ttl.as_millis() as i64;
+        let now = self.now();
+        let expires = now.as_millis() + run.lease_ttl.as_millis() as i64;
         c.execute(
             &st,
             &[
                 &run.run_id,
                 &run.workflow,
                 &run.input,
-                &now_rfc3339(),
+                &now.to_string(),
                 &run.owner,
                 &expires,
             ],
@@ -300,13 +319,13 @@ impl Store for PostgresStore {
             return Err(Error::RunNotFound(run_id.to_owned()));
         };
         let (holder, expires): (Option<String>, Option<i64>) = (row.get(0), row.get(1));
-        let now = now_ms();
+        let now = self.now().as_millis();
         if let (Some(holder), Some(expires)) = (holder, expires) {
             if holder != owner && expires > now && !holder_is_dead(&holder) {
                 return Err(Error::LeaseHeld {
                     run_id: run_id.to_owned(),
                     owner: holder,
-                    expires_at: crate::time::ms_to_rfc3339(expires),
+                    expires_at: Timestamp::from_millis(expires).to_string(),
                 });
             }
         }
@@ -332,7 +351,7 @@ impl Store for PostgresStore {
                  WHERE run_id = $1 AND lease_owner = $2 AND lease_epoch = $3",
             )
             .await?;
-        let expires = now_ms() + ttl.as_millis() as i64;
+        let expires = self.now().as_millis() + ttl.as_millis() as i64;
         let n = c
             .execute(&st, &[&run_id, &fence.owner, &fence.epoch, &expires])
             .await?;
@@ -359,7 +378,7 @@ impl Store for PostgresStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         check_fence(&tx, run_id, fence, "FOR UPDATE").await?;
-        let now = now_rfc3339();
+        let now = self.now().to_string();
         let args: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&run_id, &now];
         // Three statements, one round trip. Attempts queued for workers (pool mode) are not
         // abandoned: the new driver adopts them (`Store::queued_attempts`), and their nodes stay
@@ -461,13 +480,13 @@ impl Store for PostgresStore {
 
     async fn ensure_output_table(&self, info: OutputInfo) -> Result<()> {
         let mut c = self.client().await?;
-        ensure_output_table(&mut c, &info).await
+        ensure_output_table(&mut c, &info, self.now()).await
     }
 
     async fn write(&self, batch: WriteBatch) -> Result<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        apply(&tx, &batch).await?;
+        apply(&tx, &batch, self.now()).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -568,7 +587,7 @@ impl Store for PostgresStore {
     async fn start_step(&self, run_id: &str, name: Option<&str>) -> Result<i64> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        let id = steps::start_step(&tx, run_id, name, &now_rfc3339()).await?;
+        let id = steps::start_step(&tx, run_id, name, &self.now().to_string()).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -576,7 +595,7 @@ impl Store for PostgresStore {
     async fn rewind(&self, run_id: &str, to: RewindTo, fence: &FenceToken) -> Result<RewindReport> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        let at = crate::clock::Clock::now(&crate::clock::SystemClock);
+        let at = self.now();
         let now = at.to_string();
         let report = steps::rewind(&tx, run_id, &to, fence, &now).await?;
         let what = match &to {
@@ -604,7 +623,7 @@ impl Store for PostgresStore {
                 nodes: report.reset_nodes.len() as u32,
             },
         )));
-        apply(&tx, &b).await?;
+        apply(&tx, &b, at).await?;
         tx.commit().await?;
         Ok(report)
     }
@@ -612,7 +631,7 @@ impl Store for PostgresStore {
     async fn fork_run(&self, fork: ForkRun) -> Result<RunRecord> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        let at = crate::clock::Clock::now(&crate::clock::SystemClock);
+        let at = self.now();
         steps::fork(&tx, &fork, &at.to_string()).await?;
         let mut b = WriteBatch::new(&fork.run_id);
         b.push(Write::Event(Event::run(
@@ -623,7 +642,7 @@ impl Store for PostgresStore {
                 frame: fork.frame,
             },
         )));
-        apply(&tx, &b).await?;
+        apply(&tx, &b, at).await?;
         let row = tx
             .query_one(
                 &format!("SELECT {RUN_COLUMNS} FROM _smithers_runs WHERE run_id = $1"),
@@ -673,7 +692,8 @@ impl Store for PostgresStore {
         } else {
             ApprovalStatus::Denied
         };
-        let now = now_rfc3339();
+        let at = self.now();
+        let now = at.to_string();
         tx.execute(
             "UPDATE _smithers_approvals SET status = $4, decided_at = $5, note = $6
              WHERE run_id = $1 AND node_id = $2 AND iteration = $3",
@@ -692,13 +712,13 @@ impl Store for PostgresStore {
             run_id,
             node_id,
             iteration,
-            crate::clock::Clock::now(&crate::clock::SystemClock),
+            at,
             EventKind::ApprovalDecided {
                 approved: approve,
                 note: note.map(str::to_owned),
             },
         )));
-        apply(&tx, &b).await?;
+        apply(&tx, &b, at).await?;
         tx.commit().await?;
         Ok(ApprovalRecord {
             node_id: node_id.to_owned(),
@@ -757,11 +777,12 @@ impl Store for PostgresStore {
             return Ok(CancelOutcome::AlreadyFinal(status));
         }
         let (holder, expires): (Option<String>, Option<i64>) = (row.get(1), row.get(2));
+        let now = self.now();
         if let (Some(owner), Some(expires)) = (holder, expires) {
-            if expires > now_ms() && !holder_is_dead(&owner) {
+            if expires > now.as_millis() && !holder_is_dead(&owner) {
                 tx.execute(
                     "UPDATE _smithers_runs SET cancel_requested = TRUE, updated_at = $2 WHERE run_id = $1",
-                    &[&run_id, &now_rfc3339()],
+                    &[&run_id, &now.to_string()],
                 )
                 .await?;
                 tx.commit().await?;
@@ -776,10 +797,10 @@ impl Store for PostgresStore {
         });
         b.push(Write::Event(Event::run(
             run_id,
-            crate::clock::Clock::now(&crate::clock::SystemClock),
+            now,
             EventKind::RunCancelled,
         )));
-        apply(&tx, &b).await?;
+        apply(&tx, &b, now).await?;
         tx.commit().await?;
         Ok(CancelOutcome::Cancelled)
     }
@@ -806,7 +827,7 @@ impl Store for PostgresStore {
                     &raise.node_id,
                     &raise.add_usd,
                     &(raise.add_tokens as i64),
-                    &now_rfc3339(),
+                    &self.now().to_string(),
                 ],
             )
             .await?;

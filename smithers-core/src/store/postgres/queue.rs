@@ -267,7 +267,7 @@ impl PostgresStore {
         }
         let mut b = WriteBatch::new(&claim.run_id);
         b.writes = events.into_iter().map(Write::Event).collect();
-        apply(&tx, &b).await?;
+        apply(&tx, &b, self.now()).await?;
         tx.commit().await?;
         Ok(())
     }
