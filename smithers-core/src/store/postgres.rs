@@ -17,10 +17,10 @@ use serde_json::Value;
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
 use super::{
-    pending_iteration, ApprovalRecord, AttemptRecord, CancelOutcome, Claim, ClaimRenewal,
-    EventRecord, FenceToken, ForkRun, FrameRecord, LoadedRun, NewRun, NodeRecord, PhaseRecord,
-    QueuedRecord, RecordedOutcome, RemoteOutcome, RestartRecord, RewindReport, RewindTo, RunRecord,
-    StepRecord, Store, WorkerRecord, Write, WriteBatch,
+    pending_iteration, stored_time, ApprovalRecord, AttemptRecord, CancelOutcome, Claim,
+    ClaimRenewal, EventRecord, FenceToken, ForkRun, FrameRecord, LoadedRun, NewRun, NodeRecord,
+    PhaseRecord, QueuedRecord, RecordedOutcome, RemoteOutcome, RestartRecord, RewindReport,
+    RewindTo, RunRecord, StepRecord, Store, WorkerRecord, Write, WriteBatch,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
@@ -165,21 +165,39 @@ fn u32_at(r: &Row, i: usize) -> u32 {
     r.get::<_, i64>(i) as u32
 }
 
-fn run_from_row(r: &Row) -> RunRecord {
-    RunRecord {
+/// Column `idx` of a `table` row, RFC 3339 text, as a [`Timestamp`]; an error naming the
+/// table, column and value when it does not parse.
+fn time_at(r: &Row, idx: usize, table: &'static str, column: &'static str) -> Result<Timestamp> {
+    Ok(stored_time(table, column, r.get::<_, &str>(idx))?)
+}
+
+/// [`time_at`] of a nullable column.
+fn time_at_opt(
+    r: &Row,
+    idx: usize,
+    table: &'static str,
+    column: &'static str,
+) -> Result<Option<Timestamp>> {
+    r.get::<_, Option<&str>>(idx)
+        .map(|v| Ok(stored_time(table, column, v)?))
+        .transpose()
+}
+
+fn run_from_row(r: &Row) -> Result<RunRecord> {
+    Ok(RunRecord {
         run_id: r.get(0),
         workflow: r.get(1),
         status: RunStatus::parse(r.get(2)).unwrap_or(RunStatus::Failed),
         input: r.get(3),
         error: r.get(4),
-        created_at: r.get(5),
-        updated_at: r.get(6),
+        created_at: time_at(r, 5, "_smithers_runs", "created_at")?,
+        updated_at: time_at(r, 6, "_smithers_runs", "updated_at")?,
         lease_owner: r.get(7),
         lease_expires_ms: r.get(8),
         lease_epoch: r.get(9),
         parent_run_id: r.get(10),
         parent_frame: r.get::<_, Option<i64>>(11).map(|f| f as u32),
-    }
+    })
 }
 
 fn node_from_row(r: &Row) -> NodeRecord {
@@ -194,31 +212,31 @@ fn node_from_row(r: &Row) -> NodeRecord {
     }
 }
 
-fn frame_from_row(r: &Row) -> FrameRecord {
+fn frame_from_row(r: &Row) -> Result<FrameRecord> {
     let tree: String = r.get(2);
     let structure: Option<String> = r.get(4);
     // A frame recorded before frames were data is read from its text.
     let structure = structure
         .and_then(|s| serde_json::from_str(&s).ok())
         .unwrap_or_else(|| crate::frame::FrameNode::from_legacy_text(&tree));
-    FrameRecord {
+    Ok(FrameRecord {
         frame_no: u32_at(r, 0),
         tree_hash: r.get(1),
         tree,
         structure,
-        created_at: r.get(3),
-    }
+        created_at: time_at(r, 3, "_smithers_frames", "created_at")?,
+    })
 }
 
-fn approval_from_row(r: &Row) -> ApprovalRecord {
-    ApprovalRecord {
+fn approval_from_row(r: &Row) -> Result<ApprovalRecord> {
+    Ok(ApprovalRecord {
         node_id: r.get(0),
         iteration: u32_at(r, 1),
         status: ApprovalStatus::parse(r.get(2)).unwrap_or(ApprovalStatus::Pending),
-        requested_at: r.get(3),
-        decided_at: r.get(4),
+        requested_at: time_at(r, 3, "_smithers_approvals", "requested_at")?,
+        decided_at: time_at_opt(r, 4, "_smithers_approvals", "decided_at")?,
         note: r.get(5),
-    }
+    })
 }
 
 const NODES_SQL: &str =
@@ -238,11 +256,11 @@ async fn query_nodes(c: &impl GenericClient, run_id: &str) -> Result<Vec<NodeRec
 
 async fn query_approvals(c: &impl GenericClient, run_id: &str) -> Result<Vec<ApprovalRecord>> {
     let st = c.prepare_cached(APPROVALS_SQL).await?;
-    Ok(c.query(&st, &[&run_id])
+    c.query(&st, &[&run_id])
         .await?
         .iter()
         .map(approval_from_row)
-        .collect())
+        .collect()
 }
 
 #[async_trait]
@@ -280,10 +298,11 @@ impl Store for PostgresStore {
                 "SELECT {RUN_COLUMNS} FROM _smithers_runs WHERE run_id = $1"
             ))
             .await?;
-        Ok(c.query_opt(&st, &[&run_id])
+        c.query_opt(&st, &[&run_id])
             .await?
             .as_ref()
-            .map(run_from_row))
+            .map(run_from_row)
+            .transpose()
     }
 
     async fn latest_run(&self) -> Result<Option<RunRecord>> {
@@ -293,7 +312,11 @@ impl Store for PostgresStore {
                 "SELECT {RUN_COLUMNS} FROM _smithers_runs ORDER BY created_at DESC, seq DESC LIMIT 1"
             ))
             .await?;
-        Ok(c.query_opt(&st, &[]).await?.as_ref().map(run_from_row))
+        c.query_opt(&st, &[])
+            .await?
+            .as_ref()
+            .map(run_from_row)
+            .transpose()
     }
 
     async fn runs(&self) -> Result<Vec<RunRecord>> {
@@ -303,7 +326,7 @@ impl Store for PostgresStore {
                 "SELECT {RUN_COLUMNS} FROM _smithers_runs ORDER BY created_at DESC, seq DESC"
             ))
             .await?;
-        Ok(c.query(&st, &[]).await?.iter().map(run_from_row).collect())
+        c.query(&st, &[]).await?.iter().map(run_from_row).collect()
     }
 
     async fn acquire_lease(&self, run_id: &str, owner: &str, ttl: Duration) -> Result<FenceToken> {
@@ -507,38 +530,40 @@ impl Store for PostgresStore {
             )
             .await?;
         let tokens = |r: &Row, i: usize| r.get::<_, Option<i64>>(i).map(|v| v as u64);
-        Ok(c.query(&st, &[&run_id])
+        c.query(&st, &[&run_id])
             .await?
             .iter()
-            .map(|r| AttemptRecord {
-                node_id: r.get(0),
-                iteration: u32_at(r, 1),
-                attempt: u32_at(r, 2),
-                status: r.get(3),
-                agent: r.get(4),
-                started_at: r.get(5),
-                duration_ms: r.get(6),
-                error: r.get(7),
-                usage: Usage {
-                    input_tokens: tokens(r, 8),
-                    output_tokens: tokens(r, 9),
-                    cache_read_tokens: tokens(r, 10),
-                    cache_write_tokens: tokens(r, 11),
-                    cost_usd: r.get(12),
-                },
-                session_id: r.get(13),
-                exit_code: r.get::<_, Option<i64>>(14).map(|v| v as i32),
-                model: r.get(15),
-                vcs_repo: r.get(16),
-                vcs_before: r.get(17),
-                vcs_after: r.get(18),
-                cost_source: r
-                    .get::<_, Option<&str>>(19)
-                    .and_then(crate::price::CostSource::parse),
-                queue: r.get(20),
-                claim_owner: r.get(21),
+            .map(|r| {
+                Ok(AttemptRecord {
+                    node_id: r.get(0),
+                    iteration: u32_at(r, 1),
+                    attempt: u32_at(r, 2),
+                    status: r.get(3),
+                    agent: r.get(4),
+                    started_at: time_at(r, 5, "_smithers_attempts", "started_at")?,
+                    duration_ms: r.get(6),
+                    error: r.get(7),
+                    usage: Usage {
+                        input_tokens: tokens(r, 8),
+                        output_tokens: tokens(r, 9),
+                        cache_read_tokens: tokens(r, 10),
+                        cache_write_tokens: tokens(r, 11),
+                        cost_usd: r.get(12),
+                    },
+                    session_id: r.get(13),
+                    exit_code: r.get::<_, Option<i64>>(14).map(|v| v as i32),
+                    model: r.get(15),
+                    vcs_repo: r.get(16),
+                    vcs_before: r.get(17),
+                    vcs_after: r.get(18),
+                    cost_source: r
+                        .get::<_, Option<&str>>(19)
+                        .and_then(crate::price::CostSource::parse),
+                    queue: r.get(20),
+                    claim_owner: r.get(21),
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn events(&self, run_id: &str, after_seq: i64) -> Result<Vec<EventRecord>> {
@@ -650,7 +675,7 @@ impl Store for PostgresStore {
             )
             .await?;
         tx.commit().await?;
-        Ok(run_from_row(&row))
+        run_from_row(&row)
     }
 
     async fn cache_get(&self, key: &str) -> Result<Option<Value>> {
@@ -693,20 +718,21 @@ impl Store for PostgresStore {
             ApprovalStatus::Denied
         };
         let at = self.now();
-        let now = at.to_string();
-        tx.execute(
-            "UPDATE _smithers_approvals SET status = $4, decided_at = $5, note = $6
-             WHERE run_id = $1 AND node_id = $2 AND iteration = $3",
-            &[
-                &run_id,
-                &node_id,
-                &i64::from(iteration),
-                &status.as_str(),
-                &now,
-                &note,
-            ],
-        )
-        .await?;
+        let row = tx
+            .query_one(
+                "UPDATE _smithers_approvals SET status = $4, decided_at = $5, note = $6
+                 WHERE run_id = $1 AND node_id = $2 AND iteration = $3 RETURNING requested_at",
+                &[
+                    &run_id,
+                    &node_id,
+                    &i64::from(iteration),
+                    &status.as_str(),
+                    &at.to_string(),
+                    &note,
+                ],
+            )
+            .await?;
+        let requested_at = time_at(&row, 0, "_smithers_approvals", "requested_at")?;
         let mut b = WriteBatch::new(run_id);
         b.push(Write::Event(Event::node(
             run_id,
@@ -724,8 +750,8 @@ impl Store for PostgresStore {
             node_id: node_id.to_owned(),
             iteration,
             status,
-            requested_at: String::new(),
-            decided_at: Some(now),
+            requested_at,
+            decided_at: Some(at),
             note: note.map(str::to_owned),
         })
     }
@@ -738,11 +764,11 @@ impl Store for PostgresStore {
                  WHERE run_id = $1 ORDER BY frame_no",
             )
             .await?;
-        Ok(c.query(&st, &[&run_id])
+        c.query(&st, &[&run_id])
             .await?
             .iter()
             .map(frame_from_row)
-            .collect())
+            .collect()
     }
 
     async fn frame(&self, run_id: &str, frame_no: Option<u32>) -> Result<Option<FrameRecord>> {
@@ -754,10 +780,11 @@ impl Store for PostgresStore {
             )
             .await?;
         let frame_no = frame_no.map(i64::from);
-        Ok(c.query_opt(&st, &[&run_id, &frame_no])
+        c.query_opt(&st, &[&run_id, &frame_no])
             .await?
             .as_ref()
-            .map(frame_from_row))
+            .map(frame_from_row)
+            .transpose()
     }
 
     async fn request_cancel(&self, run_id: &str) -> Result<CancelOutcome> {

@@ -15,7 +15,7 @@ pub(super) async fn active_runs(c: &impl GenericClient) -> Result<Vec<RunRecord>
              ORDER BY created_at, seq"
         ))
         .await?;
-    Ok(c.query(&st, &[]).await?.iter().map(run_from_row).collect())
+    c.query(&st, &[]).await?.iter().map(run_from_row).collect()
 }
 
 pub(super) async fn put_worker(c: &impl GenericClient, w: &WorkerRecord) -> Result<()> {
