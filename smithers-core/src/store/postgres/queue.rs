@@ -22,7 +22,9 @@ use crate::store::{
     QueuedRecord, RecordedOutcome, RemoteError, RemoteOutcome, Write, WriteBatch,
 };
 
-/// The server's time in epoch milliseconds, as claims measure it.
+/// The server's time in epoch milliseconds, as claims measure it. Deliberately not the store's
+/// [`Clock`](crate::clock::Clock): workers on several hosts claim from one queue, and measuring
+/// every claim's expiry on the server's one clock keeps their clocks' skew out of it.
 const NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
 
 /// The attempt a statement names: `$1..$4` are run, node, iteration, attempt.
