@@ -374,3 +374,175 @@ async fn workers_and_drivers_killed_at_random_finish_each_node_once() {
     drop(store);
     schema.drop().await;
 }
+
+/// The run's attempts as `(node, attempt, status, queue, claim epoch)`, read with a client of the
+/// test's own (the store's records do not carry the claim epoch).
+async fn attempt_rows(url: &str, run: &str) -> Vec<(String, i64, String, Option<String>, i64)> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let rows = client
+        .query(
+            "SELECT node_id, attempt, status, queue, claim_epoch FROM _smithers_attempts
+             WHERE run_id = $1 ORDER BY node_id, attempt",
+            &[&run],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    drop(client);
+    let _ = conn.await;
+    rows
+}
+
+/// The pid in a lease owner or worker id (`host:pid:nonce`).
+fn pid_of(owner: &str) -> Option<u32> {
+    owner.split(':').nth(1)?.parse().ok()
+}
+
+/// SIGTERM of the worker driving a pool run hands the run back without stopping its attempts:
+/// those queued and those claimed by other workers go on, the next driver adopts them, and every
+/// task's body runs exactly once — one attempt per node, none cancelled, none run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driving_worker_stopped_by_sigterm_leaves_its_attempts_to_the_next_driver() {
+    let Some(schema) = PgSchema::create("sigterm_leaves_pool_attempts").await else {
+        return;
+    };
+    let pool = Pool::new(&schema.url);
+    let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&schema.url).await.unwrap());
+    let (code, stderr) = finish(pool.spawn("run --detach --run-id handed", 300, 1000));
+    assert_eq!(code, Some(0), "{stderr}");
+    // The first worker drives the run and executes none of its attempts itself.
+    let driver = pool.spawn(
+        "worker --concurrency 1 --attempts 0 --poll-ms 50",
+        300,
+        1000,
+    );
+    let driver_pid = driver.id();
+    eventually(
+        "the first worker to drive the run",
+        Duration::from_secs(60),
+        async || {
+            store
+                .run("handed")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|r| r.lease_owner)
+                .and_then(|o| pid_of(&o))
+                == Some(driver_pid)
+        },
+    )
+    .await;
+    // Two more execute the attempts (and are there to take the run over).
+    let workers: Vec<Child> = (0..2)
+        .map(|_| {
+            pool.spawn(
+                "worker --concurrency 1 --attempts 4 --poll-ms 50",
+                300,
+                1000,
+            )
+        })
+        .collect();
+    let worker_pids: BTreeSet<u32> = workers.iter().map(Child::id).collect();
+    eventually(
+        "40 task bodies started",
+        Duration::from_secs(60),
+        async || pool.executions().len() >= 40,
+    )
+    .await;
+    let claimed = store
+        .attempts("handed")
+        .await
+        .unwrap()
+        .iter()
+        .filter(|a| a.queue.as_deref() == Some("claimed"))
+        .count();
+    assert!(
+        claimed > 0,
+        "other workers hold claims when the driver is stopped"
+    );
+    signal(&driver, libc::SIGTERM);
+    let (code, stderr) = finish(driver);
+    assert_eq!(code, Some(0), "the driving worker stops cleanly: {stderr}");
+    // The hand-back stopped none of the attempts: they are in progress (queued, claimed or
+    // recorded for the next driver) or finished.
+    let after = store.attempts("handed").await.unwrap();
+    let stopped: Vec<String> = after
+        .iter()
+        .filter(|a| a.status != "in-progress" && a.status != "finished")
+        .map(|a| format!("{} #{} {}", a.node_id, a.attempt, a.status))
+        .collect();
+    assert!(
+        stopped.is_empty(),
+        "the hand-back left the workers' attempts alone: {stopped:?}"
+    );
+    eventually(
+        "the run to finish after its driver was stopped",
+        Duration::from_secs(120),
+        async || status(&store, "handed").await == Some(RunStatus::Finished),
+    )
+    .await;
+    for w in &workers {
+        signal(w, libc::SIGTERM);
+    }
+    for w in workers {
+        let (code, stderr) = finish(w);
+        assert_eq!(code, Some(0), "a worker stops cleanly on SIGTERM: {stderr}");
+    }
+    let per_node = check_finished_once(&store, "handed", &pool).await;
+    let repeated: Vec<&String> = per_node
+        .iter()
+        .filter(|(_, r)| r.len() != 1)
+        .map(|(n, _)| n)
+        .collect();
+    assert!(
+        repeated.is_empty(),
+        "every task ran exactly once; these ran more: {repeated:?}"
+    );
+    let pids: BTreeSet<u32> = per_node.values().flatten().map(|(pid, _)| *pid).collect();
+    assert_eq!(pids, worker_pids, "the other workers executed every task");
+    let rows = attempt_rows(&schema.url, "handed").await;
+    assert_eq!(
+        rows.len(),
+        TASKS,
+        "one attempt per node: none started again"
+    );
+    assert!(
+        rows.iter()
+            .all(|(_, attempt, status, _, _)| *attempt == 1 && status == "finished"),
+        "each node's one attempt finished"
+    );
+    // Handed back, then taken over by another worker that adopted what was queued.
+    let kinds: Vec<String> = store
+        .events("handed", 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.event.kind.name().to_owned())
+        .filter(|k| k.starts_with("run_"))
+        .collect();
+    let queued_at = kinds
+        .iter()
+        .rposition(|k| k == "run_queued")
+        .expect("a run_queued event for the hand-back");
+    assert!(
+        kinds[queued_at..].contains(&"run_resumed".to_owned()),
+        "the next driver resumed the run: {kinds:?}"
+    );
+    let rec = store.run("handed").await.unwrap().unwrap();
+    assert!(
+        rec.lease_epoch >= 2,
+        "another worker drove the run: {rec:?}"
+    );
+    assert_eq!(
+        store.restarts("handed").await.unwrap(),
+        None,
+        "a hand-back is no crash"
+    );
+    drop(store);
+    schema.drop().await;
+}

@@ -23,6 +23,26 @@ pub(super) struct AttemptHandle {
     pub(super) cancel: CancellationToken,
     pub(super) attempt: u32,
     pub(super) started: Instant,
+    /// An attempt queued for workers (pool mode): the task that waits for its outcome, which a
+    /// driver handing the run back drops without stopping the attempt (the next driver adopts
+    /// it).
+    pub(super) remote: Option<tokio::task::AbortHandle>,
+}
+
+/// Hands back (`Input::HandBack`): the attempts queued for workers carry on without this
+/// driver. Their waits end here without asking their workers to stop, and they are no longer
+/// this driver's to stop or record; returns them.
+pub(super) fn leave_remote(handles: &mut HashMap<NodeKey, AttemptHandle>) -> Vec<NodeKey> {
+    let mut left = Vec::new();
+    handles.retain(|key, h| match &h.remote {
+        Some(wait) => {
+            wait.abort();
+            left.push(key.clone());
+            false
+        }
+        None => true,
+    });
+    left
 }
 
 use crate::error::{Error, Result, TaskError};
@@ -109,25 +129,35 @@ where
         } = s;
         let cancel = self.options.cancel.child_token();
         let key = (t.id.clone(), iteration);
+        if let Some(remote) = remote {
+            let wait = join.spawn(remote.wait(
+                self.store.clone(),
+                st.run_id.clone(),
+                st.fence.clone(),
+                key.clone(),
+                attempt,
+                cancel.clone(),
+            ));
+            tokens.insert(
+                key,
+                AttemptHandle {
+                    cancel,
+                    attempt,
+                    started: Instant::now(),
+                    remote: Some(wait),
+                },
+            );
+            return;
+        }
         tokens.insert(
             key.clone(),
             AttemptHandle {
                 cancel: cancel.clone(),
                 attempt,
                 started: Instant::now(),
+                remote: None,
             },
         );
-        if let Some(remote) = remote {
-            join.spawn(remote.wait(
-                self.store.clone(),
-                st.run_id.clone(),
-                st.fence.clone(),
-                key,
-                attempt,
-                cancel,
-            ));
-            return;
-        }
         let progress = self.progress_sink(&st.run_id, &t.id, iteration, persist, usage.clone());
         let run_id = st.run_id.clone();
         let vcs = match &t.exec {

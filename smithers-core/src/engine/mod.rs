@@ -62,9 +62,10 @@ pub struct EngineOptions {
     pub on_event: Option<EventListener>,
     /// Cancels the run (Ctrl-C): in-flight attempts stop, the run is marked cancelled.
     pub cancel: CancellationToken,
-    /// Hands the run back (a `worker` stopping on SIGTERM): in-flight attempts stop and are
-    /// recorded as interrupted, their nodes pending; the run becomes `queued` and its lease is
-    /// released, so another worker continues it at once.
+    /// Hands the run back (a `worker` stopping on SIGTERM): in-flight attempts run here stop and
+    /// are recorded as interrupted, their nodes pending; attempts queued for workers (pool mode)
+    /// go on, for the next driver to adopt; the run becomes `queued` and its lease is released,
+    /// so another worker continues it at once.
     pub hand_back: CancellationToken,
     /// Interval of the `supervisor.heartbeat` state key.
     pub heartbeat: Duration,
@@ -709,7 +710,10 @@ where
                             _ = self.options.cancel.cancelled() => Input::CancelRequested,
                             _ = self.options.hand_back.cancelled(), if !handing_back => {
                                 handing_back = true;
-                                Input::HandBack { reason: HAND_BACK.into() }
+                                Input::HandBack {
+                                    reason: HAND_BACK.into(),
+                                    continuing: attempt::leave_remote(&mut tokens),
+                                }
                             }
                             _ = tokio::time::sleep(self.options.approval_poll) => {
                                 self.poll_remote_cancel(st).await;
@@ -723,9 +727,14 @@ where
                     Command::Wait => tokio::select! {
                         biased;
                         _ = self.options.cancel.cancelled() => Input::CancelRequested,
+                        // Attempts queued for workers are left in the queue: the next driver
+                        // adopts them instead of running them again.
                         _ = self.options.hand_back.cancelled(), if !handing_back => {
                             handing_back = true;
-                            Input::HandBack { reason: HAND_BACK.into() }
+                            Input::HandBack {
+                                reason: HAND_BACK.into(),
+                                continuing: attempt::leave_remote(&mut tokens),
+                            }
                         }
                         Some(done) = join.join_next() => match done {
                             Ok(result) => {

@@ -72,7 +72,7 @@ impl PostgresStore {
                    FROM _smithers_attempts a JOIN _smithers_runs r ON r.run_id = a.run_id
                    WHERE a.queue IN ('queued', 'claimed') AND a.status = 'in-progress'
                      AND (a.queue = 'queued' OR a.claim_expires_ms < {NOW_MS})
-                     AND r.workflow = $1 AND r.status = 'running'
+                     AND r.workflow = $1 AND r.status IN ('running', 'queued')
                    ORDER BY a.seq
                    LIMIT $2
                    FOR UPDATE OF a SKIP LOCKED
