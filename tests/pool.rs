@@ -546,3 +546,122 @@ async fn a_driving_worker_stopped_by_sigterm_leaves_its_attempts_to_the_next_dri
     drop(store);
     schema.drop().await;
 }
+
+/// A worker SIGKILLed while it holds claims: another worker sees its process gone at its next
+/// heartbeat (every 5 s) and frees its claims — not when they expire (30 s after their last
+/// renewal here) — and runs those attempts; the freed claims are fenced (their epoch moved on),
+/// each node finishes once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_claims_of_a_sigkilled_worker_are_freed_at_once_not_at_their_expiry() {
+    let Some(schema) = PgSchema::create("sigkilled_worker_claims_freed").await else {
+        return;
+    };
+    // Leases and claims of 30 s, renewed every 10 s: the victim's last renewal was at most 10 s
+    // before the kill, so its claims would hold at least 20 s after it.
+    const TTL: u64 = 30_000;
+    let pool = Pool::new(&schema.url);
+    let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&schema.url).await.unwrap());
+    let driver = pool.spawn("run --run-id claims --pool", 50, TTL);
+    // The victim comes first and claims 4 attempts whose bodies sleep a minute: it holds their
+    // claims until it is killed.
+    let mut victim = pool.spawn(
+        "worker --concurrency 1 --attempts 4 --poll-ms 50",
+        60_000,
+        TTL,
+    );
+    let victim_pid = victim.id();
+    let victims = || -> Vec<String> {
+        pool.executions()
+            .into_iter()
+            .filter(|(_, pid, _)| *pid == victim_pid)
+            .map(|(node, _, _)| node)
+            .collect()
+    };
+    eventually(
+        "the victim to start 4 bodies",
+        Duration::from_secs(60),
+        async || victims().len() >= 4,
+    )
+    .await;
+    let held: BTreeSet<String> = victims().into_iter().collect();
+    assert_eq!(held.len(), 4, "{held:?}");
+    let held_epochs: BTreeMap<String, i64> = attempt_rows(&schema.url, "claims")
+        .await
+        .into_iter()
+        .filter(|(node, ..)| held.contains(node))
+        .map(|(node, _, _, queue, epoch)| {
+            assert_eq!(queue.as_deref(), Some("claimed"), "{node}");
+            (node, epoch)
+        })
+        .collect();
+    let workers: Vec<Child> = (0..2)
+        .map(|_| pool.spawn("worker --concurrency 1 --attempts 4 --poll-ms 50", 50, TTL))
+        .collect();
+    eventually(
+        "the other workers to start 20 bodies",
+        Duration::from_secs(60),
+        async || pool.executions().len() >= 24,
+    )
+    .await;
+    kill9(&mut victim);
+    let killed_at = now_ms();
+    eventually("the run to finish", Duration::from_secs(60), async || {
+        status(&store, "claims").await == Some(RunStatus::Finished)
+    })
+    .await;
+    let finished_after = now_ms() - killed_at;
+    for w in &workers {
+        signal(w, libc::SIGTERM);
+    }
+    for w in workers {
+        let (code, stderr) = finish(w);
+        assert_eq!(code, Some(0), "a worker stops cleanly on SIGTERM: {stderr}");
+    }
+    let (code, stderr) = finish(driver);
+    assert_eq!(code, Some(0), "the driver finished the run: {stderr}");
+    let per_node = check_finished_once(&store, "claims", &pool).await;
+    let twice: BTreeSet<String> = per_node
+        .iter()
+        .filter(|(_, r)| r.len() != 1)
+        .map(|(n, _)| n.clone())
+        .collect();
+    assert_eq!(
+        twice, held,
+        "the victim's attempts ran again elsewhere, and nothing else did"
+    );
+    // Each ran again soon after the kill: the claims were freed, not waited out.
+    let mut rerun_ms = Vec::new();
+    for node in &held {
+        let (pid, at) = per_node[node]
+            .iter()
+            .find(|(pid, _)| *pid != victim_pid)
+            .copied()
+            .expect("run again by another worker");
+        assert_ne!(pid, victim_pid);
+        rerun_ms.push(at - killed_at);
+    }
+    eprintln!(
+        "claims of the SIGKILLed worker: its attempts ran again {rerun_ms:?} ms after the kill (claims of {TTL} ms, poll 50 ms); the run finished {finished_after} ms after it"
+    );
+    assert!(
+        rerun_ms.iter().all(|&ms| ms < TTL as i64 / 2),
+        "the victim's attempts ran again {rerun_ms:?} ms after the kill: its claims, renewed at most {} ms before it, were waited out",
+        TTL / 3
+    );
+    let rows = attempt_rows(&schema.url, "claims").await;
+    assert_eq!(
+        rows.len(),
+        TASKS,
+        "the freed attempts kept their rows: none started anew"
+    );
+    for (node, attempt, status, _, epoch) in rows.iter().filter(|(n, ..)| held.contains(n)) {
+        assert_eq!((*attempt, status.as_str()), (1, "finished"), "{node}");
+        assert!(
+            *epoch >= held_epochs[node] + 2,
+            "{node}: freed (epoch moved) and claimed again: {epoch} vs the victim's {}",
+            held_epochs[node]
+        );
+    }
+    drop(store);
+    schema.drop().await;
+}

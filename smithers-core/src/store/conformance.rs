@@ -202,6 +202,7 @@ macro_rules! store_conformance_tests {
             skip_locked_claims_give_each_attempt_to_one_worker,
             a_stale_claim_commits_nothing,
             queued_attempts_are_adopted_stopped_and_announced,
+            the_claims_of_a_dead_worker_are_freed_fenced,
         );
     };
     (@cases $backend:ty; $($case:ident),* $(,)?) => {
@@ -1411,6 +1412,119 @@ pub async fn skip_locked_claims_give_each_attempt_to_one_worker(s: Arc<dyn Store
         3,
         "the other workflow's attempts were left to its workers"
     );
+}
+
+/// The claims of a worker known dead are freed at once, not at their expiry, and fenced: its
+/// attempts are queued again with their claim epoch incremented, its renewal and outcome are
+/// `ClaimLost` (saying its claim was freed), another worker claims them. Holders are listed
+/// with their worker's heartbeat expiry; the claims of other workers, and of the same owner on
+/// another workflow's runs, stay.
+pub async fn the_claims_of_a_dead_worker_are_freed_fenced(s: Arc<dyn Store>) {
+    let ttl = Duration::from_secs(60);
+    if !s.supports_pool() {
+        assert!(s.claim_holders("conformance").await.unwrap().is_empty());
+        let e = s
+            .free_claims("conformance", &["otherhost:1:dead".into()])
+            .await
+            .expect_err("freeing is refused");
+        assert!(e.to_string().contains("needs a PostgreSQL database"), "{e}");
+        return refuses_pool_mode(&s).await;
+    }
+    queue_attempts(&s, "r", "conformance", 4).await;
+    queue_attempts(&s, "other", "another-workflow", 1).await;
+    let dead = s
+        .claim_attempts("conformance", "otherhost:1:dead", 2, ttl)
+        .await
+        .unwrap();
+    let live = s
+        .claim_attempts("conformance", "otherhost:2:live", 2, ttl)
+        .await
+        .unwrap();
+    let theirs = s
+        .claim_attempts("another-workflow", "otherhost:1:dead", 1, ttl)
+        .await
+        .unwrap();
+    assert_eq!((dead.len(), live.len(), theirs.len()), (2, 2, 1));
+    s.put_worker(&WorkerRecord {
+        worker_id: "otherhost:2:live".into(),
+        host: "otherhost".into(),
+        pid: 2,
+        workflow: Some("conformance".into()),
+        concurrency: 2,
+        driving: vec![],
+        started_at: "2026-12-01T00:00:00.000Z".into(),
+        heartbeat_at: "2026-12-01T00:00:00.000Z".into(),
+        expires_ms: 123,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.claim_holders("conformance").await.unwrap(),
+        [
+            ClaimHolder {
+                owner: "otherhost:1:dead".into(),
+                heartbeat_expires_ms: None,
+            },
+            ClaimHolder {
+                owner: "otherhost:2:live".into(),
+                heartbeat_expires_ms: Some(123),
+            },
+        ],
+        "each holder once, with its worker's heartbeat expiry (none: not registered)"
+    );
+    assert_eq!(
+        s.free_claims("conformance", &["otherhost:1:dead".into()])
+            .await
+            .unwrap(),
+        2
+    );
+    for c in &dead {
+        match s.renew_claim(c, ttl).await {
+            Err(Error::ClaimLost { detail, .. }) => {
+                assert!(detail.contains("its claim was freed"), "{detail}")
+            }
+            other => panic!("a freed claim does not renew: {other:?}"),
+        }
+        assert!(matches!(
+            s.record_outcome(c, &outcome(1)).await,
+            Err(Error::ClaimLost { .. })
+        ));
+    }
+    s.renew_claim(&theirs[0], ttl)
+        .await
+        .expect("the same owner's claim on another workflow's run is not freed");
+    for c in &live {
+        s.renew_claim(c, ttl).await.expect("a live worker's claim");
+    }
+    let mut again = s
+        .claim_attempts("conformance", "otherhost:3:taker", 10, ttl)
+        .await
+        .unwrap();
+    again.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    let mut was = dead.clone();
+    was.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    assert_eq!(
+        again.iter().map(|c| &c.node_id).collect::<Vec<_>>(),
+        was.iter().map(|c| &c.node_id).collect::<Vec<_>>(),
+        "the freed attempts, and only they, are claimable at once"
+    );
+    for (a, w) in again.iter().zip(&was) {
+        assert_eq!(
+            (a.attempt, a.token.epoch),
+            (w.attempt, w.token.epoch + 2),
+            "the same attempt; its epoch moved at the freeing and at the new claim"
+        );
+    }
+    assert_eq!(
+        s.claim_holders("conformance")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|h| h.owner)
+            .collect::<Vec<_>>(),
+        ["otherhost:2:live", "otherhost:3:taker"]
+    );
+    assert_eq!(s.free_claims("conformance", &[]).await.unwrap(), 0);
 }
 
 /// Fencing of claims: a worker whose claim was taken over (after it expired) commits nothing —

@@ -31,8 +31,8 @@ pub use owner::lease_owner;
 pub use postgres::{CopyReport, PostgresStore};
 pub(crate) use queue::pool_unsupported;
 pub use queue::{
-    queue_channel, run_channel, Claim, ClaimRenewal, ClaimToken, QueuedAttempt, QueuedRecord,
-    RecordedOutcome, RemoteError, RemoteOutcome, RemoteReply,
+    queue_channel, run_channel, Claim, ClaimHolder, ClaimRenewal, ClaimToken, QueuedAttempt,
+    QueuedRecord, RecordedOutcome, RemoteError, RemoteOutcome, RemoteReply,
 };
 pub use sqlite::{Durability, SqliteStore};
 pub use workers::{RestartRecord, WorkerRecord};
@@ -879,10 +879,12 @@ pub trait Store: Send + Sync + 'static {
     fn supports_pool(&self) -> bool {
         false
     }
-    /// Claims up to `limit` queued attempts of running runs of `workflow` for `owner` (oldest
-    /// first; an attempt whose claim expired is queued again), each held for `ttl` unless
-    /// renewed. Two workers claiming at once never get the same attempt (`FOR UPDATE SKIP
-    /// LOCKED`). Every claim increments the attempt's claim epoch.
+    /// Claims up to `limit` queued attempts of active runs of `workflow` for `owner`, oldest
+    /// first (an attempt whose claim expired, or was freed by [`Store::free_claims`], is queued
+    /// again), each held for `ttl` unless renewed. Active: `running`, or `queued` (handed back
+    /// by a stopping worker: its attempts go on until the next driver adopts them). Two workers
+    /// claiming at once never get the same attempt (`FOR UPDATE SKIP LOCKED`). Every claim
+    /// increments the attempt's claim epoch.
     async fn claim_attempts(
         &self,
         workflow: &str,
@@ -929,6 +931,25 @@ pub trait Store: Send + Sync + 'static {
         Err(pool_unsupported(&format!(
             "releasing the claim on `{}` of run `{}`",
             claim.node_id, claim.run_id
+        )))
+    }
+    /// Who holds live claims (claimed, not expired) on attempts of `workflow`'s runs, each
+    /// with its worker's heartbeat expiry: what a worker looks at to free the claims of workers
+    /// known dead ([`Store::free_claims`]). Empty on a store without the attempt queue.
+    async fn claim_holders(&self, workflow: &str) -> Result<Vec<ClaimHolder>> {
+        let _ = workflow;
+        Ok(Vec::new())
+    }
+    /// Frees the claims `owners` hold on attempts of `workflow`'s runs, for workers known dead
+    /// (their process is gone from this host, or their heartbeat expired) whose claims would
+    /// otherwise block their attempts until they expire: each attempt is queued again for any
+    /// worker, its claim epoch incremented so the old claim is fenced out at once (a renewal
+    /// or an outcome under it is `ClaimLost`, writes nothing), and the workflow's workers are
+    /// woken. Returns how many claims were freed.
+    async fn free_claims(&self, workflow: &str, owners: &[String]) -> Result<u64> {
+        let _ = owners;
+        Err(pool_unsupported(&format!(
+            "freeing the claims of dead workers of workflow `{workflow}`"
         )))
     }
     /// Outcomes recorded on attempts of the run that are still in progress (not yet ended by

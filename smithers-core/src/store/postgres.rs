@@ -883,6 +883,14 @@ impl Store for PostgresStore {
         self.release(claim).await
     }
 
+    async fn claim_holders(&self, workflow: &str) -> Result<Vec<ClaimHolder>> {
+        self.holders(workflow).await
+    }
+
+    async fn free_claims(&self, workflow: &str, owners: &[String]) -> Result<u64> {
+        self.free(workflow, owners).await
+    }
+
     async fn recorded_outcomes(&self, run_id: &str) -> Result<Vec<RecordedOutcome>> {
         self.recorded(run_id).await
     }

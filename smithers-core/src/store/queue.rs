@@ -125,6 +125,21 @@ pub struct RecordedOutcome {
     pub outcome: RemoteOutcome,
 }
 
+/// A worker holding claims on attempts of a workflow's runs ([`Store::claim_holders`]), with
+/// what tells whether it is alive.
+///
+/// [`Store::claim_holders`]: super::Store::claim_holders
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimHolder {
+    /// The claims' owner (`host:pid:nonce`, the worker's id in the registry).
+    pub owner: String,
+    /// When its row in the worker registry goes stale without a heartbeat (epoch ms, the
+    /// worker's [`WorkerRecord::expires_ms`]); `None` when it has no row.
+    ///
+    /// [`WorkerRecord::expires_ms`]: super::WorkerRecord::expires_ms
+    pub heartbeat_expires_ms: Option<i64>,
+}
+
 /// What renewing a claim found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClaimRenewal {

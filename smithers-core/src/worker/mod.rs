@@ -6,7 +6,9 @@
 //!    the first run of it it sees), a loop of its own ([`Engine::serve_attempts`]) claims queued
 //!    attempts of the workflow's runs, up to [`WorkerOptions::attempts`] at once, executes them
 //!    and records their outcomes for the runs' drivers; the runs it drives are driven in pool
-//!    mode too (their attempts queued for every worker);
+//!    mode too (their attempts queued for every worker). At each heartbeat it frees the claims
+//!    of workers known dead (their process gone from this host, or their heartbeat expired),
+//!    so their attempts run again without waiting for the claims to expire;
 //! 2. **take over runs**: an active run of its workflow with no live driver — `queued` (by
 //!    `run --detach`, or handed back by a stopping worker) or `running` with an expired lease or
 //!    a dead holder — is driven through the ordinary fenced [`Engine::resume`], up to
@@ -40,7 +42,7 @@ use crate::store::{lease_owner, RunRecord, Store, WorkerRecord, Write, WriteBatc
 pub mod supervise;
 
 pub use supervise::RestartPolicy;
-use supervise::{decide, give_up_error, vacancy, Restart, Vacant};
+use supervise::{dead_holders, decide, give_up_error, vacancy, Restart, Vacant};
 
 /// How a worker works.
 #[derive(Clone, Debug)]
@@ -176,7 +178,12 @@ where
                 Some(end) = self.drives.join_next(), if !self.drives.is_empty() => {
                     self.drive_ended(end).await;
                 }
-                _ = heartbeat.tick() => self.heartbeat().await,
+                _ = heartbeat.tick() => {
+                    self.heartbeat().await;
+                    if let Err(e) = self.free_dead_claims().await {
+                        tracing::warn!(worker = %self.id, error = %e, "could not free the claims of dead workers; trying again at the next heartbeat");
+                    }
+                }
                 _ = tokio::time::sleep(self.options.poll) => {}
             }
         }
@@ -192,6 +199,30 @@ where
         //     started once the workflow is known.
         self.serve_attempts();
         taken
+    }
+
+    /// Pool mode, at each heartbeat: frees the claims of workers known dead — a process of this
+    /// host that is gone (SIGKILL), or a worker whose heartbeat expired — so their attempts run
+    /// again within a heartbeat period, not when the claims expire. Fenced: freeing increments
+    /// each attempt's claim epoch.
+    async fn free_dead_claims(&self) -> Result<()> {
+        let Some(workflow) = &self.workflow else {
+            return Ok(());
+        };
+        if !self.store().supports_pool() {
+            return Ok(());
+        }
+        let holders = self.store().claim_holders(workflow).await?;
+        let dead = dead_holders(&holders, &self.id, self.now(), crate::store::holder_is_dead);
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let owners: Vec<String> = dead.iter().map(|(owner, _)| owner.clone()).collect();
+        let freed = self.store().free_claims(workflow, &owners).await?;
+        for (owner, why) in &dead {
+            tracing::info!(worker = %self.id, dead = %owner, freed, "freed the claims of a worker that is gone: {why}");
+        }
+        Ok(())
     }
 
     /// Starts the loop executing queued attempts of this worker's workflow (pool mode), once:

@@ -18,8 +18,8 @@ use super::PostgresStore;
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::store::{
-    queue_channel, run_channel, Claim, ClaimRenewal, ClaimToken, FenceToken, QueuedAttempt,
-    QueuedRecord, RecordedOutcome, RemoteError, RemoteOutcome, Write, WriteBatch,
+    queue_channel, run_channel, Claim, ClaimHolder, ClaimRenewal, ClaimToken, FenceToken,
+    QueuedAttempt, QueuedRecord, RecordedOutcome, RemoteError, RemoteOutcome, Write, WriteBatch,
 };
 
 /// The server's time in epoch milliseconds, as claims measure it.
@@ -122,6 +122,14 @@ impl PostgresStore {
                     ) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
                     if status != "in-progress" {
                         format!("the attempt already ended ({status})")
+                    } else if owner.is_none()
+                        && queue.as_deref() == Some("queued")
+                        && epoch > claim.token.epoch
+                    {
+                        format!(
+                            "its claim was freed for another worker (this worker `{}` was judged dead: its process gone from its host, or its heartbeat expired)",
+                            claim.token.owner
+                        )
                     } else if epoch != claim.token.epoch
                         || owner.as_deref() != Some(&claim.token.owner)
                     {
@@ -300,6 +308,57 @@ impl PostgresStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    pub(super) async fn holders(&self, workflow: &str) -> Result<Vec<ClaimHolder>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT DISTINCT a.claim_owner, w.expires_ms
+                 FROM _smithers_attempts a JOIN _smithers_runs r ON r.run_id = a.run_id
+                   LEFT JOIN _smithers_workers w ON w.worker_id = a.claim_owner
+                 WHERE a.queue = 'claimed' AND a.status = 'in-progress'
+                   AND a.claim_expires_ms >= {NOW_MS} AND r.workflow = $1
+                 ORDER BY a.claim_owner"
+            ))
+            .await?;
+        Ok(c.query(&st, &[&workflow])
+            .await?
+            .iter()
+            .filter_map(|r| {
+                Some(ClaimHolder {
+                    owner: r.get::<_, Option<String>>(0)?,
+                    heartbeat_expires_ms: r.get(1),
+                })
+            })
+            .collect())
+    }
+
+    pub(super) async fn free(&self, workflow: &str, owners: &[String]) -> Result<u64> {
+        if owners.is_empty() {
+            return Ok(0);
+        }
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        // The epoch moves on here, not only at the next claim: the dead owner's token is
+        // stale from this commit on.
+        let n = tx
+            .execute(
+                "UPDATE _smithers_attempts a SET queue = 'queued', claim_owner = NULL,
+                   claim_expires_ms = NULL, claim_epoch = a.claim_epoch + 1
+                 FROM _smithers_runs r
+                 WHERE r.run_id = a.run_id AND r.workflow = $1
+                   AND a.queue = 'claimed' AND a.status = 'in-progress'
+                   AND a.claim_owner = ANY($2)",
+                &[&workflow, &owners],
+            )
+            .await?;
+        if n > 0 {
+            tx.execute("SELECT pg_notify($1, '')", &[&queue_channel(workflow)])
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(n)
     }
 
     pub(super) async fn recorded(&self, run_id: &str) -> Result<Vec<RecordedOutcome>> {
