@@ -231,7 +231,7 @@ pub async fn workers_and_restarts_persist(s: Arc<dyn Store>) {
     b.run_id = "q".into();
     s.write(b.fenced(&first)).await.unwrap();
     s.release_lease("q", &first).await.unwrap();
-    s.create_run(new_run("r", owner)).await.unwrap();
+    let r_fence = s.create_run(new_run("r", owner)).await.unwrap();
     s.create_run(new_run("done", owner)).await.unwrap();
     let mut b = batch(vec![Write::RunStatus {
         status: RunStatus::Finished,
@@ -297,12 +297,28 @@ pub async fn workers_and_restarts_persist(s: Arc<dyn Store>) {
         last_reason: "its driver is gone".into(),
         last_worker: "h:8:w2".into(),
     };
-    s.put_restarts(&r).await.unwrap();
+    s.put_restarts(&r, &r_fence).await.unwrap();
     r.restarts = 2;
     r.progress = 3;
     r.last_restart_ms = 9_000;
-    s.put_restarts(&r).await.unwrap();
-    assert_eq!(s.restarts("r").await.unwrap(), Some(r));
+    s.put_restarts(&r, &r_fence).await.unwrap();
+    assert_eq!(s.restarts("r").await.unwrap(), Some(r.clone()));
+    // Fenced by the lease of the worker that took the run over: a worker whose term is over
+    // (another took the run since) counts nothing.
+    s.release_lease("r", &r_fence).await.unwrap();
+    let taker = s
+        .acquire_lease("r", "h:2:bbbb", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let mut stale = r.clone();
+    stale.restarts = 3;
+    assert!(matches!(
+        s.put_restarts(&stale, &r_fence).await,
+        Err(Error::LeaseLost { .. })
+    ));
+    assert_eq!(s.restarts("r").await.unwrap(), Some(r.clone()));
+    s.put_restarts(&stale, &taker).await.unwrap();
+    assert_eq!(s.restarts("r").await.unwrap(), Some(stale));
 }
 
 /// Created runs are read back, newest first.

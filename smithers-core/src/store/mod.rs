@@ -872,8 +872,10 @@ pub trait Store: Send + Sync + 'static {
     async fn workers(&self) -> Result<Vec<WorkerRecord>>;
     /// The restart bookkeeping of a run, if a worker ever took it over.
     async fn restarts(&self, run_id: &str) -> Result<Option<RestartRecord>>;
-    /// Writes a run's restart bookkeeping, replacing what was there.
-    async fn put_restarts(&self, record: &RestartRecord) -> Result<()>;
+    /// Writes a run's restart bookkeeping, replacing what was there, fenced by the lease of the
+    /// worker that took the run over (`LeaseLost`, nothing written, once another process holds
+    /// it): one takeover, one restart, however many workers raced for it.
+    async fn put_restarts(&self, record: &RestartRecord, fence: &FenceToken) -> Result<()>;
     /// Whether this store has the attempt queue of pool mode ([`Store::claim_attempts`] and the
     /// rest); a store without it refuses them with an error saying pool mode needs PostgreSQL.
     fn supports_pool(&self) -> bool {

@@ -849,8 +849,13 @@ impl Store for PostgresStore {
         workers::restarts(&self.client().await?, run_id).await
     }
 
-    async fn put_restarts(&self, record: &RestartRecord) -> Result<()> {
-        workers::put_restarts(&self.client().await?, record).await
+    async fn put_restarts(&self, record: &RestartRecord, fence: &FenceToken) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        check_fence(&tx, &record.run_id, fence, "FOR KEY SHARE").await?;
+        workers::put_restarts(&tx, record).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     fn supports_pool(&self) -> bool {
