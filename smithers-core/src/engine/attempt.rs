@@ -226,10 +226,7 @@ where
         ProgressSink::new(move |stream, line| {
             if stream == crate::agent::USAGE_STREAM {
                 // Usage so far, for the budgets: to the machine, not to the output.
-                let v: Value = serde_json::from_str(line).unwrap_or_default();
-                let usage: Option<Usage> = serde_json::from_value(v["usage"].clone()).ok();
-                if let Some(usage) = usage {
-                    let model = v["model"].as_str().map(str::to_owned);
+                if let Some((usage, model)) = usage_line(line) {
                     let _ = usage_tx.send((key.clone(), usage, model));
                 }
                 return;
@@ -251,6 +248,13 @@ where
             let _ = persist.send(e);
         })
     }
+}
+
+/// A line of the usage stream (`agent::USAGE_STREAM`): the usage so far and the model.
+pub(super) fn usage_line(line: &str) -> Option<(Usage, Option<String>)> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    let usage: Usage = serde_json::from_value(v["usage"].clone()).ok()?;
+    Some((usage, v["model"].as_str().map(str::to_owned)))
 }
 
 /// Everything one attempt's body needs besides its task.

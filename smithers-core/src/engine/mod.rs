@@ -614,8 +614,13 @@ where
                 Some(r) => r.workflow,
                 None => return Err(Error::RunNotFound(st.run_id.clone())),
             };
-            let watcher =
-                Remote::start(self.store.clone(), &st.run_id, self.options.pool_poll).await;
+            let watcher = Remote::start(
+                self.store.clone(),
+                &st.run_id,
+                self.options.pool_poll,
+                usage_tx.clone(),
+            )
+            .await;
             Some((workflow, watcher))
         } else {
             None

@@ -20,7 +20,7 @@ use serde_json::json;
 use super::*;
 use crate::error::Error;
 use crate::events::{Event, EventKind};
-use crate::model::{LoopState, Timestamp};
+use crate::model::{LoopState, Timestamp, Usage};
 use crate::output::{Column, ColumnKind, Output, OutputInfo};
 
 /// An output with one column of each kind.
@@ -203,6 +203,7 @@ macro_rules! store_conformance_tests {
             a_stale_claim_commits_nothing,
             queued_attempts_are_adopted_stopped_and_announced,
             the_claims_of_a_dead_worker_are_freed_fenced,
+            usage_reports_are_fenced_by_the_claim_and_read_by_the_driver,
         );
     };
     (@cases $backend:ty; $($case:ident),* $(,)?) => {
@@ -1427,6 +1428,78 @@ pub async fn skip_locked_claims_give_each_attempt_to_one_worker(s: Arc<dyn Store
         .len(),
         3,
         "the other workflow's attempts were left to its workers"
+    );
+}
+
+/// Budgets mid-attempt in pool mode: a worker reports the usage of a claimed attempt so far
+/// (each report replacing the last), the driver reads the latest report of each attempt in
+/// progress, a report under a stale claim is `ClaimLost` and writes nothing, and the answer
+/// carries the driver's stop request.
+pub async fn usage_reports_are_fenced_by_the_claim_and_read_by_the_driver(s: Arc<dyn Store>) {
+    let usage = |tokens: u64| Usage {
+        input_tokens: Some(tokens),
+        output_tokens: Some(10),
+        ..Usage::default()
+    };
+    if !s.supports_pool() {
+        assert!(s.usage_reports("r").await.unwrap().is_empty());
+        return refuses_pool_mode(&s).await;
+    }
+    let driver = queue_attempts(&s, "r", "conformance", 2).await;
+    let stale = s
+        .claim_attempts("conformance", "otherhost:1:paused", 1, Duration::ZERO)
+        .await
+        .unwrap()
+        .pop()
+        .expect("a claim");
+    let claim = loop {
+        let got = s
+            .claim_attempts("conformance", "otherhost:2:w", 2, Duration::from_secs(60))
+            .await
+            .unwrap();
+        if let Some(c) = got.into_iter().find(|c| c.node_id == stale.node_id) {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    assert!(s.usage_reports("r").await.unwrap().is_empty(), "none yet");
+    let r = s
+        .report_usage(&claim, &usage(100), Some("m1"))
+        .await
+        .unwrap();
+    assert!(!r.stop_requested);
+    s.report_usage(&claim, &usage(250), Some("m1"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.report_usage(&stale, &usage(999_999), None).await,
+        Err(Error::ClaimLost { .. })
+    ));
+    assert_eq!(
+        s.usage_reports("r").await.unwrap(),
+        [UsageReport {
+            node_id: claim.node_id.clone(),
+            iteration: 0,
+            attempt: 1,
+            usage: usage(250),
+            model: Some("m1".into()),
+        }],
+        "the latest report of the current claim, nothing of the stale one"
+    );
+    s.stop_queued_attempt("r", &claim.node_id, 0, 1, &driver)
+        .await
+        .unwrap();
+    assert!(
+        s.report_usage(&claim, &usage(300), Some("m1"))
+            .await
+            .unwrap()
+            .stop_requested,
+        "the worker hears the stop at its next report"
+    );
+    s.record_outcome(&claim, &outcome(1)).await.unwrap();
+    assert!(
+        s.usage_reports("r").await.unwrap().is_empty(),
+        "an attempt whose outcome is recorded reports no more"
     );
 }
 

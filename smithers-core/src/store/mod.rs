@@ -32,7 +32,7 @@ pub use postgres::{CopyReport, PostgresStore};
 pub(crate) use queue::pool_unsupported;
 pub use queue::{
     queue_channel, run_channel, Claim, ClaimHolder, ClaimRenewal, ClaimToken, QueuedAttempt,
-    QueuedRecord, RecordedOutcome, RemoteError, RemoteOutcome, RemoteReply,
+    QueuedRecord, RecordedOutcome, RemoteError, RemoteOutcome, RemoteReply, UsageReport,
 };
 pub use sqlite::{Durability, SqliteStore};
 pub use workers::{RestartRecord, WorkerRecord};
@@ -926,6 +926,27 @@ pub trait Store: Send + Sync + 'static {
             "writing progress of `{}` of run `{}`",
             claim.node_id, claim.run_id
         )))
+    }
+    /// Records the usage so far of a claimed attempt (what its agent streamed), replacing the
+    /// last report, and wakes its driver, which checks the budgets with it; fenced by the claim
+    /// (`ClaimLost`, nothing written, once it expired or was taken). Says whether the driver
+    /// asked for the attempt to stop, as a renewal does.
+    async fn report_usage(
+        &self,
+        claim: &Claim,
+        usage: &Usage,
+        model: Option<&str>,
+    ) -> Result<ClaimRenewal> {
+        let _ = (usage, model);
+        Err(pool_unsupported(&format!(
+            "reporting the usage of `{}` of run `{}`",
+            claim.node_id, claim.run_id
+        )))
+    }
+    /// The latest usage reports of the run's attempts that workers are executing now.
+    async fn usage_reports(&self, run_id: &str) -> Result<Vec<UsageReport>> {
+        let _ = run_id;
+        Ok(Vec::new())
     }
     /// Gives a claim up (a worker stopping): the attempt is queued again for another worker. Does
     /// nothing when the claim is no longer held.

@@ -888,6 +888,19 @@ impl Store for PostgresStore {
         self.release(claim).await
     }
 
+    async fn report_usage(
+        &self,
+        claim: &Claim,
+        usage: &Usage,
+        model: Option<&str>,
+    ) -> Result<ClaimRenewal> {
+        self.report(claim, usage, model).await
+    }
+
+    async fn usage_reports(&self, run_id: &str) -> Result<Vec<UsageReport>> {
+        self.reports(run_id).await
+    }
+
     async fn claim_holders(&self, workflow: &str) -> Result<Vec<ClaimHolder>> {
         self.holders(workflow).await
     }

@@ -17,9 +17,11 @@ use super::writes::{apply, check_fence};
 use super::PostgresStore;
 use crate::error::{Error, Result};
 use crate::events::Event;
+use crate::model::Usage;
 use crate::store::{
     queue_channel, run_channel, Claim, ClaimHolder, ClaimRenewal, ClaimToken, FenceToken,
-    QueuedAttempt, QueuedRecord, RecordedOutcome, RemoteError, RemoteOutcome, Write, WriteBatch,
+    QueuedAttempt, QueuedRecord, RecordedOutcome, RemoteError, RemoteOutcome, UsageReport, Write,
+    WriteBatch,
 };
 
 /// The server's time in epoch milliseconds, as claims measure it.
@@ -235,6 +237,76 @@ impl PostgresStore {
             return Err(self.claim_lost(claim).await);
         }
         Ok(())
+    }
+
+    pub(super) async fn report(
+        &self,
+        claim: &Claim,
+        usage: &Usage,
+        model: Option<&str>,
+    ) -> Result<ClaimRenewal> {
+        let c = self.client().await?;
+        // One statement: the fenced update and the driver's wake-up commit together.
+        let st = c
+            .prepare_cached(&format!(
+                "WITH reported AS (
+                   UPDATE _smithers_attempts SET usage_report = $7
+                   WHERE {ATTEMPT} AND queue = 'claimed' AND status = 'in-progress'
+                     AND claim_owner = $5 AND claim_epoch = $6 AND claim_expires_ms >= {NOW_MS}
+                   RETURNING stop_requested
+                 )
+                 SELECT stop_requested, pg_notify($8, '') FROM reported"
+            ))
+            .await?;
+        let report = serde_json::json!({ "usage": usage, "model": model });
+        let row = c
+            .query_opt(
+                &st,
+                &[
+                    &claim.run_id,
+                    &claim.node_id,
+                    &i64::from(claim.iteration),
+                    &i64::from(claim.attempt),
+                    &claim.token.owner,
+                    &claim.token.epoch,
+                    &report,
+                    &run_channel(&claim.run_id),
+                ],
+            )
+            .await?;
+        drop(c);
+        match row {
+            Some(r) => Ok(ClaimRenewal {
+                stop_requested: r.get(0),
+            }),
+            None => Err(self.claim_lost(claim).await),
+        }
+    }
+
+    pub(super) async fn reports(&self, run_id: &str) -> Result<Vec<UsageReport>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT node_id, iteration, attempt, usage_report FROM _smithers_attempts
+                 WHERE run_id = $1 AND queue = 'claimed' AND status = 'in-progress'
+                   AND usage_report IS NOT NULL
+                 ORDER BY seq",
+            )
+            .await?;
+        c.query(&st, &[&run_id])
+            .await?
+            .iter()
+            .map(|r| {
+                let report: Value = r.get(3);
+                Ok(UsageReport {
+                    node_id: r.get(0),
+                    iteration: r.get::<_, i64>(1) as u32,
+                    attempt: r.get::<_, i64>(2) as u32,
+                    usage: serde_json::from_value(report["usage"].clone())?,
+                    model: report["model"].as_str().map(str::to_owned),
+                })
+            })
+            .collect()
     }
 
     pub(super) async fn write_under_claim(&self, claim: &Claim, events: Vec<Event>) -> Result<()> {
