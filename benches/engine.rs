@@ -135,33 +135,76 @@ async fn bench_sequence(n: usize, reps: usize) -> (Duration, f64) {
     (median(samples), commits)
 }
 
-/// Frames in the WAL of the database at `db` (its size: a 32-byte header, then per frame a
-/// 24-byte header and one page).
-fn wal_frames(db: &std::path::Path) -> u64 {
+/// The page numbers of the frames in the WAL of the database at `db`, in order (a 32-byte
+/// header, then per frame a 24-byte header starting with the page number, and one page).
+fn wal_frames(db: &std::path::Path) -> Vec<u32> {
     let mut wal = db.as_os_str().to_owned();
     wal.push("-wal");
-    let size = std::fs::metadata(wal).map_or(0, |m| m.len());
-    size.saturating_sub(32) / (24 + 4096)
+    let bytes = std::fs::read(wal).unwrap_or_default();
+    bytes
+        .get(32..)
+        .unwrap_or_default()
+        .chunks_exact(24 + 4096)
+        .map(|f| u32::from_be_bytes([f[0], f[1], f[2], f[3]]))
+        .collect()
 }
 
 /// WAL pages written per output commit: the frames a sequence of `n` static tasks adds to the
-/// WAL, against one of `base` tasks, per commit added. Both stay under the auto-checkpoint
-/// (1 000 frames), so the WAL only grows while they run.
-async fn pages_per_commit(base: usize, n: usize) -> Option<f64> {
+/// WAL, against one of `base` tasks, per commit added, in all and per b-tree (table or index,
+/// named through `dbstat`). Both stay under the auto-checkpoint (1 000 frames), so the WAL only
+/// grows while they run.
+async fn pages_per_commit(base: usize, n: usize) -> Option<(f64, Vec<(String, f64)>)> {
     let mut frames = Vec::new();
     let mut commits = Vec::new();
+    let mut names = std::collections::HashMap::new();
     for size in [base, n] {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open(&dir);
         let engine = Engine::new(store.clone() as Arc<dyn Store>, sequence(size));
         engine.run(()).await.expect("run");
-        frames.push(wal_frames(store.path()));
+        let wal = wal_frames(store.path());
+        // Which b-tree each page belongs to, read while the WAL still holds them.
+        let c = rusqlite::Connection::open(store.path()).expect("open for dbstat");
+        let mut st = c
+            .prepare("SELECT pageno, name FROM dbstat")
+            .expect("dbstat");
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))
+            .expect("dbstat rows");
+        for row in rows {
+            let (page, name) = row.expect("dbstat row");
+            names.insert((size, page), name);
+        }
+        let mut by_tree: std::collections::BTreeMap<String, i64> = Default::default();
+        for page in &wal {
+            let name = names.get(&(size, *page)).cloned().unwrap_or_else(|| {
+                if *page == 1 {
+                    "header (page 1)".into()
+                } else {
+                    "free".into()
+                }
+            });
+            *by_tree.entry(name).or_default() += 1;
+        }
+        frames.push((wal.len(), by_tree));
         commits.push(store.commits());
     }
-    if frames[1] >= 1000 || commits[1] <= commits[0] {
+    if frames[1].0 >= 1000 || commits[1] <= commits[0] {
         return None;
     }
-    Some((frames[1] - frames[0]) as f64 / (commits[1] - commits[0]) as f64)
+    let added = (commits[1] - commits[0]) as f64;
+    let total = (frames[1].0 - frames[0].0) as f64 / added;
+    let mut per: Vec<(String, f64)> = frames[1]
+        .1
+        .iter()
+        .map(|(name, &count)| {
+            let before = frames[0].1.get(name).copied().unwrap_or(0);
+            (name.clone(), (count - before) as f64 / added)
+        })
+        .filter(|(_, p)| *p > 0.05)
+        .collect();
+    per.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Some((total, per))
 }
 
 /// Per-iteration cost and commits per iteration.
@@ -317,7 +360,11 @@ fn main() {
     rt.block_on(async {
         println!("smithers engine overhead (durability FULL; floor = one SQLite insert per commit, WAL, synchronous=FULL)");
         match pages_per_commit(10, 40).await {
-            Some(p) => println!("WAL pages per output commit (sequence of 40 against 10 static tasks): {p:.1} (the floor's insert: 1)"),
+            Some((p, per)) => {
+                println!("WAL pages per output commit (sequence of 40 against 10 static tasks): {p:.1} (the floor's insert: 1)");
+                let per: Vec<String> = per.iter().map(|(n, p)| format!("{n} {p:.2}")).collect();
+                println!("    by table or index: {}", per.join(", "));
+            }
             None => println!("WAL pages per output commit: not measured (the WAL was checkpointed)"),
         }
         let mut floors = Floors(Vec::new());

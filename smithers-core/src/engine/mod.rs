@@ -627,15 +627,10 @@ where
         };
         // Output tables ensured by this drive.
         let mut tables: HashSet<&'static str> = HashSet::new();
-        let mut lease_tick = tokio::time::interval(self.options.lease_ttl / 3);
-        lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        lease_tick.tick().await;
-        let mut heartbeat = tokio::time::interval(self.options.heartbeat);
-        heartbeat.tick().await;
+        let mut lease_tick = periodic(self.options.lease_ttl / 3);
+        let mut heartbeat = periodic(self.options.heartbeat);
         let mut repo: Option<Option<crate::vcs::Repo>> = None;
-        let mut cancel_poll = tokio::time::interval(self.options.cancel_poll);
-        cancel_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        cancel_poll.tick().await;
+        let mut cancel_poll = periodic(self.options.cancel_poll);
         // Batches to commit, held until the next command that acts outside the run's memory
         // (a lookup, an attempt, a wait, the end): what an output and the renders it causes
         // decide (an output and its loop's advance) goes in one transaction.
@@ -1017,4 +1012,14 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// A timer that first fires one `period` from now, then every `period` (a tick missed while
+/// busy is delayed, not bunched). Not `tokio::time::interval`, whose first tick is due at once:
+/// awaiting it costs up to a millisecond of timer resolution, which every run start paid once
+/// per timer.
+pub(crate) fn periodic(period: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
 }

@@ -442,9 +442,7 @@ where
     let started = Instant::now();
     // Boxed so it can be dropped (with its progress sink) as soon as it ended.
     let mut body = Box::pin(std::panic::AssertUnwindSafe(run_attempt(&task, input)).catch_unwind());
-    let mut renew = tokio::time::interval(ttl / 3);
-    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    renew.tick().await;
+    let mut renew = super::periodic(ttl / 3);
     let mut lost = false;
     let outcome = loop {
         tokio::select! {

@@ -71,6 +71,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "workers",
         include_str!("../../../migrations/0012_workers.sql"),
     ),
+    (
+        13,
+        "events_rowid",
+        include_str!("../../../migrations/0013_events_rowid.sql"),
+    ),
 ];
 
 pub(super) type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -82,10 +87,18 @@ pub(super) enum Job {
     Write(WriteJob),
 }
 
+/// WAL pages after which a commit checkpoints (`PRAGMA wal_autocheckpoint`).
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 200;
+
 pub(super) fn configure(conn: &Connection, durability: Durability) -> Result<()> {
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", durability.pragma())?;
+    // Checkpoint every 200 WAL pages (about 20 output commits), not SQLite's 1 000: while the
+    // WAL file grows, every commit also extends it (file-system metadata at each fsync), and a
+    // short run on a fresh database paid that at every commit. A smaller WAL wraps around
+    // sooner and costs the same in the steady state (BENCHMARKS.md).
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.set_prepared_statement_cache_capacity(256);
     Ok(())
@@ -258,4 +271,100 @@ fn run_group(conn: &Connection, group: Vec<WriteJob>) -> bool {
         });
     }
     committed
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::{params, Connection};
+
+    use super::{checksum, migrate, MIGRATIONS};
+
+    /// A database made before events lost AUTOINCREMENT keeps every event with its seq, and the
+    /// events recorded after the migration continue after the largest seq.
+    #[test]
+    fn events_keep_their_seqs_through_the_events_rowid_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let mut c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE _smithers_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+               checksum TEXT NOT NULL, applied_at TEXT NOT NULL)",
+        )
+        .unwrap();
+        let events_rowid = MIGRATIONS
+            .iter()
+            .position(|m| m.1 == "events_rowid")
+            .unwrap();
+        for &(version, name, sql) in &MIGRATIONS[..events_rowid] {
+            c.execute_batch(sql).unwrap();
+            c.execute(
+                "INSERT INTO _smithers_migrations VALUES (?1, ?2, ?3, 'then')",
+                params![version, name, checksum(sql)],
+            )
+            .unwrap();
+        }
+        for (run, kind) in [
+            ("a", "run_started"),
+            ("b", "run_started"),
+            ("a", "node_finished"),
+        ] {
+            c.execute(
+                "INSERT INTO _smithers_events (run_id, at, kind, payload) VALUES (?1, 't0', ?2, '{}')",
+                params![run, kind],
+            )
+            .unwrap();
+        }
+        // AUTOINCREMENT never reuses a seq, even of a deleted last event: the next is 4, not 3.
+        c.execute("DELETE FROM _smithers_events WHERE seq = 3", [])
+            .unwrap();
+        c.execute(
+            "INSERT INTO _smithers_events (run_id, at, kind, payload) VALUES ('b', 't1', 'run_finished', '{}')",
+            [],
+        )
+        .unwrap();
+
+        migrate(&mut c, &path).unwrap();
+
+        let events = |c: &Connection| -> Vec<(i64, String, String)> {
+            c.prepare("SELECT seq, run_id, kind FROM _smithers_events ORDER BY seq")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        let row = |seq: i64, run: &str, kind: &str| (seq, run.to_owned(), kind.to_owned());
+        assert_eq!(
+            events(&c),
+            [
+                row(1, "a", "run_started"),
+                row(2, "b", "run_started"),
+                row(4, "b", "run_finished")
+            ]
+        );
+        c.execute(
+            "INSERT INTO _smithers_events (run_id, at, kind, payload) VALUES ('a', 't2', 'run_finished', '{}')",
+            [],
+        )
+        .unwrap();
+        assert_eq!(events(&c).last(), Some(&row(5, "a", "run_finished")));
+        // No AUTOINCREMENT bookkeeping left, and the per-run index is back.
+        let sequence_rows: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'sqlite_sequence'
+                   AND EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = '_smithers_events')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(sequence_rows, 0);
+        let plan: String = c
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT seq FROM _smithers_events WHERE run_id = 'a' AND seq > 1",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("_smithers_events_run"), "{plan}");
+    }
 }
