@@ -1,6 +1,7 @@
 //! Budgets with the engine driving fake CLI executables: a task stopped by its budget while its
-//! agent works (and its process tree gone), and a run parked as `waiting-budget`, raised with
-//! `smithers budget RUN --add 5` and resumed.
+//! agent works (and its process tree gone) — in the driver's process, and on a pool worker on
+//! PostgreSQL — and a run parked as `waiting-budget`, raised with `smithers budget RUN --add 5`
+//! and resumed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,8 +11,9 @@ use std::time::Duration;
 use smithers::agents::ClaudeCodeAgent;
 use smithers::prelude::*;
 use smithers::{OnBudget, SharedAgent};
-use smithers_core::engine::{Engine, EngineOptions};
-use smithers_core::store::{Durability, RunStatus, SqliteStore, Store};
+use smithers_core::engine::{CancellationToken, Engine, EngineOptions, PoolOptions};
+use smithers_core::store::conformance::PgSchema;
+use smithers_core::store::{lease_owner, Durability, PostgresStore, RunStatus, SqliteStore, Store};
 
 #[derive(Output, Serialize, Deserialize, JsonSchema, Clone, Debug)]
 struct Verdict {
@@ -227,4 +229,117 @@ async fn a_run_parked_by_its_budget_resumes_after_smithers_budget_add() {
             ("c".to_owned(), "finished".to_owned())
         ]
     );
+}
+
+/// The same budget stop in pool mode on PostgreSQL: a worker (`Engine::serve_attempts`, its own
+/// store handle) executes the agent and reports the usage it streams under its claim; the
+/// driver, which decides budgets, stops the attempt mid-way as it would its own, and the worker
+/// sees the stop and ends the CLI. (Skipped, saying so, without a PostgreSQL server.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_task_run_by_a_worker_is_stopped_by_its_token_budget_mid_attempt() {
+    let Some(schema) = PgSchema::create("budget_stops_a_pool_attempt").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let agent: SharedAgent = Arc::new(
+        ClaudeCodeAgent::new()
+            .binary(fake_cli())
+            .env("FAKE_SCENARIO", "claude/usage-stall")
+            .env("FAKE_STALL", "1")
+            .env("FAKE_PID_FILE", dir.path().join("pids")),
+    );
+    let tree = move |_ctx: &Ctx<()>| {
+        workflow! {
+            <Workflow name="budget">
+                <Task id="fix" output=Verdict agent={agent.clone()} retries=3 max_tokens=100000>
+                    "Fix the bug."
+                </Task>
+            </Workflow>
+        }
+    };
+    // The worker: claims of 3 s, renewed every second (a stop is seen at the latest then).
+    let owner = lease_owner();
+    let mut pool = PoolOptions::new("budget", owner.clone());
+    pool.claim_ttl = Duration::from_secs(3);
+    pool.poll = Duration::from_millis(100);
+    let worker = Engine::new(
+        Arc::new(PostgresStore::connect(&schema.url).await.unwrap()) as Arc<dyn Store>,
+        tree.clone(),
+    )
+    .with_options(options());
+    let stop = CancellationToken::new();
+    let serving = tokio::spawn({
+        let stop = stop.clone();
+        async move { worker.serve_attempts(pool, stop).await }
+    });
+    let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&schema.url).await.unwrap());
+    let driver = Engine::new(store.clone(), tree).with_options(EngineOptions {
+        pool: true,
+        pool_poll: Duration::from_millis(100),
+        ..options()
+    });
+    let started = std::time::Instant::now();
+    let report = driver.run(()).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "stopped, not timed out"
+    );
+    assert_eq!(report.status, RunStatus::Failed, "{report:?}");
+    stop.cancel();
+    let served = serving.await.unwrap().unwrap();
+    assert_eq!(
+        (served.claimed, served.recorded),
+        (1, 1),
+        "the worker ran the attempt and recorded how it ended"
+    );
+    let run_id = report.run_id;
+    let attempts = store.attempts(&run_id).await.unwrap();
+    assert_eq!(
+        attempts.len(),
+        1,
+        "a budget stop is not retried: {attempts:?}"
+    );
+    let a = &attempts[0];
+    assert_eq!(
+        (a.node_id.as_str(), a.attempt, a.status.as_str()),
+        ("fix", 1, "failed")
+    );
+    assert_eq!(
+        a.claim_owner.as_deref(),
+        Some(owner.as_str()),
+        "the worker's"
+    );
+    assert_eq!(
+        a.error.as_deref(),
+        Some(
+            format!(
+            "task `fix` budget exceeded: max_tokens 100000, spent 131000 tokens over 1 attempt(s); \
+             raise it with `smithers budget {run_id} --task fix --add-tokens 100000`, then `resume`"
+        )
+            .as_str()
+        )
+    );
+    // What the worker reported before the stop is what the attempt spent.
+    assert_eq!(
+        (a.usage.input_tokens, a.usage.output_tokens),
+        (Some(130_000), Some(1000))
+    );
+    // The worker ended the CLI (and its `sleep`).
+    let mut pids = std::fs::read_to_string(dir.path().join("pids.leader")).unwrap();
+    pids.push(' ');
+    pids.push_str(&std::fs::read_to_string(dir.path().join("pids")).unwrap_or_default());
+    for pid in pids
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+    {
+        for _ in 0..250 {
+            if !alive(pid) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!alive(pid), "process {pid} survived the budget stop");
+    }
+    drop((driver, store));
+    schema.drop().await;
 }

@@ -374,3 +374,294 @@ async fn workers_and_drivers_killed_at_random_finish_each_node_once() {
     drop(store);
     schema.drop().await;
 }
+
+/// The run's attempts as `(node, attempt, status, queue, claim epoch)`, read with a client of the
+/// test's own (the store's records do not carry the claim epoch).
+async fn attempt_rows(url: &str, run: &str) -> Vec<(String, i64, String, Option<String>, i64)> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let rows = client
+        .query(
+            "SELECT node_id, attempt, status, queue, claim_epoch FROM _smithers_attempts
+             WHERE run_id = $1 ORDER BY node_id, attempt",
+            &[&run],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    drop(client);
+    let _ = conn.await;
+    rows
+}
+
+/// The pid in a lease owner or worker id (`host:pid:nonce`).
+fn pid_of(owner: &str) -> Option<u32> {
+    owner.split(':').nth(1)?.parse().ok()
+}
+
+/// SIGTERM of the worker driving a pool run hands the run back without stopping its attempts:
+/// those queued and those claimed by other workers go on, the next driver adopts them, and every
+/// task's body runs exactly once — one attempt per node, none cancelled, none run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driving_worker_stopped_by_sigterm_leaves_its_attempts_to_the_next_driver() {
+    let Some(schema) = PgSchema::create("sigterm_leaves_pool_attempts").await else {
+        return;
+    };
+    let pool = Pool::new(&schema.url);
+    let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&schema.url).await.unwrap());
+    let (code, stderr) = finish(pool.spawn("run --detach --run-id handed", 300, 1000));
+    assert_eq!(code, Some(0), "{stderr}");
+    // The first worker drives the run and executes none of its attempts itself.
+    let driver = pool.spawn(
+        "worker --concurrency 1 --attempts 0 --poll-ms 50",
+        300,
+        1000,
+    );
+    let driver_pid = driver.id();
+    eventually(
+        "the first worker to drive the run",
+        Duration::from_secs(60),
+        async || {
+            store
+                .run("handed")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|r| r.lease_owner)
+                .and_then(|o| pid_of(&o))
+                == Some(driver_pid)
+        },
+    )
+    .await;
+    // Two more execute the attempts (and are there to take the run over).
+    let workers: Vec<Child> = (0..2)
+        .map(|_| {
+            pool.spawn(
+                "worker --concurrency 1 --attempts 4 --poll-ms 50",
+                300,
+                1000,
+            )
+        })
+        .collect();
+    let worker_pids: BTreeSet<u32> = workers.iter().map(Child::id).collect();
+    eventually(
+        "40 task bodies started",
+        Duration::from_secs(60),
+        async || pool.executions().len() >= 40,
+    )
+    .await;
+    let claimed = store
+        .attempts("handed")
+        .await
+        .unwrap()
+        .iter()
+        .filter(|a| a.queue.as_deref() == Some("claimed"))
+        .count();
+    assert!(
+        claimed > 0,
+        "other workers hold claims when the driver is stopped"
+    );
+    signal(&driver, libc::SIGTERM);
+    let (code, stderr) = finish(driver);
+    assert_eq!(code, Some(0), "the driving worker stops cleanly: {stderr}");
+    // The hand-back stopped none of the attempts: they are in progress (queued, claimed or
+    // recorded for the next driver) or finished.
+    let after = store.attempts("handed").await.unwrap();
+    let stopped: Vec<String> = after
+        .iter()
+        .filter(|a| a.status != "in-progress" && a.status != "finished")
+        .map(|a| format!("{} #{} {}", a.node_id, a.attempt, a.status))
+        .collect();
+    assert!(
+        stopped.is_empty(),
+        "the hand-back left the workers' attempts alone: {stopped:?}"
+    );
+    eventually(
+        "the run to finish after its driver was stopped",
+        Duration::from_secs(120),
+        async || status(&store, "handed").await == Some(RunStatus::Finished),
+    )
+    .await;
+    for w in &workers {
+        signal(w, libc::SIGTERM);
+    }
+    for w in workers {
+        let (code, stderr) = finish(w);
+        assert_eq!(code, Some(0), "a worker stops cleanly on SIGTERM: {stderr}");
+    }
+    let per_node = check_finished_once(&store, "handed", &pool).await;
+    let repeated: Vec<&String> = per_node
+        .iter()
+        .filter(|(_, r)| r.len() != 1)
+        .map(|(n, _)| n)
+        .collect();
+    assert!(
+        repeated.is_empty(),
+        "every task ran exactly once; these ran more: {repeated:?}"
+    );
+    let pids: BTreeSet<u32> = per_node.values().flatten().map(|(pid, _)| *pid).collect();
+    assert_eq!(pids, worker_pids, "the other workers executed every task");
+    let rows = attempt_rows(&schema.url, "handed").await;
+    assert_eq!(
+        rows.len(),
+        TASKS,
+        "one attempt per node: none started again"
+    );
+    assert!(
+        rows.iter()
+            .all(|(_, attempt, status, _, _)| *attempt == 1 && status == "finished"),
+        "each node's one attempt finished"
+    );
+    // Handed back, then taken over by another worker that adopted what was queued.
+    let kinds: Vec<String> = store
+        .events("handed", 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.event.kind.name().to_owned())
+        .filter(|k| k.starts_with("run_"))
+        .collect();
+    let queued_at = kinds
+        .iter()
+        .rposition(|k| k == "run_queued")
+        .expect("a run_queued event for the hand-back");
+    assert!(
+        kinds[queued_at..].contains(&"run_resumed".to_owned()),
+        "the next driver resumed the run: {kinds:?}"
+    );
+    let rec = store.run("handed").await.unwrap().unwrap();
+    assert!(
+        rec.lease_epoch >= 2,
+        "another worker drove the run: {rec:?}"
+    );
+    assert_eq!(
+        store.restarts("handed").await.unwrap(),
+        None,
+        "a hand-back is no crash"
+    );
+    drop(store);
+    schema.drop().await;
+}
+
+/// A worker SIGKILLed while it holds claims: another worker sees its process gone at its next
+/// heartbeat (every 5 s) and frees its claims — not when they expire (30 s after their last
+/// renewal here) — and runs those attempts; the freed claims are fenced (their epoch moved on),
+/// each node finishes once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_claims_of_a_sigkilled_worker_are_freed_at_once_not_at_their_expiry() {
+    let Some(schema) = PgSchema::create("sigkilled_worker_claims_freed").await else {
+        return;
+    };
+    // Leases and claims of 30 s, renewed every 10 s: the victim's last renewal was at most 10 s
+    // before the kill, so its claims would hold at least 20 s after it.
+    const TTL: u64 = 30_000;
+    let pool = Pool::new(&schema.url);
+    let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&schema.url).await.unwrap());
+    let driver = pool.spawn("run --run-id claims --pool", 50, TTL);
+    // The victim comes first and claims 4 attempts whose bodies sleep a minute: it holds their
+    // claims until it is killed.
+    let mut victim = pool.spawn(
+        "worker --concurrency 1 --attempts 4 --poll-ms 50",
+        60_000,
+        TTL,
+    );
+    let victim_pid = victim.id();
+    let victims = || -> Vec<String> {
+        pool.executions()
+            .into_iter()
+            .filter(|(_, pid, _)| *pid == victim_pid)
+            .map(|(node, _, _)| node)
+            .collect()
+    };
+    eventually(
+        "the victim to start 4 bodies",
+        Duration::from_secs(60),
+        async || victims().len() >= 4,
+    )
+    .await;
+    let held: BTreeSet<String> = victims().into_iter().collect();
+    assert_eq!(held.len(), 4, "{held:?}");
+    let held_epochs: BTreeMap<String, i64> = attempt_rows(&schema.url, "claims")
+        .await
+        .into_iter()
+        .filter(|(node, ..)| held.contains(node))
+        .map(|(node, _, _, queue, epoch)| {
+            assert_eq!(queue.as_deref(), Some("claimed"), "{node}");
+            (node, epoch)
+        })
+        .collect();
+    let workers: Vec<Child> = (0..2)
+        .map(|_| pool.spawn("worker --concurrency 1 --attempts 4 --poll-ms 50", 50, TTL))
+        .collect();
+    eventually(
+        "the other workers to start 20 bodies",
+        Duration::from_secs(60),
+        async || pool.executions().len() >= 24,
+    )
+    .await;
+    kill9(&mut victim);
+    let killed_at = now_ms();
+    eventually("the run to finish", Duration::from_secs(60), async || {
+        status(&store, "claims").await == Some(RunStatus::Finished)
+    })
+    .await;
+    let finished_after = now_ms() - killed_at;
+    for w in &workers {
+        signal(w, libc::SIGTERM);
+    }
+    for w in workers {
+        let (code, stderr) = finish(w);
+        assert_eq!(code, Some(0), "a worker stops cleanly on SIGTERM: {stderr}");
+    }
+    let (code, stderr) = finish(driver);
+    assert_eq!(code, Some(0), "the driver finished the run: {stderr}");
+    let per_node = check_finished_once(&store, "claims", &pool).await;
+    let twice: BTreeSet<String> = per_node
+        .iter()
+        .filter(|(_, r)| r.len() != 1)
+        .map(|(n, _)| n.clone())
+        .collect();
+    assert_eq!(
+        twice, held,
+        "the victim's attempts ran again elsewhere, and nothing else did"
+    );
+    // Each ran again soon after the kill: the claims were freed, not waited out.
+    let mut rerun_ms = Vec::new();
+    for node in &held {
+        let (pid, at) = per_node[node]
+            .iter()
+            .find(|(pid, _)| *pid != victim_pid)
+            .copied()
+            .expect("run again by another worker");
+        assert_ne!(pid, victim_pid);
+        rerun_ms.push(at - killed_at);
+    }
+    eprintln!(
+        "claims of the SIGKILLed worker: its attempts ran again {rerun_ms:?} ms after the kill (claims of {TTL} ms, poll 50 ms); the run finished {finished_after} ms after it"
+    );
+    assert!(
+        rerun_ms.iter().all(|&ms| ms < TTL as i64 / 2),
+        "the victim's attempts ran again {rerun_ms:?} ms after the kill: its claims, renewed at most {} ms before it, were waited out",
+        TTL / 3
+    );
+    let rows = attempt_rows(&schema.url, "claims").await;
+    assert_eq!(
+        rows.len(),
+        TASKS,
+        "the freed attempts kept their rows: none started anew"
+    );
+    for (node, attempt, status, _, epoch) in rows.iter().filter(|(n, ..)| held.contains(n)) {
+        assert_eq!((*attempt, status.as_str()), (1, "finished"), "{node}");
+        assert!(
+            *epoch >= held_epochs[node] + 2,
+            "{node}: freed (epoch moved) and claimed again: {epoch} vs the victim's {}",
+            held_epochs[node]
+        );
+    }
+    drop(store);
+    schema.drop().await;
+}

@@ -518,6 +518,22 @@ fn sigterm_hands_the_run_back_queued_and_the_next_worker_finishes_it() {
         status.contains("driver    worker `") && status.contains(&format!(":{pid_1}:")),
         "status names the worker driving the run: {status}"
     );
+    let runs = smithers(&db, &["runs"]);
+    let row = |runs: &str| {
+        runs.lines()
+            .find(|l| l.starts_with("handed "))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("the run is listed: {runs}"))
+    };
+    assert!(
+        runs.lines().next().is_some_and(|h| h.ends_with(" DRIVER")),
+        "{runs}"
+    );
+    let driving = row(&runs);
+    assert!(
+        driving.contains(" worker ") && driving.ends_with(&format!(":{pid_1}")),
+        "runs names the worker driving the run: {runs}"
+    );
     let stopped_at = Instant::now();
     stop_worker(first);
     assert!(
@@ -554,6 +570,10 @@ fn sigterm_hands_the_run_back_queued_and_the_next_worker_finishes_it() {
         "the stopped worker deregistered"
     );
     assert_eq!(smithers(&db, &["workers"]), "no live worker\n");
+    assert!(
+        row(&smithers(&db, &["runs"])).ends_with(" -"),
+        "a handed-back run has no driver"
+    );
     assert!(smithers(&db, &["status", "handed"])
         .contains("driver    none yet: a `worker` of this workflow takes the run"));
     let event: String = c

@@ -243,27 +243,46 @@ pub async fn status(
     Ok(())
 }
 
-/// Prints the runs of a database.
+/// Prints the runs of a database, each with who drives it (the process holding its lease, and
+/// whether that is a registered `worker`).
 pub async fn runs(out: &mut (dyn Write + Send), store: &dyn Store, json: bool) -> Result<()> {
     let out = &mut Out(out);
     let runs = store.runs().await?;
+    let workers = store.workers().await?;
     if json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&runs)?)?;
+        // Each run as its record, with the registered worker holding its lease (as `status
+        // --json` has it).
+        let rows: Vec<serde_json::Value> = runs
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).unwrap_or_default();
+                v["worker"] = serde_json::to_value(
+                    r.lease_owner
+                        .as_deref()
+                        .and_then(|o| super::workers::worker_of(&workers, o)),
+                )
+                .unwrap_or_default();
+                v
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(());
     }
+    let now = smithers_core::clock::Clock::now(&smithers_core::clock::SystemClock);
     writeln!(
         out,
-        "{:<34} {:<20} {:<17} CREATED",
-        "RUN", "WORKFLOW", "STATUS"
+        "{:<34} {:<20} {:<17} {:<24} DRIVER",
+        "RUN", "WORKFLOW", "STATUS", "CREATED"
     )?;
     for r in runs {
         writeln!(
             out,
-            "{:<34} {:<20} {:<17} {}",
+            "{:<34} {:<20} {:<17} {:<24} {}",
             r.run_id,
             truncate(&r.workflow, 20),
             r.status.as_str(),
-            show_time(r.created_at)
+            show_time(r.created_at),
+            super::workers::driver_cell(&r, &workers, now)
         )?;
     }
     Ok(())

@@ -130,6 +130,25 @@ pub fn driver_line(run: &RunRecord, workers: &[WorkerRecord], now: Timestamp) ->
     })
 }
 
+/// The DRIVER cell of `smithers runs`: the process holding the run's lease (`worker host:pid`
+/// for a registered worker), `(lease expired)` once its lease ran out, `-` for a run nobody
+/// holds.
+pub fn driver_cell(run: &RunRecord, workers: &[WorkerRecord], now: Timestamp) -> String {
+    let Some(owner) = run.lease_owner.as_deref() else {
+        return "-".to_owned();
+    };
+    let process = process_of(owner);
+    let holder = match worker_of(workers, owner) {
+        Some(_) => format!("worker {process}"),
+        None => process.to_owned(),
+    };
+    if run.lease_expires_ms.is_some_and(|e| e < now.as_millis()) {
+        format!("{holder} (lease expired)")
+    } else {
+        holder
+    }
+}
+
 /// What `status` says about a run's restarts by workers.
 pub fn restarts_line(r: &RestartRecord) -> String {
     format!(
@@ -187,5 +206,43 @@ mod tests {
         );
         run.lease_owner = None;
         assert_eq!(driver_line(&run, &[], now), None);
+    }
+
+    #[test]
+    fn the_driver_cell_names_the_process_and_whether_it_is_a_worker() {
+        let w = WorkerRecord {
+            worker_id: "box:42:aaaa".into(),
+            host: "box".into(),
+            pid: 42,
+            workflow: Some("wf".into()),
+            concurrency: 4,
+            driving: vec!["r".into()],
+            started_at: "2026-12-01T00:00:00Z".into(),
+            heartbeat_at: "2026-12-01T00:00:10Z".into(),
+            expires_ms: 0,
+        };
+        let now = Timestamp::parse("2026-12-01T00:00:13Z").unwrap();
+        let mut run = RunRecord {
+            run_id: "r".into(),
+            workflow: "wf".into(),
+            status: smithers_core::RunStatus::Running,
+            input: serde_json::Value::Null,
+            error: None,
+            created_at: Timestamp::default(),
+            updated_at: Timestamp::default(),
+            lease_owner: Some("box:42:bbbb".into()),
+            lease_expires_ms: Some(now.as_millis() + 1000),
+            parent_run_id: None,
+            parent_frame: None,
+            lease_epoch: 2,
+        };
+        let workers = std::slice::from_ref(&w);
+        assert_eq!(driver_cell(&run, workers, now), "worker box:42");
+        run.lease_owner = Some("box:7:cccc".into());
+        assert_eq!(driver_cell(&run, workers, now), "box:7");
+        run.lease_expires_ms = Some(now.as_millis() - 1);
+        assert_eq!(driver_cell(&run, workers, now), "box:7 (lease expired)");
+        run.lease_owner = None;
+        assert_eq!(driver_cell(&run, workers, now), "-");
     }
 }

@@ -23,6 +23,26 @@ pub(super) struct AttemptHandle {
     pub(super) cancel: CancellationToken,
     pub(super) attempt: u32,
     pub(super) started: Instant,
+    /// An attempt queued for workers (pool mode): the task that waits for its outcome, which a
+    /// driver handing the run back drops without stopping the attempt (the next driver adopts
+    /// it).
+    pub(super) remote: Option<tokio::task::AbortHandle>,
+}
+
+/// Hands back (`Input::HandBack`): the attempts queued for workers carry on without this
+/// driver. Their waits end here without asking their workers to stop, and they are no longer
+/// this driver's to stop or record; returns them.
+pub(super) fn leave_remote(handles: &mut HashMap<NodeKey, AttemptHandle>) -> Vec<NodeKey> {
+    let mut left = Vec::new();
+    handles.retain(|key, h| match &h.remote {
+        Some(wait) => {
+            wait.abort();
+            left.push(key.clone());
+            false
+        }
+        None => true,
+    });
+    left
 }
 
 use crate::error::{Error, Result, TaskError};
@@ -109,25 +129,35 @@ where
         } = s;
         let cancel = self.options.cancel.child_token();
         let key = (t.id.clone(), iteration);
+        if let Some(remote) = remote {
+            let wait = join.spawn(remote.wait(
+                self.store.clone(),
+                st.run_id.clone(),
+                st.fence.clone(),
+                key.clone(),
+                attempt,
+                cancel.clone(),
+            ));
+            tokens.insert(
+                key,
+                AttemptHandle {
+                    cancel,
+                    attempt,
+                    started: Instant::now(),
+                    remote: Some(wait),
+                },
+            );
+            return;
+        }
         tokens.insert(
             key.clone(),
             AttemptHandle {
                 cancel: cancel.clone(),
                 attempt,
                 started: Instant::now(),
+                remote: None,
             },
         );
-        if let Some(remote) = remote {
-            join.spawn(remote.wait(
-                self.store.clone(),
-                st.run_id.clone(),
-                st.fence.clone(),
-                key,
-                attempt,
-                cancel,
-            ));
-            return;
-        }
         let progress = self.progress_sink(&st.run_id, &t.id, iteration, persist, usage.clone());
         let run_id = st.run_id.clone();
         let vcs = match &t.exec {
@@ -196,10 +226,7 @@ where
         ProgressSink::new(move |stream, line| {
             if stream == crate::agent::USAGE_STREAM {
                 // Usage so far, for the budgets: to the machine, not to the output.
-                let v: Value = serde_json::from_str(line).unwrap_or_default();
-                let usage: Option<Usage> = serde_json::from_value(v["usage"].clone()).ok();
-                if let Some(usage) = usage {
-                    let model = v["model"].as_str().map(str::to_owned);
+                if let Some((usage, model)) = usage_line(line) {
                     let _ = usage_tx.send((key.clone(), usage, model));
                 }
                 return;
@@ -221,6 +248,13 @@ where
             let _ = persist.send(e);
         })
     }
+}
+
+/// A line of the usage stream (`agent::USAGE_STREAM`): the usage so far and the model.
+pub(super) fn usage_line(line: &str) -> Option<(Usage, Option<String>)> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    let usage: Usage = serde_json::from_value(v["usage"].clone()).ok()?;
+    Some((usage, v["model"].as_str().map(str::to_owned)))
 }
 
 /// Everything one attempt's body needs besides its task.

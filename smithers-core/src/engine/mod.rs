@@ -36,6 +36,17 @@ use attempt::AttemptHandle;
 pub use pool::{PoolOptions, PoolReport};
 use remote::Remote;
 
+/// A takeover from a driver that is gone, as a `worker`'s supervision decided it
+/// ([`Engine::restart`]).
+pub(crate) struct Restarting {
+    /// The lease epoch of the dead driver, as the worker saw the run when it decided.
+    pub(crate) from_epoch: i64,
+    /// The bookkeeping to write: the run's restart count with this takeover.
+    pub(crate) record: crate::store::RestartRecord,
+    /// Seed 002's `supervisor.last_error`: a driver died, who restarted the run.
+    pub(crate) note: String,
+}
+
 /// Why a run handed back by [`EngineOptions::hand_back`] is queued.
 const HAND_BACK: &str =
     "the worker driving it stopped (SIGTERM or Ctrl-C); the next worker continues it";
@@ -62,9 +73,10 @@ pub struct EngineOptions {
     pub on_event: Option<EventListener>,
     /// Cancels the run (Ctrl-C): in-flight attempts stop, the run is marked cancelled.
     pub cancel: CancellationToken,
-    /// Hands the run back (a `worker` stopping on SIGTERM): in-flight attempts stop and are
-    /// recorded as interrupted, their nodes pending; the run becomes `queued` and its lease is
-    /// released, so another worker continues it at once.
+    /// Hands the run back (a `worker` stopping on SIGTERM): in-flight attempts run here stop and
+    /// are recorded as interrupted, their nodes pending; attempts queued for workers (pool mode)
+    /// go on, for the next driver to adopt; the run becomes `queued` and its lease is released,
+    /// so another worker continues it at once.
     pub hand_back: CancellationToken,
     /// Interval of the `supervisor.heartbeat` state key.
     pub heartbeat: Duration,
@@ -304,6 +316,23 @@ where
     /// Resumes a run (the latest one when `run_id` is `None`): attempts a dead process left in
     /// progress become new attempts; finished nodes never run again.
     pub async fn resume(&self, run_id: Option<&str>) -> Result<RunReport> {
+        self.resume_with(run_id, None).await
+    }
+
+    /// [`Engine::resume`] by a `worker` taking a run over from a driver that is gone: `restart`
+    /// (its supervision's bookkeeping) is written under the new lease before anything runs —
+    /// and only when that lease is the next term after the dead driver's, so of several
+    /// workers racing to take the same run over, the one that got it counts one restart and
+    /// the others count nothing.
+    pub(crate) async fn restart(&self, run_id: &str, restart: Restarting) -> Result<RunReport> {
+        self.resume_with(Some(run_id), Some(restart)).await
+    }
+
+    async fn resume_with(
+        &self,
+        run_id: Option<&str>,
+        restart: Option<Restarting>,
+    ) -> Result<RunReport> {
         let rec = match run_id {
             Some(id) => self
                 .store
@@ -328,6 +357,9 @@ where
             .store
             .acquire_lease(&rec.run_id, &lease_owner(), self.options.lease_ttl)
             .await?;
+        if let Some(restart) = restart {
+            self.record_restart(&fence, restart).await?;
+        }
         // A queued run nothing ran of yet (`run --detach`) starts here; any other resumes.
         let fresh =
             rec.status == RunStatus::Queued && self.store.nodes(&rec.run_id).await?.is_empty();
@@ -403,6 +435,27 @@ where
         let tree = self.render_catching(&self.ctx(Arc::new(input), st.snap))?;
         crate::plan::check_ids(&tree)?;
         Ok(tree)
+    }
+
+    /// Writes a restart's bookkeeping and its `supervisor.last_error` note under `fence`, when
+    /// `fence` is the term right after the one the restart was decided on: a worker that decided
+    /// on a stale view of the run (another took it over and let it go since) counts nothing.
+    async fn record_restart(&self, fence: &FenceToken, restart: Restarting) -> Result<()> {
+        let run_id = restart.record.run_id.clone();
+        if fence.epoch != restart.from_epoch + 1 {
+            tracing::debug!(run_id = %run_id, from_epoch = restart.from_epoch, epoch = fence.epoch, "the run was driven since the restart was decided: not counted");
+            return Ok(());
+        }
+        self.store.put_restarts(&restart.record, fence).await?;
+        let mut b = WriteBatch::new(&run_id).fenced(fence);
+        b.push(Write::State {
+            key: "supervisor.last_error".into(),
+            value: restart.note,
+        });
+        if let Err(e) = self.store.write(b).await {
+            tracing::warn!(error = %e, "could not write supervisor.last_error");
+        }
+        Ok(())
     }
 
     /// Pool mode needs a store with the attempt queue: said before anything is written.
@@ -561,8 +614,13 @@ where
                 Some(r) => r.workflow,
                 None => return Err(Error::RunNotFound(st.run_id.clone())),
             };
-            let watcher =
-                Remote::start(self.store.clone(), &st.run_id, self.options.pool_poll).await;
+            let watcher = Remote::start(
+                self.store.clone(),
+                &st.run_id,
+                self.options.pool_poll,
+                usage_tx.clone(),
+            )
+            .await;
             Some((workflow, watcher))
         } else {
             None
@@ -704,7 +762,10 @@ where
                             _ = self.options.cancel.cancelled() => Input::CancelRequested,
                             _ = self.options.hand_back.cancelled(), if !handing_back => {
                                 handing_back = true;
-                                Input::HandBack { reason: HAND_BACK.into() }
+                                Input::HandBack {
+                                    reason: HAND_BACK.into(),
+                                    continuing: attempt::leave_remote(&mut tokens),
+                                }
                             }
                             _ = tokio::time::sleep(self.options.approval_poll) => {
                                 self.poll_remote_cancel(st).await;
@@ -718,9 +779,14 @@ where
                     Command::Wait => tokio::select! {
                         biased;
                         _ = self.options.cancel.cancelled() => Input::CancelRequested,
+                        // Attempts queued for workers are left in the queue: the next driver
+                        // adopts them instead of running them again.
                         _ = self.options.hand_back.cancelled(), if !handing_back => {
                             handing_back = true;
-                            Input::HandBack { reason: HAND_BACK.into() }
+                            Input::HandBack {
+                                reason: HAND_BACK.into(),
+                                continuing: attempt::leave_remote(&mut tokens),
+                            }
                         }
                         Some(done) = join.join_next() => match done {
                             Ok(result) => {

@@ -33,9 +33,12 @@ where
         let mut results = Vec::new();
         let _ = tokio::time::timeout(attempt::STOP_GRACE + Duration::from_secs(1), async {
             while let Some(done) = join.join_next().await {
+                // Only attempts still this driver's: the wait of one left to the workers
+                // (`leave_remote`) may have ended before it was dropped.
                 if let Ok(r) = done {
-                    handles.remove(&r.key);
-                    results.push(r);
+                    if handles.remove(&r.key).is_some() {
+                        results.push(r);
+                    }
                 }
             }
         })

@@ -3,8 +3,9 @@
 //! finds a claimed task's body by rendering the run from persisted state
 //! ([`Engine::render_run`]); an agent task gets the prompt the driver assembled and queued. The
 //! claim is renewed every third of its period; the raw outcome is recorded fenced by the claim,
-//! and progress lines too, so a worker whose claim expired or was taken commits nothing. What the
-//! outcome means (validation, retries, budgets, cache) is decided by the run's driver.
+//! and progress lines and the usage an agent reports so far too, so a worker whose claim expired
+//! or was taken commits nothing. What the outcome means (validation, retries, budgets, cache) is
+//! decided by the run's driver, which checks the budgets with the reported usage mid-attempt.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -376,12 +377,44 @@ where
             }
         })
     };
+    // Usage so far goes to the attempt's row under the claim (the latest of what is waiting,
+    // one writer), for the driver to check the budgets; a stop it asked for is seen there too.
+    let (usage_tx, mut usage_rx) =
+        tokio::sync::mpsc::unbounded_channel::<(crate::model::Usage, Option<String>)>();
+    let reporter = {
+        let (store, claim, cancel) = (store.clone(), claim.clone(), cancel.clone());
+        tokio::spawn(async move {
+            while let Some(mut latest) = usage_rx.recv().await {
+                while let Ok(more) = usage_rx.try_recv() {
+                    latest = more;
+                }
+                match store
+                    .report_usage(&claim, &latest.0, latest.1.as_deref())
+                    .await
+                {
+                    Ok(r) if r.stop_requested => cancel.cancel(),
+                    Ok(_) => {}
+                    Err(e @ Error::ClaimLost { .. }) => {
+                        tracing::warn!(error = %e, "usage was not reported");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not report usage; the next report carries it")
+                    }
+                }
+            }
+        })
+    };
     let progress = {
         let (run_id, node_id, it) = (claim.run_id.clone(), claim.node_id.clone(), claim.iteration);
         let clock = engine.options.clock.clone();
         ProgressSink::new(move |stream, line| {
             if stream == crate::agent::USAGE_STREAM {
-                return; // budgets mid-attempt are the driver's, which does not see them here
+                // For the budgets, which the driver checks mid-attempt as for its own attempts.
+                if let Some(report) = super::attempt::usage_line(line) {
+                    let _ = usage_tx.send(report);
+                }
+                return;
             }
             let _ = lines_tx.send(Event::node(
                 &run_id,
@@ -429,6 +462,7 @@ where
     };
     drop(body);
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), reporter).await;
     if lost {
         return None;
     }

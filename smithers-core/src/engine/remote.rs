@@ -2,8 +2,10 @@
 //! machine's `Start` becomes a queued attempt (its row and `Write::AttemptQueued` in one
 //! commit); a watcher wakes on the run's notification channel (or polls with backoff), reads the
 //! outcomes workers recorded and hands each to the waiting attempt, whose end the machine then
-//! decides as for a local one. Stopping a remote attempt asks the store to stop it (at once when
-//! no worker holds it, at its worker's next renewal otherwise).
+//! decides as for a local one. The usage workers report while an attempt runs goes to the drive's
+//! usage channel, so the machine checks the budgets mid-attempt as for a local attempt. Stopping
+//! a remote attempt asks the store to stop it (at once when no worker holds it, at its worker's
+//! next renewal or usage report otherwise).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,9 +19,13 @@ use crate::agent::AgentResponse;
 use crate::error::TaskError;
 use crate::machine::{AttemptOutput, AttemptResult};
 use crate::model::NodeKey;
+use crate::model::Usage;
 use crate::store::{
     run_channel, FenceToken, RecordedOutcome, RemoteError, RemoteOutcome, RemoteReply, Store,
+    UsageReport,
 };
+
+use super::attempt::UsageSender;
 
 /// An attempt waiting for its outcome: (node, iteration), attempt.
 type Waiters = Arc<Mutex<HashMap<(NodeKey, u32), oneshot::Sender<RemoteOutcome>>>>;
@@ -46,8 +52,14 @@ impl Drop for Remote {
 
 impl Remote {
     /// Starts the watcher of run `run_id`: notifications on its channel when the store has them,
-    /// polling every `poll` at most otherwise (from 25 ms, doubling while nothing comes).
-    pub(super) async fn start(store: Arc<dyn Store>, run_id: &str, poll: Duration) -> Remote {
+    /// polling every `poll` at most otherwise (from 25 ms, doubling while nothing comes). The
+    /// usage workers report for the attempts waited for goes to `usage`, each report once.
+    pub(super) async fn start(
+        store: Arc<dyn Store>,
+        run_id: &str,
+        poll: Duration,
+        usage: UsageSender,
+    ) -> Remote {
         let waiters: Waiters = Arc::default();
         let poke = Arc::new(Notify::new());
         let mut wake = match store.listen(&run_channel(run_id)).await {
@@ -60,6 +72,8 @@ impl Remote {
         let (w, p, run_id) = (waiters.clone(), poke.clone(), run_id.to_owned());
         let watcher = tokio::spawn(async move {
             let mut pause = FIRST_POLL;
+            // The last usage passed on per attempt, so an unchanged report is not sent again.
+            let mut passed: HashMap<(NodeKey, u32), (Usage, Option<String>)> = HashMap::new();
             loop {
                 let woken = tokio::select! {
                     n = async { wake.as_mut()?.recv().await }, if wake.is_some() => {
@@ -84,6 +98,12 @@ impl Remote {
                         0
                     }
                 };
+                match store.usage_reports(&run_id).await {
+                    Ok(list) => pass_usage(&w, &mut passed, list, &usage),
+                    Err(e) => {
+                        tracing::warn!(error = %e, run_id, "cannot read usage reports; trying again")
+                    }
+                }
                 pause = if found > 0 || woken {
                     FIRST_POLL
                 } else {
@@ -171,6 +191,32 @@ fn deliver(waiters: &Waiters, list: Vec<RecordedOutcome>) -> usize {
         }
     }
     n
+}
+
+/// Passes each new usage report of an attempt still waited for to the drive's usage channel
+/// (`Input::UsageReported` for the machine's budget checks).
+fn pass_usage(
+    waiters: &Waiters,
+    passed: &mut HashMap<(NodeKey, u32), (Usage, Option<String>)>,
+    list: Vec<UsageReport>,
+    usage: &UsageSender,
+) {
+    let Ok(m) = waiters.lock() else {
+        return;
+    };
+    passed.retain(|k, _| m.contains_key(k));
+    for r in list {
+        let at = ((r.node_id, r.iteration), r.attempt);
+        if !m.contains_key(&at) {
+            continue;
+        }
+        let report = (r.usage, r.model);
+        if passed.get(&at) == Some(&report) {
+            continue;
+        }
+        let _ = usage.send((at.0.clone(), report.0.clone(), report.1.clone()));
+        passed.insert(at, report);
+    }
 }
 
 /// A recorded outcome as an attempt's outcome, for the machine (its type is the machine's).

@@ -91,10 +91,15 @@ pub(crate) enum Input {
     /// A new run's row was created, but no driver is to run it here (`run --detach`): record
     /// that it waits for a worker, `reason` saying why.
     Queued { reason: String },
-    /// The driver stops without ending the run (a `worker` told to stop): stop every attempt,
-    /// record them as interrupted (their nodes pending), and leave the run `queued` for
-    /// another worker, `reason` saying why.
-    HandBack { reason: String },
+    /// The driver stops without ending the run (a `worker` told to stop): stop every attempt
+    /// it runs itself, record them as interrupted (their nodes pending), and leave the run
+    /// `queued` for another worker, `reason` saying why. The `continuing` attempts are queued
+    /// for workers (pool mode): they carry on without this driver, their rows left in progress
+    /// (queued, claimed or recorded) and their nodes running, for the next driver to adopt.
+    HandBack {
+        reason: String,
+        continuing: Vec<NodeKey>,
+    },
     /// The answer to [`Command::StopAll`]: how each running attempt ended once told to stop
     /// (the executor makes up a result for one that did not end in time).
     AllStopped(Vec<AttemptResult>),
@@ -352,7 +357,13 @@ impl RunState {
                     self.end_batch(RunStatus::Queued, Some(&reason)),
                 ));
             }
-            Input::HandBack { reason } => {
+            Input::HandBack { reason, continuing } => {
+                if self.stopping.is_none() {
+                    // Nothing is written for them: the next driver adopts them as they are.
+                    for key in &continuing {
+                        self.running.remove(key);
+                    }
+                }
                 if self.running.is_empty() {
                     cmds.push_back(self.finish(RunStatus::Queued, Some(reason)));
                 } else if self.stopping.is_none() {

@@ -310,7 +310,8 @@ fn a_handed_back_run_records_its_attempts_interrupted_and_ends_queued() {
     assert_eq!(
         describe(&st.handle(
             Input::HandBack {
-                reason: reason.into()
+                reason: reason.into(),
+                continuing: Vec::new()
             },
             NOW
         )),
@@ -319,7 +320,8 @@ fn a_handed_back_run_records_its_attempts_interrupted_and_ends_queued() {
     assert!(
         st.handle(
             Input::HandBack {
-                reason: reason.into()
+                reason: reason.into(),
+                continuing: Vec::new()
             },
             NOW
         )
@@ -356,6 +358,85 @@ fn a_handed_back_run_records_its_attempts_interrupted_and_ends_queued() {
         }));
     // The interruption is no failure: with no retries left, the next driver still runs `a`.
     assert!(start_one(&mut st, tree()).contains(&"start:a#2".to_owned()));
+}
+
+#[test]
+fn a_handed_back_pool_run_leaves_its_queued_attempts_to_the_next_driver() {
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
+    let tree = || {
+        Workflow::new()
+            .child(
+                Parallel::new()
+                    .child(compute_with_retries("a", 0))
+                    .child(compute_with_retries("b", 0))
+                    .build(),
+            )
+            .build()
+    };
+    render(&mut st, tree());
+    let cmds = st.handle(
+        Input::Prepared(vec![
+            Prepared::Ready { cached: None },
+            Prepared::Ready { cached: None },
+        ]),
+        NOW,
+    );
+    assert_eq!(
+        describe(&cmds),
+        [
+            "commit[node_started:a]",
+            "start:a#1",
+            "commit[node_started:b]",
+            "start:b#1",
+            "wait"
+        ]
+    );
+    // `a` is queued for the workers; `b` runs in the driver's process.
+    let reason = "the worker stopped";
+    assert_eq!(
+        describe(&st.handle(
+            Input::HandBack {
+                reason: reason.into(),
+                continuing: vec![("a".into(), 0)],
+            },
+            NOW
+        )),
+        ["stop_all"],
+        "only what the driver runs itself is stopped"
+    );
+    let cmds = st.handle(Input::AllStopped(Vec::new()), NOW);
+    assert_eq!(
+        describe(&cmds),
+        [
+            "commit[attempt_cancelled:b]",
+            "finish:queued: the worker stopped"
+        ]
+    );
+    assert_eq!(
+        node_writes(&cmds),
+        ["b=pending/1"],
+        "`a` keeps its running node and its attempt row for the next driver to adopt"
+    );
+
+    // With only queued attempts, the run is handed back at once: nothing stops, nothing is
+    // recorded for them.
+    let mut st = RunState::new("r", FenceToken::new("me", 1));
+    start_one(
+        &mut st,
+        Workflow::new().child(compute_with_retries("a", 0)).build(),
+    );
+    let cmds = st.handle(
+        Input::HandBack {
+            reason: reason.into(),
+            continuing: vec![("a".into(), 0)],
+        },
+        NOW,
+    );
+    assert_eq!(describe(&cmds), ["finish:queued: the worker stopped"]);
+    assert!(node_writes(&cmds).is_empty(), "{:?}", node_writes(&cmds));
+    assert!(!cmds.iter().any(|c| matches!(c,
+        Command::Commit(b) | Command::Finish { batch: b, .. }
+            if b.writes.iter().any(|w| matches!(w, Write::AttemptEnd { .. })))));
 }
 
 #[test]

@@ -19,9 +19,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{
-    run_channel, AttemptEnd, CancelOutcome, Claim, ClaimRenewal, FenceToken, ForkRun, GroupUpdate,
-    NewRun, NodeRecord, QueuedAttempt, RemoteOutcome, RestartRecord, RewindTo, Store, WorkerRecord,
-    Write, WriteBatch,
+    run_channel, AttemptEnd, CancelOutcome, Claim, ClaimHolder, ClaimRenewal, FenceToken, ForkRun,
+    GroupUpdate, NewRun, NodeRecord, QueuedAttempt, RemoteOutcome, RestartRecord, RewindTo, Store,
+    UsageReport, WorkerRecord, Write, WriteBatch,
 };
 use crate::clock::{Clock, SystemClock, TestClock};
 use crate::error::{Error, Result};
@@ -235,6 +235,8 @@ macro_rules! store_conformance_tests {
             skip_locked_claims_give_each_attempt_to_one_worker,
             a_stale_claim_commits_nothing,
             queued_attempts_are_adopted_stopped_and_announced,
+            the_claims_of_a_dead_worker_are_freed_fenced,
+            usage_reports_are_fenced_by_the_claim_and_read_by_the_driver,
         );
         $crate::store_conformance_tests!(@clocked $backend;
             rows_and_leases_read_the_store_clock,
@@ -278,7 +280,7 @@ pub async fn workers_and_restarts_persist(s: Arc<dyn Store>) {
     b.run_id = "q".into();
     s.write(b.fenced(&first)).await.unwrap();
     s.release_lease("q", &first).await.unwrap();
-    s.create_run(new_run("r", owner)).await.unwrap();
+    let r_fence = s.create_run(new_run("r", owner)).await.unwrap();
     s.create_run(new_run("done", owner)).await.unwrap();
     let mut b = batch(vec![Write::RunStatus {
         status: RunStatus::Finished,
@@ -344,12 +346,28 @@ pub async fn workers_and_restarts_persist(s: Arc<dyn Store>) {
         last_reason: "its driver is gone".into(),
         last_worker: "h:8:w2".into(),
     };
-    s.put_restarts(&r).await.unwrap();
+    s.put_restarts(&r, &r_fence).await.unwrap();
     r.restarts = 2;
     r.progress = 3;
     r.last_restart_ms = 9_000;
-    s.put_restarts(&r).await.unwrap();
-    assert_eq!(s.restarts("r").await.unwrap(), Some(r));
+    s.put_restarts(&r, &r_fence).await.unwrap();
+    assert_eq!(s.restarts("r").await.unwrap(), Some(r.clone()));
+    // Fenced by the lease of the worker that took the run over: a worker whose term is over
+    // (another took the run since) counts nothing.
+    s.release_lease("r", &r_fence).await.unwrap();
+    let taker = s
+        .acquire_lease("r", "h:2:bbbb", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let mut stale = r.clone();
+    stale.restarts = 3;
+    assert!(matches!(
+        s.put_restarts(&stale, &r_fence).await,
+        Err(Error::LeaseLost { .. })
+    ));
+    assert_eq!(s.restarts("r").await.unwrap(), Some(r.clone()));
+    s.put_restarts(&stale, &taker).await.unwrap();
+    assert_eq!(s.restarts("r").await.unwrap(), Some(stale));
 }
 
 /// Created runs are read back, newest first.
@@ -1552,6 +1570,191 @@ pub async fn skip_locked_claims_give_each_attempt_to_one_worker(s: Arc<dyn Store
         3,
         "the other workflow's attempts were left to its workers"
     );
+}
+
+/// Budgets mid-attempt in pool mode: a worker reports the usage of a claimed attempt so far
+/// (each report replacing the last), the driver reads the latest report of each attempt in
+/// progress, a report under a stale claim is `ClaimLost` and writes nothing, and the answer
+/// carries the driver's stop request.
+pub async fn usage_reports_are_fenced_by_the_claim_and_read_by_the_driver(s: Arc<dyn Store>) {
+    let usage = |tokens: u64| Usage {
+        input_tokens: Some(tokens),
+        output_tokens: Some(10),
+        ..Usage::default()
+    };
+    if !s.supports_pool() {
+        assert!(s.usage_reports("r").await.unwrap().is_empty());
+        return refuses_pool_mode(&s).await;
+    }
+    let driver = queue_attempts(&s, "r", "conformance", 2).await;
+    let stale = s
+        .claim_attempts("conformance", "otherhost:1:paused", 1, Duration::ZERO)
+        .await
+        .unwrap()
+        .pop()
+        .expect("a claim");
+    let claim = loop {
+        let got = s
+            .claim_attempts("conformance", "otherhost:2:w", 2, Duration::from_secs(60))
+            .await
+            .unwrap();
+        if let Some(c) = got.into_iter().find(|c| c.node_id == stale.node_id) {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    assert!(s.usage_reports("r").await.unwrap().is_empty(), "none yet");
+    let r = s
+        .report_usage(&claim, &usage(100), Some("m1"))
+        .await
+        .unwrap();
+    assert!(!r.stop_requested);
+    s.report_usage(&claim, &usage(250), Some("m1"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.report_usage(&stale, &usage(999_999), None).await,
+        Err(Error::ClaimLost { .. })
+    ));
+    assert_eq!(
+        s.usage_reports("r").await.unwrap(),
+        [UsageReport {
+            node_id: claim.node_id.clone(),
+            iteration: 0,
+            attempt: 1,
+            usage: usage(250),
+            model: Some("m1".into()),
+        }],
+        "the latest report of the current claim, nothing of the stale one"
+    );
+    s.stop_queued_attempt("r", &claim.node_id, 0, 1, &driver)
+        .await
+        .unwrap();
+    assert!(
+        s.report_usage(&claim, &usage(300), Some("m1"))
+            .await
+            .unwrap()
+            .stop_requested,
+        "the worker hears the stop at its next report"
+    );
+    s.record_outcome(&claim, &outcome(1)).await.unwrap();
+    assert!(
+        s.usage_reports("r").await.unwrap().is_empty(),
+        "an attempt whose outcome is recorded reports no more"
+    );
+}
+
+/// The claims of a worker known dead are freed at once, not at their expiry, and fenced: its
+/// attempts are queued again with their claim epoch incremented, its renewal and outcome are
+/// `ClaimLost` (saying its claim was freed), another worker claims them. Holders are listed
+/// with their worker's heartbeat expiry; the claims of other workers, and of the same owner on
+/// another workflow's runs, stay.
+pub async fn the_claims_of_a_dead_worker_are_freed_fenced(s: Arc<dyn Store>) {
+    let ttl = Duration::from_secs(60);
+    if !s.supports_pool() {
+        assert!(s.claim_holders("conformance").await.unwrap().is_empty());
+        let e = s
+            .free_claims("conformance", &["otherhost:1:dead".into()])
+            .await
+            .expect_err("freeing is refused");
+        assert!(e.to_string().contains("needs a PostgreSQL database"), "{e}");
+        return refuses_pool_mode(&s).await;
+    }
+    queue_attempts(&s, "r", "conformance", 4).await;
+    queue_attempts(&s, "other", "another-workflow", 1).await;
+    let dead = s
+        .claim_attempts("conformance", "otherhost:1:dead", 2, ttl)
+        .await
+        .unwrap();
+    let live = s
+        .claim_attempts("conformance", "otherhost:2:live", 2, ttl)
+        .await
+        .unwrap();
+    let theirs = s
+        .claim_attempts("another-workflow", "otherhost:1:dead", 1, ttl)
+        .await
+        .unwrap();
+    assert_eq!((dead.len(), live.len(), theirs.len()), (2, 2, 1));
+    s.put_worker(&WorkerRecord {
+        worker_id: "otherhost:2:live".into(),
+        host: "otherhost".into(),
+        pid: 2,
+        workflow: Some("conformance".into()),
+        concurrency: 2,
+        driving: vec![],
+        started_at: "2026-12-01T00:00:00.000Z".into(),
+        heartbeat_at: "2026-12-01T00:00:00.000Z".into(),
+        expires_ms: 123,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.claim_holders("conformance").await.unwrap(),
+        [
+            ClaimHolder {
+                owner: "otherhost:1:dead".into(),
+                heartbeat_expires_ms: None,
+            },
+            ClaimHolder {
+                owner: "otherhost:2:live".into(),
+                heartbeat_expires_ms: Some(123),
+            },
+        ],
+        "each holder once, with its worker's heartbeat expiry (none: not registered)"
+    );
+    assert_eq!(
+        s.free_claims("conformance", &["otherhost:1:dead".into()])
+            .await
+            .unwrap(),
+        2
+    );
+    for c in &dead {
+        match s.renew_claim(c, ttl).await {
+            Err(Error::ClaimLost { detail, .. }) => {
+                assert!(detail.contains("its claim was freed"), "{detail}")
+            }
+            other => panic!("a freed claim does not renew: {other:?}"),
+        }
+        assert!(matches!(
+            s.record_outcome(c, &outcome(1)).await,
+            Err(Error::ClaimLost { .. })
+        ));
+    }
+    s.renew_claim(&theirs[0], ttl)
+        .await
+        .expect("the same owner's claim on another workflow's run is not freed");
+    for c in &live {
+        s.renew_claim(c, ttl).await.expect("a live worker's claim");
+    }
+    let mut again = s
+        .claim_attempts("conformance", "otherhost:3:taker", 10, ttl)
+        .await
+        .unwrap();
+    again.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    let mut was = dead.clone();
+    was.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    assert_eq!(
+        again.iter().map(|c| &c.node_id).collect::<Vec<_>>(),
+        was.iter().map(|c| &c.node_id).collect::<Vec<_>>(),
+        "the freed attempts, and only they, are claimable at once"
+    );
+    for (a, w) in again.iter().zip(&was) {
+        assert_eq!(
+            (a.attempt, a.token.epoch),
+            (w.attempt, w.token.epoch + 2),
+            "the same attempt; its epoch moved at the freeing and at the new claim"
+        );
+    }
+    assert_eq!(
+        s.claim_holders("conformance")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|h| h.owner)
+            .collect::<Vec<_>>(),
+        ["otherhost:2:live", "otherhost:3:taker"]
+    );
+    assert_eq!(s.free_claims("conformance", &[]).await.unwrap(), 0);
 }
 
 /// Fencing of claims: a worker whose claim was taken over (after it expired) commits nothing —

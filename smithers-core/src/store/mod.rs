@@ -31,8 +31,8 @@ pub use owner::lease_owner;
 pub use postgres::{CopyReport, PostgresStore};
 pub(crate) use queue::{pool_unsupported, queue_channel, run_channel};
 pub use queue::{
-    Claim, ClaimRenewal, ClaimToken, QueuedAttempt, QueuedRecord, RecordedOutcome, RemoteError,
-    RemoteOutcome, RemoteReply,
+    Claim, ClaimHolder, ClaimRenewal, ClaimToken, QueuedAttempt, QueuedRecord, RecordedOutcome,
+    RemoteError, RemoteOutcome, RemoteReply, UsageReport,
 };
 pub use sqlite::{Durability, SqliteStore};
 pub use workers::{RestartRecord, WorkerRecord};
@@ -920,17 +920,21 @@ pub trait Store: Send + Sync + 'static {
     async fn workers(&self) -> Result<Vec<WorkerRecord>>;
     /// The restart bookkeeping of a run, if a worker ever took it over.
     async fn restarts(&self, run_id: &str) -> Result<Option<RestartRecord>>;
-    /// Writes a run's restart bookkeeping, replacing what was there.
-    async fn put_restarts(&self, record: &RestartRecord) -> Result<()>;
+    /// Writes a run's restart bookkeeping, replacing what was there, fenced by the lease of the
+    /// worker that took the run over (`LeaseLost`, nothing written, once another process holds
+    /// it): one takeover, one restart, however many workers raced for it.
+    async fn put_restarts(&self, record: &RestartRecord, fence: &FenceToken) -> Result<()>;
     /// Whether this store has the attempt queue of pool mode ([`Store::claim_attempts`] and the
     /// rest); a store without it refuses them with an error saying pool mode needs PostgreSQL.
     fn supports_pool(&self) -> bool {
         false
     }
-    /// Claims up to `limit` queued attempts of running runs of `workflow` for `owner` (oldest
-    /// first; an attempt whose claim expired is queued again), each held for `ttl` unless
-    /// renewed. Two workers claiming at once never get the same attempt (`FOR UPDATE SKIP
-    /// LOCKED`). Every claim increments the attempt's claim epoch.
+    /// Claims up to `limit` queued attempts of active runs of `workflow` for `owner`, oldest
+    /// first (an attempt whose claim expired, or was freed by [`Store::free_claims`], is queued
+    /// again), each held for `ttl` unless renewed. Active: `running`, or `queued` (handed back
+    /// by a stopping worker: its attempts go on until the next driver adopts them). Two workers
+    /// claiming at once never get the same attempt (`FOR UPDATE SKIP LOCKED`). Every claim
+    /// increments the attempt's claim epoch.
     async fn claim_attempts(
         &self,
         workflow: &str,
@@ -971,12 +975,52 @@ pub trait Store: Send + Sync + 'static {
             claim.node_id, claim.run_id
         )))
     }
+    /// Records the usage so far of a claimed attempt (what its agent streamed), replacing the
+    /// last report, and wakes its driver, which checks the budgets with it; fenced by the claim
+    /// (`ClaimLost`, nothing written, once it expired or was taken). Says whether the driver
+    /// asked for the attempt to stop, as a renewal does.
+    async fn report_usage(
+        &self,
+        claim: &Claim,
+        usage: &Usage,
+        model: Option<&str>,
+    ) -> Result<ClaimRenewal> {
+        let _ = (usage, model);
+        Err(pool_unsupported(&format!(
+            "reporting the usage of `{}` of run `{}`",
+            claim.node_id, claim.run_id
+        )))
+    }
+    /// The latest usage reports of the run's attempts that workers are executing now.
+    async fn usage_reports(&self, run_id: &str) -> Result<Vec<UsageReport>> {
+        let _ = run_id;
+        Ok(Vec::new())
+    }
     /// Gives a claim up (a worker stopping): the attempt is queued again for another worker. Does
     /// nothing when the claim is no longer held.
     async fn release_claim(&self, claim: &Claim) -> Result<()> {
         Err(pool_unsupported(&format!(
             "releasing the claim on `{}` of run `{}`",
             claim.node_id, claim.run_id
+        )))
+    }
+    /// Who holds live claims (claimed, not expired) on attempts of `workflow`'s runs, each
+    /// with its worker's heartbeat expiry: what a worker looks at to free the claims of workers
+    /// known dead ([`Store::free_claims`]). Empty on a store without the attempt queue.
+    async fn claim_holders(&self, workflow: &str) -> Result<Vec<ClaimHolder>> {
+        let _ = workflow;
+        Ok(Vec::new())
+    }
+    /// Frees the claims `owners` hold on attempts of `workflow`'s runs, for workers known dead
+    /// (their process is gone from this host, or their heartbeat expired) whose claims would
+    /// otherwise block their attempts until they expire: each attempt is queued again for any
+    /// worker, its claim epoch incremented so the old claim is fenced out at once (a renewal
+    /// or an outcome under it is `ClaimLost`, writes nothing), and the workflow's workers are
+    /// woken. Returns how many claims were freed.
+    async fn free_claims(&self, workflow: &str, owners: &[String]) -> Result<u64> {
+        let _ = owners;
+        Err(pool_unsupported(&format!(
+            "freeing the claims of dead workers of workflow `{workflow}`"
         )))
     }
     /// Outcomes recorded on attempts of the run that are still in progress (not yet ended by

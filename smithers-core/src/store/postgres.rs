@@ -18,9 +18,10 @@ use tokio_postgres::{IsolationLevel, NoTls, Row};
 
 use super::{
     pending_iteration, stored_time, ApprovalRecord, AttemptRecord, CancelOutcome, Claim,
-    ClaimRenewal, EventRecord, FenceToken, ForkRun, FrameRecord, LoadedRun, NewRun, NodeRecord,
-    PhaseRecord, QueuedRecord, RecordedOutcome, RemoteOutcome, RestartRecord, RewindReport,
-    RewindTo, RunRecord, StepRecord, Store, WorkerRecord, Write, WriteBatch,
+    ClaimHolder, ClaimRenewal, EventRecord, FenceToken, ForkRun, FrameRecord, LoadedRun, NewRun,
+    NodeRecord, PhaseRecord, QueuedRecord, RecordedOutcome, RemoteOutcome, RestartRecord,
+    RewindReport, RewindTo, RunRecord, StepRecord, Store, UsageReport, WorkerRecord, Write,
+    WriteBatch,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
@@ -903,8 +904,13 @@ impl Store for PostgresStore {
         workers::restarts(&self.client().await?, run_id).await
     }
 
-    async fn put_restarts(&self, record: &RestartRecord) -> Result<()> {
-        workers::put_restarts(&self.client().await?, record).await
+    async fn put_restarts(&self, record: &RestartRecord, fence: &FenceToken) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        check_fence(&tx, &record.run_id, fence, "FOR KEY SHARE").await?;
+        workers::put_restarts(&tx, record).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     fn supports_pool(&self) -> bool {
@@ -935,6 +941,27 @@ impl Store for PostgresStore {
 
     async fn release_claim(&self, claim: &Claim) -> Result<()> {
         self.release(claim).await
+    }
+
+    async fn report_usage(
+        &self,
+        claim: &Claim,
+        usage: &Usage,
+        model: Option<&str>,
+    ) -> Result<ClaimRenewal> {
+        self.report(claim, usage, model).await
+    }
+
+    async fn usage_reports(&self, run_id: &str) -> Result<Vec<UsageReport>> {
+        self.reports(run_id).await
+    }
+
+    async fn claim_holders(&self, workflow: &str) -> Result<Vec<ClaimHolder>> {
+        self.holders(workflow).await
+    }
+
+    async fn free_claims(&self, workflow: &str, owners: &[String]) -> Result<u64> {
+        self.free(workflow, owners).await
     }
 
     async fn recorded_outcomes(&self, run_id: &str) -> Result<Vec<RecordedOutcome>> {

@@ -125,6 +125,40 @@ pub struct RecordedOutcome {
     pub outcome: RemoteOutcome,
 }
 
+/// A worker holding claims on attempts of a workflow's runs ([`Store::claim_holders`]), with
+/// what tells whether it is alive.
+///
+/// [`Store::claim_holders`]: super::Store::claim_holders
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimHolder {
+    /// The claims' owner (`host:pid:nonce`, the worker's id in the registry).
+    pub owner: String,
+    /// When its row in the worker registry goes stale without a heartbeat (epoch ms, the
+    /// worker's [`WorkerRecord::expires_ms`]); `None` when it has no row.
+    ///
+    /// [`WorkerRecord::expires_ms`]: super::WorkerRecord::expires_ms
+    pub heartbeat_expires_ms: Option<i64>,
+}
+
+/// The usage a worker reported so far for an attempt it executes ([`Store::report_usage`]),
+/// as its driver reads it ([`Store::usage_reports`]) to check the budgets mid-attempt.
+///
+/// [`Store::report_usage`]: super::Store::report_usage
+/// [`Store::usage_reports`]: super::Store::usage_reports
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UsageReport {
+    /// The task's node id.
+    pub node_id: String,
+    /// Its iteration.
+    pub iteration: u32,
+    /// The attempt number.
+    pub attempt: u32,
+    /// Token usage and cost so far, as the agent streamed it.
+    pub usage: Usage,
+    /// The model, when the agent said.
+    pub model: Option<String>,
+}
+
 /// What renewing a claim found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClaimRenewal {

@@ -1068,10 +1068,13 @@ impl Store for SqliteStore {
         self.read(move |c| workers::restarts(c, &run_id)).await
     }
 
-    async fn put_restarts(&self, record: &RestartRecord) -> Result<()> {
-        let record = record.clone();
-        self.write_with(move |c| workers::put_restarts(c, &record))
-            .await
+    async fn put_restarts(&self, record: &RestartRecord, fence: &FenceToken) -> Result<()> {
+        let (record, fence) = (record.clone(), fence.clone());
+        self.write_with(move |c| {
+            check_fence(c, &record.run_id, &fence)?;
+            workers::put_restarts(c, &record)
+        })
+        .await
     }
 
     async fn state_get(&self, key: &str) -> Result<Option<String>> {

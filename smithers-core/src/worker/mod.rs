@@ -6,20 +6,24 @@
 //!    the first run of it it sees), a loop of its own ([`Engine::serve_attempts`]) claims queued
 //!    attempts of the workflow's runs, up to [`WorkerOptions::attempts`] at once, executes them
 //!    and records their outcomes for the runs' drivers; the runs it drives are driven in pool
-//!    mode too (their attempts queued for every worker);
+//!    mode too (their attempts queued for every worker). At each heartbeat it frees the claims
+//!    of workers known dead (their process gone from this host, or their heartbeat expired),
+//!    so their attempts run again without waiting for the claims to expire;
 //! 2. **take over runs**: an active run of its workflow with no live driver — `queued` (by
 //!    `run --detach`, or handed back by a stopping worker) or `running` with an expired lease or
 //!    a dead holder — is driven through the ordinary fenced [`Engine::resume`], up to
 //!    [`WorkerOptions::concurrency`] runs at once. A takeover from a dead driver is a *restart*,
-//!    counted in `_smithers_restarts` (so the count survives the worker itself dying with the
-//!    run), spaced by an exponential backoff, and limited: a run whose driver dies every time is
-//!    marked failed with an error saying so (the decisions, without I/O, are in
+//!    counted in `_smithers_restarts` under the new lease before anything runs (so the count
+//!    survives the worker itself dying with the run, and two workers racing for the same dead
+//!    run count it once), spaced by an exponential backoff, and limited: a run whose driver dies
+//!    every time is marked failed with an error saying so (the decisions, without I/O, are in
 //!    `worker/supervise.rs`).
 //!
 //! Stopping ([`Worker::run`]'s `stop` token, SIGTERM or Ctrl-C in the binary) takes no new work,
-//! hands every driven run back ([`EngineOptions::hand_back`](crate::engine::EngineOptions): its
-//! attempts interrupted, the run `queued`, the lease released, so another worker continues at
-//! once) and deregisters.
+//! hands every driven run back ([`EngineOptions::hand_back`](crate::engine::EngineOptions): the
+//! attempts it runs itself interrupted, those queued for workers left to them and to the next
+//! driver, the run `queued`, the lease released, so another worker continues at once), gives
+//! back the claims of the attempts it executes, and deregisters.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -32,7 +36,7 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{panic_message, Engine, RunReport};
+use crate::engine::{panic_message, Engine, Restarting, RunReport};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
 use crate::model::{NodeStatus, RunStatus, Timestamp};
@@ -41,7 +45,7 @@ use crate::store::{lease_owner, RunRecord, Store, WorkerRecord, Write, WriteBatc
 mod supervise;
 
 pub use supervise::RestartPolicy;
-use supervise::{decide, give_up_error, vacancy, Restart, Vacant};
+use supervise::{dead_holders, decide, give_up_error, vacancy, Restart, Vacant};
 
 /// How a worker works.
 #[derive(Clone, Debug)]
@@ -177,7 +181,12 @@ where
                 Some(end) = self.drives.join_next(), if !self.drives.is_empty() => {
                     self.drive_ended(end).await;
                 }
-                _ = heartbeat.tick() => self.heartbeat().await,
+                _ = heartbeat.tick() => {
+                    self.heartbeat().await;
+                    if let Err(e) = self.free_dead_claims().await {
+                        tracing::warn!(worker = %self.id, error = %e, "could not free the claims of dead workers; trying again at the next heartbeat");
+                    }
+                }
                 _ = tokio::time::sleep(self.options.poll) => {}
             }
         }
@@ -193,6 +202,30 @@ where
         //     started once the workflow is known.
         self.serve_attempts();
         taken
+    }
+
+    /// Pool mode, at each heartbeat: frees the claims of workers known dead — a process of this
+    /// host that is gone (SIGKILL), or a worker whose heartbeat expired — so their attempts run
+    /// again within a heartbeat period, not when the claims expire. Fenced: freeing increments
+    /// each attempt's claim epoch.
+    async fn free_dead_claims(&self) -> Result<()> {
+        let Some(workflow) = &self.workflow else {
+            return Ok(());
+        };
+        if !self.store().supports_pool() {
+            return Ok(());
+        }
+        let holders = self.store().claim_holders(workflow).await?;
+        let dead = dead_holders(&holders, &self.id, self.now(), crate::store::holder_is_dead);
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let owners: Vec<String> = dead.iter().map(|(owner, _)| owner.clone()).collect();
+        let freed = self.store().free_claims(workflow, &owners).await?;
+        for (owner, why) in &dead {
+            tracing::info!(worker = %self.id, dead = %owner, freed, "freed the claims of a worker that is gone: {why}");
+        }
+        Ok(())
     }
 
     /// Starts the loop executing queued attempts of this worker's workflow (pool mode), once:
@@ -233,12 +266,14 @@ where
             let Some(vacant) = vacancy(&run, self.now(), crate::store::holder_is_dead) else {
                 continue;
             };
-            if let Vacant::DriverGone(reason) = vacant {
-                if !self.may_restart(&run, &reason).await? {
-                    continue;
-                }
-            }
-            self.drive(run.run_id);
+            let restart = match vacant {
+                Vacant::Queued => None,
+                Vacant::DriverGone(reason) => match self.may_restart(&run, &reason).await? {
+                    Some(restart) => Some(restart),
+                    None => continue,
+                },
+            };
+            self.drive(run.run_id, restart);
             changed = true;
         }
         if changed {
@@ -264,9 +299,10 @@ where
         ours
     }
 
-    /// The supervision of a run whose driver is gone: records the restart and says go, or
-    /// waits out its backoff, or marks it failed after the limit.
-    async fn may_restart(&mut self, run: &RunRecord, reason: &str) -> Result<bool> {
+    /// The supervision of a run whose driver is gone: the restart to record when taking it
+    /// over now (under the new lease, [`Engine::restart`]), or `None` while it waits out its
+    /// backoff or once it is marked failed after the limit.
+    async fn may_restart(&mut self, run: &RunRecord, reason: &str) -> Result<Option<Restarting>> {
         let store = self.store().clone();
         let previous = store.restarts(&run.run_id).await?;
         let progress = store
@@ -287,24 +323,24 @@ where
         ) {
             Restart::Now(record) => {
                 tracing::info!(worker = %self.id, run_id = %run.run_id, restart = record.restarts, limit = policy.limit, "taking over a run whose driver is gone: {reason}");
-                store.put_restarts(&record).await?;
                 // Seed 002's key for the most recent error: a driver died.
                 let note = format!(
                     "run `{}`: {reason}; restarted by worker `{}` (restart {} of at most {})",
                     run.run_id, self.id, record.restarts, policy.limit
                 );
-                if let Err(e) = store.state_set("supervisor.last_error", &note).await {
-                    tracing::warn!(error = %e, "could not write supervisor.last_error");
-                }
-                Ok(true)
+                Ok(Some(Restarting {
+                    from_epoch: run.lease_epoch,
+                    record,
+                    note,
+                }))
             }
             Restart::Wait(until) => {
                 tracing::debug!(worker = %self.id, run_id = %run.run_id, until = %until, "waiting out the restart backoff");
-                Ok(false)
+                Ok(None)
             }
             Restart::GiveUp { restarts } => {
                 self.give_up(run, restarts, reason).await?;
-                Ok(false)
+                Ok(None)
             }
         }
     }
@@ -337,6 +373,14 @@ where
             Err(Error::LeaseHeld { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
+        if fence.epoch != run.lease_epoch + 1 {
+            // Another worker took the run over (or marked it failed) since it was read here:
+            // it decided on a fresher view.
+            if let Err(e) = store.release_lease(&run.run_id, &fence).await {
+                tracing::warn!(run_id = %run.run_id, error = %e, "could not release a lease taken on a stale view");
+            }
+            return Ok(());
+        }
         let written = async {
             store.reset_for_resume(&run.run_id, &fence).await?;
             let mut b = WriteBatch::new(&run.run_id).fenced(&fence);
@@ -376,9 +420,9 @@ where
         Ok(())
     }
 
-    /// Starts driving a run: [`Engine::resume`] on a task of its own, with its own cancel and
-    /// hand-back tokens.
-    fn drive(&mut self, run_id: String) {
+    /// Starts driving a run: [`Engine::resume`] (or [`Engine::restart`] for a takeover from a
+    /// driver that is gone) on a task of its own, with its own cancel and hand-back tokens.
+    fn drive(&mut self, run_id: String, restart: Option<Restarting>) {
         let hand_back = CancellationToken::new();
         let mut engine = self.engine.clone();
         let options = engine.options_mut();
@@ -386,7 +430,11 @@ where
         options.hand_back = hand_back.clone();
         self.driving.insert(run_id.clone(), hand_back);
         self.drives.spawn(async move {
-            let drive = AssertUnwindSafe(engine.resume(Some(&run_id))).catch_unwind();
+            let drive = match restart {
+                Some(restart) => AssertUnwindSafe(engine.restart(&run_id, restart).boxed()),
+                None => AssertUnwindSafe(engine.resume(Some(&run_id)).boxed()),
+            }
+            .catch_unwind();
             let result = drive.await.unwrap_or_else(|p| {
                 Err(Error::DrivePanicked {
                     run_id: run_id.clone(),
@@ -494,5 +542,130 @@ where
         if let Err(e) = self.store().put_worker(&self.record()).await {
             tracing::warn!(worker = %self.id, error = %e, "could not renew the worker's heartbeat");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ctx::Ctx;
+    use crate::error::TaskError;
+    use crate::node::{Node, Task, Workflow};
+    use crate::output::{Column, ColumnKind, Output};
+    use crate::store::{Durability, NewRun, SqliteStore};
+
+    #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+    struct N {
+        n: i64,
+    }
+    impl Output for N {
+        const TABLE: &'static str = "n";
+        const COLUMNS: &'static [Column] = &[Column {
+            name: "n",
+            kind: ColumnKind::Integer,
+            nullable: false,
+            rust_type: "i64",
+        }];
+    }
+
+    /// One task that runs for a minute: a run taken over stays driven for the whole test.
+    fn slow(_: &Ctx<()>) -> Node {
+        Workflow::new()
+            .name("race")
+            .child(
+                Task::<N>::new()
+                    .id("slow")
+                    .run(|_| async {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        Ok::<_, TaskError>(N { n: 1 })
+                    })
+                    .build(),
+            )
+            .build()
+    }
+
+    /// Two workers see the same run whose driver is gone. The first takes it over and counts
+    /// the restart; the second decided on the same stale view of the run, after the first
+    /// counted (so its decision is restart 2): its takeover finds the lease held, and it counts
+    /// nothing — one takeover, one restart.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_workers_racing_for_a_dead_run_count_one_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(dir.path().join("w.db"), Durability::Off).unwrap());
+        store
+            .create_run(NewRun {
+                run_id: "r".into(),
+                workflow: "race".into(),
+                input: serde_json::Value::Null,
+                owner: "elsewhere:1:dead".into(),
+                lease_ttl: Duration::from_millis(1),
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // What both workers read of the run: running, its driver's lease expired.
+        let stale = store.run("r").await.unwrap().unwrap();
+        let options = WorkerOptions {
+            restarts: RestartPolicy {
+                backoff: Duration::ZERO,
+                ..RestartPolicy::default()
+            },
+            ..WorkerOptions::default()
+        };
+        let mut a = Worker::new(Engine::new(store.clone(), slow), options.clone());
+        let mut b = Worker::new(Engine::new(store.clone(), slow), options);
+        a.take_over_runs().await.unwrap();
+        assert_eq!(a.driving.len(), 1, "the first worker takes the run over");
+        let counted = || async {
+            store
+                .restarts("r")
+                .await
+                .unwrap()
+                .map(|r| (r.restarts, r.last_worker))
+        };
+        // Counted under its new lease, once it holds it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while counted().await.is_none() {
+            assert!(tokio::time::Instant::now() < deadline, "no restart counted");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(counted().await, Some((1, a.id().to_owned())));
+        assert_eq!(
+            store.run("r").await.unwrap().unwrap().lease_epoch,
+            stale.lease_epoch + 1
+        );
+
+        assert!(b.is_ours(&stale));
+        let restart = b
+            .may_restart(&stale, "its driver is gone")
+            .await
+            .unwrap()
+            .expect("on its stale view, the second worker decides to restart the run");
+        assert_eq!(
+            restart.record.restarts, 2,
+            "it read the first worker's count"
+        );
+        b.drive("r".into(), Some(restart));
+        let (_, end) = b.drives.join_next().await.unwrap().unwrap();
+        assert!(
+            matches!(end, Err(Error::LeaseHeld { .. })),
+            "the run is the first worker's: {end:?}"
+        );
+        assert_eq!(
+            counted().await,
+            Some((1, a.id().to_owned())),
+            "one takeover, one restart"
+        );
+        let note = store
+            .state_get("supervisor.last_error")
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        assert!(
+            note.contains(&format!("restarted by worker `{}` (restart 1 ", a.id())),
+            "the note is the first worker's: {note}"
+        );
+        drop(a);
     }
 }

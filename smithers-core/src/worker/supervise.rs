@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::model::{RunStatus, Timestamp};
-use crate::store::{RestartRecord, RunRecord};
+use crate::store::{ClaimHolder, RestartRecord, RunRecord};
 
 /// How a worker restarts runs whose driver keeps dying.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,6 +161,37 @@ pub(crate) fn give_up_error(
     )
 }
 
+/// The holders of live claims known dead at `now`, each with why: a process of this host that
+/// no longer exists (`holder_is_dead`, the rule for a driver's lease), or a registered worker
+/// whose heartbeat expired (gone or hung). `me` never is. A holder on another host with no row
+/// in the registry (an `Engine::serve_attempts` outside a `worker`) keeps its claims until
+/// they expire.
+pub(crate) fn dead_holders(
+    holders: &[ClaimHolder],
+    me: &str,
+    now: Timestamp,
+    holder_is_dead: impl Fn(&str) -> bool,
+) -> Vec<(String, String)> {
+    holders
+        .iter()
+        .filter(|h| h.owner != me)
+        .filter_map(|h| {
+            let why = if holder_is_dead(&h.owner) {
+                "its process is no longer running on this host".to_owned()
+            } else {
+                match h.heartbeat_expires_ms {
+                    Some(expires) if expires < now.as_millis() => format!(
+                        "its heartbeat expired at {}",
+                        Timestamp::from_millis(expires)
+                    ),
+                    _ => return None,
+                }
+            };
+            Some((h.owner.clone(), why))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +256,37 @@ mod tests {
         ] {
             assert_eq!(vacancy(&run(stopped, None, None), NOW, alive), None);
         }
+    }
+
+    #[test]
+    fn claims_of_a_dead_process_or_a_stale_heartbeat_are_freed_and_others_kept() {
+        let holder = |owner: &str, expires: Option<i64>| ClaimHolder {
+            owner: owner.into(),
+            heartbeat_expires_ms: expires,
+        };
+        let holders = [
+            holder("h:1:dead", Some(20_000)),
+            holder("h:2:live", Some(20_000)),
+            holder("other:3:stale", Some(9_999)),
+            holder("other:4:unregistered", None),
+            holder("h:5:me", Some(1)),
+        ];
+        let dead = dead_holders(&holders, "h:5:me", NOW, |o| o == "h:1:dead");
+        assert_eq!(
+            dead,
+            [
+                (
+                    "h:1:dead".to_owned(),
+                    "its process is no longer running on this host".to_owned()
+                ),
+                (
+                    "other:3:stale".to_owned(),
+                    "its heartbeat expired at 1970-01-01T00:00:09.999Z".to_owned()
+                ),
+            ]
+        );
+        // A heartbeat expiring at `now` itself still holds (as a lease does).
+        assert!(dead_holders(&[holder("o:1:x", Some(10_000))], "me", NOW, |_| false).is_empty());
     }
 
     #[test]

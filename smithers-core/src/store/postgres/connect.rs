@@ -63,6 +63,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "ralph_history_order",
         include_str!("../../../migrations/postgres/0009_ralph_history_order.sql"),
     ),
+    (
+        10,
+        "usage_reports",
+        include_str!("../../../migrations/postgres/0010_usage_reports.sql"),
+    ),
 ];
 
 /// Parses `url` into a config with smithers' defaults (user `postgres`, a 5 s connect timeout).

@@ -17,9 +17,11 @@ use super::writes::{apply, check_fence};
 use super::PostgresStore;
 use crate::error::{Error, Result};
 use crate::events::Event;
+use crate::model::Usage;
 use crate::store::{
-    queue_channel, run_channel, Claim, ClaimRenewal, ClaimToken, FenceToken, QueuedAttempt,
-    QueuedRecord, RecordedOutcome, RemoteError, RemoteOutcome, Write, WriteBatch,
+    queue_channel, run_channel, Claim, ClaimHolder, ClaimRenewal, ClaimToken, FenceToken,
+    QueuedAttempt, QueuedRecord, RecordedOutcome, RemoteError, RemoteOutcome, UsageReport, Write,
+    WriteBatch,
 };
 
 /// The server's time in epoch milliseconds, as claims measure it. Deliberately not the store's
@@ -74,7 +76,7 @@ impl PostgresStore {
                    FROM _smithers_attempts a JOIN _smithers_runs r ON r.run_id = a.run_id
                    WHERE a.queue IN ('queued', 'claimed') AND a.status = 'in-progress'
                      AND (a.queue = 'queued' OR a.claim_expires_ms < {NOW_MS})
-                     AND r.workflow = $1 AND r.status = 'running'
+                     AND r.workflow = $1 AND r.status IN ('running', 'queued')
                    ORDER BY a.seq
                    LIMIT $2
                    FOR UPDATE OF a SKIP LOCKED
@@ -124,6 +126,14 @@ impl PostgresStore {
                     ) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
                     if status != "in-progress" {
                         format!("the attempt already ended ({status})")
+                    } else if owner.is_none()
+                        && queue.as_deref() == Some("queued")
+                        && epoch > claim.token.epoch
+                    {
+                        format!(
+                            "its claim was freed for another worker (this worker `{}` was judged dead: its process gone from its host, or its heartbeat expired)",
+                            claim.token.owner
+                        )
                     } else if epoch != claim.token.epoch
                         || owner.as_deref() != Some(&claim.token.owner)
                     {
@@ -231,6 +241,76 @@ impl PostgresStore {
         Ok(())
     }
 
+    pub(super) async fn report(
+        &self,
+        claim: &Claim,
+        usage: &Usage,
+        model: Option<&str>,
+    ) -> Result<ClaimRenewal> {
+        let c = self.client().await?;
+        // One statement: the fenced update and the driver's wake-up commit together.
+        let st = c
+            .prepare_cached(&format!(
+                "WITH reported AS (
+                   UPDATE _smithers_attempts SET usage_report = $7
+                   WHERE {ATTEMPT} AND queue = 'claimed' AND status = 'in-progress'
+                     AND claim_owner = $5 AND claim_epoch = $6 AND claim_expires_ms >= {NOW_MS}
+                   RETURNING stop_requested
+                 )
+                 SELECT stop_requested, pg_notify($8, '') FROM reported"
+            ))
+            .await?;
+        let report = serde_json::json!({ "usage": usage, "model": model });
+        let row = c
+            .query_opt(
+                &st,
+                &[
+                    &claim.run_id,
+                    &claim.node_id,
+                    &i64::from(claim.iteration),
+                    &i64::from(claim.attempt),
+                    &claim.token.owner,
+                    &claim.token.epoch,
+                    &report,
+                    &run_channel(&claim.run_id),
+                ],
+            )
+            .await?;
+        drop(c);
+        match row {
+            Some(r) => Ok(ClaimRenewal {
+                stop_requested: r.get(0),
+            }),
+            None => Err(self.claim_lost(claim).await),
+        }
+    }
+
+    pub(super) async fn reports(&self, run_id: &str) -> Result<Vec<UsageReport>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT node_id, iteration, attempt, usage_report FROM _smithers_attempts
+                 WHERE run_id = $1 AND queue = 'claimed' AND status = 'in-progress'
+                   AND usage_report IS NOT NULL
+                 ORDER BY seq",
+            )
+            .await?;
+        c.query(&st, &[&run_id])
+            .await?
+            .iter()
+            .map(|r| {
+                let report: Value = r.get(3);
+                Ok(UsageReport {
+                    node_id: r.get(0),
+                    iteration: r.get::<_, i64>(1) as u32,
+                    attempt: r.get::<_, i64>(2) as u32,
+                    usage: serde_json::from_value(report["usage"].clone())?,
+                    model: report["model"].as_str().map(str::to_owned),
+                })
+            })
+            .collect()
+    }
+
     pub(super) async fn write_under_claim(&self, claim: &Claim, events: Vec<Event>) -> Result<()> {
         if events.is_empty() {
             return Ok(());
@@ -302,6 +382,57 @@ impl PostgresStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    pub(super) async fn holders(&self, workflow: &str) -> Result<Vec<ClaimHolder>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT DISTINCT a.claim_owner, w.expires_ms
+                 FROM _smithers_attempts a JOIN _smithers_runs r ON r.run_id = a.run_id
+                   LEFT JOIN _smithers_workers w ON w.worker_id = a.claim_owner
+                 WHERE a.queue = 'claimed' AND a.status = 'in-progress'
+                   AND a.claim_expires_ms >= {NOW_MS} AND r.workflow = $1
+                 ORDER BY a.claim_owner"
+            ))
+            .await?;
+        Ok(c.query(&st, &[&workflow])
+            .await?
+            .iter()
+            .filter_map(|r| {
+                Some(ClaimHolder {
+                    owner: r.get::<_, Option<String>>(0)?,
+                    heartbeat_expires_ms: r.get(1),
+                })
+            })
+            .collect())
+    }
+
+    pub(super) async fn free(&self, workflow: &str, owners: &[String]) -> Result<u64> {
+        if owners.is_empty() {
+            return Ok(0);
+        }
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        // The epoch moves on here, not only at the next claim: the dead owner's token is
+        // stale from this commit on.
+        let n = tx
+            .execute(
+                "UPDATE _smithers_attempts a SET queue = 'queued', claim_owner = NULL,
+                   claim_expires_ms = NULL, claim_epoch = a.claim_epoch + 1
+                 FROM _smithers_runs r
+                 WHERE r.run_id = a.run_id AND r.workflow = $1
+                   AND a.queue = 'claimed' AND a.status = 'in-progress'
+                   AND a.claim_owner = ANY($2)",
+                &[&workflow, &owners],
+            )
+            .await?;
+        if n > 0 {
+            tx.execute("SELECT pg_notify($1, '')", &[&queue_channel(workflow)])
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(n)
     }
 
     pub(super) async fn recorded(&self, run_id: &str) -> Result<Vec<RecordedOutcome>> {
