@@ -122,6 +122,11 @@ fn finished(node: &str, value: serde_json::Value, info: OutputInfo) -> Vec<Write
     ]
 }
 
+/// The instant an RFC 3339 literal of a check names.
+fn at(text: &str) -> Timestamp {
+    Timestamp::parse(text).unwrap_or_else(|| panic!("`{text}` is not RFC 3339"))
+}
+
 fn batch(writes: Vec<Write>) -> WriteBatch {
     WriteBatch {
         run_id: "r".into(),
@@ -311,20 +316,20 @@ pub async fn workers_and_restarts_persist(s: Arc<dyn Store>) {
         workflow: None,
         concurrency: 4,
         driving: vec![],
-        started_at: "2026-12-01T00:00:00.000Z".into(),
-        heartbeat_at: "2026-12-01T00:00:00.000Z".into(),
+        started_at: at("2026-12-01T00:00:00.000Z"),
+        heartbeat_at: at("2026-12-01T00:00:00.000Z"),
         expires_ms: 1_000,
     };
     s.put_worker(&w).await.unwrap();
     w.workflow = Some("conformance".into());
     w.driving = vec!["q".into(), "r".into()];
-    w.heartbeat_at = "2026-12-01T00:00:05.000Z".into();
+    w.heartbeat_at = at("2026-12-01T00:00:05.000Z");
     w.expires_ms = 16_000;
     s.put_worker(&w).await.unwrap();
     let mut other = w.clone();
     other.worker_id = "h:8:w2".into();
     other.pid = 8;
-    other.started_at = "2026-12-01T00:00:01.000Z".into();
+    other.started_at = at("2026-12-01T00:00:01.000Z");
     s.put_worker(&other).await.unwrap();
     assert_eq!(
         s.workers().await.unwrap(),
@@ -341,7 +346,7 @@ pub async fn workers_and_restarts_persist(s: Arc<dyn Store>) {
         run_id: "r".into(),
         restarts: 1,
         progress: 0,
-        last_restart_at: "2026-12-01T00:00:02.000Z".into(),
+        last_restart_at: at("2026-12-01T00:00:02.000Z"),
         last_restart_ms: 2_000,
         last_reason: "its driver is gone".into(),
         last_worker: "h:8:w2".into(),
@@ -1682,8 +1687,8 @@ pub async fn the_claims_of_a_dead_worker_are_freed_fenced(s: Arc<dyn Store>) {
         workflow: Some("conformance".into()),
         concurrency: 2,
         driving: vec![],
-        started_at: "2026-12-01T00:00:00.000Z".into(),
-        heartbeat_at: "2026-12-01T00:00:00.000Z".into(),
+        started_at: at("2026-12-01T00:00:00.000Z"),
+        heartbeat_at: at("2026-12-01T00:00:00.000Z"),
         expires_ms: 123,
     })
     .await
