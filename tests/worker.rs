@@ -843,3 +843,37 @@ fn on_postgres_a_detached_run_is_finished_by_a_worker_that_sigterm_stops() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// A test that fails before reaping its children leaves none running: dropping the environment
+/// kills the worker it started (and nothing that is not its own).
+#[test]
+fn children_a_test_left_running_are_killed_with_its_environment() {
+    let env = ChildEnv::new("worker_child");
+    let mut worker = env.spawn("worker --poll-ms 20", 20);
+    let other = ChildEnv::new("worker_child");
+    let mut bystander = other.spawn("worker --poll-ms 20", 20);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(worker.try_wait().unwrap().is_none(), "the worker runs");
+    drop(env);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = worker.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker still runs after its environment was dropped"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL),
+        "killed, not exited: {status:?}"
+    );
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "another environment's worker is left alone"
+    );
+    stop_worker(bystander);
+}

@@ -129,6 +129,39 @@ impl ChildEnv {
     }
 }
 
+impl Drop for ChildEnv {
+    /// Kills what children of this environment still run: a test that failed before reaping
+    /// them would otherwise leave workers polling its database long after it ended. A process is
+    /// this environment's when its environment names this environment's own execution log (a
+    /// path in a fresh temporary directory), so a reused pid of someone else's process is never
+    /// touched; descendants that inherited it (an agent CLI a child started) go too.
+    fn drop(&mut self) {
+        let mark = format!("SMITHERS_CHILD_LOG={}", self.log.display()).into_bytes();
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in procs.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if pid == std::process::id() as i32 {
+                continue;
+            }
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            if environ.split(|b| *b == 0).any(|var| var == mark.as_slice()) {
+                // SAFETY: kill(2) on a process that carries this environment's own mark.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
 /// Polls `done` until it holds; fails if `child` exits first or after 30 seconds.
 pub fn wait_until(what: &str, child: &mut Child, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
