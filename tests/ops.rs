@@ -271,8 +271,8 @@ async fn operator_views_write_their_text_into_the_writer_they_are_given() {
         workflow: Some("hello".into()),
         concurrency: 2,
         driving: vec!["r1".into()],
-        started_at: now.to_string(),
-        heartbeat_at: Timestamp::from_millis(now.as_millis() - 12_600_000).to_string(),
+        started_at: now,
+        heartbeat_at: Timestamp::from_millis(now.as_millis() - 12_600_000),
         expires_ms: now.as_millis() + 3_600_000,
     })
     .await

@@ -37,8 +37,6 @@ pub mod worker;
 mod frame;
 pub(crate) mod machine;
 pub(crate) mod plan;
-#[cfg(feature = "postgres")]
-pub(crate) mod time;
 
 /// Text helpers shared with `smithers-agents` and the facade's `cli` (one `truncate` for every
 /// crate, not a copy per crate). Public only for them: not part of the API.

@@ -361,3 +361,51 @@ async fn budget_raises_persist_on_postgres_and_name_an_unknown_run() {
     drop(store);
     schema.drop().await;
 }
+
+#[tokio::test]
+async fn a_stored_time_that_is_not_rfc3339_is_an_error_naming_table_column_and_value() {
+    use smithers_core::store::{lease_owner, NewRun, Write, WriteBatch};
+    let Some(schema) = PgSchema::create("a_stored_time_that_is_not_rfc3339").await else {
+        return;
+    };
+    let store = PostgresStore::connect(&schema.url).await.unwrap();
+    store
+        .create_run(NewRun {
+            run_id: "r".into(),
+            workflow: "w".into(),
+            input: serde_json::Value::Null,
+            owner: lease_owner(),
+            lease_ttl: std::time::Duration::from_secs(30),
+        })
+        .await
+        .unwrap();
+    let mut b = WriteBatch::new("r");
+    b.push(Write::ApprovalRequest {
+        node_id: "gate".into(),
+        iteration: 0,
+    });
+    store.write(b).await.unwrap();
+    let (client, conn) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(
+            "UPDATE _smithers_runs SET created_at = 'yesterday' WHERE run_id = 'r';
+             UPDATE _smithers_approvals SET decided_at = '2026-11-25 06:08:03' WHERE run_id = 'r'",
+        )
+        .await
+        .unwrap();
+    let runs = store.run("r").await.unwrap_err();
+    let approvals = store.approvals("r").await.unwrap_err();
+    for (e, expected) in [
+        (&runs, "`_smithers_runs.created_at` holds `yesterday`, which is not an RFC 3339 UTC timestamp"),
+        (&approvals, "`_smithers_approvals.decided_at` holds `2026-11-25 06:08:03`, which is not an RFC 3339 UTC timestamp"),
+    ] {
+        assert_eq!(e.code(), "E_INVALID_RECORD", "{e}");
+        assert!(e.to_string().starts_with(expected), "{e}");
+        assert!(e.to_string().contains("the database was edited or is damaged"), "{e}");
+    }
+    drop((client, store));
+    schema.drop().await;
+}

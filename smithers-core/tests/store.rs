@@ -211,3 +211,46 @@ async fn progress_lines_are_persisted_as_node_output_events_trimmed() {
     );
     assert!(lines[1].len() < 4100);
 }
+
+#[tokio::test]
+async fn a_stored_time_that_is_not_rfc3339_is_an_error_naming_table_column_and_value() {
+    use smithers_core::store::{lease_owner, NewRun, Write, WriteBatch};
+    let h = Harness::new();
+    h.store
+        .create_run(NewRun {
+            run_id: "r".into(),
+            workflow: "w".into(),
+            input: serde_json::Value::Null,
+            owner: lease_owner(),
+            lease_ttl: Duration::from_secs(30),
+        })
+        .await
+        .unwrap();
+    let mut b = WriteBatch::new("r");
+    b.push(Write::ApprovalRequest {
+        node_id: "gate".into(),
+        iteration: 0,
+    });
+    h.store.write(b).await.unwrap();
+    let c = h.conn();
+    c.execute(
+        "UPDATE _smithers_runs SET created_at = 'yesterday' WHERE run_id = 'r'",
+        [],
+    )
+    .unwrap();
+    c.execute(
+        "UPDATE _smithers_approvals SET decided_at = '2026-11-25 06:08:03' WHERE run_id = 'r'",
+        [],
+    )
+    .unwrap();
+    let runs = h.store.run("r").await.unwrap_err();
+    let approvals = h.store.approvals("r").await.unwrap_err();
+    for (e, expected) in [
+        (&runs, "`_smithers_runs.created_at` holds `yesterday`, which is not an RFC 3339 UTC timestamp"),
+        (&approvals, "`_smithers_approvals.decided_at` holds `2026-11-25 06:08:03`, which is not an RFC 3339 UTC timestamp"),
+    ] {
+        assert_eq!(e.code(), "E_INVALID_RECORD", "{e}");
+        assert!(e.to_string().starts_with(expected), "{e}");
+        assert!(e.to_string().contains("the database was edited or is damaged"), "{e}");
+    }
+}

@@ -5,6 +5,7 @@
 mod sqlite {
     use std::sync::Arc;
 
+    use smithers_core::clock::Clock;
     use smithers_core::store::{conformance::Backend, Durability, SqliteStore, Store};
 
     struct Sqlite {
@@ -13,10 +14,11 @@ mod sqlite {
     }
 
     impl Backend for Sqlite {
-        async fn open(_test: &'static str) -> Option<Self> {
+        async fn open(_test: &'static str, clock: Arc<dyn Clock>) -> Option<Self> {
             let dir = tempfile::tempdir().expect("a temporary directory");
             let store = SqliteStore::open(dir.path().join("conformance.db"), Durability::Off)
-                .expect("open a fresh SQLite store");
+                .expect("open a fresh SQLite store")
+                .with_clock(clock);
             Some(Sqlite {
                 _dir: dir,
                 store: Arc::new(store),

@@ -214,7 +214,7 @@ async fn compute_steps_are_snapshotted_and_a_task_body_sees_the_pending_steps() 
     assert_eq!(two.commit_created.as_deref(), Some(head.as_str()));
     assert_eq!(one.commit_created, None);
     assert_eq!(two.token_usage_json.as_ref().unwrap()["attempts"], 1);
-    assert!(one.created_at <= one.started_at.clone().unwrap());
+    assert!(one.created_at <= one.started_at.unwrap());
     assert!(one.duration_ms.is_some());
     // Each snapshot is kept reachable under refs/smithers/.
     let refs = git(
@@ -882,7 +882,7 @@ fn the_steps_api_works_from_plain_synchronous_code_on_stored_rows() {
     );
     assert!(rows
         .iter()
-        .all(|s| s.completed_at.is_some() && s.created_at.contains('T')));
+        .all(|s| s.completed_at.is_some() && s.created_at.to_string().contains('T')));
     assert_eq!(steps.current().unwrap(), None);
     assert_eq!(steps.list(1).unwrap(), []);
     // The seed's rows: snake_case fields in JSON.

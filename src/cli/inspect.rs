@@ -10,7 +10,7 @@ use smithers_core::store::{AttemptRecord, CancelOutcome, RunRecord, RunStatus, S
 use smithers_core::text::truncate;
 use smithers_core::{Error, Result, Usage};
 
-use super::Out;
+use super::{show_time, Out};
 
 /// Costs of some attempts, kept apart by where they come from.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -141,7 +141,7 @@ pub async fn status(
     if let Some(e) = &run.error {
         writeln!(out, "error     {e}")?;
     }
-    writeln!(out, "created   {}", run.created_at)?;
+    writeln!(out, "created   {}", show_time(run.created_at))?;
     for a in approvals
         .iter()
         .filter(|a| a.status == smithers_core::ApprovalStatus::Pending)
@@ -281,7 +281,7 @@ pub async fn runs(out: &mut (dyn Write + Send), store: &dyn Store, json: bool) -
             r.run_id,
             truncate(&r.workflow, 20),
             r.status.as_str(),
-            r.created_at,
+            show_time(r.created_at),
             super::workers::driver_cell(&r, &workers, now)
         )?;
     }
@@ -310,7 +310,7 @@ pub async fn events(
                 out,
                 "{:>6} {} {}{node} {}",
                 e.seq,
-                e.event.at,
+                show_time(e.event.at),
                 e.event.kind.name(),
                 compact(&payload)
             )?;
@@ -347,7 +347,12 @@ pub async fn frames(
         writeln!(out, "# run `{}` has no recorded frame yet", run.run_id)?;
     }
     for f in &frames {
-        writeln!(out, "# frame {} recorded {}", f.frame_no, f.created_at)?;
+        writeln!(
+            out,
+            "# frame {} recorded {}",
+            f.frame_no,
+            show_time(f.created_at)
+        )?;
         write!(out, "{}", f.tree)?;
         if !f.tree.ends_with('\n') {
             writeln!(out)?;
@@ -635,12 +640,12 @@ pub async fn step_info(
     if let Some(p) = step.parent_step_id {
         writeln!(out, "parent step     {p}")?;
     }
-    writeln!(out, "created         {}", step.created_at)?;
-    if let Some(s) = &step.started_at {
-        writeln!(out, "started         {s}")?;
+    writeln!(out, "created         {}", show_time(step.created_at))?;
+    if let Some(s) = step.started_at {
+        writeln!(out, "started         {}", show_time(s))?;
     }
-    if let Some(c) = &step.completed_at {
-        writeln!(out, "completed       {c}")?;
+    if let Some(c) = step.completed_at {
+        writeln!(out, "completed       {}", show_time(c))?;
     }
     writeln!(out, "tasks           {}", step.task_ids.join(", "))?;
     for (label, v) in [

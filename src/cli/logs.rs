@@ -11,7 +11,7 @@ use smithers_core::store::{RunStatus, Store};
 use smithers_core::{Result, Timestamp};
 
 use super::inspect::pick_run;
-use super::Out;
+use super::{show_time, Out};
 
 /// How much `logs` shows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -97,10 +97,9 @@ pub fn describe(e: &Event) -> String {
     }
 }
 
-/// `HH:MM:SS` of an RFC 3339 timestamp (the whole text when it is not one).
-/// The time of day of `at` (`06:08:03`).
+/// The time of day of `at` (`06:08:03`), cut from [`show_time`]'s text.
 fn clock(at: &Timestamp) -> String {
-    let text = at.to_string();
+    let text = show_time(*at);
     text.get(11..19).map_or_else(|| text.clone(), str::to_owned)
 }
 

@@ -308,6 +308,13 @@ where
     Ok(tree.to_tree_string_with(&|t| latest(&t.id)))
 }
 
+/// How every view shows an instant: RFC 3339 UTC to the millisecond
+/// (`2026-11-25T06:08:03.123Z`), as the database and `--json` output hold it, so a time on the
+/// screen can be looked up in either.
+pub fn show_time(at: smithers_core::Timestamp) -> String {
+    at.to_string()
+}
+
 /// Reads `--input`: JSON text or `@path`. Errors name the source and the position.
 pub fn parse_input<I: DeserializeOwned>(raw: Option<&str>) -> Result<I, String> {
     let (text, source) = match raw {

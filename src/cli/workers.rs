@@ -9,14 +9,11 @@ use smithers_core::store::{RestartRecord, RunRecord, Store, WorkerRecord};
 use smithers_core::text::truncate;
 use smithers_core::Result;
 
-use super::Out;
+use super::{show_time, Out};
 
-/// How long ago `at` (RFC 3339) was, from `now`: `3s ago`, `2m ago`, or the text as it is.
-fn ago(at: &str, now: Timestamp) -> String {
-    let Some(t) = Timestamp::parse(at) else {
-        return at.to_owned();
-    };
-    let s = (now.as_millis() - t.as_millis()).max(0) / 1000;
+/// How long ago `at` was, from `now`: `3s ago`, `2m ago`, `5h ago`.
+fn ago(at: Timestamp, now: Timestamp) -> String {
+    let s = (now.as_millis() - at.as_millis()).max(0) / 1000;
     match s {
         0..=119 => format!("{s}s ago"),
         120..=7199 => format!("{}m ago", s / 60),
@@ -75,9 +72,9 @@ pub async fn workers(
     }
     for w in &shown {
         let heartbeat = if w.is_stale(now.as_millis()) {
-            format!("stale, {}", ago(&w.heartbeat_at, now))
+            format!("stale, {}", ago(w.heartbeat_at, now))
         } else {
-            ago(&w.heartbeat_at, now)
+            ago(w.heartbeat_at, now)
         };
         writeln!(
             out,
@@ -114,12 +111,12 @@ pub fn driver_line(run: &RunRecord, workers: &[WorkerRecord], now: Timestamp) ->
         Some(w) if w.is_stale(now.as_millis()) => format!(
             "worker `{}` (stale: last heartbeat {})",
             w.worker_id,
-            ago(&w.heartbeat_at, now)
+            ago(w.heartbeat_at, now)
         ),
         Some(w) => format!(
             "worker `{}` (heartbeat {})",
             w.worker_id,
-            ago(&w.heartbeat_at, now)
+            ago(w.heartbeat_at, now)
         ),
         None => format!("process `{}`", process_of(owner)),
     };
@@ -154,7 +151,7 @@ pub fn restarts_line(r: &RestartRecord) -> String {
     format!(
         "{} since its last progress; last {} by `{}`: {}",
         r.restarts,
-        r.last_restart_at,
+        show_time(r.last_restart_at),
         r.last_worker,
         truncate(&r.last_reason, 160)
     )
@@ -173,8 +170,8 @@ mod tests {
             workflow: Some("wf".into()),
             concurrency: 4,
             driving: vec!["r".into()],
-            started_at: "2026-12-01T00:00:00Z".into(),
-            heartbeat_at: "2026-12-01T00:00:10Z".into(),
+            started_at: Timestamp::parse("2026-12-01T00:00:00Z").unwrap(),
+            heartbeat_at: Timestamp::parse("2026-12-01T00:00:10Z").unwrap(),
             expires_ms: Timestamp::parse("2026-12-01T00:00:25Z")
                 .unwrap()
                 .as_millis(),
@@ -186,8 +183,8 @@ mod tests {
             status: smithers_core::RunStatus::Running,
             input: serde_json::Value::Null,
             error: None,
-            created_at: String::new(),
-            updated_at: String::new(),
+            created_at: Timestamp::default(),
+            updated_at: Timestamp::default(),
             lease_owner: Some("box:42:bbbb".into()),
             lease_expires_ms: Some(now.as_millis() + 1000),
             parent_run_id: None,
@@ -217,8 +214,8 @@ mod tests {
             workflow: Some("wf".into()),
             concurrency: 4,
             driving: vec!["r".into()],
-            started_at: "2026-12-01T00:00:00Z".into(),
-            heartbeat_at: "2026-12-01T00:00:10Z".into(),
+            started_at: Timestamp::parse("2026-12-01T00:00:00Z").unwrap(),
+            heartbeat_at: Timestamp::parse("2026-12-01T00:00:10Z").unwrap(),
             expires_ms: 0,
         };
         let now = Timestamp::parse("2026-12-01T00:00:13Z").unwrap();
@@ -228,8 +225,8 @@ mod tests {
             status: smithers_core::RunStatus::Running,
             input: serde_json::Value::Null,
             error: None,
-            created_at: String::new(),
-            updated_at: String::new(),
+            created_at: Timestamp::default(),
+            updated_at: Timestamp::default(),
             lease_owner: Some("box:42:bbbb".into()),
             lease_expires_ms: Some(now.as_millis() + 1000),
             parent_run_id: None,

@@ -795,7 +795,7 @@ fn approvals_park_the_run_or_wait_for_a_decision() {
         node_id: "a".into(),
         iteration: 0,
         status: ApprovalStatus::Approved,
-        requested_at: String::new(),
+        requested_at: NOW,
         decided_at: None,
         note: None,
     };

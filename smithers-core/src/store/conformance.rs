@@ -4,8 +4,9 @@
 //! and a failure names the broken behaviour.
 //!
 //! Enabled with the `conformance` feature. Each check takes a fresh, empty store and panics with
-//! a message naming the broken rule. A backend implements [`Backend`] (open a fresh store, hand
-//! it out, dispose of it) and invokes `smithers_core::store_conformance_tests!(ItsBackend);` in
+//! a message naming the broken rule. A backend implements [`Backend`] (open a fresh store on a
+//! given clock, hand it out, dispose of it) and invokes
+//! `smithers_core::store_conformance_tests!(ItsBackend);` in
 //! a test file: `smithers-core/tests/store_conformance.rs` does so for SQLite and for
 //! [`PostgresBackend`] (feature `postgres`).
 
@@ -22,6 +23,7 @@ use super::{
     GroupUpdate, NewRun, NodeRecord, QueuedAttempt, RemoteOutcome, RestartRecord, RewindTo, Store,
     UsageReport, WorkerRecord, Write, WriteBatch,
 };
+use crate::clock::{Clock, SystemClock, TestClock};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
 use crate::model::{ApprovalStatus, LoopState, NodeStatus, RunStatus, Timestamp, Usage};
@@ -120,6 +122,11 @@ fn finished(node: &str, value: serde_json::Value, info: OutputInfo) -> Vec<Write
     ]
 }
 
+/// The instant an RFC 3339 literal of a check names.
+fn at(text: &str) -> Timestamp {
+    Timestamp::parse(text).unwrap_or_else(|| panic!("`{text}` is not RFC 3339"))
+}
+
 fn batch(writes: Vec<Write>) -> WriteBatch {
     WriteBatch {
         run_id: "r".into(),
@@ -130,9 +137,10 @@ fn batch(writes: Vec<Write>) -> WriteBatch {
 
 /// A backend under test: how to open a fresh, empty store for one test and dispose of it.
 pub trait Backend: Sized {
-    /// Opens a fresh store for the test `test`; `None` when the test is skipped (after
-    /// [`external_missing`] said why).
-    fn open(test: &'static str) -> impl Future<Output = Option<Self>> + Send;
+    /// Opens a fresh store for the test `test`, reading the time from `clock` (its
+    /// `with_clock`); `None` when the test is skipped (after [`external_missing`] said why).
+    fn open(test: &'static str, clock: Arc<dyn Clock>)
+        -> impl Future<Output = Option<Self>> + Send;
     /// The store to check.
     fn store(&self) -> Arc<dyn Store>;
     /// Removes what [`Backend::open`] created (a schema, a file); runs even when the check failed.
@@ -144,9 +152,35 @@ pub trait Backend: Sized {
     }
 }
 
-/// Runs one behaviour `case` on a fresh store of `B`, disposing of it afterwards whatever the
-/// outcome, then re-raising the check's panic.
+/// Runs one behaviour `case` on a fresh store of `B` on the system clock, disposing of it
+/// afterwards whatever the outcome, then re-raising the check's panic.
 pub async fn run_case<B, F, Fut>(test: &'static str, case: F)
+where
+    B: Backend,
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    run_on::<B, _, _>(test, Arc::new(SystemClock), case).await;
+}
+
+/// [`run_case`] for a behaviour that reads the store's clock: the store reads a
+/// [`TestClock`] (at [`CLOCK_START`]), which `case` is given to read and move.
+pub async fn run_clocked_case<B, F, Fut>(test: &'static str, case: F)
+where
+    B: Backend,
+    F: FnOnce(Arc<dyn Store>, TestClock) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let clock = TestClock::at_millis(CLOCK_START);
+    let given = clock.clone();
+    run_on::<B, _, _>(test, Arc::new(clock), move |s| case(s, given)).await;
+}
+
+/// Where [`run_clocked_case`]'s clock starts: 2026-11-25T06:08:03.123Z, a time no test runs
+/// at, so a row stamped from the system clock cannot pass for it.
+pub const CLOCK_START: i64 = 1_795_586_883_123;
+
+async fn run_on<B, F, Fut>(test: &'static str, clock: Arc<dyn Clock>, case: F)
 where
     B: Backend,
     F: FnOnce(Arc<dyn Store>) -> Fut,
@@ -157,7 +191,7 @@ where
         let _ = writeln!(std::io::stderr(), "skipped: {test}: {why}");
         return;
     }
-    let Some(backend) = B::open(test).await else {
+    let Some(backend) = B::open(test, clock).await else {
         return;
     };
     let outcome = AssertUnwindSafe(case(backend.store())).catch_unwind().await;
@@ -209,6 +243,21 @@ macro_rules! store_conformance_tests {
             the_claims_of_a_dead_worker_are_freed_fenced,
             usage_reports_are_fenced_by_the_claim_and_read_by_the_driver,
         );
+        $crate::store_conformance_tests!(@clocked $backend;
+            rows_and_leases_read_the_store_clock,
+        );
+    };
+    (@clocked $backend:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                $crate::store::conformance::run_clocked_case::<$backend, _, _>(
+                    stringify!($case),
+                    $crate::store::conformance::$case,
+                )
+                .await;
+            }
+        )*
     };
     (@cases $backend:ty; $($case:ident),* $(,)?) => {
         $(
@@ -267,20 +316,20 @@ pub async fn workers_and_restarts_persist(s: Arc<dyn Store>) {
         workflow: None,
         concurrency: 4,
         driving: vec![],
-        started_at: "2026-12-01T00:00:00.000Z".into(),
-        heartbeat_at: "2026-12-01T00:00:00.000Z".into(),
+        started_at: at("2026-12-01T00:00:00.000Z"),
+        heartbeat_at: at("2026-12-01T00:00:00.000Z"),
         expires_ms: 1_000,
     };
     s.put_worker(&w).await.unwrap();
     w.workflow = Some("conformance".into());
     w.driving = vec!["q".into(), "r".into()];
-    w.heartbeat_at = "2026-12-01T00:00:05.000Z".into();
+    w.heartbeat_at = at("2026-12-01T00:00:05.000Z");
     w.expires_ms = 16_000;
     s.put_worker(&w).await.unwrap();
     let mut other = w.clone();
     other.worker_id = "h:8:w2".into();
     other.pid = 8;
-    other.started_at = "2026-12-01T00:00:01.000Z".into();
+    other.started_at = at("2026-12-01T00:00:01.000Z");
     s.put_worker(&other).await.unwrap();
     assert_eq!(
         s.workers().await.unwrap(),
@@ -297,7 +346,7 @@ pub async fn workers_and_restarts_persist(s: Arc<dyn Store>) {
         run_id: "r".into(),
         restarts: 1,
         progress: 0,
-        last_restart_at: "2026-12-01T00:00:02.000Z".into(),
+        last_restart_at: at("2026-12-01T00:00:02.000Z"),
         last_restart_ms: 2_000,
         last_reason: "its driver is gone".into(),
         last_worker: "h:8:w2".into(),
@@ -842,11 +891,12 @@ pub struct PostgresBackend {
 
 #[cfg(feature = "postgres")]
 impl Backend for PostgresBackend {
-    async fn open(test: &'static str) -> Option<Self> {
+    async fn open(test: &'static str, clock: Arc<dyn Clock>) -> Option<Self> {
         let schema = PgSchema::create(test).await?;
         let store = crate::store::PostgresStore::connect(&schema.url)
             .await
-            .unwrap_or_else(|e| panic!("{test}: cannot open a PostgresStore: {e}"));
+            .unwrap_or_else(|e| panic!("{test}: cannot open a PostgresStore: {e}"))
+            .with_clock(clock);
         Some(PostgresBackend {
             schema,
             store: Arc::new(store),
@@ -861,6 +911,98 @@ impl Backend for PostgresBackend {
         drop(self.store);
         self.schema.drop().await;
     }
+}
+
+/// Every time the store reads itself comes from its clock: the rows it stamps (runs, attempts,
+/// approvals, steps), lease expiry, and the events it records on its own (a decision, a
+/// cancel). With a test clock each recorded time is the clock's, to the millisecond.
+pub async fn rows_and_leases_read_the_store_clock(s: Arc<dyn Store>, clock: TestClock) {
+    let t0 = clock.now();
+    assert_eq!(t0.as_millis(), CLOCK_START);
+    let fence = s.create_run(new_run("r", "me")).await.unwrap();
+    let run = s.run("r").await.unwrap().unwrap();
+    assert_eq!(
+        (run.created_at, run.updated_at, run.lease_expires_ms),
+        (t0, t0, Some(t0.as_millis() + 60_000)),
+        "create_run stamps the run and its lease from the store's clock"
+    );
+
+    clock.advance(Duration::from_secs(5));
+    let t1 = clock.now();
+    let mut b = batch(vec![
+        Write::RunStatus {
+            status: RunStatus::WaitingApproval,
+            error: None,
+        },
+        Write::AttemptStart {
+            node_id: "a".into(),
+            iteration: 0,
+            attempt: 1,
+            agent: None,
+            owner: "me".into(),
+        },
+        Write::ApprovalRequest {
+            node_id: "gate".into(),
+            iteration: 0,
+        },
+    ]);
+    b.fence = Some(fence.clone());
+    s.write(b).await.unwrap();
+    let run = s.run("r").await.unwrap().unwrap();
+    assert_eq!(
+        (run.created_at, run.updated_at),
+        (t0, t1),
+        "a batch stamps what it changes, not what it leaves"
+    );
+    assert_eq!(s.attempts("r").await.unwrap()[0].started_at, t1);
+    let asked = &s.approvals("r").await.unwrap()[0];
+    assert_eq!((asked.requested_at, asked.decided_at), (t1, None));
+
+    clock.advance(Duration::from_secs(7));
+    let t2 = clock.now();
+    s.renew_lease("r", &fence, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.run("r").await.unwrap().unwrap().lease_expires_ms,
+        Some(t2.as_millis() + 30_000),
+        "a renewed lease runs from the store's clock"
+    );
+    let decided = s
+        .decide_approval("r", "gate", None, true, None)
+        .await
+        .unwrap();
+    assert_eq!((decided.requested_at, decided.decided_at), (t1, Some(t2)));
+    let stored = &s.approvals("r").await.unwrap()[0];
+    assert_eq!((stored.requested_at, stored.decided_at), (t1, Some(t2)));
+    let step = s.start_step("r", Some("manual")).await.unwrap();
+    let steps = s.steps("r").await.unwrap();
+    let row = steps.iter().find(|r| r.step_id == step).unwrap();
+    assert_eq!((row.created_at, row.started_at), (t2, Some(t2)));
+
+    // Nobody holds the lease any more: the store cancels the run itself, and its event is dated
+    // by its clock.
+    clock.advance(Duration::from_secs(60));
+    let t3 = clock.now();
+    assert_eq!(
+        s.request_cancel("r").await.unwrap(),
+        CancelOutcome::Cancelled,
+        "the lease expired by the store's clock (at {}), not the system's",
+        Timestamp::from_millis(t2.as_millis() + 30_000)
+    );
+    let events = s.events("r", 0).await.unwrap();
+    let at = |want: fn(&EventKind) -> bool| {
+        events
+            .iter()
+            .find(|e| want(&e.event.kind))
+            .map(|e| e.event.at)
+    };
+    assert_eq!(
+        at(|k| matches!(k, EventKind::ApprovalDecided { .. })),
+        Some(t2)
+    );
+    assert_eq!(at(|k| matches!(k, EventKind::RunCancelled)), Some(t3));
+    assert_eq!(s.run("r").await.unwrap().unwrap().updated_at, t3);
 }
 
 /// A run taken over by another owner: `old` is the first holder's token (epoch 1), `new` the
@@ -1545,8 +1687,8 @@ pub async fn the_claims_of_a_dead_worker_are_freed_fenced(s: Arc<dyn Store>) {
         workflow: Some("conformance".into()),
         concurrency: 2,
         driving: vec![],
-        started_at: "2026-12-01T00:00:00.000Z".into(),
-        heartbeat_at: "2026-12-01T00:00:00.000Z".into(),
+        started_at: at("2026-12-01T00:00:00.000Z"),
+        heartbeat_at: at("2026-12-01T00:00:00.000Z"),
         expires_ms: 123,
     })
     .await

@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::events::Event;
 use crate::frame::FrameNode;
 pub use crate::model::{ApprovalStatus, NodeStatus, RunStatus};
-use crate::model::{LoopState, Usage};
+use crate::model::{LoopState, Timestamp, Usage};
 use crate::output::OutputInfo;
 
 #[cfg(feature = "conformance")]
@@ -69,6 +69,49 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// A timestamp column whose stored value is not RFC 3339: names the table, column and value.
+#[derive(Debug)]
+pub(crate) struct BadStoredTime {
+    pub(crate) table: &'static str,
+    pub(crate) column: &'static str,
+    pub(crate) value: String,
+}
+
+impl std::fmt::Display for BadStoredTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`{}.{}` holds `{}`, which is not an RFC 3339 UTC timestamp like \
+             2026-11-25T06:08:03.123Z; the database was edited or is damaged: correct the value \
+             or restore the database from a copy",
+            self.table, self.column, self.value
+        )
+    }
+}
+
+impl std::error::Error for BadStoredTime {}
+
+/// A timestamp column read back: both backends store RFC 3339 text, parsed once, in the row
+/// mapping. A value that does not parse is an error naming the table, column and value, never
+/// a panic or a made-up time.
+pub(crate) fn stored_time(
+    table: &'static str,
+    column: &'static str,
+    value: &str,
+) -> std::result::Result<Timestamp, BadStoredTime> {
+    Timestamp::parse(value).ok_or_else(|| BadStoredTime {
+        table,
+        column,
+        value: value.to_owned(),
+    })
+}
+
+impl From<BadStoredTime> for crate::error::Error {
+    fn from(e: BadStoredTime) -> Self {
+        crate::error::Error::InvalidRecord(e.to_string())
+    }
+}
+
 /// Which iteration of `node_id` a decision on its approval applies to: `iteration` when it is
 /// pending, the only pending one when none is named; an error naming the run and node otherwise.
 /// Both backends decide it here.
@@ -106,10 +149,10 @@ pub struct RunRecord {
     pub input: Value,
     /// Why it failed.
     pub error: Option<String>,
-    /// When it was created (RFC 3339).
-    pub created_at: String,
+    /// When it was created.
+    pub created_at: Timestamp,
     /// Last change.
-    pub updated_at: String,
+    pub updated_at: Timestamp,
     /// Who holds the lease.
     pub lease_owner: Option<String>,
     /// Lease expiry, epoch milliseconds.
@@ -135,15 +178,15 @@ pub struct ApprovalRecord {
     /// Decision so far.
     pub status: ApprovalStatus,
     /// When the engine asked.
-    pub requested_at: String,
+    pub requested_at: Timestamp,
     /// When it was decided.
-    pub decided_at: Option<String>,
+    pub decided_at: Option<Timestamp>,
     /// The decider's note.
     pub note: Option<String>,
 }
 
 /// A row of `_smithers_steps`: a step of a run, as seeds 000 and 003 describe it. Field names are
-/// the columns' (snake_case in JSON too); times are RFC 3339 (ISO 8601) strings.
+/// the columns' (snake_case in JSON too); times are RFC 3339 (ISO 8601) in the database and JSON.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     /// The run.
@@ -169,13 +212,13 @@ pub struct StepRecord {
     /// Tasks inside it.
     pub task_ids: Vec<String>,
     /// When it started running.
-    pub started_at: Option<String>,
+    pub started_at: Option<Timestamp>,
     /// When it ended.
-    pub completed_at: Option<String>,
+    pub completed_at: Option<Timestamp>,
     /// How long it ran.
     pub duration_ms: Option<i64>,
     /// When its row was created (a pending step's row exists before it starts).
-    pub created_at: String,
+    pub created_at: Timestamp,
     /// Event sequence number when the row was created.
     pub created_seq: i64,
     /// Event sequence number when it started: where a rollback to this step cuts the history.
@@ -223,13 +266,13 @@ pub struct PhaseRecord {
     /// False once a rollback took it back.
     pub active: bool,
     /// When it started.
-    pub started_at: Option<String>,
+    pub started_at: Option<Timestamp>,
     /// When it ended.
-    pub completed_at: Option<String>,
+    pub completed_at: Option<Timestamp>,
     /// How long it ran.
     pub duration_ms: Option<i64>,
     /// When its row was created.
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 /// A phase or step as a render reports it: what [`Write::Group`] records.
@@ -350,8 +393,8 @@ pub struct AttemptRecord {
     pub status: String,
     /// Agent name, for agent tasks.
     pub agent: Option<String>,
-    /// Start (RFC 3339).
-    pub started_at: String,
+    /// When it started.
+    pub started_at: Timestamp,
     /// Duration.
     pub duration_ms: Option<i64>,
     /// Error text.
@@ -423,8 +466,8 @@ pub struct FrameRecord {
     /// The tree as data. A frame recorded before frames were stored as data is read back from
     /// its text (props not recovered).
     pub structure: FrameNode,
-    /// When it was recorded (RFC 3339).
-    pub created_at: String,
+    /// When it was recorded.
+    pub created_at: Timestamp,
 }
 
 /// Everything the engine needs to continue a run.

@@ -8,6 +8,7 @@
 //! [`PostgresStore::connect_in_schema`] is used).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,17 +17,18 @@ use serde_json::Value;
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
 use super::{
-    pending_iteration, ApprovalRecord, AttemptRecord, CancelOutcome, Claim, ClaimHolder,
-    ClaimRenewal, EventRecord, FenceToken, ForkRun, FrameRecord, LoadedRun, NewRun, NodeRecord,
-    PhaseRecord, QueuedRecord, RecordedOutcome, RemoteOutcome, RestartRecord, RewindReport,
-    RewindTo, RunRecord, StepRecord, Store, UsageReport, WorkerRecord, Write, WriteBatch,
+    pending_iteration, stored_time, ApprovalRecord, AttemptRecord, CancelOutcome, Claim,
+    ClaimHolder, ClaimRenewal, EventRecord, FenceToken, ForkRun, FrameRecord, LoadedRun, NewRun,
+    NodeRecord, PhaseRecord, QueuedRecord, RecordedOutcome, RemoteOutcome, RestartRecord,
+    RewindReport, RewindTo, RunRecord, StepRecord, Store, UsageReport, WorkerRecord, Write,
+    WriteBatch,
 };
+use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
-use crate::model::{ApprovalStatus, LoopState, NodeStatus, RunStatus, Usage};
+use crate::model::{ApprovalStatus, LoopState, NodeStatus, RunStatus, Timestamp, Usage};
 use crate::output::OutputInfo;
 use crate::store::sqlite::{check_ident, holder_is_dead};
-use crate::time::{now_ms, now_rfc3339};
 
 mod connect;
 mod copy;
@@ -53,6 +55,9 @@ pub struct PostgresStore {
     target: String,
     /// For connections of their own (LISTEN).
     config: tokio_postgres::Config,
+    /// Where row timestamps and lease expiry read the time. Claim expiry in the pool queue reads
+    /// the server's clock instead (see `queue.rs`).
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -114,6 +119,7 @@ impl PostgresStore {
             pool,
             target,
             config,
+            clock: Arc::new(SystemClock),
         };
         let mut client = store.client().await?;
         if let Some(schema) = schema {
@@ -125,6 +131,19 @@ impl PostgresStore {
         migrate(&mut client, &store.target).await?;
         drop(client);
         Ok(store)
+    }
+
+    /// Reads the time from `clock` (a [`crate::clock::TestClock`] in tests) instead of the
+    /// system clock: row timestamps and lease expiry follow it, as with
+    /// [`crate::store::SqliteStore::with_clock`].
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
     }
 
     /// What this store is connected to: `PostgreSQL database `x` at host:port (user `u`)`.
@@ -147,21 +166,39 @@ fn u32_at(r: &Row, i: usize) -> u32 {
     r.get::<_, i64>(i) as u32
 }
 
-fn run_from_row(r: &Row) -> RunRecord {
-    RunRecord {
+/// Column `idx` of a `table` row, RFC 3339 text, as a [`Timestamp`]; an error naming the
+/// table, column and value when it does not parse.
+fn time_at(r: &Row, idx: usize, table: &'static str, column: &'static str) -> Result<Timestamp> {
+    Ok(stored_time(table, column, r.get::<_, &str>(idx))?)
+}
+
+/// [`time_at`] of a nullable column.
+fn time_at_opt(
+    r: &Row,
+    idx: usize,
+    table: &'static str,
+    column: &'static str,
+) -> Result<Option<Timestamp>> {
+    r.get::<_, Option<&str>>(idx)
+        .map(|v| Ok(stored_time(table, column, v)?))
+        .transpose()
+}
+
+fn run_from_row(r: &Row) -> Result<RunRecord> {
+    Ok(RunRecord {
         run_id: r.get(0),
         workflow: r.get(1),
         status: RunStatus::parse(r.get(2)).unwrap_or(RunStatus::Failed),
         input: r.get(3),
         error: r.get(4),
-        created_at: r.get(5),
-        updated_at: r.get(6),
+        created_at: time_at(r, 5, "_smithers_runs", "created_at")?,
+        updated_at: time_at(r, 6, "_smithers_runs", "updated_at")?,
         lease_owner: r.get(7),
         lease_expires_ms: r.get(8),
         lease_epoch: r.get(9),
         parent_run_id: r.get(10),
         parent_frame: r.get::<_, Option<i64>>(11).map(|f| f as u32),
-    }
+    })
 }
 
 fn node_from_row(r: &Row) -> NodeRecord {
@@ -176,31 +213,31 @@ fn node_from_row(r: &Row) -> NodeRecord {
     }
 }
 
-fn frame_from_row(r: &Row) -> FrameRecord {
+fn frame_from_row(r: &Row) -> Result<FrameRecord> {
     let tree: String = r.get(2);
     let structure: Option<String> = r.get(4);
     // A frame recorded before frames were data is read from its text.
     let structure = structure
         .and_then(|s| serde_json::from_str(&s).ok())
         .unwrap_or_else(|| crate::frame::FrameNode::from_legacy_text(&tree));
-    FrameRecord {
+    Ok(FrameRecord {
         frame_no: u32_at(r, 0),
         tree_hash: r.get(1),
         tree,
         structure,
-        created_at: r.get(3),
-    }
+        created_at: time_at(r, 3, "_smithers_frames", "created_at")?,
+    })
 }
 
-fn approval_from_row(r: &Row) -> ApprovalRecord {
-    ApprovalRecord {
+fn approval_from_row(r: &Row) -> Result<ApprovalRecord> {
+    Ok(ApprovalRecord {
         node_id: r.get(0),
         iteration: u32_at(r, 1),
         status: ApprovalStatus::parse(r.get(2)).unwrap_or(ApprovalStatus::Pending),
-        requested_at: r.get(3),
-        decided_at: r.get(4),
+        requested_at: time_at(r, 3, "_smithers_approvals", "requested_at")?,
+        decided_at: time_at_opt(r, 4, "_smithers_approvals", "decided_at")?,
         note: r.get(5),
-    }
+    })
 }
 
 const NODES_SQL: &str =
@@ -220,11 +257,11 @@ async fn query_nodes(c: &impl GenericClient, run_id: &str) -> Result<Vec<NodeRec
 
 async fn query_approvals(c: &impl GenericClient, run_id: &str) -> Result<Vec<ApprovalRecord>> {
     let st = c.prepare_cached(APPROVALS_SQL).await?;
-    Ok(c.query(&st, &[&run_id])
+    c.query(&st, &[&run_id])
         .await?
         .iter()
         .map(approval_from_row)
-        .collect())
+        .collect()
 }
 
 #[async_trait]
@@ -238,14 +275,15 @@ impl Store for PostgresStore {
                  VALUES ($1, $2, 'running', $3, $4, $4, $5, $6, 1)",
             )
             .await?;
-        let expires = now_ms() + run.lease_ttl.as_millis() as i64;
+        let now = self.now();
+        let expires = now.as_millis() + run.lease_ttl.as_millis() as i64;
         c.execute(
             &st,
             &[
                 &run.run_id,
                 &run.workflow,
                 &run.input,
-                &now_rfc3339(),
+                &now.to_string(),
                 &run.owner,
                 &expires,
             ],
@@ -261,10 +299,11 @@ impl Store for PostgresStore {
                 "SELECT {RUN_COLUMNS} FROM _smithers_runs WHERE run_id = $1"
             ))
             .await?;
-        Ok(c.query_opt(&st, &[&run_id])
+        c.query_opt(&st, &[&run_id])
             .await?
             .as_ref()
-            .map(run_from_row))
+            .map(run_from_row)
+            .transpose()
     }
 
     async fn latest_run(&self) -> Result<Option<RunRecord>> {
@@ -274,7 +313,11 @@ impl Store for PostgresStore {
                 "SELECT {RUN_COLUMNS} FROM _smithers_runs ORDER BY created_at DESC, seq DESC LIMIT 1"
             ))
             .await?;
-        Ok(c.query_opt(&st, &[]).await?.as_ref().map(run_from_row))
+        c.query_opt(&st, &[])
+            .await?
+            .as_ref()
+            .map(run_from_row)
+            .transpose()
     }
 
     async fn runs(&self) -> Result<Vec<RunRecord>> {
@@ -284,7 +327,7 @@ impl Store for PostgresStore {
                 "SELECT {RUN_COLUMNS} FROM _smithers_runs ORDER BY created_at DESC, seq DESC"
             ))
             .await?;
-        Ok(c.query(&st, &[]).await?.iter().map(run_from_row).collect())
+        c.query(&st, &[]).await?.iter().map(run_from_row).collect()
     }
 
     async fn acquire_lease(&self, run_id: &str, owner: &str, ttl: Duration) -> Result<FenceToken> {
@@ -300,13 +343,13 @@ impl Store for PostgresStore {
             return Err(Error::RunNotFound(run_id.to_owned()));
         };
         let (holder, expires): (Option<String>, Option<i64>) = (row.get(0), row.get(1));
-        let now = now_ms();
+        let now = self.now().as_millis();
         if let (Some(holder), Some(expires)) = (holder, expires) {
             if holder != owner && expires > now && !holder_is_dead(&holder) {
                 return Err(Error::LeaseHeld {
                     run_id: run_id.to_owned(),
                     owner: holder,
-                    expires_at: crate::time::ms_to_rfc3339(expires),
+                    expires_at: Timestamp::from_millis(expires).to_string(),
                 });
             }
         }
@@ -332,7 +375,7 @@ impl Store for PostgresStore {
                  WHERE run_id = $1 AND lease_owner = $2 AND lease_epoch = $3",
             )
             .await?;
-        let expires = now_ms() + ttl.as_millis() as i64;
+        let expires = self.now().as_millis() + ttl.as_millis() as i64;
         let n = c
             .execute(&st, &[&run_id, &fence.owner, &fence.epoch, &expires])
             .await?;
@@ -359,7 +402,7 @@ impl Store for PostgresStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         check_fence(&tx, run_id, fence, "FOR UPDATE").await?;
-        let now = now_rfc3339();
+        let now = self.now().to_string();
         let args: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&run_id, &now];
         // Three statements, one round trip. Attempts queued for workers (pool mode) are not
         // abandoned: the new driver adopts them (`Store::queued_attempts`), and their nodes stay
@@ -461,13 +504,13 @@ impl Store for PostgresStore {
 
     async fn ensure_output_table(&self, info: OutputInfo) -> Result<()> {
         let mut c = self.client().await?;
-        ensure_output_table(&mut c, &info).await
+        ensure_output_table(&mut c, &info, self.now()).await
     }
 
     async fn write(&self, batch: WriteBatch) -> Result<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        apply(&tx, &batch).await?;
+        apply(&tx, &batch, self.now()).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -488,38 +531,40 @@ impl Store for PostgresStore {
             )
             .await?;
         let tokens = |r: &Row, i: usize| r.get::<_, Option<i64>>(i).map(|v| v as u64);
-        Ok(c.query(&st, &[&run_id])
+        c.query(&st, &[&run_id])
             .await?
             .iter()
-            .map(|r| AttemptRecord {
-                node_id: r.get(0),
-                iteration: u32_at(r, 1),
-                attempt: u32_at(r, 2),
-                status: r.get(3),
-                agent: r.get(4),
-                started_at: r.get(5),
-                duration_ms: r.get(6),
-                error: r.get(7),
-                usage: Usage {
-                    input_tokens: tokens(r, 8),
-                    output_tokens: tokens(r, 9),
-                    cache_read_tokens: tokens(r, 10),
-                    cache_write_tokens: tokens(r, 11),
-                    cost_usd: r.get(12),
-                },
-                session_id: r.get(13),
-                exit_code: r.get::<_, Option<i64>>(14).map(|v| v as i32),
-                model: r.get(15),
-                vcs_repo: r.get(16),
-                vcs_before: r.get(17),
-                vcs_after: r.get(18),
-                cost_source: r
-                    .get::<_, Option<&str>>(19)
-                    .and_then(crate::price::CostSource::parse),
-                queue: r.get(20),
-                claim_owner: r.get(21),
+            .map(|r| {
+                Ok(AttemptRecord {
+                    node_id: r.get(0),
+                    iteration: u32_at(r, 1),
+                    attempt: u32_at(r, 2),
+                    status: r.get(3),
+                    agent: r.get(4),
+                    started_at: time_at(r, 5, "_smithers_attempts", "started_at")?,
+                    duration_ms: r.get(6),
+                    error: r.get(7),
+                    usage: Usage {
+                        input_tokens: tokens(r, 8),
+                        output_tokens: tokens(r, 9),
+                        cache_read_tokens: tokens(r, 10),
+                        cache_write_tokens: tokens(r, 11),
+                        cost_usd: r.get(12),
+                    },
+                    session_id: r.get(13),
+                    exit_code: r.get::<_, Option<i64>>(14).map(|v| v as i32),
+                    model: r.get(15),
+                    vcs_repo: r.get(16),
+                    vcs_before: r.get(17),
+                    vcs_after: r.get(18),
+                    cost_source: r
+                        .get::<_, Option<&str>>(19)
+                        .and_then(crate::price::CostSource::parse),
+                    queue: r.get(20),
+                    claim_owner: r.get(21),
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn events(&self, run_id: &str, after_seq: i64) -> Result<Vec<EventRecord>> {
@@ -568,7 +613,7 @@ impl Store for PostgresStore {
     async fn start_step(&self, run_id: &str, name: Option<&str>) -> Result<i64> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        let id = steps::start_step(&tx, run_id, name, &now_rfc3339()).await?;
+        let id = steps::start_step(&tx, run_id, name, &self.now().to_string()).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -576,7 +621,7 @@ impl Store for PostgresStore {
     async fn rewind(&self, run_id: &str, to: RewindTo, fence: &FenceToken) -> Result<RewindReport> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        let at = crate::clock::Clock::now(&crate::clock::SystemClock);
+        let at = self.now();
         let now = at.to_string();
         let report = steps::rewind(&tx, run_id, &to, fence, &now).await?;
         let what = match &to {
@@ -604,7 +649,7 @@ impl Store for PostgresStore {
                 nodes: report.reset_nodes.len() as u32,
             },
         )));
-        apply(&tx, &b).await?;
+        apply(&tx, &b, at).await?;
         tx.commit().await?;
         Ok(report)
     }
@@ -612,7 +657,7 @@ impl Store for PostgresStore {
     async fn fork_run(&self, fork: ForkRun) -> Result<RunRecord> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        let at = crate::clock::Clock::now(&crate::clock::SystemClock);
+        let at = self.now();
         steps::fork(&tx, &fork, &at.to_string()).await?;
         let mut b = WriteBatch::new(&fork.run_id);
         b.push(Write::Event(Event::run(
@@ -623,7 +668,7 @@ impl Store for PostgresStore {
                 frame: fork.frame,
             },
         )));
-        apply(&tx, &b).await?;
+        apply(&tx, &b, at).await?;
         let row = tx
             .query_one(
                 &format!("SELECT {RUN_COLUMNS} FROM _smithers_runs WHERE run_id = $1"),
@@ -631,7 +676,7 @@ impl Store for PostgresStore {
             )
             .await?;
         tx.commit().await?;
-        Ok(run_from_row(&row))
+        run_from_row(&row)
     }
 
     async fn cache_get(&self, key: &str) -> Result<Option<Value>> {
@@ -673,39 +718,41 @@ impl Store for PostgresStore {
         } else {
             ApprovalStatus::Denied
         };
-        let now = now_rfc3339();
-        tx.execute(
-            "UPDATE _smithers_approvals SET status = $4, decided_at = $5, note = $6
-             WHERE run_id = $1 AND node_id = $2 AND iteration = $3",
-            &[
-                &run_id,
-                &node_id,
-                &i64::from(iteration),
-                &status.as_str(),
-                &now,
-                &note,
-            ],
-        )
-        .await?;
+        let at = self.now();
+        let row = tx
+            .query_one(
+                "UPDATE _smithers_approvals SET status = $4, decided_at = $5, note = $6
+                 WHERE run_id = $1 AND node_id = $2 AND iteration = $3 RETURNING requested_at",
+                &[
+                    &run_id,
+                    &node_id,
+                    &i64::from(iteration),
+                    &status.as_str(),
+                    &at.to_string(),
+                    &note,
+                ],
+            )
+            .await?;
+        let requested_at = time_at(&row, 0, "_smithers_approvals", "requested_at")?;
         let mut b = WriteBatch::new(run_id);
         b.push(Write::Event(Event::node(
             run_id,
             node_id,
             iteration,
-            crate::clock::Clock::now(&crate::clock::SystemClock),
+            at,
             EventKind::ApprovalDecided {
                 approved: approve,
                 note: note.map(str::to_owned),
             },
         )));
-        apply(&tx, &b).await?;
+        apply(&tx, &b, at).await?;
         tx.commit().await?;
         Ok(ApprovalRecord {
             node_id: node_id.to_owned(),
             iteration,
             status,
-            requested_at: String::new(),
-            decided_at: Some(now),
+            requested_at,
+            decided_at: Some(at),
             note: note.map(str::to_owned),
         })
     }
@@ -718,11 +765,11 @@ impl Store for PostgresStore {
                  WHERE run_id = $1 ORDER BY frame_no",
             )
             .await?;
-        Ok(c.query(&st, &[&run_id])
+        c.query(&st, &[&run_id])
             .await?
             .iter()
             .map(frame_from_row)
-            .collect())
+            .collect()
     }
 
     async fn frame(&self, run_id: &str, frame_no: Option<u32>) -> Result<Option<FrameRecord>> {
@@ -734,10 +781,11 @@ impl Store for PostgresStore {
             )
             .await?;
         let frame_no = frame_no.map(i64::from);
-        Ok(c.query_opt(&st, &[&run_id, &frame_no])
+        c.query_opt(&st, &[&run_id, &frame_no])
             .await?
             .as_ref()
-            .map(frame_from_row))
+            .map(frame_from_row)
+            .transpose()
     }
 
     async fn request_cancel(&self, run_id: &str) -> Result<CancelOutcome> {
@@ -757,11 +805,12 @@ impl Store for PostgresStore {
             return Ok(CancelOutcome::AlreadyFinal(status));
         }
         let (holder, expires): (Option<String>, Option<i64>) = (row.get(1), row.get(2));
+        let now = self.now();
         if let (Some(owner), Some(expires)) = (holder, expires) {
-            if expires > now_ms() && !holder_is_dead(&owner) {
+            if expires > now.as_millis() && !holder_is_dead(&owner) {
                 tx.execute(
                     "UPDATE _smithers_runs SET cancel_requested = TRUE, updated_at = $2 WHERE run_id = $1",
-                    &[&run_id, &now_rfc3339()],
+                    &[&run_id, &now.to_string()],
                 )
                 .await?;
                 tx.commit().await?;
@@ -776,10 +825,10 @@ impl Store for PostgresStore {
         });
         b.push(Write::Event(Event::run(
             run_id,
-            crate::clock::Clock::now(&crate::clock::SystemClock),
+            now,
             EventKind::RunCancelled,
         )));
-        apply(&tx, &b).await?;
+        apply(&tx, &b, now).await?;
         tx.commit().await?;
         Ok(CancelOutcome::Cancelled)
     }
@@ -806,7 +855,7 @@ impl Store for PostgresStore {
                     &raise.node_id,
                     &raise.add_usd,
                     &(raise.add_tokens as i64),
-                    &now_rfc3339(),
+                    &self.now().to_string(),
                 ],
             )
             .await?;

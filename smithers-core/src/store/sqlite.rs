@@ -15,9 +15,10 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::{
-    pending_iteration, ApprovalRecord, AttemptRecord, CancelOutcome, EventRecord, FenceToken,
-    ForkRun, FrameRecord, LoadedRun, NewRun, NodeRecord, PhaseRecord, RestartRecord, RewindReport,
-    RewindTo, RunRecord, StepRecord, Store, WorkerRecord, Write, WriteBatch,
+    pending_iteration, stored_time, ApprovalRecord, AttemptRecord, BadStoredTime, CancelOutcome,
+    EventRecord, FenceToken, ForkRun, FrameRecord, LoadedRun, NewRun, NodeRecord, PhaseRecord,
+    RestartRecord, RewindReport, RewindTo, RunRecord, StepRecord, Store, WorkerRecord, Write,
+    WriteBatch,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result, StoreBackend, StoreError, StoreErrorKind};
@@ -251,7 +252,41 @@ pub(crate) fn sqlite_error(e: rusqlite::Error) -> StoreError {
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
+        // A timestamp that did not parse in a row mapping (`time_at`) is a bad record, not a
+        // database error.
+        if let rusqlite::Error::FromSqlConversionFailure(_, _, source) = &e {
+            if let Some(bad) = source.downcast_ref::<BadStoredTime>() {
+                return Error::InvalidRecord(bad.to_string());
+            }
+        }
         Error::Store(sqlite_error(e))
+    }
+}
+
+/// Column `idx` of a `table` row, RFC 3339 text, as a [`Timestamp`]; a value that does not
+/// parse fails the row with [`BadStoredTime`] (an [`Error::InvalidRecord`] once converted).
+pub(super) fn time_at(
+    r: &rusqlite::Row<'_>,
+    idx: usize,
+    table: &'static str,
+    column: &'static str,
+) -> rusqlite::Result<Timestamp> {
+    let value = r.get_ref(idx)?.as_str()?;
+    stored_time(table, column, value).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+/// [`time_at`] of a nullable column.
+pub(super) fn time_at_opt(
+    r: &rusqlite::Row<'_>,
+    idx: usize,
+    table: &'static str,
+    column: &'static str,
+) -> rusqlite::Result<Option<Timestamp>> {
+    match r.get_ref(idx)? {
+        rusqlite::types::ValueRef::Null => Ok(None),
+        _ => time_at(r, idx, table, column).map(Some),
     }
 }
 
@@ -267,8 +302,8 @@ fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         status: RunStatus::parse(&status).unwrap_or(RunStatus::Failed),
         input: serde_json::from_str(&input).unwrap_or(Value::Null),
         error: r.get(4)?,
-        created_at: r.get(5)?,
-        updated_at: r.get(6)?,
+        created_at: time_at(r, 5, "_smithers_runs", "created_at")?,
+        updated_at: time_at(r, 6, "_smithers_runs", "updated_at")?,
         lease_owner: r.get(7)?,
         lease_expires_ms: r.get(8)?,
         lease_epoch: r.get(9)?,
@@ -303,7 +338,7 @@ fn frame_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FrameRecord> {
         tree_hash: r.get(1)?,
         tree,
         structure,
-        created_at: r.get(3)?,
+        created_at: time_at(r, 3, "_smithers_frames", "created_at")?,
     })
 }
 
@@ -358,8 +393,8 @@ fn query_approvals(c: &Connection, run_id: &str) -> Result<Vec<ApprovalRecord>> 
                 node_id: r.get(0)?,
                 iteration: r.get(1)?,
                 status: ApprovalStatus::parse(&status).unwrap_or(ApprovalStatus::Pending),
-                requested_at: r.get(3)?,
-                decided_at: r.get(4)?,
+                requested_at: time_at(r, 3, "_smithers_approvals", "requested_at")?,
+                decided_at: time_at_opt(r, 4, "_smithers_approvals", "decided_at")?,
                 note: r.get(5)?,
             })
         })?
@@ -591,7 +626,7 @@ impl Store for SqliteStore {
                         attempt: r.get(2)?,
                         status: r.get(3)?,
                         agent: r.get(4)?,
-                        started_at: r.get(5)?,
+                        started_at: time_at(r, 5, "_smithers_attempts", "started_at")?,
                         duration_ms: r.get(6)?,
                         error: r.get(7)?,
                         usage: Usage {
@@ -816,11 +851,18 @@ impl Store for SqliteStore {
             } else {
                 ApprovalStatus::Denied
             };
-            let at = now.to_string();
-            c.execute(
+            let requested_at = c.query_row(
                 "UPDATE _smithers_approvals SET status = ?4, decided_at = ?5, note = ?6
-                 WHERE run_id = ?1 AND node_id = ?2 AND iteration = ?3",
-                params![run_id, node_id, iteration, status.as_str(), at, note],
+                 WHERE run_id = ?1 AND node_id = ?2 AND iteration = ?3 RETURNING requested_at",
+                params![
+                    run_id,
+                    node_id,
+                    iteration,
+                    status.as_str(),
+                    now.to_string(),
+                    note
+                ],
+                |r| time_at(r, 0, "_smithers_approvals", "requested_at"),
             )?;
             let kind = EventKind::ApprovalDecided {
                 approved: approve,
@@ -843,8 +885,8 @@ impl Store for SqliteStore {
                 node_id,
                 iteration,
                 status,
-                requested_at: String::new(),
-                decided_at: Some(at),
+                requested_at,
+                decided_at: Some(now),
                 note,
             })
         })

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::Timestamp;
+
 /// A row of `_smithers_workers`: a `worker` process, as it last reported itself.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkerRecord {
@@ -20,10 +22,10 @@ pub struct WorkerRecord {
     pub concurrency: i64,
     /// The runs it drives now.
     pub driving: Vec<String>,
-    /// When it registered (RFC 3339).
-    pub started_at: String,
-    /// Its last heartbeat (RFC 3339).
-    pub heartbeat_at: String,
+    /// When it registered.
+    pub started_at: Timestamp,
+    /// Its last heartbeat.
+    pub heartbeat_at: Timestamp,
     /// When it is stale without another heartbeat (epoch milliseconds): a worker killed with
     /// SIGKILL never deregisters, and is known dead by this.
     pub expires_ms: i64,
@@ -47,8 +49,8 @@ pub struct RestartRecord {
     pub restarts: u32,
     /// Finished nodes when it was last taken over: more at the next takeover is progress.
     pub progress: u32,
-    /// When it was last taken over (RFC 3339).
-    pub last_restart_at: String,
+    /// When it was last taken over.
+    pub last_restart_at: Timestamp,
     /// The same, epoch milliseconds (the backoff counts from it).
     pub last_restart_ms: i64,
     /// Why its last driver was judged gone.

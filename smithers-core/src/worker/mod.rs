@@ -519,8 +519,8 @@ where
             workflow: self.workflow.clone(),
             concurrency: self.options.concurrency as i64,
             driving,
-            started_at: self.started_at.to_string(),
-            heartbeat_at: now.to_string(),
+            started_at: self.started_at,
+            heartbeat_at: now,
             expires_ms: now.plus(self.options.heartbeat * 3).as_millis(),
         }
     }

@@ -12,9 +12,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::Config;
 
 use super::error::postgres_message;
+use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::store::redact_url;
-use crate::time::now_rfc3339;
 
 /// The embedded PostgreSQL migrations: (version, name, SQL).
 pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -225,9 +225,11 @@ pub(super) async fn migrate(client: &mut Object, target: &str) -> Result<()> {
             }
             None => {
                 tx.batch_execute(sql).await?;
+                // Migrations run while connecting, before `with_clock` can give the store its
+                // clock: the system's time, as in SQLite.
                 tx.execute(
                     "INSERT INTO _smithers_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, $4)",
-                    &[&version, &name, &current, &now_rfc3339()],
+                    &[&version, &name, &current, &SystemClock.now().to_string()],
                 )
                 .await?;
             }

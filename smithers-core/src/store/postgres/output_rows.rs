@@ -8,10 +8,10 @@ use tokio_postgres::Row;
 
 use super::writes::Param;
 use crate::error::{Error, Result};
+use crate::model::Timestamp;
 use crate::output::{Column, ColumnKind, OutputInfo};
 use crate::store::sqlite::{added_columns, check_output_names, quote, StoredColumn};
 use crate::store::NodeRecord;
-use crate::time::now_rfc3339;
 
 fn pg_type(kind: ColumnKind) -> &'static str {
     match kind {
@@ -23,7 +23,13 @@ fn pg_type(kind: ColumnKind) -> &'static str {
     }
 }
 
-pub(super) async fn ensure_output_table(client: &mut Object, info: &OutputInfo) -> Result<()> {
+/// Creates or extends `info`'s table; a new table's row in `_smithers_output_tables` is stamped
+/// `now`.
+pub(super) async fn ensure_output_table(
+    client: &mut Object,
+    info: &OutputInfo,
+    now: Timestamp,
+) -> Result<()> {
     check_output_names(info)?;
     let signature = info.signature();
     let tx = client.transaction().await?;
@@ -66,7 +72,7 @@ pub(super) async fn ensure_output_table(client: &mut Object, info: &OutputInfo) 
             tx.execute(
                 "INSERT INTO _smithers_output_tables (table_name, type_name, columns_json, signature, created_at)
                  VALUES ($1, $2, $3, $4, $5)",
-                &[&info.table, &info.type_name, &columns, &signature, &now_rfc3339()],
+                &[&info.table, &info.type_name, &columns, &signature, &now.to_string()],
             )
             .await?;
         }

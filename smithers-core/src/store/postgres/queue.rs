@@ -24,7 +24,9 @@ use crate::store::{
     WriteBatch,
 };
 
-/// The server's time in epoch milliseconds, as claims measure it.
+/// The server's time in epoch milliseconds, as claims measure it. Deliberately not the store's
+/// [`Clock`](crate::clock::Clock): workers on several hosts claim from one queue, and measuring
+/// every claim's expiry on the server's one clock keeps their clocks' skew out of it.
 const NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
 
 /// The attempt a statement names: `$1..$4` are run, node, iteration, attempt.
@@ -347,7 +349,7 @@ impl PostgresStore {
         }
         let mut b = WriteBatch::new(&claim.run_id);
         b.writes = events.into_iter().map(Write::Event).collect();
-        apply(&tx, &b).await?;
+        apply(&tx, &b, self.now()).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -16,7 +16,7 @@ use tokio_postgres::Row;
 
 use super::output_rows::read_outputs;
 use super::writes::{Param, Pipeline, RUN_LOCK};
-use super::{node_from_row, u32_at};
+use super::{node_from_row, time_at, time_at_opt, u32_at};
 use crate::error::{Error, Result};
 use crate::model::{GroupKind, GroupStatus, Usage};
 use crate::store::sqlite::{check_ident, quote};
@@ -358,8 +358,8 @@ const STEP_COLUMNS: &str = "run_id, step_id, parent_step_id, active, source, nam
     started_seq, vcs_repo, vcs_backend, snapshot_before, snapshot_after, head_before, commit_created,
     agent_config_json, token_usage_json, exit_code";
 
-fn step_from_row(r: &Row) -> StepRecord {
-    StepRecord {
+fn step_from_row(r: &Row) -> Result<StepRecord> {
+    Ok(StepRecord {
         run_id: r.get(0),
         step_id: r.get(1),
         parent_step_id: r.get(2),
@@ -371,10 +371,10 @@ fn step_from_row(r: &Row) -> StepRecord {
         iteration: u32_at(r, 8),
         status: r.get(9),
         task_ids: serde_json::from_value(r.get(10)).unwrap_or_default(),
-        started_at: r.get(11),
-        completed_at: r.get(12),
+        started_at: time_at_opt(r, 11, "_smithers_steps", "started_at")?,
+        completed_at: time_at_opt(r, 12, "_smithers_steps", "completed_at")?,
         duration_ms: r.get(13),
-        created_at: r.get(14),
+        created_at: time_at(r, 14, "_smithers_steps", "created_at")?,
         created_seq: r.get(15),
         started_seq: r.get(16),
         vcs_repo: r.get(17),
@@ -386,7 +386,7 @@ fn step_from_row(r: &Row) -> StepRecord {
         agent_config_json: r.get(23),
         token_usage_json: r.get(24),
         exit_code: r.get::<_, Option<i64>>(25).map(|v| v as i32),
-    }
+    })
 }
 
 /// The steps of a run, by id.
@@ -396,11 +396,11 @@ pub(super) async fn query_steps(c: &impl GenericClient, run_id: &str) -> Result<
             "SELECT {STEP_COLUMNS} FROM _smithers_steps WHERE run_id = $1 ORDER BY step_id"
         ))
         .await?;
-    Ok(c.query(&st, &[&run_id])
+    c.query(&st, &[&run_id])
         .await?
         .iter()
         .map(step_from_row)
-        .collect())
+        .collect()
 }
 
 /// The phases of a run, by id.
@@ -411,22 +411,24 @@ pub(super) async fn query_phases(c: &impl GenericClient, run_id: &str) -> Result
              FROM _smithers_phases WHERE run_id = $1 ORDER BY phase_id",
         )
         .await?;
-    Ok(c.query(&st, &[&run_id])
+    c.query(&st, &[&run_id])
         .await?
         .iter()
-        .map(|r| PhaseRecord {
-            run_id: r.get(0),
-            phase_id: r.get(1),
-            name: r.get(2),
-            iteration: u32_at(r, 3),
-            status: r.get(4),
-            active: r.get(5),
-            started_at: r.get(6),
-            completed_at: r.get(7),
-            duration_ms: r.get(8),
-            created_at: r.get(9),
+        .map(|r| {
+            Ok(PhaseRecord {
+                run_id: r.get(0),
+                phase_id: r.get(1),
+                name: r.get(2),
+                iteration: u32_at(r, 3),
+                status: r.get(4),
+                active: r.get(5),
+                started_at: time_at_opt(r, 6, "_smithers_phases", "started_at")?,
+                completed_at: time_at_opt(r, 7, "_smithers_phases", "completed_at")?,
+                duration_ms: r.get(8),
+                created_at: time_at(r, 9, "_smithers_phases", "created_at")?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// The caller must hold the run's lease: its token is checked like a fenced batch's, except

@@ -4,7 +4,7 @@
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
-use super::{run_from_row, RUN_COLUMNS};
+use super::{run_from_row, time_at, RUN_COLUMNS};
 use crate::error::Result;
 use crate::store::{RestartRecord, RunRecord, WorkerRecord};
 
@@ -15,7 +15,7 @@ pub(super) async fn active_runs(c: &impl GenericClient) -> Result<Vec<RunRecord>
              ORDER BY created_at, seq"
         ))
         .await?;
-    Ok(c.query(&st, &[]).await?.iter().map(run_from_row).collect())
+    c.query(&st, &[]).await?.iter().map(run_from_row).collect()
 }
 
 pub(super) async fn put_worker(c: &impl GenericClient, w: &WorkerRecord) -> Result<()> {
@@ -30,6 +30,7 @@ pub(super) async fn put_worker(c: &impl GenericClient, w: &WorkerRecord) -> Resu
         )
         .await?;
     let driving = serde_json::to_value(&w.driving)?;
+    let (started_at, heartbeat_at) = (w.started_at.to_string(), w.heartbeat_at.to_string());
     c.execute(
         &st,
         &[
@@ -39,8 +40,8 @@ pub(super) async fn put_worker(c: &impl GenericClient, w: &WorkerRecord) -> Resu
             &w.workflow,
             &w.concurrency,
             &driving,
-            &w.started_at,
-            &w.heartbeat_at,
+            &started_at,
+            &heartbeat_at,
             &w.expires_ms,
         ],
     )
@@ -57,18 +58,18 @@ pub(super) async fn remove_worker(c: &impl GenericClient, worker_id: &str) -> Re
     Ok(())
 }
 
-fn worker_from_row(r: &Row) -> WorkerRecord {
-    WorkerRecord {
+fn worker_from_row(r: &Row) -> Result<WorkerRecord> {
+    Ok(WorkerRecord {
         worker_id: r.get(0),
         host: r.get(1),
         pid: r.get(2),
         workflow: r.get(3),
         concurrency: r.get(4),
         driving: serde_json::from_value(r.get(5)).unwrap_or_default(),
-        started_at: r.get(6),
-        heartbeat_at: r.get(7),
+        started_at: time_at(r, 6, "_smithers_workers", "started_at")?,
+        heartbeat_at: time_at(r, 7, "_smithers_workers", "heartbeat_at")?,
         expires_ms: r.get(8),
-    }
+    })
 }
 
 pub(super) async fn workers(c: &impl GenericClient) -> Result<Vec<WorkerRecord>> {
@@ -78,11 +79,11 @@ pub(super) async fn workers(c: &impl GenericClient) -> Result<Vec<WorkerRecord>>
              FROM _smithers_workers ORDER BY started_at, worker_id",
         )
         .await?;
-    Ok(c.query(&st, &[])
+    c.query(&st, &[])
         .await?
         .iter()
         .map(worker_from_row)
-        .collect())
+        .collect()
 }
 
 pub(super) async fn restarts(
@@ -95,15 +96,20 @@ pub(super) async fn restarts(
              FROM _smithers_restarts WHERE run_id = $1",
         )
         .await?;
-    Ok(c.query_opt(&st, &[&run_id]).await?.map(|r| RestartRecord {
-        run_id: r.get(0),
-        restarts: r.get::<_, i64>(1) as u32,
-        progress: r.get::<_, i64>(2) as u32,
-        last_restart_at: r.get(3),
-        last_restart_ms: r.get(4),
-        last_reason: r.get(5),
-        last_worker: r.get(6),
-    }))
+    c.query_opt(&st, &[&run_id])
+        .await?
+        .map(|r| {
+            Ok(RestartRecord {
+                run_id: r.get(0),
+                restarts: r.get::<_, i64>(1) as u32,
+                progress: r.get::<_, i64>(2) as u32,
+                last_restart_at: time_at(&r, 3, "_smithers_restarts", "last_restart_at")?,
+                last_restart_ms: r.get(4),
+                last_reason: r.get(5),
+                last_worker: r.get(6),
+            })
+        })
+        .transpose()
 }
 
 pub(super) async fn put_restarts(c: &impl GenericClient, r: &RestartRecord) -> Result<()> {
@@ -123,7 +129,7 @@ pub(super) async fn put_restarts(c: &impl GenericClient, r: &RestartRecord) -> R
             &r.run_id,
             &i64::from(r.restarts),
             &i64::from(r.progress),
-            &r.last_restart_at,
+            &r.last_restart_at.to_string(),
             &r.last_restart_ms,
             &r.last_reason,
             &r.last_worker,

@@ -15,8 +15,8 @@ use tokio_postgres::Statement;
 
 use super::output_rows::insert_output;
 use crate::error::Result;
+use crate::model::Timestamp;
 use crate::store::{FenceToken, Write, WriteBatch};
-use crate::time::now_rfc3339;
 
 /// An owned statement parameter.
 pub(super) type Param = Box<dyn ToSql + Sync + Send>;
@@ -161,10 +161,11 @@ async fn send(
     .await
 }
 
-/// Applies every write of `batch` inside `tx`. The one place batches are written.
-pub(super) async fn apply(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<()> {
+/// Applies every write of `batch` inside `tx`, stamping its rows with `now` (the store's
+/// clock). The one place batches are written.
+pub(super) async fn apply(tx: &Transaction<'_>, batch: &WriteBatch, now: Timestamp) -> Result<()> {
     let run_id = batch.run_id.as_str();
-    let now = now_rfc3339();
+    let now = now.to_string();
     let mut p = Pipeline::new(tx);
     // Fencing first: a stale writer's batch writes nothing (it is never committed).
     if let Some(fence) = &batch.fence {

@@ -9,6 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
 use super::output_rows::{quote, read_outputs};
+use super::{time_at, time_at_opt};
 use crate::error::{Error, Result};
 use crate::model::Usage;
 use crate::model::{GroupKind, GroupStatus};
@@ -319,10 +320,10 @@ fn step_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StepRecord> {
         iteration: r.get(8)?,
         status: r.get(9)?,
         task_ids: serde_json::from_str(&r.get::<_, String>(10)?).unwrap_or_default(),
-        started_at: r.get(11)?,
-        completed_at: r.get(12)?,
+        started_at: time_at_opt(r, 11, "_smithers_steps", "started_at")?,
+        completed_at: time_at_opt(r, 12, "_smithers_steps", "completed_at")?,
         duration_ms: r.get(13)?,
-        created_at: r.get(14)?,
+        created_at: time_at(r, 14, "_smithers_steps", "created_at")?,
         created_seq: r.get(15)?,
         started_seq: r.get(16)?,
         vcs_repo: r.get(17)?,
@@ -363,10 +364,10 @@ pub(super) fn query_phases(c: &Connection, run_id: &str) -> Result<Vec<PhaseReco
                 iteration: r.get(3)?,
                 status: r.get(4)?,
                 active: r.get(5)?,
-                started_at: r.get(6)?,
-                completed_at: r.get(7)?,
+                started_at: time_at_opt(r, 6, "_smithers_phases", "started_at")?,
+                completed_at: time_at_opt(r, 7, "_smithers_phases", "completed_at")?,
                 duration_ms: r.get(8)?,
-                created_at: r.get(9)?,
+                created_at: time_at(r, 9, "_smithers_phases", "created_at")?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -3,7 +3,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{run_from_row, RUN_COLUMNS};
+use super::{run_from_row, time_at, RUN_COLUMNS};
 use crate::error::Result;
 use crate::store::{RestartRecord, RunRecord, WorkerRecord};
 
@@ -34,8 +34,8 @@ pub(super) fn put_worker(c: &Connection, w: &WorkerRecord) -> Result<()> {
         w.workflow,
         w.concurrency,
         serde_json::to_string(&w.driving)?,
-        w.started_at,
-        w.heartbeat_at,
+        w.started_at.to_string(),
+        w.heartbeat_at.to_string(),
         w.expires_ms
     ])?;
     Ok(())
@@ -62,8 +62,8 @@ pub(super) fn workers(c: &Connection) -> Result<Vec<WorkerRecord>> {
                 workflow: r.get(3)?,
                 concurrency: r.get(4)?,
                 driving: serde_json::from_str(&driving).unwrap_or_default(),
-                started_at: r.get(6)?,
-                heartbeat_at: r.get(7)?,
+                started_at: time_at(r, 6, "_smithers_workers", "started_at")?,
+                heartbeat_at: time_at(r, 7, "_smithers_workers", "heartbeat_at")?,
                 expires_ms: r.get(8)?,
             })
         })?
@@ -82,7 +82,7 @@ pub(super) fn restarts(c: &Connection, run_id: &str) -> Result<Option<RestartRec
                 run_id: r.get(0)?,
                 restarts: r.get(1)?,
                 progress: r.get(2)?,
-                last_restart_at: r.get(3)?,
+                last_restart_at: time_at(r, 3, "_smithers_restarts", "last_restart_at")?,
                 last_restart_ms: r.get(4)?,
                 last_reason: r.get(5)?,
                 last_worker: r.get(6)?,
@@ -104,7 +104,7 @@ pub(super) fn put_restarts(c: &Connection, r: &RestartRecord) -> Result<()> {
         r.run_id,
         r.restarts,
         r.progress,
-        r.last_restart_at,
+        r.last_restart_at.to_string(),
         r.last_restart_ms,
         r.last_reason,
         r.last_worker
