@@ -40,6 +40,16 @@ macro_rules! stored_names {
             $( $(#[$variant_attr])* #[serde(rename = $stored)] $variant, )+
         }
 
+        impl $crate::model::StoredName for $name {
+            fn parse_stored(s: &str) -> Option<Self> {
+                $name::parse(s)
+            }
+
+            fn stored_names() -> impl Iterator<Item = &'static str> {
+                $name::ALL.iter().map(|v| v.as_str())
+            }
+        }
+
         impl $name {
             /// Every value, in declaration order.
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
@@ -62,6 +72,15 @@ macro_rules! stored_names {
     };
 }
 pub(crate) use stored_names;
+
+/// A type kept in the store by name ([`stored_names!`] implements it), so a row mapping can
+/// read the name back or say which names the column may hold.
+pub(crate) trait StoredName: Sized {
+    /// The value of a stored name; `None` for any other text.
+    fn parse_stored(s: &str) -> Option<Self>;
+    /// Every stored name, in declaration order.
+    fn stored_names() -> impl Iterator<Item = &'static str>;
+}
 
 stored_names! {
     /// Status of a run.

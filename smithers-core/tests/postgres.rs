@@ -409,3 +409,170 @@ async fn a_stored_time_that_is_not_rfc3339_is_an_error_naming_table_column_and_v
     drop((client, store));
     schema.drop().await;
 }
+
+/// `one of `a`, `b`, ...`: the names a stored-name column may hold, as the error lists them.
+fn one_of(names: impl Iterator<Item = &'static str>) -> String {
+    let names: Vec<String> = names.map(|n| format!("`{n}`")).collect();
+    format!("one of {}", names.join(", "))
+}
+
+#[tokio::test]
+async fn a_stored_status_or_structure_no_smithers_writes_is_an_error_never_a_default() {
+    use smithers_core::node::FrameNode;
+    use smithers_core::store::{
+        lease_owner, ListedRun, NewRun, NodeRecord, NodeStatus, Write, WriteBatch,
+    };
+    let Some(schema) = PgSchema::create("a_stored_status_no_smithers_writes").await else {
+        return;
+    };
+    let store = PostgresStore::connect(&schema.url).await.unwrap();
+    for run_id in ["good", "r"] {
+        store
+            .create_run(NewRun {
+                run_id: run_id.into(),
+                workflow: "w".into(),
+                input: serde_json::json!({"topic": run_id}),
+                owner: lease_owner(),
+                lease_ttl: std::time::Duration::from_secs(30),
+            })
+            .await
+            .unwrap();
+        let mut b = WriteBatch::new(run_id);
+        b.push(Write::Node(NodeRecord {
+            node_id: "a".into(),
+            iteration: 0,
+            status: NodeStatus::Finished,
+            attempts: 1,
+            output_table: None,
+            loop_id: None,
+            last_error: None,
+        }));
+        b.push(Write::Frame {
+            frame_no: 0,
+            hash: "h".into(),
+            tree: FrameNode::from_legacy_text("Workflow w\n  Task a"),
+        });
+        store.write(b).await.unwrap();
+    }
+    let good = store.run("good").await.unwrap().unwrap();
+    let good_nodes = store.nodes("good").await.unwrap();
+    let events = store.events("r", 0).await.unwrap();
+    let (client, conn) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(
+            "UPDATE _smithers_runs SET status = 'done' WHERE run_id = 'r';
+             UPDATE _smithers_nodes SET status = 'ok' WHERE run_id = 'r';
+             UPDATE _smithers_frames SET structure = '{\"kind\": ' WHERE run_id = 'r'",
+        )
+        .await
+        .unwrap();
+    let tail = "; the database was edited or is damaged: correct the value or restore the database from a copy";
+    let run_err = store.run("r").await.unwrap_err();
+    assert_eq!(run_err.code(), "E_INVALID_RECORD", "{run_err}");
+    assert_eq!(
+        run_err.to_string(),
+        format!(
+            "`_smithers_runs.status` holds `done`, which is not {}{tail}",
+            one_of(RunStatus::ALL.iter().map(|s| s.as_str()))
+        )
+    );
+    let nodes_err = store.nodes("r").await.unwrap_err();
+    assert_eq!(nodes_err.code(), "E_INVALID_RECORD", "{nodes_err}");
+    assert_eq!(
+        nodes_err.to_string(),
+        format!(
+            "`_smithers_nodes.status` holds `ok`, which is not {}{tail}",
+            one_of(NodeStatus::ALL.iter().map(|s| s.as_str()))
+        )
+    );
+    let frames_err = store.frames("r").await.unwrap_err();
+    assert_eq!(frames_err.code(), "E_INVALID_RECORD", "{frames_err}");
+    assert!(
+        frames_err.to_string().starts_with(
+            "`_smithers_frames.structure` holds `{\"kind\": `, which is not the JSON this column holds ("
+        ) && frames_err.to_string().ends_with(tail),
+        "{frames_err}"
+    );
+    for e in [
+        store.load("r").await.unwrap_err(),
+        store.request_cancel("r").await.unwrap_err(),
+        store.runs().await.unwrap_err(),
+    ] {
+        assert_eq!(e.code(), "E_INVALID_RECORD", "{e}");
+    }
+    let cancel: bool = client
+        .query_one(
+            "SELECT cancel_requested FROM _smithers_runs WHERE run_id = 'r'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!cancel, "a cancel of a damaged run writes nothing");
+
+    // The listing shows the damaged run as damaged, with the error, and the others as they are.
+    assert_eq!(
+        store.run_list().await.unwrap(),
+        [
+            ListedRun::Damaged {
+                run_id: "r".into(),
+                error: run_err.to_string(),
+            },
+            ListedRun::Run(good.clone()),
+        ]
+    );
+
+    // The input is JSONB: PostgreSQL itself refuses text that is not JSON, so no row holds it.
+    let refused = client
+        .batch_execute("UPDATE _smithers_runs SET input_json = '{topic: r' WHERE run_id = 'r'")
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("invalid input syntax for type json")
+            || format!("{refused:?}").contains("invalid input syntax for type json"),
+        "{refused:?}"
+    );
+
+    // Nothing was written or lost: the damaged values are still there to correct, the other
+    // run reads as before, and correcting the values gives the run back.
+    let row = client
+        .query_one(
+            "SELECT status, input_json FROM _smithers_runs WHERE run_id = 'r'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "done");
+    assert_eq!(
+        row.get::<_, serde_json::Value>(1),
+        serde_json::json!({"topic": "r"})
+    );
+    assert_eq!(store.run("good").await.unwrap().unwrap(), good);
+    assert_eq!(store.nodes("good").await.unwrap(), good_nodes);
+    assert_eq!(store.events("r", 0).await.unwrap(), events);
+    client
+        .batch_execute(
+            "UPDATE _smithers_runs SET status = 'running' WHERE run_id = 'r';
+             UPDATE _smithers_nodes SET status = 'finished' WHERE run_id = 'r';
+             UPDATE _smithers_frames SET structure = NULL WHERE run_id = 'r'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.run("r").await.unwrap().unwrap().status,
+        RunStatus::Running
+    );
+    assert_eq!(
+        store.nodes("r").await.unwrap()[0].status,
+        NodeStatus::Finished
+    );
+    // A frame with no structure (recorded before frames were data) reads from its text.
+    assert_eq!(store.frames("r").await.unwrap().len(), 1);
+    drop((client, store));
+    schema.drop().await;
+}

@@ -254,3 +254,146 @@ async fn a_stored_time_that_is_not_rfc3339_is_an_error_naming_table_column_and_v
         assert!(e.to_string().contains("the database was edited or is damaged"), "{e}");
     }
 }
+
+/// `one of `a`, `b`, ...`: the names a stored-name column may hold, as the error lists them.
+fn one_of(names: impl Iterator<Item = &'static str>) -> String {
+    let names: Vec<String> = names.map(|n| format!("`{n}`")).collect();
+    format!("one of {}", names.join(", "))
+}
+
+#[tokio::test]
+async fn a_stored_status_or_input_no_smithers_writes_is_an_error_never_a_default() {
+    use smithers_core::store::{
+        lease_owner, ListedRun, NewRun, NodeRecord, NodeStatus, RunRecord, Write, WriteBatch,
+    };
+    let h = Harness::new();
+    for run_id in ["good", "r"] {
+        h.store
+            .create_run(NewRun {
+                run_id: run_id.into(),
+                workflow: "w".into(),
+                input: serde_json::json!({"topic": run_id}),
+                owner: lease_owner(),
+                lease_ttl: Duration::from_secs(30),
+            })
+            .await
+            .unwrap();
+        let mut b = WriteBatch::new(run_id);
+        b.push(Write::Node(NodeRecord {
+            node_id: "a".into(),
+            iteration: 0,
+            status: NodeStatus::Finished,
+            attempts: 1,
+            output_table: None,
+            loop_id: None,
+            last_error: None,
+        }));
+        h.store.write(b).await.unwrap();
+    }
+    let good = h.store.run("good").await.unwrap().unwrap();
+    let good_nodes = h.store.nodes("good").await.unwrap();
+    let events = h.store.events("r", 0).await.unwrap();
+    let c = h.conn();
+    c.execute_batch(
+        "UPDATE _smithers_runs SET status = 'done' WHERE run_id = 'r';
+         UPDATE _smithers_nodes SET status = 'ok' WHERE run_id = 'r'",
+    )
+    .unwrap();
+    let damage = |column: &str, value: &str| {
+        format!(
+            "`{column}` holds `{value}`, which is not {}; the database was edited or is damaged: \
+             correct the value or restore the database from a copy",
+            one_of(RunStatus::ALL.iter().map(|s| s.as_str()))
+        )
+    };
+    let run_err = h.store.run("r").await.unwrap_err();
+    assert_eq!(run_err.code(), "E_INVALID_RECORD", "{run_err}");
+    assert_eq!(run_err.to_string(), damage("_smithers_runs.status", "done"));
+    let nodes_err = h.store.nodes("r").await.unwrap_err();
+    assert_eq!(nodes_err.code(), "E_INVALID_RECORD", "{nodes_err}");
+    assert_eq!(
+        nodes_err.to_string(),
+        format!(
+            "`_smithers_nodes.status` holds `ok`, which is not {}; the database was edited or is \
+             damaged: correct the value or restore the database from a copy",
+            one_of(NodeStatus::ALL.iter().map(|s| s.as_str()))
+        )
+    );
+    // A resume's load, a cancel and the strict listing stop on it too; the cancel writes nothing.
+    for e in [
+        h.store.load("r").await.unwrap_err(),
+        h.store.request_cancel("r").await.unwrap_err(),
+        h.store.runs().await.unwrap_err(),
+    ] {
+        assert_eq!(e.code(), "E_INVALID_RECORD", "{e}");
+    }
+    let cancel: i64 = c
+        .query_row(
+            "SELECT cancel_requested FROM _smithers_runs WHERE run_id = 'r'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(cancel, 0, "a cancel of a damaged run writes nothing");
+
+    // The listing shows the damaged run as damaged, with the error, and the others as they are.
+    let listed = h.store.run_list().await.unwrap();
+    assert_eq!(
+        listed,
+        [
+            ListedRun::Damaged {
+                run_id: "r".into(),
+                error: run_err.to_string(),
+            },
+            ListedRun::Run(good.clone()),
+        ]
+    );
+
+    // Input JSON that does not parse is an error too, not `null`.
+    c.execute_batch(
+        "UPDATE _smithers_runs SET status = 'running', input_json = '{topic: r' WHERE run_id = 'r'",
+    )
+    .unwrap();
+    let input_err = h.store.run("r").await.unwrap_err();
+    assert_eq!(input_err.code(), "E_INVALID_RECORD", "{input_err}");
+    assert!(
+        input_err.to_string().starts_with(
+            "`_smithers_runs.input_json` holds `{topic: r`, which is not the JSON this column holds (key must be a string"
+        ),
+        "{input_err}"
+    );
+    assert!(
+        input_err
+            .to_string()
+            .ends_with("; the database was edited or is damaged: correct the value or restore the database from a copy"),
+        "{input_err}"
+    );
+
+    // Nothing was written or lost: the damaged values are still there to correct, the other
+    // run reads as before, and correcting the values gives the run back.
+    let stored: (String, String) = c
+        .query_row(
+            "SELECT status, input_json FROM _smithers_runs WHERE run_id = 'r'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(stored, ("running".to_owned(), "{topic: r".to_owned()));
+    assert_eq!(h.store.run("good").await.unwrap().unwrap(), good);
+    assert_eq!(h.store.nodes("good").await.unwrap(), good_nodes);
+    assert_eq!(h.store.events("r", 0).await.unwrap(), events);
+    c.execute_batch(
+        "UPDATE _smithers_runs SET input_json = '{\"topic\":\"r\"}' WHERE run_id = 'r';
+         UPDATE _smithers_nodes SET status = 'finished' WHERE run_id = 'r'",
+    )
+    .unwrap();
+    let r: RunRecord = h.store.run("r").await.unwrap().unwrap();
+    assert_eq!(
+        (r.status, r.input),
+        (RunStatus::Running, serde_json::json!({"topic": "r"}))
+    );
+    assert_eq!(
+        h.store.nodes("r").await.unwrap()[0].status,
+        NodeStatus::Finished
+    );
+}

@@ -4,6 +4,7 @@
 //! attempt, events...) that is applied in one transaction; parallel siblings' batches share a
 //! commit. The trait is shaped by what the engine needs, so a Postgres backend can implement it.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -69,27 +70,56 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// A timestamp column whose stored value is not RFC 3339: names the table, column and value.
+/// A stored value a row mapping cannot read (a timestamp that is not RFC 3339, a status no
+/// smithers writes, JSON that does not parse): names the table, column and value, what the
+/// column should hold, and what to do. Converted to [`Error::InvalidRecord`]; a row mapping
+/// returns it instead of a default, so a damaged record is never read as another one.
+///
+/// [`Error::InvalidRecord`]: crate::error::Error::InvalidRecord
 #[derive(Debug)]
-pub(crate) struct BadStoredTime {
-    pub(crate) table: &'static str,
-    pub(crate) column: &'static str,
+pub(crate) struct BadStoredValue {
+    pub(crate) table: Cow<'static, str>,
+    pub(crate) column: Cow<'static, str>,
     pub(crate) value: String,
+    /// What the column should hold, as "not ..." completes it.
+    pub(crate) expected: String,
 }
 
-impl std::fmt::Display for BadStoredTime {
+/// The longest stored value a [`BadStoredValue`] quotes in full; a longer one is cut there.
+const SHOWN_VALUE_CHARS: usize = 120;
+
+impl BadStoredValue {
+    pub(crate) fn new(
+        table: impl Into<Cow<'static, str>>,
+        column: impl Into<Cow<'static, str>>,
+        value: &str,
+        expected: impl Into<String>,
+    ) -> Self {
+        let value = match value.char_indices().nth(SHOWN_VALUE_CHARS) {
+            Some((cut, _)) => format!("{}...", &value[..cut]),
+            None => value.to_owned(),
+        };
+        BadStoredValue {
+            table: table.into(),
+            column: column.into(),
+            value,
+            expected: expected.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for BadStoredValue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "`{}.{}` holds `{}`, which is not an RFC 3339 UTC timestamp like \
-             2026-11-25T06:08:03.123Z; the database was edited or is damaged: correct the value \
-             or restore the database from a copy",
-            self.table, self.column, self.value
+            "`{}.{}` holds `{}`, which is not {}; the database was edited or is damaged: correct \
+             the value or restore the database from a copy",
+            self.table, self.column, self.value, self.expected
         )
     }
 }
 
-impl std::error::Error for BadStoredTime {}
+impl std::error::Error for BadStoredValue {}
 
 /// A timestamp column read back: both backends store RFC 3339 text, parsed once, in the row
 /// mapping. A value that does not parse is an error naming the table, column and value, never
@@ -98,16 +128,67 @@ pub(crate) fn stored_time(
     table: &'static str,
     column: &'static str,
     value: &str,
-) -> std::result::Result<Timestamp, BadStoredTime> {
-    Timestamp::parse(value).ok_or_else(|| BadStoredTime {
-        table,
-        column,
-        value: value.to_owned(),
+) -> std::result::Result<Timestamp, BadStoredValue> {
+    Timestamp::parse(value).ok_or_else(|| {
+        BadStoredValue::new(
+            table,
+            column,
+            value,
+            "an RFC 3339 UTC timestamp like 2026-11-25T06:08:03.123Z",
+        )
     })
 }
 
-impl From<BadStoredTime> for crate::error::Error {
-    fn from(e: BadStoredTime) -> Self {
+/// A column holding one of the stored names of `T` (a status, a cost source, a column kind)
+/// read back; any other text is an error listing the names it may hold.
+pub(crate) fn stored_name<T: crate::model::StoredName>(
+    table: impl Into<Cow<'static, str>>,
+    column: impl Into<Cow<'static, str>>,
+    value: &str,
+) -> std::result::Result<T, BadStoredValue> {
+    T::parse_stored(value).ok_or_else(|| {
+        let names: Vec<String> = T::stored_names().map(|n| format!("`{n}`")).collect();
+        BadStoredValue::new(table, column, value, format!("one of {}", names.join(", ")))
+    })
+}
+
+/// A JSON text column read back as a `T`; text that does not parse, or JSON of another shape,
+/// is an error saying why.
+pub(crate) fn stored_json<T: serde::de::DeserializeOwned>(
+    table: impl Into<Cow<'static, str>>,
+    column: impl Into<Cow<'static, str>>,
+    value: &str,
+) -> std::result::Result<T, BadStoredValue> {
+    serde_json::from_str(value).map_err(|e| {
+        BadStoredValue::new(
+            table,
+            column,
+            value,
+            format!("the JSON this column holds ({e})"),
+        )
+    })
+}
+
+/// [`stored_json`] of a column the backend keeps as JSON already (PostgreSQL `JSONB`): only
+/// its shape can be wrong.
+#[cfg(feature = "postgres")]
+pub(crate) fn stored_json_value<T: serde::de::DeserializeOwned>(
+    table: impl Into<Cow<'static, str>>,
+    column: impl Into<Cow<'static, str>>,
+    value: serde_json::Value,
+) -> std::result::Result<T, BadStoredValue> {
+    serde_json::from_value(value.clone()).map_err(|e| {
+        BadStoredValue::new(
+            table,
+            column,
+            &value.to_string(),
+            format!("the JSON this column holds ({e})"),
+        )
+    })
+}
+
+impl From<BadStoredValue> for crate::error::Error {
+    fn from(e: BadStoredValue) -> Self {
         crate::error::Error::InvalidRecord(e.to_string())
     }
 }
@@ -134,6 +215,21 @@ pub(crate) fn pending_iteration(
             iterations: many.to_vec(),
         }),
     }
+}
+
+/// A run of a listing ([`Store::run_list`]): its record, or, when its row does not read, its id
+/// and why, so that one damaged run does not hide the others.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ListedRun {
+    /// A run whose row reads.
+    Run(RunRecord),
+    /// A run whose row holds a value no smithers writes.
+    Damaged {
+        /// The run.
+        run_id: String,
+        /// What is wrong and what to do, as the `E_INVALID_RECORD` error reading it gives.
+        error: String,
+    },
 }
 
 /// A row of `_smithers_runs`.
@@ -796,8 +892,11 @@ pub trait Store: Send + Sync + 'static {
     async fn run(&self, run_id: &str) -> Result<Option<RunRecord>>;
     /// The most recently created run.
     async fn latest_run(&self) -> Result<Option<RunRecord>>;
-    /// All runs, newest first.
+    /// All runs, newest first; fails with `E_INVALID_RECORD` when a run's row does not read.
     async fn runs(&self) -> Result<Vec<RunRecord>>;
+    /// All runs, newest first, as a listing shows them: a run whose row does not read is
+    /// [`ListedRun::Damaged`] (with the error reading it gives), the others as [`Store::runs`].
+    async fn run_list(&self) -> Result<Vec<ListedRun>>;
     /// Takes the run's lease for `owner` (free, expired, or held by a dead process on this
     /// host), incrementing its epoch, and returns the new token; fails with `LeaseHeld` naming
     /// a live holder.

@@ -17,16 +17,16 @@ use serde_json::Value;
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
 use super::{
-    pending_iteration, stored_time, ApprovalRecord, AttemptRecord, CancelOutcome, Claim,
-    ClaimHolder, ClaimRenewal, EventRecord, FenceToken, ForkRun, FrameRecord, LoadedRun, NewRun,
-    NodeRecord, PhaseRecord, QueuedRecord, RecordedOutcome, RemoteOutcome, RestartRecord,
-    RewindReport, RewindTo, RunRecord, StepRecord, Store, UsageReport, WorkerRecord, Write,
-    WriteBatch,
+    pending_iteration, stored_json, stored_name, stored_time, ApprovalRecord, AttemptRecord,
+    CancelOutcome, Claim, ClaimHolder, ClaimRenewal, EventRecord, FenceToken, ForkRun, FrameRecord,
+    ListedRun, LoadedRun, NewRun, NodeRecord, PhaseRecord, QueuedRecord, RecordedOutcome,
+    RemoteOutcome, RestartRecord, RewindReport, RewindTo, RunRecord, StepRecord, Store,
+    UsageReport, WorkerRecord, Write, WriteBatch,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
-use crate::model::{ApprovalStatus, LoopState, NodeStatus, RunStatus, Timestamp, Usage};
+use crate::model::{ApprovalStatus, LoopState, RunStatus, Timestamp, Usage};
 use crate::output::OutputInfo;
 use crate::store::sqlite::{check_ident, holder_is_dead};
 
@@ -172,6 +172,44 @@ fn time_at(r: &Row, idx: usize, table: &'static str, column: &'static str) -> Re
     Ok(stored_time(table, column, r.get::<_, &str>(idx))?)
 }
 
+/// Column `idx` of a `table` row, one of the stored names of `T` (a status, a cost source);
+/// an error naming the table, column and value for any other text.
+fn name_at<T: crate::model::StoredName>(
+    r: &Row,
+    idx: usize,
+    table: &'static str,
+    column: &'static str,
+) -> Result<T> {
+    Ok(stored_name(table, column, r.get::<_, &str>(idx))?)
+}
+
+/// [`name_at`] of a nullable column (NULL: none).
+fn name_at_opt<T: crate::model::StoredName>(
+    r: &Row,
+    idx: usize,
+    table: &'static str,
+    column: &'static str,
+) -> Result<Option<T>> {
+    r.get::<_, Option<&str>>(idx)
+        .map(|v| Ok(stored_name(table, column, v)?))
+        .transpose()
+}
+
+/// Column `idx` of a `table` row, `JSONB`, as a `T`; an error naming the table, column and
+/// value when it is JSON of another shape.
+pub(super) fn json_at<T: serde::de::DeserializeOwned>(
+    r: &Row,
+    idx: usize,
+    table: &'static str,
+    column: &'static str,
+) -> Result<T> {
+    Ok(super::stored_json_value(
+        table,
+        column,
+        r.get::<_, Value>(idx),
+    )?)
+}
+
 /// [`time_at`] of a nullable column.
 fn time_at_opt(
     r: &Row,
@@ -188,7 +226,7 @@ fn run_from_row(r: &Row) -> Result<RunRecord> {
     Ok(RunRecord {
         run_id: r.get(0),
         workflow: r.get(1),
-        status: RunStatus::parse(r.get(2)).unwrap_or(RunStatus::Failed),
+        status: name_at(r, 2, "_smithers_runs", "status")?,
         input: r.get(3),
         error: r.get(4),
         created_at: time_at(r, 5, "_smithers_runs", "created_at")?,
@@ -201,25 +239,26 @@ fn run_from_row(r: &Row) -> Result<RunRecord> {
     })
 }
 
-fn node_from_row(r: &Row) -> NodeRecord {
-    NodeRecord {
+fn node_from_row(r: &Row) -> Result<NodeRecord> {
+    Ok(NodeRecord {
         node_id: r.get(0),
         iteration: u32_at(r, 1),
-        status: NodeStatus::parse(r.get(2)).unwrap_or(NodeStatus::Pending),
+        status: name_at(r, 2, "_smithers_nodes", "status")?,
         attempts: u32_at(r, 3),
         output_table: r.get(4),
         loop_id: r.get(5),
         last_error: r.get(6),
-    }
+    })
 }
 
 fn frame_from_row(r: &Row) -> Result<FrameRecord> {
     let tree: String = r.get(2);
-    let structure: Option<String> = r.get(4);
-    // A frame recorded before frames were data is read from its text.
-    let structure = structure
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or_else(|| crate::frame::FrameNode::from_legacy_text(&tree));
+    // A frame recorded before frames were data (no structure) is read from its text; a
+    // structure that does not read is a damaged frame.
+    let structure = match r.get::<_, Option<&str>>(4) {
+        Some(s) => stored_json("_smithers_frames", "structure", s)?,
+        None => crate::frame::FrameNode::from_legacy_text(&tree),
+    };
     Ok(FrameRecord {
         frame_no: u32_at(r, 0),
         tree_hash: r.get(1),
@@ -233,7 +272,7 @@ fn approval_from_row(r: &Row) -> Result<ApprovalRecord> {
     Ok(ApprovalRecord {
         node_id: r.get(0),
         iteration: u32_at(r, 1),
-        status: ApprovalStatus::parse(r.get(2)).unwrap_or(ApprovalStatus::Pending),
+        status: name_at(r, 2, "_smithers_approvals", "status")?,
         requested_at: time_at(r, 3, "_smithers_approvals", "requested_at")?,
         decided_at: time_at_opt(r, 4, "_smithers_approvals", "decided_at")?,
         note: r.get(5),
@@ -248,11 +287,11 @@ const APPROVALS_SQL: &str = "SELECT node_id, iteration, status, requested_at, de
 
 async fn query_nodes(c: &impl GenericClient, run_id: &str) -> Result<Vec<NodeRecord>> {
     let st = c.prepare_cached(NODES_SQL).await?;
-    Ok(c.query(&st, &[&run_id])
+    c.query(&st, &[&run_id])
         .await?
         .iter()
         .map(node_from_row)
-        .collect())
+        .collect()
 }
 
 async fn query_approvals(c: &impl GenericClient, run_id: &str) -> Result<Vec<ApprovalRecord>> {
@@ -328,6 +367,27 @@ impl Store for PostgresStore {
             ))
             .await?;
         c.query(&st, &[]).await?.iter().map(run_from_row).collect()
+    }
+
+    async fn run_list(&self) -> Result<Vec<ListedRun>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM _smithers_runs ORDER BY created_at DESC, seq DESC"
+            ))
+            .await?;
+        c.query(&st, &[])
+            .await?
+            .iter()
+            .map(|r| match run_from_row(r) {
+                Ok(run) => Ok(ListedRun::Run(run)),
+                Err(Error::InvalidRecord(error)) => Ok(ListedRun::Damaged {
+                    run_id: r.get(0),
+                    error,
+                }),
+                Err(e) => Err(e),
+            })
+            .collect()
     }
 
     async fn acquire_lease(&self, run_id: &str, owner: &str, ttl: Duration) -> Result<FenceToken> {
@@ -557,9 +617,7 @@ impl Store for PostgresStore {
                     vcs_repo: r.get(16),
                     vcs_before: r.get(17),
                     vcs_after: r.get(18),
-                    cost_source: r
-                        .get::<_, Option<&str>>(19)
-                        .and_then(crate::price::CostSource::parse),
+                    cost_source: name_at_opt(r, 19, "_smithers_attempts", "cost_source")?,
                     queue: r.get(20),
                     claim_owner: r.get(21),
                 })
@@ -593,7 +651,7 @@ impl Store for PostgresStore {
                         },
                         node_id: r.get(2),
                         iteration: r.get::<_, Option<i64>>(3).map(|v| v as u32),
-                        kind: serde_json::from_value(r.get(4))?,
+                        kind: json_at(r, 4, "_smithers_events", "payload")?,
                     },
                 })
             })
@@ -800,7 +858,7 @@ impl Store for PostgresStore {
         else {
             return Err(Error::RunNotFound(run_id.to_owned()));
         };
-        let status = RunStatus::parse(row.get(0)).unwrap_or(RunStatus::Failed);
+        let status: RunStatus = name_at(&row, 0, "_smithers_runs", "status")?;
         if status.is_final() {
             return Ok(CancelOutcome::AlreadyFinal(status));
         }

@@ -15,16 +15,16 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::{
-    pending_iteration, stored_time, ApprovalRecord, AttemptRecord, BadStoredTime, CancelOutcome,
-    EventRecord, FenceToken, ForkRun, FrameRecord, LoadedRun, NewRun, NodeRecord, PhaseRecord,
-    RestartRecord, RewindReport, RewindTo, RunRecord, StepRecord, Store, WorkerRecord, Write,
-    WriteBatch,
+    pending_iteration, stored_json, stored_name, stored_time, ApprovalRecord, AttemptRecord,
+    BadStoredValue, CancelOutcome, EventRecord, FenceToken, ForkRun, FrameRecord, ListedRun,
+    LoadedRun, NewRun, NodeRecord, PhaseRecord, RestartRecord, RewindReport, RewindTo, RunRecord,
+    StepRecord, Store, WorkerRecord, Write, WriteBatch,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result, StoreBackend, StoreError, StoreErrorKind};
 use crate::events::{Event, EventKind};
 use crate::frame::FrameNode;
-use crate::model::{ApprovalStatus, LoopState, NodeStatus, RunStatus, Timestamp, Usage};
+use crate::model::{ApprovalStatus, LoopState, RunStatus, Timestamp, Usage};
 use crate::output::OutputInfo;
 
 mod connection;
@@ -252,19 +252,30 @@ pub(crate) fn sqlite_error(e: rusqlite::Error) -> StoreError {
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
-        // A timestamp that did not parse in a row mapping (`time_at`) is a bad record, not a
-        // database error.
-        if let rusqlite::Error::FromSqlConversionFailure(_, _, source) = &e {
-            if let Some(bad) = source.downcast_ref::<BadStoredTime>() {
-                return Error::InvalidRecord(bad.to_string());
-            }
+        // A stored value that did not read in a row mapping (`time_at`, `name_at`, `json_at`)
+        // is a bad record, not a database error.
+        if let Some(bad) = bad_value(&e) {
+            return Error::InvalidRecord(bad.to_string());
         }
         Error::Store(sqlite_error(e))
     }
 }
 
+/// The [`BadStoredValue`] a row mapping failed with, if that is why it failed.
+fn bad_value(e: &rusqlite::Error) -> Option<&BadStoredValue> {
+    match e {
+        rusqlite::Error::FromSqlConversionFailure(_, _, source) => source.downcast_ref(),
+        _ => None,
+    }
+}
+
+/// A [`BadStoredValue`] found in column `idx` as the error of a row mapping.
+fn bad_at(idx: usize, e: BadStoredValue) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+}
+
 /// Column `idx` of a `table` row, RFC 3339 text, as a [`Timestamp`]; a value that does not
-/// parse fails the row with [`BadStoredTime`] (an [`Error::InvalidRecord`] once converted).
+/// parse fails the row with [`BadStoredValue`] (an [`Error::InvalidRecord`] once converted).
 pub(super) fn time_at(
     r: &rusqlite::Row<'_>,
     idx: usize,
@@ -272,9 +283,57 @@ pub(super) fn time_at(
     column: &'static str,
 ) -> rusqlite::Result<Timestamp> {
     let value = r.get_ref(idx)?.as_str()?;
-    stored_time(table, column, value).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
-    })
+    stored_time(table, column, value).map_err(|e| bad_at(idx, e))
+}
+
+/// Column `idx` of a `table` row, one of the stored names of `T` (a status, a cost source);
+/// any other text fails the row as [`time_at`] does.
+pub(super) fn name_at<T: crate::model::StoredName>(
+    r: &rusqlite::Row<'_>,
+    idx: usize,
+    table: &'static str,
+    column: &'static str,
+) -> rusqlite::Result<T> {
+    let value = r.get_ref(idx)?.as_str()?;
+    stored_name(table, column, value).map_err(|e| bad_at(idx, e))
+}
+
+/// [`name_at`] of a nullable column (NULL: none).
+pub(super) fn name_at_opt<T: crate::model::StoredName>(
+    r: &rusqlite::Row<'_>,
+    idx: usize,
+    table: &'static str,
+    column: &'static str,
+) -> rusqlite::Result<Option<T>> {
+    match r.get_ref(idx)? {
+        rusqlite::types::ValueRef::Null => Ok(None),
+        _ => name_at(r, idx, table, column).map(Some),
+    }
+}
+
+/// Column `idx` of a `table` row, JSON text, as a `T`; text that does not parse (or JSON of
+/// another shape) fails the row as [`time_at`] does.
+pub(super) fn json_at<T: serde::de::DeserializeOwned>(
+    r: &rusqlite::Row<'_>,
+    idx: usize,
+    table: &'static str,
+    column: &'static str,
+) -> rusqlite::Result<T> {
+    let value = r.get_ref(idx)?.as_str()?;
+    stored_json(table, column, value).map_err(|e| bad_at(idx, e))
+}
+
+/// [`json_at`] of a nullable column (NULL: none).
+pub(super) fn json_at_opt<T: serde::de::DeserializeOwned>(
+    r: &rusqlite::Row<'_>,
+    idx: usize,
+    table: &'static str,
+    column: &'static str,
+) -> rusqlite::Result<Option<T>> {
+    match r.get_ref(idx)? {
+        rusqlite::types::ValueRef::Null => Ok(None),
+        _ => json_at(r, idx, table, column).map(Some),
+    }
 }
 
 /// [`time_at`] of a nullable column.
@@ -294,13 +353,11 @@ const RUN_COLUMNS: &str =
     "run_id, workflow, status, input_json, error, created_at, updated_at, lease_owner, lease_expires_ms, lease_epoch, parent_run_id, parent_frame";
 
 fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
-    let status: String = r.get(2)?;
-    let input: String = r.get(3)?;
     Ok(RunRecord {
         run_id: r.get(0)?,
         workflow: r.get(1)?,
-        status: RunStatus::parse(&status).unwrap_or(RunStatus::Failed),
-        input: serde_json::from_str(&input).unwrap_or(Value::Null),
+        status: name_at(r, 2, "_smithers_runs", "status")?,
+        input: json_at(r, 3, "_smithers_runs", "input_json")?,
         error: r.get(4)?,
         created_at: time_at(r, 5, "_smithers_runs", "created_at")?,
         updated_at: time_at(r, 6, "_smithers_runs", "updated_at")?,
@@ -313,11 +370,10 @@ fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
 }
 
 fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRecord> {
-    let status: String = r.get(2)?;
     Ok(NodeRecord {
         node_id: r.get(0)?,
         iteration: r.get(1)?,
-        status: NodeStatus::parse(&status).unwrap_or(NodeStatus::Pending),
+        status: name_at(r, 2, "_smithers_nodes", "status")?,
         attempts: r.get(3)?,
         output_table: r.get(4)?,
         loop_id: r.get(5)?,
@@ -327,11 +383,9 @@ fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRecord> {
 
 fn frame_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FrameRecord> {
     let tree: String = r.get(2)?;
-    let structure: Option<String> = r.get(4)?;
-    // A frame recorded before frames were data (or whose JSON does not read) is read from its
-    // text, so older databases keep working.
-    let structure = structure
-        .and_then(|s| serde_json::from_str(&s).ok())
+    // A frame recorded before frames were data (no structure) is read from its text, so older
+    // databases keep working; a structure that does not read is a damaged frame.
+    let structure = json_at_opt(r, 4, "_smithers_frames", "structure")?
         .unwrap_or_else(|| FrameNode::from_legacy_text(&tree));
     Ok(FrameRecord {
         frame_no: r.get(0)?,
@@ -366,12 +420,7 @@ fn load_nodes(c: &Connection, run_id: &str) -> Result<Vec<NodeRecord>> {
         out.push(NodeRecord {
             node_id: r.get(0)?,
             iteration: r.get(1)?,
-            status: r
-                .get_ref(2)?
-                .as_str()
-                .ok()
-                .and_then(NodeStatus::parse)
-                .unwrap_or(NodeStatus::Pending),
+            status: name_at(r, 2, "_smithers_nodes", "status")?,
             attempts: r.get(3)?,
             output_table: r.get(4)?,
             loop_id: r.get(5)?,
@@ -388,11 +437,10 @@ fn query_approvals(c: &Connection, run_id: &str) -> Result<Vec<ApprovalRecord>> 
     )?;
     let rows = st
         .query_map([run_id], |r| {
-            let status: String = r.get(2)?;
             Ok(ApprovalRecord {
                 node_id: r.get(0)?,
                 iteration: r.get(1)?,
-                status: ApprovalStatus::parse(&status).unwrap_or(ApprovalStatus::Pending),
+                status: name_at(r, 2, "_smithers_approvals", "status")?,
                 requested_at: time_at(r, 3, "_smithers_approvals", "requested_at")?,
                 decided_at: time_at_opt(r, 4, "_smithers_approvals", "decided_at")?,
                 note: r.get(5)?,
@@ -458,6 +506,28 @@ impl Store for SqliteStore {
             ))?;
             let rows = st
                 .query_map([], run_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn run_list(&self) -> Result<Vec<ListedRun>> {
+        self.read(move |c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM _smithers_runs ORDER BY created_at DESC, rowid DESC"
+            ))?;
+            let rows = st
+                .query_map([], |r| match run_from_row(r) {
+                    Ok(run) => Ok(ListedRun::Run(run)),
+                    Err(e) => match bad_value(&e) {
+                        Some(bad) => Ok(ListedRun::Damaged {
+                            run_id: r.get(0)?,
+                            error: bad.to_string(),
+                        }),
+                        None => Err(e),
+                    },
+                })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
         })
@@ -642,10 +712,7 @@ impl Store for SqliteStore {
                         vcs_repo: r.get(16)?,
                         vcs_before: r.get(17)?,
                         vcs_after: r.get(18)?,
-                        cost_source: r
-                            .get::<_, Option<String>>(19)?
-                            .as_deref()
-                            .and_then(crate::price::CostSource::parse),
+                        cost_source: name_at_opt(r, 19, "_smithers_attempts", "cost_source")?,
                         queue: None,
                         claim_owner: None,
                     })
@@ -717,7 +784,7 @@ impl Store for SqliteStore {
                                     "event {seq} of run `{run_id}` has the timestamp `{at}`, which is not RFC 3339 UTC; the database was edited or is damaged"
                                 ))
                             })?,
-                            kind: serde_json::from_str(&payload)?,
+                            kind: stored_json("_smithers_events", "payload", &payload)?,
                         },
                     })
                 })
@@ -812,7 +879,9 @@ impl Store for SqliteStore {
                     |r| r.get(0),
                 )
                 .optional()?;
-            Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+            Ok(text
+                .map(|t| stored_json("_smithers_cache", "output_json", &t))
+                .transpose()?)
         })
         .await
     }
@@ -936,7 +1005,7 @@ impl Store for SqliteStore {
             let Some((status, holder, expires)) = row else {
                 return Err(Error::RunNotFound(run_id));
             };
-            let status = RunStatus::parse(&status).unwrap_or(RunStatus::Failed);
+            let status: RunStatus = stored_name("_smithers_runs", "status", &status)?;
             if status.is_final() {
                 return Ok(CancelOutcome::AlreadyFinal(status));
             }

@@ -387,7 +387,8 @@ fn read_source(path: &Path) -> Result<Source> {
             SqlValue::Text(s) => s.clone(),
             _ => String::new(),
         };
-        let columns: Vec<StoredColumn> = serde_json::from_str(&text(&row[4]))?;
+        let columns: Vec<StoredColumn> =
+            crate::store::stored_json("_smithers_output_tables", "columns_json", &text(&row[4]))?;
         let name = text(&row[0]);
         check_output_names_of(&name, &columns)?;
         let mut names = vec!["run_id".to_owned(), "node_id".into(), "iteration".into()];
@@ -433,8 +434,10 @@ fn check_output_names_of(table: &str, columns: &[StoredColumn]) -> Result<()> {
     columns.iter().try_for_each(|c| check_ident(&c.name))
 }
 
-fn to_param(kind: Kind, v: &SqlValue, shift: i64) -> Param {
-    match (kind, v) {
+/// The value `v` of `table.column` (of kind `kind`) as a parameter; the text of a JSON column
+/// that does not parse is a damaged source row, never copied as something else.
+fn to_param(table: &str, column: &str, kind: Kind, v: &SqlValue, shift: i64) -> Result<Param> {
+    Ok(match (kind, v) {
         (Seq, SqlValue::Integer(i)) => Box::new(Some(*i + shift)),
         (Seq, _) => Box::new(None::<i64>),
         (Text, SqlValue::Null) => Box::new(None::<String>),
@@ -450,9 +453,11 @@ fn to_param(kind: Kind, v: &SqlValue, shift: i64) -> Param {
         (Real, SqlValue::Real(f)) => Box::new(Some(*f)),
         (Real, SqlValue::Integer(i)) => Box::new(Some(*i as f64)),
         (Bool, SqlValue::Integer(i)) => Box::new(Some(*i != 0)),
-        (Json, SqlValue::Text(s)) => Box::new(Some(
-            serde_json::from_str::<Value>(s).unwrap_or_else(|_| Value::String(s.clone())),
-        )),
+        (Json, SqlValue::Text(s)) => Box::new(Some(crate::store::stored_json::<Value>(
+            table.to_owned(),
+            column.to_owned(),
+            s,
+        )?)),
         (Json, SqlValue::Integer(i)) => Box::new(Some(Value::from(*i))),
         (Json, SqlValue::Real(f)) => Box::new(Some(Value::from(*f))),
         (kind, other) => match kind {
@@ -461,17 +466,19 @@ fn to_param(kind: Kind, v: &SqlValue, shift: i64) -> Param {
             Int | Bool | Seq => Box::new(None::<i64>),
             Real => Box::new(None::<f64>),
         },
-    }
+    })
 }
 
-fn kind_of(column: &StoredColumn) -> Kind {
-    match ColumnKind::parse(&column.kind).unwrap_or(ColumnKind::Json) {
+/// How a recorded output column is copied; a kind no smithers writes is a damaged record.
+fn kind_of(column: &StoredColumn) -> Result<Kind> {
+    let kind = crate::store::stored_name("_smithers_output_tables", "columns_json", &column.kind)?;
+    Ok(match kind {
         ColumnKind::Integer => Int,
         ColumnKind::Bool => Bool,
         ColumnKind::Real => Real,
         ColumnKind::Text => Text,
         ColumnKind::Json => Json,
-    }
+    })
 }
 
 /// Queues the INSERTs of `rows` into `table`.
@@ -503,8 +510,8 @@ async fn insert_rows(
         let params = columns
             .iter()
             .zip(row)
-            .map(|((_, k), v)| to_param(*k, v, shift))
-            .collect();
+            .map(|((n, k), v)| to_param(table, n, *k, v, shift))
+            .collect::<Result<_>>()?;
         p.push(&sql, params).await?;
     }
     Ok(())
@@ -592,7 +599,9 @@ async fn write_target(tx: &Transaction<'_>, target: &str, source: &Source) -> Re
             ("node_id".to_owned(), Text),
             ("iteration".to_owned(), Int),
         ];
-        columns.extend(o.columns.iter().map(|c| (c.name.clone(), kind_of(c))));
+        for c in &o.columns {
+            columns.push((c.name.clone(), kind_of(c)?));
+        }
         insert_rows(&mut p, &o.name, &columns, "", &o.rows, shift).await?;
         report.tables.push((o.name.clone(), o.rows.len() as u64));
     }

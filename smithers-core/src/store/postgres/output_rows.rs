@@ -49,7 +49,8 @@ pub(super) async fn ensure_output_table(
     match stored {
         Some(row) if row.get::<_, String>(0) == signature => return Ok(()),
         Some(row) => {
-            let old: Vec<StoredColumn> = serde_json::from_value(row.get(1))?;
+            let old: Vec<StoredColumn> =
+                super::json_at(&row, 1, "_smithers_output_tables", "columns_json")?;
             for n in added_columns(info, &old)? {
                 // Earlier rows have no value for an added field: the column is nullable.
                 tx.batch_execute(&format!(
@@ -92,10 +93,11 @@ pub(super) async fn create_output_table(
         quote(name)
     );
     for col in columns {
+        let kind = crate::store::stored_name("_smithers_output_tables", "columns_json", &col.kind)?;
         ddl.push_str(&format!(
             ", {} {}{}",
             quote(&col.name),
-            pg_type(ColumnKind::parse(&col.kind).unwrap_or(ColumnKind::Json)),
+            pg_type(kind),
             if col.nullable { "" } else { " NOT NULL" }
         ));
     }
@@ -214,16 +216,9 @@ pub(super) async fn read_outputs(
     else {
         return Ok(());
     };
-    let stored: Vec<StoredColumn> = serde_json::from_value(row.get(0))?;
-    let cols: Vec<(String, ColumnKind)> = stored
-        .iter()
-        .map(|s| {
-            (
-                s.name.clone(),
-                ColumnKind::parse(&s.kind).unwrap_or(ColumnKind::Json),
-            )
-        })
-        .collect();
+    let stored: Vec<StoredColumn> =
+        super::json_at(&row, 0, "_smithers_output_tables", "columns_json")?;
+    let cols = StoredColumn::kinds(&stored)?;
     let mut select = String::from("SELECT node_id, iteration");
     for (name, _) in &cols {
         crate::store::sqlite::check_ident(name)?;

@@ -50,7 +50,7 @@ fn claim_from_row(workflow: &str, owner: &str, r: &Row) -> Result<Claim> {
             epoch: r.get(4),
         },
         payload: match payload {
-            Some(p) => serde_json::from_value::<QueuedAttempt>(p)?,
+            Some(p) => crate::store::stored_json_value("_smithers_attempts", "payload", p)?,
             None => QueuedAttempt::default(),
         },
         position,

@@ -16,7 +16,7 @@ use tokio_postgres::Row;
 
 use super::output_rows::read_outputs;
 use super::writes::{Param, Pipeline, RUN_LOCK};
-use super::{node_from_row, time_at, time_at_opt, u32_at};
+use super::{json_at, node_from_row, time_at, time_at_opt, u32_at};
 use crate::error::{Error, Result};
 use crate::model::{GroupKind, GroupStatus, Usage};
 use crate::store::sqlite::{check_ident, quote};
@@ -151,7 +151,7 @@ async fn sum_attempts(c: &impl GenericClient, run_id: &str, step_id: i64) -> Res
             &[&run_id, &step_id],
         )
         .await?;
-    let tasks: Vec<String> = serde_json::from_value(row.get(0)).unwrap_or_default();
+    let tasks: Vec<String> = json_at(&row, 0, "_smithers_steps", "task_ids")?;
     let iteration: i64 = row.get(1);
     let config: Option<Value> = row.get(2);
     let st = c
@@ -370,7 +370,7 @@ fn step_from_row(r: &Row) -> Result<StepRecord> {
         phase: r.get(7),
         iteration: u32_at(r, 8),
         status: r.get(9),
-        task_ids: serde_json::from_value(r.get(10)).unwrap_or_default(),
+        task_ids: json_at(r, 10, "_smithers_steps", "task_ids")?,
         started_at: time_at_opt(r, 11, "_smithers_steps", "started_at")?,
         completed_at: time_at_opt(r, 12, "_smithers_steps", "completed_at")?,
         duration_ms: r.get(13),
@@ -553,7 +553,7 @@ async fn cut(
             .await?
             .iter()
             .map(node_from_row)
-            .collect();
+            .collect::<Result<_>>()?;
         let mut by_table: BTreeMap<String, Vec<NodeRecord>> = BTreeMap::new();
         for n in nodes {
             if let Some(t) = n.output_table.clone() {

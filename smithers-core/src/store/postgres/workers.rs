@@ -4,7 +4,7 @@
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
-use super::{run_from_row, time_at, RUN_COLUMNS};
+use super::{json_at, run_from_row, time_at, RUN_COLUMNS};
 use crate::error::Result;
 use crate::store::{RestartRecord, RunRecord, WorkerRecord};
 
@@ -65,7 +65,7 @@ fn worker_from_row(r: &Row) -> Result<WorkerRecord> {
         pid: r.get(2),
         workflow: r.get(3),
         concurrency: r.get(4),
-        driving: serde_json::from_value(r.get(5)).unwrap_or_default(),
+        driving: json_at(r, 5, "_smithers_workers", "driving")?,
         started_at: time_at(r, 6, "_smithers_workers", "started_at")?,
         heartbeat_at: time_at(r, 7, "_smithers_workers", "heartbeat_at")?,
         expires_ms: r.get(8),

@@ -46,6 +46,19 @@ pub(crate) struct StoredColumn {
 }
 
 impl StoredColumn {
+    /// The name and kind of each of `stored` (as read from `columns_json`); a kind no smithers
+    /// writes is a damaged record.
+    pub(crate) fn kinds(stored: &[StoredColumn]) -> Result<Vec<(String, ColumnKind)>> {
+        stored
+            .iter()
+            .map(|s| {
+                let kind =
+                    crate::store::stored_name("_smithers_output_tables", "columns_json", &s.kind)?;
+                Ok((s.name.clone(), kind))
+            })
+            .collect()
+    }
+
     /// The recorded columns of `info`.
     pub(crate) fn of(info: &OutputInfo) -> Vec<StoredColumn> {
         info.columns
@@ -129,7 +142,8 @@ pub(super) fn ensure_output_table(c: &Connection, info: &OutputInfo, now: Timest
     match stored {
         Some((sig, _)) if sig == signature => Ok(()),
         Some((_, old_json)) => {
-            let old: Vec<StoredColumn> = serde_json::from_str(&old_json)?;
+            let old: Vec<StoredColumn> =
+                crate::store::stored_json("_smithers_output_tables", "columns_json", &old_json)?;
             for n in added_columns(info, &old)? {
                 // Earlier rows have no value for an added field: the column is nullable.
                 c.execute_batch(&format!(
@@ -201,18 +215,20 @@ fn to_sql(col: &Column, v: Option<&Value>) -> std::result::Result<SqlValue, Stri
     })
 }
 
-fn from_sql(col: &Column, v: SqlValue) -> Value {
-    match (col.kind, v) {
+/// A stored value of `col` (of output table `table`) as JSON; the text of a JSON column that
+/// does not parse is a damaged row (every JSON value is written as its JSON text).
+fn from_sql(table: &str, col: &str, kind: ColumnKind, v: SqlValue) -> Result<Value> {
+    Ok(match (kind, v) {
         (_, SqlValue::Null) => Value::Null,
         (ColumnKind::Bool, SqlValue::Integer(i)) => Value::Bool(i != 0),
         (_, SqlValue::Integer(i)) => Value::from(i),
         (_, SqlValue::Real(f)) => Value::from(f),
         (ColumnKind::Json, SqlValue::Text(s)) => {
-            serde_json::from_str(&s).unwrap_or(Value::String(s))
+            crate::store::stored_json(table.to_owned(), col.to_owned(), &s)?
         }
         (_, SqlValue::Text(s)) => Value::String(s),
         (_, SqlValue::Blob(b)) => Value::String(String::from_utf8_lossy(&b).into_owned()),
-    }
+    })
 }
 
 pub(super) fn insert_output(
@@ -275,16 +291,9 @@ pub(super) fn read_outputs(
     let Some(cols_json) = cols_json else {
         return Ok(());
     };
-    let stored: Vec<StoredColumn> = serde_json::from_str(&cols_json)?;
-    let cols: Vec<(String, ColumnKind)> = stored
-        .iter()
-        .map(|s| {
-            (
-                s.name.clone(),
-                ColumnKind::parse(&s.kind).unwrap_or(ColumnKind::Json),
-            )
-        })
-        .collect();
+    let stored: Vec<StoredColumn> =
+        crate::store::stored_json("_smithers_output_tables", "columns_json", &cols_json)?;
+    let cols = StoredColumn::kinds(&stored)?;
     let mut select = String::from("SELECT node_id, iteration");
     for (name, _) in &cols {
         check_ident(name)?;
@@ -307,13 +316,8 @@ pub(super) fn read_outputs(
         }
         let mut obj = serde_json::Map::new();
         for (i, (name, kind)) in cols.iter().enumerate() {
-            let col = Column {
-                name: "",
-                kind: *kind,
-                nullable: true,
-                rust_type: "",
-            };
-            obj.insert(name.clone(), from_sql(&col, r.get::<_, SqlValue>(i + 2)?));
+            let value = from_sql(table, name, *kind, r.get::<_, SqlValue>(i + 2)?)?;
+            obj.insert(name.clone(), value);
         }
         out.push((node_id, iteration, Value::Object(obj)));
     }

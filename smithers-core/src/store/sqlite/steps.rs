@@ -9,13 +9,13 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
 use super::output_rows::{quote, read_outputs};
-use super::{time_at, time_at_opt};
+use super::{json_at, json_at_opt, time_at, time_at_opt};
 use crate::error::{Error, Result};
 use crate::model::Usage;
 use crate::model::{GroupKind, GroupStatus};
 use crate::store::{
-    FenceToken, ForkRun, GroupUpdate, NodeRecord, PhaseRecord, RewindReport, RewindTo, StepKey,
-    StepRecord, StepVcs,
+    stored_json, FenceToken, ForkRun, GroupUpdate, NodeRecord, PhaseRecord, RewindReport, RewindTo,
+    StepKey, StepRecord, StepVcs,
 };
 
 /// The highest event sequence number so far: where "now" is in every run's history.
@@ -145,7 +145,8 @@ fn sum_attempts(c: &Connection, run_id: &str, step_id: i64) -> Result<()> {
     let mut total = serde_json::to_value(&usage)?;
     total["attempts"] = attempts.into();
     let config = config
-        .and_then(|c| serde_json::from_str::<Value>(&c).ok())
+        .map(|c| stored_json::<Value>("_smithers_steps", "agent_config_json", &c))
+        .transpose()?
         .map(|mut v| {
             if let Some(list) = v.as_array_mut() {
                 for a in list {
@@ -304,10 +305,6 @@ const STEP_COLUMNS: &str = "run_id, step_id, parent_step_id, active, source, nam
     agent_config_json, token_usage_json, exit_code";
 
 fn step_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StepRecord> {
-    let json = |i: usize| -> rusqlite::Result<Option<Value>> {
-        Ok(r.get::<_, Option<String>>(i)?
-            .and_then(|s| serde_json::from_str(&s).ok()))
-    };
     Ok(StepRecord {
         run_id: r.get(0)?,
         step_id: r.get(1)?,
@@ -319,7 +316,7 @@ fn step_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StepRecord> {
         phase: r.get(7)?,
         iteration: r.get(8)?,
         status: r.get(9)?,
-        task_ids: serde_json::from_str(&r.get::<_, String>(10)?).unwrap_or_default(),
+        task_ids: json_at(r, 10, "_smithers_steps", "task_ids")?,
         started_at: time_at_opt(r, 11, "_smithers_steps", "started_at")?,
         completed_at: time_at_opt(r, 12, "_smithers_steps", "completed_at")?,
         duration_ms: r.get(13)?,
@@ -332,8 +329,8 @@ fn step_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StepRecord> {
         snapshot_after: r.get(20)?,
         head_before: r.get(21)?,
         commit_created: r.get(22)?,
-        agent_config_json: json(23)?,
-        token_usage_json: json(24)?,
+        agent_config_json: json_at_opt(r, 23, "_smithers_steps", "agent_config_json")?,
+        token_usage_json: json_at_opt(r, 24, "_smithers_steps", "token_usage_json")?,
         exit_code: r.get(25)?,
     })
 }

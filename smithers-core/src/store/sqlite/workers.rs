@@ -3,7 +3,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{run_from_row, time_at, RUN_COLUMNS};
+use super::{json_at, run_from_row, time_at, RUN_COLUMNS};
 use crate::error::Result;
 use crate::store::{RestartRecord, RunRecord, WorkerRecord};
 
@@ -54,14 +54,13 @@ pub(super) fn workers(c: &Connection) -> Result<Vec<WorkerRecord>> {
     )?;
     let rows = st
         .query_map([], |r| {
-            let driving: String = r.get(5)?;
             Ok(WorkerRecord {
                 worker_id: r.get(0)?,
                 host: r.get(1)?,
                 pid: r.get(2)?,
                 workflow: r.get(3)?,
                 concurrency: r.get(4)?,
-                driving: serde_json::from_str(&driving).unwrap_or_default(),
+                driving: json_at(r, 5, "_smithers_workers", "driving")?,
                 started_at: time_at(r, 6, "_smithers_workers", "started_at")?,
                 heartbeat_at: time_at(r, 7, "_smithers_workers", "heartbeat_at")?,
                 expires_ms: r.get(8)?,
