@@ -577,3 +577,71 @@ async fn follow_stops_when_no_process_drives_the_run() {
     let err = stderr(&out);
     assert!(err.contains("no process is driving run orphan"), "{err}");
 }
+
+#[tokio::test]
+async fn a_damaged_run_is_listed_as_damaged_and_the_others_as_they_are() {
+    let (_dir, db) = finished_run().await;
+    {
+        let s = store(&db);
+        s.create_run(NewRun {
+            run_id: "r2".into(),
+            workflow: "hello".into(),
+            input: serde_json::Value::Null,
+            owner: lease_owner(),
+            lease_ttl: Duration::from_secs(30),
+        })
+        .await
+        .unwrap();
+    }
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(
+            "UPDATE _smithers_runs SET input_json = 'not json' WHERE run_id = 'r2'",
+            [],
+        )
+        .unwrap();
+
+    let listing = stdout(&smithers(&db, &["runs"]));
+    let lines: Vec<&str> = listing.lines().collect();
+    assert!(lines[0].starts_with("RUN "), "{listing}");
+    assert!(
+        lines[1].starts_with("r2 ") && lines[1].split_whitespace().nth(2) == Some("damaged"),
+        "{listing}"
+    );
+    assert!(
+        lines[2].starts_with("r1 ") && lines[2].split_whitespace().nth(2) == Some("finished"),
+        "{listing}"
+    );
+    let note = lines
+        .iter()
+        .find(|l| l.starts_with("run `r2` is damaged"))
+        .unwrap_or_else(|| panic!("{listing}"));
+    assert!(
+        note.starts_with(
+            "run `r2` is damaged (E_INVALID_RECORD): `_smithers_runs.input_json` holds `not json`, which is not the JSON this column holds ("
+        ),
+        "{note}"
+    );
+    assert!(note.ends_with("restore the database from a copy"), "{note}");
+
+    let runs = json(&smithers(&db, &["runs", "--json"]));
+    assert_eq!(runs[0]["run_id"], "r2");
+    assert_eq!(runs[0]["damaged"]["code"], "E_INVALID_RECORD");
+    assert!(
+        runs[0]["damaged"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("`_smithers_runs.input_json` holds `not json`"),
+        "{runs}"
+    );
+    assert_eq!(runs[1]["run_id"], "r1");
+    assert_eq!(runs[1]["status"], "finished");
+
+    // The run itself is an error naming what to correct, not a run with no input.
+    let status = smithers(&db, &["status", "r2"]);
+    assert!(!status.status.success(), "{status:?}");
+    assert!(
+        stderr(&status).contains("`_smithers_runs.input_json` holds `not json`"),
+        "{status:?}"
+    );
+}

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use smithers_core::price::CostSource;
-use smithers_core::store::{AttemptRecord, CancelOutcome, RunRecord, RunStatus, Store};
+use smithers_core::store::{AttemptRecord, CancelOutcome, ListedRun, RunRecord, RunStatus, Store};
 use smithers_core::text::truncate;
 use smithers_core::{Error, Result, Usage};
 
@@ -244,25 +244,33 @@ pub async fn status(
 }
 
 /// Prints the runs of a database, each with who drives it (the process holding its lease, and
-/// whether that is a registered `worker`).
+/// whether that is a registered `worker`). A run whose row does not read is listed as
+/// `damaged`, with the error reading it gives under the table (in `--json`, as a `damaged`
+/// object): one damaged run does not hide the others, nor is it left out.
 pub async fn runs(out: &mut (dyn Write + Send), store: &dyn Store, json: bool) -> Result<()> {
     let out = &mut Out(out);
-    let runs = store.runs().await?;
+    let runs = store.run_list().await?;
     let workers = store.workers().await?;
     if json {
         // Each run as its record, with the registered worker holding its lease (as `status
-        // --json` has it).
+        // --json` has it); a damaged one as its id and the error.
         let rows: Vec<serde_json::Value> = runs
             .iter()
-            .map(|r| {
-                let mut v = serde_json::to_value(r).unwrap_or_default();
-                v["worker"] = serde_json::to_value(
-                    r.lease_owner
-                        .as_deref()
-                        .and_then(|o| super::workers::worker_of(&workers, o)),
-                )
-                .unwrap_or_default();
-                v
+            .map(|listed| match listed {
+                ListedRun::Run(r) => {
+                    let mut v = serde_json::to_value(r).unwrap_or_default();
+                    v["worker"] = serde_json::to_value(
+                        r.lease_owner
+                            .as_deref()
+                            .and_then(|o| super::workers::worker_of(&workers, o)),
+                    )
+                    .unwrap_or_default();
+                    v
+                }
+                ListedRun::Damaged { run_id, error } => serde_json::json!({
+                    "run_id": run_id,
+                    "damaged": { "code": "E_INVALID_RECORD", "message": error },
+                }),
             })
             .collect();
         writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
@@ -274,15 +282,32 @@ pub async fn runs(out: &mut (dyn Write + Send), store: &dyn Store, json: bool) -
         "{:<34} {:<20} {:<17} {:<24} DRIVER",
         "RUN", "WORKFLOW", "STATUS", "CREATED"
     )?;
-    for r in runs {
+    let mut damaged = Vec::new();
+    for listed in &runs {
+        match listed {
+            ListedRun::Run(r) => writeln!(
+                out,
+                "{:<34} {:<20} {:<17} {:<24} {}",
+                r.run_id,
+                truncate(&r.workflow, 20),
+                r.status.as_str(),
+                show_time(r.created_at),
+                super::workers::driver_cell(r, &workers, now)
+            )?,
+            ListedRun::Damaged { run_id, error } => {
+                writeln!(
+                    out,
+                    "{:<34} {:<20} {:<17} {:<24} -",
+                    run_id, "?", "damaged", "?"
+                )?;
+                damaged.push((run_id, error));
+            }
+        }
+    }
+    for (run_id, error) in damaged {
         writeln!(
             out,
-            "{:<34} {:<20} {:<17} {:<24} {}",
-            r.run_id,
-            truncate(&r.workflow, 20),
-            r.status.as_str(),
-            show_time(r.created_at),
-            super::workers::driver_cell(&r, &workers, now)
+            "\nrun `{run_id}` is damaged (E_INVALID_RECORD): {error}"
         )?;
     }
     Ok(())
