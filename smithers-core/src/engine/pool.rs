@@ -4,7 +4,10 @@
 //! ([`Engine::render_run`]); an agent task gets the prompt the driver assembled and queued. The
 //! claim is renewed every third of its period; the raw outcome is recorded fenced by the claim,
 //! and progress lines and the usage an agent reports so far too, so a worker whose claim expired
-//! or was taken commits nothing. What the outcome means (validation, retries, budgets, cache) is
+//! or was taken commits nothing. A driver's request to stop an attempt reaches its worker on the
+//! worker's stop channel at once (every attempt in flight then checks its flag, renewing its
+//! claim); the renewal sees the flag too, for a worker whose notifications stopped. What the
+//! outcome means (validation, retries, budgets, cache) is
 //! decided by the run's driver, which checks the budgets with the reported usage mid-attempt.
 
 use std::collections::HashMap;
@@ -29,7 +32,7 @@ use crate::machine::AttemptResult;
 use crate::machine::RunState;
 use crate::node::{Node, TaskSpec};
 use crate::store::FenceToken;
-use crate::store::{queue_channel, Claim, RemoteError, RemoteOutcome};
+use crate::store::{queue_channel, stop_channel, Claim, RemoteError, RemoteOutcome};
 
 /// How a worker executes queued attempts.
 #[derive(Clone, Debug)]
@@ -126,6 +129,21 @@ where
                 tracing::warn!(error = %e, "cannot listen for queued attempts; polling instead");
                 None
             });
+        // Stop requests for the attempts it holds: each wake-up makes every attempt in flight
+        // check its flag at once.
+        let (stops_tx, stops) = tokio::sync::watch::channel(0u64);
+        let stop_wake = match self.store.listen(&stop_channel(&options.owner)).await {
+            Ok(Some(mut rx)) => Some(tokio::spawn(async move {
+                while rx.recv().await.is_some() {
+                    stops_tx.send_modify(|n| *n += 1);
+                }
+            })),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for stop requests; they are seen at each claim renewal");
+                None
+            }
+        };
         let release = CancellationToken::new();
         let mut running: JoinSet<()> = JoinSet::new();
         let mut pause = FIRST_POLL;
@@ -134,6 +152,9 @@ where
             let free = concurrency.saturating_sub(running.len());
             let mut got = 0;
             if free > 0 {
+                // Taken before claiming: a stop of an attempt claimed now is announced after
+                // this, so its attempt sees the change.
+                let stops = stops.clone();
                 match self
                     .store
                     .claim_attempts(&options.workflow, &options.owner, free, options.claim_ttl)
@@ -148,6 +169,7 @@ where
                                 claim,
                                 options.claim_ttl,
                                 release.clone(),
+                                stops.clone(),
                                 counters.clone(),
                                 renders.clone(),
                             ));
@@ -181,6 +203,9 @@ where
         // Stopping: the attempts in flight give their claims back.
         release.cancel();
         while running.join_next().await.is_some() {}
+        if let Some(t) = stop_wake {
+            t.abort();
+        }
         Ok(PoolReport {
             claimed: counters.claimed.load(Ordering::Relaxed),
             recorded: counters.recorded.load(Ordering::Relaxed),
@@ -287,12 +312,13 @@ fn failed(message: String, retryable: bool) -> RemoteOutcome {
 
 /// Executes one claimed attempt: finds its task, runs its body while renewing the claim, and
 /// records the outcome under the claim. `release` gives the claim back instead (the worker is
-/// stopping).
+/// stopping); a change of `stops` makes it check at once whether its stop was requested.
 async fn execute_claim<I>(
     engine: Arc<Engine<I>>,
     claim: Claim,
     ttl: Duration,
     release: CancellationToken,
+    stops: tokio::sync::watch::Receiver<u64>,
     counters: Arc<Counters>,
     renders: Arc<Renders>,
 ) where
@@ -313,7 +339,7 @@ async fn execute_claim<I>(
     };
     let outcome = match task {
         Err(message) => Some(failed(message, false)),
-        Ok(task) => run_claimed(&engine, &claim, task, ttl, &release, &counters).await,
+        Ok(task) => run_claimed(&engine, &claim, task, ttl, &release, stops, &counters).await,
     };
     let Some(outcome) = outcome else {
         return;
@@ -351,6 +377,7 @@ async fn run_claimed<I>(
     task: Arc<TaskSpec>,
     ttl: Duration,
     release: &CancellationToken,
+    mut stops: tokio::sync::watch::Receiver<u64>,
     counters: &Counters,
 ) -> Option<RemoteOutcome>
 where
@@ -445,19 +472,23 @@ where
     let mut renew = super::periodic(ttl / 3);
     let mut lost = false;
     let outcome = loop {
+        // Renewal is due, or a stop was announced on the worker's channel (maybe this one's):
+        // renewing says whether this attempt was asked to stop.
         tokio::select! {
             r = &mut body => break r,
-            _ = renew.tick(), if !lost => match store.renew_claim(claim, ttl).await {
-                Ok(r) if r.stop_requested => cancel.cancel(),
-                Ok(_) => {}
-                Err(e @ Error::ClaimLost { .. }) => {
-                    tracing::warn!(error = %e, "stopping an attempt whose claim was lost");
-                    lost = true;
-                    counters.lost.fetch_add(1, Ordering::Relaxed);
-                    cancel.cancel();
-                }
-                Err(e) => tracing::warn!(error = %e, "could not renew a claim; trying again"),
-            },
+            _ = renew.tick(), if !lost => {}
+            Ok(()) = stops.changed(), if !lost => {}
+        }
+        match store.renew_claim(claim, ttl).await {
+            Ok(r) if r.stop_requested => cancel.cancel(),
+            Ok(_) => {}
+            Err(e @ Error::ClaimLost { .. }) => {
+                tracing::warn!(error = %e, "stopping an attempt whose claim was lost");
+                lost = true;
+                counters.lost.fetch_add(1, Ordering::Relaxed);
+                cancel.cancel();
+            }
+            Err(e) => tracing::warn!(error = %e, "could not renew a claim; trying again"),
         }
     };
     drop(body);

@@ -18,9 +18,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{
-    run_channel, AttemptEnd, CancelOutcome, Claim, ClaimHolder, ClaimRenewal, FenceToken, ForkRun,
-    GroupUpdate, NewRun, NodeRecord, QueuedAttempt, RemoteOutcome, RestartRecord, RewindTo, Store,
-    UsageReport, WorkerRecord, Write, WriteBatch,
+    run_channel, stop_channel, AttemptEnd, CancelOutcome, Claim, ClaimHolder, ClaimRenewal,
+    FenceToken, ForkRun, GroupUpdate, NewRun, NodeRecord, QueuedAttempt, RemoteOutcome,
+    RestartRecord, RewindTo, Store, UsageReport, WorkerRecord, Write, WriteBatch,
 };
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
@@ -1750,8 +1750,8 @@ pub async fn a_stale_claim_commits_nothing(s: Arc<dyn Store>) {
 
 /// A driver taking a run over adopts its queued attempts (not abandoned, nodes still running)
 /// and reads outcomes already recorded; stopping an attempt no worker holds ends it at once,
-/// stopping a claimed one flags it for its worker; stopping is fenced by the run's lease; a
-/// recorded outcome wakes the listeners of the run's channel.
+/// stopping a claimed one flags it and tells its worker on its stop channel; stopping is fenced
+/// by the run's lease; a recorded outcome wakes the listeners of the run's channel.
 pub async fn queued_attempts_are_adopted_stopped_and_announced(s: Arc<dyn Store>) {
     if !s.supports_pool() {
         assert!(
@@ -1839,11 +1839,24 @@ pub async fn queued_attempts_are_adopted_stopped_and_announced(s: Arc<dyn Store>
         .is_empty(),
         "a stopped attempt is not claimed"
     );
-    // Stop the claimed one: its worker sees the flag at its next renewal.
+    // Stop the claimed one: its worker is told on its stop channel (when the store has
+    // notifications) and sees the flag when it renews.
+    let mut told = s
+        .listen(&stop_channel(&claimed[1].token.owner))
+        .await
+        .unwrap();
     assert!(!s
         .stop_queued_attempt("r", &claimed[1].node_id, 0, 1, &new)
         .await
         .unwrap());
+    if let Some(told) = told.as_mut() {
+        assert!(
+            tokio::time::timeout(Duration::from_secs(10), told.recv())
+                .await
+                .is_ok_and(|n| n.is_some()),
+            "the worker holding a stopped attempt is notified"
+        );
+    }
     assert!(
         s.renew_claim(&claimed[1], Duration::from_secs(60))
             .await

@@ -29,7 +29,7 @@ pub(crate) use owner::holder_is_dead;
 pub use owner::lease_owner;
 #[cfg(feature = "postgres")]
 pub use postgres::{CopyReport, PostgresStore};
-pub(crate) use queue::{pool_unsupported, queue_channel, run_channel};
+pub(crate) use queue::{pool_unsupported, queue_channel, run_channel, stop_channel};
 pub use queue::{
     Claim, ClaimHolder, ClaimRenewal, ClaimToken, QueuedAttempt, QueuedRecord, RecordedOutcome,
     RemoteError, RemoteOutcome, RemoteReply, UsageReport,
@@ -1003,7 +1003,8 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Asks a queued attempt to stop, fenced by the driver's lease. An attempt no worker holds
     /// is recorded at once as cancelled (returns `true`: no worker will start it); a claimed
-    /// one gets a flag its worker sees at its next renewal (returns `false`).
+    /// one gets a flag, announced on its worker's stop channel ([`stop_channel`]) and seen by
+    /// polling workers at their next renewal (returns `false`).
     async fn stop_queued_attempt(
         &self,
         run_id: &str,

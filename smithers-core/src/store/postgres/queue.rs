@@ -19,9 +19,9 @@ use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::model::Usage;
 use crate::store::{
-    queue_channel, run_channel, Claim, ClaimHolder, ClaimRenewal, ClaimToken, FenceToken,
-    QueuedAttempt, QueuedRecord, RecordedOutcome, RemoteError, RemoteOutcome, UsageReport, Write,
-    WriteBatch,
+    queue_channel, run_channel, stop_channel, Claim, ClaimHolder, ClaimRenewal, ClaimToken,
+    FenceToken, QueuedAttempt, QueuedRecord, RecordedOutcome, RemoteError, RemoteOutcome,
+    UsageReport, Write, WriteBatch,
 };
 
 /// The server's time in epoch milliseconds, as claims measure it.
@@ -529,14 +529,21 @@ impl PostgresStore {
             tx.execute("SELECT pg_notify($1, '')", &[&run_channel(run_id)])
                 .await?;
         } else {
-            tx.execute(
-                &format!(
-                    "UPDATE _smithers_attempts SET stop_requested = TRUE
-                     WHERE {ATTEMPT} AND status = 'in-progress' AND queue = 'claimed'"
-                ),
-                &key,
-            )
-            .await?;
+            // Its worker listens on its stop channel: told at commit, not at its next renewal.
+            let holders = tx
+                .query(
+                    &format!(
+                        "UPDATE _smithers_attempts SET stop_requested = TRUE
+                         WHERE {ATTEMPT} AND status = 'in-progress' AND queue = 'claimed'
+                         RETURNING claim_owner"
+                    ),
+                    &key,
+                )
+                .await?;
+            for owner in holders.iter().filter_map(|r| r.get::<_, Option<String>>(0)) {
+                tx.execute("SELECT pg_notify($1, '')", &[&stop_channel(&owner)])
+                    .await?;
+            }
         }
         tx.commit().await?;
         Ok(n > 0)
