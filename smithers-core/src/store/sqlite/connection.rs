@@ -273,11 +273,36 @@ fn run_group(conn: &Connection, group: Vec<WriteJob>) -> bool {
     committed
 }
 
+/// A database made by an older smithers: the migrations before `migration` applied and
+/// recorded, as that version left it (for tests of what a migration does to existing rows).
+#[cfg(test)]
+pub(super) fn database_before(path: &Path, migration: &str) -> Connection {
+    let c = Connection::open(path).unwrap();
+    c.execute_batch(
+        "CREATE TABLE _smithers_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+           checksum TEXT NOT NULL, applied_at TEXT NOT NULL)",
+    )
+    .unwrap();
+    let before = MIGRATIONS
+        .iter()
+        .position(|m| m.1 == migration)
+        .unwrap_or_else(|| panic!("no migration named `{migration}`"));
+    for &(version, name, sql) in &MIGRATIONS[..before] {
+        c.execute_batch(sql).unwrap();
+        c.execute(
+            "INSERT INTO _smithers_migrations VALUES (?1, ?2, ?3, 'then')",
+            rusqlite::params![version, name, checksum(sql)],
+        )
+        .unwrap();
+    }
+    c
+}
+
 #[cfg(test)]
 mod tests {
     use rusqlite::{params, Connection};
 
-    use super::{checksum, migrate, MIGRATIONS};
+    use super::{database_before, migrate};
 
     /// A database made before events lost AUTOINCREMENT keeps every event with its seq, and the
     /// events recorded after the migration continue after the largest seq.
@@ -285,24 +310,7 @@ mod tests {
     fn events_keep_their_seqs_through_the_events_rowid_migration() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
-        let mut c = Connection::open(&path).unwrap();
-        c.execute_batch(
-            "CREATE TABLE _smithers_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
-               checksum TEXT NOT NULL, applied_at TEXT NOT NULL)",
-        )
-        .unwrap();
-        let events_rowid = MIGRATIONS
-            .iter()
-            .position(|m| m.1 == "events_rowid")
-            .unwrap();
-        for &(version, name, sql) in &MIGRATIONS[..events_rowid] {
-            c.execute_batch(sql).unwrap();
-            c.execute(
-                "INSERT INTO _smithers_migrations VALUES (?1, ?2, ?3, 'then')",
-                params![version, name, checksum(sql)],
-            )
-            .unwrap();
-        }
+        let mut c = database_before(&path, "events_rowid");
         for (run, kind) in [
             ("a", "run_started"),
             ("b", "run_started"),

@@ -772,9 +772,9 @@ pub(super) fn fork(c: &Connection, f: &ForkRun, now: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use rusqlite::{params, Connection};
+    use rusqlite::params;
 
-    use super::super::connection::{checksum, migrate, MIGRATIONS};
+    use super::super::connection::{database_before, migrate};
     use super::{query_phases, query_steps};
 
     /// A database made before the step records (migrations up to `steps`), with phase and step
@@ -784,24 +784,7 @@ mod tests {
     fn old_phase_and_step_rows_survive_the_step_records_migration() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
-        let mut c = Connection::open(&path).unwrap();
-        c.execute_batch(
-            "CREATE TABLE _smithers_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
-               checksum TEXT NOT NULL, applied_at TEXT NOT NULL)",
-        )
-        .unwrap();
-        let step_records = MIGRATIONS
-            .iter()
-            .position(|m| m.1 == "step_records")
-            .unwrap();
-        for &(version, name, sql) in &MIGRATIONS[..step_records] {
-            c.execute_batch(sql).unwrap();
-            c.execute(
-                "INSERT INTO _smithers_migrations VALUES (?1, ?2, ?3, 'then')",
-                params![version, name, checksum(sql)],
-            )
-            .unwrap();
-        }
+        let mut c = database_before(&path, "step_records");
         c.execute(
             "INSERT INTO _smithers_runs (run_id, workflow, status, input_json, created_at, updated_at)
              VALUES ('r', 'w', 'finished', 'null', 't0', 't0')",
