@@ -9,6 +9,12 @@
 //! claim); the renewal sees the flag too, for a worker whose notifications stopped. What the
 //! outcome means (validation, retries, budgets, cache) is
 //! decided by the run's driver, which checks the budgets with the reported usage mid-attempt.
+//!
+//! Working-copy snapshots are the worker's too, by the local executor's rules: around the
+//! attempt of an agent that edits files, and of every task inside a `<Step>` (the step's
+//! `before` is the working copy before its first attempt, its `after` the one after its last),
+//! recorded on the attempt's and the steps' rows under the claim, so `smithers rewind` restores
+//! the working copy the attempts changed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,9 +36,9 @@ use crate::error::{Error, Result, TaskError};
 use crate::events::{Event, EventKind};
 use crate::machine::AttemptResult;
 use crate::machine::RunState;
-use crate::node::{Node, TaskSpec};
-use crate::store::FenceToken;
+use crate::node::{Node, TaskExec, TaskSpec};
 use crate::store::{queue_channel, stop_channel, Claim, RemoteError, RemoteOutcome};
+use crate::store::{FenceToken, StepKey, StepRecord, StepVcs, Store, Write};
 
 /// How a worker executes queued attempts.
 #[derive(Clone, Debug)]
@@ -466,6 +472,10 @@ where
         vcs: None,
         steps: crate::steps::Steps::new(store.clone(), claim.run_id.clone()),
     };
+    let snapshots = WorkerSnapshots::new(engine, claim, &task).await;
+    if let Some(s) = &snapshots {
+        s.take(true).await;
+    }
     let started = Instant::now();
     // Boxed so it can be dropped (with its progress sink) as soon as it ended.
     let mut body = Box::pin(std::panic::AssertUnwindSafe(run_attempt(&task, input)).catch_unwind());
@@ -492,6 +502,9 @@ where
         }
     };
     drop(body);
+    if let (Some(s), false) = (&snapshots, lost) {
+        s.take(false).await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), reporter).await;
     if lost {
@@ -510,4 +523,106 @@ where
         duration_ms: started.elapsed().as_millis() as i64,
         outcome,
     }))
+}
+
+/// The working-copy snapshots a worker takes around a claimed attempt (see the module docs).
+struct WorkerSnapshots {
+    store: Arc<dyn Store>,
+    claim: Claim,
+    repo: crate::vcs::Repo,
+    /// The run's active steps that hold this task in this iteration, as they were when the
+    /// attempt started.
+    steps: Vec<StepRecord>,
+}
+
+impl WorkerSnapshots {
+    /// `None` when no snapshot is due: snapshots are off, the task is no agent that edits
+    /// files and in no step, or its directory is in no repository.
+    async fn new<I>(engine: &Engine<I>, claim: &Claim, task: &TaskSpec) -> Option<Self>
+    where
+        I: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        if !engine.options.vcs_snapshots {
+            return None;
+        }
+        let agent = match &task.exec {
+            TaskExec::Agent(a) => Some(a),
+            _ => None,
+        };
+        let steps: Vec<StepRecord> = match engine.store.steps(&claim.run_id).await {
+            Ok(all) => all
+                .into_iter()
+                .filter(|s| {
+                    s.active
+                        && s.source == "tree"
+                        && s.iteration == claim.iteration
+                        && s.task_ids.contains(&claim.node_id)
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, node = %claim.node_id, "could not read the run's steps; the attempt's steps get no snapshot");
+                Vec::new()
+            }
+        };
+        if steps.is_empty() && !agent.is_some_and(|a| a.edits_files()) {
+            return None;
+        }
+        let dir = agent
+            .and_then(|a| a.cwd())
+            .or_else(|| engine.options.workdir.clone())
+            .or_else(|| std::env::current_dir().ok())?;
+        let repo = crate::vcs::Repo::find_or_log(&dir).await?;
+        Some(WorkerSnapshots {
+            store: engine.store.clone(),
+            claim: claim.clone(),
+            repo,
+            steps,
+        })
+    }
+
+    /// Takes the `before` or `after` snapshot and records it under the claim; a failure is
+    /// logged, never fatal to the attempt.
+    async fn take(&self, before: bool) {
+        let c = &self.claim;
+        let phase = if before { "before" } else { "after" };
+        let name = crate::vcs::attempt_ref(&c.run_id, &c.node_id, c.iteration, c.attempt, phase);
+        let message = format!(
+            "smithers: {phase} attempt {} of node `{}` (iteration {}) in run {}, on worker {}",
+            c.attempt, c.node_id, c.iteration, c.run_id, c.token.owner
+        );
+        let snap = match self.repo.snapshot(&name, &message).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, node = %c.node_id, "working-copy snapshot failed; this attempt and its steps cannot be rolled back");
+                return;
+            }
+        };
+        let repo = snap.root.display().to_string();
+        let mut writes = vec![Write::AttemptVcs {
+            node_id: c.node_id.clone(),
+            iteration: c.iteration,
+            attempt: c.attempt,
+            repo: repo.clone(),
+            before: before.then(|| snap.commit.clone()),
+            after: (!before).then(|| snap.commit.clone()),
+        }];
+        let taken = Some((snap.commit.clone(), snap.head.clone()));
+        for s in &self.steps {
+            // A step's `before` is the working copy before its first attempt.
+            if before && s.snapshot_before.is_some() {
+                continue;
+            }
+            writes.push(Write::StepVcs(StepVcs {
+                step: StepKey::Id(s.step_id),
+                repo: repo.clone(),
+                backend: snap.backend.as_str().to_owned(),
+                before: if before { taken.clone() } else { None },
+                after: if before { None } else { taken.clone() },
+                commit_created: None,
+            }));
+        }
+        if let Err(e) = self.store.write_claimed_vcs(c, writes).await {
+            tracing::warn!(error = %e, node = %c.node_id, "could not record a working-copy snapshot");
+        }
+    }
 }

@@ -1621,7 +1621,7 @@ pub async fn the_claims_of_a_dead_worker_are_freed_fenced(s: Arc<dyn Store>) {
 }
 
 /// Fencing of claims: a worker whose claim was taken over (after it expired) commits nothing —
-/// no outcome, no progress line, no renewal — and fails with `ClaimLost` naming the new holder;
+/// no outcome, no progress line, no renewal, no snapshot — and fails with `ClaimLost` naming the new holder;
 /// an expired claim nobody took is refused too; the current holder records its outcome, which
 /// the driver then reads.
 pub async fn a_stale_claim_commits_nothing(s: Arc<dyn Store>) {
@@ -1687,6 +1687,46 @@ pub async fn a_stale_claim_commits_nothing(s: Arc<dyn Store>) {
         s.renew_claim(&stale, Duration::from_secs(60)).await,
         Err(Error::ClaimLost { .. })
     ));
+    // Working-copy snapshots of the attempt: the holder's only, and of that attempt only.
+    let snapshot = |claim: &Claim, commit: &str| Write::AttemptVcs {
+        node_id: claim.node_id.clone(),
+        iteration: claim.iteration,
+        attempt: claim.attempt,
+        repo: "/repo".into(),
+        before: Some(commit.into()),
+        after: None,
+    };
+    assert!(matches!(
+        s.write_claimed_vcs(&stale, vec![snapshot(&stale, "stale")])
+            .await,
+        Err(Error::ClaimLost { .. })
+    ));
+    let mut elsewhere = fresh.clone();
+    elsewhere.attempt += 1;
+    let e = s
+        .write_claimed_vcs(&fresh, vec![snapshot(&elsewhere, "other")])
+        .await
+        .expect_err("another attempt's snapshot");
+    assert!(
+        e.to_string()
+            .contains("may record only the snapshots of that attempt"),
+        "{e}"
+    );
+    s.write_claimed_vcs(&fresh, vec![snapshot(&fresh, "fresh")])
+        .await
+        .expect("holder's snapshot");
+    let vcs: Vec<Option<String>> = s
+        .attempts("r")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.vcs_before)
+        .collect();
+    assert_eq!(
+        vcs,
+        [Some("fresh".to_owned())],
+        "the holder's snapshot only"
+    );
     assert!(
         s.recorded_outcomes("r").await.unwrap().is_empty(),
         "nothing recorded"

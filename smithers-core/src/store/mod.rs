@@ -932,6 +932,17 @@ pub trait Store: Send + Sync + 'static {
             claim.node_id, claim.run_id
         )))
     }
+    /// Records the working-copy snapshots a worker took around a claimed attempt — the
+    /// attempt's own (`Write::AttemptVcs`) and those of the steps it belongs to
+    /// (`Write::StepVcs`) — fenced by the claim like [`Store::record_outcome`]. Any other write
+    /// is refused.
+    async fn write_claimed_vcs(&self, claim: &Claim, writes: Vec<Write>) -> Result<()> {
+        let _ = writes;
+        Err(pool_unsupported(&format!(
+            "recording snapshots of `{}` of run `{}`",
+            claim.node_id, claim.run_id
+        )))
+    }
     /// Records the usage so far of a claimed attempt (what its agent streamed), replacing the
     /// last report, and wakes its driver, which checks the budgets with it; fenced by the claim
     /// (`ClaimLost`, nothing written, once it expired or was taken). Says whether the driver

@@ -16,7 +16,6 @@ use super::connect::connect_error;
 use super::writes::{apply, check_fence};
 use super::PostgresStore;
 use crate::error::{Error, Result};
-use crate::events::Event;
 use crate::model::Usage;
 use crate::store::{
     queue_channel, run_channel, stop_channel, Claim, ClaimHolder, ClaimRenewal, ClaimToken,
@@ -309,8 +308,8 @@ impl PostgresStore {
             .collect()
     }
 
-    pub(super) async fn write_under_claim(&self, claim: &Claim, events: Vec<Event>) -> Result<()> {
-        if events.is_empty() {
+    pub(super) async fn write_under_claim(&self, claim: &Claim, writes: Vec<Write>) -> Result<()> {
+        if writes.is_empty() {
             return Ok(());
         }
         let mut c = self.client().await?;
@@ -346,7 +345,7 @@ impl PostgresStore {
             return Err(self.claim_lost(claim).await);
         }
         let mut b = WriteBatch::new(&claim.run_id);
-        b.writes = events.into_iter().map(Write::Event).collect();
+        b.writes = writes;
         apply(&tx, &b).await?;
         tx.commit().await?;
         Ok(())
