@@ -665,3 +665,197 @@ async fn the_claims_of_a_sigkilled_worker_are_freed_at_once_not_at_their_expiry(
     drop(store);
     schema.drop().await;
 }
+
+/// Pool mode with time travel: a worker executing the tasks of `<Step>`s snapshots its own
+/// working copy around them (the driver, elsewhere, takes none), records the snapshots on the
+/// attempts' and the steps' rows, and `smithers rewind` restores the files the worker changed;
+/// `resume` in pool mode re-runs exactly the steps cut. Needs jj (skipped, saying so, without
+/// it; a failure under `SMITHERS_REQUIRE_EXTERNAL=1`) and PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_a_worker_ran_is_rewound_with_the_working_copy_it_changed() {
+    use smithers_core::engine::{Engine, EngineOptions, PoolOptions};
+    use smithers_core::node::{Phase, Step};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let test = "a_step_a_worker_ran_is_rewound_with_the_working_copy_it_changed";
+    let Some(jj) = smithers_core::vcs::jj_program().filter(|p| {
+        std::process::Command::new(p)
+            .arg("--version")
+            .output()
+            .is_ok()
+    }) else {
+        smithers_core::store::conformance::external_missing(
+            test,
+            "jj is not installed (run scripts/install-jj.sh and set SMITHERS_JJ, or put jj on PATH)",
+        );
+        return;
+    };
+    let Some(schema) = PgSchema::create("pool_step_rewound").await else {
+        return;
+    };
+    let run_in = |dir: &std::path::Path, program: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new(program)
+            .current_dir(dir)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "u")
+            .env("GIT_AUTHOR_EMAIL", "u@u")
+            .env("GIT_COMMITTER_NAME", "u")
+            .env("GIT_COMMITTER_EMAIL", "u@u")
+            .env("JJ_USER", "u")
+            .env("JJ_EMAIL", "u@u")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{program:?} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // The worker's working copy: a jj repository colocated with git.
+    let repo = tempfile::tempdir().unwrap();
+    let dir = repo.path().to_path_buf();
+    let git = std::path::Path::new("git");
+    run_in(&dir, git, &["init", "-q", "-b", "main"]);
+    std::fs::write(dir.join("notes.txt"), "start\n").unwrap();
+    run_in(&dir, git, &["add", "-A"]);
+    run_in(&dir, git, &["commit", "-q", "-m", "init"]);
+    run_in(&dir, &jj, &["git", "init", "--colocate", "--quiet"]);
+    // The driver's directory is no repository: the snapshots must be the worker's.
+    let elsewhere = tempfile::tempdir().unwrap();
+
+    let runs: Arc<[AtomicUsize; 3]> = Arc::new(Default::default());
+    let workflow = {
+        let (dir, runs) = (dir.clone(), runs.clone());
+        move |ctx: &Ctx<()>| {
+            let step = |i: usize, name: &str, line: &str| {
+                let (dir, runs, line) = (dir.clone(), runs.clone(), line.to_owned());
+                Step::new()
+                    .name(name)
+                    .child(
+                        Task::<Done>::new()
+                            .id(line.clone())
+                            .run(move |_t| {
+                                let (dir, runs, line) = (dir.clone(), runs.clone(), line.clone());
+                                async move {
+                                    runs[i].fetch_add(1, Ordering::SeqCst);
+                                    let p = dir.join("notes.txt");
+                                    let mut text =
+                                        std::fs::read_to_string(&p).map_err(|e| e.to_string())?;
+                                    text.push_str(&line);
+                                    text.push('\n');
+                                    std::fs::write(&p, text).map_err(|e| e.to_string())?;
+                                    Ok::<_, String>(Done {
+                                        node: line,
+                                        pid: i64::from(std::process::id()),
+                                    })
+                                }
+                            })
+                            .build(),
+                    )
+                    .build()
+            };
+            // `two` and `three` are mounted once `a` is done: frame 2 is the tree after `one`.
+            let mut work = Phase::new().name("work").child(step(0, "one", "a"));
+            if ctx.output_maybe::<Done>("a").is_some() {
+                work = work.child(step(1, "two", "b")).child(step(2, "three", "c"));
+            }
+            Workflow::new()
+                .name("pool-steps")
+                .child(work.build())
+                .build()
+        }
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = {
+        let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&schema.url).await.unwrap());
+        let engine = Engine::new(store, workflow.clone()).with_options(EngineOptions {
+            workdir: Some(dir.clone()),
+            ..EngineOptions::default()
+        });
+        let mut options = PoolOptions::new("pool-steps", smithers_core::store::lease_owner());
+        options.claim_ttl = Duration::from_secs(30);
+        options.poll = Duration::from_millis(50);
+        let stop = stop.clone();
+        tokio::spawn(async move { engine.serve_attempts(options, stop).await })
+    };
+    let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&schema.url).await.unwrap());
+    let driver_options = || EngineOptions {
+        pool: true,
+        pool_poll: Duration::from_millis(50),
+        workdir: Some(elsewhere.path().to_path_buf()),
+        ..EngineOptions::default()
+    };
+    let report = Engine::new(store.clone(), workflow.clone())
+        .with_options(driver_options())
+        .run_with_id("steps", ())
+        .await
+        .unwrap();
+    assert_eq!(report.status, RunStatus::Finished, "{report:?}");
+    let notes = || std::fs::read_to_string(dir.join("notes.txt")).unwrap();
+    assert_eq!(notes(), "start\na\nb\nc\n");
+    let steps = store.steps("steps").await.unwrap();
+    assert_eq!(steps.len(), 3, "{steps:?}");
+    let root = std::fs::canonicalize(&dir).unwrap();
+    for s in &steps {
+        assert!(
+            s.snapshot_before.is_some()
+                && s.snapshot_after.is_some()
+                && s.vcs_backend.as_deref() == Some("jj")
+                && s.vcs_repo
+                    .as_deref()
+                    .is_some_and(|r| std::fs::canonicalize(r).ok().as_ref() == Some(&root)),
+            "every step is snapshotted in the worker's working copy: {s:?}"
+        );
+    }
+    let attempts = store.attempts("steps").await.unwrap();
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a.claim_owner.is_some() && a.vcs_before.is_some() && a.vcs_after.is_some()),
+        "each attempt ran on the worker and carries its snapshots: {attempts:?}"
+    );
+
+    // Rewind to frame 2 (step `one` done, `two` not started): the files go back to after `a`.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_smithers"))
+        .env_remove("SMITHERS_DB")
+        .args(["--db", &schema.url, "rewind", "steps", "--frame", "2"])
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    assert_eq!(
+        notes(),
+        "start\na\n",
+        "the working copy is restored: {said}"
+    );
+    assert_eq!(
+        store.run("steps").await.unwrap().unwrap().status,
+        RunStatus::Cancelled
+    );
+
+    // Resumed in pool mode: the worker re-runs exactly the steps cut.
+    let again = Engine::new(
+        Arc::new(PostgresStore::connect(&schema.url).await.unwrap()),
+        workflow,
+    )
+    .with_options(driver_options())
+    .resume(Some("steps"))
+    .await
+    .unwrap();
+    assert_eq!(again.status, RunStatus::Finished, "{again:?}");
+    assert_eq!(
+        runs.iter()
+            .map(|r| r.load(Ordering::SeqCst))
+            .collect::<Vec<_>>(),
+        [1, 2, 2]
+    );
+    assert_eq!(notes(), "start\na\nb\nc\n");
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+    drop(store);
+    schema.drop().await;
+}

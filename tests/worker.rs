@@ -489,6 +489,44 @@ fn a_detached_run_is_queued_and_a_worker_finishes_it() {
     assert_eq!(c.workers(), Vec::<String>::new());
 }
 
+/// A worker whose stderr is gone (a pipe whose reader closed: a test or supervisor that died)
+/// still stops on the first SIGTERM and hands its run back. It used to write its "stopping"
+/// line before acting on the signal; that write panicked the signal task on the closed pipe,
+/// and the worker ignored every SIGTERM from then on.
+#[test]
+fn a_worker_whose_stderr_is_gone_still_stops_on_sigterm() {
+    let env = ChildEnv::new("worker_child");
+    let c = sqlite(&env);
+    let out = env
+        .command("run --detach --run-id deaf", 60_000)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut worker = env.spawn("worker --poll-ms 20", 60_000);
+    let pid = worker.id();
+    env.wait_for(&format!("start n0 {pid}"), 1, &mut worker);
+    // Close the only reader of its stderr.
+    drop(worker.stderr.take());
+    signal(&worker, libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let code = loop {
+        if let Some(status) = worker.try_wait().unwrap() {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            kill9(&mut worker);
+            panic!("the worker ignored SIGTERM for 60 s once its stderr was gone");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(0), "a worker stopped by SIGTERM exits 0");
+    assert_eq!(
+        c.run("deaf"),
+        Some(("queued".to_owned(), None, None)),
+        "handed back: queued, lease released"
+    );
+}
+
 #[test]
 fn sigterm_hands_the_run_back_queued_and_the_next_worker_finishes_it() {
     let env = ChildEnv::new("worker_child");

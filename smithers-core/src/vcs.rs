@@ -419,6 +419,21 @@ pub(crate) fn step_ref(run_id: &str, step: &str, iteration: u32, after: bool) ->
     )
 }
 
+/// The ref (under `refs/smithers/`) of an attempt's snapshot `phase` (`before` or `after`).
+pub(crate) fn attempt_ref(
+    run_id: &str,
+    node_id: &str,
+    iteration: u32,
+    attempt: u32,
+    phase: &str,
+) -> String {
+    format!(
+        "{}/{}/{iteration}/{attempt}-{phase}",
+        ref_component(run_id),
+        ref_component(node_id)
+    )
+}
+
 /// A ref-name-safe form of a run or node id (ids may hold any text).
 pub(crate) fn ref_component(id: &str) -> String {
     let clean: String = id
@@ -460,12 +475,12 @@ impl AttemptSnapshots {
     /// Takes the `before` or `after` snapshot; a failure is logged, never fatal to the attempt.
     pub(crate) async fn take(&self, before: bool) {
         let phase = if before { "before" } else { "after" };
-        let name = format!(
-            "{}/{}/{}/{}-{phase}",
-            ref_component(&self.run_id),
-            ref_component(&self.node_id),
+        let name = attempt_ref(
+            &self.run_id,
+            &self.node_id,
             self.iteration,
-            self.attempt
+            self.attempt,
+            phase,
         );
         let message = format!(
             "smithers: {phase} attempt {} of node `{}` (iteration {}) in run {}",

@@ -173,6 +173,208 @@ async fn a_cancelled_pool_run_stops_its_queued_attempts() {
     schema.drop().await;
 }
 
+/// A task that waits until it is stopped, saying when it started and when it saw the stop.
+fn stalled(
+    started: &tokio::sync::mpsc::UnboundedSender<std::time::Instant>,
+    stopped: &Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+) -> impl Fn(&Ctx<()>) -> Node + Send + Sync + 'static {
+    let (started, stopped) = (started.clone(), stopped.clone());
+    move |_ctx| {
+        let (started, stopped) = (started.clone(), stopped.clone());
+        Workflow::new()
+            .name(WORKFLOW)
+            .child(
+                Task::<Num>::new()
+                    .id("stalled")
+                    .run(move |t| {
+                        let (started, stopped) = (started.clone(), stopped.clone());
+                        let cancel = t.cancelled().clone();
+                        async move {
+                            let _ = started.send(std::time::Instant::now());
+                            cancel.cancelled().await;
+                            *stopped.lock().unwrap() = Some(std::time::Instant::now());
+                            Err::<Num, _>(TaskError::terminal("the stalled body saw its stop"))
+                        }
+                    })
+                    .build(),
+            )
+            .build()
+    }
+}
+
+/// A stop the driver asks for reaches the worker holding the attempt on the worker's stop
+/// channel, not at the claim's next renewal: with 30 s claims (renewed every 10 s) the body
+/// sees its stop before the first renewal could have happened, and the driver records the
+/// outcome the worker recorded (not the end of its stop grace).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_reaches_a_claimed_attempt_before_its_next_renewal() {
+    let Some(schema) = PgSchema::create("a_stop_reaches_a_claimed_attempt").await else {
+        return;
+    };
+    let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel();
+    let stopped = Arc::new(std::sync::Mutex::new(None));
+    let ttl = Duration::from_secs(30);
+    let stop = CancellationToken::new();
+    let worker = {
+        let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&schema.url).await.unwrap());
+        let engine = Engine::new(store, stalled(&started_tx, &stopped));
+        let mut options = PoolOptions::new(WORKFLOW, lease_owner());
+        options.claim_ttl = ttl;
+        options.poll = Duration::from_millis(100);
+        let stop = stop.clone();
+        tokio::spawn(async move { engine.serve_attempts(options, stop).await })
+    };
+    let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&schema.url).await.unwrap());
+    let cancel = CancellationToken::new();
+    let driver =
+        Engine::new(store.clone(), stalled(&started_tx, &stopped)).with_options(EngineOptions {
+            cancel: cancel.clone(),
+            ..pool_options()
+        });
+    let run = tokio::spawn(async move { driver.run_with_id("s", ()).await });
+    let started = started_rx.recv().await.unwrap();
+    assert!(stopped.lock().unwrap().is_none(), "running until stopped");
+    cancel.cancel();
+    let report = run.await.unwrap().unwrap();
+    assert_eq!(report.status, RunStatus::Cancelled);
+    let seen = stopped.lock().unwrap().expect("the body saw its stop");
+    // The claim's first renewal is due a third of its period after the body started.
+    assert!(
+        seen.duration_since(started) < ttl / 3,
+        "the stop was seen {:?} after the body started: at a renewal, not by notification",
+        seen.duration_since(started)
+    );
+    let attempts = store.attempts("s").await.unwrap();
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(attempts[0].status, "cancelled", "{attempts:?}");
+    assert!(
+        attempts[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("the stalled body saw its stop")),
+        "the driver recorded what the worker recorded: {attempts:?}"
+    );
+    stop.cancel();
+    let served = worker.await.unwrap().unwrap();
+    assert_eq!((served.claimed, served.recorded, served.lost), (1, 1, 0));
+    drop(store);
+    schema.drop().await;
+}
+
+/// An agent that answers with how often it was asked.
+#[derive(Clone, Default)]
+struct CountingAgent(Counter);
+
+#[async_trait::async_trait]
+impl smithers_core::Agent for CountingAgent {
+    fn name(&self) -> &str {
+        "counting"
+    }
+    async fn generate(
+        &self,
+        _req: smithers_core::AgentRequest,
+    ) -> Result<smithers_core::AgentResponse, smithers_core::AgentError> {
+        let n = self.0.hit();
+        Ok(smithers_core::AgentResponse {
+            text: format!(r#"{{"n": {n}, "note": null}}"#),
+            ..smithers_core::AgentResponse::default()
+        })
+    }
+}
+
+/// `<Workflow cache>` with one agent task.
+fn cached(agent: &CountingAgent) -> impl Fn(&Ctx<()>) -> Node + Send + Sync + 'static {
+    let agent = agent.clone();
+    move |_ctx| {
+        Workflow::new()
+            .name(WORKFLOW)
+            .cache(true)
+            .child(
+                Task::<Num>::new()
+                    .id("ask")
+                    .agent(agent.clone())
+                    .prompt("Count.")
+                    .build(),
+            )
+            .build()
+    }
+}
+
+/// A driver that takes over a pool run adopts the attempt its predecessor queued even when the
+/// task's output has been cached since: the adopted attempt is the node's (its worker runs it
+/// and the driver consumes its outcome), not left queued beside a cache hit for a worker to run
+/// after the node finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_adopts_a_queued_attempt_even_when_its_output_is_cached() {
+    let Some(schema) = PgSchema::create("a_takeover_adopts_a_cached_attempt").await else {
+        return;
+    };
+    let agent = CountingAgent::default();
+    let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&schema.url).await.unwrap());
+    // The first driver queues the attempt (no worker yet) and dies, its lease left to expire.
+    let lease = Duration::from_millis(300);
+    let first = Engine::new(store.clone(), cached(&agent)).with_options(EngineOptions {
+        lease_ttl: lease,
+        ..pool_options()
+    });
+    let dying = tokio::spawn(async move { first.run_with_id("taken", ()).await });
+    while store.queued_attempts("taken").await.unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    dying.abort();
+    let _ = dying.await;
+    // Meanwhile a local run caches the task's output.
+    let local = Engine::new(store.clone(), cached(&agent))
+        .run_with_id("local", ())
+        .await
+        .unwrap();
+    assert_eq!(local.status, RunStatus::Finished);
+    assert_eq!(agent.0.get(), 1);
+    // The next driver takes the run over once the lease expired, a worker running.
+    let stop = CancellationToken::new();
+    let worker = {
+        let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&schema.url).await.unwrap());
+        let engine = Engine::new(store, cached(&agent));
+        let mut options = PoolOptions::new(WORKFLOW, lease_owner());
+        options.poll = Duration::from_millis(50);
+        let stop = stop.clone();
+        tokio::spawn(async move { engine.serve_attempts(options, stop).await })
+    };
+    let next = Engine::new(store.clone(), cached(&agent)).with_options(pool_options());
+    let report = loop {
+        match next.resume(Some("taken")).await {
+            Err(smithers_core::Error::LeaseHeld { .. }) => {
+                tokio::time::sleep(lease / 3).await;
+            }
+            other => break other.unwrap(),
+        }
+    };
+    assert_eq!(report.status, RunStatus::Finished, "{report:?}");
+    stop.cancel();
+    let served = worker.await.unwrap().unwrap();
+    let attempts: Vec<(u32, String, bool)> = store
+        .attempts("taken")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.attempt, a.status, a.claim_owner.is_some()))
+        .collect();
+    assert_eq!(
+        attempts,
+        [(1, "finished".to_owned(), true)],
+        "the adopted attempt, run by the worker, finished the node"
+    );
+    assert_eq!(served.recorded, 1, "{served:?}");
+    assert_eq!(agent.0.get(), 2, "the worker asked the agent once");
+    assert!(
+        store.queued_attempts("taken").await.unwrap().is_empty(),
+        "nothing is left in the queue"
+    );
+    assert_eq!(store.load("taken").await.unwrap().outputs.len(), 1);
+    drop(store);
+    schema.drop().await;
+}
+
 #[tokio::test]
 async fn pool_mode_on_sqlite_is_refused_before_anything_is_written() {
     let dir = tempfile::tempdir().unwrap();

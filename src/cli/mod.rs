@@ -534,18 +534,18 @@ where
             match worker.run(stop_on_signals()).await {
                 Ok(report) => {
                     if !cli.quiet {
-                        eprintln!(
+                        say(&format!(
                             "worker {} stopped: {} run(s) driven to a stop, {} handed back, {} marked failed after the restart limit",
                             report.worker_id,
                             report.driven.len(),
                             report.handed_back.len(),
                             report.failed.len()
-                        );
+                        ));
                     }
                     Ok(std::process::ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    eprintln!("error [{}]: {e}", e.code());
+                    say(&format!("error [{}]: {e}", e.code()));
                     Ok(std::process::ExitCode::FAILURE)
                 }
             }
@@ -682,8 +682,8 @@ fn tokio_util_cancel() -> smithers_core::engine::CancellationToken {
     let t = token.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("cancelling: stopping in-flight work (Ctrl-C again to exit at once)");
             t.cancel();
+            say("cancelling: stopping in-flight work (Ctrl-C again to exit at once)");
             if tokio::signal::ctrl_c().await.is_ok() {
                 std::process::exit(130);
             }
@@ -692,18 +692,25 @@ fn tokio_util_cancel() -> smithers_core::engine::CancellationToken {
     token
 }
 
+/// Writes a line to stderr when it can. A stop path must not depend on stderr: `eprintln!`
+/// panics when stderr is a pipe nobody reads any more (a test or supervisor that died), and a
+/// signal task that panicked before acting would leave the process deaf to its signals.
+fn say(line: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
+}
+
 /// A token cancelled by the first SIGTERM or Ctrl-C (a second one exits at once): a worker's
-/// graceful stop.
+/// graceful stop. The token is cancelled before anything is written, so a worker whose stderr
+/// is gone still stops.
 fn stop_on_signals() -> smithers_core::engine::CancellationToken {
     let token = smithers_core::engine::CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
         let mut signals = StopSignals::listen();
         signals.next().await;
-        eprintln!(
-            "stopping: handing back the runs this worker drives (signal again to exit at once)"
-        );
         t.cancel();
+        say("stopping: handing back the runs this worker drives (signal again to exit at once)");
         signals.next().await;
         std::process::exit(130);
     });
@@ -723,7 +730,9 @@ impl StopSignals {
             use tokio::signal::unix::{signal, SignalKind};
             let term = signal(SignalKind::terminate())
                 .map_err(|e| {
-                    eprintln!("warning: cannot listen for SIGTERM ({e}); stop with Ctrl-C")
+                    say(&format!(
+                        "warning: cannot listen for SIGTERM ({e}); stop with Ctrl-C"
+                    ))
                 })
                 .ok();
             StopSignals { term }

@@ -854,7 +854,9 @@ where
         repo: &mut Option<Option<crate::vcs::Repo>>,
         steps: Vec<StepSnapshot>,
     ) -> Result<()> {
-        if !self.options.vcs_snapshots || steps.is_empty() {
+        // In pool mode the files change where the attempts run: each worker snapshots its
+        // working copy around the attempts of a step (engine/pool.rs), the driver takes none.
+        if !self.options.vcs_snapshots || self.options.pool || steps.is_empty() {
             return Ok(());
         }
         if repo.is_none() {

@@ -4,8 +4,17 @@
 //! ([`Engine::render_run`]); an agent task gets the prompt the driver assembled and queued. The
 //! claim is renewed every third of its period; the raw outcome is recorded fenced by the claim,
 //! and progress lines and the usage an agent reports so far too, so a worker whose claim expired
-//! or was taken commits nothing. What the outcome means (validation, retries, budgets, cache) is
+//! or was taken commits nothing. A driver's request to stop an attempt reaches its worker on the
+//! worker's stop channel at once (every attempt in flight then checks its flag, renewing its
+//! claim); the renewal sees the flag too, for a worker whose notifications stopped. What the
+//! outcome means (validation, retries, budgets, cache) is
 //! decided by the run's driver, which checks the budgets with the reported usage mid-attempt.
+//!
+//! Working-copy snapshots are the worker's too, by the local executor's rules: around the
+//! attempt of an agent that edits files, and of every task inside a `<Step>` (the step's
+//! `before` is the working copy before its first attempt, its `after` the one after its last),
+//! recorded on the attempt's and the steps' rows under the claim, so `smithers rewind` restores
+//! the working copy the attempts changed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,9 +36,9 @@ use crate::error::{Error, Result, TaskError};
 use crate::events::{Event, EventKind};
 use crate::machine::AttemptResult;
 use crate::machine::RunState;
-use crate::node::{Node, TaskSpec};
-use crate::store::FenceToken;
-use crate::store::{queue_channel, Claim, RemoteError, RemoteOutcome};
+use crate::node::{Node, TaskExec, TaskSpec};
+use crate::store::{queue_channel, stop_channel, Claim, RemoteError, RemoteOutcome};
+use crate::store::{FenceToken, StepKey, StepRecord, StepVcs, Store, Write};
 
 /// How a worker executes queued attempts.
 #[derive(Clone, Debug)]
@@ -126,6 +135,21 @@ where
                 tracing::warn!(error = %e, "cannot listen for queued attempts; polling instead");
                 None
             });
+        // Stop requests for the attempts it holds: each wake-up makes every attempt in flight
+        // check its flag at once.
+        let (stops_tx, stops) = tokio::sync::watch::channel(0u64);
+        let stop_wake = match self.store.listen(&stop_channel(&options.owner)).await {
+            Ok(Some(mut rx)) => Some(tokio::spawn(async move {
+                while rx.recv().await.is_some() {
+                    stops_tx.send_modify(|n| *n += 1);
+                }
+            })),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for stop requests; they are seen at each claim renewal");
+                None
+            }
+        };
         let release = CancellationToken::new();
         let mut running: JoinSet<()> = JoinSet::new();
         let mut pause = FIRST_POLL;
@@ -134,6 +158,9 @@ where
             let free = concurrency.saturating_sub(running.len());
             let mut got = 0;
             if free > 0 {
+                // Taken before claiming: a stop of an attempt claimed now is announced after
+                // this, so its attempt sees the change.
+                let stops = stops.clone();
                 match self
                     .store
                     .claim_attempts(&options.workflow, &options.owner, free, options.claim_ttl)
@@ -148,6 +175,7 @@ where
                                 claim,
                                 options.claim_ttl,
                                 release.clone(),
+                                stops.clone(),
                                 counters.clone(),
                                 renders.clone(),
                             ));
@@ -181,6 +209,9 @@ where
         // Stopping: the attempts in flight give their claims back.
         release.cancel();
         while running.join_next().await.is_some() {}
+        if let Some(t) = stop_wake {
+            t.abort();
+        }
         Ok(PoolReport {
             claimed: counters.claimed.load(Ordering::Relaxed),
             recorded: counters.recorded.load(Ordering::Relaxed),
@@ -287,12 +318,13 @@ fn failed(message: String, retryable: bool) -> RemoteOutcome {
 
 /// Executes one claimed attempt: finds its task, runs its body while renewing the claim, and
 /// records the outcome under the claim. `release` gives the claim back instead (the worker is
-/// stopping).
+/// stopping); a change of `stops` makes it check at once whether its stop was requested.
 async fn execute_claim<I>(
     engine: Arc<Engine<I>>,
     claim: Claim,
     ttl: Duration,
     release: CancellationToken,
+    stops: tokio::sync::watch::Receiver<u64>,
     counters: Arc<Counters>,
     renders: Arc<Renders>,
 ) where
@@ -313,7 +345,7 @@ async fn execute_claim<I>(
     };
     let outcome = match task {
         Err(message) => Some(failed(message, false)),
-        Ok(task) => run_claimed(&engine, &claim, task, ttl, &release, &counters).await,
+        Ok(task) => run_claimed(&engine, &claim, task, ttl, &release, stops, &counters).await,
     };
     let Some(outcome) = outcome else {
         return;
@@ -351,6 +383,7 @@ async fn run_claimed<I>(
     task: Arc<TaskSpec>,
     ttl: Duration,
     release: &CancellationToken,
+    mut stops: tokio::sync::watch::Receiver<u64>,
     counters: &Counters,
 ) -> Option<RemoteOutcome>
 where
@@ -439,28 +472,39 @@ where
         vcs: None,
         steps: crate::steps::Steps::new(store.clone(), claim.run_id.clone()),
     };
+    let snapshots = WorkerSnapshots::new(engine, claim, &task).await;
+    if let Some(s) = &snapshots {
+        s.take(true).await;
+    }
     let started = Instant::now();
     // Boxed so it can be dropped (with its progress sink) as soon as it ended.
     let mut body = Box::pin(std::panic::AssertUnwindSafe(run_attempt(&task, input)).catch_unwind());
     let mut renew = super::periodic(ttl / 3);
     let mut lost = false;
     let outcome = loop {
+        // Renewal is due, or a stop was announced on the worker's channel (maybe this one's):
+        // renewing says whether this attempt was asked to stop.
         tokio::select! {
             r = &mut body => break r,
-            _ = renew.tick(), if !lost => match store.renew_claim(claim, ttl).await {
-                Ok(r) if r.stop_requested => cancel.cancel(),
-                Ok(_) => {}
-                Err(e @ Error::ClaimLost { .. }) => {
-                    tracing::warn!(error = %e, "stopping an attempt whose claim was lost");
-                    lost = true;
-                    counters.lost.fetch_add(1, Ordering::Relaxed);
-                    cancel.cancel();
-                }
-                Err(e) => tracing::warn!(error = %e, "could not renew a claim; trying again"),
-            },
+            _ = renew.tick(), if !lost => {}
+            Ok(()) = stops.changed(), if !lost => {}
+        }
+        match store.renew_claim(claim, ttl).await {
+            Ok(r) if r.stop_requested => cancel.cancel(),
+            Ok(_) => {}
+            Err(e @ Error::ClaimLost { .. }) => {
+                tracing::warn!(error = %e, "stopping an attempt whose claim was lost");
+                lost = true;
+                counters.lost.fetch_add(1, Ordering::Relaxed);
+                cancel.cancel();
+            }
+            Err(e) => tracing::warn!(error = %e, "could not renew a claim; trying again"),
         }
     };
     drop(body);
+    if let (Some(s), false) = (&snapshots, lost) {
+        s.take(false).await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), reporter).await;
     if lost {
@@ -479,4 +523,106 @@ where
         duration_ms: started.elapsed().as_millis() as i64,
         outcome,
     }))
+}
+
+/// The working-copy snapshots a worker takes around a claimed attempt (see the module docs).
+struct WorkerSnapshots {
+    store: Arc<dyn Store>,
+    claim: Claim,
+    repo: crate::vcs::Repo,
+    /// The run's active steps that hold this task in this iteration, as they were when the
+    /// attempt started.
+    steps: Vec<StepRecord>,
+}
+
+impl WorkerSnapshots {
+    /// `None` when no snapshot is due: snapshots are off, the task is no agent that edits
+    /// files and in no step, or its directory is in no repository.
+    async fn new<I>(engine: &Engine<I>, claim: &Claim, task: &TaskSpec) -> Option<Self>
+    where
+        I: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        if !engine.options.vcs_snapshots {
+            return None;
+        }
+        let agent = match &task.exec {
+            TaskExec::Agent(a) => Some(a),
+            _ => None,
+        };
+        let steps: Vec<StepRecord> = match engine.store.steps(&claim.run_id).await {
+            Ok(all) => all
+                .into_iter()
+                .filter(|s| {
+                    s.active
+                        && s.source == "tree"
+                        && s.iteration == claim.iteration
+                        && s.task_ids.contains(&claim.node_id)
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, node = %claim.node_id, "could not read the run's steps; the attempt's steps get no snapshot");
+                Vec::new()
+            }
+        };
+        if steps.is_empty() && !agent.is_some_and(|a| a.edits_files()) {
+            return None;
+        }
+        let dir = agent
+            .and_then(|a| a.cwd())
+            .or_else(|| engine.options.workdir.clone())
+            .or_else(|| std::env::current_dir().ok())?;
+        let repo = crate::vcs::Repo::find_or_log(&dir).await?;
+        Some(WorkerSnapshots {
+            store: engine.store.clone(),
+            claim: claim.clone(),
+            repo,
+            steps,
+        })
+    }
+
+    /// Takes the `before` or `after` snapshot and records it under the claim; a failure is
+    /// logged, never fatal to the attempt.
+    async fn take(&self, before: bool) {
+        let c = &self.claim;
+        let phase = if before { "before" } else { "after" };
+        let name = crate::vcs::attempt_ref(&c.run_id, &c.node_id, c.iteration, c.attempt, phase);
+        let message = format!(
+            "smithers: {phase} attempt {} of node `{}` (iteration {}) in run {}, on worker {}",
+            c.attempt, c.node_id, c.iteration, c.run_id, c.token.owner
+        );
+        let snap = match self.repo.snapshot(&name, &message).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, node = %c.node_id, "working-copy snapshot failed; this attempt and its steps cannot be rolled back");
+                return;
+            }
+        };
+        let repo = snap.root.display().to_string();
+        let mut writes = vec![Write::AttemptVcs {
+            node_id: c.node_id.clone(),
+            iteration: c.iteration,
+            attempt: c.attempt,
+            repo: repo.clone(),
+            before: before.then(|| snap.commit.clone()),
+            after: (!before).then(|| snap.commit.clone()),
+        }];
+        let taken = Some((snap.commit.clone(), snap.head.clone()));
+        for s in &self.steps {
+            // A step's `before` is the working copy before its first attempt.
+            if before && s.snapshot_before.is_some() {
+                continue;
+            }
+            writes.push(Write::StepVcs(StepVcs {
+                step: StepKey::Id(s.step_id),
+                repo: repo.clone(),
+                backend: snap.backend.as_str().to_owned(),
+                before: if before { taken.clone() } else { None },
+                after: if before { None } else { taken.clone() },
+                commit_created: None,
+            }));
+        }
+        if let Err(e) = self.store.write_claimed_vcs(c, writes).await {
+            tracing::warn!(error = %e, node = %c.node_id, "could not record a working-copy snapshot");
+        }
+    }
 }

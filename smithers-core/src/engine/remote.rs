@@ -4,8 +4,9 @@
 //! outcomes workers recorded and hands each to the waiting attempt, whose end the machine then
 //! decides as for a local one. The usage workers report while an attempt runs goes to the drive's
 //! usage channel, so the machine checks the budgets mid-attempt as for a local attempt. Stopping
-//! a remote attempt asks the store to stop it (at once when no worker holds it, at its worker's
-//! next renewal or usage report otherwise).
+//! a remote attempt asks the store to stop it: at once when no worker holds it, otherwise by a
+//! notification on its worker's stop channel (its next renewal or usage report when the worker
+//! cannot listen).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,8 +34,8 @@ type Waiters = Arc<Mutex<HashMap<(NodeKey, u32), oneshot::Sender<RemoteOutcome>>
 /// The shortest wait between two looks at the recorded outcomes when no notification came.
 const FIRST_POLL: Duration = Duration::from_millis(25);
 
-/// How long a stopped remote attempt gets for its worker to see the stop (at its next claim
-/// renewal) and record what it produced.
+/// How long a stopped remote attempt gets for its worker to see the stop (notified at once, or
+/// at its next claim renewal when the worker cannot listen) and record what it produced.
 pub(super) const REMOTE_STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// The driver's view of its remote attempts.

@@ -533,13 +533,19 @@ impl RunState {
             self.idle(awaiting_approval, cmds);
             return;
         }
-        // Only the first free slots can start (or find their output in the cache).
+        // Only the first free slots can start (or find their output in the cache). An attempt
+        // adopted from the previous driver is the node's, cached output or not: a worker runs
+        // it or has run it, and its outcome is consumed (a cache hit beside it would leave it
+        // queued for a worker to run after the node finished).
         let free = limit.saturating_sub(self.running.len());
         let cache_keys: Vec<Option<String>> = runnable
             .iter()
             .enumerate()
             .map(|(i, r)| match (&cache, &r.task.exec) {
-                (Some(wf), TaskExec::Agent(agent)) if i < free => {
+                (Some(wf), TaskExec::Agent(agent))
+                    if i < free
+                        && !self.adopted.contains_key(&(r.task.id.clone(), r.iteration)) =>
+                {
                     Some(cache_key(wf, &r.task, agent.as_ref()))
                 }
                 _ => None,

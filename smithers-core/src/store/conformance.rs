@@ -19,9 +19,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{
-    run_channel, AttemptEnd, CancelOutcome, Claim, ClaimHolder, ClaimRenewal, FenceToken, ForkRun,
-    GroupUpdate, NewRun, NodeRecord, QueuedAttempt, RemoteOutcome, RestartRecord, RewindTo, Store,
-    UsageReport, WorkerRecord, Write, WriteBatch,
+    run_channel, stop_channel, AttemptEnd, CancelOutcome, Claim, ClaimHolder, ClaimRenewal,
+    FenceToken, ForkRun, GroupUpdate, NewRun, NodeRecord, QueuedAttempt, RemoteOutcome,
+    RestartRecord, RewindTo, Store, UsageReport, WorkerRecord, Write, WriteBatch,
 };
 use crate::clock::{Clock, SystemClock, TestClock};
 use crate::error::{Error, Result};
@@ -1763,7 +1763,7 @@ pub async fn the_claims_of_a_dead_worker_are_freed_fenced(s: Arc<dyn Store>) {
 }
 
 /// Fencing of claims: a worker whose claim was taken over (after it expired) commits nothing —
-/// no outcome, no progress line, no renewal — and fails with `ClaimLost` naming the new holder;
+/// no outcome, no progress line, no renewal, no snapshot — and fails with `ClaimLost` naming the new holder;
 /// an expired claim nobody took is refused too; the current holder records its outcome, which
 /// the driver then reads.
 pub async fn a_stale_claim_commits_nothing(s: Arc<dyn Store>) {
@@ -1829,6 +1829,46 @@ pub async fn a_stale_claim_commits_nothing(s: Arc<dyn Store>) {
         s.renew_claim(&stale, Duration::from_secs(60)).await,
         Err(Error::ClaimLost { .. })
     ));
+    // Working-copy snapshots of the attempt: the holder's only, and of that attempt only.
+    let snapshot = |claim: &Claim, commit: &str| Write::AttemptVcs {
+        node_id: claim.node_id.clone(),
+        iteration: claim.iteration,
+        attempt: claim.attempt,
+        repo: "/repo".into(),
+        before: Some(commit.into()),
+        after: None,
+    };
+    assert!(matches!(
+        s.write_claimed_vcs(&stale, vec![snapshot(&stale, "stale")])
+            .await,
+        Err(Error::ClaimLost { .. })
+    ));
+    let mut elsewhere = fresh.clone();
+    elsewhere.attempt += 1;
+    let e = s
+        .write_claimed_vcs(&fresh, vec![snapshot(&elsewhere, "other")])
+        .await
+        .expect_err("another attempt's snapshot");
+    assert!(
+        e.to_string()
+            .contains("may record only the snapshots of that attempt"),
+        "{e}"
+    );
+    s.write_claimed_vcs(&fresh, vec![snapshot(&fresh, "fresh")])
+        .await
+        .expect("holder's snapshot");
+    let vcs: Vec<Option<String>> = s
+        .attempts("r")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.vcs_before)
+        .collect();
+    assert_eq!(
+        vcs,
+        [Some("fresh".to_owned())],
+        "the holder's snapshot only"
+    );
     assert!(
         s.recorded_outcomes("r").await.unwrap().is_empty(),
         "nothing recorded"
@@ -1892,8 +1932,8 @@ pub async fn a_stale_claim_commits_nothing(s: Arc<dyn Store>) {
 
 /// A driver taking a run over adopts its queued attempts (not abandoned, nodes still running)
 /// and reads outcomes already recorded; stopping an attempt no worker holds ends it at once,
-/// stopping a claimed one flags it for its worker; stopping is fenced by the run's lease; a
-/// recorded outcome wakes the listeners of the run's channel.
+/// stopping a claimed one flags it and tells its worker on its stop channel; stopping is fenced
+/// by the run's lease; a recorded outcome wakes the listeners of the run's channel.
 pub async fn queued_attempts_are_adopted_stopped_and_announced(s: Arc<dyn Store>) {
     if !s.supports_pool() {
         assert!(
@@ -1981,11 +2021,24 @@ pub async fn queued_attempts_are_adopted_stopped_and_announced(s: Arc<dyn Store>
         .is_empty(),
         "a stopped attempt is not claimed"
     );
-    // Stop the claimed one: its worker sees the flag at its next renewal.
+    // Stop the claimed one: its worker is told on its stop channel (when the store has
+    // notifications) and sees the flag when it renews.
+    let mut told = s
+        .listen(&stop_channel(&claimed[1].token.owner))
+        .await
+        .unwrap();
     assert!(!s
         .stop_queued_attempt("r", &claimed[1].node_id, 0, 1, &new)
         .await
         .unwrap());
+    if let Some(told) = told.as_mut() {
+        assert!(
+            tokio::time::timeout(Duration::from_secs(10), told.recv())
+                .await
+                .is_ok_and(|n| n.is_some()),
+            "the worker holding a stopped attempt is notified"
+        );
+    }
     assert!(
         s.renew_claim(&claimed[1], Duration::from_secs(60))
             .await

@@ -30,7 +30,7 @@ pub(crate) use owner::holder_is_dead;
 pub use owner::lease_owner;
 #[cfg(feature = "postgres")]
 pub use postgres::{CopyReport, PostgresStore};
-pub(crate) use queue::{pool_unsupported, queue_channel, run_channel};
+pub(crate) use queue::{pool_unsupported, queue_channel, run_channel, stop_channel};
 pub use queue::{
     Claim, ClaimHolder, ClaimRenewal, ClaimToken, QueuedAttempt, QueuedRecord, RecordedOutcome,
     RemoteError, RemoteOutcome, RemoteReply, UsageReport,
@@ -1074,6 +1074,17 @@ pub trait Store: Send + Sync + 'static {
             claim.node_id, claim.run_id
         )))
     }
+    /// Records the working-copy snapshots a worker took around a claimed attempt — the
+    /// attempt's own (`Write::AttemptVcs`) and those of the steps it belongs to
+    /// (`Write::StepVcs`) — fenced by the claim like [`Store::record_outcome`]. Any other write
+    /// is refused.
+    async fn write_claimed_vcs(&self, claim: &Claim, writes: Vec<Write>) -> Result<()> {
+        let _ = writes;
+        Err(pool_unsupported(&format!(
+            "recording snapshots of `{}` of run `{}`",
+            claim.node_id, claim.run_id
+        )))
+    }
     /// Records the usage so far of a claimed attempt (what its agent streamed), replacing the
     /// last report, and wakes its driver, which checks the budgets with it; fenced by the claim
     /// (`ClaimLost`, nothing written, once it expired or was taken). Says whether the driver
@@ -1145,7 +1156,8 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Asks a queued attempt to stop, fenced by the driver's lease. An attempt no worker holds
     /// is recorded at once as cancelled (returns `true`: no worker will start it); a claimed
-    /// one gets a flag its worker sees at its next renewal (returns `false`).
+    /// one gets a flag, announced on its worker's stop channel ([`stop_channel`]) and seen by
+    /// polling workers at their next renewal (returns `false`).
     async fn stop_queued_attempt(
         &self,
         run_id: &str,

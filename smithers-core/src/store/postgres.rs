@@ -994,7 +994,33 @@ impl Store for PostgresStore {
     }
 
     async fn write_claimed(&self, claim: &Claim, events: Vec<Event>) -> Result<()> {
-        self.write_under_claim(claim, events).await
+        self.write_under_claim(claim, events.into_iter().map(Write::Event).collect())
+            .await
+    }
+
+    async fn write_claimed_vcs(&self, claim: &Claim, writes: Vec<Write>) -> Result<()> {
+        for w in &writes {
+            let ours = match w {
+                Write::AttemptVcs {
+                    node_id,
+                    iteration,
+                    attempt,
+                    ..
+                } => {
+                    (node_id, *iteration, *attempt)
+                        == (&claim.node_id, claim.iteration, claim.attempt)
+                }
+                Write::StepVcs(_) => true,
+                _ => false,
+            };
+            if !ours {
+                return Err(Error::InvalidInput(format!(
+                    "the worker of `{}` (attempt {}) of run `{}` may record only the snapshots of that attempt and its steps under its claim",
+                    claim.node_id, claim.attempt, claim.run_id
+                )));
+            }
+        }
+        self.write_under_claim(claim, writes).await
     }
 
     async fn release_claim(&self, claim: &Claim) -> Result<()> {

@@ -191,6 +191,13 @@ pub(crate) fn run_channel(run_id: &str) -> String {
     format!("smithers_r_{:016x}", fnv1a(run_id.as_bytes()))
 }
 
+/// The notification channel of a worker's stop requests: the worker that claimed attempts
+/// (`owner`, as its claims record it) listens to it, so a driver's stop reaches the attempt at
+/// once instead of at the claim's next renewal.
+pub(crate) fn stop_channel(owner: &str) -> String {
+    format!("smithers_s_{:016x}", fnv1a(owner.as_bytes()))
+}
+
 /// FNV-1a over explicit bytes: the same channel names on every platform and version.
 fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -218,5 +225,6 @@ mod tests {
         assert!(a.len() <= 63 && a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
         assert_ne!(queue_channel("a"), queue_channel("b"));
         assert_ne!(queue_channel("a"), run_channel("a"));
+        assert_ne!(run_channel("a"), stop_channel("a"));
     }
 }

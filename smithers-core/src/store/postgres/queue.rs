@@ -16,12 +16,11 @@ use super::connect::connect_error;
 use super::writes::{apply, check_fence};
 use super::PostgresStore;
 use crate::error::{Error, Result};
-use crate::events::Event;
 use crate::model::Usage;
 use crate::store::{
-    queue_channel, run_channel, Claim, ClaimHolder, ClaimRenewal, ClaimToken, FenceToken,
-    QueuedAttempt, QueuedRecord, RecordedOutcome, RemoteError, RemoteOutcome, UsageReport, Write,
-    WriteBatch,
+    queue_channel, run_channel, stop_channel, Claim, ClaimHolder, ClaimRenewal, ClaimToken,
+    FenceToken, QueuedAttempt, QueuedRecord, RecordedOutcome, RemoteError, RemoteOutcome,
+    UsageReport, Write, WriteBatch,
 };
 
 /// The server's time in epoch milliseconds, as claims measure it. Deliberately not the store's
@@ -311,8 +310,8 @@ impl PostgresStore {
             .collect()
     }
 
-    pub(super) async fn write_under_claim(&self, claim: &Claim, events: Vec<Event>) -> Result<()> {
-        if events.is_empty() {
+    pub(super) async fn write_under_claim(&self, claim: &Claim, writes: Vec<Write>) -> Result<()> {
+        if writes.is_empty() {
             return Ok(());
         }
         let mut c = self.client().await?;
@@ -348,7 +347,7 @@ impl PostgresStore {
             return Err(self.claim_lost(claim).await);
         }
         let mut b = WriteBatch::new(&claim.run_id);
-        b.writes = events.into_iter().map(Write::Event).collect();
+        b.writes = writes;
         apply(&tx, &b, self.now()).await?;
         tx.commit().await?;
         Ok(())
@@ -531,14 +530,21 @@ impl PostgresStore {
             tx.execute("SELECT pg_notify($1, '')", &[&run_channel(run_id)])
                 .await?;
         } else {
-            tx.execute(
-                &format!(
-                    "UPDATE _smithers_attempts SET stop_requested = TRUE
-                     WHERE {ATTEMPT} AND status = 'in-progress' AND queue = 'claimed'"
-                ),
-                &key,
-            )
-            .await?;
+            // Its worker listens on its stop channel: told at commit, not at its next renewal.
+            let holders = tx
+                .query(
+                    &format!(
+                        "UPDATE _smithers_attempts SET stop_requested = TRUE
+                         WHERE {ATTEMPT} AND status = 'in-progress' AND queue = 'claimed'
+                         RETURNING claim_owner"
+                    ),
+                    &key,
+                )
+                .await?;
+            for owner in holders.iter().filter_map(|r| r.get::<_, Option<String>>(0)) {
+                tx.execute("SELECT pg_notify($1, '')", &[&stop_channel(&owner)])
+                    .await?;
+            }
         }
         tx.commit().await?;
         Ok(n > 0)
