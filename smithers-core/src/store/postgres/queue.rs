@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::Value;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use super::connect::connect_error;
@@ -30,6 +31,38 @@ const NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
 
 /// The attempt a statement names: `$1..$4` are run, node, iteration, attempt.
 const ATTEMPT: &str = "run_id = $1 AND node_id = $2 AND iteration = $3 AND attempt = $4";
+
+/// The parameters `$1..$6` of a statement fenced by a claim: the claimed attempt (see
+/// [`ATTEMPT`]), then the claim's owner and epoch. The statement's own follow from `$7`.
+struct Fenced<'a> {
+    claim: &'a Claim,
+    iteration: i64,
+    attempt: i64,
+}
+
+impl<'a> Fenced<'a> {
+    fn new(claim: &'a Claim) -> Self {
+        Fenced {
+            claim,
+            iteration: i64::from(claim.iteration),
+            attempt: i64::from(claim.attempt),
+        }
+    }
+
+    /// `$1..$6`, then `rest`.
+    fn params<'b>(&'b self, rest: &[&'b (dyn ToSql + Sync)]) -> Vec<&'b (dyn ToSql + Sync)> {
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+            &self.claim.run_id,
+            &self.claim.node_id,
+            &self.iteration,
+            &self.attempt,
+            &self.claim.token.owner,
+            &self.claim.token.epoch,
+        ];
+        params.extend_from_slice(rest);
+        params
+    }
+}
 
 fn ttl_ms(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2)
@@ -180,18 +213,7 @@ impl PostgresStore {
             ))
             .await?;
         let row = c
-            .query_opt(
-                &st,
-                &[
-                    &claim.run_id,
-                    &claim.node_id,
-                    &i64::from(claim.iteration),
-                    &i64::from(claim.attempt),
-                    &claim.token.owner,
-                    &claim.token.epoch,
-                    &ttl_ms(ttl),
-                ],
-            )
+            .query_opt(&st, &Fenced::new(claim).params(&[&ttl_ms(ttl)]))
             .await?;
         drop(c);
         match row {
@@ -220,16 +242,8 @@ impl PostgresStore {
         let n = c
             .query(
                 &st,
-                &[
-                    &claim.run_id,
-                    &claim.node_id,
-                    &i64::from(claim.iteration),
-                    &i64::from(claim.attempt),
-                    &claim.token.owner,
-                    &claim.token.epoch,
-                    &serde_json::to_value(outcome)?,
-                    &run_channel(&claim.run_id),
-                ],
+                &Fenced::new(claim)
+                    .params(&[&serde_json::to_value(outcome)?, &run_channel(&claim.run_id)]),
             )
             .await?
             .len();
@@ -263,16 +277,7 @@ impl PostgresStore {
         let row = c
             .query_opt(
                 &st,
-                &[
-                    &claim.run_id,
-                    &claim.node_id,
-                    &i64::from(claim.iteration),
-                    &i64::from(claim.attempt),
-                    &claim.token.owner,
-                    &claim.token.epoch,
-                    &report,
-                    &run_channel(&claim.run_id),
-                ],
+                &Fenced::new(claim).params(&[&report, &run_channel(&claim.run_id)]),
             )
             .await?;
         drop(c);
@@ -331,14 +336,7 @@ impl PostgresStore {
                        AND claim_owner = $5 AND claim_epoch = $6 AND claim_expires_ms >= {NOW_MS}
                      FOR SHARE"
                 ),
-                &[
-                    &claim.run_id,
-                    &claim.node_id,
-                    &i64::from(claim.iteration),
-                    &i64::from(claim.attempt),
-                    &claim.token.owner,
-                    &claim.token.epoch,
-                ],
+                &Fenced::new(claim).params(&[]),
             )
             .await?;
         if held.is_none() {
@@ -362,14 +360,7 @@ impl PostgresStore {
                     "UPDATE _smithers_attempts SET queue = 'queued', claim_owner = NULL, claim_expires_ms = NULL
                      WHERE {ATTEMPT} AND queue = 'claimed' AND claim_owner = $5 AND claim_epoch = $6"
                 ),
-                &[
-                    &claim.run_id,
-                    &claim.node_id,
-                    &i64::from(claim.iteration),
-                    &i64::from(claim.attempt),
-                    &claim.token.owner,
-                    &claim.token.epoch,
-                ],
+                &Fenced::new(claim).params(&[]),
             )
             .await?;
         if n > 0 {
