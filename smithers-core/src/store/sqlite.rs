@@ -274,6 +274,29 @@ fn bad_at(idx: usize, e: BadStoredValue) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
 }
 
+/// Column `idx`, text, as `parse` (one of the `stored_*` readers) reads it; what it refuses
+/// fails the row with [`BadStoredValue`] (an [`Error::InvalidRecord`] once converted).
+fn parsed_at<T>(
+    r: &rusqlite::Row<'_>,
+    idx: usize,
+    parse: impl FnOnce(&str) -> std::result::Result<T, BadStoredValue>,
+) -> rusqlite::Result<T> {
+    let value = r.get_ref(idx)?.as_str()?;
+    parse(value).map_err(|e| bad_at(idx, e))
+}
+
+/// Column `idx` read by `read` unless it is NULL (none).
+fn unless_null<T>(
+    r: &rusqlite::Row<'_>,
+    idx: usize,
+    read: impl FnOnce() -> rusqlite::Result<T>,
+) -> rusqlite::Result<Option<T>> {
+    match r.get_ref(idx)? {
+        rusqlite::types::ValueRef::Null => Ok(None),
+        _ => read().map(Some),
+    }
+}
+
 /// Column `idx` of a `table` row, RFC 3339 text, as a [`Timestamp`]; a value that does not
 /// parse fails the row with [`BadStoredValue`] (an [`Error::InvalidRecord`] once converted).
 pub(super) fn time_at(
@@ -282,8 +305,7 @@ pub(super) fn time_at(
     table: &'static str,
     column: &'static str,
 ) -> rusqlite::Result<Timestamp> {
-    let value = r.get_ref(idx)?.as_str()?;
-    stored_time(table, column, value).map_err(|e| bad_at(idx, e))
+    parsed_at(r, idx, |value| stored_time(table, column, value))
 }
 
 /// Column `idx` of a `table` row, one of the stored names of `T` (a status, a cost source);
@@ -294,8 +316,7 @@ pub(super) fn name_at<T: crate::model::StoredName>(
     table: &'static str,
     column: &'static str,
 ) -> rusqlite::Result<T> {
-    let value = r.get_ref(idx)?.as_str()?;
-    stored_name(table, column, value).map_err(|e| bad_at(idx, e))
+    parsed_at(r, idx, |value| stored_name(table, column, value))
 }
 
 /// [`name_at`] of a nullable column (NULL: none).
@@ -305,10 +326,7 @@ pub(super) fn name_at_opt<T: crate::model::StoredName>(
     table: &'static str,
     column: &'static str,
 ) -> rusqlite::Result<Option<T>> {
-    match r.get_ref(idx)? {
-        rusqlite::types::ValueRef::Null => Ok(None),
-        _ => name_at(r, idx, table, column).map(Some),
-    }
+    unless_null(r, idx, || name_at(r, idx, table, column))
 }
 
 /// Column `idx` of a `table` row, JSON text, as a `T`; text that does not parse (or JSON of
@@ -319,8 +337,7 @@ pub(super) fn json_at<T: serde::de::DeserializeOwned>(
     table: &'static str,
     column: &'static str,
 ) -> rusqlite::Result<T> {
-    let value = r.get_ref(idx)?.as_str()?;
-    stored_json(table, column, value).map_err(|e| bad_at(idx, e))
+    parsed_at(r, idx, |value| stored_json(table, column, value))
 }
 
 /// [`json_at`] of a nullable column (NULL: none).
@@ -330,10 +347,7 @@ pub(super) fn json_at_opt<T: serde::de::DeserializeOwned>(
     table: &'static str,
     column: &'static str,
 ) -> rusqlite::Result<Option<T>> {
-    match r.get_ref(idx)? {
-        rusqlite::types::ValueRef::Null => Ok(None),
-        _ => json_at(r, idx, table, column).map(Some),
-    }
+    unless_null(r, idx, || json_at(r, idx, table, column))
 }
 
 /// [`time_at`] of a nullable column.
@@ -343,10 +357,7 @@ pub(super) fn time_at_opt(
     table: &'static str,
     column: &'static str,
 ) -> rusqlite::Result<Option<Timestamp>> {
-    match r.get_ref(idx)? {
-        rusqlite::types::ValueRef::Null => Ok(None),
-        _ => time_at(r, idx, table, column).map(Some),
-    }
+    unless_null(r, idx, || time_at(r, idx, table, column))
 }
 
 const RUN_COLUMNS: &str =
