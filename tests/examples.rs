@@ -5,6 +5,8 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
+use common::{git, init_repo};
+
 fn example(name: &str) -> PathBuf {
     // Test binaries live in target/<profile>/deps; cargo builds examples beside it.
     let exe = std::env::current_exe().unwrap();
@@ -246,24 +248,6 @@ async fn review_http_fans_out_one_review_per_file_then_sums_them() {
     );
 }
 
-fn git_in(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "u")
-        .env("GIT_AUTHOR_EMAIL", "u@u")
-        .env("GIT_COMMITTER_NAME", "u")
-        .env("GIT_COMMITTER_EMAIL", "u@u")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 fn smithers_cli(db: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_smithers"))
         .arg("--db")
@@ -279,11 +263,8 @@ fn feature_loops_back_to_implement_and_a_rollback_resumes_from_the_step() {
     let db = dir.path().join("f.db");
     let repo = dir.path().join("repo");
     std::fs::create_dir(&repo).unwrap();
-    git_in(&repo, &["init", "-q", "-b", "main"]);
-    std::fs::write(repo.join("README.md"), "# add\n").unwrap();
-    git_in(&repo, &["add", "-A"]);
-    git_in(&repo, &["commit", "-q", "-m", "init"]);
-    let head = git_in(&repo, &["rev-parse", "HEAD"]);
+    init_repo(&repo, &[("README.md", "# add\n")]);
+    let head = git(&repo, &["rev-parse", "HEAD"]);
     let feature = |args: &[&str]| {
         Command::new(example("feature"))
             .args(["--quiet", "--durability", "off", "--db"])
@@ -355,7 +336,7 @@ fn feature_loops_back_to_implement_and_a_rollback_resumes_from_the_step() {
         "the working copy is back to before step 4: {}",
         add()
     );
-    assert_eq!(git_in(&repo, &["rev-parse", "HEAD"]), head);
+    assert_eq!(git(&repo, &["rev-parse", "HEAD"]), head);
     assert_eq!(json_status("feature", &db)["run"]["status"], "cancelled");
 
     let out = feature(&["resume", "--run-id", "f1"]);

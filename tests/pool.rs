@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::child::{append, finish, kill9, run_as_workflow_binary, signal, ChildEnv};
+use common::{init_repo, jj_or_skip, vcs};
 use serde::{Deserialize, Serialize};
 use smithers::__private::{Column, ColumnKind};
 use smithers_core::node::{Parallel, Task, Workflow};
@@ -210,6 +211,32 @@ async fn check_finished_once(
     per_node
 }
 
+/// [`check_finished_once`], and no task's body ran twice. Returns the processes that ran them.
+async fn check_each_ran_once(store: &Arc<dyn Store>, run: &str, pool: &Pool) -> BTreeSet<u32> {
+    let per_node = check_finished_once(store, run, pool).await;
+    let repeated: Vec<&String> = per_node
+        .iter()
+        .filter(|(_, r)| r.len() != 1)
+        .map(|(n, _)| n)
+        .collect();
+    assert!(
+        repeated.is_empty(),
+        "every task ran exactly once; these ran more: {repeated:?}"
+    );
+    per_node.values().flatten().map(|(pid, _)| *pid).collect()
+}
+
+/// Sends every worker SIGTERM, then waits for each and checks it stopped cleanly.
+fn stop_workers(workers: Vec<Child>) {
+    for w in &workers {
+        signal(w, libc::SIGTERM);
+    }
+    for w in workers {
+        let (code, stderr) = finish(w);
+        assert_eq!(code, Some(0), "a worker stops cleanly on SIGTERM: {stderr}");
+    }
+}
+
 /// Four worker processes share a run of 200 tasks queued by a driver in pool mode: every task
 /// runs exactly once, every worker executes some, and when the driver is SIGKILLed mid-run a
 /// worker takes the run over (adopting the queued attempts) and finishes it.
@@ -241,24 +268,8 @@ async fn four_workers_share_a_run_and_one_takes_over_when_the_driver_dies() {
         async || status(&store, "shared").await == Some(RunStatus::Finished),
     )
     .await;
-    for w in &workers {
-        signal(w, libc::SIGTERM);
-    }
-    for w in workers {
-        let (code, stderr) = finish(w);
-        assert_eq!(code, Some(0), "a worker stops cleanly on SIGTERM: {stderr}");
-    }
-    let per_node = check_finished_once(&store, "shared", &pool).await;
-    let repeated: Vec<&String> = per_node
-        .iter()
-        .filter(|(_, r)| r.len() != 1)
-        .map(|(n, _)| n)
-        .collect();
-    assert!(
-        repeated.is_empty(),
-        "every task ran exactly once; these ran more: {repeated:?}"
-    );
-    let pids: BTreeSet<u32> = per_node.values().flatten().map(|(pid, _)| *pid).collect();
+    stop_workers(workers);
+    let pids = check_each_ran_once(&store, "shared", &pool).await;
     assert!(
         !pids.contains(&driver_pid),
         "the driver in pool mode runs no task itself"
@@ -486,24 +497,8 @@ async fn a_driving_worker_stopped_by_sigterm_leaves_its_attempts_to_the_next_dri
         async || status(&store, "handed").await == Some(RunStatus::Finished),
     )
     .await;
-    for w in &workers {
-        signal(w, libc::SIGTERM);
-    }
-    for w in workers {
-        let (code, stderr) = finish(w);
-        assert_eq!(code, Some(0), "a worker stops cleanly on SIGTERM: {stderr}");
-    }
-    let per_node = check_finished_once(&store, "handed", &pool).await;
-    let repeated: Vec<&String> = per_node
-        .iter()
-        .filter(|(_, r)| r.len() != 1)
-        .map(|(n, _)| n)
-        .collect();
-    assert!(
-        repeated.is_empty(),
-        "every task ran exactly once; these ran more: {repeated:?}"
-    );
-    let pids: BTreeSet<u32> = per_node.values().flatten().map(|(pid, _)| *pid).collect();
+    stop_workers(workers);
+    let pids = check_each_ran_once(&store, "handed", &pool).await;
     assert_eq!(pids, worker_pids, "the other workers executed every task");
     let rows = attempt_rows(&schema.url, "handed").await;
     assert_eq!(
@@ -610,13 +605,7 @@ async fn the_claims_of_a_sigkilled_worker_are_freed_at_once_not_at_their_expiry(
     })
     .await;
     let finished_after = now_ms() - killed_at;
-    for w in &workers {
-        signal(w, libc::SIGTERM);
-    }
-    for w in workers {
-        let (code, stderr) = finish(w);
-        assert_eq!(code, Some(0), "a worker stops cleanly on SIGTERM: {stderr}");
-    }
+    stop_workers(workers);
     let (code, stderr) = finish(driver);
     assert_eq!(code, Some(0), "the driver finished the run: {stderr}");
     let per_node = check_finished_once(&store, "claims", &pool).await;
@@ -677,49 +666,18 @@ async fn a_step_a_worker_ran_is_rewound_with_the_working_copy_it_changed() {
     use smithers_core::node::{Phase, Step};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    let test = "a_step_a_worker_ran_is_rewound_with_the_working_copy_it_changed";
-    let Some(jj) = smithers_core::vcs::jj_program().filter(|p| {
-        std::process::Command::new(p)
-            .arg("--version")
-            .output()
-            .is_ok()
-    }) else {
-        smithers_core::store::conformance::external_missing(
-            test,
-            "jj is not installed (run scripts/install-jj.sh and set SMITHERS_JJ, or put jj on PATH)",
-        );
+    let Some(jj) = jj_or_skip("a_step_a_worker_ran_is_rewound_with_the_working_copy_it_changed")
+    else {
         return;
     };
     let Some(schema) = PgSchema::create("pool_step_rewound").await else {
         return;
     };
-    let run_in = |dir: &std::path::Path, program: &std::path::Path, args: &[&str]| {
-        let out = std::process::Command::new(program)
-            .current_dir(dir)
-            .args(args)
-            .env("GIT_AUTHOR_NAME", "u")
-            .env("GIT_AUTHOR_EMAIL", "u@u")
-            .env("GIT_COMMITTER_NAME", "u")
-            .env("GIT_COMMITTER_EMAIL", "u@u")
-            .env("JJ_USER", "u")
-            .env("JJ_EMAIL", "u@u")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{program:?} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
     // The worker's working copy: a jj repository colocated with git.
     let repo = tempfile::tempdir().unwrap();
     let dir = repo.path().to_path_buf();
-    let git = std::path::Path::new("git");
-    run_in(&dir, git, &["init", "-q", "-b", "main"]);
-    std::fs::write(dir.join("notes.txt"), "start\n").unwrap();
-    run_in(&dir, git, &["add", "-A"]);
-    run_in(&dir, git, &["commit", "-q", "-m", "init"]);
-    run_in(&dir, &jj, &["git", "init", "--colocate", "--quiet"]);
+    init_repo(&dir, &[("notes.txt", "start\n")]);
+    vcs(&jj, &dir, &["git", "init", "--colocate", "--quiet"]);
     // The driver's directory is no repository: the snapshots must be the worker's.
     let elsewhere = tempfile::tempdir().unwrap();
 
