@@ -48,6 +48,46 @@ fn alive(pid: i32) -> bool {
     }
 }
 
+/// A fake Claude that reads a file (60 500 tokens so far), then edits it (130 000 + 1000), then
+/// stalls; it writes the pids of its processes in `dir` (see [`assert_cli_gone`]).
+fn stalling_claude(dir: &Path) -> SharedAgent {
+    Arc::new(
+        ClaudeCodeAgent::new()
+            .binary(fake_cli())
+            .env("FAKE_SCENARIO", "claude/usage-stall")
+            .env("FAKE_STALL", "1")
+            .env("FAKE_PID_FILE", dir.join("pids")),
+    )
+}
+
+/// Waits for the fake CLI's processes (the leader and its `sleep`, by the pids it wrote in
+/// `dir`) to be gone, failing after 5 s.
+async fn assert_cli_gone(dir: &Path) {
+    let mut pids = std::fs::read_to_string(dir.join("pids.leader")).unwrap();
+    pids.push(' ');
+    pids.push_str(&std::fs::read_to_string(dir.join("pids")).unwrap_or_default());
+    for pid in pids
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+    {
+        for _ in 0..250 {
+            if !alive(pid) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!alive(pid), "process {pid} survived the budget stop");
+    }
+}
+
+/// The error of task `fix` stopped by its 100000-token budget after spending 131000.
+fn fix_budget_error(run_id: &str) -> String {
+    format!(
+        "task `fix` budget exceeded: max_tokens 100000, spent 131000 tokens over 1 attempt(s); \
+         raise it with `smithers budget {run_id} --task fix --add-tokens 100000`, then `resume`"
+    )
+}
+
 /// (node, attempt, status, error, input_tokens, output_tokens)
 type Row = (
     String,
@@ -85,14 +125,7 @@ fn rows(db: &Path) -> Vec<Row> {
 async fn a_task_is_stopped_by_its_token_budget_while_the_agent_works() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("s.db");
-    // Claude reads a file (60 500 tokens so far), then edits it (130 000 + 1000), then stalls.
-    let agent: SharedAgent = Arc::new(
-        ClaudeCodeAgent::new()
-            .binary(fake_cli())
-            .env("FAKE_SCENARIO", "claude/usage-stall")
-            .env("FAKE_STALL", "1")
-            .env("FAKE_PID_FILE", dir.path().join("pids")),
-    );
+    let agent = stalling_claude(dir.path());
     let engine = Engine::new(store(&db), move |_ctx: &Ctx<()>| {
         workflow! {
             <Workflow name="budget">
@@ -118,34 +151,11 @@ async fn a_task_is_stopped_by_its_token_budget_while_the_agent_works() {
         (node.as_str(), attempt, status.as_str()),
         ("fix", 1, "failed")
     );
-    assert_eq!(
-        error.as_deref(),
-        Some(
-            format!(
-            "task `fix` budget exceeded: max_tokens 100000, spent 131000 tokens over 1 attempt(s); \
-             raise it with `smithers budget {run_id} --task fix --add-tokens 100000`, then `resume`"
-        )
-            .as_str()
-        )
-    );
+    assert_eq!(error.as_deref(), Some(fix_budget_error(&run_id).as_str()));
     // What it streamed before being stopped is what it spent.
     assert_eq!((input, output), (Some(130_000), Some(1000)));
     // The CLI is gone (and its `sleep`, if it got that far before the stop).
-    let mut pids = std::fs::read_to_string(dir.path().join("pids.leader")).unwrap();
-    pids.push(' ');
-    pids.push_str(&std::fs::read_to_string(dir.path().join("pids")).unwrap_or_default());
-    for pid in pids
-        .split_whitespace()
-        .filter_map(|p| p.parse::<i32>().ok())
-    {
-        for _ in 0..250 {
-            if !alive(pid) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(!alive(pid), "process {pid} survived the budget stop");
-    }
+    assert_cli_gone(dir.path()).await;
     // Progress a person can read: what the agent did before it was stopped.
     let c = rusqlite::Connection::open(&db).unwrap();
     let mut st = c
@@ -241,13 +251,7 @@ async fn on_postgres_a_task_run_by_a_worker_is_stopped_by_its_token_budget_mid_a
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let agent: SharedAgent = Arc::new(
-        ClaudeCodeAgent::new()
-            .binary(fake_cli())
-            .env("FAKE_SCENARIO", "claude/usage-stall")
-            .env("FAKE_STALL", "1")
-            .env("FAKE_PID_FILE", dir.path().join("pids")),
-    );
+    let agent = stalling_claude(dir.path());
     let tree = move |_ctx: &Ctx<()>| {
         workflow! {
             <Workflow name="budget">
@@ -309,37 +313,14 @@ async fn on_postgres_a_task_run_by_a_worker_is_stopped_by_its_token_budget_mid_a
         Some(owner.as_str()),
         "the worker's"
     );
-    assert_eq!(
-        a.error.as_deref(),
-        Some(
-            format!(
-            "task `fix` budget exceeded: max_tokens 100000, spent 131000 tokens over 1 attempt(s); \
-             raise it with `smithers budget {run_id} --task fix --add-tokens 100000`, then `resume`"
-        )
-            .as_str()
-        )
-    );
+    assert_eq!(a.error.as_deref(), Some(fix_budget_error(&run_id).as_str()));
     // What the worker reported before the stop is what the attempt spent.
     assert_eq!(
         (a.usage.input_tokens, a.usage.output_tokens),
         (Some(130_000), Some(1000))
     );
     // The worker ended the CLI (and its `sleep`).
-    let mut pids = std::fs::read_to_string(dir.path().join("pids.leader")).unwrap();
-    pids.push(' ');
-    pids.push_str(&std::fs::read_to_string(dir.path().join("pids")).unwrap_or_default());
-    for pid in pids
-        .split_whitespace()
-        .filter_map(|p| p.parse::<i32>().ok())
-    {
-        for _ in 0..250 {
-            if !alive(pid) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(!alive(pid), "process {pid} survived the budget stop");
-    }
+    assert_cli_gone(dir.path()).await;
     drop((driver, store));
     schema.drop().await;
 }
