@@ -489,6 +489,23 @@ fn a_detached_run_is_queued_and_a_worker_finishes_it() {
     assert_eq!(c.workers(), Vec::<String>::new());
 }
 
+/// Sends `worker` SIGTERM and waits for it to exit, at most 60 s (then kills it and fails,
+/// saying the worker ignored SIGTERM `state`). Returns its exit code.
+fn sigterm_and_wait(worker: &mut Child, state: &str) -> Option<i32> {
+    signal(worker, libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = worker.try_wait().unwrap() {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            kill9(worker);
+            panic!("the worker ignored SIGTERM for 60 s {state}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A worker whose stderr is gone (a pipe whose reader closed: a test or supervisor that died)
 /// still stops on the first SIGTERM and hands its run back. It used to write its "stopping"
 /// line before acting on the signal; that write panicked the signal task on the closed pipe,
@@ -507,18 +524,7 @@ fn a_worker_whose_stderr_is_gone_still_stops_on_sigterm() {
     env.wait_for(&format!("start n0 {pid}"), 1, &mut worker);
     // Close the only reader of its stderr.
     drop(worker.stderr.take());
-    signal(&worker, libc::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let code = loop {
-        if let Some(status) = worker.try_wait().unwrap() {
-            break status.code();
-        }
-        if Instant::now() > deadline {
-            kill9(&mut worker);
-            panic!("the worker ignored SIGTERM for 60 s once its stderr was gone");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let code = sigterm_and_wait(&mut worker, "once its stderr was gone");
     assert_eq!(code, Some(0), "a worker stopped by SIGTERM exits 0");
     assert_eq!(
         c.run("deaf"),
@@ -552,18 +558,7 @@ fn a_worker_whose_stderr_is_closed_from_the_start_drives_a_run_to_the_end() {
         status_of(&c, "unread").as_deref() == Some("finished")
     });
     assert_eq!(c.outputs("unread"), one_output_per_node());
-    signal(&worker, libc::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let code = loop {
-        if let Some(status) = worker.try_wait().unwrap() {
-            break status.code();
-        }
-        if Instant::now() > deadline {
-            kill9(&mut worker);
-            panic!("the worker ignored SIGTERM for 60 s with its stderr closed");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let code = sigterm_and_wait(&mut worker, "with its stderr closed");
     assert_eq!(code, Some(0), "a worker stopped by SIGTERM exits 0");
     assert_eq!(c.workers(), Vec::<String>::new());
 }
