@@ -410,50 +410,22 @@ async fn a_stored_time_that_is_not_rfc3339_is_an_error_naming_table_column_and_v
     schema.drop().await;
 }
 
-/// `one of `a`, `b`, ...`: the names a stored-name column may hold, as the error lists them.
-fn one_of(names: impl Iterator<Item = &'static str>) -> String {
-    let names: Vec<String> = names.map(|n| format!("`{n}`")).collect();
-    format!("one of {}", names.join(", "))
-}
-
 #[tokio::test]
 async fn a_stored_status_or_structure_no_smithers_writes_is_an_error_never_a_default() {
     use smithers_core::node::FrameNode;
-    use smithers_core::store::{
-        lease_owner, ListedRun, NewRun, NodeRecord, NodeStatus, Write, WriteBatch,
-    };
+    use smithers_core::store::{ListedRun, NodeStatus, Write};
     let Some(schema) = PgSchema::create("a_stored_status_no_smithers_writes").await else {
         return;
     };
     let store = PostgresStore::connect(&schema.url).await.unwrap();
-    for run_id in ["good", "r"] {
-        store
-            .create_run(NewRun {
-                run_id: run_id.into(),
-                workflow: "w".into(),
-                input: serde_json::json!({"topic": run_id}),
-                owner: lease_owner(),
-                lease_ttl: std::time::Duration::from_secs(30),
-            })
-            .await
-            .unwrap();
-        let mut b = WriteBatch::new(run_id);
-        b.push(Write::Node(NodeRecord {
-            node_id: "a".into(),
-            iteration: 0,
-            status: NodeStatus::Finished,
-            attempts: 1,
-            output_table: None,
-            loop_id: None,
-            last_error: None,
-        }));
+    good_and_r(&store, |b| {
         b.push(Write::Frame {
             frame_no: 0,
             hash: "h".into(),
             tree: FrameNode::from_legacy_text("Workflow w\n  Task a"),
-        });
-        store.write(b).await.unwrap();
-    }
+        })
+    })
+    .await;
     let good = store.run("good").await.unwrap().unwrap();
     let good_nodes = store.nodes("good").await.unwrap();
     let events = store.events("r", 0).await.unwrap();
@@ -474,18 +446,20 @@ async fn a_stored_status_or_structure_no_smithers_writes_is_an_error_never_a_def
     assert_eq!(run_err.code(), "E_INVALID_RECORD", "{run_err}");
     assert_eq!(
         run_err.to_string(),
-        format!(
-            "`_smithers_runs.status` holds `done`, which is not {}{tail}",
-            one_of(RunStatus::ALL.iter().map(|s| s.as_str()))
+        not_a_stored_name(
+            "_smithers_runs.status",
+            "done",
+            RunStatus::ALL.iter().map(|s| s.as_str())
         )
     );
     let nodes_err = store.nodes("r").await.unwrap_err();
     assert_eq!(nodes_err.code(), "E_INVALID_RECORD", "{nodes_err}");
     assert_eq!(
         nodes_err.to_string(),
-        format!(
-            "`_smithers_nodes.status` holds `ok`, which is not {}{tail}",
-            one_of(NodeStatus::ALL.iter().map(|s| s.as_str()))
+        not_a_stored_name(
+            "_smithers_nodes.status",
+            "ok",
+            NodeStatus::ALL.iter().map(|s| s.as_str())
         )
     );
     let frames_err = store.frames("r").await.unwrap_err();

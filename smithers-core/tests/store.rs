@@ -255,41 +255,11 @@ async fn a_stored_time_that_is_not_rfc3339_is_an_error_naming_table_column_and_v
     }
 }
 
-/// `one of `a`, `b`, ...`: the names a stored-name column may hold, as the error lists them.
-fn one_of(names: impl Iterator<Item = &'static str>) -> String {
-    let names: Vec<String> = names.map(|n| format!("`{n}`")).collect();
-    format!("one of {}", names.join(", "))
-}
-
 #[tokio::test]
 async fn a_stored_status_or_input_no_smithers_writes_is_an_error_never_a_default() {
-    use smithers_core::store::{
-        lease_owner, ListedRun, NewRun, NodeRecord, NodeStatus, RunRecord, Write, WriteBatch,
-    };
+    use smithers_core::store::{ListedRun, NodeStatus, RunRecord};
     let h = Harness::new();
-    for run_id in ["good", "r"] {
-        h.store
-            .create_run(NewRun {
-                run_id: run_id.into(),
-                workflow: "w".into(),
-                input: serde_json::json!({"topic": run_id}),
-                owner: lease_owner(),
-                lease_ttl: Duration::from_secs(30),
-            })
-            .await
-            .unwrap();
-        let mut b = WriteBatch::new(run_id);
-        b.push(Write::Node(NodeRecord {
-            node_id: "a".into(),
-            iteration: 0,
-            status: NodeStatus::Finished,
-            attempts: 1,
-            output_table: None,
-            loop_id: None,
-            last_error: None,
-        }));
-        h.store.write(b).await.unwrap();
-    }
+    good_and_r(&*h.store, |_| {}).await;
     let good = h.store.run("good").await.unwrap().unwrap();
     let good_nodes = h.store.nodes("good").await.unwrap();
     let events = h.store.events("r", 0).await.unwrap();
@@ -299,24 +269,24 @@ async fn a_stored_status_or_input_no_smithers_writes_is_an_error_never_a_default
          UPDATE _smithers_nodes SET status = 'ok' WHERE run_id = 'r'",
     )
     .unwrap();
-    let damage = |column: &str, value: &str| {
-        format!(
-            "`{column}` holds `{value}`, which is not {}; the database was edited or is damaged: \
-             correct the value or restore the database from a copy",
-            one_of(RunStatus::ALL.iter().map(|s| s.as_str()))
-        )
-    };
     let run_err = h.store.run("r").await.unwrap_err();
     assert_eq!(run_err.code(), "E_INVALID_RECORD", "{run_err}");
-    assert_eq!(run_err.to_string(), damage("_smithers_runs.status", "done"));
+    assert_eq!(
+        run_err.to_string(),
+        not_a_stored_name(
+            "_smithers_runs.status",
+            "done",
+            RunStatus::ALL.iter().map(|s| s.as_str())
+        )
+    );
     let nodes_err = h.store.nodes("r").await.unwrap_err();
     assert_eq!(nodes_err.code(), "E_INVALID_RECORD", "{nodes_err}");
     assert_eq!(
         nodes_err.to_string(),
-        format!(
-            "`_smithers_nodes.status` holds `ok`, which is not {}; the database was edited or is \
-             damaged: correct the value or restore the database from a copy",
-            one_of(NodeStatus::ALL.iter().map(|s| s.as_str()))
+        not_a_stored_name(
+            "_smithers_nodes.status",
+            "ok",
+            NodeStatus::ALL.iter().map(|s| s.as_str())
         )
     );
     // A resume's load, a cancel and the strict listing stop on it too; the cancel writes nothing.

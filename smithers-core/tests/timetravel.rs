@@ -4,7 +4,6 @@
 //! exactly those; rewind to a frame; fork from a frame; refusals that change nothing.
 mod common;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -15,30 +14,9 @@ use smithers_core::store::RunStatus;
 use smithers_core::timetravel;
 use smithers_core::{Agent, AgentError, AgentRequest, AgentResponse, Ctx, Node, Usage};
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "u")
-        .env("GIT_AUTHOR_EMAIL", "u@u")
-        .env("GIT_COMMITTER_NAME", "u")
-        .env("GIT_COMMITTER_EMAIL", "u@u")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 fn repo() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
-    git(d.path(), &["init", "-q", "-b", "main"]);
-    std::fs::write(d.path().join("notes.txt"), "start\n").unwrap();
-    git(d.path(), &["add", "-A"]);
-    git(d.path(), &["commit", "-q", "-m", "init"]);
+    init_repo(d.path(), &[("notes.txt", "start\n")]);
     d
 }
 
@@ -667,21 +645,7 @@ async fn in_a_jj_repository_steps_record_commit_ids_and_rollback_leaves_at_and_b
     let h = Harness::new();
     let r = repo();
     let dir = r.path().to_path_buf();
-    let jj_run = |args: &[&str]| {
-        let out = Command::new(&jj)
-            .current_dir(&dir)
-            .args(args)
-            .env("JJ_USER", "u")
-            .env("JJ_EMAIL", "u@u")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "jj {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let jj_run = |args: &[&str]| vcs(&jj, &dir, args);
     jj_run(&["git", "init", "--colocate", "--quiet"]);
     let at = || {
         jj_run(&[

@@ -6,37 +6,11 @@
 //! `SMITHERS_REQUIRE_EXTERNAL=1`.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use smithers_core::vcs::{Backend, Repo};
 
 mod common;
-use common::jj_or_skip;
-
-fn run(program: &Path, dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .current_dir(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "u")
-        .env("GIT_AUTHOR_EMAIL", "u@u")
-        .env("GIT_COMMITTER_NAME", "u")
-        .env("GIT_COMMITTER_EMAIL", "u@u")
-        .env("JJ_USER", "u")
-        .env("JJ_EMAIL", "u@u")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{} {args:?}: {}",
-        program.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    run(Path::new("git"), dir, args)
-}
+use common::{git, init_repo, jj_or_skip, vcs};
 
 /// Every file of the working copy (outside `.git` and `.jj`) with its bytes.
 fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -67,13 +41,15 @@ const BINARY: &[u8] = &[0, 159, 146, 150, 255, 0, 1, 2, 10, 13, 0];
 fn user_repo() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     let r = d.path();
-    git(r, &["init", "-q", "-b", "main"]);
-    std::fs::write(r.join("keep.txt"), "kept\n").unwrap();
-    std::fs::write(r.join("modify.txt"), "v1\n").unwrap();
-    std::fs::write(r.join("delete.txt"), "doomed\n").unwrap();
-    std::fs::write(r.join(".gitignore"), "ignored.log\n").unwrap();
-    git(r, &["add", "-A"]);
-    git(r, &["commit", "-q", "-m", "init"]);
+    init_repo(
+        r,
+        &[
+            ("keep.txt", "kept\n"),
+            ("modify.txt", "v1\n"),
+            ("delete.txt", "doomed\n"),
+            (".gitignore", "ignored.log\n"),
+        ],
+    );
     std::fs::write(r.join("modify.txt"), "stashed\n").unwrap();
     git(r, &["stash", "-q"]);
     std::fs::write(r.join("staged.txt"), "staged\n").unwrap();
@@ -101,7 +77,7 @@ fn user_state(r: &Path, jj: Option<&Path>) -> UserState {
         heads: git(r, &["for-each-ref", "refs/heads", "refs/tags"]),
         jj: jj.map(|jj| {
             let t = |rev: &str, tpl: &str| {
-                run(
+                vcs(
                     jj,
                     r,
                     &[
@@ -118,7 +94,7 @@ fn user_state(r: &Path, jj: Option<&Path>) -> UserState {
             (
                 t("@", "change_id"),
                 t("@-", "commit_id"),
-                run(jj, r, &["bookmark", "list", "--ignore-working-copy"]),
+                vcs(jj, r, &["bookmark", "list", "--ignore-working-copy"]),
             )
         }),
     }
@@ -128,8 +104,8 @@ async fn snapshots_leave_the_user_alone_and_restore_byte_for_byte(jj: Option<Pat
     let d = user_repo();
     let r = d.path();
     if let Some(jj) = &jj {
-        run(jj, r, &["git", "init", "--colocate", "--quiet"]);
-        run(
+        vcs(jj, r, &["git", "init", "--colocate", "--quiet"]);
+        vcs(
             jj,
             r,
             &["bookmark", "create", "feature", "-r", "@-", "--quiet"],
@@ -154,7 +130,7 @@ async fn snapshots_leave_the_user_alone_and_restore_byte_for_byte(jj: Option<Pat
     std::fs::write(r.join("dir/nested.txt"), "nested\n").unwrap();
     if let Some(jj) = &jj {
         // What the user's own next jj command would do anyway: jj takes the working copy in.
-        run(jj, r, &["util", "snapshot"]);
+        vcs(jj, r, &["util", "snapshot"]);
     }
     let before = user_state(r, jj.as_deref());
     let at_snapshot = files(r);
@@ -206,7 +182,7 @@ async fn snapshots_leave_the_user_alone_and_restore_byte_for_byte(jj: Option<Pat
 
     // Garbage collection keeps the snapshots (they are under refs/smithers/).
     if let Some(jj) = &jj {
-        run(jj, r, &["util", "gc", "--expire=now"]);
+        vcs(jj, r, &["util", "gc", "--expire=now"]);
     }
     git(r, &["gc", "-q", "--prune=now"]);
     assert!(repo.has_commit(&snap.commit).await);

@@ -316,3 +316,91 @@ pub fn jj_or_skip(test: &str) -> Option<std::path::PathBuf> {
     );
     None
 }
+
+/// Runs `program` (git or jj) in `dir` as the user `u <u@u>`; a failure fails the test, naming
+/// the command and its stderr. Returns its stdout, trimmed.
+pub fn vcs(program: &std::path::Path, dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(program)
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "u")
+        .env("GIT_AUTHOR_EMAIL", "u@u")
+        .env("GIT_COMMITTER_NAME", "u")
+        .env("GIT_COMMITTER_EMAIL", "u@u")
+        .env("JJ_USER", "u")
+        .env("JJ_EMAIL", "u@u")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{} {args:?}: {}",
+        program.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// [`vcs`] with git.
+pub fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    vcs(std::path::Path::new("git"), dir, args)
+}
+
+/// Makes `dir` a git repository on branch `main` whose one commit, `init`, holds `files`
+/// (name, text).
+pub fn init_repo(dir: &std::path::Path, files: &[(&str, &str)]) {
+    git(dir, &["init", "-q", "-b", "main"]);
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", "init"]);
+}
+
+/// `one of `a`, `b`, ...`: the names a stored-name column may hold, as the error lists them.
+pub fn one_of(names: impl Iterator<Item = &'static str>) -> String {
+    let names: Vec<String> = names.map(|n| format!("`{n}`")).collect();
+    format!("one of {}", names.join(", "))
+}
+
+/// The error of a stored-name column (`table.column`) holding `value`, none of `names`.
+pub fn not_a_stored_name(
+    column: &str,
+    value: &str,
+    names: impl Iterator<Item = &'static str>,
+) -> String {
+    format!(
+        "`{column}` holds `{value}`, which is not {}; the database was edited or is damaged: \
+         correct the value or restore the database from a copy",
+        one_of(names)
+    )
+}
+
+/// Writes the runs `good` and `r` of workflow `w`, each with input `{"topic": <run>}` and its
+/// node `a` finished, and what `more` adds to each run's batch.
+pub async fn good_and_r(store: &dyn Store, more: impl Fn(&mut smithers_core::store::WriteBatch)) {
+    use smithers_core::store::{lease_owner, NewRun, NodeRecord, NodeStatus, Write, WriteBatch};
+    for run_id in ["good", "r"] {
+        store
+            .create_run(NewRun {
+                run_id: run_id.into(),
+                workflow: "w".into(),
+                input: serde_json::json!({"topic": run_id}),
+                owner: lease_owner(),
+                lease_ttl: std::time::Duration::from_secs(30),
+            })
+            .await
+            .unwrap();
+        let mut b = WriteBatch::new(run_id);
+        b.push(Write::Node(NodeRecord {
+            node_id: "a".into(),
+            iteration: 0,
+            status: NodeStatus::Finished,
+            attempts: 1,
+            output_table: None,
+            loop_id: None,
+            last_error: None,
+        }));
+        more(&mut b);
+        store.write(b).await.unwrap();
+    }
+}
