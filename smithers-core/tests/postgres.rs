@@ -364,27 +364,11 @@ async fn budget_raises_persist_on_postgres_and_name_an_unknown_run() {
 
 #[tokio::test]
 async fn a_stored_time_that_is_not_rfc3339_is_an_error_naming_table_column_and_value() {
-    use smithers_core::store::{lease_owner, NewRun, Write, WriteBatch};
     let Some(schema) = PgSchema::create("a_stored_time_that_is_not_rfc3339").await else {
         return;
     };
     let store = PostgresStore::connect(&schema.url).await.unwrap();
-    store
-        .create_run(NewRun {
-            run_id: "r".into(),
-            workflow: "w".into(),
-            input: serde_json::Value::Null,
-            owner: lease_owner(),
-            lease_ttl: std::time::Duration::from_secs(30),
-        })
-        .await
-        .unwrap();
-    let mut b = WriteBatch::new("r");
-    b.push(Write::ApprovalRequest {
-        node_id: "gate".into(),
-        iteration: 0,
-    });
-    store.write(b).await.unwrap();
+    run_r_with_approval(&store).await;
     let (client, conn) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls)
         .await
         .unwrap();
@@ -396,16 +380,7 @@ async fn a_stored_time_that_is_not_rfc3339_is_an_error_naming_table_column_and_v
         )
         .await
         .unwrap();
-    let runs = store.run("r").await.unwrap_err();
-    let approvals = store.approvals("r").await.unwrap_err();
-    for (e, expected) in [
-        (&runs, "`_smithers_runs.created_at` holds `yesterday`, which is not an RFC 3339 UTC timestamp"),
-        (&approvals, "`_smithers_approvals.decided_at` holds `2026-11-25 06:08:03`, which is not an RFC 3339 UTC timestamp"),
-    ] {
-        assert_eq!(e.code(), "E_INVALID_RECORD", "{e}");
-        assert!(e.to_string().starts_with(expected), "{e}");
-        assert!(e.to_string().contains("the database was edited or is damaged"), "{e}");
-    }
+    check_bad_times(&store).await;
     drop((client, store));
     schema.drop().await;
 }
@@ -442,26 +417,7 @@ async fn a_stored_status_or_structure_no_smithers_writes_is_an_error_never_a_def
         .await
         .unwrap();
     let tail = "; the database was edited or is damaged: correct the value or restore the database from a copy";
-    let run_err = store.run("r").await.unwrap_err();
-    assert_eq!(run_err.code(), "E_INVALID_RECORD", "{run_err}");
-    assert_eq!(
-        run_err.to_string(),
-        not_a_stored_name(
-            "_smithers_runs.status",
-            "done",
-            RunStatus::ALL.iter().map(|s| s.as_str())
-        )
-    );
-    let nodes_err = store.nodes("r").await.unwrap_err();
-    assert_eq!(nodes_err.code(), "E_INVALID_RECORD", "{nodes_err}");
-    assert_eq!(
-        nodes_err.to_string(),
-        not_a_stored_name(
-            "_smithers_nodes.status",
-            "ok",
-            NodeStatus::ALL.iter().map(|s| s.as_str())
-        )
-    );
+    let run_err = check_bad_statuses(&store).await;
     let frames_err = store.frames("r").await.unwrap_err();
     assert_eq!(frames_err.code(), "E_INVALID_RECORD", "{frames_err}");
     assert!(

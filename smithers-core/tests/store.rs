@@ -214,24 +214,8 @@ async fn progress_lines_are_persisted_as_node_output_events_trimmed() {
 
 #[tokio::test]
 async fn a_stored_time_that_is_not_rfc3339_is_an_error_naming_table_column_and_value() {
-    use smithers_core::store::{lease_owner, NewRun, Write, WriteBatch};
     let h = Harness::new();
-    h.store
-        .create_run(NewRun {
-            run_id: "r".into(),
-            workflow: "w".into(),
-            input: serde_json::Value::Null,
-            owner: lease_owner(),
-            lease_ttl: Duration::from_secs(30),
-        })
-        .await
-        .unwrap();
-    let mut b = WriteBatch::new("r");
-    b.push(Write::ApprovalRequest {
-        node_id: "gate".into(),
-        iteration: 0,
-    });
-    h.store.write(b).await.unwrap();
+    run_r_with_approval(&*h.store).await;
     let c = h.conn();
     c.execute(
         "UPDATE _smithers_runs SET created_at = 'yesterday' WHERE run_id = 'r'",
@@ -243,16 +227,7 @@ async fn a_stored_time_that_is_not_rfc3339_is_an_error_naming_table_column_and_v
         [],
     )
     .unwrap();
-    let runs = h.store.run("r").await.unwrap_err();
-    let approvals = h.store.approvals("r").await.unwrap_err();
-    for (e, expected) in [
-        (&runs, "`_smithers_runs.created_at` holds `yesterday`, which is not an RFC 3339 UTC timestamp"),
-        (&approvals, "`_smithers_approvals.decided_at` holds `2026-11-25 06:08:03`, which is not an RFC 3339 UTC timestamp"),
-    ] {
-        assert_eq!(e.code(), "E_INVALID_RECORD", "{e}");
-        assert!(e.to_string().starts_with(expected), "{e}");
-        assert!(e.to_string().contains("the database was edited or is damaged"), "{e}");
-    }
+    check_bad_times(&*h.store).await;
 }
 
 #[tokio::test]
@@ -269,26 +244,7 @@ async fn a_stored_status_or_input_no_smithers_writes_is_an_error_never_a_default
          UPDATE _smithers_nodes SET status = 'ok' WHERE run_id = 'r'",
     )
     .unwrap();
-    let run_err = h.store.run("r").await.unwrap_err();
-    assert_eq!(run_err.code(), "E_INVALID_RECORD", "{run_err}");
-    assert_eq!(
-        run_err.to_string(),
-        not_a_stored_name(
-            "_smithers_runs.status",
-            "done",
-            RunStatus::ALL.iter().map(|s| s.as_str())
-        )
-    );
-    let nodes_err = h.store.nodes("r").await.unwrap_err();
-    assert_eq!(nodes_err.code(), "E_INVALID_RECORD", "{nodes_err}");
-    assert_eq!(
-        nodes_err.to_string(),
-        not_a_stored_name(
-            "_smithers_nodes.status",
-            "ok",
-            NodeStatus::ALL.iter().map(|s| s.as_str())
-        )
-    );
+    let run_err = check_bad_statuses(&*h.store).await;
     // A resume's load, a cancel and the strict listing stop on it too; the cancel writes nothing.
     for e in [
         h.store.load("r").await.unwrap_err(),

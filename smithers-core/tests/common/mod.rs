@@ -404,3 +404,68 @@ pub async fn good_and_r(store: &dyn Store, more: impl Fn(&mut smithers_core::sto
         store.write(b).await.unwrap();
     }
 }
+
+/// Writes the run `r` of workflow `w` with an approval requested at node `gate`: the rows the
+/// stored-time tests damage (`created_at` to `yesterday`, `decided_at` to
+/// `2026-11-25 06:08:03`) before [`check_bad_times`].
+pub async fn run_r_with_approval(store: &dyn Store) {
+    use smithers_core::store::{lease_owner, NewRun, Write, WriteBatch};
+    store
+        .create_run(NewRun {
+            run_id: "r".into(),
+            workflow: "w".into(),
+            input: serde_json::Value::Null,
+            owner: lease_owner(),
+            lease_ttl: std::time::Duration::from_secs(30),
+        })
+        .await
+        .unwrap();
+    let mut b = WriteBatch::new("r");
+    b.push(Write::ApprovalRequest {
+        node_id: "gate".into(),
+        iteration: 0,
+    });
+    store.write(b).await.unwrap();
+}
+
+/// Reading run `r` and its approvals, damaged as [`run_r_with_approval`] says, fails with an
+/// error naming the table, column and value.
+pub async fn check_bad_times(store: &dyn Store) {
+    let runs = store.run("r").await.unwrap_err();
+    let approvals = store.approvals("r").await.unwrap_err();
+    for (e, expected) in [
+        (&runs, "`_smithers_runs.created_at` holds `yesterday`, which is not an RFC 3339 UTC timestamp"),
+        (&approvals, "`_smithers_approvals.decided_at` holds `2026-11-25 06:08:03`, which is not an RFC 3339 UTC timestamp"),
+    ] {
+        assert_eq!(e.code(), "E_INVALID_RECORD", "{e}");
+        assert!(e.to_string().starts_with(expected), "{e}");
+        assert!(e.to_string().contains("the database was edited or is damaged"), "{e}");
+    }
+}
+
+/// Reading run `r` of [`good_and_r`] with its status set to `done` and its node's to `ok` fails
+/// with errors naming each. Returns the run's error.
+pub async fn check_bad_statuses(store: &dyn Store) -> smithers_core::Error {
+    use smithers_core::store::{NodeStatus, RunStatus};
+    let run_err = store.run("r").await.unwrap_err();
+    assert_eq!(run_err.code(), "E_INVALID_RECORD", "{run_err}");
+    assert_eq!(
+        run_err.to_string(),
+        not_a_stored_name(
+            "_smithers_runs.status",
+            "done",
+            RunStatus::ALL.iter().map(|s| s.as_str())
+        )
+    );
+    let nodes_err = store.nodes("r").await.unwrap_err();
+    assert_eq!(nodes_err.code(), "E_INVALID_RECORD", "{nodes_err}");
+    assert_eq!(
+        nodes_err.to_string(),
+        not_a_stored_name(
+            "_smithers_nodes.status",
+            "ok",
+            NodeStatus::ALL.iter().map(|s| s.as_str())
+        )
+    );
+    run_err
+}
