@@ -509,3 +509,42 @@ fn dual_review_finishes_when_one_reviewer_fails() {
         [["review:claude", "1"]]
     );
 }
+
+/// A workflow binary whose output nobody reads any more (a supervisor that died, `| head`) still
+/// runs to the end: stdout and stderr are pipes whose read ends are closed before it starts, so
+/// every progress line, the final message and any log line fail with `EPIPE`, and none of them
+/// may panic the drive.
+#[test]
+fn a_run_whose_stdout_and_stderr_are_closed_pipes_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("p.db");
+    let closed = || {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        writer
+    };
+    // Not `--quiet`: a progress line for every event, and info logs.
+    let status = Command::new(example("ralph_converge"))
+        .args(["--durability", "off", "--db"])
+        .arg(&db)
+        .args(["run", "--input", r#"{"square": 2.0}"#])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("SMITHERS_WORKDIR", dir.path())
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(closed())
+        .stderr(closed())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{status}");
+    assert_eq!(sqlite(&db, "SELECT status FROM _smithers_runs"), "finished");
+    let value: f64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT value FROM estimate ORDER BY iteration DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!((value - std::f64::consts::SQRT_2).abs() < 1e-12, "{value}");
+}

@@ -527,6 +527,47 @@ fn a_worker_whose_stderr_is_gone_still_stops_on_sigterm() {
     );
 }
 
+/// A worker that is not `--quiet`, whose stderr is a pipe with its read end closed before it
+/// starts (a supervisor that died): every line it says (the run it takes over, progress, its
+/// stop) and every log line fails with `EPIPE`, and none may panic it. It drives a detached run
+/// to the end and still stops with 0 on SIGTERM. (Its stdout stays null: the child is this test
+/// binary, whose harness fails before the test on a closed stdout.)
+#[test]
+fn a_worker_whose_stderr_is_closed_from_the_start_drives_a_run_to_the_end() {
+    let env = ChildEnv::new("worker_child");
+    let c = sqlite(&env);
+    let out = env
+        .command("run --detach --run-id unread", 20)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut worker = env
+        .command_on(&env.db.display().to_string(), "worker --poll-ms 20", 20)
+        .stderr(writer)
+        .spawn()
+        .unwrap();
+    wait_until("the detached run to finish", &mut worker, || {
+        status_of(&c, "unread").as_deref() == Some("finished")
+    });
+    assert_eq!(c.outputs("unread"), one_output_per_node());
+    signal(&worker, libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let code = loop {
+        if let Some(status) = worker.try_wait().unwrap() {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            kill9(&mut worker);
+            panic!("the worker ignored SIGTERM for 60 s with its stderr closed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(0), "a worker stopped by SIGTERM exits 0");
+    assert_eq!(c.workers(), Vec::<String>::new());
+}
+
 #[test]
 fn sigterm_hands_the_run_back_queued_and_the_next_worker_finishes_it() {
     let env = ChildEnv::new("worker_child");

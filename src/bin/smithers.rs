@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use smithers::cli::logs::{Level, LogOptions};
-use smithers::cli::{inspect, logs, DbArgs};
+use smithers::cli::{errln, inspect, logs, outln, DbArgs};
 use smithers::RunStatus;
 
 #[derive(Parser, Debug)]
@@ -282,16 +282,16 @@ fn init(
     match smithers::cli::init::init(&opts) {
         Ok(files) => {
             for f in files {
-                println!("created {}", f.display());
+                outln(format_args!("created {}", f.display()));
             }
-            println!(
+            outln(format_args!(
                 "next: cd {} && cargo test && cargo run -- run --input '{{\"change\": \"add retries\"}}'",
                 dir.display()
-            );
+            ));
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln(format_args!("error: {e}"));
             ExitCode::from(2)
         }
     }
@@ -324,7 +324,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt.block_on(run()),
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln(format_args!("error: cannot start the async runtime: {e}"));
             ExitCode::FAILURE
         }
     }
@@ -348,16 +348,16 @@ async fn run() -> ExitCode {
         return match smithers::cli::db_copy(from, to).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error [{}]: {e}", e.code());
+                errln(format_args!("error [{}]: {e}", e.code()));
                 ExitCode::FAILURE
             }
         };
     }
     if !cli.db.exists() {
-        eprintln!(
+        errln(format_args!(
             "error: no database at {}; pass --db or run a workflow first",
             cli.db.describe()
-        );
+        ));
         return ExitCode::from(2);
     }
     let result = async {
@@ -389,7 +389,7 @@ async fn run() -> ExitCode {
                 };
                 let stopped = logs::logs(&mut stdout(), store, run_id.as_deref(), opts).await?;
                 if let Some(note) = &stopped.note {
-                    eprintln!("{note}");
+                    errln(format_args!("{note}"));
                 }
                 if follow {
                     exit_for(stopped.status)
@@ -422,7 +422,9 @@ async fn run() -> ExitCode {
                 match inspect::cancel(&mut stdout(), store, &run_id).await? {
                     None => ExitCode::SUCCESS,
                     Some(status) => {
-                        eprintln!("run {run_id} already {status}; nothing to cancel");
+                        errln(format_args!(
+                            "run {run_id} already {status}; nothing to cancel"
+                        ));
                         ExitCode::FAILURE
                     }
                 }
@@ -513,11 +515,11 @@ async fn run() -> ExitCode {
                 op: StateOp::Get { key },
             } => match store.state_get(&key).await? {
                 Some(v) => {
-                    println!("{v}");
+                    outln(format_args!("{v}"));
                     ExitCode::SUCCESS
                 }
                 None => {
-                    eprintln!("error: state key `{key}` is not set");
+                    errln(format_args!("error: state key `{key}` is not set"));
                     ExitCode::FAILURE
                 }
             },
@@ -536,7 +538,7 @@ async fn run() -> ExitCode {
     match result {
         Ok(code) => code,
         Err::<_, smithers::Error>(e) => {
-            eprintln!("error [{}]: {e}", e.code());
+            errln(format_args!("error [{}]: {e}", e.code()));
             ExitCode::FAILURE
         }
     }

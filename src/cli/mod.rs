@@ -111,9 +111,13 @@ pub async fn db_copy(from: &std::path::Path, to: &str) -> smithers_core::Result<
     }
     let target = smithers_core::store::PostgresStore::connect(to).await?;
     let report = target.copy_from_sqlite(from).await?;
-    println!("copied `{}` into {}:", from.display(), target.target());
+    outln(format_args!(
+        "copied `{}` into {}:",
+        from.display(),
+        target.target()
+    ));
     for (table, rows) in &report.tables {
-        println!("  {table:<24} {rows:>8} rows");
+        outln(format_args!("  {table:<24} {rows:>8} rows"));
     }
     Ok(())
 }
@@ -345,7 +349,7 @@ pub fn parse_input<I: DeserializeOwned>(raw: Option<&str>) -> Result<I, String> 
 pub fn progress_printer() -> Arc<dyn Fn(&Event) + Send + Sync> {
     Arc::new(|e: &Event| {
         if logs::Level::of(&e.kind) == logs::Level::Info {
-            eprintln!("{}", logs::describe(e));
+            errln(format_args!("{}", logs::describe(e)));
         }
     })
 }
@@ -392,7 +396,7 @@ where
     match run_cli(cli, workflow).await {
         Ok(code) => code,
         Err(msg) => {
-            eprintln!("error: {msg}");
+            errln(format_args!("error: {msg}"));
             std::process::ExitCode::from(2)
         }
     }
@@ -420,6 +424,9 @@ fn init_tracing_with(default: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Its default reports a failed write with `eprintln!`, which panics on the stderr that
+        // failed: a log line nobody can read is dropped instead.
+        .log_internal_errors(false)
         .try_init();
 }
 
@@ -483,17 +490,17 @@ where
             );
             match engine.enqueue(run_id.as_deref(), input).await {
                 Ok(id) => {
-                    println!("{id}");
+                    outln(format_args!("{id}"));
                     if !cli.quiet {
-                        eprintln!(
+                        errln(format_args!(
                             "run {id} queued: a `worker` of this workflow on {} drives it",
                             cli.db.describe()
-                        );
+                        ));
                     }
                     Ok(std::process::ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    eprintln!("error [{}]: {e}", e.code());
+                    errln(format_args!("error [{}]: {e}", e.code()));
                     Ok(std::process::ExitCode::FAILURE)
                 }
             }
@@ -534,7 +541,7 @@ where
             match worker.run(stop_on_signals()).await {
                 Ok(report) => {
                     if !cli.quiet {
-                        say(&format!(
+                        errln(format_args!(
                             "worker {} stopped: {} run(s) driven to a stop, {} handed back, {} marked failed after the restart limit",
                             report.worker_id,
                             report.driven.len(),
@@ -545,7 +552,7 @@ where
                     Ok(std::process::ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    say(&format!("error [{}]: {e}", e.code()));
+                    errln(format_args!("error [{}]: {e}", e.code()));
                     Ok(std::process::ExitCode::FAILURE)
                 }
             }
@@ -621,7 +628,7 @@ where
                 &cli.skip_phases,
             )
             .await?;
-            print!("{text}");
+            out(&text);
             Ok(std::process::ExitCode::SUCCESS)
         }
     }
@@ -683,7 +690,9 @@ fn tokio_util_cancel() -> smithers_core::engine::CancellationToken {
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             t.cancel();
-            say("cancelling: stopping in-flight work (Ctrl-C again to exit at once)");
+            errln(format_args!(
+                "cancelling: stopping in-flight work (Ctrl-C again to exit at once)"
+            ));
             if tokio::signal::ctrl_c().await.is_ok() {
                 std::process::exit(130);
             }
@@ -692,10 +701,24 @@ fn tokio_util_cancel() -> smithers_core::engine::CancellationToken {
     token
 }
 
-/// Writes a line to stderr when it can. A stop path must not depend on stderr: `eprintln!`
-/// panics when stderr is a pipe nobody reads any more (a test or supervisor that died), and a
-/// signal task that panicked before acting would leave the process deaf to its signals.
-fn say(line: &str) {
+/// A line on stdout, as `println!` writes it, in one write, but a stdout nobody reads any more
+/// is no panic: `println!` panics when stdout is a pipe whose reader closed (a supervisor that
+/// died, `| head`), and a panic in a drive aborts the run for a log nobody reads. The line is
+/// dropped instead.
+pub fn outln(line: std::fmt::Arguments<'_>) {
+    out(&format!("{line}\n"));
+}
+
+/// `text` on stdout as it is, as `print!` writes it, dropped when stdout is gone (see [`outln`]).
+pub fn out(text: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stdout().write_all(text.as_bytes());
+}
+
+/// A line on stderr, as `eprintln!` writes it, in one write, dropped when stderr is gone
+/// instead of panicking (see [`outln`]). A stop path must not depend on stderr either: a signal
+/// task that panicked before acting would leave the process deaf to its signals.
+pub fn errln(line: std::fmt::Arguments<'_>) {
     use std::io::Write as _;
     let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
 }
@@ -710,7 +733,9 @@ fn stop_on_signals() -> smithers_core::engine::CancellationToken {
         let mut signals = StopSignals::listen();
         signals.next().await;
         t.cancel();
-        say("stopping: handing back the runs this worker drives (signal again to exit at once)");
+        errln(format_args!(
+            "stopping: handing back the runs this worker drives (signal again to exit at once)"
+        ));
         signals.next().await;
         std::process::exit(130);
     });
@@ -730,7 +755,7 @@ impl StopSignals {
             use tokio::signal::unix::{signal, SignalKind};
             let term = signal(SignalKind::terminate())
                 .map_err(|e| {
-                    say(&format!(
+                    errln(format_args!(
                         "warning: cannot listen for SIGTERM ({e}); stop with Ctrl-C"
                     ))
                 })
@@ -761,30 +786,30 @@ fn report_exit(
     match report {
         Ok(r) => match r.status {
             RunStatus::Finished => {
-                eprintln!(
+                errln(format_args!(
                     "run {} finished: {} node(s) with output",
                     r.run_id, r.finished_nodes
-                );
+                ));
                 std::process::ExitCode::SUCCESS
             }
             RunStatus::Cancelled => std::process::ExitCode::from(130),
             RunStatus::WaitingApproval => {
-                eprintln!(
+                errln(format_args!(
                     "run {} is {}: decide with `smithers approve {} NODE` (or `deny`), then `resume --run-id {}`",
                     r.run_id,
                     r.error.as_deref().unwrap_or("waiting for approval"),
                     r.run_id,
                     r.run_id
-                );
+                ));
                 std::process::ExitCode::SUCCESS
             }
             _ => {
-                eprintln!(
+                errln(format_args!(
                     "error: run {} {}: {}",
                     r.run_id,
                     r.status,
                     r.error.unwrap_or_default()
-                );
+                ));
                 std::process::ExitCode::FAILURE
             }
         },
@@ -792,11 +817,11 @@ fn report_exit(
         Err(e @ Error::LeaseHeld { .. })
         | Err(e @ Error::LeaseLost { .. })
         | Err(e @ Error::RunAlreadyDone { .. }) => {
-            eprintln!("error [{}]: {e}", e.code());
+            errln(format_args!("error [{}]: {e}", e.code()));
             std::process::ExitCode::from(3)
         }
         Err(e) => {
-            eprintln!("error [{}]: {e}", e.code());
+            errln(format_args!("error [{}]: {e}", e.code()));
             std::process::ExitCode::FAILURE
         }
     }
