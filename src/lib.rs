@@ -235,6 +235,7 @@ pub mod __private {
     }
     inert_props!(
         id,
+        id_static,
         agent,
         value,
         prompt,

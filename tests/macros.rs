@@ -92,6 +92,61 @@ fn ref_ids_infer_the_output_type() {
     assert_eq!(spec.retries, 2);
 }
 
+/// Every task of a tree, depth first.
+fn task_specs(node: &Node, out: &mut Vec<std::sync::Arc<smithers::node::TaskSpec>>) {
+    if let smithers::node::NodeKind::Task(spec) = node.kind() {
+        out.push(spec.clone());
+    }
+    for child in node.children() {
+        task_specs(child, out);
+    }
+}
+
+#[test]
+fn literal_and_ref_ids_are_borrowed_and_computed_ids_owned() {
+    use std::borrow::Cow;
+    let n = 7;
+    let borrowed_name = String::from("lint-by-name");
+    let name: &str = &borrowed_name;
+    let tree = workflow! {
+        <Workflow name="ids">
+            <Task id=ANALYZE agent={claude()}> "Analyze." </Task>
+            <Task id="fix" output=Patch agent={codex()}> "Fix it." </Task>
+            <Task id={format!("lint-{n}")} output=LintCount value={LintCount::default()} />
+            <Task id={name} output=LintCount value={LintCount::default()} />
+        </Workflow>
+    };
+    let mut specs = Vec::new();
+    task_specs(&tree, &mut specs);
+    let ids: Vec<(&str, bool)> = specs
+        .iter()
+        .map(|s| (s.id.as_ref(), matches!(s.id, Cow::Borrowed(_))))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            ("analyze", true),
+            ("fix", true),
+            ("lint-7", false),
+            ("lint-by-name", false)
+        ]
+    );
+    // The borrowed ids point at the program's own strings, not at copies.
+    assert!(std::ptr::eq(specs[0].id.as_ptr(), ANALYZE.id().as_ptr()));
+
+    // The builders, as `workflow!` expands to them and as hand-written code calls them.
+    let built = Task::<Patch>::new().id_static("by-hand").build();
+    let smithers::node::NodeKind::Task(spec) = built.kind() else {
+        panic!("expected a task")
+    };
+    assert!(matches!(spec.id, Cow::Borrowed("by-hand")));
+    let built = Task::<Patch>::new().id("by-hand").build();
+    let smithers::node::NodeKind::Task(spec) = built.kind() else {
+        panic!("expected a task")
+    };
+    assert!(matches!(&spec.id, Cow::Owned(s) if s == "by-hand"));
+}
+
 #[test]
 fn compute_tasks_and_props_of_every_container() {
     let tree = workflow! {

@@ -128,7 +128,7 @@ where
             adopted: _,
         } = s;
         let cancel = self.options.cancel.child_token();
-        let key = (t.id.clone(), iteration);
+        let key = (t.id.to_string(), iteration);
         if let Some(remote) = remote {
             let wait = join.spawn(remote.wait(
                 self.store.clone(),
@@ -168,7 +168,7 @@ where
                     store: self.store.clone(),
                     run_id: run_id.clone(),
                     fence: st.fence.clone(),
-                    node_id: t.id.clone(),
+                    node_id: t.id.to_string(),
                     iteration,
                     attempt,
                     dir,
@@ -299,7 +299,7 @@ pub(super) fn queued(workflow: &str, s: &StartAttempt) -> Write {
     };
     Write::AttemptQueued {
         workflow: workflow.to_owned(),
-        node_id: s.task.id.clone(),
+        node_id: s.task.id.to_string(),
         iteration: s.iteration,
         attempt: s.attempt,
         payload: QueuedAttempt {
@@ -329,7 +329,7 @@ pub(super) async fn run_attempt(
             TaskExec::Compute(f) => {
                 let ctx = TaskCtx {
                     run_id: run_id.clone(),
-                    node_id: t.id.clone(),
+                    node_id: t.id.to_string(),
                     iteration,
                     attempt,
                     cancel: cancel.clone(),
@@ -352,7 +352,7 @@ pub(super) async fn run_attempt(
                     output_schema: schema,
                     output_type: t.output.short_name().to_owned(),
                     run_id: run_id.clone(),
-                    node_id: t.id.clone(),
+                    node_id: t.id.to_string(),
                     iteration,
                     attempt,
                     timeout: t.timeout,

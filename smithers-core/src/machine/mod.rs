@@ -525,7 +525,7 @@ impl RunState {
             .runnable
             .into_iter()
             .filter(|r| {
-                let key = (r.task.id.clone(), r.iteration);
+                let key = (r.task.id.to_string(), r.iteration);
                 !self.running.contains_key(&key) && !self.backing_off.contains(&key)
             })
             .collect();
@@ -544,7 +544,9 @@ impl RunState {
             .map(|(i, r)| match (&cache, &r.task.exec) {
                 (Some(wf), TaskExec::Agent(agent))
                     if i < free
-                        && !self.adopted.contains_key(&(r.task.id.clone(), r.iteration)) =>
+                        && !self
+                            .adopted
+                            .contains_key(&(r.task.id.to_string(), r.iteration)) =>
                 {
                     Some(cache_key(wf, &r.task, agent.as_ref()))
                 }
@@ -679,7 +681,7 @@ impl RunState {
         let t = &r.task;
         let attempt = self.attempts(&t.id, r.iteration) + 1;
         b.push(Write::AttemptStart {
-            node_id: t.id.clone(),
+            node_id: t.id.to_string(),
             iteration: r.iteration,
             attempt,
             agent: match source {
@@ -728,7 +730,7 @@ impl RunState {
     /// adopted from the previous driver keeps its number and its row (no new attempt starts).
     fn start(&mut self, r: Runnable, cache_key: Option<String>) -> (WriteBatch, StartAttempt) {
         let t = r.task;
-        let adopted = self.adopted.remove(&(t.id.clone(), r.iteration));
+        let adopted = self.adopted.remove(&(t.id.to_string(), r.iteration));
         let attempt = adopted.unwrap_or_else(|| self.attempts(&t.id, r.iteration) + 1);
         let agent_name = match &t.exec {
             TaskExec::Agent(a) => Some(a.name().to_owned()),
@@ -736,7 +738,7 @@ impl RunState {
         };
         let mut b = WriteBatch::new(&self.run_id);
         b.push(Write::Node(NodeRecord {
-            node_id: t.id.clone(),
+            node_id: t.id.to_string(),
             iteration: r.iteration,
             status: NodeStatus::Running,
             attempts: attempt,
@@ -746,7 +748,7 @@ impl RunState {
         }));
         if adopted.is_none() {
             b.push(Write::AttemptStart {
-                node_id: t.id.clone(),
+                node_id: t.id.to_string(),
                 iteration: r.iteration,
                 attempt,
                 agent: agent_name,
@@ -763,7 +765,7 @@ impl RunState {
         let (last_error, failures) = self
             .node(&t.id, r.iteration)
             .map_or((None, 0), |n| (n.last_error.clone(), n.failures));
-        let rejected = self.rejected.get(&(t.id.clone(), r.iteration)).cloned();
+        let rejected = self.rejected.get(&(t.id.to_string(), r.iteration)).cloned();
         self.set_node(
             &t.id,
             r.iteration,
@@ -775,7 +777,7 @@ impl RunState {
             },
         );
         self.running.insert(
-            (t.id.clone(), r.iteration),
+            (t.id.to_string(), r.iteration),
             Running {
                 task: t.clone(),
                 loop_id: r.loop_id,
@@ -909,7 +911,7 @@ impl RunState {
                     b.push(Write::CachePut {
                         key,
                         workflow: self.workflow.clone(),
-                        node_id: t.id.clone(),
+                        node_id: t.id.to_string(),
                         table: t.output.table.to_owned(),
                         value: v.clone(),
                     });
@@ -955,8 +957,8 @@ impl RunState {
             Some(u) => s.with(u),
             None => s,
         };
-        let task = with(self.task_spent.get(&t.id).copied().unwrap_or_default());
-        let (usd, tokens) = self.task_raise.get(&t.id).copied().unwrap_or((0.0, 0));
+        let task = with(self.task_spent.get(&*t.id).copied().unwrap_or_default());
+        let (usd, tokens) = self.task_raise.get(&*t.id).copied().unwrap_or((0.0, 0));
         let scope = format!("task `{}`", t.id);
         crate::budget::exceeded(
             &scope,
@@ -1011,7 +1013,7 @@ impl RunState {
         let t = &r.task;
         let attempts = self.attempts(&t.id, r.iteration);
         b.push(Write::Node(NodeRecord {
-            node_id: t.id.clone(),
+            node_id: t.id.to_string(),
             iteration: r.iteration,
             status: NodeStatus::Failed,
             attempts,

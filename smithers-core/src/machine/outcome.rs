@@ -34,12 +34,12 @@ impl RunState {
         let usage = (end.usage != Usage::default()).then(|| end.usage.clone());
         b.push(Write::Output {
             info: t.output,
-            node_id: t.id.clone(),
+            node_id: t.id.to_string(),
             iteration: it,
             value: value.clone(),
         });
         b.push(Write::Node(NodeRecord {
-            node_id: t.id.clone(),
+            node_id: t.id.to_string(),
             iteration: it,
             status: NodeStatus::Finished,
             attempts: attempt,
@@ -48,7 +48,7 @@ impl RunState {
             last_error: None,
         }));
         b.push(Write::AttemptEnd {
-            node_id: t.id.clone(),
+            node_id: t.id.to_string(),
             iteration: it,
             attempt,
             end,
@@ -82,7 +82,7 @@ impl RunState {
         }
         Arc::make_mut(&mut self.snap)
             .outputs
-            .entry(t.id.clone())
+            .entry(t.id.to_string())
             .or_default()
             .insert(it, value);
     }
@@ -110,7 +110,7 @@ impl RunState {
             Duration::ZERO
         };
         if !delay.is_zero() {
-            let key = (t.id.clone(), it);
+            let key = (t.id.to_string(), it);
             self.backing_off.insert(key.clone());
             self.new_backoffs.push((key, delay));
         }
@@ -139,7 +139,7 @@ impl RunState {
             NodeStatus::Failed
         };
         b.push(Write::Node(NodeRecord {
-            node_id: t.id.clone(),
+            node_id: t.id.to_string(),
             iteration: it,
             status,
             attempts: attempt,
@@ -148,7 +148,7 @@ impl RunState {
             last_error: Some(e.message.clone()),
         }));
         b.push(Write::AttemptEnd {
-            node_id: t.id.clone(),
+            node_id: t.id.to_string(),
             iteration: it,
             attempt,
             end,

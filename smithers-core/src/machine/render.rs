@@ -41,7 +41,7 @@ impl RunState {
             !plan.skipped.is_empty() || !plan.loop_changes.is_empty() || !plan.denied.is_empty();
         for (task, it, lp) in &plan.skipped {
             b.push(Write::Node(NodeRecord {
-                node_id: task.id.clone(),
+                node_id: task.id.to_string(),
                 iteration: *it,
                 status: NodeStatus::Skipped,
                 attempts: 0,
@@ -102,7 +102,7 @@ impl RunState {
         }
         for r in &plan.denied {
             let t = &r.task;
-            let key = (t.id.clone(), r.iteration);
+            let key = (t.id.to_string(), r.iteration);
             let note = self.approval_notes.get(&key).cloned().flatten();
             let error = match note {
                 Some(n) => format!("approval denied: {n}"),
@@ -162,7 +162,7 @@ impl RunState {
             }
         }
         for r in &plan.awaiting_approval {
-            let key = (r.task.id.clone(), r.iteration);
+            let key = (r.task.id.to_string(), r.iteration);
             if self.approvals.contains_key(&key) {
                 continue;
             }

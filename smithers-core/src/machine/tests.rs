@@ -93,7 +93,7 @@ fn describe(cmds: &VecDeque<Command>) -> Vec<String> {
                 "prepare[{}]",
                 items
                     .iter()
-                    .map(|p| p.task.id.as_str())
+                    .map(|p| p.task.id.as_ref())
                     .collect::<Vec<_>>()
                     .join(",")
             ),

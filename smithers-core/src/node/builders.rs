@@ -14,7 +14,7 @@ use super::*;
 /// Builder of `<Task>`.
 #[must_use = "call `.build()` to get a Node"]
 pub struct Task<T> {
-    id: Option<String>,
+    id: Option<Cow<'static, str>>,
     exec: TaskExec,
     prompt: String,
     retries: u32,
@@ -58,6 +58,13 @@ impl<T: Output> Task<T> {
     /// The task id (`Ref<T>` or string).
     pub fn id(mut self, id: impl TaskId<T>) -> Self {
         self.id = Some(id.into_id());
+        self
+    }
+
+    /// A literal task id, kept borrowed: no allocation when the tree is rendered again.
+    /// `workflow!` uses this for `id="..."`; a computed id goes through [`Task::id`].
+    pub fn id_static(mut self, id: &'static str) -> Self {
+        self.id = Some(Cow::Borrowed(id));
         self
     }
 

@@ -46,7 +46,7 @@ impl FrameNode {
                 }
             }
             NodeKind::Task(t) => {
-                f.id = Some(t.id.clone());
+                f.id = Some(t.id.to_string());
                 f.label.clone_from(&t.label);
                 props.push(format!("output={}", t.output.short_name()));
                 props.push(match &t.exec {
@@ -162,7 +162,7 @@ pub(super) fn task_state<'a>(
 ) -> impl Fn(&str) -> Option<String> + 'a {
     fn tasks<'a>(node: &'a Node, out: &mut HashMap<&'a str, &'a TaskSpec>) {
         if let NodeKind::Task(t) = node.kind() {
-            out.entry(t.id.as_str()).or_insert(t);
+            out.entry(t.id.as_ref()).or_insert(t);
         }
         for c in node.children() {
             tasks(c, out);

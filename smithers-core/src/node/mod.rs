@@ -4,6 +4,7 @@
 //! `Task::<_>::new().id(A).retries(2).prompt("...").build()`. Rendering builds a fresh tree each
 //! time; the tree is plain data with no I/O.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -202,8 +203,9 @@ pub enum TaskExec {
 /// A task as the engine sees it.
 #[derive(Clone)]
 pub struct TaskSpec {
-    /// Unique id within the frame.
-    pub id: String,
+    /// Unique id within the frame: borrowed for a literal or `Ref` id (no allocation per render),
+    /// owned for a computed one.
+    pub id: Cow<'static, str>,
     /// Output type.
     pub output: OutputInfo,
     /// How it runs.
@@ -330,34 +332,38 @@ impl<I: IntoIterator<Item = Node>> IntoNodes for I {
 }
 
 /// Anything usable as a task's `id` for output type `T`: a `Ref<T>` or a string.
+///
+/// A `Ref<T>` borrows its `&'static str`; a `String`, `&String` or `&str` is copied into an owned
+/// id (a `&str` of unknown lifetime cannot be kept). A string literal borrows through
+/// [`Task::id_static`], which `workflow!` uses for `id="..."`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be the id of a task whose output is `{T}`",
     label = "this id's output type disagrees with the task's `output`",
     note = "a `Ref<A>` names a task with `output=A`: change `output=` or use a `Ref` of the right type"
 )]
 pub trait TaskId<T> {
-    /// The id string.
-    fn into_id(self) -> String;
+    /// The id string, borrowed when it is `'static`.
+    fn into_id(self) -> Cow<'static, str>;
 }
 
 impl<T: Output> TaskId<T> for Ref<T> {
-    fn into_id(self) -> String {
-        self.id().to_owned()
+    fn into_id(self) -> Cow<'static, str> {
+        Cow::Borrowed(self.id())
     }
 }
 impl<T: Output> TaskId<T> for &str {
-    fn into_id(self) -> String {
-        self.to_owned()
+    fn into_id(self) -> Cow<'static, str> {
+        Cow::Owned(self.to_owned())
     }
 }
 impl<T: Output> TaskId<T> for String {
-    fn into_id(self) -> String {
-        self
+    fn into_id(self) -> Cow<'static, str> {
+        Cow::Owned(self)
     }
 }
 impl<T: Output> TaskId<T> for &String {
-    fn into_id(self) -> String {
-        self.clone()
+    fn into_id(self) -> Cow<'static, str> {
+        Cow::Owned(self.clone())
     }
 }
 

@@ -273,7 +273,7 @@ pub(crate) fn check_ids(tree: &Node) -> Result<(), Error> {
 /// The ids of every task under `node`.
 fn task_ids(node: &Node, out: &mut Vec<String>) {
     if let NodeKind::Task(t) = &node.kind {
-        out.push(t.id.clone());
+        out.push(t.id.to_string());
     }
     for c in &node.children {
         task_ids(c, out);
@@ -284,7 +284,7 @@ fn task_ids(node: &Node, out: &mut Vec<String>) {
 fn task_agents(node: &Node, out: &mut Vec<(String, crate::agent::SharedAgent)>) {
     if let NodeKind::Task(t) = &node.kind {
         if let TaskExec::Agent(a) = &t.exec {
-            out.push((t.id.clone(), a.clone()));
+            out.push((t.id.to_string(), a.clone()));
         }
     }
     for c in &node.children {
@@ -320,7 +320,7 @@ impl<'a> Planner<'a> {
     /// Every mounted task and loop id must be valid and unique (ids are unique per frame).
     fn check_ids<'t>(&mut self, node: &'t Node, seen: &mut FastMap<&'t str, &'t Node>) {
         let id = match &node.kind {
-            NodeKind::Task(t) => Some(t.id.as_str()),
+            NodeKind::Task(t) => Some(t.id.as_ref()),
             NodeKind::Ralph(r) => Some(r.id.as_str()),
             NodeKind::Branch(_) => {
                 // Ids are unique per frame: only the mounted arm of a branch counts.
@@ -431,11 +431,12 @@ impl<'a> Planner<'a> {
     }
 
     fn task(&mut self, t: &Arc<TaskSpec>, it: u32, lp: Option<&str>) -> Status {
-        if self.input.node_loop.get(&t.id).map(String::as_str) != lp {
-            self.node_loop.insert(t.id.clone(), lp.map(str::to_owned));
+        if self.input.node_loop.get(&*t.id).map(String::as_str) != lp {
+            self.node_loop
+                .insert(t.id.to_string(), lp.map(str::to_owned));
         }
-        if !self.input.running.is_empty() && self.input.running.contains(&(t.id.clone(), it)) {
-            self.mounted_running.insert((t.id.clone(), it));
+        if !self.input.running.is_empty() && self.input.running.contains(&(t.id.to_string(), it)) {
+            self.mounted_running.insert((t.id.to_string(), it));
             self.running_seen += 1;
             return Status::Pending { active: true };
         }
@@ -445,7 +446,7 @@ impl<'a> Planner<'a> {
             Some(NodeStatus::Failed) => {
                 let s = self.state(&t.id, it);
                 self.error.get_or_insert(Error::NodeFailed {
-                    node: t.id.clone(),
+                    node: t.id.to_string(),
                     attempts: s.map_or(0, |s| s.attempts),
                     message: s
                         .and_then(|s| s.last_error.clone())
@@ -467,7 +468,7 @@ impl<'a> Planner<'a> {
                     self.runnable.push(r);
                     return Status::Pending { active: true };
                 }
-                match self.input.approvals.get(&(t.id.clone(), it)) {
+                match self.input.approvals.get(&(t.id.to_string(), it)) {
                     Some(ApprovalStatus::Approved) => {
                         self.runnable.push(r);
                         Status::Pending { active: true }
@@ -669,11 +670,12 @@ impl<'a> Planner<'a> {
         };
         !t.skip_if
             && !t.needs_approval
-            && self.input.node_loop.get(&t.id).map(String::as_str) == lp
+            && self.input.node_loop.get(&*t.id).map(String::as_str) == lp
             && self
                 .state(&t.id, it)
                 .is_none_or(|s| s.status == NodeStatus::Pending)
-            && (self.input.running.is_empty() || !self.input.running.contains(&(t.id.clone(), it)))
+            && (self.input.running.is_empty()
+                || !self.input.running.contains(&(t.id.to_string(), it)))
     }
 
     /// Where the planner's outputs end now: runnable, skipped, loop changes, groups.
@@ -732,7 +734,8 @@ impl<'a> Planner<'a> {
     fn started(&self, node: &Node, it: u32) -> bool {
         match &node.kind {
             NodeKind::Task(t) => {
-                self.state(&t.id, it).is_some() || self.input.running.contains(&(t.id.clone(), it))
+                self.state(&t.id, it).is_some()
+                    || self.input.running.contains(&(t.id.to_string(), it))
             }
             NodeKind::Ralph(_) => false,
             _ => node.children.iter().any(|c| self.started(c, it)),

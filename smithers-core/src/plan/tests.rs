@@ -352,7 +352,7 @@ fn decided(p: &Plan) -> String {
     let waiting: Vec<String> = p
         .awaiting_approval
         .iter()
-        .map(|r| r.task.id.clone())
+        .map(|r| r.task.id.to_string())
         .collect();
     format!("{}; running {running:?}; waiting {waiting:?}", describe(p))
 }

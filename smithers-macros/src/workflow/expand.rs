@@ -58,7 +58,14 @@ fn prop_calls(el: &Element, tag: Tag) -> Vec<TokenStream> {
         .iter()
         .filter(|p| seen.insert(p.name.as_str()))
         .filter_map(|p| {
-            let method = format_ident!("{}", tag.method(&p.name)?, span = p.span);
+            let mut method = tag.method(&p.name)?;
+            // A literal task id is `'static`: `id_static` keeps it borrowed, so a re-render does
+            // not allocate it. Any other expression (a `Ref`, a `&str` variable, a `String`) goes
+            // through the generic `id`.
+            if tag == Tag::Task && method == "id" && p.value.as_str_lit().is_some() {
+                method = "id_static";
+            }
+            let method = format_ident!("{}", method, span = p.span);
             let value = prop_value(p);
             Some(quote_spanned!(p.span=> .#method(#value)))
         })
@@ -226,7 +233,7 @@ mod tests {
             quote!(<Task id="fix" output={Vec<Patch>} />),
             "{ const _ : () = :: smithers :: __private :: assert_output :: < Vec < Patch > > () ; \
              # [allow (unused_imports)] use :: smithers :: __private :: TaskOfFallback as _ ; \
-             :: smithers :: __private :: TaskOf :: < Vec < Patch > > :: new () . task () . id (\"fix\") . build () }",
+             :: smithers :: __private :: TaskOf :: < Vec < Patch > > :: new () . task () . id_static (\"fix\") . build () }",
         );
     }
 
