@@ -842,9 +842,10 @@ impl Db for Pg {
     }
 }
 
-#[test]
-fn on_postgres_a_driver_killed_with_sigkill_is_taken_over_by_a_worker() {
-    let test = "on_postgres_a_driver_killed_with_sigkill_is_taken_over_by_a_worker";
+/// Runs `test_body` on a fresh schema of the test server (with its tables created) with a
+/// child environment and a client of its own; the schema is dropped even when the body fails.
+/// Nothing runs (the schema helper says why) when no server is reachable.
+fn on_postgres(test: &str, test_body: impl FnOnce(&ChildEnv, &str, &Pg)) {
     let setup = tokio::runtime::Runtime::new().unwrap();
     let Some(schema) = setup.block_on(smithers_core::store::conformance::PgSchema::create(test))
     else {
@@ -859,7 +860,7 @@ fn on_postgres_a_driver_killed_with_sigkill_is_taken_over_by_a_worker() {
     });
     let pg = Pg::connect(&schema.url);
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        killed_driver_is_taken_over(&env, &schema.url, &pg)
+        test_body(&env, &schema.url, &pg)
     }));
     drop(pg);
     setup.block_on(schema.drop());
@@ -869,53 +870,45 @@ fn on_postgres_a_driver_killed_with_sigkill_is_taken_over_by_a_worker() {
 }
 
 #[test]
+fn on_postgres_a_driver_killed_with_sigkill_is_taken_over_by_a_worker() {
+    on_postgres(
+        "on_postgres_a_driver_killed_with_sigkill_is_taken_over_by_a_worker",
+        |env, db, pg| killed_driver_is_taken_over(env, db, pg),
+    );
+}
+
+#[test]
 fn on_postgres_a_detached_run_is_finished_by_a_worker_that_sigterm_stops() {
-    let test = "on_postgres_a_detached_run_is_finished_by_a_worker_that_sigterm_stops";
-    let setup = tokio::runtime::Runtime::new().unwrap();
-    let Some(schema) = setup.block_on(smithers_core::store::conformance::PgSchema::create(test))
-    else {
-        return;
-    };
-    let env = ChildEnv::new("worker_child");
-    setup.block_on(async {
-        smithers_core::store::PostgresStore::connect(&schema.url)
-            .await
-            .unwrap();
-    });
-    let pg = Pg::connect(&schema.url);
-    let db = schema.url.clone();
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let out = env
-            .command_on(&db, "--quiet run --detach --run-id pgq", 20)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(pg.run("pgq"), Some(("queued".to_owned(), None, None)));
-        let mut worker = env
-            .command_on(&db, "--quiet worker --poll-ms 20", 20)
-            .spawn()
-            .unwrap();
-        wait_until("the detached run to finish", &mut worker, || {
-            status_of(&pg, "pgq").as_deref() == Some("finished")
-        });
-        assert_eq!(pg.outputs("pgq"), one_output_per_node());
-        assert_eq!(pg.restarts("pgq"), None);
-        stop_worker(worker);
-        assert_eq!(
-            pg.workers(),
-            Vec::<String>::new(),
-            "the worker deregistered"
-        );
-    }));
-    drop(pg);
-    setup.block_on(schema.drop());
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    on_postgres(
+        "on_postgres_a_detached_run_is_finished_by_a_worker_that_sigterm_stops",
+        |env, db, pg| {
+            let out = env
+                .command_on(db, "--quiet run --detach --run-id pgq", 20)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(pg.run("pgq"), Some(("queued".to_owned(), None, None)));
+            let mut worker = env
+                .command_on(db, "--quiet worker --poll-ms 20", 20)
+                .spawn()
+                .unwrap();
+            wait_until("the detached run to finish", &mut worker, || {
+                status_of(pg, "pgq").as_deref() == Some("finished")
+            });
+            assert_eq!(pg.outputs("pgq"), one_output_per_node());
+            assert_eq!(pg.restarts("pgq"), None);
+            stop_worker(worker);
+            assert_eq!(
+                pg.workers(),
+                Vec::<String>::new(),
+                "the worker deregistered"
+            );
+        },
+    );
 }
 
 /// A test that fails before reaping its children leaves none running: dropping the environment
