@@ -10,7 +10,7 @@ use std::sync::Arc;
 use common::*;
 use smithers_core::engine::{Engine, EngineOptions};
 use smithers_core::node::{Phase, Step, Task, Workflow};
-use smithers_core::store::RunStatus;
+use smithers_core::store::{RunStatus, Store};
 use smithers_core::timetravel;
 use smithers_core::{Agent, AgentError, AgentRequest, AgentResponse, Ctx, Node, Usage};
 
@@ -87,8 +87,8 @@ fn runs(c: &[Arc<AtomicUsize>; 3]) -> [usize; 3] {
 }
 
 /// `(id, parent, name, status, active)` of every step.
-async fn step_rows(h: &Harness, run: &str) -> Vec<(i64, Option<i64>, String, String, bool)> {
-    h.store
+async fn step_rows(store: &dyn Store, run: &str) -> Vec<(i64, Option<i64>, String, String, bool)> {
+    store
         .steps(run)
         .await
         .unwrap()
@@ -171,7 +171,7 @@ async fn compute_steps_are_snapshotted_and_a_task_body_sees_the_pending_steps() 
     );
     let steps = h.store.steps(&report.run_id).await.unwrap();
     assert_eq!(
-        step_rows(&h, &report.run_id).await,
+        step_rows(&*h.store, &report.run_id).await,
         [
             row(1, None, "look", "completed", true),
             row(2, Some(1), "commit", "completed", true)
@@ -324,7 +324,7 @@ async fn rollback_restores_the_files_deactivates_later_steps_and_resume_reruns_e
     );
     assert_eq!(git(&dir, &["rev-parse", "HEAD"]), head);
     assert_eq!(
-        step_rows(&h, &run).await,
+        step_rows(&*h.store, &run).await,
         [
             row(1, None, "one", "completed", true),
             row(2, Some(1), "two", "completed", false),
@@ -356,7 +356,7 @@ async fn rollback_restores_the_files_deactivates_later_steps_and_resume_reruns_e
         "start\na\nb\nc\n"
     );
     assert_eq!(
-        step_rows(&h, &run).await,
+        step_rows(&*h.store, &run).await,
         [
             row(1, None, "one", "completed", true),
             row(2, Some(1), "two", "completed", false),
@@ -405,7 +405,7 @@ async fn rollback_is_refused_while_a_driver_holds_the_run_and_changes_nothing() 
         std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
         "start\na\nb\nc\n"
     );
-    assert!(step_rows(&h, &run).await.iter().all(|s| s.4));
+    assert!(step_rows(&*h.store, &run).await.iter().all(|s| s.4));
     assert_eq!(h.run_status(&run).0, "finished");
 }
 
@@ -430,7 +430,7 @@ async fn rollback_refuses_a_working_copy_changed_after_the_run_unless_forced() {
         "{e}"
     );
     assert!(dir.join("mine.txt").exists());
-    assert!(step_rows(&h, &run).await.iter().all(|s| s.4));
+    assert!(step_rows(&*h.store, &run).await.iter().all(|s| s.4));
 
     let done = timetravel::rollback(&*h.store, &run, 1, true)
         .await
@@ -509,7 +509,7 @@ async fn bad_rollback_requests_name_what_is_wrong_and_change_nothing() {
         std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
         "start\na\nb\nc\n"
     );
-    assert!(step_rows(&h, &run).await.iter().all(|s| s.4));
+    assert!(step_rows(&*h.store, &run).await.iter().all(|s| s.4));
     assert_eq!(h.run_status(&run).0, "finished");
 
     // Outside a repository steps have no snapshot.
@@ -729,7 +729,7 @@ async fn rolling_back_into_an_earlier_loop_iteration_puts_the_counter_back() {
         .unwrap()
         .run_id;
     assert_eq!(runs(&c), [3, 0, 0]);
-    let rows = step_rows(&h, &run).await;
+    let rows = step_rows(&*h.store, &run).await;
     assert_eq!(rows.iter().map(|s| s.0).collect::<Vec<_>>(), [1, 2, 3]);
     let iterations: Vec<u32> = h
         .store
@@ -775,12 +775,46 @@ async fn rolling_back_into_an_earlier_loop_iteration_puts_the_counter_back() {
         std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
         "start\npass 0\npass 1\npass 2\n"
     );
-    let rows = step_rows(&h, &run).await;
+    let rows = step_rows(&*h.store, &run).await;
     assert_eq!(
         rows[3..],
         [
             row(4, Some(1), "pass", "completed", true),
             row(5, Some(4), "pass", "completed", true)
+        ]
+    );
+}
+
+/// The two steps both Steps API tests record: `implement-feature` completed with its
+/// snapshots, and an unnamed second step under it failed.
+fn check_manual_steps(rows: &[smithers_core::store::StepRecord]) {
+    let got: Vec<_> = rows
+        .iter()
+        .map(|s| {
+            (
+                s.step_id,
+                s.parent_step_id,
+                s.name.as_str(),
+                s.status.as_str(),
+                s.source.as_str(),
+                s.snapshot_before.as_deref(),
+                s.commit_created.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                1,
+                None,
+                "implement-feature",
+                "completed",
+                "api",
+                Some("abc123"),
+                Some("ghi789")
+            ),
+            (2, Some(1), "step-2", "failed", "api", None, None),
         ]
     );
 }
@@ -815,35 +849,7 @@ fn the_steps_api_works_from_plain_synchronous_code_on_stored_rows() {
         .unwrap();
     steps.fail(b).unwrap();
     let rows = steps.by_run("manual").unwrap();
-    let got: Vec<_> = rows
-        .iter()
-        .map(|s| {
-            (
-                s.step_id,
-                s.parent_step_id,
-                s.name.as_str(),
-                s.status.as_str(),
-                s.source.as_str(),
-                s.snapshot_before.as_deref(),
-                s.commit_created.as_deref(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        got,
-        [
-            (
-                1,
-                None,
-                "implement-feature",
-                "completed",
-                "api",
-                Some("abc123"),
-                Some("ghi789")
-            ),
-            (2, Some(1), "step-2", "failed", "api", None, None),
-        ]
-    );
+    check_manual_steps(&rows);
     assert!(rows
         .iter()
         .all(|s| s.completed_at.is_some() && s.created_at.to_string().contains('T')));
@@ -906,16 +912,6 @@ mod on_postgres {
             self.client.query_one(sql, &[]).await.unwrap().get(0)
         }
 
-        async fn rows(&self, run: &str) -> Vec<(i64, Option<i64>, String, String, bool)> {
-            self.store
-                .steps(run)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|s| (s.step_id, s.parent_step_id, s.name, s.status, s.active))
-                .collect()
-        }
-
         async fn drop(self) {
             drop(self.client);
             self.schema.drop().await;
@@ -961,7 +957,7 @@ mod on_postgres {
             "start\na\n"
         );
         assert_eq!(
-            pg.rows(&run).await,
+            step_rows(&*pg.store, &run).await,
             [
                 row(1, None, "one", "completed", true),
                 row(2, Some(1), "two", "completed", false),
@@ -1038,7 +1034,7 @@ mod on_postgres {
             "start\na\nb\nc\n"
         );
         assert_eq!(
-            pg.rows(&run).await,
+            step_rows(&*pg.store, &run).await,
             [
                 row(1, None, "one", "completed", true),
                 row(2, Some(1), "two", "completed", false),
@@ -1090,7 +1086,7 @@ mod on_postgres {
             )),
             "{e}"
         );
-        assert!(pg.rows(&run).await.iter().all(|s| s.4));
+        assert!(step_rows(&*pg.store, &run).await.iter().all(|s| s.4));
         assert_eq!(
             pg.store.run(&run).await.unwrap().unwrap().status,
             RunStatus::Finished
@@ -1262,7 +1258,7 @@ mod on_postgres {
             "start\npass 0\npass 1\npass 2\n"
         );
         assert_eq!(
-            pg.rows(&run).await[3..],
+            step_rows(&*pg.store, &run).await[3..],
             [
                 super::row(4, Some(1), "pass", "completed", true),
                 super::row(5, Some(4), "pass", "completed", true)
@@ -1353,35 +1349,7 @@ mod on_postgres {
             .unwrap();
         steps.fail_async(b).await.unwrap();
         let rows = steps.by_run_async("manual").await.unwrap();
-        let got: Vec<_> = rows
-            .iter()
-            .map(|s| {
-                (
-                    s.step_id,
-                    s.parent_step_id,
-                    s.name.as_str(),
-                    s.status.as_str(),
-                    s.source.as_str(),
-                    s.snapshot_before.as_deref(),
-                    s.commit_created.as_deref(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            got,
-            [
-                (
-                    1,
-                    None,
-                    "implement-feature",
-                    "completed",
-                    "api",
-                    Some("abc123"),
-                    Some("ghi789")
-                ),
-                (2, Some(1), "step-2", "failed", "api", None, None),
-            ]
-        );
+        check_manual_steps(&rows);
         assert!(rows.iter().all(|s| s.completed_at.is_some()
             && s.duration_ms.is_some_and(|d| d >= 0)
             && s.token_usage_json.is_some()));
