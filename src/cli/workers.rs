@@ -161,8 +161,9 @@ pub fn restarts_line(r: &RestartRecord) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_lease_names_the_worker_of_its_process_and_says_when_it_expired() {
+    /// Worker `box:42:aaaa` (heartbeat at 00:00:10, stale after 00:00:25), run `r` whose lease
+    /// `box:42:bbbb` runs one second past `now`, and `now` (00:00:13).
+    fn fixture() -> (WorkerRecord, RunRecord, Timestamp) {
         let w = WorkerRecord {
             worker_id: "box:42:aaaa".into(),
             host: "box".into(),
@@ -177,7 +178,7 @@ mod tests {
                 .as_millis(),
         };
         let now = Timestamp::parse("2026-12-01T00:00:13Z").unwrap();
-        let mut run = RunRecord {
+        let run = RunRecord {
             run_id: "r".into(),
             workflow: "wf".into(),
             status: smithers_core::RunStatus::Running,
@@ -191,6 +192,12 @@ mod tests {
             parent_frame: None,
             lease_epoch: 2,
         };
+        (w, run, now)
+    }
+
+    #[test]
+    fn a_lease_names_the_worker_of_its_process_and_says_when_it_expired() {
+        let (w, mut run, now) = fixture();
         assert_eq!(
             driver_line(&run, std::slice::from_ref(&w), now).unwrap(),
             "worker `box:42:aaaa` (heartbeat 3s ago), lease `box:42:bbbb`"
@@ -207,32 +214,8 @@ mod tests {
 
     #[test]
     fn the_driver_cell_names_the_process_and_whether_it_is_a_worker() {
-        let w = WorkerRecord {
-            worker_id: "box:42:aaaa".into(),
-            host: "box".into(),
-            pid: 42,
-            workflow: Some("wf".into()),
-            concurrency: 4,
-            driving: vec!["r".into()],
-            started_at: Timestamp::parse("2026-12-01T00:00:00Z").unwrap(),
-            heartbeat_at: Timestamp::parse("2026-12-01T00:00:10Z").unwrap(),
-            expires_ms: 0,
-        };
-        let now = Timestamp::parse("2026-12-01T00:00:13Z").unwrap();
-        let mut run = RunRecord {
-            run_id: "r".into(),
-            workflow: "wf".into(),
-            status: smithers_core::RunStatus::Running,
-            input: serde_json::Value::Null,
-            error: None,
-            created_at: Timestamp::default(),
-            updated_at: Timestamp::default(),
-            lease_owner: Some("box:42:bbbb".into()),
-            lease_expires_ms: Some(now.as_millis() + 1000),
-            parent_run_id: None,
-            parent_frame: None,
-            lease_epoch: 2,
-        };
+        let (mut w, mut run, now) = fixture();
+        w.expires_ms = 0;
         let workers = std::slice::from_ref(&w);
         assert_eq!(driver_cell(&run, workers, now), "worker box:42");
         run.lease_owner = Some("box:7:cccc".into());
