@@ -4,7 +4,12 @@
 //! against the bare SQLite commit floor measured in the same run (one insert per transaction,
 //! WAL, `synchronous=FULL`), so the ratios mean something on a loaded machine. It prints:
 //! - per-node cost of a sequence of N static tasks (N from `SMITHERS_BENCH_N`, default
-//!   `100,1000,10000,100000`) and its ratio to the floor and to the smallest N;
+//!   `100,1000,10000,100000`) and its ratio to the floor and to the smallest N. A short case
+//!   (N <= 1000) is several runs, each on a fresh database right after a floor of as many
+//!   commits on a fresh database (medians of both); a long one is set against floors just
+//!   before and after it;
+//! - the same sequence of 1 000 with `synchronous=OFF` beside a bare insert with it: the CPU
+//!   part of a node's cost, with no fsync;
 //! - a Ralph loop (`SMITHERS_BENCH_RALPH` iterations, default 10 000): cost and commits per
 //!   iteration;
 //! - a Parallel of `SMITHERS_BENCH_PARALLEL` computed tasks (default 10 000) with
@@ -42,7 +47,11 @@ impl Output for Step {
 }
 
 fn open(dir: &tempfile::TempDir) -> Arc<SqliteStore> {
-    Arc::new(SqliteStore::open(dir.path().join("bench.db"), Durability::Full).expect("open store"))
+    open_with(dir, Durability::Full)
+}
+
+fn open_with(dir: &tempfile::TempDir, durability: Durability) -> Arc<SqliteStore> {
+    Arc::new(SqliteStore::open(dir.path().join("bench.db"), durability).expect("open store"))
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -83,10 +92,15 @@ fn peak_rss_mib() -> Option<f64> {
 
 /// The floor: one row inserted per transaction, WAL, `synchronous=FULL`, same file system.
 fn commit_floor(commits: usize) -> Duration {
+    commit_floor_with(commits, "FULL")
+}
+
+fn commit_floor_with(commits: usize, synchronous: &str) -> Duration {
     let dir = tempfile::tempdir().expect("tempdir");
     let c = rusqlite::Connection::open(dir.path().join("floor.db")).expect("open floor db");
     c.pragma_update(None, "journal_mode", "WAL").expect("WAL");
-    c.pragma_update(None, "synchronous", "FULL").expect("FULL");
+    c.pragma_update(None, "synchronous", synchronous)
+        .expect("synchronous");
     c.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
         .expect("create");
     let mut st = c.prepare("INSERT INTO t (v) VALUES (?1)").expect("prepare");
@@ -116,23 +130,17 @@ fn sequence(n: usize) -> impl Fn(&Ctx<()>) -> smithers_core::Node + Send + Sync 
     }
 }
 
-/// Per-node cost and commits per node.
-async fn bench_sequence(n: usize, reps: usize) -> (Duration, f64) {
-    let mut samples = Vec::new();
-    let mut commits = 0.0;
-    for _ in 0..reps {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = open(&dir);
-        let engine = Engine::new(store.clone() as Arc<dyn Store>, sequence(n));
-        let before = store.commits();
-        let t = Instant::now();
-        let r = engine.run(()).await.expect("run");
-        let el = t.elapsed();
-        commits = (store.commits() - before) as f64 / n as f64;
-        assert_eq!(r.finished_nodes, n);
-        samples.push(el / n as u32);
-    }
-    (median(samples), commits)
+/// Per-node cost and commits per node of one run on a fresh database.
+async fn bench_sequence(n: usize, durability: Durability) -> (Duration, f64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_with(&dir, durability);
+    let engine = Engine::new(store.clone() as Arc<dyn Store>, sequence(n));
+    let before = store.commits();
+    let t = Instant::now();
+    let r = engine.run(()).await.expect("run");
+    let el = t.elapsed();
+    assert_eq!(r.finished_nodes, n);
+    (el / n as u32, (store.commits() - before) as f64 / n as f64)
 }
 
 /// The page numbers of the frames of the WAL's current generation, in order (a 32-byte header
@@ -343,25 +351,45 @@ async fn bench_resume(n: usize) -> Duration {
     el
 }
 
-/// The floor next to a case: measured just before and just after it, averaged (fsync latency on a
-/// shared machine moves with everyone else's writes, so a floor taken once is not comparable).
+/// The floor next to a case (fsync latency on a shared machine moves with everyone else's
+/// writes, so a floor taken once is not comparable).
 struct Floors(Vec<(String, Duration, Duration)>);
+
+enum Floor {
+    /// Measured just before a long case; `record` measures it just after too.
+    Around(Duration),
+    /// The median of floors measured just before each of a short case's runs.
+    Interleaved(Duration),
+}
 
 impl Floors {
     fn before() -> Duration {
         commit_floor(300)
     }
 
-    fn record(&mut self, case: String, per: Duration, before: Duration) {
-        let after = commit_floor(300);
-        let floor = (before + after) / 2;
-        println!(
-            "    floor around it {:>9.1} µs/commit ({:.1} before, {:.1} after): {:.2}x floor",
-            us(floor),
-            us(before),
-            us(after),
-            per.as_secs_f64() / floor.as_secs_f64()
-        );
+    fn record(&mut self, case: String, per: Duration, floor: Floor) {
+        let floor = match floor {
+            Floor::Around(before) => {
+                let after = commit_floor(300);
+                let floor = (before + after) / 2;
+                println!(
+                    "    floor around it {:>9.1} µs/commit ({:.1} before, {:.1} after): {:.2}x floor",
+                    us(floor),
+                    us(before),
+                    us(after),
+                    per.as_secs_f64() / floor.as_secs_f64()
+                );
+                floor
+            }
+            Floor::Interleaved(floor) => {
+                println!(
+                    "    floor before each run {:>9.1} µs/commit (median): {:.2}x floor",
+                    us(floor),
+                    per.as_secs_f64() / floor.as_secs_f64()
+                );
+                floor
+            }
+        };
         self.0.push((case, per, floor));
     }
 }
@@ -382,6 +410,17 @@ fn main() {
             }
             None => println!("WAL pages per output commit: not measured (the WAL was checkpointed)"),
         }
+        if let Some(&n) = sizes.iter().find(|&&n| n == 1000).or(sizes.first()) {
+            // What the engine and SQLite cost in CPU alone: the same sequence with no fsync (first:
+            // after the largest sequence the machine is busy with its files for a while).
+            let (per, _) = bench_sequence(n, Durability::Off).await;
+            let floor = commit_floor_with(1000, "OFF");
+            println!(
+                "sequence N={n} with synchronous=OFF (no fsync: the CPU part) {:>9.1} µs/node; a bare insert with synchronous=OFF {:.1} µs",
+                us(per),
+                us(floor)
+            );
+        }
         let mut floors = Floors(Vec::new());
         let mut seq = Vec::new();
         let mut peak = None;
@@ -391,9 +430,25 @@ fn main() {
                 101..=1000 => 5,
                 _ => 1,
             };
-            let before = Floors::before();
             let t = Instant::now();
-            let (per, commits) = bench_sequence(n, reps).await;
+            let (per, commits, floor) = if reps == 1 {
+                let before = Floors::before();
+                let (per, commits) = bench_sequence(n, Durability::Full).await;
+                (per, commits, Floor::Around(before))
+            } else {
+                // Short runs: a floor of as many commits just before each run, so both sample
+                // the same moments of the machine; medians of both.
+                let mut runs = Vec::new();
+                let mut floor = Vec::new();
+                let mut commits = 0.0;
+                for _ in 0..reps {
+                    floor.push(commit_floor(n.max(100)));
+                    let (per, c) = bench_sequence(n, Durability::Full).await;
+                    runs.push(per);
+                    commits = c;
+                }
+                (median(runs), commits, Floor::Interleaved(median(floor)))
+            };
             seq.push((n, per));
             peak = peak_rss_mib();
             println!(
@@ -401,7 +456,7 @@ fn main() {
                 us(per),
                 t.elapsed().as_secs_f64()
             );
-            floors.record(format!("sequence N={n}"), per, before);
+            floors.record(format!("sequence N={n}"), per, floor);
         }
         if let (Some(n), Some(mib)) = (sizes.iter().max(), peak) {
             println!("peak RSS after sequence N={n}: {mib:.1} MiB (VmHWM)");
@@ -413,7 +468,7 @@ fn main() {
                 "ralph {ralph} iterations {:>9.1} µs/iteration  {commits:.2} commits/iteration",
                 us(per)
             );
-            floors.record(format!("ralph {ralph} iterations"), per, before);
+            floors.record(format!("ralph {ralph} iterations"), per, Floor::Around(before));
         }
         if parallel > 0 {
             let before = Floors::before();
@@ -422,7 +477,7 @@ fn main() {
                 "parallel {parallel} tasks (max_concurrency 64) {:>9.1} µs/task  {commits:.2} commits/task",
                 us(per)
             );
-            floors.record(format!("parallel {parallel} tasks"), per, before);
+            floors.record(format!("parallel {parallel} tasks"), per, Floor::Around(before));
         }
         if resume > 0 {
             let el = bench_resume(resume).await;
