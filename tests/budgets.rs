@@ -103,7 +103,7 @@ fn rows(db: &Path) -> Vec<Row> {
     let mut st = c
         .prepare(
             "SELECT node_id, attempt, status, error, input_tokens, output_tokens
-             FROM _smithers_attempts ORDER BY rowid",
+             FROM _smithers_attempts ORDER BY ord",
         )
         .unwrap();
     st.query_map([], |x| {

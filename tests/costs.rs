@@ -75,7 +75,7 @@ fn costs(db: &Path) -> Vec<CostRow> {
     let c = rusqlite::Connection::open(db).unwrap();
     let mut st = c
         .prepare(
-            "SELECT node_id, model, cost_usd, cost_source FROM _smithers_attempts ORDER BY rowid",
+            "SELECT node_id, model, cost_usd, cost_source FROM _smithers_attempts ORDER BY ord",
         )
         .unwrap();
     st.query_map([], |x| Ok((x.get(0)?, x.get(1)?, x.get(2)?, x.get(3)?)))

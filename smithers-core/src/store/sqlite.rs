@@ -414,7 +414,7 @@ fn frame_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FrameRecord> {
 fn query_nodes(c: &Connection, run_id: &str) -> Result<Vec<NodeRecord>> {
     let mut st = c.prepare_cached(
         "SELECT node_id, iteration, status, attempts, output_table, loop_id, last_error
-         FROM _smithers_nodes WHERE run_id = ?1 ORDER BY rowid",
+         FROM _smithers_nodes WHERE run_id = ?1 ORDER BY ord, node_id, iteration",
     )?;
     let rows = st
         .query_map([run_id], node_from_row)?
@@ -701,7 +701,7 @@ impl Store for SqliteStore {
                 "SELECT node_id, iteration, attempt, status, agent, started_at, duration_ms, error,
                    input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, session_id, exit_code, model,
                    vcs_repo, vcs_before, vcs_after, cost_source
-                 FROM _smithers_attempts WHERE run_id = ?1 ORDER BY rowid",
+                 FROM _smithers_attempts WHERE run_id = ?1 ORDER BY ord, node_id, iteration, attempt",
             )?;
             let rows = st
                 .query_map([&run_id], |r| {
@@ -746,7 +746,7 @@ impl Store for SqliteStore {
                  FROM _smithers_attempts
                  WHERE run_id = ?1 AND (input_tokens IS NOT NULL OR output_tokens IS NOT NULL
                    OR cache_read_tokens IS NOT NULL OR cache_write_tokens IS NOT NULL OR cost_usd IS NOT NULL)
-                 ORDER BY rowid",
+                 ORDER BY ord, node_id, iteration, attempt",
             )?;
             let rows = st
                 .query_map([&run_id], |r| {
@@ -1320,5 +1320,112 @@ mod tests {
             threads.contains(&false),
             "no write committed on its caller's thread"
         );
+    }
+
+    /// A database made before nodes and attempts lost their rowid keeps every row, in the order
+    /// it was inserted, and the rows inserted after the migration follow them in theirs (not in
+    /// key order), with no separate key index left.
+    #[tokio::test]
+    async fn nodes_and_attempts_keep_their_insertion_order_through_the_without_rowid_migration() {
+        use crate::clock::{Clock, SystemClock};
+        use crate::events::{Event, EventKind};
+        use crate::model::NodeStatus;
+        use crate::store::{NodeRecord, Store, Write, WriteBatch};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let old = super::connection::database_before(&path, "nodes_attempts_without_rowid");
+        for (run, node) in [("r", "z"), ("q", "k"), ("r", "a"), ("r", "m")] {
+            old.execute(
+                "INSERT INTO _smithers_nodes (run_id, node_id, iteration, status, attempts, updated_at)
+                 VALUES (?1, ?2, 0, 'finished', 1, 't0')",
+                params![run, node],
+            )
+            .unwrap();
+        }
+        for (node, attempt) in [("z", 1), ("a", 2), ("a", 1)] {
+            old.execute(
+                "INSERT INTO _smithers_attempts (run_id, node_id, iteration, attempt, status, started_at)
+                 VALUES ('r', ?1, 0, ?2, 'finished', '2026-11-25T06:08:03.123Z')",
+                params![node, attempt],
+            )
+            .unwrap();
+        }
+        drop(old);
+
+        let s = SqliteStore::open(&path, Durability::Full).unwrap();
+        let node = |id: &str| {
+            Write::Node(NodeRecord {
+                node_id: id.into(),
+                iteration: 0,
+                status: NodeStatus::Running,
+                attempts: 1,
+                output_table: None,
+                loop_id: None,
+                last_error: None,
+            })
+        };
+        let start = |id: &str| Write::AttemptStart {
+            node_id: id.into(),
+            iteration: 0,
+            attempt: 1,
+            agent: None,
+            owner: "me".into(),
+        };
+        let event = || {
+            Write::Event(Event::run(
+                "r",
+                SystemClock.now(),
+                EventKind::RunStarted {
+                    workflow: "w".into(),
+                },
+            ))
+        };
+        // Insertion order, not key order: within a batch and across batches.
+        let mut b = WriteBatch::new("r");
+        b.writes = vec![
+            event(),
+            node("y"),
+            start("y"),
+            event(),
+            node("x"),
+            start("x"),
+        ];
+        s.write(b).await.unwrap();
+        let mut b = WriteBatch::new("r");
+        b.writes = vec![node("c"), node("b"), node("a")];
+        s.write(b).await.unwrap();
+
+        let nodes: Vec<String> = s
+            .nodes("r")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|n| n.node_id)
+            .collect();
+        assert_eq!(nodes, ["z", "a", "m", "y", "x", "c", "b"]);
+        let attempts: Vec<(String, u32)> = s
+            .attempts("r")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.node_id, a.attempt))
+            .collect();
+        let expect = [("z", 1), ("a", 2), ("a", 1), ("y", 1), ("x", 1)];
+        assert_eq!(attempts, expect.map(|(n, a)| (n.to_owned(), a)));
+        assert_eq!(s.nodes("q").await.unwrap()[0].node_id, "k");
+        // The upsert of `a` changed its status, not its place.
+        assert_eq!(s.nodes("r").await.unwrap()[1].status, NodeStatus::Running);
+
+        let c = rusqlite::Connection::open(&path).unwrap();
+        let autoindexes: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name LIKE 'sqlite_autoindex__smithers_nodes%'
+                   OR name LIKE 'sqlite_autoindex__smithers_attempts%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(autoindexes, 0);
     }
 }

@@ -132,7 +132,7 @@ impl Harness {
     pub fn attempts(&self, run_id: &str, node: &str) -> Vec<(u32, u32, String, Option<String>)> {
         let c = self.conn();
         let mut st = c
-            .prepare("SELECT iteration, attempt, status, error FROM _smithers_attempts WHERE run_id = ?1 AND node_id = ?2 ORDER BY rowid")
+            .prepare("SELECT iteration, attempt, status, error FROM _smithers_attempts WHERE run_id = ?1 AND node_id = ?2 ORDER BY ord, iteration, attempt")
             .unwrap();
         st.query_map([run_id, node], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))

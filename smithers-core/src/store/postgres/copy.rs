@@ -78,7 +78,7 @@ const TABLES: &[Table] = &[
             ("last_error", Text),
             ("updated_at", Text),
         ],
-        order: "rowid",
+        order: "ord, node_id, iteration",
         on_conflict: "",
     },
     Table {
@@ -109,7 +109,7 @@ const TABLES: &[Table] = &[
             ("cost_source", Text),
             ("rolled_back", Bool),
         ],
-        order: "rowid",
+        order: "ord, node_id, iteration, attempt",
         on_conflict: "",
     },
     Table {

@@ -3,10 +3,11 @@
 //! thread that commits queued writes together (group commit).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
+use rusqlite::functions::FunctionFlags;
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
@@ -77,6 +78,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "events_rowid",
         include_str!("../../../migrations/0013_events_rowid.sql"),
     ),
+    (
+        14,
+        "nodes_attempts_without_rowid",
+        include_str!("../../../migrations/0014_nodes_attempts_without_rowid.sql"),
+    ),
 ];
 
 pub(super) type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -102,6 +108,26 @@ pub(super) fn configure(conn: &Connection, durability: Durability) -> Result<()>
     conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.set_prepared_statement_cache_capacity(256);
+    register_ord(conn)?;
+    Ok(())
+}
+
+/// `smithers_ord()`, the insertion order of a node or attempt row (those tables have no rowid,
+/// migration 0014): microseconds since the Unix epoch by the system clock, and always more than
+/// the last value this connection gave, so rows inserted one after another, in one batch or in
+/// many, sort in that order. Only a run's lease holder inserts its rows, and a driver that takes
+/// a run over does so seconds after the last one stopped, so its rows sort after them too.
+fn register_ord(conn: &Connection) -> Result<()> {
+    let last = AtomicI64::new(0);
+    conn.create_scalar_function("smithers_ord", 0, FunctionFlags::SQLITE_UTF8, move |_| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        let prev = last.load(Ordering::Relaxed);
+        let next = now.max(prev.saturating_add(1));
+        last.store(next, Ordering::Relaxed);
+        Ok(next)
+    })?;
     Ok(())
 }
 

@@ -666,15 +666,15 @@ pub(super) fn fork(c: &Connection, f: &ForkRun, now: &str) -> Result<()> {
         params![parent, new, cut_seq],
     )?;
     for sql in [
-        "INSERT INTO _smithers_nodes (run_id, node_id, iteration, status, attempts, output_table, loop_id, last_error, updated_at)
-         SELECT ?2, node_id, iteration, status, attempts, output_table, loop_id, last_error, updated_at
+        "INSERT INTO _smithers_nodes (run_id, node_id, iteration, status, attempts, output_table, loop_id, last_error, updated_at, ord)
+         SELECT ?2, node_id, iteration, status, attempts, output_table, loop_id, last_error, updated_at, ord
          FROM _smithers_nodes WHERE run_id = ?1",
         "INSERT INTO _smithers_attempts (run_id, node_id, iteration, attempt, status, owner, agent, started_at,
            finished_at, duration_ms, error, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
-           cost_usd, session_id, exit_code, model, vcs_repo, vcs_before, vcs_after, rolled_back, cost_source)
+           cost_usd, session_id, exit_code, model, vcs_repo, vcs_before, vcs_after, rolled_back, cost_source, ord)
          SELECT ?2, node_id, iteration, attempt, status, owner, agent, started_at,
            finished_at, duration_ms, error, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
-           cost_usd, session_id, exit_code, model, vcs_repo, vcs_before, vcs_after, rolled_back, cost_source
+           cost_usd, session_id, exit_code, model, vcs_repo, vcs_before, vcs_after, rolled_back, cost_source, ord
          FROM _smithers_attempts WHERE run_id = ?1",
         "INSERT INTO _smithers_ralph (run_id, loop_id, iteration, pass_start, parent_iteration, done)
          SELECT ?2, loop_id, iteration, pass_start, parent_iteration, done FROM _smithers_ralph WHERE run_id = ?1",

@@ -38,8 +38,8 @@ pub(super) fn apply(c: &Connection, batch: &WriteBatch, now: Timestamp) -> Resul
             Write::Node(n) => {
                 c.prepare_cached(
                     "INSERT INTO _smithers_nodes
-                       (run_id, node_id, iteration, status, attempts, output_table, loop_id, last_error, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                       (run_id, node_id, iteration, status, attempts, output_table, loop_id, last_error, updated_at, ord)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, smithers_ord())
                      ON CONFLICT (run_id, node_id, iteration) DO UPDATE SET
                        status = excluded.status, attempts = excluded.attempts, output_table = excluded.output_table,
                        loop_id = excluded.loop_id, last_error = excluded.last_error, updated_at = excluded.updated_at",
@@ -64,8 +64,8 @@ pub(super) fn apply(c: &Connection, batch: &WriteBatch, now: Timestamp) -> Resul
                 owner,
             } => {
                 c.prepare_cached(
-                    "INSERT INTO _smithers_attempts (run_id, node_id, iteration, attempt, status, owner, agent, started_at)
-                     VALUES (?1, ?2, ?3, ?4, 'in-progress', ?5, ?6, ?7)",
+                    "INSERT INTO _smithers_attempts (run_id, node_id, iteration, attempt, status, owner, agent, started_at, ord)
+                     VALUES (?1, ?2, ?3, ?4, 'in-progress', ?5, ?6, ?7, smithers_ord())",
                 )?
                 .execute(params![run_id, node_id, iteration, attempt, owner, agent, now])?;
             }
