@@ -337,31 +337,45 @@ fn commit_error(e: &rusqlite::Error) -> Error {
 
 /// Runs the jobs in one transaction; returns whether it committed.
 fn run_group(conn: &Connection, group: Vec<WriteJob>) -> bool {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
         // Dropping the jobs drops their reply channels: each caller gets `StoreClosed`.
         tracing::error!(error = %e, "cannot begin a write transaction; {} write(s) dropped", group.len());
         return false;
     }
     let mut completions = Vec::with_capacity(group.len());
+    let alone = group.len() == 1;
     for job in group {
-        if let Err(e) = conn.execute_batch("SAVEPOINT batch") {
-            tracing::error!(error = %e, "cannot open a savepoint");
+        // A job alone needs no savepoint: when it fails, the transaction holds nothing else
+        // and is rolled back whole (and SQLite keeps no statement journal for a savepoint).
+        if !alone {
+            if let Err(e) = exec(conn, "SAVEPOINT batch") {
+                tracing::error!(error = %e, "cannot open a savepoint");
+            }
         }
         let (ok, completion) = job(conn);
+        if alone && !ok {
+            if let Err(e) = exec(conn, "ROLLBACK") {
+                tracing::error!(error = %e, "cannot roll back a failed write");
+            }
+            completion(Ok(()));
+            return false;
+        }
         // A failed batch is undone alone; the others in the group still commit.
-        let end = if ok {
-            "RELEASE batch"
-        } else {
-            "ROLLBACK TO batch; RELEASE batch"
+        let end: &[&str] = match (alone, ok) {
+            (true, _) => &[],
+            (false, true) => &["RELEASE batch"],
+            (false, false) => &["ROLLBACK TO batch", "RELEASE batch"],
         };
-        if let Err(e) = conn.execute_batch(end) {
-            tracing::error!(error = %e, "cannot close a savepoint");
+        for sql in end {
+            if let Err(e) = exec(conn, sql) {
+                tracing::error!(error = %e, "cannot close a savepoint");
+            }
         }
         completions.push(completion);
     }
-    let commit_err = conn.execute_batch("COMMIT").err();
+    let commit_err = exec(conn, "COMMIT").err();
     if commit_err.is_some() {
-        let _ = conn.execute_batch("ROLLBACK");
+        let _ = exec(conn, "ROLLBACK");
     }
     let committed = commit_err.is_none();
     for c in completions {
@@ -371,6 +385,11 @@ fn run_group(conn: &Connection, group: Vec<WriteJob>) -> bool {
         });
     }
     committed
+}
+
+/// Runs one statement of transaction control, prepared once per connection.
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 /// A database made by an older smithers: the migrations before `migration` applied and
