@@ -275,7 +275,6 @@ pub(super) fn worker(shared: &Shared, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             },
         };
-        shared.queued.fetch_sub(1, Ordering::SeqCst);
         // A job that panicked on a writer's thread left its transaction open: the store is
         // closed from then on (as when a job panics on this thread), never used half-done.
         let Ok(mut guard) = shared.conn.lock() else {
@@ -284,6 +283,9 @@ pub(super) fn worker(shared: &Shared, rx: mpsc::Receiver<Job>) {
             );
             return;
         };
+        // Counted as queued until the connection is this thread's: meanwhile writers on their
+        // own threads leave it to this one.
+        shared.queued.fetch_sub(1, Ordering::SeqCst);
         let Some(conn) = guard.as_mut() else {
             return;
         };
