@@ -254,10 +254,28 @@ where
     pub async fn run_with_id(&self, run_id: &str, input: I) -> Result<RunReport> {
         self.check_pool_mode()?;
         let input = Arc::new(input);
-        let (workflow, fence) = self.create(run_id, &input).await?;
-        let mut st = RunState::new(run_id, fence);
-        self.execute_all(&mut st, Input::Started { workflow })
-            .await?;
+        let (workflow, run) = self.new_run(run_id, &input)?;
+        // The run's row and its start record in one commit.
+        let mut st = RunState::new(run_id, FenceToken::new(run.owner.clone(), 1));
+        let mut commands = st.handle(Input::Started { workflow }, self.options.clock.now());
+        let first = match commands.pop_front() {
+            Some(Command::Commit(b)) => b,
+            other => {
+                if let Some(c) = other {
+                    commands.push_front(c);
+                }
+                WriteBatch::new(run_id)
+            }
+        };
+        let events: Vec<Event> = first.events().cloned().collect();
+        st.fence = self.store.create_run_with(run, first).await?;
+        self.deliver(&events);
+        for command in commands {
+            match command {
+                Command::Commit(b) => self.commit(&st.fence, b).await?,
+                _ => unreachable!("starting a run only commits"),
+            }
+        }
         let report = self.drive_and_release(&mut st, input).await;
         free(st);
         report
@@ -292,6 +310,13 @@ where
 
     /// Renders the first tree of a new run and creates its row, holding the lease.
     async fn create(&self, run_id: &str, input: &Arc<I>) -> Result<(String, FenceToken)> {
+        let (workflow, run) = self.new_run(run_id, input)?;
+        let fence = self.store.create_run(run).await?;
+        Ok((workflow, fence))
+    }
+
+    /// Renders the first tree of a new run: its workflow name and its row, held by this process.
+    fn new_run(&self, run_id: &str, input: &Arc<I>) -> Result<(String, NewRun)> {
         let input_json =
             serde_json::to_value(&**input).map_err(|e| Error::InvalidInput(e.to_string()))?;
         let first = RunSnapshot {
@@ -300,17 +325,14 @@ where
         };
         let tree = self.render_catching(&self.ctx(input.clone(), Arc::new(first)))?;
         let workflow = workflow_name(&tree);
-        let fence = self
-            .store
-            .create_run(NewRun {
-                run_id: run_id.to_owned(),
-                workflow: workflow.clone(),
-                input: input_json,
-                owner: lease_owner(),
-                lease_ttl: self.options.lease_ttl,
-            })
-            .await?;
-        Ok((workflow, fence))
+        let run = NewRun {
+            run_id: run_id.to_owned(),
+            workflow: workflow.clone(),
+            input: input_json,
+            owner: lease_owner(),
+            lease_ttl: self.options.lease_ttl,
+        };
+        Ok((workflow, run))
     }
 
     /// Resumes a run (the latest one when `run_id` is `None`): attempts a dead process left in

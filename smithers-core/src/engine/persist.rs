@@ -71,12 +71,17 @@ where
         }
         let events: Vec<Event> = b.events().cloned().collect();
         self.store.write(b.fenced(fence)).await?;
-        for e in &events {
+        self.deliver(&events);
+        Ok(())
+    }
+
+    /// Hands committed events to the trace and the listener.
+    pub(super) fn deliver(&self, events: &[Event]) {
+        for e in events {
             e.trace();
             if let Some(l) = &self.options.on_event {
                 l(e);
             }
         }
-        Ok(())
     }
 }

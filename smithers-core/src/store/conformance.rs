@@ -226,6 +226,7 @@ macro_rules! store_conformance_tests {
             runs_round_trip,
             outputs_round_trip_every_column_kind,
             a_failing_batch_writes_nothing,
+            a_run_and_its_first_batch_commit_together,
             concurrent_batches_commit_independently,
             leases_exclude_a_live_holder,
             a_batch_with_a_stale_token_commits_nothing,
@@ -449,6 +450,61 @@ pub async fn a_failing_batch_writes_nothing(s: Arc<dyn Store>) {
         "nothing of a failed batch is written"
     );
     assert_eq!(s.load("r").await.unwrap().outputs.len(), 1);
+}
+
+/// `create_run_with` commits the run and its first batch together, under the new run's token:
+/// both, or on any error neither (and the run id stays free).
+pub async fn a_run_and_its_first_batch_commit_together(s: Arc<dyn Store>) {
+    let mut first = WriteBatch::new("r");
+    first.push(Write::Event(Event::run(
+        "r",
+        Timestamp::from_millis(0),
+        EventKind::RunStarted {
+            workflow: "conformance".into(),
+        },
+    )));
+    first.push(Write::State {
+        key: "started".into(),
+        value: "r".into(),
+    });
+    let fence = s.create_run_with(new_run("r", "me"), first).await.unwrap();
+    assert_eq!(fence, FenceToken::new("me", 1));
+    let run = s.run("r").await.unwrap().expect("the run was created");
+    assert_eq!(run.status, RunStatus::Running);
+    assert_eq!(run.lease_owner.as_deref(), Some("me"));
+    let events = s.events("r", 0).await.unwrap();
+    assert!(
+        matches!(
+            events.as_slice(),
+            [e] if matches!(e.event.kind, EventKind::RunStarted { .. })
+        ),
+        "the first batch's event is the run's only event: {events:?}"
+    );
+    assert_eq!(s.state_get("started").await.unwrap().as_deref(), Some("r"));
+
+    // A first batch that fails (the same output key twice) leaves neither run nor batch.
+    let info = Every::info();
+    s.ensure_output_table(info).await.unwrap();
+    let v = json!({"i": 1, "b": false, "r": 0.0, "t": "", "j": [], "o": "x"});
+    let mut bad = WriteBatch::new("s");
+    bad.push(Write::State {
+        key: "must-not-exist".into(),
+        value: "1".into(),
+    });
+    bad.writes.extend(finished("once", v.clone(), info));
+    bad.writes.extend(finished("once", v, info));
+    assert!(
+        s.create_run_with(new_run("s", "me"), bad).await.is_err(),
+        "a duplicate output row is refused"
+    );
+    assert!(
+        s.run("s").await.unwrap().is_none(),
+        "no run of a failed start"
+    );
+    assert_eq!(s.state_get("must-not-exist").await.unwrap(), None);
+    s.create_run(new_run("s", "me"))
+        .await
+        .expect("the id of a failed start is free");
 }
 
 /// Batches queued together commit independently: one failing does not undo another.

@@ -888,6 +888,10 @@ pub trait Store: Send + Sync + 'static {
     /// Creates a run (status running) holding the lease for `run.owner` in epoch 1; returns
     /// that token.
     async fn create_run(&self, run: NewRun) -> Result<FenceToken>;
+    /// Creates a run as [`Store::create_run`] does and commits `first` (writes of that run,
+    /// its start record) in the same transaction, under the new run's token: both or, on any
+    /// error, neither. One commit where `create_run` and `write` take two.
+    async fn create_run_with(&self, run: NewRun, first: WriteBatch) -> Result<FenceToken>;
     /// A run by id.
     async fn run(&self, run_id: &str) -> Result<Option<RunRecord>>;
     /// The most recently created run.

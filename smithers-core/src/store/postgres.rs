@@ -306,7 +306,12 @@ async fn query_approvals(c: &impl GenericClient, run_id: &str) -> Result<Vec<App
 #[async_trait]
 impl Store for PostgresStore {
     async fn create_run(&self, run: NewRun) -> Result<FenceToken> {
-        let c = self.client().await?;
+        self.create_run_with(run, WriteBatch::new("")).await
+    }
+
+    async fn create_run_with(&self, run: NewRun, first: WriteBatch) -> Result<FenceToken> {
+        let mut c = self.client().await?;
+        let c = c.transaction().await?;
         let st = c
             .prepare_cached(
                 "INSERT INTO _smithers_runs
@@ -328,7 +333,12 @@ impl Store for PostgresStore {
             ],
         )
         .await?;
-        Ok(FenceToken::new(run.owner, 1))
+        let fence = FenceToken::new(run.owner, 1);
+        if !first.is_empty() {
+            apply(&c, &first.fenced(&fence), now).await?;
+        }
+        c.commit().await?;
+        Ok(fence)
     }
 
     async fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {

@@ -468,6 +468,10 @@ fn query_approvals(c: &Connection, run_id: &str) -> Result<Vec<ApprovalRecord>> 
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_run(&self, run: NewRun) -> Result<FenceToken> {
+        self.create_run_with(run, WriteBatch::new("")).await
+    }
+
+    async fn create_run_with(&self, run: NewRun, first: WriteBatch) -> Result<FenceToken> {
         let now: Timestamp = self.clock.now();
         self.write_with(move |c| {
             let at = now.to_string();
@@ -484,7 +488,11 @@ impl Store for SqliteStore {
                     now.as_millis() + run.lease_ttl.as_millis() as i64
                 ],
             )?;
-            Ok(FenceToken::new(run.owner, 1))
+            let fence = FenceToken::new(run.owner, 1);
+            if !first.is_empty() {
+                apply(c, &first.fenced(&fence), now)?;
+            }
+            Ok(fence)
         })
         .await
     }
