@@ -270,12 +270,7 @@ where
         let events: Vec<Event> = first.events().cloned().collect();
         st.fence = self.store.create_run_with(run, first).await?;
         self.deliver(&events);
-        for command in commands {
-            match command {
-                Command::Commit(b) => self.commit(&st.fence, b).await?,
-                _ => unreachable!("starting a run only commits"),
-            }
-        }
+        self.commit_all(&st.fence, commands).await?;
         let report = self.drive_and_release(&mut st, input).await;
         free(st);
         report
@@ -512,9 +507,19 @@ where
     /// Feeds `input` and carries out its commands, which must not wait or start anything (the
     /// start and resume records).
     async fn execute_all(&self, st: &mut RunState, input: Input) -> Result<()> {
-        for command in st.handle(input, self.options.clock.now()) {
+        let commands = st.handle(input, self.options.clock.now());
+        self.commit_all(&st.fence, commands).await
+    }
+
+    /// Carries out commands that only commit (what `execute_all` feeds back).
+    async fn commit_all(
+        &self,
+        fence: &FenceToken,
+        commands: impl IntoIterator<Item = Command>,
+    ) -> Result<()> {
+        for command in commands {
             match command {
-                Command::Commit(b) => self.commit(&st.fence, b).await?,
+                Command::Commit(b) => self.commit(fence, b).await?,
                 _ => unreachable!("starting or resuming a run only commits"),
             }
         }

@@ -887,7 +887,10 @@ pub struct NewRun {
 pub trait Store: Send + Sync + 'static {
     /// Creates a run (status running) holding the lease for `run.owner` in epoch 1; returns
     /// that token.
-    async fn create_run(&self, run: NewRun) -> Result<FenceToken>;
+    async fn create_run(&self, run: NewRun) -> Result<FenceToken> {
+        let first = WriteBatch::new(&run.run_id);
+        self.create_run_with(run, first).await
+    }
     /// Creates a run as [`Store::create_run`] does and commits `first` (writes of that run,
     /// its start record) in the same transaction, under the new run's token: both or, on any
     /// error, neither. One commit where `create_run` and `write` take two.

@@ -305,10 +305,6 @@ async fn query_approvals(c: &impl GenericClient, run_id: &str) -> Result<Vec<App
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn create_run(&self, run: NewRun) -> Result<FenceToken> {
-        self.create_run_with(run, WriteBatch::new("")).await
-    }
-
     async fn create_run_with(&self, run: NewRun, first: WriteBatch) -> Result<FenceToken> {
         let mut c = self.client().await?;
         let c = c.transaction().await?;

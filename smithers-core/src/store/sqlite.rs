@@ -467,10 +467,6 @@ fn query_approvals(c: &Connection, run_id: &str) -> Result<Vec<ApprovalRecord>> 
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn create_run(&self, run: NewRun) -> Result<FenceToken> {
-        self.create_run_with(run, WriteBatch::new("")).await
-    }
-
     async fn create_run_with(&self, run: NewRun, first: WriteBatch) -> Result<FenceToken> {
         let now: Timestamp = self.clock.now();
         self.write_with(move |c| {
@@ -1222,6 +1218,13 @@ mod tests {
         .await
     }
 
+    fn multi_thread() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap()
+    }
+
     async fn keys(s: &SqliteStore) -> Vec<String> {
         s.read(|c| {
             let mut st = c.prepare("SELECT key FROM state ORDER BY key")?;
@@ -1238,10 +1241,7 @@ mod tests {
     fn a_lone_write_commits_on_the_callers_thread_only_where_it_may_block() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(&dir);
-        let multi = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .build()
-            .unwrap();
+        let multi = multi_thread();
         let on = multi.block_on(put(&s, "a".into(), false)).unwrap();
         assert_ne!(on, "smithers-sqlite", "committed on the worker thread");
         let on = multi
@@ -1272,10 +1272,7 @@ mod tests {
     fn concurrent_writers_on_both_paths_keep_every_good_batch_and_no_failed_one() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(&dir);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .build()
-            .unwrap();
+        let rt = multi_thread();
         let (good, threads) = rt.block_on(async {
             let mut tasks = Vec::new();
             for i in 0..300 {

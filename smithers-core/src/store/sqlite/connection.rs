@@ -362,15 +362,17 @@ fn run_group(conn: &Connection, group: Vec<WriteJob>) -> bool {
             completion(Ok(()));
             return false;
         }
-        // A failed batch is undone alone; the others in the group still commit.
-        let end: &[&str] = match (alone, ok) {
-            (true, _) => &[],
-            (false, true) => &["RELEASE batch"],
-            (false, false) => &["ROLLBACK TO batch", "RELEASE batch"],
-        };
-        for sql in end {
-            if let Err(e) = exec(conn, sql) {
-                tracing::error!(error = %e, "cannot close a savepoint");
+        if !alone {
+            // A failed batch is undone alone; the others in the group still commit.
+            let end: &[&str] = if ok {
+                &["RELEASE batch"]
+            } else {
+                &["ROLLBACK TO batch", "RELEASE batch"]
+            };
+            for sql in end {
+                if let Err(e) = exec(conn, sql) {
+                    tracing::error!(error = %e, "cannot close a savepoint");
+                }
             }
         }
         completions.push(completion);
